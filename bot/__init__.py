@@ -1,0 +1,1 @@
+"""migrate-bot: the Slack / console front end and wiring."""

@@ -1,0 +1,1 @@
+"""Block Kit renderers: pure functions from core objects to Block Kit dicts (no I/O)."""

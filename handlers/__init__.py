@@ -1,0 +1,1 @@
+"""Slack <-> core translation: slash commands, buttons, modals, App Home, the progress sink."""

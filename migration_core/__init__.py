@@ -1,0 +1,1 @@
+"""Everything about migrations: grammar, preflight, planning, execution, verification. Knows nothing of Slack."""

@@ -1,0 +1,381 @@
+"""Domain types shared by the whole core: requests, checks, predictions, plans, jobs, progress, summaries.
+
+Everything here is a frozen dataclass or an enum: plain, typed, comparable, and free of I/O. Units are in
+the field names (`_ms`, `_s`, `_mib_s`, `_bytes`) because migration numbers come in five units.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+# A libvirt typed-parameter value as the planner produces it (ints, strings, or a list for multi-value keys).
+ParamValue = int | str | list[str]
+
+
+class MigrationMode(StrEnum):
+    """Live (the VM keeps running) or offline (the definition moves; the VM is shut off)."""
+
+    LIVE = "live"
+    OFFLINE = "offline"
+
+
+class CopyStorage(StrEnum):
+    """Which non-shared disks to copy: all of each disk, or only the top layer (`inc`)."""
+
+    ALL = "all"
+    INC = "inc"
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    """The options of a /migrate request exactly as the operator typed them (virsh's names).
+
+    `mode=None` means "decide from the VM's state": running -> live, shut off -> offline.
+    """
+
+    mode: MigrationMode | None = None
+    persistent: bool = True
+    undefine_source: bool = False
+    postcopy: bool = False
+    postcopy_after_s: float | None = None
+    auto_converge: bool = False
+    parallel_connections: int | None = None
+    max_downtime_ms: int | None = None
+    bandwidth_mib_s: int | None = None
+    copy_storage: CopyStorage | None = None
+    compressed: bool = False
+    tls: bool = False
+    timeout_s: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class MigrationRequest:
+    """Move `vm` to the host named `destination`, with these options. The source is found by preflight."""
+
+    vm: str
+    destination: str
+    options: MigrationOptions = field(default_factory=MigrationOptions)
+
+
+class CheckStatus(StrEnum):
+    """Outcome of one preflight or verification check."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check: a stable `name` (e.g. "cpu"), its status, why, and what to do about it."""
+
+    name: str
+    status: CheckStatus
+    reason: str
+    fix: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status.value, "reason": self.reason, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Whether pre-copy converges, from the measured dirty rate and the link bandwidth.
+
+    `converges=None` means it could not be predicted (e.g. offline, or no dirty rate); `verdict` says why.
+    """
+
+    converges: bool | None
+    total_s: float | None
+    downtime_ms: float | None
+    dirty_rate_mib_s: float | None
+    bandwidth_mib_s: float | None
+    passes: int | None
+    verdict: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "converges": self.converges,
+            "total_s": self.total_s,
+            "downtime_ms": self.downtime_ms,
+            "dirty_rate_mib_s": self.dirty_rate_mib_s,
+            "bandwidth_mib_s": self.bandwidth_mib_s,
+            "passes": self.passes,
+            "verdict": self.verdict,
+        }
+
+
+@dataclass(frozen=True)
+class ConvergencePolicy:
+    """What the convergence controller may do during the run, fixed at plan time (and so approved)."""
+
+    max_downtime_ms: int = 300
+    downtime_ramp_ms: tuple[int, ...] = ()
+    allow_postcopy: bool = False
+    postcopy_after_s: float | None = None
+    timeout_s: float | None = None
+    stall_timeout_s: float = 60.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["downtime_ramp_ms"] = list(self.downtime_ramp_ms)
+        return data
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Request + where it goes + checks + prediction + the exact libvirt flags and typed params to use.
+
+    A plan with any failing check is not executable. `hash` binds approvals: it covers everything an
+    approver agreed to (request, hosts, mode, flags, params, policy, check outcomes), but not the measured
+    dirty rate, which differs on every run.
+    """
+
+    request: MigrationRequest
+    source: str
+    destination: str
+    mode: MigrationMode
+    checks: tuple[CheckResult, ...]
+    prediction: Prediction | None
+    flags: tuple[str, ...]
+    params: Mapping[str, ParamValue]
+    policy: ConvergencePolicy
+    recommendation: str | None = None
+    vm_memory_bytes: int = 0
+    vm_uuid: str = ""
+
+    @property
+    def executable(self) -> bool:
+        return all(c.status is not CheckStatus.FAIL for c in self.checks)
+
+    @property
+    def warnings(self) -> tuple[CheckResult, ...]:
+        return tuple(c for c in self.checks if c.status is CheckStatus.WARN)
+
+    @property
+    def failures(self) -> tuple[CheckResult, ...]:
+        return tuple(c for c in self.checks if c.status is CheckStatus.FAIL)
+
+    @property
+    def hash(self) -> str:
+        bound = {
+            "request": asdict(self.request),
+            "source": self.source,
+            "destination": self.destination,
+            "mode": self.mode.value,
+            "flags": sorted(self.flags),
+            "params": dict(self.params),
+            "policy": self.policy.to_json(),
+            "checks": sorted((c.name, c.status.value) for c in self.checks),
+            "vm_uuid": self.vm_uuid,
+        }
+        return hashlib.sha256(_canonical(bound).encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        """The `migrate-bot plan --json` contract (keys are relied on by other tools)."""
+        return {
+            "executable": self.executable,
+            "vm": self.request.vm,
+            "source": self.source,
+            "destination": self.destination,
+            "mode": self.mode.value,
+            "checks": [c.to_json() for c in self.checks],
+            "prediction": self.prediction.to_json() if self.prediction else None,
+            "flags": list(self.flags),
+            "params": dict(self.params),
+            "policy": self.policy.to_json(),
+            "recommendation": self.recommendation,
+            "vm_memory_bytes": self.vm_memory_bytes,
+            "vm_uuid": self.vm_uuid,
+            "request": _request_to_json(self.request),
+            "hash": self.hash,
+        }
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Plan:
+        """Inverse of `to_json` (the store keeps plans as JSON)."""
+        pred = data.get("prediction")
+        pol = dict(data["policy"])
+        pol["downtime_ramp_ms"] = tuple(pol.get("downtime_ramp_ms", ()))
+        return Plan(
+            request=_request_from_json(data["request"]),
+            source=data["source"],
+            destination=data["destination"],
+            mode=MigrationMode(data["mode"]),
+            checks=tuple(
+                CheckResult(c["name"], CheckStatus(c["status"]), c["reason"], c.get("fix"))
+                for c in data["checks"]
+            ),
+            prediction=Prediction(**pred) if pred else None,
+            flags=tuple(data["flags"]),
+            params=dict(data["params"]),
+            policy=ConvergencePolicy(**pol),
+            recommendation=data.get("recommendation"),
+            vm_memory_bytes=int(data.get("vm_memory_bytes", 0)),
+            vm_uuid=data.get("vm_uuid", ""),
+        )
+
+
+def _request_to_json(req: MigrationRequest) -> dict[str, Any]:
+    opts = asdict(req.options)
+    opts["mode"] = req.options.mode.value if req.options.mode else None
+    opts["copy_storage"] = req.options.copy_storage.value if req.options.copy_storage else None
+    return {"vm": req.vm, "destination": req.destination, "options": opts}
+
+
+def _request_from_json(data: Mapping[str, Any]) -> MigrationRequest:
+    opts = dict(data["options"])
+    opts["mode"] = MigrationMode(opts["mode"]) if opts.get("mode") else None
+    opts["copy_storage"] = CopyStorage(opts["copy_storage"]) if opts.get("copy_storage") else None
+    return MigrationRequest(vm=data["vm"], destination=data["destination"], options=MigrationOptions(**opts))
+
+
+class JobState(StrEnum):
+    """The job state machine; every transition is persisted (see jobs.py for the allowed moves)."""
+
+    REQUESTED = "requested"
+    PREFLIGHT = "preflight"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    QUEUED = "queued"
+    RUNNING = "running"
+    VERIFYING = "verifying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    DENIED = "denied"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.ABORTED, JobState.DENIED, JobState.EXPIRED}
+)
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One approval (or denial) of a job, bound to the plan hash it was given for."""
+
+    job_id: int
+    actor: str
+    approved: bool
+    plan_hash: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Job:
+    """A migration request's record. `chat_*` fields are opaque references for the front end (Slack ids)."""
+
+    id: int
+    vm: str
+    source: str
+    destination: str
+    requester: str
+    state: JobState
+    created_at: datetime
+    updated_at: datetime
+    plan: Plan | None = None
+    reason: str | None = None
+    chat_channel: str | None = None
+    chat_thread: str | None = None
+    chat_progress: str | None = None
+    approvals: tuple[Approval, ...] = ()
+    error: str | None = None
+    owner: str | None = None
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        return tuple(a.actor for a in self.approvals if a.approved)
+
+
+class Phase(StrEnum):
+    """Where a running migration is."""
+
+    SETUP = "setup"
+    PRECOPY = "pre-copy"
+    POSTCOPY = "post-copy"
+    STORAGE = "storage copy"
+    COMPLETING = "completing"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class ProgressSample:
+    """One progress reading, already in human units. `percent` never goes backwards and stays < 100 until done."""
+
+    job_id: int
+    at: datetime
+    phase: Phase
+    percent: float
+    elapsed_s: float
+    data_processed_bytes: int
+    data_remaining_bytes: int
+    data_total_bytes: int
+    throughput_mib_s: float
+    dirty_rate_mib_s: float | None
+    iteration: int
+    expected_downtime_ms: int | None
+    eta_s: float | None
+    stalled: bool
+    stalled_for_s: float = 0.0
+    postcopy_requests: int = 0
+    auto_converge_throttle_pct: int = 0
+
+
+class ControlAction(StrEnum):
+    """What the convergence controller (or an operator) decides to do with a running migration."""
+
+    CONTINUE = "continue"
+    RAISE_DOWNTIME = "raise_downtime"
+    SWITCH_POSTCOPY = "switch_postcopy"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A controller decision and its human reason; `downtime_ms` is set for RAISE_DOWNTIME."""
+
+    action: ControlAction
+    reason: str
+    downtime_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class VerificationSummary:
+    """How the migration ended, checked on both hosts, with the measured numbers."""
+
+    job_id: int
+    outcome: JobState
+    headline: str
+    checks: tuple[CheckResult, ...]
+    source_state: str
+    destination_state: str
+    downtime_ms: int | None = None
+    downtime_target_ms: int | None = None
+    total_s: float | None = None
+    data_bytes: int | None = None
+    throughput_mib_s: float | None = None
+    iterations: int | None = None
+    next_step: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["outcome"] = self.outcome.value
+        data["checks"] = [c.to_json() for c in self.checks]
+        return data

@@ -1,0 +1,1 @@
+"""Test suite: mirrors the packages; tests/lab needs the real two-host lab."""

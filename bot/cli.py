@@ -1,0 +1,126 @@
+"""The `migrate-bot` command line: serve, console, parse, plan, status, history, hosts, version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from migration_core.errors import GrammarError, MigrateBotError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_DESCRIPTION = """\
+migrate-bot moves KVM virtual machines between libvirt hosts with preflight checks, a convergence
+prediction, change-control approvals and live progress, from Slack or from a terminal.
+
+The words after `plan` (and the text given to `parse`) are the same as after `/migrate` in Slack,
+e.g.:  migrate-bot plan vm42 to hostB --postcopy
+"""
+
+_ENV_HELP = """\
+environment:
+  MIGRATE_BOT_HOSTS   hosts inventory file (default ./hosts.toml; see deploy/hosts.example.toml)
+  MIGRATE_BOT_DB      database URL (default sqlite:///./migrate-bot.db; or postgresql+psycopg://...)
+  (Slack and policy variables: see README.md)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="migrate-bot",
+        description=_DESCRIPTION,
+        epilog=_ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the Slack bot (Socket Mode by default; MIGRATE_BOT_MODE=http for HTTP)")
+    s.epilog = "Needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)."
+
+    c = sub.add_parser("console", help="run the same flow in this terminal, no Slack needed")
+    c.add_argument("--as", dest="user", default=None, help="act as this user (default: $USER)")
+
+    pa = sub.add_parser("parse", help="parse /migrate text and print the typed command")
+    pa.add_argument("text", nargs="+", help="the text after /migrate (quote it or pass it as words)")
+    pa.add_argument("--json", action="store_true", help="print one JSON object (exit 2 on a grammar error)")
+
+    pl = sub.add_parser("plan", help="preflight checks + convergence prediction; changes nothing")
+    pl.add_argument("words", nargs=argparse.REMAINDER, help="VM to HOST [options], as after /migrate")
+    pl.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+
+    st = sub.add_parser("status", help="show a job (by id) or the latest job of a VM, or all active jobs")
+    st.add_argument("target", nargs="?", help="job id (41 or #41) or VM name")
+    st.add_argument("--json", action="store_true")
+
+    h = sub.add_parser("history", help="recent jobs, optionally for one VM or host")
+    h.add_argument("subject", nargs="?", help="VM or host name")
+    h.add_argument("--limit", type=int, default=20, help="how many jobs (default 20)")
+    h.add_argument("--json", action="store_true")
+
+    ho = sub.add_parser("hosts", help="list inventory hosts and whether each answers")
+    ho.add_argument("--json", action="store_true")
+
+    sub.add_parser("version", help="print the version")
+    return p
+
+
+def _print_error(err: MigrateBotError, out: TextIO) -> None:
+    out.write(f"error: {err.message}\n")
+    if err.hint:
+        out.write(f"hint: {err.hint}\n")
+
+
+def _cmd_parse(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from migration_core.grammar import command_to_json, error_to_json, parse_command
+
+    text = " ".join(args.text)
+    try:
+        command = parse_command(text)
+    except GrammarError as e:
+        if args.json:
+            out.write(json.dumps(error_to_json(e)) + "\n")
+        else:
+            _print_error(e, err)
+        return EXIT_USAGE
+    if args.json:
+        out.write(json.dumps(command_to_json(command)) + "\n")
+    else:
+        for key, value in command_to_json(command).items():
+            out.write(f"{key}: {value}\n")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.cmd is None:
+        parser.print_help(out)
+        return EXIT_OK
+    if args.cmd == "version":
+        from importlib.metadata import version
+
+        out.write(f"migrate-bot {version('migrate-bot')}\n")
+        return EXIT_OK
+    if args.cmd == "parse":
+        return _cmd_parse(args, out, err)
+    try:
+        from bot import cli_commands
+
+        return asyncio.run(cli_commands.run(args, out, err))
+    except KeyboardInterrupt:
+        err.write("interrupted\n")
+        return 130
+    except MigrateBotError as e:
+        _print_error(e, err)
+        return EXIT_USAGE if isinstance(e, GrammarError) else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

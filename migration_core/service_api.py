@@ -1,0 +1,114 @@
+"""The core's service API as front ends (Slack handlers, the terminal console, the CLI) see it.
+
+Front ends depend on this Protocol only; `migration_core.service.MigrationService` implements it. Every method
+raises only `MigrateBotError` subclasses for expected failures (bad input, not allowed, wrong state); their
+`str()` is the text to show the user. Job events (state changes, progress, decisions, notices, the summary) go to
+the `EventSink` given to the service at construction, not through return values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from migration_core.models import Job, MigrationRequest, Plan
+
+# Answers "is this user an approver?" (the Slack layer resolves user groups; the console uses a static list).
+ApproverCheck = Callable[[str], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One inventory host and whether its libvirt answers right now."""
+
+    name: str
+    uri: str
+    reachable: bool
+    detail: str
+    running_vms: int | None = None
+    inbound_active: int = 0
+    outbound_active: int = 0
+    max_inbound: int = 0
+    max_outbound: int = 0
+
+
+@dataclass(frozen=True)
+class QueuePosition:
+    """Why an approved job waits, and its place in the queue (1 = next)."""
+
+    job_id: int
+    place: int
+    why: str
+
+
+class MigrationServiceAPI(Protocol):
+    """request -> preflight -> approval -> queue -> run -> verify, plus operator controls."""
+
+    async def plan(self, request: MigrationRequest) -> Plan:
+        """Preflight + prediction only; changes nothing. Raises PreflightError when hosts cannot be reached."""
+        ...
+
+    async def submit(
+        self,
+        request: MigrationRequest,
+        requester: str,
+        *,
+        chat_channel: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Create a job, run preflight, and leave it awaiting approval (or failed when the plan has a fail).
+
+        The same `idempotency_key` twice returns the first job (Slack retries, double submits).
+        Raises PolicyError (requester not allowed, rate limit, VM already has an active job).
+        """
+        ...
+
+    async def approve(self, job_id: int, actor: str) -> Job:
+        """Record an approval. Self-approval, non-approvers, expired or already-decided jobs raise.
+        When enough approvals are in, the job is re-checked against its plan hash and queued/started."""
+        ...
+
+    async def deny(self, job_id: int, actor: str, reason: str | None = None) -> Job: ...
+
+    async def cancel(self, job_id: int, actor: str) -> Job:
+        """Withdraw a job that has not started (awaiting approval / approved / queued)."""
+        ...
+
+    async def abort(self, job_id: int, actor: str) -> Job:
+        """Abort a running migration (refused in post-copy: it would lose the VM)."""
+        ...
+
+    async def switch_postcopy(self, job_id: int, actor: str) -> Job: ...
+
+    async def set_max_downtime(self, job_id: int, downtime_ms: int, actor: str) -> Job: ...
+
+    async def set_bandwidth(self, job_id: int, bandwidth_mib_s: int, actor: str) -> Job: ...
+
+    async def get_job(self, job_id: int) -> Job:
+        """Raises UnknownJobError."""
+        ...
+
+    async def latest_job_for_vm(self, vm: str) -> Job | None: ...
+
+    async def history(self, subject: str | None = None, limit: int = 20) -> list[Job]:
+        """Newest first; `subject` is a VM or a host name (None = all)."""
+        ...
+
+    async def active_jobs(self) -> list[Job]:
+        """Jobs not yet in a terminal state, newest first."""
+        ...
+
+    async def queue(self) -> list[QueuePosition]: ...
+
+    async def hosts(self) -> list[HostStatus]: ...
+
+    async def set_chat_refs(
+        self, job_id: int, *, channel: str | None = None, thread: str | None = None, progress: str | None = None
+    ) -> Job:
+        """Remember where the job's card / thread / progress message live (for edits after a restart)."""
+        ...
+
+    async def wait(self, job_id: int, timeout_s: float | None = None) -> Job:
+        """Block until the job reaches a terminal state (or the timeout passes) and return it."""
+        ...

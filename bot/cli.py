@@ -47,12 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--as", dest="user", default=None, help="act as this user (default: $USER)")
 
     pa = sub.add_parser("parse", help="parse /migrate text and print the typed command")
-    pa.add_argument("text", nargs="+", help="the text after /migrate (quote it or pass it as words)")
-    pa.add_argument("--json", action="store_true", help="print one JSON object (exit 2 on a grammar error)")
+    pa.add_argument(
+        "text", nargs=argparse.REMAINDER, help="the text after /migrate; add --json for one JSON object"
+    )
 
     pl = sub.add_parser("plan", help="preflight checks + convergence prediction; changes nothing")
-    pl.add_argument("words", nargs=argparse.REMAINDER, help="VM to HOST [options], as after /migrate")
-    pl.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    pl.add_argument(
+        "words", nargs=argparse.REMAINDER, help="VM to HOST [options], as after /migrate; --json for JSON"
+    )
 
     st = sub.add_parser("status", help="show a job (by id) or the latest job of a VM, or all active jobs")
     st.add_argument("target", nargs="?", help="job id (41 or #41) or VM name")
@@ -108,6 +110,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
 
         out.write(f"migrate-bot {version('migrate-bot')}\n")
         return EXIT_OK
+    if args.cmd in ("parse", "plan"):
+        # The words are /migrate text, which has its own options: only a standalone --json is ours.
+        words = args.text if args.cmd == "parse" else args.words
+        args.json = "--json" in words
+        words = [w for w in words if w != "--json"]
+        if args.cmd == "parse":
+            args.text = words
+        else:
+            args.words = words
     if args.cmd == "parse":
         return _cmd_parse(args, out, err)
     try:

@@ -1,0 +1,1 @@
+"""Tests of migration_core (mirrors the package)."""

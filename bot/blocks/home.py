@@ -1,0 +1,41 @@
+"""App Home: active migrations, the queue with reasons, and recent history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bot.blocks.answers import job_line
+from bot.blocks.ir import Context, Dialect, Divider, Header, Message, Part, Text, paragraphs
+from migration_core.models import Job, JobState
+from migration_core.service_api import QueuePosition
+
+
+def home_message(
+    user: str, active: list[Job], queue: list[QueuePosition], recent: list[Job], d: Dialect, *, now: datetime
+) -> Message:
+    """The Home tab for `user`: what waits for them, what runs, what waits for a slot, what happened."""
+    waiting = [j for j in active if j.state is JobState.AWAITING_APPROVAL]
+    mine = [j for j in waiting if j.requester == user]
+    others = [j for j in waiting if j.requester != user and user not in j.approvers]
+    running = [j for j in active if j.state in (JobState.RUNNING, JobState.VERIFYING, JobState.APPROVED)]
+    by_id = {j.id: j for j in active}
+    parts: list[Part] = [Header("Live migrations")]
+
+    def section(title: str, lines: list[str], empty: str) -> None:
+        parts.append(Text(f"*{title}*"))
+        parts.extend(paragraphs(lines or [f"_{empty}_"], max_parts=3, pointer="`/migrate history`"))
+
+    section("Waiting for your approval", [job_line(j, d) for j in others], "nothing to approve")
+    section("Your requests waiting for approval", [job_line(j, d) for j in mine], "none")
+    parts.append(Divider())
+    section("Running", [job_line(j, d) for j in running], "no migration is running")
+    queued_lines = []
+    for q in sorted(queue, key=lambda q: q.place):
+        job = by_id.get(q.job_id)
+        head = job_line(job, d) if job else f"*#{q.job_id}*"
+        queued_lines.append(f"{q.place}. {head}\n      ↳ {d.esc(q.why)}")
+    section("Queue", queued_lines, "empty")
+    parts.append(Divider())
+    section("Recent", [job_line(j, d) for j in recent], "no migrations yet")
+    parts.append(Context((f"Updated {d.date(now)}", "Type `/migrate help` in a channel to start")))
+    return Message("Live migrations", tuple(parts))

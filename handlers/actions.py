@@ -1,0 +1,222 @@
+"""Buttons (approve, deny, abort, post-copy, downtime, bandwidth) and the two value modals.
+
+Every listener acks first. A button's value is never trusted for authority: the job id is read from the
+block_id (`approval:<id>` / `controls:<id>`), must agree with the value, and the service authorises the
+clicker (raising PolicyError / StateError, whose text the clicker sees ephemerally).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bot.blocks.answers import error_message, text_message
+from bot.blocks.ir import SLACK
+from bot.blocks.modals import (
+    BANDWIDTH_CALLBACK,
+    DOWNTIME_CALLBACK,
+    VALUE_ACTION,
+    VALUE_BLOCK,
+    ModalTarget,
+    bandwidth_modal,
+    downtime_modal,
+    parse_bandwidth_mib_s,
+    parse_downtime_ms,
+)
+from bot.blocks.slack import message_payload
+from handlers.deps import Deps, bug_reference, ephemeral
+from handlers.slack_io import post_message
+from migration_core.errors import MigrateBotError
+from migration_core.models import Job, JobState
+from migration_core.policy import may_control, required_approvals
+
+log = logging.getLogger(__name__)
+_BLOCK = re.compile(r"^(approval|controls):([0-9]{1,18})$")
+MODAL_ANSWER_WINDOW_S = 2.0  # view_submission must be acked within 3 s
+
+
+def job_id_of(body: dict[str, Any]) -> int | None:
+    """The job a click is about, from the block_id; None when it is missing or disagrees with the value."""
+    try:
+        action = body["actions"][0]
+        m = _BLOCK.match(str(action.get("block_id", "")))
+        if m is None:
+            return None
+        job_id = int(m.group(2))
+        value = action.get("value")
+        if value is not None and str(value) != str(job_id):
+            return None
+        return job_id
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        return None
+
+
+def _user(body: dict[str, Any]) -> str:
+    user = body.get("user") or {}
+    return str(user.get("id", "")) if isinstance(user, dict) else ""
+
+
+async def _say(respond: Any, text: str) -> None:
+    """Ephemeral feedback to the clicker only; never replaces the card."""
+    try:
+        await respond(replace_original=False, **ephemeral(text))
+    except Exception:
+        log.warning("could not send ephemeral feedback: %s", text, exc_info=True)
+
+
+def register(app: Any, deps: Deps) -> None:
+    svc = deps.service
+
+    def button(action_id: str, run: Callable[[int, str, dict[str, Any], Any, Any], Awaitable[None]]) -> None:
+        async def listener(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
+            await ack()
+            job_id = job_id_of(body)
+            user = _user(body)
+            if job_id is None or not user:
+                await _say(respond, "this button does not belong to a migration card; use `/migrate status`")
+                return
+            try:
+                await run(job_id, user, body, respond, client)
+            except MigrateBotError as err:
+                await _say(respond, str(err))
+                await deps.refresh_card(job_id)  # the card may be stale (that is why they could click)
+            except Exception:
+                await _say(respond, bug_reference(f"button {action_id}"))
+
+        app.action(action_id)(listener)
+
+    async def approve(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
+        job = await svc.approve(job_id, user)
+        await deps.refresh_card(job.id)
+        if job.state is JobState.AWAITING_APPROVAL:
+            need = required_approvals(job.plan) - len(job.approvers)
+            await _thread_reply(
+                client,
+                job,
+                f"👍 {SLACK.user(user)} approved; {need} more approval(s) needed from someone else",
+            )
+
+    async def deny(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
+        job = await svc.deny(job_id, user)
+        await deps.refresh_card(job.id)
+
+    async def abort(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
+        await svc.abort(job_id, user)
+        await _say(respond, f"abort of job {job_id} requested; the thread shows when it has stopped")
+
+    async def postcopy(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
+        await svc.switch_postcopy(job_id, user)
+        await _say(respond, f"switch to post-copy of job {job_id} requested; the thread shows the switch")
+
+    async def open_modal(
+        kind: str, job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any
+    ) -> None:
+        job = await svc.get_job(job_id)
+        may_control(user, job, await deps.approver_check(user)).raise_if_refused()
+        if job.state is not JobState.RUNNING:
+            await _say(respond, f"job {job.id} is {job.state.value}, not running: there is nothing to adjust")
+            return
+        target = ModalTarget(job.id, job.chat_channel, job.chat_thread)
+        view = downtime_modal(job, target) if kind == "downtime" else bandwidth_modal(job, target)
+        await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    async def downtime(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
+        await open_modal("downtime", job_id, user, body, respond, client)
+
+    async def bandwidth(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
+        await open_modal("bandwidth", job_id, user, body, respond, client)
+
+    for action_id, run in (
+        ("approve", approve),
+        ("deny", deny),
+        ("abort", abort),
+        ("postcopy", postcopy),
+        ("downtime", downtime),
+        ("bandwidth", bandwidth),
+    ):
+        button(action_id, run)
+
+    async def on_downtime(ack: Any, body: dict[str, Any], client: Any) -> None:
+        await handle_value_submission(
+            deps, ack, body, client, parse_downtime_ms, lambda j, v, u: svc.set_max_downtime(j, v, u)
+        )
+
+    async def on_bandwidth(ack: Any, body: dict[str, Any], client: Any) -> None:
+        await handle_value_submission(
+            deps, ack, body, client, parse_bandwidth_mib_s, lambda j, v, u: svc.set_bandwidth(j, v, u)
+        )
+
+    app.view(DOWNTIME_CALLBACK)(on_downtime)
+    app.view(BANDWIDTH_CALLBACK)(on_bandwidth)
+
+
+async def _thread_reply(client: Any, job: Job, text: str) -> None:
+    if not (job.chat_channel and job.chat_thread):
+        return
+    try:
+        await post_message(client, job.chat_channel, text_message(text, SLACK), thread_ts=job.chat_thread)
+    except Exception:
+        log.warning("job %s: could not post a thread reply", job.id, exc_info=True)
+
+
+def submitted_value(body: dict[str, Any]) -> str | None:
+    try:
+        value = body["view"]["state"]["values"][VALUE_BLOCK][VALUE_ACTION]["value"]
+        return value if isinstance(value, str) else None
+    except (KeyError, TypeError):
+        return None
+
+
+async def handle_value_submission(
+    deps: Deps,
+    ack: Any,
+    body: dict[str, Any],
+    client: Any,
+    parse: Callable[[str | None], int],
+    apply: Callable[[int, int, str], Awaitable[Job]],
+) -> None:
+    """Validate -> errors keep the modal open; else apply within the ack window, or close and report later."""
+    user = _user(body)
+    try:
+        target = ModalTarget.load(str(body.get("view", {}).get("private_metadata", "")))
+    except (ValueError, TypeError, AttributeError):
+        await ack(
+            response_action="errors", errors={VALUE_BLOCK: "this form lost track of its job; open it again"}
+        )
+        return
+    try:
+        value = parse(submitted_value(body))
+    except ValueError as err:
+        await ack(response_action="errors", errors={VALUE_BLOCK: str(err)[:150]})
+        return
+    task = asyncio.ensure_future(apply(target.job_id, value, user))
+    done, _ = await asyncio.wait({task}, timeout=MODAL_ANSWER_WINDOW_S)
+    if done:
+        failure = task.exception()
+        if isinstance(failure, MigrateBotError):
+            await ack(response_action="errors", errors={VALUE_BLOCK: str(failure)[:150]})
+            return
+        await ack()
+        if failure is not None:
+            await _tell(client, target, user, bug_reference("modal submission", failure))
+        return
+    await ack()  # slow hypervisor: close the modal now, report the outcome when it comes
+    try:
+        await task
+    except MigrateBotError as err2:
+        await _tell(client, target, user, str(err2))
+    except Exception:
+        await _tell(client, target, user, bug_reference("modal submission"))
+
+
+async def _tell(client: Any, target: ModalTarget, user: str, text: str) -> None:
+    if not target.channel:
+        return
+    try:
+        payload = message_payload(error_message(text, SLACK))
+        await client.chat_postEphemeral(channel=target.channel, user=user, thread_ts=target.thread, **payload)
+    except Exception:
+        log.warning("could not tell %s: %s", user, text, exc_info=True)

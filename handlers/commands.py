@@ -1,0 +1,167 @@
+"""`/migrate …`: ack at once, answer usage and refusals ephemerally, post one card per migration request."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+
+from bot.blocks.answers import help_message, hosts_message, jobs_message, status_message, text_message
+from bot.blocks.card import card_message, plan_message
+from bot.blocks.ir import SLACK, Message
+from bot.blocks.slack import message_payload
+from handlers.deps import Deps, bug_reference, ephemeral
+from handlers.slack_io import post_message
+from migration_core.errors import GrammarError, MigrateBotError
+from migration_core.grammar import (
+    CancelCommand,
+    Command,
+    HelpCommand,
+    HistoryCommand,
+    HostsCommand,
+    MigrateCommand,
+    StatusCommand,
+    help_text,
+    parse_command,
+)
+from migration_core.models import Job, JobState
+
+log = logging.getLogger(__name__)
+DUPLICATE_WINDOW_S = (
+    60  # without a trigger_id, the same text from the same user within a minute is one request
+)
+
+
+def idempotency_key(body: dict[str, Any], now_s: float | None = None) -> str:
+    """Slack retries and duplicate deliveries carry the same trigger_id; fall back to user+text+minute."""
+    team = body.get("team_id") or ""
+    trigger = body.get("trigger_id")
+    if trigger:
+        return f"slack:{team}:{trigger}"
+    now_s = time.time() if now_s is None else now_s
+    bucket = int(now_s // DUPLICATE_WINDOW_S)
+    raw = f"{team}|{body.get('user_id')}|{body.get('channel_id')}|{body.get('text')}|{bucket}"
+    return "slack-h:" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def _ephemeral_msg(msg: Message) -> dict[str, Any]:
+    return {"response_type": "ephemeral", **message_payload(msg)}
+
+
+def register(app: Any, deps: Deps) -> None:
+    async def on_migrate(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
+        await handle_migrate(deps, ack, body, respond, client)
+
+    app.command("/migrate")(on_migrate)
+
+
+async def handle_migrate(deps: Deps, ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
+    """The whole /migrate listener; `ack` is always called first and exactly once."""
+    text = str(body.get("text") or "")
+    try:
+        cmd = parse_command(text)
+    except GrammarError as err:
+        await ack(**ephemeral(str(err)))
+        return
+    except Exception:
+        await ack(**ephemeral(bug_reference("parse_command")))
+        return
+    if isinstance(cmd, HelpCommand):
+        await ack(**_ephemeral_msg(help_message(help_text(cmd.topic), SLACK)))
+        return
+    if isinstance(cmd, MigrateCommand):
+        req = cmd.request
+        what = "Planning" if cmd.plan_only else "Checking"
+        await ack(response_type="ephemeral", text=f"{what} {req.vm} → {req.destination}… (preflight checks)")
+    else:
+        await ack()
+    try:
+        await _answer(deps, cmd, body, respond, client)
+    except MigrateBotError as err:
+        await respond(**ephemeral(str(err)))
+    except Exception:
+        await respond(**ephemeral(bug_reference(f"/migrate {type(cmd).__name__}")))
+
+
+async def _answer(deps: Deps, cmd: Command, body: dict[str, Any], respond: Any, client: Any) -> None:
+    svc = deps.service
+    user = str(body.get("user_id") or "")
+    if isinstance(cmd, MigrateCommand) and cmd.plan_only:
+        plan = await svc.plan(cmd.request)
+        await respond(**_ephemeral_msg(plan_message(plan, SLACK)))
+    elif isinstance(cmd, MigrateCommand):
+        await _request(deps, cmd, body, respond, client)
+    elif isinstance(cmd, StatusCommand):
+        await respond(**_ephemeral_msg(await _status(deps, cmd)))
+    elif isinstance(cmd, HistoryCommand):
+        jobs = await svc.history(cmd.subject, cmd.limit)
+        title = f"History of {cmd.subject}" if cmd.subject else "History"
+        await respond(**_ephemeral_msg(jobs_message(title, jobs, SLACK, empty="No migrations yet.")))
+    elif isinstance(cmd, HostsCommand):
+        await respond(**_ephemeral_msg(hosts_message(await svc.hosts(), SLACK)))
+    elif isinstance(cmd, CancelCommand):
+        job = await svc.cancel(cmd.job_id, user)
+        await deps.refresh_card(job.id)
+        await respond(**_ephemeral_msg(text_message(f"Job #{job.id} withdrawn ({job.state.value}).", SLACK)))
+    else:  # pragma: no cover - the grammar has no other commands
+        raise AssertionError(f"unhandled command {cmd!r}")
+
+
+async def _status(deps: Deps, cmd: StatusCommand) -> Message:
+    svc = deps.service
+    ttl_s = deps.settings.approval_ttl_s
+    target = cmd.target
+    if target is None:
+        jobs = await svc.active_jobs()
+        return jobs_message("Active migrations", jobs, SLACK, empty="No migration is active.")
+    job: Job | None
+    if isinstance(target, int):
+        job = await svc.get_job(target)
+    else:
+        job = await svc.latest_job_for_vm(target)
+        if job is None:
+            return text_message(f"No migration of `{target}` on record.", SLACK)
+    queue = None
+    if job.state is JobState.QUEUED:
+        queue = next((q for q in await svc.queue() if q.job_id == job.id), None)
+    return status_message(job, SLACK, ttl_s=ttl_s, queue=queue)
+
+
+async def _request(deps: Deps, cmd: MigrateCommand, body: dict[str, Any], respond: Any, client: Any) -> None:
+    """Submit (idempotently) and post the card once; a duplicate delivery only gets a pointer to it."""
+    user = str(body.get("user_id") or "")
+    channel = str(body.get("channel_id") or "")
+    job = await deps.service.submit(
+        cmd.request, user, chat_channel=channel or None, idempotency_key=idempotency_key(body)
+    )
+    async with deps.lock(job.id):
+        job = await deps.service.get_job(job.id)
+        if job.chat_thread:
+            await respond(
+                **_ephemeral_msg(text_message(f"Already requested: job #{job.id} (see its card).", SLACK))
+            )
+            return
+        card = card_message(job, SLACK, ttl_s=deps.settings.approval_ttl_s, now=deps.now())
+        try:
+            ts = await post_message(client, channel, card)
+        except SlackApiError as err:
+            code = err.response.get("error", "") if err.response is not None else ""
+            hint = (
+                " Invite me with `/invite @migrate-bot`."
+                if code in ("not_in_channel", "channel_not_found")
+                else ""
+            )
+            await respond(
+                **ephemeral(
+                    f"job #{job.id} was created but I could not post its card here ({code}).{hint} "
+                    f"Withdraw it with `/migrate cancel {job.id}` or see `/migrate status {job.id}`."
+                )
+            )
+            return
+        rendered_state = job.state
+        job = await deps.service.set_chat_refs(job.id, channel=channel, thread=ts)
+    if job.state is not rendered_state:
+        await deps.refresh_card(job.id)  # it moved while the card was being posted

@@ -1,0 +1,56 @@
+"""What every listener needs, in one object given to each module's `register(app, deps)`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.blocks.answers import error_message
+from bot.blocks.ir import SLACK
+from bot.blocks.slack import message_payload
+from bot.settings import Settings
+from handlers.progress import SlackProgressSink
+from migration_core.service_api import ApproverCheck, MigrationServiceAPI
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Deps:
+    """The service (the only way into the core), settings, the approver check and the progress sink."""
+
+    service: MigrationServiceAPI
+    settings: Settings
+    approver_check: ApproverCheck
+    progress: SlackProgressSink | None = None
+    now: Callable[[], datetime] = _utcnow
+    # One lock per job id: a duplicate delivery of the same command must not post a second card.
+    _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, job_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(job_id, asyncio.Lock())
+
+    async def refresh_card(self, job_id: int) -> None:
+        if self.progress is not None:
+            await self.progress.refresh_card(job_id)
+
+
+def ephemeral(text: str) -> dict[str, Any]:
+    """Keyword arguments for ack()/respond(): an ephemeral refusal or error."""
+    return {"response_type": "ephemeral", **message_payload(error_message(text, SLACK))}
+
+
+def bug_reference(where: str, exc: BaseException | None = None) -> str:
+    """Log the exception (the current one by default) with a short reference; return the user's sentence."""
+    ref = f"ERR-{secrets.token_hex(3)}"
+    log.error("unexpected error in %s (reference %s)", where, ref, exc_info=exc if exc is not None else True)
+    return f"something went wrong on our side (error reference {ref}); the operators can find it in the log"

@@ -1,0 +1,293 @@
+"""The core's event sink for Slack: card edits, the throttled progress message, notices and the summary.
+
+One worker task per job does that job's Slack I/O in order, so the progress message is posted before it is
+edited and the summary comes last. Progress is coalesced: only the newest sample is kept, and the progress
+message is edited at most once per `min_interval_s` (chat.update is Tier 3 across the whole workspace), so a
+burst of samples or a 429 never queues stale edits. Notices, decision replies and the summary are never
+dropped for a transient error: they are retried with back-off. `emit` never raises and never waits for Slack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.blocks.card import card_message
+from bot.blocks.ir import SLACK, Message
+from bot.blocks.progress import notice_message, progress_message, state_change_message
+from bot.blocks.summary import summary_message
+from handlers.slack_io import is_transient, post_message, update_message
+from migration_core.errors import MigrateBotError
+from migration_core.events import DecisionMade, JobEvent, Notice, ProgressUpdated, StateChanged, SummaryReady
+from migration_core.models import Decision, Job, JobState, ProgressSample
+from migration_core.service_api import MigrationServiceAPI
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 60.0
+
+
+@dataclass
+class _Op:
+    """One ordered piece of Slack work for a job."""
+
+    kind: str  # "state" | "notice" | "summary" | "progress_start" | "progress_final"
+    event: JobEvent | None = None
+    attempts: int = 0
+
+
+@dataclass
+class _JobState:
+    job_id: int
+    ops: deque[_Op] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    job: Job | None = None
+    sample: ProgressSample | None = None
+    decision: Decision | None = None
+    progress_ts: str | None = None
+    progress_dirty: bool = False
+    card_dirty: bool = False
+    last_flush: float | None = None
+    backoff_s: float = 0.0
+    finished: bool = False
+
+    def busy(self) -> bool:
+        return bool(self.ops) or self.card_dirty or (self.progress_dirty and self.progress_ts is not None)
+
+
+class SlackProgressSink:
+    """EventSink that mirrors job events into the job's Slack thread (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: Any,
+        service: MigrationServiceAPI,
+        *,
+        ttl_s: float = 1800.0,
+        min_interval_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_permanent_attempts: int = 2,
+    ) -> None:
+        self._client = client
+        self._service = service
+        self._ttl_s = ttl_s
+        self._interval_s = min_interval_s
+        self._clock = clock
+        self._sleep = sleep
+        self._now = now
+        self._max_permanent = max_permanent_attempts
+        self._jobs: dict[int, _JobState] = {}
+
+    # ---- EventSink -------------------------------------------------------------------------------------
+    async def emit(self, event: JobEvent) -> None:
+        try:
+            self._record(event)
+        except Exception:  # never into the core
+            log.exception("slack sink could not record %s", type(event).__name__)
+
+    def _record(self, event: JobEvent) -> None:
+        if isinstance(event, ProgressUpdated):
+            st = self._state(event.sample.job_id)
+            st.sample = event.sample
+            st.progress_dirty = True
+        elif isinstance(event, DecisionMade):
+            st = self._state(event.job_id)
+            st.decision = event.decision
+            st.progress_dirty = True
+        elif isinstance(event, StateChanged):
+            st = self._state(event.job_id)
+            if event.new is JobState.RUNNING:
+                st.ops.append(_Op("progress_start", event))
+            st.ops.append(_Op("state", event))
+            if event.new.terminal or event.new is JobState.VERIFYING:
+                st.ops.append(_Op("progress_final", event))
+            st.card_dirty = True
+        elif isinstance(event, Notice):
+            self._state(event.job_id).ops.append(_Op("notice", event))
+        elif isinstance(event, SummaryReady):
+            self._state(event.summary.job_id).ops.append(_Op("summary", event))
+        self._kick(self._job_id_of(event))
+
+    async def refresh_card(self, job_id: int) -> None:
+        """Re-render the job's card from the store (after an approval click, a restart...)."""
+        self._state(job_id).card_dirty = True
+        self._kick(job_id)
+
+    def pending(self) -> bool:
+        """True while some job still has Slack work queued (tests and shutdown use it)."""
+        return any(st.busy() for st in self._jobs.values())
+
+    async def drain(self, timeout_s: float = 30.0) -> bool:
+        """Wait (real time) until every queued piece of work is done; False if it took longer."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return not self.pending()
+
+    async def aclose(self) -> None:
+        for st in self._jobs.values():
+            if st.task is not None:
+                st.task.cancel()
+        self._jobs.clear()
+
+    # ---- workers ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _job_id_of(event: JobEvent) -> int:
+        if isinstance(event, ProgressUpdated):
+            return event.sample.job_id
+        if isinstance(event, SummaryReady):
+            return event.summary.job_id
+        return event.job_id
+
+    def _state(self, job_id: int) -> _JobState:
+        st = self._jobs.get(job_id)
+        if st is None:
+            st = self._jobs[job_id] = _JobState(job_id)
+        return st
+
+    def _kick(self, job_id: int) -> None:
+        st = self._state(job_id)
+        st.wake.set()
+        if st.task is None or st.task.done():
+            st.task = asyncio.create_task(self._worker(st), name=f"slack-progress-{job_id}")
+
+    async def _worker(self, st: _JobState) -> None:
+        try:
+            while True:
+                await st.wake.wait()
+                st.wake.clear()
+                await self._work_once(st)
+                if st.busy():
+                    st.wake.set()
+                elif st.finished:
+                    self._jobs.pop(st.job_id, None)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not kill the loop of other jobs
+            log.exception("slack progress worker for job %s crashed", st.job_id)
+
+    async def _work_once(self, st: _JobState) -> None:
+        while st.ops:
+            op = st.ops[0]
+            if not await self._attempt(st, functools.partial(self._run_op, st, op), op):
+                return
+            st.ops.popleft()
+        if st.card_dirty:
+            st.card_dirty = False
+            if not await self._attempt(st, functools.partial(self._edit_card, st), None):
+                st.card_dirty = True
+                return
+        if st.progress_dirty and st.progress_ts is not None:
+            await self._wait_turn(st)
+            st.progress_dirty = False
+            if not await self._attempt(st, functools.partial(self._edit_progress, st), None):
+                st.progress_dirty = True
+
+    async def _attempt(self, st: _JobState, call: Callable[[], Awaitable[None]], op: _Op | None) -> bool:
+        """Run one Slack call. True = done (or given up on a permanent error); False = retry later."""
+        try:
+            await call()
+            st.backoff_s = 0.0
+            return True
+        except Exception as err:
+            transient = is_transient(err)
+            if op is not None:
+                op.attempts += 1
+            if not transient and (op is None or op.attempts >= self._max_permanent):
+                log.error("slack: giving up on job %s %s: %s", st.job_id, op.kind if op else "edit", err)
+                return True
+            st.backoff_s = min(MAX_BACKOFF_S, st.backoff_s * 2 if st.backoff_s else self._interval_s)
+            log.warning("slack: job %s call failed (%s); retrying in %.0f s", st.job_id, err, st.backoff_s)
+            await self._sleep(st.backoff_s)
+            return False
+
+    async def _wait_turn(self, st: _JobState) -> None:
+        """Sleep until this job's progress message may be edited again (coalescing happens meanwhile)."""
+        if st.last_flush is not None:
+            wait_s = st.last_flush + self._interval_s - self._clock()
+            if wait_s > 0:
+                await self._sleep(wait_s)
+
+    async def _fresh_job(self, st: _JobState) -> Job | None:
+        try:
+            st.job = await self._service.get_job(st.job_id)
+        except MigrateBotError as err:
+            log.warning("slack: job %s cannot be read: %s", st.job_id, err)
+        if st.job is not None and st.job.chat_progress and st.progress_ts is None:
+            st.progress_ts = st.job.chat_progress  # after a restart: keep editing the same message
+        return st.job
+
+    # ---- the Slack calls -------------------------------------------------------------------------------
+    async def _post(self, job: Job, msg: Message, *, broadcast: bool = False) -> str | None:
+        if not (job.chat_channel and job.chat_thread):
+            return None
+        return await post_message(
+            self._client, job.chat_channel, msg, thread_ts=job.chat_thread, broadcast=broadcast
+        )
+
+    async def _update(self, channel: str, ts: str, msg: Message) -> None:
+        await update_message(self._client, channel, ts, msg)
+
+    async def _run_op(self, st: _JobState, op: _Op) -> None:
+        job = await self._fresh_job(st)
+        if job is None or not (job.chat_channel and job.chat_thread):
+            return  # not a Slack job (console, CLI) or its card is not posted yet: nothing to mirror
+        ev = op.event
+        if op.kind == "progress_start":
+            if st.progress_ts is None:
+                msg = progress_message(job, st.sample, st.decision, SLACK, now=self._now())
+                st.progress_ts = await self._post(job, msg)
+                st.last_flush = self._clock()
+                st.progress_dirty = False
+                if st.progress_ts:
+                    try:
+                        await self._service.set_chat_refs(job.id, progress=st.progress_ts)
+                    except (
+                        MigrateBotError
+                    ) as err:  # the message exists; only a restart would lose track of it
+                        log.error("job %s: could not store the progress message ts: %s", job.id, err)
+        elif op.kind == "progress_final":
+            if st.progress_ts is not None:
+                await self._wait_turn(st)
+                await self._edit_progress(st)
+                st.progress_dirty = False
+            st.finished = job.state.terminal
+        elif op.kind == "state" and isinstance(ev, StateChanged):
+            reply = state_change_message(ev, SLACK)
+            if reply is not None:
+                await self._post(job, reply)
+        elif op.kind == "notice" and isinstance(ev, Notice):
+            await self._post(job, notice_message(ev, SLACK))
+        elif op.kind == "summary" and isinstance(ev, SummaryReady):
+            await self._post(job, summary_message(ev.summary, job, SLACK), broadcast=True)
+            st.finished = True
+
+    async def _edit_card(self, st: _JobState) -> None:
+        job = await self._fresh_job(st)
+        if job is None or not (job.chat_channel and job.chat_thread):
+            return
+        queue = None
+        if job.state is JobState.QUEUED:
+            queue = next((q for q in await self._service.queue() if q.job_id == job.id), None)
+        msg = card_message(job, SLACK, ttl_s=self._ttl_s, queue=queue, now=self._now())
+        await self._update(job.chat_channel, job.chat_thread, msg)
+
+    async def _edit_progress(self, st: _JobState) -> None:
+        job = st.job or await self._fresh_job(st)
+        if job is None or st.progress_ts is None or not job.chat_channel:
+            return
+        now = st.sample.at if st.sample is not None and not job.state.terminal else self._now()
+        msg = progress_message(job, st.sample, st.decision, SLACK, now=now)
+        st.last_flush = self._clock()
+        await self._update(job.chat_channel, st.progress_ts, msg)

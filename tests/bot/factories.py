@@ -1,0 +1,167 @@
+"""Builders of core objects (plans, jobs, samples, summaries) for the front-end unit tests."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from migration_core.models import (
+    Approval,
+    CheckResult,
+    CheckStatus,
+    ConvergencePolicy,
+    CopyStorage,
+    Job,
+    JobState,
+    MigrationMode,
+    MigrationOptions,
+    MigrationRequest,
+    Phase,
+    Plan,
+    Prediction,
+    ProgressSample,
+    VerificationSummary,
+)
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+GIB = 1024**3
+
+PASSING = (
+    CheckResult("hosts", CheckStatus.PASS, "hostA and hostB answer"),
+    CheckResult("cpu", CheckStatus.PASS, "destination provides the VM's CPU model"),
+    CheckResult("storage", CheckStatus.PASS, "all disks are on shared storage"),
+    CheckResult("capacity", CheckStatus.PASS, "hostB has 20 GiB free for 1 GiB"),
+)
+
+
+def plan(
+    *,
+    vm: str = "vm42",
+    checks: tuple[CheckResult, ...] = PASSING,
+    postcopy: bool = False,
+    copy_storage: CopyStorage | None = None,
+    undefine_source: bool = False,
+    reason: str | None = "CHG-1234 kernel update on hostA",
+    mode: MigrationMode = MigrationMode.LIVE,
+) -> Plan:
+    opts = MigrationOptions(
+        postcopy=postcopy, copy_storage=copy_storage, undefine_source=undefine_source, reason=reason
+    )
+    flags = ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST"]
+    if postcopy:
+        flags.append("VIR_MIGRATE_POSTCOPY")
+    if copy_storage is CopyStorage.ALL:
+        flags.append("VIR_MIGRATE_NON_SHARED_DISK")
+    if undefine_source:
+        flags.append("VIR_MIGRATE_UNDEFINE_SOURCE")
+    return Plan(
+        request=MigrationRequest(vm, "hostB", opts),
+        source="hostA",
+        destination="hostB",
+        mode=mode,
+        checks=checks,
+        prediction=Prediction(
+            True, 12.0, 80.0, 30.0, 110.0, 4, "converges in ~12 s, downtime ~80 ms (4 passes)"
+        ),
+        flags=tuple(flags),
+        params={"migrate_uri": "tcp://10.77.0.2", "bandwidth": 110, "downtime": 300},
+        policy=ConvergencePolicy(
+            max_downtime_ms=300, downtime_ramp_ms=(300, 500, 1000), allow_postcopy=postcopy
+        ),
+        recommendation=None,
+        vm_memory_bytes=GIB,
+        vm_uuid="8e1d0c39-7f1c-4c4e-a0f4-0123456789ab",
+    )
+
+
+def job(
+    *,
+    id: int = 7,
+    state: JobState = JobState.AWAITING_APPROVAL,
+    p: Plan | None = None,
+    requester: str = "U0ALICE",
+    approvers: tuple[str, ...] = (),
+    deniers: tuple[str, ...] = (),
+    error: str | None = None,
+    created_at: datetime = T0,
+) -> Job:
+    p = p if p is not None else plan()
+    approvals = tuple(
+        Approval(id, a, True, p.hash, created_at + timedelta(minutes=1)) for a in approvers
+    ) + tuple(Approval(id, a, False, p.hash, created_at + timedelta(minutes=2)) for a in deniers)
+    return Job(
+        id=id,
+        vm=p.request.vm,
+        source=p.source,
+        destination=p.destination,
+        requester=requester,
+        state=state,
+        created_at=created_at,
+        updated_at=created_at,
+        plan=p,
+        reason=p.request.options.reason,
+        chat_channel="C0OPS",
+        chat_thread="1714564800.000100",
+        approvals=approvals,
+        error=error,
+    )
+
+
+def sample(
+    *,
+    job_id: int = 7,
+    percent: float = 40.0,
+    phase: Phase = Phase.PRECOPY,
+    stalled: bool = False,
+    at: datetime = T0,
+    iteration: int = 3,
+) -> ProgressSample:
+    total = GIB
+    done = int(total * percent / 100)
+    return ProgressSample(
+        job_id=job_id,
+        at=at,
+        phase=phase,
+        percent=percent,
+        elapsed_s=40.0,
+        data_processed_bytes=done,
+        data_remaining_bytes=total - done,
+        data_total_bytes=total,
+        throughput_mib_s=112.0,
+        dirty_rate_mib_s=30.5,
+        iteration=iteration,
+        expected_downtime_ms=120,
+        eta_s=25.0,
+        stalled=stalled,
+        stalled_for_s=42.0 if stalled else 0.0,
+    )
+
+
+def summary(*, job_id: int = 7, outcome: JobState = JobState.SUCCEEDED) -> VerificationSummary:
+    ok = outcome is JobState.SUCCEEDED
+    return VerificationSummary(
+        job_id=job_id,
+        outcome=outcome,
+        headline="vm42 runs on hostB; hostA keeps it shut off and defined"
+        if ok
+        else "vm42 still runs on hostA",
+        checks=(
+            CheckResult(
+                "running_on_destination", CheckStatus.PASS if ok else CheckStatus.FAIL, "vm42 is running"
+            ),
+            CheckResult("guest_agent", CheckStatus.WARN, "no guest agent configured: not checked"),
+        ),
+        source_state="shut off (defined)" if ok else "running",
+        destination_state="running (persistent)" if ok else "absent",
+        downtime_ms=85,
+        downtime_target_ms=300,
+        total_s=14.2,
+        data_bytes=GIB + 200 * 1024**2,
+        throughput_mib_s=86.5,
+        iterations=4,
+        next_step=None if ok else "nothing was changed; check the link and run /migrate again",
+    )
+
+
+def with_state(j: Job, state: JobState, **kw: object) -> Job:
+    return replace(j, state=state, **kw)  # type: ignore[arg-type]

@@ -1,0 +1,149 @@
+"""/migrate listener at unit level: ack first, ephemeral answers, one card per request, idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from bot.settings import Settings
+from handlers import commands
+from handlers.deps import Deps
+from handlers.progress import SlackProgressSink
+from migration_core.errors import PolicyError
+from migration_core.events import RecordingSink
+from tests.bot.factories import T0
+from tests.bot.fake_service import InMemoryService
+from tests.handlers.fakes import FakeBoltApp, Recorder, RecordingClient, settle
+
+
+async def _approver(user: str) -> bool:
+    return user in ("U0BOB", "U0CAROL")
+
+
+def setup(**settings: Any):
+    service = InMemoryService(RecordingSink(), _approver)
+    client = RecordingClient()
+    sink = SlackProgressSink(client, service, now=lambda: T0)
+    deps = Deps(
+        service=service,
+        now=lambda: T0,
+        settings=Settings(**settings),
+        approver_check=_approver,
+        progress=sink,
+    )
+    app = FakeBoltApp()
+    commands.register(app, deps)
+    return app.commands["/migrate"], service, client
+
+
+def body(text: str, user: str = "U0ALICE", trigger: str = "111.222.abc") -> dict[str, Any]:
+    return {"team_id": "T1", "user_id": user, "channel_id": "C0OPS", "text": text, "trigger_id": trigger}
+
+
+async def call(listener, b, client):
+    log: list[tuple[str, dict[str, Any]]] = []
+    ack, respond = Recorder(log, "ack"), Recorder(log, "respond")
+    await listener(ack=ack, body=b, respond=respond, client=client)
+    return ack, respond, log
+
+
+async def test_grammar_error_is_acked_ephemerally_with_the_hint():
+    listener, service, client = setup()
+    ack, respond, _ = await call(listener, body("vm42 too hostB"), client)
+    assert len(ack.calls) == 1 and ack.calls[0]["response_type"] == "ephemeral"
+    assert "⚠️" in ack.calls[0]["text"]
+    assert respond.calls == [] and service.submits == 0 and client.calls == []
+
+
+async def test_help_is_the_ack():
+    listener, _, client = setup()
+    ack, respond, _ = await call(listener, body("help"), client)
+    assert "/migrate &lt;vm&gt; to &lt;host&gt; [options]" in ack.text() and respond.calls == []
+
+
+async def test_request_acks_first_then_posts_one_card_and_remembers_it():
+    listener, service, client = setup()
+    _ack, respond, log = await call(listener, body("vm42 to hostB --reason CHG-9"), client)
+    assert log[0][0] == "ack" and "Checking vm42 → hostB" in log[0][1]["text"]
+    (card,) = client.of("chat_postMessage")
+    assert card["channel"] == "C0OPS" and card["text"].startswith("Approval needed: migrate vm42")
+    actions = [b for b in card["blocks"] if b["type"] == "actions"]
+    assert actions[0]["block_id"] == "approval:1"
+    job = service.jobs[1]
+    assert (job.chat_channel, job.chat_thread) == ("C0OPS", card["_ts"])
+    assert service.keys == {"slack:T1:111.222.abc": 1}
+    assert respond.calls == []
+
+
+async def test_duplicate_delivery_posts_a_single_card():
+    listener, service, client = setup()
+    b = body("vm42 to hostB")
+    results = await asyncio.gather(call(listener, b, client), call(listener, dict(b), client))
+    await settle()
+    assert len(client.of("chat_postMessage")) == 1
+    assert len(service.jobs) == 1
+    responds = [r for _, r, _ in results]
+    assert sum("Already requested: job #1" in r.text() for r in responds) == 1
+
+
+async def test_refusal_from_the_service_goes_back_ephemerally():
+    listener, service, client = setup()
+
+    async def refuse(*a: Any, **k: Any):
+        raise PolicyError("you made 30 migration requests in the last hour (limit 30); try again in 12 min")
+
+    service.submit = refuse  # type: ignore[method-assign]
+    _, respond, _ = await call(listener, body("vm42 to hostB"), client)
+    assert "try again in 12 min" in respond.text() and respond.calls[0]["response_type"] == "ephemeral"
+    assert client.calls == []
+
+
+async def test_unexpected_error_gets_a_reference_not_a_traceback():
+    listener, service, client = setup()
+
+    async def boom(*a: Any, **k: Any):
+        raise RuntimeError("secret internals")
+
+    service.hosts = boom  # type: ignore[method-assign]
+    _, respond, _ = await call(listener, body("hosts"), client)
+    text = respond.text()
+    assert "error reference ERR-" in text and "secret internals" not in text
+
+
+async def test_plan_status_history_hosts_cancel_answer_ephemerally():
+    listener, _service, client = setup()
+    await call(listener, body("vm42 to hostB"), client)
+    for text, needle in [
+        ("plan vm42 to hostB", "Plan: live migration of vm42"),
+        ("status 1", "Change request: live migration of vm42"),
+        ("status vm42", "Waiting for approval"),
+        ("status nosuchvm", "No migration of `nosuchvm` on record"),
+        ("status", "Active migrations"),
+        ("history", "#1"),
+        ("hosts", "hostA"),
+        ("status 99", "there is no job 99"),
+    ]:
+        _, respond, _ = await call(listener, body(text), client)
+        assert needle in respond.text(), (text, respond.text()[:500])
+        assert all(c["response_type"] == "ephemeral" for c in respond.calls)
+    _, respond, _ = await call(listener, body("cancel 1", user="U0EVE"), client)
+    assert "only the requester" in respond.text()
+    _, respond, _ = await call(listener, body("cancel 1"), client)
+    assert "Job #1 withdrawn (aborted)" in respond.text()
+
+
+async def test_card_blocks_in_the_post_are_valid_json():
+    listener, _, client = setup()
+    await call(listener, body("vm42 to hostB"), client)
+    json.dumps(client.of("chat_postMessage")[0]["blocks"])
+
+
+def test_idempotency_key_prefers_trigger_id_and_falls_back_to_a_minute_window():
+    b = body("vm42 to hostB")
+    assert commands.idempotency_key(b) == "slack:T1:111.222.abc"
+    no_trigger = {k: v for k, v in b.items() if k != "trigger_id"}
+    k1 = commands.idempotency_key(no_trigger, now_s=600.0)
+    assert k1 == commands.idempotency_key(no_trigger, now_s=659.0)
+    assert k1 != commands.idempotency_key(no_trigger, now_s=660.0)
+    assert k1 != commands.idempotency_key({**no_trigger, "user_id": "U0BOB"}, now_s=600.0)

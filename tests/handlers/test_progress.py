@@ -1,0 +1,212 @@
+"""SlackProgressSink, unit level: thread layout, ≤1 edit per interval (coalesced), errors never escape."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from handlers.progress import SlackProgressSink
+from handlers.slack_io import is_transient
+from migration_core.events import (
+    DecisionMade,
+    Notice,
+    NoticeKind,
+    ProgressUpdated,
+    StateChanged,
+    SummaryReady,
+)
+from migration_core.models import ControlAction, Decision, JobState
+from tests.bot.factories import T0, job, plan, sample, summary
+from tests.handlers.fakes import FakeTime, JobsOnlyService, RecordingClient, settle, slack_error
+
+CARD_TS = "1714564800.000100"
+
+
+def running_job():
+    return job(state=JobState.RUNNING, approvers=("U0BOB",), p=plan(postcopy=True))
+
+
+def make(j=None):
+    t = FakeTime()
+    client = RecordingClient()
+    svc = JobsOnlyService(j or running_job())
+    sink = SlackProgressSink(client, svc, min_interval_s=2.0, clock=t.clock, sleep=t.sleep, now=lambda: T0)
+    return t, client, svc, sink
+
+
+def state(new, old=JobState.QUEUED, actor=None, detail=""):
+    return StateChanged(7, old, new, actor, detail, T0)
+
+
+def progress_edits(client, ts):
+    return [kw for kw in client.of("chat_update") if kw["ts"] == ts]
+
+
+async def start_running(t, client, svc, sink):
+    await sink.emit(state(JobState.RUNNING))
+    await settle()
+    posted = client.of("chat_postMessage")
+    assert len(posted) == 1
+    return posted[0]["_ts"]
+
+
+async def test_running_posts_the_progress_message_in_the_thread_and_stores_its_ts():
+    t, client, svc, sink = make()
+    ts = await start_running(t, client, svc, sink)
+    first = client.of("chat_postMessage")[0]
+    assert first["channel"] == "C0OPS" and first["thread_ts"] == CARD_TS
+    assert "starting" in first["text"] or "running" in first["text"]
+    assert svc.refs == [{"job": 7, "progress": ts}]
+    card_edits = [kw for kw in client.of("chat_update") if kw["ts"] == CARD_TS]
+    assert len(card_edits) == 1 and "Running" in json.dumps(card_edits[0]["blocks"])
+
+
+async def test_burst_of_samples_is_coalesced_into_one_edit_with_the_newest():
+    t, client, svc, sink = make()
+    ts = await start_running(t, client, svc, sink)
+    for pct in range(10, 60, 5):
+        await sink.emit(ProgressUpdated(sample(percent=pct)))
+    await settle()
+    assert progress_edits(client, ts) == []  # the post was just now: wait for the interval
+    await t.advance(2.0)
+    edits = progress_edits(client, ts)
+    assert len(edits) == 1
+    assert "55%" in edits[0]["blocks"][0]["text"]["text"]  # the newest, never a stale one
+    await t.advance(10.0)
+    assert len(progress_edits(client, ts)) == 1  # nothing new, nothing sent
+
+
+@pytest.mark.parametrize("interval_s", [2.0, 3.0])
+async def test_never_more_than_one_edit_per_interval(interval_s):
+    t = FakeTime()
+    client = RecordingClient()
+    svc = JobsOnlyService(running_job())
+    sink = SlackProgressSink(
+        client, svc, min_interval_s=interval_s, clock=t.clock, sleep=t.sleep, now=lambda: T0
+    )
+    ts = await start_running(t, client, svc, sink)
+    edit_times = []
+    for step in range(200):  # 20 s of samples every 0.1 s
+        await sink.emit(ProgressUpdated(sample(percent=step / 2)))
+        await t.advance(0.1)
+        edit_times += [t.now] * (len(progress_edits(client, ts)) - len(edit_times))
+    gaps = [b - a for a, b in itertools.pairwise(edit_times)]
+    assert len(edit_times) >= 20 / interval_s - 2
+    assert all(g >= interval_s - 1e-6 for g in gaps), gaps
+
+
+async def test_rate_limited_edit_is_retried_with_the_newest_state_and_nothing_escapes():
+    t, client, svc, sink = make()
+    ts = await start_running(t, client, svc, sink)
+    client.fail["chat_update"] = [slack_error("ratelimited", 429)]
+    await sink.emit(ProgressUpdated(sample(percent=10)))
+    await t.advance(2.0)  # this edit gets the 429
+    assert progress_edits(client, ts) == []
+    await sink.emit(ProgressUpdated(sample(percent=20)))
+    await sink.emit(ProgressUpdated(sample(percent=30)))
+    await t.advance(2.0)  # back-off
+    await t.advance(2.0)
+    edits = progress_edits(client, ts)
+    assert len(edits) == 1 and "30%" in edits[0]["blocks"][0]["text"]["text"]
+
+
+async def test_notices_decisions_final_edit_and_broadcast_summary_in_order():
+    t, client, svc, sink = make()
+    ts = await start_running(t, client, svc, sink)
+    await sink.emit(DecisionMade(7, Decision(ControlAction.SWITCH_POSTCOPY, "stalled for 40 s"), T0))
+    await sink.emit(Notice(7, NoticeKind.POSTCOPY, "switched to post-copy", T0))
+    await settle()
+    replies = client.of("chat_postMessage")
+    assert [r["text"] for r in replies[1:]] == ["🔀 switched to post-copy"]
+    svc.set_state(7, state=JobState.SUCCEEDED)
+    await sink.emit(state(JobState.SUCCEEDED, old=JobState.VERIFYING))
+    await sink.emit(SummaryReady(summary()))
+    await t.advance(2.0)  # the pending progress edit (the decision)
+    await t.advance(2.0)  # the final edit, one interval later; then the summary
+    replies = client.of("chat_postMessage")
+    assert replies[-1]["reply_broadcast"] is True and replies[-1]["thread_ts"] == CARD_TS
+    assert "succeeded" in replies[-1]["text"]
+    final = progress_edits(client, ts)[-1]
+    assert not any(b["type"] == "actions" for b in final["blocks"])  # controls gone
+    assert "switch to post-copy — stalled for 40 s" in json.dumps(final["blocks"], ensure_ascii=False)
+    order = [(m, kw.get("ts") or kw.get("_ts")) for m, kw in client.calls]
+    assert order.index(("chat_update", ts)) < order.index(("chat_postMessage", replies[-1]["_ts"]))
+    assert not sink.pending()
+
+
+async def test_a_failing_notice_is_retried_not_lost():
+    t, client, svc, sink = make()
+    await start_running(t, client, svc, sink)
+    client.fail["chat_postMessage"] = [slack_error("internal_error", 500), slack_error("ratelimited", 429)]
+    await sink.emit(Notice(7, NoticeKind.STALLED, "stalled for 40 s", T0))
+    await sink.emit(Notice(7, NoticeKind.CONTROL, "max downtime raised to 500 ms by <@U0BOB>", T0))
+    await settle()
+    assert len(client.of("chat_postMessage")) == 1
+    for _ in range(4):
+        await t.advance(4.0)
+    texts = [kw["text"] for kw in client.of("chat_postMessage")[1:]]
+    assert texts == ["🐢 stalled for 40 s", "🎛️ max downtime raised to 500 ms by <@U0BOB>"]
+
+
+async def test_permanent_errors_are_given_up_after_a_retry():
+    t, client, svc, sink = make()
+    await start_running(t, client, svc, sink)
+    client.fail["chat_postMessage"] = [slack_error("channel_not_found")] * 2
+    await sink.emit(Notice(7, NoticeKind.INFO, "hello", T0))
+    for _ in range(3):
+        await t.advance(2.0)
+    assert not sink.pending()
+
+
+async def test_jobs_without_a_slack_card_are_ignored():
+    t, client, _svc, sink = make(replace(running_job(), chat_channel=None, chat_thread=None))
+    await sink.emit(state(JobState.RUNNING))
+    await sink.emit(ProgressUpdated(sample()))
+    await sink.emit(Notice(7, NoticeKind.INFO, "x", T0))
+    await t.advance(5)
+    assert client.calls == []
+
+
+async def test_emit_never_raises_even_when_the_store_is_broken():
+    t, client, svc, sink = make()
+    svc.broken = True
+    await sink.emit(state(JobState.RUNNING))
+    await sink.emit(SummaryReady(summary()))
+    await t.advance(60)
+    assert client.calls == []
+
+
+async def test_after_a_restart_the_stored_progress_message_is_edited_not_reposted():
+    t, client, _svc, sink = make(replace(running_job(), chat_progress="1714564900.000009"))
+    await sink.emit(state(JobState.RUNNING))
+    await sink.emit(ProgressUpdated(sample(percent=70, at=T0 + timedelta(seconds=5))))
+    await t.advance(2.0)
+    assert client.of("chat_postMessage") == []
+    assert [kw["ts"] for kw in client.of("chat_update")][-1] == "1714564900.000009"
+
+
+async def test_refresh_card_edits_the_card_from_the_store():
+    _t, client, _svc, sink = make(job())
+    await sink.refresh_card(7)
+    await settle()
+    (edit,) = client.of("chat_update")
+    assert edit["ts"] == CARD_TS and edit["text"].startswith("Approval needed")
+
+
+@pytest.mark.parametrize(
+    ("err", "transient"),
+    [
+        (slack_error("ratelimited", 429), True),
+        (slack_error("internal_error", 500), True),
+        (slack_error("channel_not_found"), False),
+        (slack_error("message_not_found"), False),
+        (ConnectionResetError(), True),
+        (ValueError("bug"), False),
+    ],
+)
+def test_is_transient(err, transient):
+    assert is_transient(err) is transient

@@ -1,0 +1,125 @@
+"""Preflight checks 3-4: VM exists, state vs mode, name/UUID clash, snapshots."""
+
+from __future__ import annotations
+
+import pytest
+
+from migration_core.facts import DestinationDomain, VmState
+from migration_core.models import CheckStatus, MigrationMode, MigrationOptions, MigrationRequest
+from migration_core.preflight import run_checks, vmstate
+from tests.migration_core.fixtures.build import facts, one
+
+PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL
+UUID = "6c61622d-766d-4000-8000-000000000001"  # the lab guest's
+
+
+def test_vm_not_found_suggests_close_names() -> None:
+    f = facts(None, known_vms=("vm41", "vm43", "web01"), request=MigrationRequest("vm42", "hostB"))
+    r = one(vmstate.check_exists(f))
+    assert r.status is FAIL and "no VM named 'vm42' on hostA" in r.reason
+    assert r.fix is not None and r.fix.startswith("did you mean vm41")
+
+
+@pytest.mark.parametrize(
+    ("known", "fragment"),
+    [((), "hostA has no VMs"), (("alpha", "beta"), "VMs on hostA: alpha, beta")],
+)
+def test_vm_not_found_lists_or_says_empty(known: tuple[str, ...], fragment: str) -> None:
+    r = one(vmstate.check_exists(facts(None, known_vms=known)))
+    assert r.status is FAIL and fragment in (r.fix or "")
+
+
+def test_run_checks_stops_when_vm_missing() -> None:
+    results = run_checks(facts(None))
+    assert results[-1].name == "vm.exists" and results[-1].status is FAIL
+    assert {r.name for r in results} == {
+        "hosts.known",
+        "hosts.reachable",
+        "hosts.distinct",
+        "hypervisor",
+        "vm.exists",
+    }
+
+
+STATES = [
+    # state, requested mode, persistent, expected, fragment
+    (VmState.RUNNING, None, True, PASS, "live migration"),
+    (VmState.RUNNING, MigrationMode.LIVE, True, PASS, "live migration"),
+    (VmState.RUNNING, MigrationMode.OFFLINE, True, FAIL, "--offline moves only its definition"),
+    (VmState.SHUTOFF, None, True, PASS, "offline migration"),
+    (VmState.SHUTOFF, MigrationMode.OFFLINE, True, PASS, "offline migration"),
+    (VmState.SHUTOFF, MigrationMode.LIVE, True, FAIL, "cannot be live-migrated"),
+    (VmState.SHUTOFF, None, False, FAIL, "not persistent"),
+    (VmState.PAUSED, None, True, FAIL, "is paused"),
+    (VmState.CRASHED, None, True, FAIL, "has crashed"),
+    (VmState.PMSUSPENDED, None, True, FAIL, "suspended by the guest"),
+    (VmState.OTHER, None, True, FAIL, "transitional state"),
+    (None, None, True, WARN, "could not read the state"),
+]
+
+
+@pytest.mark.parametrize(("state", "mode", "persistent", "expected", "fragment"), STATES)
+def test_state_fits_mode(
+    state: VmState | None, mode: MigrationMode | None, persistent: bool, expected: CheckStatus, fragment: str
+) -> None:
+    f = facts(state=state, options=MigrationOptions(mode=mode), vm_persistent=persistent)
+    r = one(vmstate.check_state(f))
+    assert r.status is expected and fragment in r.reason
+    if expected is FAIL:
+        assert r.fix or "not persistent" in r.reason
+
+
+@pytest.mark.parametrize(
+    ("libvirt_state", "state"),
+    [
+        (0, VmState.OTHER),
+        (1, VmState.RUNNING),
+        (2, VmState.RUNNING),
+        (3, VmState.PAUSED),
+        (4, VmState.OTHER),
+        (5, VmState.SHUTOFF),
+        (6, VmState.CRASHED),
+        (7, VmState.PMSUSPENDED),
+        (99, VmState.OTHER),
+    ],
+)
+def test_state_from_libvirt(libvirt_state: int, state: VmState) -> None:
+    assert VmState.from_libvirt(libvirt_state) is state
+
+
+CLASHES = [
+    # destination domains, persistent, expected, fragment
+    ((), True, PASS, "no domain named tcgvm"),
+    ((DestinationDomain("other", "11111111-2222-3333-4444-555555555555", True),), True, PASS, "no domain"),
+    ((DestinationDomain("tcgvm", UUID, True),), True, FAIL, "already running on hostB"),
+    ((DestinationDomain("tcgvm", UUID, False),), True, WARN, "--persistent will replace it"),
+    ((DestinationDomain("tcgvm", UUID, False),), False, WARN, "stays defined there"),
+    (
+        (DestinationDomain("tcgvm", "11111111-2222-3333-4444-555555555555", False),),
+        True,
+        FAIL,
+        "different VM",
+    ),
+    ((DestinationDomain("renamed", UUID.upper(), False),), True, FAIL, "same UUID"),
+]
+
+
+@pytest.mark.parametrize(("domains", "persistent", "expected", "fragment"), CLASHES)
+def test_name_and_uuid_clash(
+    domains: tuple[DestinationDomain, ...], persistent: bool, expected: CheckStatus, fragment: str
+) -> None:
+    f = facts(destination_domains=domains, options=MigrationOptions(persistent=persistent))
+    r = one(vmstate.check_name_clash(f))
+    assert r.status is expected and fragment in r.reason
+
+
+def test_clash_unknown_destination_domains_warns() -> None:
+    assert one(vmstate.check_name_clash(facts(destination_domains=None))).status is WARN
+
+
+@pytest.mark.parametrize(("count", "results"), [(None, 0), (0, 0), (2, 1)])
+def test_snapshots_block(count: int | None, results: int) -> None:
+    out = vmstate.check_snapshots(facts(vm_snapshots=count))
+    assert len(out) == results
+    if out:
+        assert out[0].status is FAIL and "2 internal snapshot(s)" in out[0].reason

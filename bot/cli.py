@@ -47,14 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--as", dest="user", default=None, help="act as this user (default: $USER)")
 
     pa = sub.add_parser("parse", help="parse /migrate text and print the typed command")
-    pa.add_argument(
-        "text", nargs=argparse.REMAINDER, help="the text after /migrate; add --json for one JSON object"
-    )
+    pa.add_argument("text", nargs=argparse.REMAINDER, help="the text after /migrate; add --json for one JSON object")
 
     pl = sub.add_parser("plan", help="preflight checks + convergence prediction; changes nothing")
-    pl.add_argument(
-        "words", nargs=argparse.REMAINDER, help="VM to HOST [options], as after /migrate; --json for JSON"
-    )
+    pl.add_argument("words", nargs=argparse.REMAINDER, help="VM to HOST [options], as after /migrate; --json for JSON")
 
     st = sub.add_parser("status", help="show a job (by id) or the latest job of a VM, or all active jobs")
     st.add_argument("target", nargs="?", help="job id (41 or #41) or VM name")

@@ -18,9 +18,9 @@ _job_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Contex
 _CONTEXT_KEYS = ("job_id", "vm", "source", "destination", "actor")
 # Token shapes that must never reach a log, whatever code logged them.
 _SECRET_PATTERNS = [
-    re.compile(r"xox[abposr]-[A-Za-z0-9-]+"),
-    re.compile(r"xapp-[A-Za-z0-9-]+"),
-    re.compile(r"(?<=://)([^:/@\s]+):([^@/\s]+)@"),  # user:password@ in URLs
+    (re.compile(r"xox[abposr]-[A-Za-z0-9-]+"), "[redacted]"),
+    (re.compile(r"xapp-[A-Za-z0-9-]+"), "[redacted]"),
+    (re.compile(r"(?<=://)([^:/@\s]+):([^@/\s]+)@"), r"\1:[redacted]@"),  # user:password@ in URLs
 ]
 
 
@@ -29,11 +29,8 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret and len(secret) >= 6:
             text = text.replace(secret, "[redacted]")
-    for pattern in _SECRET_PATTERNS:
-        if pattern.groups == 2:
-            text = pattern.sub(r"\1:[redacted]@", text)
-        else:
-            text = pattern.sub("[redacted]", text)
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
     return text
 
 

@@ -253,3 +253,15 @@ __all__ = [
     "parse_mdev_nodedev",
     "parse_pci_nodedev",
 ]
+
+
+def host_cpu_xml(capabilities_xml: str | bytes) -> str | None:
+    """The host's `<cpu>` element from capabilities XML, as baselineHypervisorCPU wants it; None if absent."""
+    try:
+        root = parse_xml(capabilities_xml, "host capabilities XML")
+    except PreflightError:
+        return None
+    cpu = root.find("host/cpu")
+    if cpu is None:
+        return None
+    return etree.tostring(cpu, encoding="unicode")

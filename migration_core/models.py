@@ -301,7 +301,15 @@ class Job:
 
     @property
     def approvers(self) -> tuple[str, ...]:
-        return tuple(a.actor for a in self.approvals if a.approved)
+        """Who approved the job's CURRENT plan: an approval given for another plan hash no longer binds."""
+        current = self.plan.hash if self.plan else None
+        return tuple(
+            a.actor for a in self.approvals if a.approved and (current is None or a.plan_hash == current)
+        )
+
+    @property
+    def deniers(self) -> tuple[str, ...]:
+        return tuple(a.actor for a in self.approvals if not a.approved)
 
 
 class Phase(StrEnum):

@@ -1,0 +1,187 @@
+"""The CLI subcommands that need the core: serve, console, plan, status, history, hosts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import logging
+import signal
+import sys
+from typing import TextIO
+
+from bot.blocks.answers import hosts_message, jobs_message, status_message
+from bot.blocks.card import plan_message
+from bot.blocks.ir import Dialect
+from bot.console_render import render_plain
+from bot.logging_setup import setup_logging
+from bot.settings import Settings, Transport, load_settings
+from bot.wiring import Core, make_service, open_core
+from migration_core.errors import GrammarError, HostUnreachable, MigrateBotError, PreflightError
+from migration_core.events import RecordingSink
+from migration_core.grammar import MigrateCommand, parse_command
+
+log = logging.getLogger(__name__)
+_PLAIN = Dialect()
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    secrets = (settings.slack_bot_token or "", settings.slack_app_token or "", settings.slack_signing_secret or "")
+    setup_logging(settings.log_level, settings.log_format.value == "json", secrets)
+    return settings
+
+
+async def _nobody(_user: str) -> bool:
+    return False
+
+
+async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Dispatch one subcommand; returns the exit code. MigrateBotError propagates to cli.main."""
+    settings = _settings()
+    if args.cmd == "plan":
+        return await _plan(settings, args, out, err)
+    if args.cmd == "serve":
+        return await _serve(settings)
+    core = await open_core(settings)
+    try:
+        if args.cmd == "console":
+            return await _console(core, args, out)
+        service = make_service(core, RecordingSink(), _nobody)  # read-only use: no dispatcher started
+        if args.cmd == "status":
+            target = args.target.lstrip("#") if args.target else None
+            if target is None:
+                jobs = await service.active_jobs()
+                msg = jobs_message("Active migrations", jobs, _PLAIN, empty="no active migrations")
+                _emit(out, args.json, [_job_json(j) for j in jobs], msg)
+                return 0
+            job = await service.get_job(int(target)) if target.isdigit() else await service.latest_job_for_vm(target)
+            if job is None:
+                err.write(f"error: no job for VM {target!r}\nhint: see `migrate-bot history`\n")
+                return 1
+            events = await core.store.events(job.id)
+            _emit(out, args.json, _job_json(job), status_message(job, _PLAIN, events=events))
+            return 0
+        if args.cmd == "history":
+            if not 1 <= args.limit <= 1000:
+                err.write("error: --limit must be 1..1000\n")
+                return 2
+            jobs = await service.history(args.subject, args.limit)
+            title = f"History of {args.subject}" if args.subject else "History"
+            _emit(out, args.json, [_job_json(j) for j in jobs], jobs_message(title, jobs, _PLAIN, empty="no jobs yet"))
+            return 0
+        if args.cmd == "hosts":
+            hosts = await service.hosts()
+            _emit(out, args.json, [h.__dict__ for h in hosts], hosts_message(hosts, _PLAIN))
+            return 0 if all(h.reachable for h in hosts) else 1
+        raise AssertionError(args.cmd)
+    finally:
+        await core.close()
+
+
+def _emit(out: TextIO, as_json: bool, data: object, msg: object) -> None:
+    if as_json:
+        out.write(json.dumps(data, default=str) + "\n")
+    else:
+        out.write(render_plain(msg) + "\n")  # type: ignore[arg-type]
+
+
+def _job_json(job: object) -> dict[str, object]:
+    from migration_core.models import Job
+
+    assert isinstance(job, Job)
+    return {
+        "id": job.id,
+        "vm": job.vm,
+        "source": job.source,
+        "destination": job.destination,
+        "state": job.state.value,
+        "requester": job.requester,
+        "approvers": list(job.approvers),
+        "created_at": job.created_at.isoformat(),
+        "updated_at": job.updated_at.isoformat(),
+        "error": job.error,
+        "plan_hash": job.plan.hash if job.plan else None,
+    }
+
+
+async def _plan(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        command = parse_command(" ".join(args.words))
+    except GrammarError as e:
+        if args.json:
+            out.write(json.dumps({"error": e.message, "hint": e.hint}) + "\n")
+        else:
+            err.write(f"error: {e.message}\nhint: {e.hint}\n")
+        return 2
+    if not isinstance(command, MigrateCommand):
+        err.write("error: `plan` takes a migration: VM to HOST [options]\nhint: e.g. migrate-bot plan vm42 to hostB\n")
+        return 2
+    core = await open_core(settings)
+    try:
+        core.inventory.get(command.request.destination)
+        plan = await core.planning.make_plan(command.request)
+    except (HostUnreachable, PreflightError) as e:
+        if args.json:
+            out.write(json.dumps({"error": e.message, "hint": e.hint}) + "\n")
+        else:
+            err.write(f"error: {e.message}\n" + (f"hint: {e.hint}\n" if e.hint else ""))
+        return 1
+    finally:
+        await core.close()
+    if args.json:
+        out.write(json.dumps(plan.to_json(), default=str) + "\n")
+    else:
+        out.write(render_plain(plan_message(plan, _PLAIN)) + "\n")
+    return 0
+
+
+async def _console(core: Core, args: argparse.Namespace, out: TextIO) -> int:
+    from bot.console import ConsoleSink, console_approver_check, run_console
+
+    sink = ConsoleSink()
+    service = make_service(core, sink, console_approver_check(core.settings))
+    await service.start()
+    try:
+        return await run_console(
+            service, core.settings, user=args.user or getpass.getuser(), stdin=sys.stdin, stdout=out, sink=sink
+        )
+    finally:
+        await service.close()
+
+
+async def _serve(settings: Settings) -> int:
+    from bot.app import build_slack
+    from bot.slack_runner import run_http, run_socket_mode
+
+    settings.require_slack()
+    core = await open_core(settings)
+    bot = build_slack(settings, lambda sink, check: make_service(core, sink, check))
+    service = bot.service
+    assert hasattr(service, "start")
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "serving Slack in %s mode; hosts: %s; database: %s",
+        settings.transport.value,
+        ", ".join(core.inventory.names()),
+        core.store.url_masked,
+    )
+    try:
+        if settings.transport is Transport.HTTP:
+            await run_http(bot.app, settings, stop=stop)
+        else:
+            await run_socket_mode(bot.app, settings, stop=stop)
+    except MigrateBotError:
+        raise
+    finally:
+        await bot.sink.aclose()
+        await service.close()  # type: ignore[attr-defined]
+        await core.close()
+    return 0

@@ -1,0 +1,65 @@
+"""Builds the core from settings: inventory, store, hypervisor adapter, planning, executor, service."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from bot.settings import Settings
+from migration_core.events import EventSink
+from migration_core.executor import Executor
+from migration_core.hypervisor import Hypervisor
+from migration_core.inventory import Inventory, load_inventory
+from migration_core.planning import Planning
+from migration_core.service import MigrationService, ServiceConfig
+from migration_core.service_api import ApproverCheck
+from migration_core.store import Store
+
+
+@dataclass
+class Core:
+    """The long-lived pieces every front end shares; `close()` releases them."""
+
+    settings: Settings
+    inventory: Inventory
+    store: Store
+    hypervisor: Hypervisor
+    planning: Planning
+
+    async def close(self) -> None:
+        await self.hypervisor.close()
+        await self.store.close()
+
+
+async def open_core(settings: Settings) -> Core:
+    """Load the inventory (bad file -> InventoryError), open the store (schema created), name the hosts."""
+    inventory = load_inventory(settings.hosts_file)
+    store = await Store.open(settings.database_url)
+    hypervisor = Hypervisor({h.name: h.uri for h in inventory})
+    for host in inventory:
+        hypervisor.add_host(host.name, host.uri, host.peer_uri)
+    planning = Planning(inventory, hypervisor, dirty_rate_window_s=settings.dirty_rate_window_s)
+    return Core(settings, inventory, store, hypervisor, planning)
+
+
+def make_service(core: Core, sink: EventSink, approver_check: ApproverCheck) -> MigrationService:
+    """The service on top of the core; call `await service.start()` to recover and dispatch jobs."""
+    s = core.settings
+    executor = Executor(core.hypervisor, core.inventory, sink, record_progress=core.store.add_progress)
+    config = ServiceConfig(
+        approval_ttl_s=s.approval_ttl_s,
+        requesters=s.requesters,
+        channels=s.channels,
+        requests_per_user_per_hour=s.requests_per_user_per_hour,
+        # Stable across restarts of the same process on the same machine, so a restarted bot resumes its jobs.
+        replica_id=s.replica_id or socket.gethostname(),
+    )
+    return MigrationService(
+        store=core.store,
+        inventory=core.inventory,
+        planner=core.planning,
+        executor=executor,
+        sink=sink,
+        approver_check=approver_check,
+        config=config,
+    )

@@ -1,0 +1,1 @@
+"""The two-host KVM lab behind deploy/lab/lab (stdlib only)."""

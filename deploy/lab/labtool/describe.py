@@ -1,0 +1,114 @@
+"""The lab's two outputs for other programs: lab.json (for tests) and hosts.toml (the bot's inventory)."""
+
+from __future__ import annotations
+
+import json
+
+from .config import (
+    HOSTS,
+    LINK_MIB_S,
+    LINK_SUBNET,
+    NBD_EXPORT,
+    NBD_PORT,
+    NETNS_PREFIX,
+    NETNS_STORAGE,
+    STORAGE_IP,
+    VM_BRIDGE,
+    Paths,
+    Settings,
+)
+from .daemons import daemon_pid, nbd_pid
+from .vms import VMS
+
+
+def toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string for the characters we write
+
+
+def hosts_toml(paths: Paths) -> str:
+    """The inventory in the foundation issue's format: the bot reaches each libvirtd over its UNIX socket."""
+    parts = [
+        "# migrate-bot lab inventory: written by deploy/lab/lab up (do not edit; rewritten on every up)",
+        "[defaults]",
+        "max_inbound = 2",
+        "max_outbound = 2",
+        "",
+    ]
+    for h in HOSTS:
+        parts += [
+            f"[hosts.{h.name}]",
+            f"uri = {toml_str(paths.uri(h))}   # how the bot reaches libvirt (root namespace)",
+            f"peer_uri = {toml_str(h.peer_uri)}   # how the OTHER host's libvirtd reaches this host (P2P dconnuri)",
+            f"migration_address = {toml_str(h.ip)}   # data address: migrate_uri = tcp://<addr>",
+            f"link_mib_s = {LINK_MIB_S}   # link bandwidth for predictions (measured ~200 MiB/s unshaped)",
+            'labels = ["lab"]',
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def lab_description(paths: Paths, settings: Settings) -> dict[str, object]:
+    """reference/lab.md 4.12, plus the storage server, the VM bridge and the lab VMs."""
+    return {
+        "version": 1,
+        "root": str(paths.root),
+        "net": "netns",
+        "netns_prefix": NETNS_PREFIX,
+        "virt": settings.virt,
+        "hosts_toml": str(paths.hosts_toml),
+        "console_dir": str(paths.console),
+        "guest_kernel": str(paths.kernel),
+        "shared_dir": str(paths.shared),
+        "vm_bridge": VM_BRIDGE,
+        "link": {"subnet": LINK_SUBNET, "devices": {h.name: h.link_dev for h in HOSTS}},
+        "storage": {
+            "netns": NETNS_STORAGE,
+            "ip": STORAGE_IP,
+            "port": NBD_PORT,
+            "export": NBD_EXPORT,
+            "nbd_uri": f"nbd://{STORAGE_IP}:{NBD_PORT}/{NBD_EXPORT}",
+            "image": str(paths.nbd_image),
+            "pid": nbd_pid(paths),
+        },
+        "hosts": {
+            h.name: {
+                "uri": paths.uri(h),
+                "peer_uri": h.peer_uri,
+                "tcp_uri": h.peer_uri,
+                "ip": h.ip,
+                "hostname": h.hostname,
+                "uuid": h.uuid,
+                "netns": h.netns,
+                "images": str(paths.host_images(h)),
+                "storage_ip": h.storage_ip,
+                "link_dev": h.link_dev,
+                "pid": daemon_pid(paths, h),
+                "pidfile": str(paths.pidfile(h)),
+                "log": str(paths.daemon_log(h)),
+            }
+            for h in HOSTS
+        },
+        "vms": {
+            v.name: {
+                "uuid": v.uuid,
+                "home": "hostA",
+                "memory_mib": v.memory_mib,
+                "cmdline": v.cmdline,
+                "running": v.running,
+                "disk": v.disk,
+                "nic": v.nic,
+                "purpose": v.purpose,
+                "console": str(paths.console_log(v.name)),
+            }
+            for v in VMS
+        },
+    }
+
+
+def write_outputs(paths: Paths, settings: Settings) -> None:
+    tmp = paths.lab_json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(lab_description(paths, settings), indent=2) + "\n")
+    tmp.replace(paths.lab_json)
+    tmp = paths.hosts_toml.with_suffix(".tmp")
+    tmp.write_text(hosts_toml(paths))
+    tmp.replace(paths.hosts_toml)

@@ -1,0 +1,85 @@
+"""The per-host state tree and configuration files (libvirtd.conf, qemu.conf, hosts, default pool)."""
+
+from __future__ import annotations
+
+from .config import (
+    HOSTS,
+    LIBVIRT_TCP_PORT,
+    MIGRATION_PORT_MAX,
+    MIGRATION_PORT_MIN,
+    STORAGE_IP,
+    HostSpec,
+    Paths,
+)
+
+HOST_SUBDIRS = (
+    "etc/qemu",
+    "etc/storage/autostart",
+    "run",
+    "lib/images",
+    "log/qemu",
+    "cache/qemu/capabilities",
+)
+
+
+def libvirtd_conf(host: HostSpec) -> str:
+    # reference/lab.md 4.6; every line is needed (P1: host_uuid, P11: listen_tcp with --listen).
+    return f"""# migrate-bot lab {host.name}: written by deploy/lab/lab up
+listen_tls = 0
+listen_tcp = 1
+listen_addr = "{host.ip}"
+tcp_port = "{LIBVIRT_TCP_PORT}"
+auth_tcp = "none"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
+unix_sock_rw_perms = "0770"
+host_uuid = "{host.uuid}"
+log_filters = "1:qemu.qemu_migration 1:qemu.qemu_capabilities 1:util.filecache 1:qemu.qemu_monitor_json \
+3:rpc 3:util 3:conf 3:security"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log 1:file:/var/log/libvirt/libvirtd-debug.log"
+max_clients = 50
+"""
+
+
+def qemu_conf(host: HostSpec) -> str:
+    # reference/lab.md 4.8: no chown of shared files, no security driver, QEMU stays in the daemon's mount
+    # namespace (teardown finds it there), no cgroups, no virtlogd; migration data on the lab link.
+    return f"""# migrate-bot lab {host.name}: written by deploy/lab/lab up
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+namespaces = [ ]
+cgroup_controllers = [ ]
+stdio_handler = "file"
+migration_address = "{host.ip}"
+migration_host = "{host.ip}"
+migration_port_min = {MIGRATION_PORT_MIN}
+migration_port_max = {MIGRATION_PORT_MAX}
+"""
+
+
+def etc_hosts() -> str:
+    lines = ["127.0.0.1 localhost"] + [f"{h.ip} {h.hostname}" for h in HOSTS] + [f"{STORAGE_IP} lab-storage"]
+    return "\n".join(lines) + "\n"
+
+
+POOL_XML = """<pool type='dir'>
+  <name>default</name>
+  <target><path>/var/lib/libvirt/images</path></target>
+</pool>
+"""
+
+
+def write_host_tree(paths: Paths, host: HostSpec) -> None:
+    base = paths.host(host)
+    for sub in HOST_SUBDIRS:
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    (base / "etc" / "libvirtd.conf").write_text(libvirtd_conf(host))
+    (base / "etc" / "qemu.conf").write_text(qemu_conf(host))
+    (base / "hosts").write_text(etc_hosts())
+    (base / "etc" / "storage" / "default.xml").write_text(POOL_XML)
+    link = base / "etc" / "storage" / "autostart" / "default.xml"
+    if not link.is_symlink():
+        link.symlink_to("../default.xml")

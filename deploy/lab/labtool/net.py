@@ -1,0 +1,205 @@
+"""Network namespaces, the migration link (shaped with tc tbf, cut with link down), storage and VM bridges."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import (
+    ALL_NETNS,
+    HOST_A,
+    HOST_B,
+    HOSTS,
+    NETNS_STORAGE,
+    STORAGE_BRIDGE,
+    STORAGE_IP,
+    STORAGE_PREFIX,
+    VM_BRIDGE,
+)
+from .proc import LabError, run
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z/]*)\s*$")
+# Bytes per second for each accepted unit; a bare number is MiB/s (the bot's unit for bandwidth).
+_UNITS = {
+    "": 2**20,
+    "m": 2**20,
+    "mib": 2**20,
+    "mib/s": 2**20,
+    "mb": 10**6,
+    "mb/s": 10**6,
+    "k": 2**10,
+    "kib": 2**10,
+    "kib/s": 2**10,
+    "kb": 10**3,
+    "kb/s": 10**3,
+    "g": 2**30,
+    "gib": 2**30,
+    "gib/s": 2**30,
+    "gb": 10**9,
+    "gb/s": 10**9,
+    "mbit": 10**6 // 8,
+    "kbit": 10**3 // 8,
+    "gbit": 10**9 // 8,
+}
+
+
+def parse_rate(text: str) -> int:
+    """'16MiB' / '16' / '128mbit' / '1.5GiB' -> bytes per second."""
+    m = _RATE.match(text)
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _UNITS:
+        raise LabError(f"cannot read the rate {text!r}: use e.g. 16MiB, 16 (MiB/s), 128mbit, 1GiB")
+    value = int(float(m.group(1)) * _UNITS[unit])
+    if value < 8 * 1024:
+        raise LabError(f"rate {text!r} is below 8 KiB/s; use `lab link down` to cut the link")
+    return value
+
+
+def ip(*args: str) -> None:
+    run(["ip", *args], timeout_s=20)
+
+
+def netns_exists(name: str) -> bool:
+    return Path(f"/run/netns/{name}").exists()
+
+
+def create_network() -> None:
+    """Namespaces, the migration veth, the storage bridge (3 endpoints) and the VM bridges.
+
+    Every veth is created with both ends directly in their namespaces, so nothing ever appears in the
+    root namespace (the machine is left as found)."""
+    for ns in ALL_NETNS:
+        ip("netns", "add", ns)
+        ip("-n", ns, "link", "set", "lo", "up")
+    a, b = HOST_A, HOST_B
+    ip(
+        "link",
+        "add",
+        a.link_dev,
+        "netns",
+        a.netns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b.link_dev,
+        "netns",
+        b.netns,
+    )
+    ip(
+        "link",
+        "add",
+        a.vmnet_dev,
+        "netns",
+        a.netns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b.vmnet_dev,
+        "netns",
+        b.netns,
+    )
+    ip("-n", NETNS_STORAGE, "link", "add", STORAGE_BRIDGE, "type", "bridge")
+    ip("-n", NETNS_STORAGE, "addr", "add", f"{STORAGE_IP}/{STORAGE_PREFIX}", "dev", STORAGE_BRIDGE)
+    ip("-n", NETNS_STORAGE, "link", "set", STORAGE_BRIDGE, "up")
+    for h in HOSTS:
+        ip("-n", h.netns, "addr", "add", f"{h.ip}/24", "dev", h.link_dev)
+        ip("-n", h.netns, "link", "set", h.link_dev, "up")
+        ip(
+            "link",
+            "add",
+            h.storage_dev,
+            "netns",
+            h.netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            h.storage_peer_dev,
+            "netns",
+            NETNS_STORAGE,
+        )
+        ip("-n", NETNS_STORAGE, "link", "set", h.storage_peer_dev, "master", STORAGE_BRIDGE, "up")
+        ip("-n", h.netns, "addr", "add", f"{h.storage_ip}/{STORAGE_PREFIX}", "dev", h.storage_dev)
+        ip("-n", h.netns, "link", "set", h.storage_dev, "up")
+        ip("-n", h.netns, "link", "add", VM_BRIDGE, "type", "bridge")
+        ip("-n", h.netns, "link", "set", h.vmnet_dev, "master", VM_BRIDGE, "up")
+        ip("-n", h.netns, "link", "set", VM_BRIDGE, "up")
+
+
+def delete_network() -> None:
+    """Delete the namespaces (their veths and bridges go with them). Safe when nothing exists."""
+    for ns in ALL_NETNS:
+        if netns_exists(ns):
+            run(["ip", "netns", "delete", ns], timeout_s=20, check=False)
+    # A veth end can only outlive its namespace in the root namespace if a crash left it there.
+    for h in HOSTS:
+        if Path(f"/sys/class/net/{h.link_dev}").exists():
+            run(["ip", "link", "delete", h.link_dev], timeout_s=20, check=False)
+
+
+def link_rate(bytes_per_s: int) -> None:
+    """Shape both directions: a tbf on each end's egress (netem is not in this kernel; tbf is)."""
+    burst = max(256 * 1024, bytes_per_s // 100)  # tbf needs burst >= rate/HZ; 10 ms of traffic is plenty
+    for h in HOSTS:
+        run(
+            [
+                "tc",
+                "-n",
+                h.netns,
+                "qdisc",
+                "replace",
+                "dev",
+                h.link_dev,
+                "root",
+                "tbf",
+                "rate",
+                f"{bytes_per_s * 8}bit",
+                "burst",
+                str(burst),
+                "latency",
+                "200ms",
+            ],
+            timeout_s=20,
+        )
+
+
+def link_unshape() -> None:
+    for h in HOSTS:
+        if link_state(h.netns, h.link_dev).qdisc == "tbf":
+            run(["tc", "-n", h.netns, "qdisc", "del", "dev", h.link_dev, "root"], timeout_s=20)
+
+
+def link_set(up: bool) -> None:
+    for h in HOSTS:
+        ip("-n", h.netns, "link", "set", h.link_dev, "up" if up else "down")
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """One end of the migration link: admin state, carrier, root qdisc kind and tbf rate (bytes/s)."""
+
+    dev: str
+    admin_up: bool
+    carrier: bool
+    qdisc: str
+    rate_bytes_s: int | None
+
+    def describe(self) -> str:
+        state = "up" if self.admin_up and self.carrier else "DOWN" if not self.admin_up else "no carrier"
+        shaping = f"tbf {self.rate_bytes_s / 2**20:.1f} MiB/s" if self.rate_bytes_s else "unshaped"
+        return f"{self.dev} {state}, {shaping}"
+
+
+def link_state(netns: str, dev: str) -> LinkState:
+    link = json.loads(run(["ip", "-n", netns, "-j", "link", "show", "dev", dev], timeout_s=20).stdout)[0]
+    flags = link.get("flags", [])
+    qdiscs = json.loads(run(["tc", "-n", netns, "-j", "qdisc", "show", "dev", dev], timeout_s=20).stdout)
+    root: dict[str, Any] = next((q for q in qdiscs if q.get("root")), {})
+    kind = str(root.get("kind", ""))
+    rate = root.get("options", {}).get("rate") if kind == "tbf" else None
+    return LinkState(dev, "UP" in flags, "LOWER_UP" in flags, kind, int(rate) if rate is not None else None)

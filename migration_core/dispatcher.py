@@ -1,0 +1,311 @@
+"""Runs approved jobs: host slots and the queue, leases between replicas, the executor, verification, recovery.
+
+One dispatcher per bot process (replica). It claims approved jobs with a lease (so two replicas never run the
+same job), re-checks each plan against the hosts before starting (an approval binds to the plan hash: changed
+facts send the job back for approval), keeps jobs that would exceed a host's inbound/outbound limit queued with
+the reason, renews its leases while migrations run, and on start reattaches to the migrations its previous
+life (or a dead replica) left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from migration_core.errors import MigrateBotError
+from migration_core.events import EventSink, Notice, NoticeKind, StateChanged, SummaryReady
+from migration_core.executor import Executor
+from migration_core.inventory import Inventory
+from migration_core.models import Job, JobState, MigrationRequest, Plan, VerificationSummary
+from migration_core.service_api import QueuePosition
+from migration_core.store import EventKind, HostLimit, HostLoad, Store
+
+log = logging.getLogger(__name__)
+
+
+class _Planner(Protocol):
+    async def make_plan(self, request: MigrationRequest) -> Plan: ...
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    """Identity and timing of one replica."""
+
+    replica_id: str = "migrate-bot"
+    lease_s: float = 30.0
+    interval_s: float = 1.0
+    approval_ttl_s: float = 30 * 60
+
+
+class JobMover:
+    """Persists a state change (compare-and-set) and then tells the sink about it."""
+
+    def __init__(self, store: Store, sink: EventSink, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.sink = sink
+        self.clock = clock
+
+    async def move(
+        self,
+        job: Job,
+        new: JobState,
+        actor: str | None,
+        detail: str,
+        *,
+        plan: Plan | None = None,
+        error: str | None = None,
+    ) -> Job:
+        moved = await self.store.transition(job.id, job.state, new, actor=actor, detail=detail, plan=plan, error=error)
+        await self.sink.emit(StateChanged(job.id, job.state, new, actor, detail, self.clock()))
+        return moved
+
+
+def _limits(inventory: Inventory) -> dict[str, HostLimit]:
+    return {h.name: HostLimit(h.max_inbound, h.max_outbound) for h in inventory}
+
+
+def waiting_reason(job: Job, load: dict[str, HostLoad], limits: dict[str, HostLimit]) -> str | None:
+    """Why `job` cannot start now, or None when both hosts have a free slot.
+
+    >>> waiting_reason(job_41_to_hostB, {"hostB": HostLoad("hostB", (41, 43))}, {"hostB": HostLimit(2, 2)})
+    'hostB already receives 2 migrations: #41, #43'
+    """
+    src, dst = limits.get(job.source), limits.get(job.destination)
+    if dst is not None:
+        ids = [i for i in load.get(job.destination, HostLoad(job.destination)).inbound_job_ids if i != job.id]
+        if dst.max_inbound == 0:
+            return f"{job.destination} accepts no incoming migrations (max_inbound = 0 in the hosts file)"
+        if len(ids) >= dst.max_inbound:
+            listed = ", ".join(f"#{i}" for i in ids)
+            return f"{job.destination} already receives {len(ids)} migration{'s' if len(ids) > 1 else ''}: {listed}"
+    if src is not None:
+        ids = [i for i in load.get(job.source, HostLoad(job.source)).outbound_job_ids if i != job.id]
+        if src.max_outbound == 0:
+            return f"{job.source} sends no migrations (max_outbound = 0 in the hosts file)"
+        if len(ids) >= src.max_outbound:
+            listed = ", ".join(f"#{i}" for i in ids)
+            return f"{job.source} already sends {len(ids)} migration{'s' if len(ids) > 1 else ''}: {listed}"
+    return None
+
+
+class Dispatcher:
+    """Claims, queues, runs and recovers jobs for one replica."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        inventory: Inventory,
+        planner: _Planner,
+        executor: Executor,
+        mover: JobMover,
+        sink: EventSink,
+        config: DispatcherConfig,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.inventory = inventory
+        self.planner = planner
+        self.executor = executor
+        self.mover = mover
+        self.sink = sink
+        self.config = config
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._runs: dict[int, asyncio.Task[None]] = {}
+        self._queued_reason: dict[int, str] = {}
+
+    # ----- life cycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._recover()
+        self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
+
+    async def stop(self) -> None:
+        """Stop dispatching. Running migrations are left to libvirt (peer-to-peer): a restart reattaches."""
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._runs.values()):
+            task.cancel()
+        for task in list(self._runs.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def kick(self) -> None:
+        """Look for work now instead of at the next tick (a job was approved, a slot freed)."""
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except MigrateBotError as err:
+                log.warning("dispatcher: %s", err)
+            except Exception:
+                log.exception("dispatcher tick failed; trying again")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.interval_s)
+
+    async def _tick(self) -> None:
+        await self._expire_stale()
+        for job in await self.store.expired_leases():
+            taken = await self.store.take_over(job.id, self.config.replica_id, self.config.lease_s)
+            if taken is not None:
+                self._spawn(taken, recovering=True)
+        limits = _limits(self.inventory)
+        while True:
+            claimed = await self.store.claim_next_runnable(self.config.replica_id, self.config.lease_s, limits=limits)
+            if claimed is None:
+                break
+            self._spawn(claimed)
+        await self._mark_waiting(limits)
+        for job_id in list(self._runs):
+            if not await self.store.renew_lease(job_id, self.config.replica_id, self.config.lease_s):
+                log.warning("job %s: lost its lease; another replica owns it now", job_id)
+
+    # ----- approvals that ran out, queue ------------------------------------------------------------------
+
+    async def expire(self, job: Job) -> Job:
+        """The approval window closed: the card loses its buttons; the requester must ask again."""
+        detail = f"no decision within {self.config.approval_ttl_s / 60:g} min; request it again if still needed"
+        try:
+            return await self.mover.move(job, JobState.EXPIRED, None, detail)
+        except MigrateBotError:  # decided or expired by someone else in the meantime
+            return await self.store.get_job(job.id)
+
+    async def _expire_stale(self) -> None:
+        now = self.clock()
+        ttl = timedelta(seconds=self.config.approval_ttl_s)
+        for job in await self.store.jobs_in_states([JobState.AWAITING_APPROVAL]):
+            if job.created_at + ttl <= now:
+                await self.expire(job)
+
+    async def _waiting(self) -> list[Job]:
+        jobs = await self.store.jobs_in_states([JobState.APPROVED, JobState.QUEUED])
+        return sorted((j for j in jobs if j.owner is None), key=lambda j: (j.created_at, j.id))
+
+    async def _mark_waiting(self, limits: dict[str, HostLimit]) -> None:
+        load = await self.store.host_load()
+        for place, job in enumerate(await self._waiting(), start=1):
+            why = waiting_reason(job, load, limits) or "waiting for a free slot"
+            text = f"waiting: {why} (place {place} in the queue)"
+            if job.state is JobState.APPROVED:
+                with contextlib.suppress(MigrateBotError):  # another replica may have moved it first
+                    await self.mover.move(job, JobState.QUEUED, None, text)
+            if self._queued_reason.get(job.id) != text:
+                self._queued_reason[job.id] = text
+                await self.store.record_event(job.id, EventKind.NOTICE, None, text)
+                await self.sink.emit(Notice(job.id, NoticeKind.QUEUED, text, self.clock()))
+
+    async def queue_positions(self) -> list[QueuePosition]:
+        load = await self.store.host_load()
+        limits = _limits(self.inventory)
+        return [
+            QueuePosition(job.id, place, waiting_reason(job, load, limits) or "waiting for a free slot")
+            for place, job in enumerate(await self._waiting(), start=1)
+        ]
+
+    # ----- running ----------------------------------------------------------------------------------------
+
+    def _spawn(self, job: Job, *, recovering: bool = False) -> None:
+        if job.id in self._runs:
+            return
+        self._queued_reason.pop(job.id, None)
+        task = asyncio.create_task(self._run(job, recovering), name=f"job-{job.id}")
+        self._runs[job.id] = task
+        job_id = job.id
+        task.add_done_callback(lambda _t: self._done(job_id))
+
+    def _done(self, job_id: int) -> None:
+        self._runs.pop(job_id, None)
+        self.kick()  # a slot is free: let the queue drain
+
+    async def _run(self, job: Job, recovering: bool) -> None:
+        try:
+            if job.state in (JobState.RUNNING, JobState.VERIFYING):
+                await self._reattach(job)
+            elif job.state in (JobState.APPROVED, JobState.QUEUED):
+                await self._start(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # never leave a job hanging without a record
+            log.exception("job %s: the run crashed", job.id)
+            await self._fail(job.id, f"internal error while running the job: {err}")
+        finally:
+            with contextlib.suppress(Exception):
+                await self.store.release(job.id, self.config.replica_id)
+
+    async def _fail(self, job_id: int, text: str) -> None:
+        with contextlib.suppress(MigrateBotError):
+            job = await self.store.get_job(job_id)
+            if not job.state.terminal:
+                await self.mover.move(job, JobState.FAILED, None, text, error=text)
+
+    async def _start(self, job: Job) -> None:
+        assert job.plan is not None
+        try:
+            plan = await self.planner.make_plan(job.plan.request)
+        except MigrateBotError as err:
+            await self.mover.move(job, JobState.FAILED, None, f"re-check before start failed: {err}", error=str(err))
+            return
+        if not plan.executable:
+            names = ", ".join(c.name for c in plan.failures)
+            text = f"re-check before start failed: {names}"
+            await self.mover.move(job, JobState.FAILED, None, text, plan=plan, error=text)
+            return
+        if plan.hash != job.plan.hash:
+            text = "the facts changed since approval (the plan is different now); it needs a new approval"
+            await self.mover.move(job, JobState.AWAITING_APPROVAL, None, text, plan=plan)
+            await self.sink.emit(Notice(job.id, NoticeKind.INFO, text, self.clock()))
+            return
+        job = await self.mover.move(job, JobState.RUNNING, None, f"migrating {plan.source} -> {plan.destination}")
+        result = await self.executor.run(job.id, plan)
+        await self._verify(job, plan, result)
+
+    async def _reattach(self, job: Job) -> None:
+        assert job.plan is not None
+        text = f"the bot restarted; reattaching to the migration of {job.vm} (replica {self.config.replica_id})"
+        await self.sink.emit(Notice(job.id, NoticeKind.INFO, text, self.clock()))
+        await self.store.record_event(job.id, EventKind.NOTICE, self.config.replica_id, text)
+        result = await self.executor.reattach(job.id, job.plan)
+        await self._verify(job, job.plan, result)
+
+    async def _verify(self, job: Job, plan: Plan, result: object) -> None:
+        from migration_core.executor_types import ExecutionResult
+
+        assert isinstance(result, ExecutionResult)
+        job = await self.store.get_job(job.id)
+        if job.state is JobState.RUNNING:
+            job = await self.mover.move(job, JobState.VERIFYING, None, f"migration {result.outcome.value}; verifying")
+        summary: VerificationSummary = await self.executor.summarize(plan, result)
+        outcome = summary.outcome if summary.outcome.terminal else JobState.FAILED
+        error = None if outcome is JobState.SUCCEEDED else (result.error or summary.headline)
+        await self.mover.move(job, outcome, result.aborted_by, summary.headline, error=error)
+        await self.store.record_event(job.id, EventKind.NOTICE, None, "summary", summary.to_json())
+        await self.sink.emit(SummaryReady(summary))
+
+    # ----- restart recovery -------------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Resume what this replica (or a dead one) left: running jobs are reattached, approved ones re-queued."""
+        mine = await self.store.jobs_owned_by(self.config.replica_id)
+        for job in mine:
+            if job.state in (JobState.RUNNING, JobState.VERIFYING):
+                taken = await self.store.take_over(job.id, self.config.replica_id, self.config.lease_s)
+                if taken is not None:
+                    self._spawn(taken, recovering=True)
+            else:
+                await self.store.release(job.id, self.config.replica_id)
+        # Preflight interrupted by the restart: nothing ran, so say so and let the operator ask again.
+        for job in await self.store.jobs_in_states([JobState.REQUESTED, JobState.PREFLIGHT]):
+            if job.owner in (None, self.config.replica_id) and job.updated_at < self.clock() - timedelta(minutes=2):
+                await self._fail(job.id, "the bot restarted during preflight; nothing was changed, request it again")

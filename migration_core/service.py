@@ -1,0 +1,352 @@
+"""MigrationService: request -> preflight -> approval -> queue -> run -> verify, plus operator controls.
+
+The one implementation of `service_api.MigrationServiceAPI`. Requests, approvals and controls are handled
+here (policy checks, the event log, state transitions); running approved jobs (slots, queue, leases, the
+executor, verification, restart recovery) is `dispatcher.Dispatcher`'s job. Every state change is persisted
+by the store's compare-and-set first and only then emitted to the sink, so what a front end shows is always
+what the store holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from migration_core import policy
+from migration_core.dispatcher import Dispatcher, DispatcherConfig, JobMover
+from migration_core.errors import MigrateBotError, PolicyError, StateError
+from migration_core.events import EventSink, Notice, NoticeKind
+from migration_core.executor import Executor
+from migration_core.inventory import Inventory
+from migration_core.jobs import CANCELLABLE_STATES
+from migration_core.models import Job, JobState, MigrationRequest, Plan
+from migration_core.service_api import ApproverCheck, HostStatus, QueuePosition
+from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Store
+
+log = logging.getLogger(__name__)
+
+
+class PlanMaker(Protocol):
+    """Gathers facts and builds a plan (migration_core.planning.Planning implements it)."""
+
+    async def make_plan(self, request: MigrationRequest) -> Plan: ...
+
+    async def host_status(self, name: str) -> tuple[bool, str, int | None]: ...
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Policy and timing knobs of the service (filled from bot.settings.Settings)."""
+
+    approval_ttl_s: float = 30 * 60
+    requesters: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    requests_per_user_per_hour: int = 30
+    replica_id: str = "migrate-bot"
+    lease_s: float = 30.0
+    dispatch_interval_s: float = 1.0
+    wait_poll_s: float = 0.25
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MigrationService:
+    """The core's service API. Create it, `await start()`, use it, `await close()`."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        inventory: Inventory,
+        planner: PlanMaker,
+        executor: Executor,
+        sink: EventSink,
+        approver_check: ApproverCheck,
+        config: ServiceConfig | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.inventory = inventory
+        self.planner = planner
+        self.executor = executor
+        self.sink = sink
+        self.approver_check = approver_check
+        self.config = config or ServiceConfig()
+        self.clock = clock
+        self._rate = policy.RateLimiter(self.config.requests_per_user_per_hour, 3600.0, monotonic)
+        self._mover = JobMover(store, sink, clock)
+        self.dispatcher = Dispatcher(
+            store=store,
+            inventory=inventory,
+            planner=planner,
+            executor=executor,
+            mover=self._mover,
+            sink=sink,
+            config=DispatcherConfig(
+                replica_id=self.config.replica_id,
+                lease_s=self.config.lease_s,
+                interval_s=self.config.dispatch_interval_s,
+                approval_ttl_s=self.config.approval_ttl_s,
+            ),
+            clock=clock,
+        )
+
+    async def start(self) -> None:
+        """Recover unfinished jobs (restart) and start dispatching approved ones."""
+        await self.dispatcher.start()
+
+    async def close(self) -> None:
+        await self.dispatcher.stop()
+
+    # ----- requests ---------------------------------------------------------------------------------------
+
+    async def plan(self, request: MigrationRequest) -> Plan:
+        self.inventory.get(request.destination)  # an unknown host is bad input: say so before any I/O
+        return await self.planner.make_plan(request)
+
+    async def submit(
+        self,
+        request: MigrationRequest,
+        requester: str,
+        *,
+        chat_channel: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        if idempotency_key:
+            existing = await self.store.find_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return existing
+        policy.may_request(requester, self.config.requesters, chat_channel, self.config.channels).raise_if_refused()
+        destination = self.inventory.get(request.destination).name  # canonical spelling; unknown -> error
+        active = await self.store.active_job_for_vm(request.vm)
+        if active is not None:
+            raise ActiveJobExists(request.vm, active.id, active.state)
+        rate = self._rate.hit(requester)
+        if not rate.allowed:
+            raise PolicyError(rate.reason, "wait a little, or ask an operator to raise MIGRATE_BOT_RATE_LIMIT")
+        try:
+            job = await self.store.create_job(
+                vm=request.vm,
+                destination=destination,
+                requester=requester,
+                reason=request.options.reason,
+                chat_channel=chat_channel,
+                idempotency_key=idempotency_key,
+            )
+        except DuplicateRequestError as dup:
+            return await self.store.get_job(dup.job_id)
+        job = await self._mover.move(job, JobState.PREFLIGHT, requester, "running preflight checks")
+        try:
+            plan = await self.planner.make_plan(request)
+        except MigrateBotError as err:
+            return await self._mover.move(job, JobState.FAILED, None, f"preflight failed: {err}", error=str(err))
+        except Exception as err:  # a bug: log it with a reference the operator can quote
+            ref = f"E{job.id}-{int(time.time())}"
+            log.exception("preflight of job %s crashed (ref %s)", job.id, ref)
+            text = f"internal error during preflight (reference {ref}); the logs have the details"
+            await self._mover.move(job, JobState.FAILED, None, text, error=text)
+            raise MigrateBotError(text) from err
+        if plan.executable:
+            need = policy.required_approvals(plan)
+            detail = f"preflight passed; needs {need} approval{'s' if need > 1 else ''}"
+            return await self._mover.move(job, JobState.AWAITING_APPROVAL, None, detail, plan=plan)
+        names = ", ".join(c.name for c in plan.failures)
+        return await self._mover.move(
+            job, JobState.FAILED, None, f"preflight failed: {names}", plan=plan, error=f"preflight failed: {names}"
+        )
+
+    # ----- change control ---------------------------------------------------------------------------------
+
+    async def _refuse(self, job: Job | None, job_id: int, actor: str, action: str, err: MigrateBotError) -> None:
+        await self.store.record_event(
+            job.id if job else None,
+            EventKind.REFUSED,
+            actor,
+            f"{action} refused: {err.message}",
+            {"action": action, "job_id": job_id},
+        )
+
+    async def _load(self, job_id: int, actor: str, action: str) -> Job:
+        try:
+            return await self.store.get_job(job_id)
+        except MigrateBotError as err:
+            await self._refuse(None, job_id, actor, action, err)
+            raise
+
+    async def approve(self, job_id: int, actor: str) -> Job:
+        job = await self._load(job_id, actor, "approve")
+        verdict = policy.check_approval(
+            job, actor, await self.approver_check(actor), self.clock(), self.config.approval_ttl_s
+        )
+        if not verdict.allowed:
+            err = verdict.error()
+            assert err is not None
+            await self._refuse(job, job_id, actor, "approve", err)
+            if verdict.code is policy.VerdictCode.EXPIRED:
+                await self.dispatcher.expire(job)
+            raise err
+        assert job.plan is not None  # awaiting approval always has a plan
+        await self.store.add_approval(job.id, actor, True, job.plan.hash)
+        job = await self.store.get_job(job.id)
+        if verdict.remaining > 0:
+            return job
+        approvers = ", ".join(job.approvers)
+        job = await self._mover.move(job, JobState.APPROVED, actor, f"approved by {approvers}")
+        self.dispatcher.kick()
+        return job
+
+    async def deny(self, job_id: int, actor: str, reason: str | None = None) -> Job:
+        job = await self._load(job_id, actor, "deny")
+        verdict = policy.check_denial(
+            job, actor, await self.approver_check(actor), self.clock(), self.config.approval_ttl_s
+        )
+        if not verdict.allowed:
+            err = verdict.error()
+            assert err is not None
+            await self._refuse(job, job_id, actor, "deny", err)
+            raise err
+        await self.store.add_approval(job.id, actor, False, job.plan.hash if job.plan else "")
+        detail = f"denied by {actor}" + (f": {reason}" if reason else "")
+        return await self._mover.move(job, JobState.DENIED, actor, detail)
+
+    async def _controlled(self, job_id: int, actor: str, action: str) -> Job:
+        job = await self._load(job_id, actor, action)
+        verdict = policy.may_control(actor, job, await self.approver_check(actor))
+        if not verdict.allowed:
+            err = verdict.error()
+            assert err is not None
+            await self._refuse(job, job_id, actor, action, err)
+            raise err
+        return job
+
+    async def cancel(self, job_id: int, actor: str) -> Job:
+        job = await self._controlled(job_id, actor, "cancel")
+        if job.state not in CANCELLABLE_STATES:
+            err = StateError(
+                f"job {job.id} is {job.state.value} and can no longer be cancelled",
+                "use abort for a running migration" if job.state is JobState.RUNNING else "nothing to do",
+            )
+            await self._refuse(job, job_id, actor, "cancel", err)
+            raise err
+        await self.store.record_event(job.id, EventKind.CONTROL, actor, "cancel")
+        return await self._mover.move(job, JobState.ABORTED, actor, f"cancelled by {actor} before it ran")
+
+    async def _run_control(self, job_id: int, actor: str, action: str, call: Any, detail: str) -> Job:
+        job = await self._controlled(job_id, actor, action)
+        if job.state is not JobState.RUNNING or not self.executor.running(job.id):
+            if action == "abort" and job.state in CANCELLABLE_STATES:
+                return await self.cancel(job_id, actor)
+            where = f" (it is run by replica {job.owner})" if job.owner and job.state is JobState.RUNNING else ""
+            err = StateError(f"job {job.id} is {job.state.value}{where}; {action} applies to a running migration")
+            await self._refuse(job, job_id, actor, action, err)
+            raise err
+        try:
+            await call
+        except MigrateBotError as err:
+            await self._refuse(job, job_id, actor, action, err)
+            raise
+        await self.store.record_event(job.id, EventKind.CONTROL, actor, detail)
+        return await self.store.get_job(job.id)
+
+    async def abort(self, job_id: int, actor: str) -> Job:
+        job = await self.store.get_job(job_id)
+        if job.state in CANCELLABLE_STATES:
+            return await self.cancel(job_id, actor)
+        return await self._run_control(job_id, actor, "abort", self.executor.abort(job_id, actor), "abort")
+
+    async def switch_postcopy(self, job_id: int, actor: str) -> Job:
+        return await self._run_control(
+            job_id, actor, "postcopy", self.executor.switch_postcopy(job_id, actor), "switch to post-copy"
+        )
+
+    async def set_max_downtime(self, job_id: int, downtime_ms: int, actor: str) -> Job:
+        if not 1 <= downtime_ms <= 60_000:
+            raise PolicyError(f"{downtime_ms} ms is not a usable max downtime", "give 1 ms to 60000 ms")
+        return await self._run_control(
+            job_id,
+            actor,
+            "downtime",
+            self.executor.set_max_downtime(job_id, downtime_ms, actor),
+            f"max downtime {downtime_ms} ms",
+        )
+
+    async def set_bandwidth(self, job_id: int, bandwidth_mib_s: int, actor: str) -> Job:
+        if not 1 <= bandwidth_mib_s <= 100 * 1024:
+            raise PolicyError(f"{bandwidth_mib_s} MiB/s is not a usable bandwidth", "give 1 to 102400 MiB/s")
+        return await self._run_control(
+            job_id,
+            actor,
+            "bandwidth",
+            self.executor.set_bandwidth(job_id, bandwidth_mib_s, actor),
+            f"bandwidth {bandwidth_mib_s} MiB/s",
+        )
+
+    # ----- reading ----------------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Job:
+        return await self.store.get_job(job_id)
+
+    async def latest_job_for_vm(self, vm: str) -> Job | None:
+        return await self.store.latest_job_for_vm(vm)
+
+    async def history(self, subject: str | None = None, limit: int = 20) -> list[Job]:
+        if subject is not None and (host := self.inventory.find(subject)) is not None:
+            subject = host.name
+        return await self.store.history(subject, limit)
+
+    async def active_jobs(self) -> list[Job]:
+        return await self.store.active_jobs()
+
+    async def queue(self) -> list[QueuePosition]:
+        return await self.dispatcher.queue_positions()
+
+    async def hosts(self) -> list[HostStatus]:
+        load = await self.store.host_load()
+
+        async def one(name: str) -> HostStatus:
+            host = self.inventory.get(name)
+            try:
+                ok, detail, running = await asyncio.wait_for(self.planner.host_status(name), 15)
+            except TimeoutError:
+                ok, detail, running = False, "no answer within 15 s", None
+            hl = load.get(host.name)
+            return HostStatus(
+                name=host.name,
+                uri=host.uri,
+                reachable=ok,
+                detail=detail,
+                running_vms=running,
+                inbound_active=hl.inbound if hl else 0,
+                outbound_active=hl.outbound if hl else 0,
+                max_inbound=host.max_inbound,
+                max_outbound=host.max_outbound,
+            )
+
+        return list(await asyncio.gather(*(one(n) for n in self.inventory.names())))
+
+    async def set_chat_refs(
+        self, job_id: int, *, channel: str | None = None, thread: str | None = None, progress: str | None = None
+    ) -> Job:
+        return await self.store.update_refs(job_id, channel=channel, thread=thread, progress=progress)
+
+    async def wait(self, job_id: int, timeout_s: float | None = None) -> Job:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            job = await self.store.get_job(job_id)
+            if job.state.terminal or (deadline is not None and loop.time() >= deadline):
+                return job
+            await asyncio.sleep(self.config.wait_poll_s)
+
+    async def notice(self, job_id: int, kind: NoticeKind, text: str) -> None:
+        """Record and emit a notice (used by the dispatcher and front ends)."""
+        await self.store.record_event(job_id, EventKind.NOTICE, None, text)
+        await self.sink.emit(Notice(job_id, kind, text, self.clock()))

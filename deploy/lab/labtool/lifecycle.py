@@ -25,7 +25,7 @@ from .guest import ensure_guest
 from .hostconf import write_host_tree
 from .install import check_machine, ensure_packages
 from .proc import LabError, run, say, warn
-from .vms import VMS, ensure_vms, make_disk, place
+from .vms import VMS, ensure_networks, ensure_vms, make_disk, place
 
 FORBIDDEN_ROOTS = (
     "/run",
@@ -145,6 +145,7 @@ def build(paths: Paths, settings: Settings) -> None:
     start_daemons(paths, HOSTS)
     check_link(paths)
     say("hostA (lab-a, 10.213.7.1) and hostB (lab-b, 10.213.7.2) answer and reach each other")
+    ensure_networks(paths)
     place(list(VMS), paths, settings.virt, {}, fresh_disk=True)
     say("lab VMs: " + ", ".join(f"{v.name} ({'running' if v.running else 'shut off'})" for v in VMS))
 
@@ -169,6 +170,9 @@ def up(settings: Settings) -> Path:
         build(paths, settings)
     else:
         fixed = ensure_vms(paths, settings.virt)
+        if not Path(f"/sys/class/net/{net.MGMT_DEV}").exists():
+            net.create_management_link()
+            fixed.append("the management link")
         say("lab already up and healthy" + (f"; put back {', '.join(fixed)}" if fixed else ""))
         warn_link_changed()
     write_outputs(paths, settings)

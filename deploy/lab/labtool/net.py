@@ -66,11 +66,23 @@ def netns_exists(name: str) -> bool:
     return Path(f"/run/netns/{name}").exists()
 
 
-def create_network() -> None:
-    """Namespaces, the migration veth, the storage bridge (3 endpoints) and the VM bridges.
+# The management link: the bot (root namespace) reaches the lab network through hostA, the way a real bot
+# reaches hypervisors over a management network. Without it, root-namespace traffic to 10.213.7.x would
+# follow the default route off the machine; with it, preflight's port probes (and any qemu+tcp client in
+# the root namespace) stay inside the lab. Deleting the namespaces removes the veth and its route.
+MGMT_DEV = "kvl-mgmt"
+MGMT_PEER_DEV = "kvl-mgmt-a"
+MGMT_ROOT_IP = "10.213.9.1"
+MGMT_LAB_IP = "10.213.9.2"
+MGMT_PREFIX = 30
+MGMT_NET = "10.213.9.0/30"
 
-    Every veth is created with both ends directly in their namespaces, so nothing ever appears in the
-    root namespace (the machine is left as found)."""
+
+def create_network() -> None:
+    """Namespaces, the migration veth, the storage bridge (3 endpoints), the VM bridges, the management link.
+
+    Every lab veth is created with both ends directly in their namespaces; the only root-namespace piece is
+    the management veth end and its route to the lab subnet (gone with the namespaces)."""
     for ns in ALL_NETNS:
         ip("netns", "add", ns)
         ip("-n", ns, "link", "set", "lo", "up")
@@ -129,6 +141,23 @@ def create_network() -> None:
         ip("-n", h.netns, "link", "add", VM_BRIDGE, "type", "bridge")
         ip("-n", h.netns, "link", "set", h.vmnet_dev, "master", VM_BRIDGE, "up")
         ip("-n", h.netns, "link", "set", VM_BRIDGE, "up")
+    create_management_link()
+
+
+def create_management_link() -> None:
+    """Root namespace <-> hostA veth; hostA forwards to hostB over the migration link (probes see cuts)."""
+    a, b = HOST_A, HOST_B
+    if Path(f"/sys/class/net/{MGMT_DEV}").exists():
+        run(["ip", "link", "delete", MGMT_DEV], timeout_s=20, check=False)
+    ip("link", "add", MGMT_DEV, "type", "veth", "peer", "name", MGMT_PEER_DEV, "netns", a.netns)
+    ip("addr", "add", f"{MGMT_ROOT_IP}/{MGMT_PREFIX}", "dev", MGMT_DEV)
+    ip("link", "set", MGMT_DEV, "up")
+    ip("-n", a.netns, "addr", "add", f"{MGMT_LAB_IP}/{MGMT_PREFIX}", "dev", MGMT_PEER_DEV)
+    ip("-n", a.netns, "link", "set", MGMT_PEER_DEV, "up")
+    subnet = a.ip.rsplit(".", 1)[0] + ".0/24"
+    ip("route", "replace", subnet, "via", MGMT_LAB_IP, "dev", MGMT_DEV)
+    run(["ip", "netns", "exec", a.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], timeout_s=20)
+    ip("-n", b.netns, "route", "replace", MGMT_NET, "via", a.ip)
 
 
 def delete_network() -> None:
@@ -137,6 +166,8 @@ def delete_network() -> None:
         if netns_exists(ns):
             run(["ip", "netns", "delete", ns], timeout_s=20, check=False)
     # A veth end can only outlive its namespace in the root namespace if a crash left it there.
+    if Path(f"/sys/class/net/{MGMT_DEV}").exists():
+        run(["ip", "link", "delete", MGMT_DEV], timeout_s=20, check=False)
     for h in HOSTS:
         if Path(f"/sys/class/net/{h.link_dev}").exists():
             run(["ip", "link", "delete", h.link_dev], timeout_s=20, check=False)

@@ -237,10 +237,36 @@ def remove_everywhere(spec: VmSpec, paths: Paths) -> None:
         raise LabError(f"could not remove {spec.name} from the lab (still {left}); see the daemon logs")
 
 
+LAB_NETWORK = "labnet"
+
+
+def ensure_networks(paths: Paths) -> list[str]:
+    """A libvirt network `labnet` on each host over its VM bridge (forward mode bridge: no dnsmasq).
+
+    The host daemons see the root namespace's /sys, so libvirt's interface API cannot list the bridges
+    inside the lab namespaces; a libvirt network names the bridge through the API, which is also how a
+    production host declares "this VM network exists here" (the preflight network check reads it)."""
+    added = []
+    for host in HOSTS:
+        if LAB_NETWORK in virsh(paths, host, "net-list", "--all", "--name", check=False).split():
+            virsh(paths, host, "net-start", LAB_NETWORK, check=False)
+            continue
+        xml = paths.root / f"{host.name}-{LAB_NETWORK}.xml"
+        xml.write_text(
+            f"<network><name>{LAB_NETWORK}</name><forward mode='bridge'/><bridge name='{VM_BRIDGE}'/></network>\n"
+        )
+        virsh(paths, host, "net-define", str(xml))
+        virsh(paths, host, "net-autostart", LAB_NETWORK, check=False)
+        virsh(paths, host, "net-start", LAB_NETWORK, check=False)
+        added.append(f"{host.name}:{LAB_NETWORK}")
+    return added
+
+
 def ensure_vms(paths: Paths, virt: str) -> list[str]:
     """Put back what is missing: a lab VM defined nowhere is defined (and started) on hostA; a VM that
     should run but is shut off everywhere is started where it is defined. VMs that tests moved stay
     where they are."""
+    ensure_networks(paths)
     where = locations(paths)
     missing = [s for s in VMS if not any(s.name in where[h.name] for h in HOSTS)]
     place(missing, paths, virt, {}, fresh_disk=False)

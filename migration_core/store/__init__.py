@@ -1,0 +1,62 @@
+"""The job store: sqlmodel tables behind an async API; SQLite by default, PostgreSQL by URL.
+
+The only package of the core that imports sqlmodel/sqlalchemy. Every public method is async: the blocking
+database work runs on a worker thread, transient failures (a server restart, SQLite busy) are retried along
+a bounded backoff (`RetryPolicy`), and results are domain objects (`models.Job`, `Approval`,
+`ProgressSample`, `EventRecord`), never ORM rows. Failures leave as `MigrateBotError`s; database problems
+as `StoreError`, with credentials masked.
+
+Concurrency: state changes are compare-and-set (`UPDATE ... WHERE id = ? AND state = ?`), so of two
+writers moving a job from the same state exactly one wins. Replicas claim runnable jobs with leases; on
+PostgreSQL the claim is `SELECT ... FOR UPDATE SKIP LOCKED`; on SQLite every write transaction is
+`BEGIN IMMEDIATE` (one writer at a time, across processes), which makes the same read-check-write safe.
+
+    schema.py   tables, indexes, append-only trigger, row <-> domain conversions
+    engine.py   engines per backend, transient-error test, StoreError translation
+    base.py     life cycle, transactions on worker threads, retries
+    job_ops.py  jobs: create, read, transition (CAS), plan, chat refs, history, import
+    records.py  approvals, events, progress samples
+    leases.py   claims, take-over, heartbeats, per-host slot load
+    types.py    plain types and pure helpers (no database)
+"""
+
+from __future__ import annotations
+
+from migration_core.store.base import utc_now
+from migration_core.store.job_ops import JobOps
+from migration_core.store.leases import LeaseOps
+from migration_core.store.records import RecordOps
+from migration_core.store.types import (
+    NO_RETRY,
+    ActiveJobExists,
+    DuplicateRequestError,
+    EventKind,
+    EventRecord,
+    HostLimit,
+    HostLoad,
+    RetryPolicy,
+    mask_secrets,
+    mask_url,
+    retry_async,
+)
+
+
+class Store(JobOps, RecordOps, LeaseOps):
+    """The job store. `store = await Store.open(url)` (or `async with Store(url) as store:`); `close()`."""
+
+
+__all__ = [
+    "NO_RETRY",
+    "ActiveJobExists",
+    "DuplicateRequestError",
+    "EventKind",
+    "EventRecord",
+    "HostLimit",
+    "HostLoad",
+    "RetryPolicy",
+    "Store",
+    "mask_secrets",
+    "mask_url",
+    "retry_async",
+    "utc_now",
+]

@@ -1,0 +1,117 @@
+"""Store operations on what happens to a job: approvals, the append-only event log, progress samples."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from migration_core.models import Approval, ProgressSample
+from migration_core.store.base import StoreBase
+from migration_core.store.job_ops import dumps
+from migration_core.store.schema import (
+    ApprovalRow,
+    EventRow,
+    ProgressRow,
+    approval_from_row,
+    event_from_row,
+    progress_from_row,
+    progress_to_row,
+)
+from migration_core.store.types import EventKind, EventRecord
+
+
+class RecordOps(StoreBase):
+    """Approvals, events and progress."""
+
+    async def add_approval(self, job_id: int, actor: str, approved: bool, plan_hash: str) -> Approval:
+        """Record an approval (or denial) bound to `plan_hash`, with an `approval` event (no policy here)."""
+
+        def write(_attempt: int) -> Approval:
+            now = self._now()
+            with self._tx(write=True) as s:
+                self._require_job(s, job_id)
+                row = ApprovalRow(job_id=job_id, actor=actor, approved=approved, plan_hash=plan_hash, at=now)
+                s.add(row)
+                verb = "approved" if approved else "denied"
+                s.add(
+                    EventRow(
+                        job_id=job_id,
+                        at=now,
+                        kind=EventKind.APPROVAL.value,
+                        actor=actor,
+                        detail=f"{verb} by {actor} (plan {plan_hash})",
+                        data=dumps({"approved": approved, "plan_hash": plan_hash}),
+                    )
+                )
+                s.flush()
+                return approval_from_row(row)
+
+        return await self._run("record an approval", write)
+
+    async def record_event(
+        self,
+        job_id: int | None,
+        kind: EventKind,
+        actor: str | None,
+        detail: str = "",
+        data: Mapping[str, Any] | None = None,
+    ) -> EventRecord:
+        """Append one event: a click, control action, refused attempt, decision, notice...
+
+        `job_id=None` is for attempts on jobs that do not exist (a forged or stale button): put what was
+        asked for in `data`. UnknownJobError when `job_id` is given but no such job exists.
+        """
+
+        def write(_attempt: int) -> EventRecord:
+            with self._tx(write=True) as s:
+                if job_id is not None:
+                    self._require_job(s, job_id)
+                row = EventRow(
+                    job_id=job_id,
+                    at=self._now(),
+                    kind=kind.value,
+                    actor=actor,
+                    detail=detail,
+                    data=dumps(dict(data or {})),
+                )
+                s.add(row)
+                s.flush()
+                return event_from_row(row)
+
+        return await self._run("record an event", write)
+
+    async def events(self, job_id: int | None, kinds: Sequence[EventKind] | None = None) -> list[EventRecord]:
+        """The job's event log in the order it was written (`None`: the events tied to no job)."""
+        match = col(EventRow.job_id).is_(None) if job_id is None else col(EventRow.job_id) == job_id
+        stmt = select(EventRow).where(match)
+        if kinds:
+            stmt = stmt.where(col(EventRow.kind).in_([k.value for k in kinds]))
+        ordered = stmt.order_by(col(EventRow.id))
+
+        def read(s: Session) -> list[EventRecord]:
+            return [event_from_row(r) for r in s.exec(ordered).all()]
+
+        return await self._run("read events", lambda _a: self._read(read))
+
+    async def add_progress(self, sample: ProgressSample) -> None:
+        """Keep one progress reading (UnknownJobError when the job does not exist)."""
+
+        def write(_attempt: int) -> None:
+            with self._tx(write=True) as s:
+                self._require_job(s, sample.job_id)
+                s.add(progress_to_row(sample))
+
+        await self._run("record progress", write)
+
+    async def progress(self, job_id: int, limit: int | None = None) -> list[ProgressSample]:
+        """The job's progress samples, oldest first; with `limit`, only the latest `limit` of them."""
+        stmt = select(ProgressRow).where(col(ProgressRow.job_id) == job_id).order_by(col(ProgressRow.id).desc())
+        if limit is not None:
+            stmt = stmt.limit(limit)
+
+        def read(s: Session) -> list[ProgressSample]:
+            return [progress_from_row(r) for r in reversed(s.exec(stmt).all())]
+
+        return await self._run("read progress", lambda _a: self._read(read))

@@ -1,0 +1,246 @@
+"""The store's tables (sqlmodel) and the conversions between their rows and the core's domain objects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, DateTime, Index, Text, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from migration_core.errors import StoreError
+from migration_core.models import TERMINAL_STATES, Approval, Job, JobState, Phase, Plan, ProgressSample
+from migration_core.store.types import EventKind, EventRecord
+
+
+def to_utc(at: datetime) -> datetime:
+    """Aware UTC; a naive value is taken to be UTC already."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in and out, stored as UTC (timestamptz on PostgreSQL, UTC text on SQLite).
+
+    Declared here rather than relying on the sqlmodel version's default datetime handling, which changed.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else to_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else to_utc(value)
+
+
+_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATES))
+# At most one unfinished job per VM: a partial unique index, so not even two replicas can both create one.
+_ACTIVE_WHERE = text(f"state NOT IN ({_TERMINAL_SQL})")
+
+
+class JobRow(SQLModel, table=True):
+    """jobs: one row per migration request; `state` moves only through Store.transition."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # History: newest first, overall and per VM / source / destination (see Store.history).
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_vm_created", "vm", "created_at", "id"),
+        Index("ix_jobs_source_created", "source", "created_at", "id"),
+        Index("ix_jobs_destination_created", "destination", "created_at", "id"),
+        Index("ix_jobs_state_created", "state", "created_at", "id"),
+        Index("uq_jobs_active_vm", "vm", unique=True, sqlite_where=_ACTIVE_WHERE, postgresql_where=_ACTIVE_WHERE),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    vm: str
+    source: str
+    destination: str
+    requester: str
+    reason: str | None = Field(default=None, sa_type=Text)
+    state: str
+    plan: str | None = Field(default=None, sa_type=Text)  # Plan.to_json() as JSON text
+    plan_hash: str | None = None
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    chat_channel: str | None = None
+    chat_thread: str | None = None
+    chat_progress: str | None = None
+    error: str | None = Field(default=None, sa_type=Text)
+    owner: str | None = None  # the replica holding the lease
+    lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    idempotency_key: str | None = Field(default=None, unique=True)
+
+
+class ApprovalRow(SQLModel, table=True):
+    """approvals: who approved or denied which plan hash, and when."""
+
+    __tablename__ = "approvals"
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="jobs.id", index=True)
+    actor: str
+    approved: bool
+    plan_hash: str
+    at: datetime = Field(sa_type=UtcDateTime)
+
+
+class EventRow(SQLModel, table=True):
+    """events: the append-only log (a trigger refuses UPDATE and DELETE, see GUARD_DDL)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_job", "job_id", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int | None = Field(default=None, foreign_key="jobs.id")
+    at: datetime = Field(sa_type=UtcDateTime)
+    kind: str
+    actor: str | None = None
+    old_state: str | None = None
+    new_state: str | None = None
+    detail: str = Field(default="", sa_type=Text)
+    data: str | None = Field(default=None, sa_type=Text)  # a JSON object
+
+
+class ProgressRow(SQLModel, table=True):
+    """progress_samples: one row per ProgressSample (byte counts are 64-bit)."""
+
+    __tablename__ = "progress_samples"
+    __table_args__ = (Index("ix_progress_job", "job_id", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="jobs.id")
+    at: datetime = Field(sa_type=UtcDateTime)
+    phase: str
+    percent: float
+    elapsed_s: float
+    data_processed_bytes: int = Field(sa_type=BigInteger)
+    data_remaining_bytes: int = Field(sa_type=BigInteger)
+    data_total_bytes: int = Field(sa_type=BigInteger)
+    throughput_mib_s: float
+    dirty_rate_mib_s: float | None = None
+    iteration: int
+    expected_downtime_ms: int | None = None
+    eta_s: float | None = None
+    stalled: bool
+    stalled_for_s: float = 0.0
+    postcopy_requests: int = 0
+    auto_converge_throttle_pct: int = 0
+
+
+APPEND_ONLY = "the event log is append-only"
+# Per dialect: refuse UPDATE and DELETE on events at the database, not only by having no API for them.
+GUARD_DDL = {
+    "sqlite": [
+        f"CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events "
+        f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END",
+        f"CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events "
+        f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END",
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN RAISE EXCEPTION '{APPEND_ONLY}'; END $$",
+        "CREATE OR REPLACE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events "
+        "FOR EACH ROW EXECUTE FUNCTION events_append_only()",
+    ],
+}
+
+
+def row_id(row: JobRow | EventRow) -> int:
+    if row.id is None:  # only before a flush; every row read back has one
+        raise StoreError("a row has no id", "this is a bug in the store: report it")
+    return row.id
+
+
+def job_from_row(row: JobRow, approvals: Sequence[Approval]) -> Job:
+    try:
+        plan = Plan.from_json(json.loads(row.plan)) if row.plan else None
+    except (ValueError, KeyError, TypeError) as err:
+        raise StoreError(
+            f"job #{row.id} has an unreadable plan in the database: {err}",
+            "the store never writes this: look for manual edits or a version mismatch",
+        ) from None
+    return Job(
+        id=row_id(row),
+        vm=row.vm,
+        source=row.source,
+        destination=row.destination,
+        requester=row.requester,
+        state=JobState(row.state),
+        created_at=to_utc(row.created_at),
+        updated_at=to_utc(row.updated_at),
+        plan=plan,
+        reason=row.reason,
+        chat_channel=row.chat_channel,
+        chat_thread=row.chat_thread,
+        chat_progress=row.chat_progress,
+        approvals=tuple(approvals),
+        error=row.error,
+        owner=row.owner,
+    )
+
+
+def job_values(job: Job) -> dict[str, object]:
+    """A domain job as column values for a bulk insert (a new id is assigned; no lease, no key)."""
+    return {
+        "vm": job.vm,
+        "source": job.source,
+        "destination": job.destination,
+        "requester": job.requester,
+        "reason": job.reason,
+        "state": job.state.value,
+        "plan": json.dumps(job.plan.to_json()) if job.plan else None,
+        "plan_hash": job.plan.hash if job.plan else None,
+        "created_at": to_utc(job.created_at),
+        "updated_at": to_utc(job.updated_at),
+        "chat_channel": job.chat_channel,
+        "chat_thread": job.chat_thread,
+        "chat_progress": job.chat_progress,
+        "error": job.error,
+        "owner": job.owner,
+        "lease_until": None,
+        "idempotency_key": None,
+    }
+
+
+def plan_values(plan: Plan) -> dict[str, object]:
+    """The job columns a plan sets: the plan itself, its hash, and where it goes."""
+    return {
+        "plan": json.dumps(plan.to_json()),
+        "plan_hash": plan.hash,
+        "source": plan.source,
+        "destination": plan.destination,
+    }
+
+
+def approval_from_row(row: ApprovalRow) -> Approval:
+    return Approval(row.job_id, row.actor, row.approved, row.plan_hash, to_utc(row.at))
+
+
+def event_from_row(row: EventRow) -> EventRecord:
+    return EventRecord(
+        id=row_id(row),
+        job_id=row.job_id,
+        at=to_utc(row.at),
+        kind=EventKind(row.kind),
+        actor=row.actor,
+        detail=row.detail,
+        old_state=JobState(row.old_state) if row.old_state else None,
+        new_state=JobState(row.new_state) if row.new_state else None,
+        data=json.loads(row.data) if row.data else {},
+    )
+
+
+_SAMPLE_FIELDS = tuple(f.name for f in fields(ProgressSample) if f.name not in ("job_id", "at", "phase"))
+
+
+def progress_to_row(sample: ProgressSample) -> ProgressRow:
+    extra = {name: getattr(sample, name) for name in _SAMPLE_FIELDS}
+    return ProgressRow(job_id=sample.job_id, at=to_utc(sample.at), phase=sample.phase.value, **extra)
+
+
+def progress_from_row(row: ProgressRow) -> ProgressSample:
+    extra = {name: getattr(row, name) for name in _SAMPLE_FIELDS}
+    return ProgressSample(job_id=row.job_id, at=to_utc(row.at), phase=Phase(row.phase), **extra)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from lxml import etree
 
 from migration_core.domxml_util import attr, parse_cpuset, parse_xml, pci_address, text, to_bytes, to_int, yes
@@ -247,12 +249,35 @@ def cpu_model_of(xml: str | None) -> str | None:
 # Cpusets are parsed by checks too; keep the helper importable from here for symmetry with the caps parser.
 __all__ = [
     "cpu_model_of",
+    "host_cpu_xml",
+    "host_model_cpu_xml",
     "parse_capabilities",
     "parse_cpuset",
     "parse_domain_capabilities",
     "parse_mdev_nodedev",
     "parse_pci_nodedev",
 ]
+
+
+def host_model_cpu_xml(domain_capabilities_xml: str | bytes) -> str | None:
+    """The host-model CPU of domain capabilities as a `<cpu>` document, for baselineHypervisorCPU; None when
+    the hypervisor offers no host-model CPU or the XML does not parse.
+
+    This is seed 12.9's input (`virsh domcapabilities`, the `<mode name='host-model'>` section with its
+    tags renamed to `<cpu>`): what the hypervisor can give a guest. The `<host><cpu>` of plain capabilities
+    describes the physical CPU, which may offer far more than KVM passes on (in the lab, avx512 and 60 other
+    features QEMU cannot use), so a baseline computed from it is not runnable on either host.
+    """
+    try:
+        root = parse_xml(domain_capabilities_xml, "domain capabilities XML")
+    except PreflightError:
+        return None
+    mode = root.find("cpu/mode[@name='host-model']")
+    if mode is None or not yes(mode.get("supported")) or mode.find("model") is None:
+        return None
+    cpu = etree.Element("cpu")
+    cpu.extend(copy.deepcopy(child) for child in mode if isinstance(child.tag, str))
+    return etree.tostring(cpu, encoding="unicode")
 
 
 def host_cpu_xml(capabilities_xml: str | bytes) -> str | None:

@@ -235,7 +235,8 @@ class PreflightSettings:
 
     memory_headroom_bytes: int = 256 * MIB
     memory_headroom_fraction: float = 0.10
-    vcpu_overcommit_ratio: float = 1.0
+    # Overcommitting vCPUs is normal (Nova's default allocation ratio is 4:1); warn only beyond that.
+    vcpu_overcommit_ratio: float = 4.0
 
     def memory_headroom_for(self, vm_memory_bytes: int) -> int:
         """The larger of the fixed and proportional headroom.

@@ -17,7 +17,12 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from migration_core.domxml import parse_domain
-from migration_core.domxml_host import cpu_model_of, host_cpu_xml, parse_capabilities, parse_domain_capabilities
+from migration_core.domxml_host import (
+    cpu_model_of,
+    host_model_cpu_xml,
+    parse_capabilities,
+    parse_domain_capabilities,
+)
 from migration_core.errors import HostUnreachable, MigrateBotError
 from migration_core.facts import (
     CpuComparison,
@@ -400,15 +405,17 @@ class Planning:
             return CpuComparison(compatible=None, error=err)
         if result.compatible:
             return CpuComparison(compatible=True, result=result.message)
-        # The fix of seed 12.9: a CPU model both hosts can run (the baseline of their host CPUs).
+        # The fix of seed 12.9: a CPU model both hosts can run, the baseline of the host-model CPUs of their
+        # domain capabilities (what each hypervisor can give a guest; not the physical CPU of `capabilities`,
+        # whose baseline the lab proved unrunnable).
         baseline_xml: str | None = None
         src_caps, dst_caps = await asyncio.gather(
-            _maybe("read capabilities", hyp.capabilities(src.uri)),
-            _maybe("read capabilities", hyp.capabilities(dst.uri)),
+            _maybe("read domain capabilities", hyp.domain_capabilities(src.uri, **kw)),
+            _maybe("read domain capabilities", hyp.domain_capabilities(dst.uri, **kw)),
         )
         cpus = [c for c, _ in (src_caps, dst_caps) if c]
         if len(cpus) == 2:
-            host_cpus = [x for x in (host_cpu_xml(c) for c in cpus) if x]
+            host_cpus = [x for x in (host_model_cpu_xml(c) for c in cpus) if x]
             if len(host_cpus) == 2:
                 baseline_xml, _ = await _maybe(
                     "compute a baseline CPU",

@@ -81,6 +81,10 @@ def check_distinct(facts: PreflightFacts) -> tuple[CheckResult, ...]:
 def check_hypervisor(facts: PreflightFacts) -> tuple[CheckResult, ...]:
     name = "hypervisor"
     qemu_types = {"kvm", "qemu"}
+    if facts.vm is None and facts.source_host is None and facts.destination_host is None:
+        # The VM was not found, so no host facts were gathered (planning stops early): saying "could not
+        # read the capabilities" would be false and would bury the real failure, vm.exists, under noise.
+        return ()
     for host, label in ((facts.source_host, src_name(facts)), (facts.destination_host, dest_name(facts))):
         if host is None:
             return (warned(name, f"could not read {label}'s capabilities, so its hypervisor is unchecked"),)

@@ -59,7 +59,8 @@ VCPUS = [
     # vm fixture, destination running vCPUs, cpu_count override, expected, fragment
     ("dom_tcgvm.xml", 0, None, PASS, "hostB would run 1 vCPUs on 2 CPUs (0.5:1)"),
     ("dom_tcgvm.xml", 1, None, PASS, "(1.0:1)"),
-    ("dom_tcgvm.xml", 4, None, WARN, "overcommitted"),
+    ("dom_tcgvm.xml", 4, None, PASS, "(2.5:1)"),  # within the default 4:1 allocation ratio
+    ("dom_tcgvm.xml", 8, None, WARN, "overcommitted"),
     ("dom_tcgvm.xml", None, None, PASS, "hostB has 2 CPUs for tcgvm's 1 vCPUs"),
     ("dom_gpuvm.xml", 0, None, WARN, "has only 2 CPUs"),
     ("dom_tcgvm.xml", 0, 64, PASS, "on 64 CPUs"),

@@ -208,6 +208,10 @@ def link_unshape() -> None:
 def link_set(up: bool) -> None:
     for h in HOSTS:
         ip("-n", h.netns, "link", "set", h.link_dev, "up" if up else "down")
+    if up:
+        # Taking kvl-b down flushes hostB's route back to the management net (its next hop is on that link),
+        # so after `link down; link up` the bot's probes to hostB would time out: put the route back.
+        ip("-n", HOST_B.netns, "route", "replace", MGMT_NET, "via", HOST_A.ip)
 
 
 @dataclass(frozen=True)

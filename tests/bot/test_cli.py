@@ -1,0 +1,295 @@
+"""The `migrate-bot` console script as other tools see it: a real subprocess, its stdout JSON and exit codes.
+
+Contracts (issues 2 and 4): `parse TEXT --json` (exact keys; grammar error -> {error, hint}, exit 2),
+`plan ... --json` (exit 0 whether executable or not, 2 on a grammar error, 1 when no host answers),
+`hosts`, `status`/`history`, `--help` everywhere, and a clear error (never a traceback) for a bad environment.
+Tests that need real hosts use the lab; the others run anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.labkit import LabInfo, reset_vm, vm_location
+
+BIN = Path(sys.executable).parent / "migrate-bot"
+MIGRATE_KEYS = {
+    "command", "vm", "destination", "mode", "persistent", "undefine_source", "postcopy", "postcopy_after_s",
+    "auto_converge", "parallel_connections", "max_downtime_ms", "bandwidth_mib_s", "copy_storage", "compressed",
+    "tls", "timeout_s", "reason",
+}  # fmt: skip
+PLAN_KEYS = {"executable", "checks", "prediction", "mode", "flags", "params", "recommendation", "hash"}
+PREDICTION_KEYS = {"converges", "total_s", "downtime_ms", "dirty_rate_mib_s", "bandwidth_mib_s", "passes"}
+SUBCOMMANDS = ("serve", "console", "parse", "plan", "status", "history", "hosts", "version")
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """The console script with a clean environment: no MIGRATE_BOT_* / SLACK_* from the caller leaks in."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MIGRATE_BOT_", "SLACK_"))}
+    base["MIGRATE_BOT_DIRTY_RATE_WINDOW"] = "1s"
+    base.update(env or {})
+    proc = subprocess.run(
+        [str(BIN), *args], capture_output=True, text=True, timeout=timeout_s, env=base, stdin=subprocess.DEVNULL
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def one_json(proc: subprocess.CompletedProcess[str]) -> Any:
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, f"expected one JSON line on stdout, got:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return json.loads(lines[0])
+
+
+@pytest.fixture
+def db_env(tmp_path: Path) -> dict[str, str]:
+    return {"MIGRATE_BOT_DB": f"sqlite:///{tmp_path / 'bot.db'}"}
+
+
+@pytest.fixture
+def dead_hosts(tmp_path: Path) -> Path:
+    """An inventory whose libvirt URIs are UNIX sockets that do not exist: no host can answer."""
+    path = tmp_path / "dead.toml"
+    path.write_text(
+        "".join(
+            f'[hosts.{name}]\nuri = "qemu+unix:///system?socket={tmp_path}/nowhere/{name}-sock"\n'
+            f'peer_uri = "qemu+tcp://{ip}:16509/system"\nlink_mib_s = 100\n\n'
+            for name, ip in (("hostA", "10.213.7.1"), ("hostB", "10.213.7.2"))
+        )
+    )
+    return path
+
+
+# ----- parse ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("vm42 to hostB", {"command": "migrate", "vm": "vm42", "destination": "hostB", "mode": None}),
+        (
+            "vm42 to hostB --postcopy --max-downtime 500 --bandwidth 1G --parallel",
+            {"postcopy": True, "max_downtime_ms": 500, "bandwidth_mib_s": 1024, "parallel_connections": 2},
+        ),
+        (
+            "plan disky to hostB --copy-storage all --transient --timeout 5m",
+            {"command": "plan", "copy_storage": "all", "persistent": False, "timeout_s": 300.0},
+        ),
+        ("stopped to hostB --offline --undefine-source", {"mode": "offline", "undefine_source": True}),
+        # From a phone: em/en dashes, curly quotes, doubled spaces.
+        (
+            "vm42  to hostB —postcopy-after 30s –reason “CHG 42: kernel”  ——auto-converge",
+            {"postcopy": True, "postcopy_after_s": 30.0, "reason": "CHG 42: kernel", "auto_converge": True},
+        ),
+    ],
+)
+def test_parse_json_migrate_contract(text: str, expected: dict[str, Any]) -> None:
+    proc = run("parse", text, "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = one_json(proc)
+    assert set(data) == MIGRATE_KEYS
+    assert {k: data[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("status 41", {"command": "status", "target": 41}),
+        ("cancel 7", {"command": "cancel", "job_id": 7}),
+        ("history vm42 --limit 5", {"command": "history", "subject": "vm42", "limit": 5}),
+        ("hosts", {"command": "hosts"}),
+        ("", {"command": "help", "topic": None}),
+    ],
+)
+def test_parse_json_other_commands(text: str, expected: dict[str, Any]) -> None:
+    proc = run("parse", text, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert one_json(proc) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "in_error", "in_hint"),
+    [
+        ("vm42 hostB", "`to`", "vm42 to hostB"),
+        ("vm42 to hostB --postcoppy", "--postcoppy", "--postcopy"),
+        ("vm42 to hostB --reason 'no end", "unterminated quote", "close the quote"),
+        ("vm42 to hostB --offline --postcopy", "--offline", "live"),
+        ("vm42 to hostB --max-downtime soon", "soon", ""),
+    ],
+)
+def test_parse_grammar_error_json_exit_2(text: str, in_error: str, in_hint: str) -> None:
+    proc = run("parse", text, "--json")
+    assert proc.returncode == 2
+    data = one_json(proc)
+    assert set(data) == {"error", "hint"}
+    assert in_error in data["error"] and in_hint in data["hint"], data
+
+
+def test_parse_text_mode() -> None:
+    ok = run("parse", "vm42 to hostB --postcopy")
+    assert ok.returncode == 0 and "vm: vm42" in ok.stdout and "postcopy: True" in ok.stdout
+    bad = run("parse", "vm42 hostB")
+    assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.startswith("error: ") and "hint: " in bad.stderr
+
+
+# ----- help, version, bad environment -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sub", SUBCOMMANDS)
+def test_every_subcommand_has_help(sub: str) -> None:
+    proc = run(sub, "--help")
+    assert proc.returncode == 0 and f"usage: migrate-bot {sub}" in proc.stdout, proc.stderr
+
+
+def test_top_level_help_lists_every_subcommand_and_version_prints() -> None:
+    top = run("--help")
+    assert top.returncode == 0 and all(sub in top.stdout for sub in SUBCOMMANDS)
+    assert "MIGRATE_BOT_HOSTS" in top.stdout and "MIGRATE_BOT_DB" in top.stdout
+    version = run("version")
+    assert version.returncode == 0 and version.stdout.startswith("migrate-bot ")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (("status",), {"MIGRATE_BOT_DB": "mysql://x"}, ["MIGRATE_BOT_DB", "sqlite:///"]),
+        (("hosts",), {"MIGRATE_BOT_HOSTS": "/nonexistent/hosts.toml"}, ["/nonexistent/hosts.toml", "does not exist"]),
+        (("plan", "vm42", "to", "hostB"), {"MIGRATE_BOT_HOSTS": "/nonexistent"}, ["/nonexistent"]),
+        (("history",), {"MIGRATE_BOT_DIRTY_RATE_WINDOW": "forever"}, ["MIGRATE_BOT_DIRTY_RATE_WINDOW", "duration"]),
+        (("hosts",), {"MIGRATE_BOT_HOSTS": "@bad-toml"}, ["bad.toml"]),
+        (("serve",), {"MIGRATE_BOT_HOSTS": "@bad-toml"}, ["SLACK_BOT_TOKEN", "console"]),
+    ],
+)
+def test_bad_environment_is_a_clear_error(
+    args: tuple[str, ...], env: dict[str, str], words: list[str], tmp_path: Path, db_env: dict[str, str]
+) -> None:
+    if env.get("MIGRATE_BOT_HOSTS") == "@bad-toml":
+        bad = tmp_path / "bad.toml"
+        bad.write_text("[hosts.hostA]\nuri = qemu:///system\n")  # unquoted string: not TOML
+        env = {**env, "MIGRATE_BOT_HOSTS": str(bad)}
+    proc = run(*args, env={**db_env, **env})
+    assert proc.returncode not in (0, None), proc.stdout
+    assert proc.stderr.startswith("error: "), proc.stderr
+    assert all(w in proc.stderr for w in words), proc.stderr
+
+
+# ----- status / history on an empty store ----------------------------------------------------------------
+
+
+def test_status_and_history_on_an_empty_database(tmp_path: Path, dead_hosts: Path, db_env: dict[str, str]) -> None:
+    env = {**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)}  # neither needs a host to answer
+    for args in (("status", "--json"), ("history", "--json"), ("history", "vm42", "--limit", "5", "--json")):
+        proc = run(*args, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert one_json(proc) == []
+    assert (tmp_path / "bot.db").exists()  # the schema was created on start
+    text = run("status", env=env)
+    assert text.returncode == 0 and "no active migrations" in text.stdout
+    assert "no jobs yet" in run("history", env=env).stdout
+    missing = run("status", "41", env=env)
+    assert missing.returncode == 1 and "#41" in missing.stderr
+    limit = run("history", "--limit", "0", env=env)
+    assert limit.returncode == 2 and "--limit" in limit.stderr
+
+
+# ----- plan and hosts: when nothing answers ------------------------------------------------------------
+
+
+def test_plan_exits_1_when_no_host_answers(dead_hosts: Path, db_env: dict[str, str]) -> None:
+    env = {**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)}
+    proc = run("plan", "vm42", "to", "hostB", "--json", env=env)
+    assert proc.returncode == 1
+    data = one_json(proc)
+    assert set(data) == {"error", "hint"} and "no host" in data["error"] and "nowhere" in data["error"]
+    text = run("plan", "vm42", "to", "hostB", env=env)
+    assert text.returncode == 1 and "error: no host" in text.stderr and "hint: " in text.stderr
+
+
+def test_plan_grammar_error_exits_2_before_touching_hosts(dead_hosts: Path, db_env: dict[str, str]) -> None:
+    proc = run("plan", "vm42", "hostB", "--json", env={**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)})
+    assert proc.returncode == 2
+    assert set(one_json(proc)) == {"error", "hint"}
+
+
+def test_hosts_reports_unreachable_hosts(dead_hosts: Path, db_env: dict[str, str]) -> None:
+    proc = run("hosts", "--json", env={**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)})
+    assert proc.returncode == 1
+    hosts = one_json(proc)
+    assert [h["name"] for h in hosts] == ["hostA", "hostB"]
+    assert all(h["reachable"] is False and "does not answer" in h["detail"] for h in hosts)
+
+
+# ----- plan and hosts against the lab ---------------------------------------------------------------------
+
+
+def _lab_env(lab: LabInfo, db_env: dict[str, str]) -> dict[str, str]:
+    return {**db_env, "MIGRATE_BOT_HOSTS": str(lab.hosts_toml)}
+
+
+def _at_home(lab: LabInfo, vm: str) -> None:
+    if vm_location(lab, vm) != {"hostA": "running"}:
+        reset_vm(lab, vm)
+
+
+@pytest.mark.lab
+def test_plan_json_contract_on_the_lab(lab: LabInfo, db_env: dict[str, str]) -> None:
+    _at_home(lab, "vm42")
+    proc = run("plan", "vm42", "to", "hostB", "--postcopy", "--json", env=_lab_env(lab, db_env))
+    assert proc.returncode == 0, proc.stderr
+    plan = one_json(proc)
+    assert set(plan) >= PLAN_KEYS
+    assert isinstance(plan["executable"], bool) and plan["mode"] == "live"
+    assert plan["checks"] and all(set(c) == {"name", "status", "reason", "fix"} for c in plan["checks"])
+    assert {c["status"] for c in plan["checks"]} <= {"pass", "warn", "fail"}
+    assert all(isinstance(c["reason"], str) and c["reason"] for c in plan["checks"])
+    assert set(plan["prediction"]) >= PREDICTION_KEYS
+    assert plan["prediction"]["bandwidth_mib_s"] == 200.0 and isinstance(plan["prediction"]["converges"], bool)
+    assert {"VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_POSTCOPY"} <= set(plan["flags"])
+    assert plan["params"]["migrate_uri"] == f"tcp://{lab.host('hostB').ip}"
+    assert isinstance(plan["hash"], str) and len(plan["hash"]) == 16
+    assert plan["recommendation"] is None or isinstance(plan["recommendation"], str)
+
+
+@pytest.mark.lab
+def test_plan_that_is_not_executable_still_exits_0(lab: LabInfo, db_env: dict[str, str]) -> None:
+    _at_home(lab, "disky")
+    proc = run("plan", "disky", "to", "hostB", "--json", env=_lab_env(lab, db_env))
+    assert proc.returncode == 0, proc.stderr
+    plan = one_json(proc)
+    assert plan["executable"] is False
+    storage = next(c for c in plan["checks"] if c["name"] == "storage")
+    assert storage["status"] == "fail" and "--copy-storage all" in storage["fix"]
+
+
+@pytest.mark.lab
+def test_plan_text_report_and_unknown_host(lab: LabInfo, db_env: dict[str, str]) -> None:
+    env = _lab_env(lab, db_env)
+    _at_home(lab, "vm42")
+    text = run("plan", "vm42", "to", "hostB", env=env)
+    assert text.returncode == 0, text.stderr
+    assert "vm42" in text.stdout and "hostB" in text.stdout and "{" not in text.stdout.splitlines()[0]
+    unknown = run("plan", "vm42", "to", "hostC", "--json", env=env)
+    assert unknown.returncode == 1
+    data = one_json(unknown)
+    assert "hostC" in data["error"] and "hostB" in data["hint"]
+
+
+@pytest.mark.lab
+def test_hosts_on_the_lab(lab: LabInfo, db_env: dict[str, str]) -> None:
+    env = _lab_env(lab, db_env)
+    proc = run("hosts", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    hosts = {h["name"]: h for h in one_json(proc)}
+    assert set(hosts) == {"hostA", "hostB"}
+    for name, h in hosts.items():
+        assert h["reachable"] is True and lab.host(name).hostname in h["detail"], h
+        assert h["uri"] == lab.host(name).uri
+    text = run("hosts", env=env)
+    assert text.returncode == 0 and "hostA" in text.stdout and "lab-b" in text.stdout

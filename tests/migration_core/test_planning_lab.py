@@ -1,0 +1,390 @@
+"""Planning.make_plan against the real two-host lab: every preflight outcome of issue 4 and the prediction.
+
+Each test builds the planner exactly as bot/wiring.open_core does (inventory + libvirt adapter) with a 1 s
+dirty-rate window, and checks the plan against what the lab really is: libvirt's own refusal names the CPU
+features, the temporary network exists on hostA only, the daemon is really dead. Temporary domains, networks
+and bridges are transient and removed in `finally`; the lab VMs used are put back where `lab up` leaves them.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from migration_core.hypervisor import Hypervisor
+from migration_core.inventory import Inventory, load_inventory
+from migration_core.models import (
+    CheckResult,
+    CheckStatus,
+    CopyStorage,
+    MigrationMode,
+    MigrationOptions,
+    MigrationRequest,
+    Plan,
+)
+from migration_core.planning import DEFAULT_MAX_DOWNTIME_MS, Planning
+from migration_core.prediction import PRECOPY_SWITCHOVER_MS
+from migration_core.preflight._common import human_bytes
+from tests.labkit import (
+    LabInfo,
+    host_exec,
+    kill_daemon,
+    link_rate,
+    link_reset,
+    reset_vm,
+    run_lab,
+    start_daemon,
+    virsh,
+    vm_location,
+    wait_console_line,
+)
+
+pytestmark = pytest.mark.lab
+
+A, B = "hostA", "hostB"
+WINDOW_S = 1.0
+THROTTLED_MIB_S = 16
+PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL
+# The default max downtime plus the model's switch-over allowance: the most a converging plan may promise.
+MAX_DOWNTIME_MS = DEFAULT_MAX_DOWNTIME_MS + PRECOPY_SWITCHOVER_MS
+
+
+# ----- helpers ------------------------------------------------------------------------------------------
+
+
+def planning_for(inventory: Inventory) -> Planning:
+    """The planner as bot/wiring.open_core builds it, with a short dirty-rate window."""
+    hypervisor = Hypervisor({h.name: h.uri for h in inventory})
+    for host in inventory:
+        hypervisor.add_host(host.name, host.uri, host.peer_uri)
+    return Planning(inventory, hypervisor, dirty_rate_window_s=WINDOW_S)
+
+
+@pytest.fixture
+async def planning(lab: LabInfo) -> AsyncIterator[Planning]:
+    p = planning_for(load_inventory(lab.hosts_toml))
+    yield p
+    await p.hypervisor.close()
+
+
+def at_home(lab: LabInfo, vm: str) -> None:
+    """Put a lab VM where `lab up` leaves it (only hostA; running unless it is `stopped`), resetting it only
+    when another test moved or stopped it, and wait until a running guest prints (its memory is dirtied)."""
+    want = "shut off" if vm == "stopped" else "running"
+    if vm_location(lab, vm) != {A: want}:
+        reset_vm(lab, vm)
+        if want == "running":
+            wait_console_line(lab, vm, timeout_s=90)
+
+
+def by_name(plan: Plan) -> dict[str, list[CheckResult]]:
+    out: dict[str, list[CheckResult]] = {}
+    for c in plan.checks:
+        out.setdefault(c.name, []).append(c)
+    return out
+
+
+def one(plan: Plan, name: str) -> CheckResult:
+    found = by_name(plan).get(name, [])
+    assert len(found) == 1, f"expected one {name!r} check, got {found}; all: {plan.checks}"
+    return found[0]
+
+
+def fails(plan: Plan) -> list[str]:
+    """The failed checks, except port probes: other test sessions cut the shared lab link at any moment, and
+    a plan made then rightly fails network.ports too (test_a_healthy_vm_passes_everything demands them)."""
+    return [c.name for c in plan.failures if c.name != "network.ports"]
+
+
+def show(plan: Plan) -> None:
+    for c in plan.checks:
+        if c.status is not PASS:
+            print(f"{c.status.value.upper()} {c.name}: {c.reason}" + (f" | fix: {c.fix}" if c.fix else ""))
+    if plan.prediction:
+        print("prediction:", plan.prediction.verdict)
+
+
+def request(vm: str, dest: str = B, **options: object) -> MigrationRequest:
+    return MigrationRequest(vm, dest, MigrationOptions(**options))  # type: ignore[arg-type]
+
+
+def temp_vm_xml(lab: LabInfo, name: str, nn: str) -> str:
+    """vm42's lab XML as a new VM: own name, UUID, MAC and console file."""
+    xml = run_lab(lab, "xml", "vm42")
+    xml = re.sub(r"<name>[^<]+</name>", f"<name>{name}</name>", xml, count=1)
+    xml = re.sub(r"<uuid>[^<]+</uuid>", f"<uuid>6c61622d-706c-4000-8000-0000000000{nn}</uuid>", xml, count=1)
+    xml = re.sub(r"<title>[^<]*</title>\s*", "", xml)
+    xml = re.sub(r"<mac address='[^']+'/>", f"<mac address='52:54:00:70:6c:{nn}'/>", xml)
+    return re.sub(r"console/[^'\"]+\.log", f"console/{name}.log", xml)
+
+
+def drop_domain(lab: LabInfo, name: str) -> None:
+    """Remove a temporary domain from both hosts (running or defined); quiet when it is not there."""
+    for host in (A, B):
+        virsh(lab, host, "destroy", name, check=False)
+        virsh(lab, host, "undefine", name, check=False)
+    lab.console_path(name).unlink(missing_ok=True)
+
+
+def create_transient(lab: LabInfo, tmp_path: Path, name: str, xml: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / f"{name}.xml"
+    path.write_text(xml)
+    return virsh(lab, A, "create", str(path), check=False)
+
+
+@pytest.fixture
+def restore_link(lab: LabInfo) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        link_reset(lab)
+
+
+# ----- plans that pass ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vm", "storage_words", "network_words"),
+    [
+        ("vm42", "no disks with media", "hostB has bridge labbr0"),  # a virtio NIC on the VM bridge
+        ("shared", "shared with hostB: vda", "no network interfaces"),  # its disk is an NBD export
+    ],
+)
+async def test_a_healthy_vm_passes_everything(
+    lab: LabInfo, planning: Planning, vm: str, storage_words: str, network_words: str
+) -> None:
+    at_home(lab, vm)
+    plan = await planning.make_plan(request(vm))
+    show(plan)
+    assert plan.executable and not plan.failures, plan.failures
+    assert (plan.source, plan.destination, plan.mode) == (A, B, MigrationMode.LIVE)
+    # Every family of checks ran (nothing stopped early) and said something an operator can read.
+    for name in (
+        "hosts.known", "hosts.reachable", "hosts.distinct", "hypervisor", "vm.exists", "vm.state",
+        "vm.name_clash", "options", "cpu", "machine", "versions", "storage", "network", "network.ports",
+        "capacity.memory", "devices",
+    ):  # fmt: skip
+        assert name in by_name(plan), f"{name} missing from {[c.name for c in plan.checks]}"
+    assert all(c.reason for c in plan.checks)
+    assert "KVM" in one(plan, "hypervisor").reason
+    assert "kvm64" in one(plan, "cpu").reason and "pc-q35" in one(plan, "machine").reason
+    assert storage_words in one(plan, "storage").reason
+    assert network_words in one(plan, "network").reason
+    assert plan.flags == ("VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST")
+    assert plan.params == {"migrate_uri": f"tcp://{lab.host(B).ip}"}
+    uuid = virsh(lab, A, "domuuid", vm).stdout.strip()
+    assert plan.vm_uuid == uuid and plan.vm_memory_bytes == 64 * 1024 * 1024
+    p = plan.prediction
+    assert p is not None and p.converges is True, p
+    assert p.dirty_rate_mib_s is not None and p.bandwidth_mib_s == 200.0
+    assert p.downtime_ms is not None and p.downtime_ms <= MAX_DOWNTIME_MS and p.passes and p.total_s
+    assert plan.recommendation is None
+    assert len(plan.hash) == 16
+
+
+async def test_shut_off_vm_plans_an_offline_migration(lab: LabInfo, planning: Planning) -> None:
+    at_home(lab, "stopped")
+    plan = await planning.make_plan(request("stopped"))
+    show(plan)
+    assert fails(plan) == [], plan.failures
+    assert plan.mode is MigrationMode.OFFLINE
+    assert plan.flags == ("VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST", "VIR_MIGRATE_OFFLINE")
+    assert plan.params == {}  # no data connection: only the definition moves
+    assert plan.prediction is None and plan.recommendation is None  # nothing to converge
+    assert "offline migration" in one(plan, "vm.state").reason
+    assert "network.ports" in by_name(plan)
+    # Asking for a live migration of a shut-off VM is refused with the way out.
+    live = await planning.make_plan(request("stopped", mode=MigrationMode.LIVE))
+    state = one(live, "vm.state")
+    assert state.status is FAIL and "shut off" in state.reason and "--live" in (state.fix or "")
+    assert not live.executable
+
+
+async def test_local_disk_needs_copy_storage_and_then_plans_the_copy(lab: LabInfo, planning: Planning) -> None:
+    at_home(lab, "disky")
+    plan = await planning.make_plan(request("disky"))
+    show(plan)
+    storage = one(plan, "storage")
+    assert storage.status is FAIL and fails(plan) == ["storage"]
+    assert "vda" in storage.reason and "local to hostA" in storage.reason
+    assert storage.fix is not None and "--copy-storage all" in storage.fix
+    assert "VIR_MIGRATE_NON_SHARED_DISK" not in plan.flags and "migrate_disks" not in plan.params
+
+    copied = await planning.make_plan(request("disky", copy_storage=CopyStorage.ALL))
+    show(copied)
+    assert fails(copied) == [], copied.failures
+    assert "VIR_MIGRATE_NON_SHARED_DISK" in copied.flags and "VIR_MIGRATE_UNSAFE" not in copied.flags
+    assert copied.params["migrate_disks"] == ["vda"]
+    # The bytes to copy are the image's allocation on hostA, as its pool reports it.
+    info = virsh(lab, A, "vol-info", "--bytes", "/var/lib/libvirt/images/disky.qcow2").stdout
+    allocation = int(re.search(r"Allocation:\s+(\d+)", info).group(1))  # type: ignore[union-attr]
+    space = one(copied, "storage.space")
+    assert space.status is PASS and "will copy" in space.reason and human_bytes(allocation) in space.reason
+    assert "copied with --copy-storage all: vda" in one(copied, "storage").reason
+
+
+# ----- plans that fail, one cause each ------------------------------------------------------------------
+
+
+async def test_cpu_the_destination_cannot_provide(lab: LabInfo, planning: Planning, tmp_path: Path) -> None:
+    name = "pl-cpu"
+    xml = temp_vm_xml(lab, name, "c1")
+    xml = re.sub(r"<cpu .*?</cpu>", "<cpu mode='custom' match='exact'><model>qemu64</model></cpu>", xml, flags=re.S)
+    drop_domain(lab, name)
+    try:
+        # libvirt's own verdict is the oracle: qemu64 needs features this host (kvm-pvm) lacks.
+        refused = create_transient(lab, tmp_path, name, xml)
+        assert refused.returncode != 0, "qemu64 started with libvirt's CPU check: the lab CPU changed?"
+        named = re.search(r"does not provide required features: ([\w.,\s-]+)", refused.stderr)
+        assert named, refused.stderr
+        missing = [f.strip() for f in named.group(1).split(",") if f.strip()]
+        # check='none' lets QEMU start it anyway (it warns about the features), as on a mixed cluster.
+        started = create_transient(lab, tmp_path, name, xml.replace("match='exact'>", "match='exact' check='none'>"))
+        assert started.returncode == 0, started.stderr
+
+        plan = await planning.make_plan(request(name))
+        show(plan)
+        cpu = one(plan, "cpu")
+        assert cpu.status is FAIL and not plan.executable
+        assert "qemu64" in cpu.reason and all(f in cpu.reason for f in missing), (missing, cpu.reason)
+        # The fix is seed 12.9's: the baseline of both hosts, which hostB really can run.
+        fix = cpu.fix or ""
+        assert "baseline" in fix and f"virsh edit {name}" in fix
+        baseline = re.search(r"<cpu [^>]*>.*?</cpu>", fix, flags=re.S)  # the XML, not "its <cpu>"
+        assert baseline, fix
+        (tmp_path / "baseline.xml").write_text(baseline.group(0))
+        verdict = virsh(lab, B, "hypervisor-cpu-compare", str(tmp_path / "baseline.xml"), "--virttype", "kvm")
+        assert "identical" in verdict.stdout or "superset" in verdict.stdout, verdict.stdout
+    finally:
+        drop_domain(lab, name)
+
+
+@pytest.mark.parametrize("kind", ["network", "bridge"])
+async def test_network_the_destination_lacks(lab: LabInfo, planning: Planning, tmp_path: Path, kind: str) -> None:
+    name, net, bridge = f"pl-{kind[:3]}", "pl-onlya", "plbr0"
+    xml = temp_vm_xml(lab, name, "c2" if kind == "network" else "c3")
+    if kind == "network":
+        # A libvirt network on hostA only, bridged onto the lab's VM bridge.
+        source = f"<source network='{net}'/>"
+        (tmp_path / "net.xml").write_text(
+            f"<network><name>{net}</name><forward mode='bridge'/><bridge name='{lab.vm_bridge}'/></network>"
+        )
+    else:
+        source = f"<source bridge='{bridge}'/>"  # a Linux bridge inside hostA's network namespace only
+    xml = xml.replace("<interface type='bridge'>", f"<interface type='{kind}'>")
+    xml = re.sub(r"<source bridge='[^']+'/>", source, xml)
+    drop_domain(lab, name)
+    try:
+        if kind == "network":
+            virsh(lab, A, "net-destroy", net, check=False)
+            virsh(lab, A, "net-create", str(tmp_path / "net.xml"))
+            assert virsh(lab, B, "net-info", net, check=False).returncode != 0  # hostB really lacks it
+        else:
+            host_exec(lab, A, ["ip", "link", "del", bridge])
+            for argv in (["ip", "link", "add", bridge, "type", "bridge"], ["ip", "link", "set", bridge, "up"]):
+                made = host_exec(lab, A, argv)
+                assert made.returncode == 0, made.stderr
+            assert host_exec(lab, B, ["ip", "link", "show", bridge]).returncode != 0
+        started = create_transient(lab, tmp_path, name, xml)
+        assert started.returncode == 0, started.stderr
+
+        plan = await planning.make_plan(request(name))
+        show(plan)
+        check = one(plan, "network")
+        assert check.status is FAIL and fails(plan) == ["network"]
+        assert f"hostB lacks {kind} {net if kind == 'network' else bridge}" in check.reason
+        assert check.fix and "create it on hostB" in check.fix
+    finally:
+        drop_domain(lab, name)
+        if kind == "network":
+            virsh(lab, A, "net-destroy", net, check=False)
+        else:
+            host_exec(lab, A, ["ip", "link", "del", bridge])
+
+
+async def test_destination_daemon_down(lab: LabInfo, planning: Planning) -> None:
+    at_home(lab, "vm42")
+    kill_daemon(lab, B)
+    try:
+        assert virsh(lab, B, "hostname", check=False).returncode != 0  # hostB really does not answer
+        plan = await planning.make_plan(request("vm42"))
+        show(plan)
+        reach = one(plan, "hosts.reachable")
+        assert reach.status is FAIL and "hostB" in reach.reason and "does not answer" in reach.reason
+        assert reach.fix and "libvirtd" in reach.fix
+        assert fails(plan) == ["hosts.reachable"] and "cpu" not in by_name(plan)  # one root cause, once
+        assert plan.source == A
+    finally:
+        start_daemon(lab, B)
+    # The same planner reconnects once the daemon is back.
+    again = await planning.make_plan(request("vm42"))
+    assert one(again, "hosts.reachable").status is PASS
+
+
+async def test_unknown_vm_suggests_the_close_name(lab: LabInfo, planning: Planning) -> None:
+    plan = await planning.make_plan(request("vm43"))
+    show(plan)
+    exists = one(plan, "vm.exists")
+    assert exists.status is FAIL and "'vm43'" in exists.reason
+    assert exists.fix and "did you mean vm42" in exists.fix
+    assert fails(plan) == ["vm.exists"] and plan.warnings == ()
+    assert plan.prediction is None
+
+
+async def test_same_host(lab: LabInfo, planning: Planning) -> None:
+    at_home(lab, "vm42")
+    plan = await planning.make_plan(request("vm42", A))
+    show(plan)
+    same = one(plan, "hosts.distinct")
+    assert same.status is FAIL and "same host" in same.reason and same.fix
+    assert fails(plan) == ["hosts.distinct"] and plan.prediction is None
+
+
+async def test_unknown_destination_host(lab: LabInfo, planning: Planning) -> None:
+    plan = await planning.make_plan(request("vm42", "hostC"))
+    show(plan)
+    known = one(plan, "hosts.known")
+    assert known.status is FAIL and "'hostC' is not in the hosts file" in known.reason
+    assert known.fix and "did you mean" in known.fix and "hostB" in known.fix
+    assert fails(plan) == ["hosts.known"] and not plan.executable
+
+
+# ----- the prediction -----------------------------------------------------------------------------------
+
+
+async def test_busy_vm_will_not_converge_on_a_throttled_link_but_idle_one_will(
+    lab: LabInfo, tmp_path: Path, restore_link: None
+) -> None:
+    text = lab.hosts_toml.read_text()
+    throttled = re.sub(r"link_mib_s\s*=\s*\d+(\.\d+)?", f"link_mib_s = {THROTTLED_MIB_S}", text)
+    assert throttled.count(f"link_mib_s = {THROTTLED_MIB_S}") == 2, text
+    (tmp_path / "hosts.toml").write_text(throttled)
+    at_home(lab, "busy")
+    at_home(lab, "vm42")
+    link_rate(lab, f"{THROTTLED_MIB_S}MiB")
+    planning = planning_for(load_inventory(tmp_path / "hosts.toml"))
+    try:
+        busy = await planning.make_plan(request("busy"))
+        idle = await planning.make_plan(request("vm42"))
+    finally:
+        await planning.hypervisor.close()
+    show(busy)
+    show(idle)
+    p = busy.prediction
+    assert p is not None and p.bandwidth_mib_s == THROTTLED_MIB_S
+    assert p.dirty_rate_mib_s is not None and p.dirty_rate_mib_s > 0
+    assert p.converges is False and p.verdict.startswith("will not converge"), p
+    assert fails(busy) == []  # a prediction advises; it does not fail the plan
+    advice = busy.recommendation or ""
+    assert "--postcopy" in advice and "post-copy" in advice.lower(), advice
+    assert "--auto-converge" in advice
+
+    q = idle.prediction
+    assert q is not None and q.bandwidth_mib_s == THROTTLED_MIB_S
+    assert q.converges is True and q.downtime_ms is not None and q.downtime_ms <= MAX_DOWNTIME_MS, q
+    assert q.dirty_rate_mib_s is not None and q.dirty_rate_mib_s < p.dirty_rate_mib_s
+    assert idle.recommendation is None

@@ -18,26 +18,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 
-from migration_core.convergence import ControllerState, ConvergenceController
-from migration_core.errors import HypervisorError, MigrateBotError, RequestError, StateError
+from migration_core.convergence import ConvergenceController
+from migration_core.errors import HostUnreachable, HypervisorError, MigrateBotError, StateError
 from migration_core.events import (
     DecisionMade,
-    EventSink,
-    JobEvent,
     Notice,
     NoticeKind,
-    ProgressUpdated,
     SummaryReady,
 )
+from migration_core.executor_base import RunState
+from migration_core.executor_controls import ControlsMixin
 from migration_core.executor_outcome import true_outcome
 from migration_core.executor_prep import Route, prepare_storage, route
-from migration_core.executor_types import ControlRecord, ExecutionResult, ProgressRecorder, WallClock
-from migration_core.hypervisor import Hypervisor
-from migration_core.hypervisor_types import DomainInfo, DomainNotFound, JobAborted, JobStats
-from migration_core.inventory import Inventory
+from migration_core.executor_types import ExecutionResult
+from migration_core.hypervisor_types import DomainNotFound, JobAborted, JobStats, JobType
+from migration_core.jobstats import parse_job_stats, reading_from_job_stats
 from migration_core.models import (
     ControlAction,
     Decision,
@@ -46,7 +43,7 @@ from migration_core.models import (
     ProgressSample,
     VerificationSummary,
 )
-from migration_core.progress import JobType, ProgressTracker, observation_from, parse_job_stats
+from migration_core.progress import ProgressTracker, observation_from
 from migration_core.verify import verify
 
 log = logging.getLogger(__name__)
@@ -61,56 +58,11 @@ def _stall_text(sample: ProgressSample) -> str:
     )
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+class Executor(ControlsMixin):
+    """Runs plans on the hosts of one inventory; one instance serves many concurrent jobs.
 
-
-@dataclass
-class _Run:
-    """The mutable state of one running job (only the executor touches it, on the event loop)."""
-
-    job_id: int
-    plan: Plan
-    route: Route
-    controller: ConvergenceController | None
-    state: ControllerState | None
-    tracker: ProgressTracker
-    started_at: datetime
-    postcopy: bool = False
-    aborted_by: str | None = None
-    active: bool = True
-    stalled_notified: bool = False
-    decisions: list[Decision] = field(default_factory=list)
-    controls: list[ControlRecord] = field(default_factory=list)
-
-
-class Executor:
-    """Runs plans on the hosts of one inventory; one instance serves many concurrent jobs."""
-
-    def __init__(
-        self,
-        hypervisor: Hypervisor,
-        inventory: Inventory,
-        sink: EventSink,
-        clock: WallClock | None = None,
-        *,
-        record_progress: ProgressRecorder | None = None,
-        poll_interval_s: float = 0.5,
-    ) -> None:
-        self.hypervisor = hypervisor
-        self.inventory = inventory
-        self.sink = sink
-        self.clock: WallClock = clock or _utcnow
-        self.record_progress = record_progress
-        self.poll_interval_s = poll_interval_s
-        self._runs: dict[int, _Run] = {}
-
-    # ----- running ---------------------------------------------------------------------------------------
-
-    def running(self, job_id: int) -> bool:
-        """Whether this executor is watching a migration for that job right now."""
-        run = self._runs.get(job_id)
-        return run is not None and run.active
+    `Executor(hypervisor, inventory, sink, clock=None, *, record_progress=None, poll_interval_s=0.5)`.
+    """
 
     async def run(self, job_id: int, plan: Plan) -> ExecutionResult:
         """Execute the plan to the end. Expected failures come back as the result, never as an exception
@@ -120,28 +72,50 @@ class Executor:
             raise StateError(f"job {job_id}'s plan has failing checks ({names})", "fix them and re-plan")
         return await self._execute(job_id, plan)
 
-    async def recover_postcopy(self, job_id: int, plan: Plan, actor: str) -> ExecutionResult:
-        """Resume a broken post-copy migration (link cut, daemon restart) with VIR_MIGRATE_POSTCOPY_RESUME.
+    async def recover_postcopy(self, job_id: int, plan: Plan, actor: str, *, settle_s: float = 15.0) -> ExecutionResult:
+        """Finish a post-copy migration that broke (link cut, daemon restart). Run it once the link is back.
 
-        Run it once the link is back. The VM must be in post-copy failed on the source; the same flags and
-        params are replayed with POSTCOPY_RESUME added (libvirt 8.5+), then watched to the end like `run`.
+        What libvirt 9.0 + QEMU 7.2 did in the lab: when the link comes back while QEMU's TCP streams are
+        still alive, QEMU carries on and the migration completes although libvirt reported it failed; when
+        both ends have given up, both sit in "post-copy failed" and VIR_MIGRATE_POSTCOPY_RESUME (the same
+        flags and params again) completes it. So: give the source `settle_s` to leave "post-copy failed" on
+        its own (then the true outcome is reported, as after a restart); otherwise pause the source's QEMU
+        (it may still think the stream lives, and then refuses to resume), wait for the destination to notice,
+        resume, and watch it to the end like `run`.
         """
         r = route(plan, self.inventory, self.hypervisor)
         src = await self.hypervisor.domain(r.source.uri, r.vm)
-        if not src.postcopy_failed:
+        if not (src.postcopy_failed or src.in_postcopy):
             raise StateError(
-                f"{plan.request.vm} on {r.source.name} is {src.describe()}, not in a failed post-copy",
+                f"{plan.request.vm} on {r.source.name} is {src.describe()}, not in a broken post-copy",
                 "post-copy recovery only applies to a post-copy migration that broke",
             )
-        await self._emit(
-            Notice(
-                job_id,
-                NoticeKind.POSTCOPY,
-                f"{actor}: resuming the broken post-copy migration (POSTCOPY_RESUME)",
-                self.clock(),
-            )
-        )
+        deadline = asyncio.get_running_loop().time() + settle_s
+        while src.postcopy_failed and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.5)
+            src = await self.hypervisor.domain(r.source.uri, r.vm)
+        if not src.postcopy_failed:
+            text = f"{actor}: the post-copy migration carried on by itself once the link was back; checking"
+            await self._emit(Notice(job_id, NoticeKind.POSTCOPY, text, self.clock()))
+            return await self.reattach(job_id, plan)
+        try:
+            await self.hypervisor.pause_postcopy(r.source.uri, r.vm)
+        except HypervisorError as err:  # already paused: fine
+            log.debug("job %s: pausing post-copy before the resume: %s", job_id, err)
+        await self._await_destination_failed(r)
+        text = f"{actor}: resuming the broken post-copy migration (POSTCOPY_RESUME)"
+        await self._emit(Notice(job_id, NoticeKind.POSTCOPY, text, self.clock()))
         return await self._execute(job_id, plan, resume=True)
+
+    async def _await_destination_failed(self, r: Route, wait_s: float = 90.0) -> None:
+        """libvirt resumes only when both ends know the post-copy broke; the destination learns it when the
+        migration stream or the daemons' connection drops (after the link is back, or by keepalive)."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while asyncio.get_running_loop().time() < deadline:
+            dst = await self._state(r.destination.uri, r.vm)
+            if dst is None or dst.postcopy_failed or not dst.active:
+                return
+            await asyncio.sleep(0.5)
 
     async def _execute(self, job_id: int, plan: Plan, *, resume: bool = False) -> ExecutionResult:
         if job_id in self._runs:
@@ -153,6 +127,7 @@ class Executor:
         run.postcopy = resume
         self._runs[job_id] = run
         error: MigrateBotError | None = None
+        started = goes_on = False
         try:
             await self._same_vm(plan, r)
             self.hypervisor.forget_completed(plan.vm_uuid)
@@ -174,14 +149,34 @@ class Executor:
                     destination=r.destination.name,
                 )
             )
+            started = True
+            # If this run is cancelled (replica stopping, lease lost), the call's end is nobody's business.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
             await self._watch(run, task)
             await task
         except MigrateBotError as err:
             error = err
+            # The call lost its connection, but a peer-to-peer migration is the source daemon's: if the source
+            # still runs it (the bot's own link blipped), watch it to the end instead of reporting a failure.
+            goes_on = started and isinstance(err, HostUnreachable) and await self._goes_on_without_us(run)
+            if goes_on:
+                text = f"lost the connection during the migration ({err.message}); libvirt carries on: watching it"
+                await self._notice(run, NoticeKind.INFO, text)
+                await self._watch(run, None)
         finally:
             run.active = False
             self._runs.pop(job_id, None)
-        return await self._finish(run, error)
+        return await self._finish(run, None if goes_on else error, reattached=goes_on)
+
+    async def _goes_on_without_us(self, run: RunState, wait_s: float = 30.0) -> bool:
+        """After a lost connection: does the source (once it answers again) still run the migration job?"""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while await self._state(run.route.source.uri, run.route.vm) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(1.0)
+        stats = await self._poll(run)
+        return stats is not None and stats.active and not await self._postcopy_broke(run)
 
     async def reattach(self, job_id: int, plan: Plan) -> ExecutionResult:
         """Restart recovery: watch a migration an earlier process started, or find out how it ended.
@@ -211,12 +206,12 @@ class Executor:
                 "the VM was replaced since the approval: plan and approve the migration again",
             )
 
-    def _new_run(self, job_id: int, plan: Plan, r: Route) -> _Run:
+    def _new_run(self, job_id: int, plan: Plan, r: Route) -> RunState:
         controller = None
         if r.live:
             controller = ConvergenceController(plan.policy, memory_bytes=plan.vm_memory_bytes)
         stall_after = min(15.0, plan.policy.stall_timeout_s)
-        return _Run(
+        return RunState(
             job_id=job_id,
             plan=plan,
             route=r,
@@ -226,7 +221,7 @@ class Executor:
             started_at=self.clock(),
         )
 
-    async def _watch(self, run: _Run, task: asyncio.Future[None] | None) -> None:
+    async def _watch(self, run: RunState, task: asyncio.Future[None] | None) -> None:
         """Poll until the migration call returns (`task`) or, when reattached, until the job is gone."""
         idle_polls = 0
         downtime_set = False
@@ -244,6 +239,8 @@ class Executor:
                     return  # reattached: no job on the source any more
                 continue
             idle_polls = 0
+            if task is None and run.postcopy and await self._postcopy_broke(run):
+                return  # reattached to a broken post-copy: its job stays "active" until someone resumes it
             if not downtime_set and run.state is not None:
                 # libvirt may reset migration parameters when the job starts: set the ramp's value again.
                 downtime_set = await self._apply_quietly(
@@ -252,7 +249,11 @@ class Executor:
                 )
             await self._step(run, stats)
 
-    async def _poll(self, run: _Run) -> JobStats | None:
+    async def _postcopy_broke(self, run: RunState) -> bool:
+        src = await self._state(run.route.source.uri, run.route.vm)
+        return src is not None and src.postcopy_failed
+
+    async def _poll(self, run: RunState) -> JobStats | None:
         try:
             return await self.hypervisor.job_stats(run.route.source.uri, run.route.vm)
         except DomainNotFound:
@@ -262,9 +263,9 @@ class Executor:
             log.debug("job %s: reading job stats failed: %s", run.job_id, err)
             return None
 
-    async def _step(self, run: _Run, stats: JobStats) -> None:
+    async def _step(self, run: RunState, stats: JobStats) -> None:
         try:
-            reading = parse_job_stats({"type": int(stats.job_type), **stats.values})
+            reading = reading_from_job_stats(stats)
         except HypervisorError as err:  # nonsense numbers: skip this sample, keep watching
             log.warning("job %s: %s", run.job_id, err)
             return
@@ -301,7 +302,7 @@ class Executor:
             }
             await self._notice(run, kind.get(decision.action, NoticeKind.INFO), decision.reason)
 
-    async def _apply(self, run: _Run, decision: Decision) -> bool:
+    async def _apply(self, run: RunState, decision: Decision) -> bool:
         """Carry out a controller decision; a failure (e.g. the job just ended) is reported, not raised."""
         hv, uri, vm = self.hypervisor, run.route.source.uri, run.route.vm
         if decision.action is ControlAction.RAISE_DOWNTIME and decision.downtime_ms is not None:
@@ -315,7 +316,7 @@ class Executor:
             return await self._apply_quietly(run, hv.abort_job(uri, vm))
         return False
 
-    async def _apply_quietly(self, run: _Run, call: Awaitable[None]) -> bool:
+    async def _apply_quietly(self, run: RunState, call: Awaitable[None]) -> bool:
         try:
             await call
         except HypervisorError as err:
@@ -325,7 +326,9 @@ class Executor:
 
     # ----- the end ---------------------------------------------------------------------------------------
 
-    async def _finish(self, run: _Run, error: MigrateBotError | None, *, reattached: bool = False) -> ExecutionResult:
+    async def _finish(
+        self, run: RunState, error: MigrateBotError | None, *, reattached: bool = False
+    ) -> ExecutionResult:
         r, hv = run.route, self.hypervisor
         completed = await hv.completed_job_stats(
             run.plan.vm_uuid or r.vm,
@@ -333,7 +336,7 @@ class Executor:
             destination_uri=r.destination.uri,
             wait_s=1.0 if error is None else 0.2,
         )
-        src, dst = await self._state(r.source.uri, r.vm), await self._state(r.destination.uri, r.vm)
+        src, dst = await self._both_states(r)
         if reattached:
             outcome, message = true_outcome(run.plan, src, dst, completed)
             hint = None
@@ -386,110 +389,3 @@ class Executor:
         summary = await verify(plan, self.hypervisor, result)
         await self._emit(SummaryReady(summary))
         return summary
-
-    async def _state(self, uri: str, vm: str) -> DomainInfo | None:
-        try:
-            return await self.hypervisor.domain(uri, vm)
-        except HypervisorError as err:
-            log.warning("reading %s on %s failed: %s", vm, uri, err)
-            return None
-
-    # ----- operator controls -----------------------------------------------------------------------------
-
-    def _active(self, job_id: int, what: str) -> _Run:
-        run = self._runs.get(job_id)
-        if run is None or not run.active:
-            raise StateError(
-                f"job {job_id} has no migration running here, so it cannot {what}",
-                "it may have finished already: see its summary",
-            )
-        return run
-
-    async def abort(self, job_id: int, actor: str) -> None:
-        """Cancel a pre-copy migration; the VM keeps running on the source. Refused in post-copy."""
-        run = self._active(job_id, "be aborted")
-        if run.postcopy:
-            await self._control(run, actor, "abort", "refused: the migration is in post-copy", applied=False)
-            raise StateError(
-                f"job {job_id} is in post-copy: the VM already runs on {run.route.destination.name} and part "
-                f"of its memory is still on {run.route.source.name}; aborting now would lose the VM",
-                "let it finish; if the link broke, recover with post-copy resume",
-            )
-        run.aborted_by = actor
-        await self.hypervisor.abort_job(run.route.source.uri, run.route.vm)
-        await self._control(run, actor, "abort", "abort requested; the VM stays on the source")
-
-    async def switch_postcopy(self, job_id: int, actor: str) -> None:
-        """Switch to post-copy now (only when the plan enabled it with VIR_MIGRATE_POSTCOPY)."""
-        run = self._active(job_id, "switch to post-copy")
-        if "POSTCOPY" not in run.route.flag_set:
-            raise StateError(
-                f"job {job_id} was not started with post-copy enabled, so it cannot switch",
-                "abort it and migrate again with --postcopy",
-            )
-        if run.postcopy:
-            raise StateError(f"job {job_id} is already in post-copy", "nothing to do: it will finish on its own")
-        await self.hypervisor.start_postcopy(run.route.source.uri, run.route.vm)
-        run.postcopy = True
-        if run.controller is not None and run.state is not None:
-            run.state = run.controller.note_postcopy_requested(run.state, self.clock().timestamp())
-        await self._control(
-            run,
-            actor,
-            "switch_postcopy",
-            "switched to post-copy: the VM now runs on the destination; it can no longer be aborted",
-            kind=NoticeKind.POSTCOPY,
-        )
-
-    async def set_max_downtime(self, job_id: int, downtime_ms: int, actor: str) -> None:
-        """Set the max downtime (ms) of a pre-copy migration; the controller's ramp continues from it."""
-        if downtime_ms <= 0:
-            raise RequestError(f"max downtime must be positive, not {downtime_ms} ms", "e.g. 300ms or 1s")
-        run = self._active(job_id, "change its max downtime")
-        if run.postcopy:
-            raise StateError(f"job {job_id} is in post-copy: the max downtime no longer applies", "")
-        await self.hypervisor.set_max_downtime(run.route.source.uri, run.route.vm, downtime_ms)
-        if run.controller is not None and run.state is not None:
-            run.state = run.controller.note_downtime(run.state, downtime_ms)
-        await self._control(run, actor, "set_max_downtime", f"max downtime set to {downtime_ms} ms")
-
-    async def set_bandwidth(self, job_id: int, bandwidth_mib_s: int, actor: str) -> None:
-        """Cap the migration bandwidth (MiB/s); in post-copy the post-copy cap is set."""
-        if bandwidth_mib_s <= 0:
-            raise RequestError(f"bandwidth must be positive, not {bandwidth_mib_s} MiB/s", "e.g. 100M or 1G")
-        run = self._active(job_id, "change its bandwidth")
-        await self.hypervisor.set_max_speed(run.route.source.uri, run.route.vm, bandwidth_mib_s, postcopy=run.postcopy)
-        phase = "post-copy" if run.postcopy else "pre-copy"
-        await self._control(run, actor, "set_bandwidth", f"{phase} bandwidth capped at {bandwidth_mib_s} MiB/s")
-
-    async def _control(
-        self,
-        run: _Run,
-        actor: str,
-        action: str,
-        detail: str,
-        *,
-        applied: bool = True,
-        kind: NoticeKind = NoticeKind.CONTROL,
-    ) -> None:
-        run.controls.append(ControlRecord(self.clock(), actor, action, detail, applied))
-        await self._notice(run, kind, f"{actor}: {detail}")
-
-    # ----- events ----------------------------------------------------------------------------------------
-
-    async def _progress(self, sample: ProgressSample) -> None:
-        await self._emit(ProgressUpdated(sample))
-        if self.record_progress is not None:
-            try:
-                await self.record_progress(sample)
-            except Exception:  # persisting progress must never break the migration
-                log.exception("recording progress of job %s failed", sample.job_id)
-
-    async def _notice(self, run: _Run, kind: NoticeKind, text: str) -> None:
-        await self._emit(Notice(run.job_id, kind, text, self.clock()))
-
-    async def _emit(self, event: JobEvent) -> None:
-        try:
-            await self.sink.emit(event)
-        except Exception:  # sinks must not raise; if one does, the migration goes on
-            log.exception("event sink failed on %s", type(event).__name__)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import logging
 import threading
@@ -37,7 +38,8 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from migration_core.errors import HypervisorError
+from migration_core import telemetry
+from migration_core.errors import HostUnreachable, HypervisorError
 from migration_core.hypervisor_errors import ErrorContext, looks_unreachable, translate
 from migration_core.hypervisor_facts import HostFactsMixin
 from migration_core.hypervisor_storage import StorageMixin
@@ -142,9 +144,8 @@ class Hypervisor(HostFactsMixin, StorageMixin):
         try:
             conn = libvirt.open(uri)
         except libvirt.libvirtError as err:
-            raise translate(
-                err.get_error_code(), str(err), ErrorContext(self.label(uri), uri, "connect")
-            ) from err
+            telemetry.connection_error(self.label(uri), err.get_error_code())
+            raise translate(err.get_error_code(), str(err), ErrorContext(self.label(uri), uri, "connect")) from err
         try:
             conn.setKeepAlive(*self._keepalive)
         except libvirt.libvirtError:
@@ -183,34 +184,41 @@ class Hypervisor(HostFactsMixin, StorageMixin):
         except libvirt.libvirtError:
             log.debug("JOB_COMPLETED events unavailable on %s", uri)
 
-    def _call(
-        self, uri: str, op: str, fn: Callable[[Any], T], *, vm: str | None = None, retry: bool = True
-    ) -> T:
+    def _call(self, uri: str, op: str, fn: Callable[[Any], T], *, vm: str | None = None, retry: bool = True) -> T:
         """Run fn(conn) here (a worker thread); translate libvirt errors; reconnect once if the link died."""
         ctx = ErrorContext(self.label(uri), uri, op, vm)
-        for attempt in (1, 2):
-            conn = self._conn(uri)
+        # A read survives a daemon restart (about a second): reconnect and retry with a short backoff.
+        delays_s = (0.0, 0.5, 1.5) if retry else (0.0,)
+        for attempt, delay_s in enumerate(delays_s):
+            last = attempt == len(delays_s) - 1
+            time.sleep(delay_s)
+            try:
+                conn = self._conn(uri)
+            except HostUnreachable:
+                if last:
+                    raise
+                continue
             try:
                 return fn(conn)
             except libvirt.libvirtError as err:
                 code = err.get_error_code()
-                dead = code in (VirErr.NO_CONNECT, VirErr.RPC, VirErr.SYSTEM_ERROR) and looks_unreachable(
-                    str(err)
-                )
+                dead = code in (VirErr.NO_CONNECT, VirErr.RPC, VirErr.SYSTEM_ERROR) and looks_unreachable(str(err))
                 if dead:
+                    telemetry.connection_error(self.label(uri), code)
                     with self._conn_lock:
                         self._drop(uri)
-                    if retry and attempt == 1:
+                    if not last:
                         continue
                 raise translate(code, str(err), ctx) from err
         raise AssertionError("unreachable")
 
-    async def _run(
-        self, uri: str, op: str, fn: Callable[[Any], T], *, vm: str | None = None, retry: bool = True
-    ) -> T:
+    async def _run(self, uri: str, op: str, fn: Callable[[Any], T], *, vm: str | None = None, retry: bool = True) -> T:
         loop = asyncio.get_running_loop()
+        # run_in_executor (unlike asyncio.to_thread) does not carry context variables: copy them, so log
+        # lines written on the worker thread keep the job they belong to (migration_core.logctx).
+        ctx = contextvars.copy_context()
         return await loop.run_in_executor(
-            self._pool, functools.partial(self._call, uri, op, fn, vm=vm, retry=retry)
+            self._pool, ctx.run, functools.partial(self._call, uri, op, fn, vm=vm, retry=retry)
         )
 
     async def close(self) -> None:
@@ -251,9 +259,7 @@ class Hypervisor(HostFactsMixin, StorageMixin):
                 "the inventory needs peer_uri (P2P) or uri (client-managed) for the destination host",
             )
         dest_label = destination or self.label(target)
-        ctx = ErrorContext(
-            self.label(source_uri), source_uri, f"migrate {vm}", vm, dest_label or target, target
-        )
+        ctx = ErrorContext(self.label(source_uri), source_uri, f"migrate {vm}", vm, dest_label or target, target)
         typed = _typed_params(params)
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
@@ -283,9 +289,7 @@ class Hypervisor(HostFactsMixin, StorageMixin):
 
     async def job_stats(self, uri: str, vm: str) -> JobStats:
         """The VM's current job on that host (type NONE when idle). Raises DomainNotFound when it is gone."""
-        return await self._run(
-            uri, "read job statistics", lambda c: _stats(self._lookup(c, vm).jobStats(0)), vm=vm
-        )
+        return await self._run(uri, "read job statistics", lambda c: _stats(self._lookup(c, vm).jobStats(0)), vm=vm)
 
     async def completed_job_stats(
         self, vm_uuid: str, *, source_uri: str, destination_uri: str, wait_s: float = 1.0
@@ -304,9 +308,7 @@ class Hypervisor(HostFactsMixin, StorageMixin):
                 stats = await self._run(
                     uri,
                     "read completed job statistics",
-                    lambda c: _stats(
-                        self._lookup(c, vm_uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-                    ),
+                    lambda c: _stats(self._lookup(c, vm_uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)),
                     vm=vm_uuid,
                 )
             except HypervisorError:
@@ -321,9 +323,7 @@ class Hypervisor(HostFactsMixin, StorageMixin):
 
     async def abort_job(self, uri: str, vm: str) -> None:
         """Cancel the VM's running job (abortJob). In post-copy it would lose the VM: callers must refuse."""
-        await self._run(
-            uri, "abort the migration", lambda c: self._lookup(c, vm).abortJob(), vm=vm, retry=False
-        )
+        await self._run(uri, "abort the migration", lambda c: self._lookup(c, vm).abortJob(), vm=vm, retry=False)
 
     async def pause_postcopy(self, uri: str, vm: str) -> None:
         """abortJobFlags(POSTCOPY): pause a post-copy migration so it can be resumed with POSTCOPY_RESUME."""

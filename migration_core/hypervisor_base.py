@@ -23,9 +23,7 @@ class HypervisorBase(ABC):
     _lv: Any  # the libvirt module (constants, libvirtError), set by hypervisor.Hypervisor
 
     @abstractmethod
-    async def _run(
-        self, uri: str, op: str, fn: Callable[[Any], T], *, vm: str | None = None, retry: bool = True
-    ) -> T:
+    async def _run(self, uri: str, op: str, fn: Callable[[Any], T], *, vm: str | None = None, retry: bool = True) -> T:
         """Run fn(connection to uri) on a worker thread; libvirt errors come out translated."""
 
     @abstractmethod

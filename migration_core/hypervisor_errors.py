@@ -141,10 +141,16 @@ def translate(code: int | None, message: str, ctx: ErrorContext) -> HypervisorEr
             f"{reachability_hint(ctx.peer_uri)} (checked from {ctx.host}, which dials it directly)",
             code,
         )
+    if ctx.peer and looks_unreachable(message):
+        return HostUnreachable(
+            f"the migration of {ctx.vm or 'the VM'} lost a libvirt connection ({text}): {ctx.peer} stopped "
+            f"answering {ctx.host}, or the bot lost {ctx.host}",
+            f"check both libvirt daemons and the link between {ctx.host} and {ctx.peer}; the summary shows "
+            "where the VM runs now",
+            code,
+        )
     if code in (VirErr.NO_CONNECT, VirErr.RPC) or (
-        code in (VirErr.SYSTEM_ERROR, VirErr.INTERNAL_ERROR, None)
-        and looks_unreachable(message)
-        and not ctx.peer
+        code in (VirErr.SYSTEM_ERROR, VirErr.INTERNAL_ERROR, None) and looks_unreachable(message) and not ctx.peer
     ):
         return HostUnreachable(f"{where} does not answer ({text})", reachability_hint(ctx.uri), code)
     if code in (VirErr.AUTH_FAILED, VirErr.AUTH_UNAVAILABLE, VirErr.OPERATION_DENIED):
@@ -162,8 +168,7 @@ def translate(code: int | None, message: str, ctx: ErrorContext) -> HypervisorEr
         )
     if code == VirErr.NO_STORAGE_POOL and "target path" in message:
         return HypervisorError(
-            f"{ctx.host} has no storage pool for a disk's directory, so libvirt cannot create the copy "
-            f"({text})",
+            f"{ctx.host} has no storage pool for a disk's directory, so libvirt cannot create the copy ({text})",
             "pre-create the disk image on the destination (same path, size and format) or keep disks in a "
             "storage pool there",
             code,

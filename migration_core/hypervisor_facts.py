@@ -100,9 +100,7 @@ class HostFactsMixin(HypervisorBase):
 
         def compare(c: Any) -> CpuComparison:
             try:
-                result = int(
-                    c.compareHypervisorCPU(emulator, arch, machine, virttype, cpu_xml, fail_incompatible)
-                )
+                result = int(c.compareHypervisorCPU(emulator, arch, machine, virttype, cpu_xml, fail_incompatible))
             except self._lv.libvirtError as err:
                 if err.get_error_code() != VirErr.CPU_INCOMPATIBLE:
                     raise
@@ -126,9 +124,7 @@ class HostFactsMixin(HypervisorBase):
         return await self._run(
             uri,
             "compute a baseline CPU",
-            lambda c: str(
-                c.baselineHypervisorCPU(emulator, arch, machine, virttype, list(cpu_xmls), migratable)
-            ),
+            lambda c: str(c.baselineHypervisorCPU(emulator, arch, machine, virttype, list(cpu_xmls), migratable)),
         )
 
     # ----- domains ---------------------------------------------------------------------------------------
@@ -179,9 +175,7 @@ class HostFactsMixin(HypervisorBase):
         flags = (self._lv.VIR_DOMAIN_XML_MIGRATABLE if migratable else 0) | (
             self._lv.VIR_DOMAIN_XML_INACTIVE if inactive else 0
         )
-        return await self._run(
-            uri, "read the VM's XML", lambda c: str(self._lookup(c, vm).XMLDesc(flags)), vm=vm
-        )
+        return await self._run(uri, "read the VM's XML", lambda c: str(self._lookup(c, vm).XMLDesc(flags)), vm=vm)
 
     async def dirty_rate(
         self,
@@ -203,10 +197,7 @@ class HostFactsMixin(HypervisorBase):
         }
         if mode not in modes:
             raise HypervisorError(f"unknown dirty-rate mode {mode!r}", f"use one of {', '.join(modes)}")
-        if (
-            mode == "dirty-bitmap"
-            and "type='qemu'" in (await self.domain_xml(uri, vm, migratable=False))[:200]
-        ):
+        if mode == "dirty-bitmap" and "type='qemu'" in (await self.domain_xml(uri, vm, migratable=False))[:200]:
             raise HypervisorError(f"dirty-bitmap sampling would crash {vm}'s QEMU (TCG)", "use page-sampling")
         await self._run(
             uri,

@@ -183,9 +183,7 @@ class StorageMixin(HypervisorBase):
             f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{int(capacity_bytes)}</capacity>"
             f"<target><format type={quoteattr(fmt)}/></target></volume>"
         )
-        pool_name = (
-            await self.pool_for_directory(uri, directory) or PoolInfo("", False, "", None, 0, 0, 0)
-        ).name
+        pool_name = (await self.pool_for_directory(uri, directory) or PoolInfo("", False, "", None, 0, 0, 0)).name
         build = self._lv.VIR_STORAGE_POOL_CREATE_WITH_BUILD
 
         def create(c: Any) -> None:
@@ -195,9 +193,7 @@ class StorageMixin(HypervisorBase):
                 pool.createXML(vol_xml, 0)
                 return
             tmp = f"migrate-bot-{uuidlib.uuid4().hex[:8]}"
-            pool_xml = (
-                f"<pool type='dir'><name>{tmp}</name><target><path>{escape(directory)}</path></target></pool>"
-            )
+            pool_xml = f"<pool type='dir'><name>{tmp}</name><target><path>{escape(directory)}</path></target></pool>"
             pool = c.storagePoolCreateXML(pool_xml, build)
             try:
                 pool.createXML(vol_xml, 0)

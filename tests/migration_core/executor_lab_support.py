@@ -28,7 +28,7 @@ from migration_core.models import (
     Plan,
 )
 from migration_core.planner import assemble_plan, build_flags_and_params, choose_mode, convergence_policy
-from tests.labkit import ConsoleStatus, LabInfo, run_lab, wait_console_line
+from tests.labkit import ConsoleStatus, LabInfo, link_reset, link_up, run_lab, wait_console_line
 
 A, B = "hostA", "hostB"
 DISK_DIR = "/var/lib/libvirt/xt-disks"  # as the lab hosts see it; in no storage pool
@@ -68,9 +68,7 @@ def clone_xml(
     xml = re.sub(r"<title>[^<]*</title>\s*", "", xml)
     xml = re.sub(r"console/[^'\"]+\.log", f"console/{name}.log", xml)
     mac = hashlib.sha256(name.encode()).hexdigest()
-    xml = re.sub(
-        r"<mac address='[^']+'/>", f"<mac address='52:54:00:{mac[0:2]}:{mac[2:4]}:{mac[4:6]}'/>", xml
-    )
+    xml = re.sub(r"<mac address='[^']+'/>", f"<mac address='52:54:00:{mac[0:2]}:{mac[2:4]}:{mac[4:6]}'/>", xml)
     if cmdline is not None:
         xml = re.sub(r"<cmdline>[^<]*</cmdline>", f"<cmdline>{cmdline}</cmdline>", xml)
     if memory_mib is not None:
@@ -89,6 +87,13 @@ async def remove_everywhere(hv: Hypervisor, lab: LabInfo, name: str) -> None:
             await hv.destroy(uri, name)
         if (await hv.domain(uri, name)).present:
             await hv.undefine(uri, name)
+
+
+async def forget_on(hv: Hypervisor, lab: LabInfo, guest: Guest, host: str) -> None:
+    """Remove an inactive definition of the guest that an earlier migration left on `host`."""
+    info = await hv.domain(lab.host(host).uri, guest.uuid)
+    if info.present and not info.active:
+        await hv.undefine(lab.host(host).uri, guest.uuid)
 
 
 async def make_guest(
@@ -135,6 +140,13 @@ async def drop_guest(hv: Hypervisor, lab: LabInfo, guest: Guest) -> None:
         _disk_on(lab, host, guest.name).unlink(missing_ok=True)
 
 
+def healthy_link(lab: LabInfo) -> None:
+    """Start from the migration link as `lab up` leaves it: up and unshaped (a failed fault test elsewhere
+    may have left it cut or throttled)."""
+    link_up(lab)
+    link_reset(lab)
+
+
 def disk_copy(lab: LabInfo, host: str, guest: Guest) -> Path:
     """The guest's private disk image on `host` (root-namespace path)."""
     return _disk_on(lab, host, guest.name)
@@ -171,7 +183,5 @@ def plan_for(
     return assemble_plan(request, source, destination, mode, checks, None, flags, params, pol, None, vm)
 
 
-async def wait_console_after(
-    lab: LabInfo, guest: Guest, after_t: int | None, timeout_s: float = 60
-) -> ConsoleStatus:
+async def wait_console_after(lab: LabInfo, guest: Guest, after_t: int | None, timeout_s: float = 60) -> ConsoleStatus:
     return await asyncio.to_thread(wait_console_line, lab, guest.name, after_t, timeout_s)

@@ -49,6 +49,8 @@ from tests.migration_core.executor_lab_support import (
     Guest,
     disk_copy,
     drop_guest,
+    forget_on,
+    healthy_link,
     inventory,
     make_guest,
     plan_for,
@@ -61,6 +63,7 @@ _job_ids = iter(range(1000, 100000))
 
 @pytest.fixture(scope="module")
 def hv(lab: LabInfo) -> Iterator[Hypervisor]:
+    healthy_link(lab)
     yield Hypervisor({A: lab.host(A).uri, B: lab.host(B).uri})
 
 
@@ -155,7 +158,8 @@ async def _roundtrip(
     assert isinstance(sink.events[-1], SummaryReady) and sink.events[-1].summary == summary
     if plan.mode is MigrationMode.LIVE:
         await _console_clean(lab, guest)
-    home = await _plan(hv, lab, guest, B, A, back or opts, **kw)
+    # Home again; undefine-source there, so no stale definition stays on B for the next test.
+    home = await _plan(hv, lab, guest, B, A, back or replace(opts, undefine_source=True), **kw)
     _, back_summary = await _go(ex, home)
     _passed(back_summary)
     if plan.mode is MigrationMode.LIVE:
@@ -212,9 +216,7 @@ async def test_offline(lab: LabInfo, hv: Hypervisor, stopped: Guest) -> None:
     assert home.state is DomainState.SHUTOFF and home.persistent
 
 
-async def test_postcopy_switches_automatically_after_n_seconds(
-    lab: LabInfo, hv: Hypervisor, idle: Guest
-) -> None:
+async def test_postcopy_switches_automatically_after_n_seconds(lab: LabInfo, hv: Hypervisor, idle: Guest) -> None:
     # At 8 MiB/s the first pass over the guest's 32 MiB working set lasts ~4 s; the plan: post-copy after 1 s.
     trip = await _roundtrip(
         hv, lab, idle, MigrationOptions(postcopy_after_s=1.0, bandwidth_mib_s=8), back=MigrationOptions()
@@ -280,25 +282,17 @@ async def test_max_downtime_and_bandwidth_cap(lab: LabInfo, hv: Hypervisor, idle
 
 
 async def test_copy_storage_all(lab: LabInfo, hv: Hypervisor, disky: Guest) -> None:
-    trip = await _roundtrip(
-        hv, lab, disky, MigrationOptions(copy_storage=CopyStorage.ALL), local_disks=("vda",)
-    )
+    trip = await _roundtrip(hv, lab, disky, MigrationOptions(copy_storage=CopyStorage.ALL), local_disks=("vda",))
     assert "VIR_MIGRATE_NON_SHARED_DISK" in trip.plan.flags and trip.plan.params["migrate_disks"] == ["vda"]
     assert disky.disk is not None
     copy = disk_copy(lab, B, disky)
     created = [e.text for e in trip.sink.events if isinstance(e, Notice) and "pre-created" in e.text]
     assert created and "/var/lib/libvirt/xt-disks/xt-disky.qcow2 on hostB" in created[0]
-    compare = subprocess.run(
-        ["qemu-img", "compare", "-U", str(disky.disk), str(copy)], capture_output=True, text=True
-    )
-    assert compare.returncode == 0 and "Images are identical" in compare.stdout, (
-        compare.stdout + compare.stderr
-    )
+    compare = subprocess.run(["qemu-img", "compare", "-U", str(disky.disk), str(copy)], capture_output=True, text=True)
+    assert compare.returncode == 0 and "Images are identical" in compare.stdout, compare.stdout + compare.stderr
 
 
-async def test_local_disk_without_copy_storage_is_refused_clearly(
-    lab: LabInfo, hv: Hypervisor, disky: Guest
-) -> None:
+async def test_local_disk_without_copy_storage_is_refused_clearly(lab: LabInfo, hv: Hypervisor, disky: Guest) -> None:
     sink = RecordingSink()
     ex = Executor(hv, inventory(lab), sink)
     result, summary = await _go(ex, await _plan(hv, lab, disky, A, B, MigrationOptions()))
@@ -341,9 +335,7 @@ async def test_busy_guest_plain_live_does_not_converge_and_is_aborted_cleanly(
     await _console_clean(lab, busy)
 
 
-async def test_busy_guest_completes_with_postcopy(
-    lab: LabInfo, hv: Hypervisor, busy: Guest, slow_link: None
-) -> None:
+async def test_busy_guest_completes_with_postcopy(lab: LabInfo, hv: Hypervisor, busy: Guest, slow_link: None) -> None:
     """The planner's recommendation for a guest that outruns the link: post-copy. An abort in post-copy is
     refused (it would lose the VM)."""
     sink = RecordingSink()
@@ -383,11 +375,10 @@ async def _wait_for_data(sink: RecordingSink, job: int, timeout_s: float = 30) -
         await asyncio.sleep(0.1)
 
 
-async def test_abort_mid_flight_leaves_the_vm_on_the_source(
-    lab: LabInfo, hv: Hypervisor, idle: Guest
-) -> None:
+async def test_abort_mid_flight_leaves_the_vm_on_the_source(lab: LabInfo, hv: Hypervisor, idle: Guest) -> None:
     sink = RecordingSink()
     ex = Executor(hv, inventory(lab), sink)
+    await forget_on(hv, lab, idle, B)
     plan = await _plan(hv, lab, idle, A, B, MigrationOptions(bandwidth_mib_s=2))
     job = next(_job_ids)
     task = asyncio.ensure_future(ex.run(job, plan))
@@ -403,7 +394,7 @@ async def test_abort_mid_flight_leaves_the_vm_on_the_source(
     assert summary.outcome is JobState.ABORTED and "stays on hostA" in summary.headline
     assert (await hv.domain(lab.host(A).uri, idle.uuid)).state is DomainState.RUNNING
     assert not (await hv.domain(lab.host(B).uri, idle.uuid)).present  # the destination has nothing left
-    assert "carol: abort requested" in [e.text for e in sink.events if isinstance(e, Notice)][0]
+    assert "carol: abort requested" in next(e.text for e in sink.events if isinstance(e, Notice))
     with pytest.raises(StateError, match="no migration running"):
         await ex.abort(job, "carol")
     await _console_clean(lab, idle)

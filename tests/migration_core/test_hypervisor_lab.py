@@ -18,7 +18,7 @@ from migration_core.errors import HostUnreachable, HypervisorError
 from migration_core.hypervisor import Hypervisor, migration_flags
 from migration_core.hypervisor_types import DomainNotFound, DomainState, JobType
 from tests.labkit import REPO, LabInfo
-from tests.migration_core.executor_lab_support import A, B, Guest, drop_guest, make_guest
+from tests.migration_core.executor_lab_support import A, B, Guest, drop_guest, healthy_link, make_guest
 
 pytestmark = pytest.mark.lab
 
@@ -34,6 +34,7 @@ LIVE_P2P = (
 
 @pytest.fixture(scope="module")
 def hv(lab: LabInfo) -> Iterator[Hypervisor]:
+    healthy_link(lab)
     hypervisor = Hypervisor({A: lab.host(A).uri, B: lab.host(B).uri})
     for name in (A, B):
         hypervisor.add_host(name, lab.host(name).peer_uri)
@@ -50,9 +51,7 @@ def guest(lab: LabInfo, hv: Hypervisor) -> Iterator[Guest]:
 async def _home(hv: Hypervisor, lab: LabInfo, guest: Guest) -> None:
     """Bring the guest back to hostA if a test left it on hostB."""
     if (await hv.domain(lab.host(B).uri, guest.uuid)).active:
-        await hv.migrate(
-            lab.host(B).uri, guest.uuid, flags=LIVE_P2P, params={}, peer_uri=lab.host(A).peer_uri
-        )
+        await hv.migrate(lab.host(B).uri, guest.uuid, flags=LIVE_P2P, params={}, peer_uri=lab.host(A).peer_uri)
 
 
 async def test_host_facts(lab: LabInfo, hv: Hypervisor) -> None:
@@ -120,9 +119,7 @@ async def test_storage_paths_pools_and_precreation(lab: LabInfo, hv: Hypervisor)
     await hv.create_volume(b.uri, outside, 16 * 1024 * 1024, "qcow2")
     assert on_disk.exists() and await hv.path_exists(b.uri, outside) is True
     assert await hv.path_exists(a.uri, outside) is False  # host-private: A has its own /var/lib/libvirt
-    info = subprocess.run(
-        ["qemu-img", "info", "-U", str(on_disk)], capture_output=True, text=True, check=True
-    )
+    info = subprocess.run(["qemu-img", "info", "-U", str(on_disk)], capture_output=True, text=True, check=True)
     assert "virtual size: 16 MiB" in info.stdout and "file format: qcow2" in info.stdout
     on_disk.unlink()
 
@@ -136,9 +133,7 @@ async def test_storage_paths_pools_and_precreation(lab: LabInfo, hv: Hypervisor)
     assert await hv.delete_volume(b.uri, inside) is False
 
 
-async def test_migration_stats_controls_and_completed_stats(
-    lab: LabInfo, hv: Hypervisor, guest: Guest
-) -> None:
+async def test_migration_stats_controls_and_completed_stats(lab: LabInfo, hv: Hypervisor, guest: Guest) -> None:
     a, b = lab.host(A), lab.host(B)
     await _home(hv, lab, guest)
     hv.forget_completed(guest.uuid)
@@ -171,9 +166,7 @@ async def test_migration_stats_controls_and_completed_stats(
 async def test_error_translation(lab: LabInfo, hv: Hypervisor, guest: Guest) -> None:
     a = lab.host(A)
     await _home(hv, lab, guest)
-    with pytest.raises(
-        HypervisorError, match=r"same host \(same host UUID 6c61622d-0000-4000-8000-00000000000a\)"
-    ):
+    with pytest.raises(HypervisorError, match=r"same host \(same host UUID 6c61622d-0000-4000-8000-00000000000a\)"):
         await hv.migrate(a.uri, guest.name, flags=LIVE_P2P, params={}, peer_uri=a.peer_uri)
     with pytest.raises(HostUnreachable) as refused:
         await hv.hostname("qemu+tcp://127.0.0.1:1/system")
@@ -241,9 +234,7 @@ async def test_p2p_migration_survives_client_death(lab: LabInfo, hv: Hypervisor,
     await _home(hv, lab, guest)
 
 
-async def test_client_managed_migration_dies_with_its_client(
-    lab: LabInfo, hv: Hypervisor, guest: Guest
-) -> None:
+async def test_client_managed_migration_dies_with_its_client(lab: LabInfo, hv: Hypervisor, guest: Guest) -> None:
     a, b = lab.host(A), lab.host(B)
     await _home(hv, lab, guest)
     await _kill_client_mid_migration(lab, hv, guest, "managed")

@@ -1,0 +1,149 @@
+"""Executor benchmark on the real lab: the executor vs raw `virsh migrate`, and strategies for a busy guest.
+
+    .venv/bin/python bench/bench_executor.py                 # 5 repetitions, then the busy-guest strategies
+    .venv/bin/python bench/bench_executor.py --reps 9 --skip-busy
+
+1. Overhead: one idle lab VM (a clone of vm42, so the lab's own VMs are left alone) migrated back and forth
+   with the same flags (live, peer-to-peer, persistent, undefine-source, the same migrate_uri) by
+   `virsh migrate` and by `Executor.run` (which also sets the max downtime, polls job stats every 0.5 s,
+   feeds the tracker and controller, and reads the final stats and both hosts' state). Alternating order;
+   the median wall time of each and their ratio (target: executor <= 1.05 x virsh).
+2. The busy guest (a clone of `busy`: 256 MiB, 31 MiB/s of dirtying) on the migration link shaped to
+   16 MiB/s: plain live with the planner's default policy, the planner's recommendation (--postcopy: switch
+   when pre-copy stalls) and --postcopy-after 10s. Completion, total time, downtime, data, iterations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from migration_core.events import RecordingSink
+from migration_core.executor import Executor
+from migration_core.hypervisor import Hypervisor
+from migration_core.models import JobState, MigrationOptions
+from tests.labkit import LabInfo, bring_up, link_rate, link_reset
+from tests.migration_core.executor_lab_support import A, B, Guest, drop_guest, inventory, make_guest, plan_for
+
+FLAGS = ["--live", "--p2p", "--persistent", "--undefinesource"]
+MIB = 1024 * 1024
+
+
+async def _virsh_once(lab: LabInfo, guest: Guest, src: str, dst: str) -> float:
+    s, d = lab.host(src), lab.host(dst)
+    argv = ["virsh", "-q", "-c", s.uri, "migrate", *FLAGS, guest.name, d.peer_uri, "--migrateuri", f"tcp://{d.ip}"]
+    t0 = time.perf_counter()
+    proc = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=300)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"virsh migrate failed: {proc.stderr.strip()}")
+    return wall
+
+
+async def _executor_once(hv: Hypervisor, lab: LabInfo, guest: Guest, src: str, dst: str, job: int) -> float:
+    xml = await hv.domain_xml(lab.host(src).uri, guest.name, migratable=False)
+    plan = plan_for(lab, guest, xml, source=src, destination=dst, options=MigrationOptions(undefine_source=True))
+    ex = Executor(hv, inventory(lab), RecordingSink())
+    t0 = time.perf_counter()
+    result = await ex.run(job, plan)
+    wall = time.perf_counter() - t0
+    if result.outcome is not JobState.SUCCEEDED:
+        raise SystemExit(f"executor migration failed: {result.error}")
+    return wall
+
+
+async def overhead(hv: Hypervisor, lab: LabInfo, reps: int) -> None:
+    guest = await make_guest(hv, lab, "vm42", "xb-idle")
+    virsh_s: list[float] = []
+    executor_s: list[float] = []
+    where = A
+    try:
+        for i in range(reps):
+            for tool in ("virsh", "executor") if i % 2 == 0 else ("executor", "virsh"):
+                there = B if where == A else A
+                if tool == "virsh":
+                    virsh_s.append(await _virsh_once(lab, guest, where, there))
+                else:
+                    executor_s.append(await _executor_once(hv, lab, guest, where, there, 9000 + len(executor_s)))
+                where = there
+    finally:
+        await drop_guest(hv, lab, guest)
+    v, e = statistics.median(virsh_s), statistics.median(executor_s)
+    print(f"\n1. overhead: idle VM (64 MiB), {reps} migrations per tool, alternating A<->B")
+    print(f"   virsh migrate   median {v:.3f} s   (all: {', '.join(f'{x:.2f}' for x in virsh_s)})")
+    print(f"   Executor.run    median {e:.3f} s   (all: {', '.join(f'{x:.2f}' for x in executor_s)})")
+    print(f"   ratio executor / virsh = {e / v:.3f}  (target <= 1.05: {'met' if e / v <= 1.05 else 'NOT met'})")
+
+
+async def busy(hv: Hypervisor, lab: LabInfo, rate_mib_s: int) -> None:
+    guest = await make_guest(hv, lab, "busy", "xb-busy")
+    strategies = [
+        ("plain live (planner default policy)", MigrationOptions(undefine_source=True)),
+        ("--postcopy (planner's recommendation)", MigrationOptions(postcopy=True, undefine_source=True)),
+        ("--postcopy-after 10s", MigrationOptions(postcopy_after_s=10, undefine_source=True)),
+    ]
+    rows = []
+    try:
+        for n, (label, opts) in enumerate(strategies):
+            where = A if (await hv.domain(lab.host(A).uri, guest.name)).active else B
+            there = B if where == A else A
+            xml = await hv.domain_xml(lab.host(where).uri, guest.name, migratable=False)
+            plan = plan_for(lab, guest, xml, source=where, destination=there, options=opts)
+            await asyncio.to_thread(link_rate, lab, rate_mib_s)
+            ex = Executor(hv, inventory(lab), RecordingSink())
+            try:
+                t0 = time.perf_counter()
+                result = await ex.run(9500 + n, plan)
+                wall = time.perf_counter() - t0
+            finally:
+                await asyncio.to_thread(link_reset, lab)
+            stats = result.completed
+            downtime = stats.get_int("downtime") if stats and result.outcome is JobState.SUCCEEDED else None
+            data = stats.get_int("data_processed") / MIB if stats else None
+            rows.append(
+                (
+                    label,
+                    result.outcome.value,
+                    wall,
+                    downtime,
+                    data,
+                    result.postcopy,
+                    plan.policy.stall_timeout_s,
+                    (result.error or "")[:90],
+                )
+            )
+    finally:
+        await drop_guest(hv, lab, guest)
+    print(f"\n2. busy guest (256 MiB, dirties 31 MiB/s) on the link shaped to {rate_mib_s} MiB/s")
+    print(f"   {'strategy':40} {'outcome':10} {'total':>8} {'downtime':>9} {'data':>9}  post-copy  stall")
+    for label, outcome, wall, downtime, data, pc, stall, err in rows:
+        dt = f"{downtime} ms" if downtime is not None else "-"
+        mb = f"{data:.0f} MiB" if data is not None else "-"
+        print(f"   {label:40} {outcome:10} {wall:7.1f}s {dt:>9} {mb:>9}  {'yes' if pc else 'no':9}  {stall:.0f}s")
+        if err:
+            print(f"      {err}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5, help="migrations per tool in part 1 (default 5)")
+    parser.add_argument("--skip-busy", action="store_true", help="only part 1")
+    parser.add_argument("--rate", type=int, default=16, help="link rate for part 2, MiB/s (default 16)")
+    args = parser.parse_args()
+    lab, _ = await asyncio.to_thread(bring_up)
+    hv = Hypervisor({A: lab.host(A).uri, B: lab.host(B).uri})
+    await overhead(hv, lab, args.reps)
+    if not args.skip_busy:
+        await busy(hv, lab, args.rate)
+    await hv.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -10,4 +10,6 @@ cleanup() {
   deploy/pg-test-server stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
+# The worked examples in the core's docstrings must stay true; then the whole suite.
+.venv/bin/pytest -q -p no:cacheprovider --doctest-modules migration_core
 .venv/bin/pytest -m "not slow" "$@"

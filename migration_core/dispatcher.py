@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from migration_core import logctx
+from migration_core.dispatcher_recovery import resume_broken_postcopy
 from migration_core.errors import MigrateBotError
 from migration_core.events import EventSink, Notice, NoticeKind, StateChanged, SummaryReady
 from migration_core.executor import Executor
+from migration_core.executor_types import ExecutionResult
 from migration_core.inventory import Inventory
 from migration_core.models import Job, JobState, MigrationRequest, Plan, VerificationSummary
 from migration_core.service_api import QueuePosition
@@ -40,6 +43,9 @@ class DispatcherConfig:
     lease_s: float = 30.0
     interval_s: float = 1.0
     approval_ttl_s: float = 30 * 60
+    preflight_stale_s: float = 120.0  # a preflight older than this was interrupted (its bot died): fail it
+    postcopy_retry_s: float = 10.0  # a broken post-copy is resumed every this long ...
+    postcopy_give_up_s: float = 30 * 60.0  # ... until this long has passed (then: the summary's manual steps)
 
 
 class JobMover:
@@ -60,8 +66,17 @@ class JobMover:
         plan: Plan | None = None,
         error: str | None = None,
     ) -> Job:
-        moved = await self.store.transition(job.id, job.state, new, actor=actor, detail=detail, plan=plan, error=error)
-        await self.sink.emit(StateChanged(job.id, job.state, new, actor, detail, self.clock()))
+        # Whoever calls (a click, the dispatcher loop, recovery), the line names the job, its VM and hosts.
+        fields = logctx.fields_of(job, actor)
+        if actor is None and "actor" in logctx.current():
+            fields["actor"] = None  # a system move inside someone's click: keep that person as the actor
+        with logctx.job_context(**fields):
+            moved = await self.store.transition(
+                job.id, job.state, new, actor=actor, detail=detail, plan=plan, error=error
+            )
+            with logctx.job_context(source=moved.source or None):  # a new plan names the source
+                log.info("job %s: %s -> %s: %s", job.id, job.state.value, new.value, detail)
+                await self.sink.emit(StateChanged(job.id, job.state, new, actor, detail, self.clock()))
         return moved
 
 
@@ -72,7 +87,10 @@ def _limits(inventory: Inventory) -> dict[str, HostLimit]:
 def waiting_reason(job: Job, load: dict[str, HostLoad], limits: dict[str, HostLimit]) -> str | None:
     """Why `job` cannot start now, or None when both hosts have a free slot.
 
-    >>> waiting_reason(job_41_to_hostB, {"hostB": HostLoad("hostB", (41, 43))}, {"hostB": HostLimit(2, 2)})
+    >>> from datetime import UTC, datetime
+    >>> now = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> job = Job(44, "vm42", "hostA", "hostB", "alice", JobState.QUEUED, now, now)
+    >>> waiting_reason(job, {"hostB": HostLoad("hostB", (41, 43))}, {"hostB": HostLimit(2, 2)})
     'hostB already receives 2 migrations: #41, #43'
     """
     src, dst = limits.get(job.source), limits.get(job.destination)
@@ -157,6 +175,7 @@ class Dispatcher:
 
     async def _tick(self) -> None:
         await self._expire_stale()
+        await self._fail_interrupted_preflights()
         for job in await self.store.expired_leases():
             taken = await self.store.take_over(job.id, self.config.replica_id, self.config.lease_s)
             if taken is not None:
@@ -168,9 +187,19 @@ class Dispatcher:
                 break
             self._spawn(claimed)
         await self._mark_waiting(limits)
-        for job_id in list(self._runs):
+        for job_id, task in list(self._runs.items()):
             if not await self.store.renew_lease(job_id, self.config.replica_id, self.config.lease_s):
-                log.warning("job %s: lost its lease; another replica owns it now", job_id)
+                await self._lost_lease(job_id, task)
+
+    async def _lost_lease(self, job_id: int, task: asyncio.Task[None]) -> None:
+        """Our lease on a running job ran out (e.g. the database was away longer than the lease) and another
+        replica took the job over: stop watching it here, so exactly one replica steers and records it. The
+        migration itself is libvirt's (peer-to-peer) and goes on; the new owner has reattached to it."""
+        job = await self.store.get_job(job_id)
+        if job.state.terminal or job.owner in (None, self.config.replica_id):
+            return  # finished (no lease to renew), or still ours
+        log.warning("job %s: replica %s took it over (our lease ran out); stopping our watch", job_id, job.owner)
+        task.cancel()
 
     # ----- approvals that ran out, queue ------------------------------------------------------------------
 
@@ -181,6 +210,14 @@ class Dispatcher:
             return await self.mover.move(job, JobState.EXPIRED, None, detail)
         except MigrateBotError:  # decided or expired by someone else in the meantime
             return await self.store.get_job(job.id)
+
+    async def _fail_interrupted_preflights(self) -> None:
+        """A job stuck in requested/preflight for longer than any preflight takes was abandoned by a bot that
+        died (or restarted) in the middle of it: nothing ran, so close it and free the VM for a new request."""
+        stale = self.clock() - timedelta(seconds=self.config.preflight_stale_s)
+        for job in await self.store.jobs_in_states([JobState.REQUESTED, JobState.PREFLIGHT]):
+            if job.updated_at < stale:
+                await self._fail(job.id, "the bot stopped during preflight; nothing was changed, request it again")
 
     async def _expire_stale(self) -> None:
         now = self.clock()
@@ -230,6 +267,10 @@ class Dispatcher:
         self.kick()  # a slot is free: let the queue drain
 
     async def _run(self, job: Job, recovering: bool) -> None:
+        with logctx.for_job(job):  # the run's task and everything it starts carry the job's fields
+            await self._run_in_context(job, recovering)
+
+    async def _run_in_context(self, job: Job, recovering: bool) -> None:
         try:
             if job.state in (JobState.RUNNING, JobState.VERIFYING):
                 await self._reattach(job)
@@ -269,20 +310,39 @@ class Dispatcher:
             return
         job = await self.mover.move(job, JobState.RUNNING, None, f"migrating {plan.source} -> {plan.destination}")
         result = await self.executor.run(job.id, plan)
+        result = await self._resume_postcopy(job, plan, result)
         await self._verify(job, plan, result)
 
     async def _reattach(self, job: Job) -> None:
         assert job.plan is not None
-        text = f"the bot restarted; reattaching to the migration of {job.vm} (replica {self.config.replica_id})"
-        await self.sink.emit(Notice(job.id, NoticeKind.INFO, text, self.clock()))
-        await self.store.record_event(job.id, EventKind.NOTICE, self.config.replica_id, text)
+        me = self.config.replica_id
+        who = "the bot restarted" if job.owner in (None, me) else f"replica {job.owner} stopped renewing its lease"
+        text = f"{who}; reattaching to the migration of {job.vm} (replica {me})"
+        await self._say(job.id, NoticeKind.INFO, text, actor=me)
         result = await self.executor.reattach(job.id, job.plan)
+        result = await self._resume_postcopy(job, job.plan, result)
         await self._verify(job, job.plan, result)
 
-    async def _verify(self, job: Job, plan: Plan, result: object) -> None:
-        from migration_core.executor_types import ExecutionResult
+    async def _resume_postcopy(self, job: Job, plan: Plan, result: ExecutionResult) -> ExecutionResult:
+        async def say(kind: NoticeKind, text: str) -> None:
+            await self._say(job.id, kind, text)
 
-        assert isinstance(result, ExecutionResult)
+        return await resume_broken_postcopy(
+            self.executor,
+            job.id,
+            plan,
+            result,
+            say,
+            retry_s=self.config.postcopy_retry_s,
+            give_up_s=self.config.postcopy_give_up_s,
+        )
+
+    async def _say(self, job_id: int, kind: NoticeKind, text: str, *, actor: str | None = None) -> None:
+        """A notice in the job's thread and in its record."""
+        await self.sink.emit(Notice(job_id, kind, text, self.clock()))
+        await self.store.record_event(job_id, EventKind.NOTICE, actor, text, {"kind": kind.value})
+
+    async def _verify(self, job: Job, plan: Plan, result: ExecutionResult) -> None:
         job = await self.store.get_job(job.id)
         if job.state is JobState.RUNNING:
             job = await self.mover.move(job, JobState.VERIFYING, None, f"migration {result.outcome.value}; verifying")
@@ -305,7 +365,5 @@ class Dispatcher:
                     self._spawn(taken, recovering=True)
             else:
                 await self.store.release(job.id, self.config.replica_id)
-        # Preflight interrupted by the restart: nothing ran, so say so and let the operator ask again.
-        for job in await self.store.jobs_in_states([JobState.REQUESTED, JobState.PREFLIGHT]):
-            if job.owner in (None, self.config.replica_id) and job.updated_at < self.clock() - timedelta(minutes=2):
-                await self._fail(job.id, "the bot restarted during preflight; nothing was changed, request it again")
+        # Preflight interrupted by the restart (nothing ran): checked at every tick, see the method.
+        await self._fail_interrupted_preflights()

@@ -10,18 +10,20 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from bot.blocks.answers import hosts_message, jobs_message, status_message
 from bot.blocks.card import plan_message
 from bot.blocks.ir import Dialect
 from bot.console_render import render_plain
-from bot.logging_setup import setup_logging
+from bot.logging_setup import setup_logging, url_password
 from bot.settings import Settings, Transport, load_settings
 from bot.wiring import Core, make_service, open_core
-from migration_core.errors import GrammarError, HostUnreachable, MigrateBotError, PreflightError
-from migration_core.events import RecordingSink
+from migration_core.errors import GrammarError, MigrateBotError
+from migration_core.events import FanoutSink, RecordingSink
 from migration_core.grammar import MigrateCommand, parse_command
+from migration_core.service import MigrationService
 
 log = logging.getLogger(__name__)
 _PLAIN = Dialect()
@@ -29,7 +31,12 @@ _PLAIN = Dialect()
 
 def _settings() -> Settings:
     settings = load_settings()
-    secrets = (settings.slack_bot_token or "", settings.slack_app_token or "", settings.slack_signing_secret or "")
+    secrets = (
+        settings.slack_bot_token or "",
+        settings.slack_app_token or "",
+        settings.slack_signing_secret or "",
+        url_password(settings.database_url) or "",
+    )
     setup_logging(settings.log_level, settings.log_format.value == "json", secrets)
     return settings
 
@@ -61,8 +68,10 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if job is None:
                 err.write(f"error: no job for VM {target!r}\nhint: see `migrate-bot history`\n")
                 return 1
-            events = await core.store.events(job.id)
-            _emit(out, args.json, _job_json(job), status_message(job, _PLAIN, events=events))
+            samples = await core.store.progress(job.id, limit=1)
+            sample = samples[-1] if samples else None
+            msg = status_message(job, _PLAIN, ttl_s=core.settings.approval_ttl_s, sample=sample)
+            _emit(out, args.json, _job_json(job), msg)
             return 0
         if args.cmd == "history":
             if not 1 <= args.limit <= 1000:
@@ -123,7 +132,7 @@ async def _plan(settings: Settings, args: argparse.Namespace, out: TextIO, err: 
     try:
         core.inventory.get(command.request.destination)
         plan = await core.planning.make_plan(command.request)
-    except (HostUnreachable, PreflightError) as e:
+    except MigrateBotError as e:  # unknown host, no host answers, ...: with --json the caller still gets JSON
         if args.json:
             out.write(json.dumps({"error": e.message, "hint": e.hint}) + "\n")
         else:
@@ -142,14 +151,67 @@ async def _console(core: Core, args: argparse.Namespace, out: TextIO) -> int:
     from bot.console import ConsoleSink, console_approver_check, run_console
 
     sink = ConsoleSink()
-    service = make_service(core, sink, console_approver_check(core.settings))
+    ops = _Ops(core)
+    service = make_service(core, FanoutSink(ops.sink, sink), console_approver_check(core.settings))
+    ops.watch(service)
     await service.start()
+    stop_ops = await ops.serve_metrics_port()
     try:
         return await run_console(
             service, core.settings, user=args.user or getpass.getuser(), stdin=sys.stdin, stdout=out, sink=sink
         )
     finally:
+        await stop_ops()
+        ops.close()
         await service.close()
+
+
+class _Ops:
+    """Metrics and health of one process: the metrics sink, the Slack/libvirt error hooks, /healthz, and the
+    listener on MIGRATE_BOT_METRICS_PORT."""
+
+    def __init__(self, core: Core) -> None:
+        from bot.metrics import Metrics, MetricsSink, metrics_handler, watch_libvirt
+        from bot.slack_runner import HealthProbe
+
+        self.core = core
+        self.metrics = Metrics()
+        self.sink = MetricsSink(self.metrics, get_job=core.store.get_job)
+        self.handler = metrics_handler(self.metrics)
+        self.health = HealthProbe(core.store.ping, core.inventory.names(), core.planning.host_status)
+        self._unwatch = watch_libvirt(self.metrics)
+
+    def watch(self, service: MigrationService) -> None:
+        async def queue_length() -> int:
+            return len(await service.queue())
+
+        self.metrics.watch_queue(queue_length)
+
+    def watch_slack(self, client: object) -> None:
+        from bot.metrics import SlackErrorObserver
+
+        handlers = getattr(client, "retry_handlers", None)
+        if isinstance(handlers, list):
+            handlers.insert(0, SlackErrorObserver(self.metrics))  # first: it sees every attempt
+
+    async def serve_metrics_port(self) -> Callable[[], Awaitable[None]]:
+        """Listen on MIGRATE_BOT_METRICS_PORT (if set) for /metrics and /healthz; returns the stop function."""
+        from bot.slack_runner import ops_web_app, start_site
+
+        s = self.core.settings
+        if s.metrics_port is None:
+            return _nothing
+        web_app = ops_web_app(health=self.health, metrics=self.handler)
+        runner, port = await start_site(web_app, s.bind_host, s.metrics_port)
+        log.info("metrics and health on http://%s:%d (/metrics, /healthz)", s.bind_host, port)
+        return runner.cleanup
+
+    def close(self) -> None:
+        self._unwatch()
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def _serve(settings: Settings) -> int:
@@ -158,9 +220,12 @@ async def _serve(settings: Settings) -> int:
 
     settings.require_slack()
     core = await open_core(settings)
-    bot = build_slack(settings, lambda sink, check: make_service(core, sink, check))
+    ops = _Ops(core)
+    bot = build_slack(settings, lambda sink, check: make_service(core, sink, check), extra_sinks=(ops.sink,))
     service = bot.service
-    assert hasattr(service, "start")
+    assert isinstance(service, MigrationService)
+    ops.watch(service)
+    ops.watch_slack(bot.client)
     await service.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -173,15 +238,18 @@ async def _serve(settings: Settings) -> int:
         ", ".join(core.inventory.names()),
         core.store.url_masked,
     )
+    stop_ops = await ops.serve_metrics_port()
     try:
         if settings.transport is Transport.HTTP:
-            await run_http(bot.app, settings, stop=stop)
+            await run_http(bot.app, settings, stop=stop, health=ops.health, metrics=ops.handler)
         else:
             await run_socket_mode(bot.app, settings, stop=stop)
     except MigrateBotError:
         raise
     finally:
+        await stop_ops()
+        ops.close()
         await bot.sink.aclose()
-        await service.close()  # type: ignore[attr-defined]
+        await service.close()
         await core.close()
     return 0

@@ -6,6 +6,7 @@ Every variable is documented in README.md. A wrong value raises SettingsError na
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -61,7 +62,9 @@ class Settings:
     log_format: LogFormat = LogFormat.TEXT
     log_level: str = "INFO"
     metrics_port: int | None = None
+    bind_host: str = "0.0.0.0"
     replica_id: str | None = None
+    lease_s: float = 30.0
 
     def require_slack(self) -> None:
         """Raise a clear error when the tokens the chosen transport needs are missing."""
@@ -164,6 +167,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     for name, key, lo, hi in (
         ("MIGRATE_BOT_APPROVAL_TTL", "approval_ttl_s", 10.0, 7 * 86400.0),
         ("MIGRATE_BOT_DIRTY_RATE_WINDOW", "dirty_rate_window_s", 1.0, 60.0),
+        # A replica renews its leases every second; a dead one's jobs are taken over after this long.
+        ("MIGRATE_BOT_LEASE", "lease_s", 3.0, 600.0),
     ):
         if (v := get(name)) is not None:
             try:
@@ -190,6 +195,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if not v.isdigit() or not 1 <= int(v) <= 65535:
             raise bad("MIGRATE_BOT_METRICS_PORT", v, "a TCP port number 1-65535")
         kwargs["metrics_port"] = int(v)
+    if (v := get("MIGRATE_BOT_BIND")) is not None:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise bad("MIGRATE_BOT_BIND", v, "an IP address to listen on, e.g. 0.0.0.0 (all) or 127.0.0.1") from None
+        kwargs["bind_host"] = v
     if (v := get("MIGRATE_BOT_REPLICA_ID")) is not None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
             raise bad("MIGRATE_BOT_REPLICA_ID", v, "1-64 letters, digits, '.', '_' or '-'")

@@ -1,27 +1,46 @@
-"""Run the Bolt app over Socket Mode (default; outbound WebSocket) or HTTP (`/slack/events` + `/healthz`)."""
+"""Run the Bolt app over Socket Mode (default; outbound WebSocket) or HTTP (`/slack/events`, `/healthz`, `/metrics`).
+
+HTTP mode puts a gate in front of Bolt (`slack_events_handler`): the request signature is checked FIRST, on
+the raw bytes, before anything parses the body (401 for unsigned, wrongly signed, replayed or future
+requests: the timestamp must be within 300 s of now). A signed but malformed body (not UTF-8, not JSON / form,
+a payload of the wrong shape) gets a 400 instead of reaching Bolt, which would answer it with a 500 and a
+traceback. Bodies over 1 MiB get a 413. Only then does Bolt (which checks the signature once more) dispatch.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 
+from bot.payload_gate import payload_problem
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
+REPLAY_WINDOW_S = 300  # Slack's rule: refuse requests whose timestamp is more than 5 minutes from now
+MAX_BODY_BYTES = 1024 * 1024
+REFUSAL_LOG_EVERY_S = 10.0  # at most one log line per this interval for refused requests (no log flooding)
 
-# Answers "is this process healthy?" with (ok, detail); the default only says the process is up.
-HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
+# Answers "is this process healthy?" with (ok, details); the default only says the process is up.
+HealthCheck = Callable[[], Awaitable[tuple[bool, Mapping[str, Any] | str]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def _process_up() -> tuple[bool, str]:
+async def _process_up() -> tuple[bool, Mapping[str, Any] | str]:
     return True, "process up"
 
 
@@ -38,9 +57,158 @@ async def run_socket_mode(app: AsyncApp, settings: Settings, *, stop: asyncio.Ev
         await handler.close_async()  # type: ignore[no-untyped-call]
 
 
-def http_web_app(app: AsyncApp, *, health: HealthCheck = _process_up) -> web.Application:
-    """The aiohttp application: Bolt on POST /slack/events, plus GET /healthz (200 or 503, JSON)."""
-    web_app = app.web_app(path=EVENTS_PATH)
+def signature_problem(
+    secret: str, raw: bytes, timestamp: str | None, signature: str | None, now_s: float
+) -> str | None:
+    """Why a request is not Slack's (None when it is): Slack's v0 HMAC-SHA256 over `v0:<ts>:<body>`.
+
+    >>> signature_problem("s", b"x", None, "v0=ab", 1000.0)
+    'missing X-Slack-Request-Timestamp or X-Slack-Signature'
+    """
+    if not timestamp or not signature:
+        return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        return "the timestamp is not a number of seconds"
+    skew_s = now_s - int(timestamp)
+    if abs(skew_s) > REPLAY_WINDOW_S:
+        return f"the timestamp is {abs(skew_s):.0f} s {'old' if skew_s > 0 else 'in the future'} (limit 300 s)"
+    if not secret:
+        return "no signing secret is configured"
+    expected = "v0=" + hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+        return "the signature does not match"
+    return None
+
+
+class _RefusalLog:
+    """Logs refused requests without letting a flood of them flood the log."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._suppressed = 0
+
+    def note(self, status: int, reason: str, peer: str | None) -> None:
+        now = time.monotonic()
+        if now - self._last < REFUSAL_LOG_EVERY_S:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more refused since the last line)" if self._suppressed else ""
+        log.warning("refused a request to %s from %s: %d %s%s", EVENTS_PATH, peer or "?", status, reason, more)
+        self._last, self._suppressed = now, 0
+
+
+def slack_events_handler(
+    app: AsyncApp,
+    signing_secret: str,
+    *,
+    slack_api_url: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Handler:
+    """POST /slack/events: signature gate, shape gate, then Bolt."""
+    refusals = _RefusalLog()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()  # over client_max_size: aiohttp answers 413 by itself
+        h = request.headers
+        problem = signature_problem(
+            signing_secret, raw, h.get("X-Slack-Request-Timestamp"), h.get("X-Slack-Signature"), clock()
+        )
+        if problem is not None:
+            refusals.note(401, problem, request.remote)
+            return web.json_response({"ok": False, "error": "invalid_request_signature"}, status=401)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return _bad_request(refusals, "the body is not UTF-8", request.remote)
+        content_type = (h.get("Content-Type") or "").split(";")[0] or None  # as Bolt reads it
+        shape = payload_problem(text, content_type, slack_api_url=slack_api_url)
+        if shape is not None:
+            return _bad_request(refusals, shape, request.remote)
+        bolt_request = AsyncBoltRequest(body=text, query=request.query_string, headers=dict(h.items()))
+        bolt_response = await app.async_dispatch(bolt_request)
+        return await to_aiohttp_response(bolt_response)
+
+    return handle
+
+
+def _bad_request(refusals: _RefusalLog, reason: str, peer: str | None) -> web.Response:
+    refusals.note(400, reason, peer)
+    return web.json_response({"ok": False, "error": "malformed_request", "detail": reason}, status=400)
+
+
+class HealthProbe:
+    """/healthz for a process supervisor: the process answers, the database answers a ping, and which inventory
+    hosts' libvirt answer.
+
+    Healthy (200) means the bot can do its job's bookkeeping: the database answers. An unreachable database
+    is 503. Hosts are probed too and reported per host (cached for `host_ttl_s`, so a supervisor polling
+    every few seconds does not open libvirt connections every time), but an unreachable hypervisor does not
+    make the bot unhealthy: restarting the bot cannot bring a host back, and a supervisor that restarts on
+    503 would only add a restart to an outage. Alert on `hosts_reachable` (or the libvirt metrics) instead.
+    """
+
+    def __init__(
+        self,
+        ping: Callable[[], Awaitable[None]],
+        hosts: Sequence[str],
+        host_status: Callable[[str], Awaitable[tuple[bool, str, int | None]]],
+        *,
+        timeout_s: float = 5.0,
+        host_ttl_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ping = ping
+        self._hosts = tuple(hosts)
+        self._host_status = host_status
+        self._timeout_s = timeout_s
+        self._host_ttl_s = host_ttl_s
+        self._clock = clock
+        self._host_cache: tuple[float, dict[str, dict[str, Any]]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> tuple[bool, Mapping[str, Any] | str]:
+        database = await self._database()
+        hosts = await self._probe_hosts()
+        up = sum(1 for h in hosts.values() if h["ok"])
+        detail = {
+            "process": "up",
+            "database": database,
+            "hosts": hosts,
+            "hosts_reachable": f"{up}/{len(hosts)}",
+        }
+        return bool(database["ok"]), detail
+
+    async def _database(self) -> dict[str, Any]:
+        try:
+            await asyncio.wait_for(self._ping(), self._timeout_s)
+            return {"ok": True}
+        except TimeoutError:
+            return {"ok": False, "error": f"no answer within {self._timeout_s:g} s"}
+        except Exception as err:  # StoreError (URL masked) or anything the driver raised
+            return {"ok": False, "error": str(err) or type(err).__name__}
+
+    async def _probe_hosts(self) -> dict[str, dict[str, Any]]:
+        async with self._lock:
+            now = self._clock()
+            if self._host_cache is not None and now - self._host_cache[0] < self._host_ttl_s:
+                return self._host_cache[1]
+            results = await asyncio.gather(*(self._one(name) for name in self._hosts))
+            probed = dict(zip(self._hosts, results, strict=True))
+            self._host_cache = (now, probed)
+            return probed
+
+    async def _one(self, name: str) -> dict[str, Any]:
+        try:
+            ok, detail, _running = await asyncio.wait_for(self._host_status(name), self._timeout_s)
+            return {"ok": ok, "detail": detail}
+        except TimeoutError:
+            return {"ok": False, "detail": f"no answer within {self._timeout_s:g} s"}
+        except Exception as err:
+            return {"ok": False, "detail": str(err) or type(err).__name__}
+
+
+def health_handler(health: HealthCheck) -> Handler:
+    """GET /healthz: 200 when healthy, 503 when not, with the details as JSON."""
 
     async def healthz(_request: web.Request) -> web.Response:
         try:
@@ -49,28 +217,67 @@ def http_web_app(app: AsyncApp, *, health: HealthCheck = _process_up) -> web.App
             ok, detail = False, f"health check failed: {type(err).__name__}"
         return web.json_response({"ok": ok, "detail": detail}, status=200 if ok else 503)
 
-    web_app.router.add_get(HEALTH_PATH, healthz)
+    return healthz
+
+
+def http_web_app(
+    app: AsyncApp,
+    *,
+    signing_secret: str,
+    slack_api_url: str | None = None,
+    health: HealthCheck = _process_up,
+    metrics: Handler | None = None,
+) -> web.Application:
+    """The aiohttp application: POST /slack/events (gated), GET /healthz, and GET /metrics when given."""
+    web_app = web.Application(client_max_size=MAX_BODY_BYTES)
+    web_app.router.add_post(EVENTS_PATH, slack_events_handler(app, signing_secret, slack_api_url=slack_api_url))
+    web_app.router.add_get(HEALTH_PATH, health_handler(health))
+    if metrics is not None:
+        web_app.router.add_get(METRICS_PATH, metrics)
     return web_app
+
+
+def ops_web_app(*, health: HealthCheck = _process_up, metrics: Handler | None = None) -> web.Application:
+    """The operations listener (MIGRATE_BOT_METRICS_PORT): GET /metrics and GET /healthz, nothing from Slack."""
+    web_app = web.Application(client_max_size=64 * 1024)
+    web_app.router.add_get(HEALTH_PATH, health_handler(health))
+    if metrics is not None:
+        web_app.router.add_get(METRICS_PATH, metrics)
+    return web_app
+
+
+async def start_site(web_app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start listening on host:port (0 = any free port); returns the runner (cleanup() stops it) and the port."""
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host=host, port=port)
+    await site.start()
+    server = getattr(site, "_server", None)
+    if server is not None and getattr(server, "sockets", None):
+        port = int(server.sockets[0].getsockname()[1])
+    return runner, port
 
 
 async def run_http(
     app: AsyncApp,
     settings: Settings,
     *,
-    host: str = "0.0.0.0",
+    host: str | None = None,
     health: HealthCheck = _process_up,
+    metrics: Handler | None = None,
     stop: asyncio.Event | None = None,
     on_listening: Callable[[int], None] | None = None,
 ) -> None:
     """Serve Slack's HTTP requests on settings.http_port until cancelled (or until `stop` is set)."""
-    runner = web.AppRunner(http_web_app(app, health=health), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host=host, port=settings.http_port)
-    await site.start()
-    port = settings.http_port
-    server = getattr(site, "_server", None)
-    if server is not None and getattr(server, "sockets", None):
-        port = server.sockets[0].getsockname()[1]
+    host = host or settings.bind_host
+    web_app = http_web_app(
+        app,
+        signing_secret=settings.slack_signing_secret or "",
+        slack_api_url=settings.slack_api_url,
+        health=health,
+        metrics=metrics,
+    )
+    runner, port = await start_site(web_app, host, settings.http_port)
     log.info("listening for Slack on http://%s:%d%s", host, port, EVENTS_PATH)
     if on_listening is not None:
         on_listening(port)

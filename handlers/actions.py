@@ -1,8 +1,11 @@
 """Buttons (approve, deny, abort, post-copy, downtime, bandwidth) and the two value modals.
 
 Every listener acks first. A button's value is never trusted for authority: the job id is read from the
-block_id (`approval:<id>` / `controls:<id>`), must agree with the value, and the service authorises the
-clicker (raising PolicyError / StateError, whose text the clicker sees ephemerally).
+block_id (`approval:<id>` / `controls:<id>`), must agree with the value, and the service looks the job up and
+authorises the clicker (raising PolicyError / StateError, whose text the clicker sees ephemerally). Every
+refusal is recorded in the job store's event log (kind "refused"): by the service for jobs it looks up, here
+for clicks that name no job, name a job that does not exist, or use a control the bot never rendered (a
+catch-all listener registered last).
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ from bot.blocks.modals import (
 from bot.blocks.slack import message_payload
 from handlers.deps import Deps, bug_reference, ephemeral
 from handlers.slack_io import post_message
-from migration_core.errors import MigrateBotError
+from migration_core.errors import MigrateBotError, UnknownJobError
 from migration_core.models import Job, JobState
 from migration_core.policy import may_control, required_approvals
 
 log = logging.getLogger(__name__)
 _BLOCK = re.compile(r"^(approval|controls):([0-9]{1,18})$")
 MODAL_ANSWER_WINDOW_S = 2.0  # view_submission must be acked within 3 s
+_RECORDED_CHARS = 100  # how much of a forged field the event log keeps (oversized values stay out)
+MAX_JOB_ID = 2**63 - 1  # job ids are 64-bit database keys; a bigger number is no job (and would not fit)
 
 
 def job_id_of(body: dict[str, Any]) -> int | None:
@@ -59,12 +64,24 @@ def _user(body: dict[str, Any]) -> str:
     return str(user.get("id", "")) if isinstance(user, dict) else ""
 
 
+def click_data(body: dict[str, Any]) -> dict[str, object]:
+    """What a refused click asked for, cut short, for the event log."""
+    try:
+        action = body["actions"][0]
+        fields = {k: action.get(k) for k in ("action_id", "block_id", "value")}
+    except (KeyError, IndexError, TypeError, AttributeError):
+        fields = {}
+    return {k: str(v)[:_RECORDED_CHARS] for k, v in fields.items() if v is not None}
+
+
 async def _say(respond: Any, text: str) -> None:
     """Ephemeral feedback to the clicker only; never replaces the card."""
+    if respond is None:  # a payload without response_url: nobody to tell
+        return
     try:
         await respond(replace_original=False, **ephemeral(text))
-    except Exception:
-        log.warning("could not send ephemeral feedback: %s", text, exc_info=True)
+    except Exception as err:  # Slack's problem (expired response_url...), not ours: no traceback
+        log.warning("could not send ephemeral feedback (%s): %s", type(err).__name__, text)
 
 
 def register(app: Any, deps: Deps) -> None:
@@ -76,10 +93,14 @@ def register(app: Any, deps: Deps) -> None:
             job_id = job_id_of(body)
             user = _user(body)
             if job_id is None or not user:
-                await _say(respond, "this button does not belong to a migration card; use `/migrate status`")
+                why = "the button does not belong to a migration card"
+                await deps.refused(None, user, action_id, why, click_data(body))
+                await _say(respond, f"{why}; use `/migrate status`")
                 return
             try:
                 await run(job_id, user, body, respond, client)
+            except UnknownJobError as err:  # recorded by the service; there is no card to refresh
+                await _say(respond, str(err))
             except MigrateBotError as err:
                 await _say(respond, str(err))
                 await deps.refresh_card(job_id)  # the card may be stale (that is why they could click)
@@ -114,14 +135,25 @@ def register(app: Any, deps: Deps) -> None:
     async def open_modal(
         kind: str, job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any
     ) -> None:
-        job = await svc.get_job(job_id)
-        may_control(user, job, await deps.approver_check(user)).raise_if_refused()
+        try:
+            job = await svc.get_job(job_id)
+        except UnknownJobError as err:
+            await deps.refused(None, user, kind, err.message, {"job_id": job_id, **click_data(body)})
+            raise
+        verdict = may_control(user, job, await deps.approver_check(user))
+        if not verdict.allowed:
+            await deps.refused(job.id, user, kind, verdict.reason, click_data(body))
+            verdict.raise_if_refused()
         if job.state is not JobState.RUNNING:
             await _say(respond, f"job {job.id} is {job.state.value}, not running: there is nothing to adjust")
             return
+        trigger = body.get("trigger_id")
+        if not isinstance(trigger, str) or not trigger:
+            await _say(respond, "Slack sent no trigger to open the form with; click the button again")
+            return
         target = ModalTarget(job.id, job.chat_channel, job.chat_thread)
         view = downtime_modal(job, target) if kind == "downtime" else bandwidth_modal(job, target)
-        await client.views_open(trigger_id=body["trigger_id"], view=view)
+        await client.views_open(trigger_id=trigger, view=view)
 
     async def downtime(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
         await open_modal("downtime", job_id, user, body, respond, client)
@@ -151,6 +183,23 @@ def register(app: Any, deps: Deps) -> None:
 
     app.view(DOWNTIME_CALLBACK)(on_downtime)
     app.view(BANDWIDTH_CALLBACK)(on_bandwidth)
+
+    # Registered last, so they only see what no listener above claimed: controls and forms the bot never
+    # rendered (forged, or left over from an older version). Acked, refused, recorded.
+    async def unknown_action(ack: Any, body: dict[str, Any], respond: Any) -> None:
+        await ack()
+        data = click_data(body)
+        await deps.refused(None, _user(body), "unknown control", f"no control {data.get('action_id', '')!r}", data)
+        await _say(respond, "that control is not one of this bot's; use `/migrate status`")
+
+    async def unknown_view(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        view = body.get("view") or {}
+        callback = str(view.get("callback_id", ""))[:_RECORDED_CHARS] if isinstance(view, dict) else ""
+        await deps.refused(None, _user(body), "unknown form", f"no form {callback!r}", {"callback_id": callback})
+
+    app.action(re.compile(r".*"))(unknown_action)
+    app.view(re.compile(r".*"))(unknown_view)
 
 
 async def _thread_reply(client: Any, job: Job, text: str) -> None:
@@ -182,7 +231,9 @@ async def handle_value_submission(
     user = _user(body)
     try:
         target = ModalTarget.load(str(body.get("view", {}).get("private_metadata", "")))
-    except (ValueError, TypeError, AttributeError):
+        if target.job_id > MAX_JOB_ID:  # the metadata came back from the client: no trust in its size either
+            raise ValueError("job id out of range")
+    except (ValueError, TypeError, AttributeError, RecursionError):
         await ack(
             response_action="errors", errors={VALUE_BLOCK: "this form lost track of its job; open it again"}
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from typing import Any
 
@@ -57,9 +58,32 @@ def register(app: Any, deps: Deps) -> None:
 
     app.command("/migrate")(on_migrate)
 
+    async def unknown_command(ack: Any, body: dict[str, Any]) -> None:
+        # Another command pointed at this app's URL (a manifest typo, a forged request): say what works.
+        command = str(body.get("command", ""))[:40]
+        await ack(**ephemeral(f"this app answers /migrate only, not {command!r}; try `/migrate help`"))
+
+    app.command(re.compile(r".*"))(unknown_command)  # registered after /migrate: only what it did not take
+
+
+def _safe_respond(respond: Any) -> Any:
+    """`respond` that cannot fail the listener: a used-up or missing response_url is Slack's state, not a bug."""
+
+    async def safe(**kwargs: Any) -> None:
+        if respond is None:
+            log.warning("no response_url to answer on: %s", str(kwargs.get("text", ""))[:200])
+            return
+        try:
+            await respond(**kwargs)
+        except Exception as err:
+            log.warning("could not answer on the response_url (%s): %s", type(err).__name__, err)
+
+    return safe
+
 
 async def handle_migrate(deps: Deps, ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
     """The whole /migrate listener; `ack` is always called first and exactly once."""
+    respond = _safe_respond(respond)
     text = str(body.get("text") or "")
     try:
         cmd = parse_command(text)

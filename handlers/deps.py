@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from bot.blocks.answers import error_message
 from bot.blocks.ir import SLACK
@@ -22,6 +22,15 @@ log = logging.getLogger(__name__)
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@runtime_checkable
+class RecordsRefusals(Protocol):
+    """A service that can record a refused attempt that never reached it (MigrationService does)."""
+
+    async def record_refusal(
+        self, job_id: int | None, actor: str, action: str, err: Any, data: dict[str, object] | None = None
+    ) -> None: ...
 
 
 @dataclass
@@ -42,6 +51,18 @@ class Deps:
     async def refresh_card(self, job_id: int) -> None:
         if self.progress is not None:
             await self.progress.refresh_card(job_id)
+
+    async def refused(
+        self, job_id: int | None, actor: str, action: str, reason: str, data: Mapping[str, object] | None = None
+    ) -> None:
+        """Record an attempt the handlers refused before the service saw it (a forged or foreign button)."""
+        if isinstance(self.service, RecordsRefusals):
+            try:
+                await self.service.record_refusal(job_id, actor, action, reason, dict(data or {}))
+                return
+            except Exception as err:  # the person still gets the refusal; the log keeps the attempt
+                log.error("could not record a refused %s by %s: %s", action, actor, err)
+        log.warning("refused %s by %s: %s %s", action, actor or "?", reason, dict(data or {}))
 
 
 def ephemeral(text: str) -> dict[str, Any]:

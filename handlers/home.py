@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
+
+from slack_sdk.errors import SlackApiError
 
 from bot.blocks.home import home_message
 from bot.blocks.ir import SLACK
 from bot.blocks.slack import home_view
 from handlers.deps import Deps
+from handlers.slack_io import error_code
 
 log = logging.getLogger(__name__)
 RECENT_JOBS = 10
@@ -25,11 +29,21 @@ async def publish_home(deps: Deps, client: Any, user: str) -> None:
 
 def register(app: Any, deps: Deps) -> None:
     async def on_home_opened(event: dict[str, Any], client: Any) -> None:
-        if event.get("tab", "home") != "home" or not event.get("user"):
+        user = event.get("user")
+        if event.get("tab", "home") != "home" or not isinstance(user, str) or not user:
             return
         try:
-            await publish_home(deps, client, str(event["user"]))
+            await publish_home(deps, client, user)
+        except SlackApiError as err:  # Slack said no (unknown user, rate limit...): not a bug, no traceback
+            log.warning("could not publish the Home tab for %s: %s", user[:40], error_code(err) or err)
         except Exception:
-            log.exception("could not publish the Home tab for %s", event.get("user"))
+            log.exception("could not publish the Home tab for %s", user[:40])
 
     app.event("app_home_opened")(on_home_opened)
+
+    async def other_event(event: dict[str, Any]) -> None:
+        # Subscribed or not, other events get an ack (Bolt sends it) and nothing else; without this listener
+        # Bolt answers 404 and logs a code suggestion, with the event's (user-controlled) type in it.
+        return None
+
+    app.event(re.compile(r".*"))(other_event)

@@ -2,9 +2,12 @@
 
 One worker task per job does that job's Slack I/O in order, so the progress message is posted before it is
 edited and the summary comes last. Progress is coalesced: only the newest sample is kept, and the progress
-message is edited at most once per `min_interval_s` (chat.update is Tier 3 across the whole workspace), so a
-burst of samples or a 429 never queues stale edits. Notices, decision replies and the summary are never
-dropped for a transient error: they are retried with back-off. `emit` never raises and never waits for Slack.
+message is edited at most once per `min_interval_s`, and every edit of every job also passes one shared
+EditGate (chat.update is Tier 3 across the whole workspace, handlers/slack_rate.py), so a burst of samples,
+many concurrent jobs or a 429 never queue stale edits: each edit renders the newest state when its turn
+comes. Notices, decision replies and the summary are never dropped for a transient error: they are retried
+with back-off. A job's summary is posted once even if the core announces it twice. `emit` never raises and
+never waits for Slack.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from bot.blocks.ir import SLACK, Message
 from bot.blocks.progress import notice_message, progress_message, state_change_message
 from bot.blocks.summary import summary_message
 from handlers.slack_io import is_transient, post_message, update_message
+from handlers.slack_rate import EDITS_PER_MIN, EditGate, edit_client, is_rate_limited, retry_after_s
 from migration_core.errors import MigrateBotError
 from migration_core.events import DecisionMade, JobEvent, Notice, ProgressUpdated, StateChanged, SummaryReady
 from migration_core.models import Decision, Job, JobState, ProgressSample
@@ -32,6 +36,7 @@ from migration_core.service_api import MigrationServiceAPI
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
+SUMMARIES_REMEMBERED = 10_000
 
 
 @dataclass
@@ -77,8 +82,11 @@ class SlackProgressSink:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_permanent_attempts: int = 2,
+        edits_per_min: float = EDITS_PER_MIN,
     ) -> None:
         self._client = client
+        self._edit_client = edit_client(client)  # 429s come back to us: we re-render instead of resending
+        self._gate = EditGate(edits_per_min, clock=clock, sleep=sleep)  # chat.update budget, all jobs together
         self._service = service
         self._ttl_s = ttl_s
         self._interval_s = min_interval_s
@@ -87,6 +95,7 @@ class SlackProgressSink:
         self._now = now
         self._max_permanent = max_permanent_attempts
         self._jobs: dict[int, _JobState] = {}
+        self._summarized: dict[int, None] = {}  # job ids whose summary is posted (insertion-ordered, bounded)
 
     # ---- EventSink -------------------------------------------------------------------------------------
     async def emit(self, event: JobEvent) -> None:
@@ -115,6 +124,11 @@ class SlackProgressSink:
         elif isinstance(event, Notice):
             self._state(event.job_id).ops.append(_Op("notice", event))
         elif isinstance(event, SummaryReady):
+            if event.summary.job_id in self._summarized:
+                return  # the core may announce one summary more than once; the thread gets it once
+            self._summarized[event.summary.job_id] = None
+            while len(self._summarized) > SUMMARIES_REMEMBERED:
+                del self._summarized[next(iter(self._summarized))]
             self._state(event.summary.job_id).ops.append(_Op("summary", event))
         self._kick(self._job_id_of(event))
 
@@ -202,6 +216,11 @@ class SlackProgressSink:
             return True
         except Exception as err:
             transient = is_transient(err)
+            if is_rate_limited(err):
+                self._gate.penalize(retry_after_s(err))  # every job's edits wait for the Retry-After
+                if op is None:  # an edit: the gate paces the retry, which renders the newest state
+                    log.warning("slack: job %s edit rate-limited; retrying after Retry-After", st.job_id)
+                    return False
             if op is not None:
                 op.attempts += 1
             if not transient and (op is None or op.attempts >= self._max_permanent):
@@ -237,7 +256,7 @@ class SlackProgressSink:
         )
 
     async def _update(self, channel: str, ts: str, msg: Message) -> None:
-        await update_message(self._client, channel, ts, msg)
+        await update_message(self._edit_client, channel, ts, msg)
 
     async def _run_op(self, st: _JobState, op: _Op) -> None:
         job = await self._fresh_job(st)
@@ -260,7 +279,7 @@ class SlackProgressSink:
         elif op.kind == "progress_final":
             if st.progress_ts is not None:
                 await self._wait_turn(st)
-                await self._edit_progress(st)
+                await self._edit_progress(st, priority=True)
                 st.progress_dirty = False
             st.finished = job.state.terminal
         elif op.kind == "state" and isinstance(ev, StateChanged):
@@ -280,13 +299,15 @@ class SlackProgressSink:
         queue = None
         if job.state is JobState.QUEUED:
             queue = next((q for q in await self._service.queue() if q.job_id == job.id), None)
+        await self._gate.wait(priority=True)  # a state change: not behind other jobs' progress edits
         msg = card_message(job, SLACK, ttl_s=self._ttl_s, queue=queue, now=self._now())
         await self._update(job.chat_channel, job.chat_thread, msg)
 
-    async def _edit_progress(self, st: _JobState) -> None:
+    async def _edit_progress(self, st: _JobState, *, priority: bool = False) -> None:
         job = st.job or await self._fresh_job(st)
         if job is None or st.progress_ts is None or not job.chat_channel:
             return
+        await self._gate.wait(priority=priority)  # the workspace's edit budget; render after waiting for it
         now = st.sample.at if st.sample is not None and not job.state.terminal else self._now()
         msg = progress_message(job, st.sample, st.decision, SLACK, now=now)
         st.last_flush = self._clock()

@@ -46,6 +46,7 @@ class DispatcherConfig:
     preflight_stale_s: float = 120.0  # a preflight older than this was interrupted (its bot died): fail it
     postcopy_retry_s: float = 10.0  # a broken post-copy is resumed every this long ...
     postcopy_give_up_s: float = 30 * 60.0  # ... until this long has passed (then: the summary's manual steps)
+    postcopy_settle_s: float = 15.0  # link back: time for the stream to carry on by itself before pause + resume
 
 
 class JobMover:
@@ -138,6 +139,7 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._runs: dict[int, asyncio.Task[None]] = {}
         self._queued_reason: dict[int, str] = {}
+        self._taken_from: dict[int, str | None] = {}  # job -> the replica whose expired lease we took over
 
     # ----- life cycle -------------------------------------------------------------------------------------
 
@@ -179,6 +181,7 @@ class Dispatcher:
         for job in await self.store.expired_leases():
             taken = await self.store.take_over(job.id, self.config.replica_id, self.config.lease_s)
             if taken is not None:
+                self._taken_from[job.id] = job.owner
                 self._spawn(taken, recovering=True)
         limits = _limits(self.inventory)
         while True:
@@ -316,7 +319,8 @@ class Dispatcher:
     async def _reattach(self, job: Job) -> None:
         assert job.plan is not None
         me = self.config.replica_id
-        who = "the bot restarted" if job.owner in (None, me) else f"replica {job.owner} stopped renewing its lease"
+        before = self._taken_from.pop(job.id, None)
+        who = "the bot restarted" if before in (None, me) else f"replica {before} stopped renewing its lease"
         text = f"{who}; reattaching to the migration of {job.vm} (replica {me})"
         await self._say(job.id, NoticeKind.INFO, text, actor=me)
         result = await self.executor.reattach(job.id, job.plan)
@@ -335,6 +339,7 @@ class Dispatcher:
             say,
             retry_s=self.config.postcopy_retry_s,
             give_up_s=self.config.postcopy_give_up_s,
+            settle_s=self.config.postcopy_settle_s,
         )
 
     async def _say(self, job_id: int, kind: NoticeKind, text: str, *, actor: str | None = None) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from migration_core import policy
+from migration_core import logctx, policy
 from migration_core.dispatcher import Dispatcher, DispatcherConfig, JobMover
 from migration_core.errors import MigrateBotError, PolicyError, StateError
 from migration_core.events import EventSink, Notice, NoticeKind
@@ -26,7 +26,7 @@ from migration_core.inventory import Inventory
 from migration_core.jobs import CANCELLABLE_STATES
 from migration_core.models import Job, JobState, MigrationRequest, Plan
 from migration_core.service_api import ApproverCheck, HostStatus, QueuePosition
-from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Store
+from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Journal, Store
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,10 @@ class MigrationService:
         config: ServiceConfig | None = None,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
+        journal: Journal | None = None,
     ) -> None:
         self.store = store
+        self.journal = journal  # the executor's record writer (bot.wiring); flushed on close
         self.inventory = inventory
         self.planner = planner
         self.executor = executor
@@ -105,6 +107,8 @@ class MigrationService:
 
     async def close(self) -> None:
         await self.dispatcher.stop()
+        if self.journal is not None:
+            await self.journal.aclose(10.0)  # what the migrations reported last is written before we go
 
     # ----- requests ---------------------------------------------------------------------------------------
 
@@ -124,14 +128,21 @@ class MigrationService:
             existing = await self.store.find_by_idempotency_key(idempotency_key)
             if existing is not None:
                 return existing
-        policy.may_request(requester, self.config.requesters, chat_channel, self.config.channels).raise_if_refused()
+        allowed = policy.may_request(requester, self.config.requesters, chat_channel, self.config.channels)
+        if not allowed.allowed:
+            err = allowed.error()
+            assert err is not None
+            await self.record_refusal(None, requester, "request", err, {"vm": request.vm})
+            raise err
         destination = self.inventory.get(request.destination).name  # canonical spelling; unknown -> error
         active = await self.store.active_job_for_vm(request.vm)
         if active is not None:
             raise ActiveJobExists(request.vm, active.id, active.state)
         rate = self._rate.hit(requester)
         if not rate.allowed:
-            raise PolicyError(rate.reason, "wait a little, or ask an operator to raise MIGRATE_BOT_RATE_LIMIT")
+            limited = PolicyError(rate.reason, "wait a little, or ask an operator to raise MIGRATE_BOT_RATE_LIMIT")
+            await self.record_refusal(None, requester, "request", limited, {"vm": request.vm})
+            raise limited
         try:
             job = await self.store.create_job(
                 vm=request.vm,
@@ -143,6 +154,10 @@ class MigrationService:
             )
         except DuplicateRequestError as dup:
             return await self.store.get_job(dup.job_id)
+        with logctx.for_job(job, requester):  # every log line of the preflight names the job
+            return await self._preflight(job, request, requester)
+
+    async def _preflight(self, job: Job, request: MigrationRequest, requester: str) -> Job:
         job = await self._mover.move(job, JobState.PREFLIGHT, requester, "running preflight checks")
         try:
             plan = await self.planner.make_plan(request)
@@ -166,13 +181,27 @@ class MigrationService:
     # ----- change control ---------------------------------------------------------------------------------
 
     async def _refuse(self, job: Job | None, job_id: int, actor: str, action: str, err: MigrateBotError) -> None:
-        await self.store.record_event(
-            job.id if job else None,
-            EventKind.REFUSED,
-            actor,
-            f"{action} refused: {err.message}",
-            {"action": action, "job_id": job_id},
-        )
+        await self.record_refusal(job.id if job else None, actor, action, err, {"job_id": job_id})
+
+    async def record_refusal(
+        self,
+        job_id: int | None,
+        actor: str,
+        action: str,
+        err: MigrateBotError | str,
+        data: dict[str, object] | None = None,
+    ) -> None:
+        """Record a refused attempt in the event log (kind "refused") and the log; `job_id=None` when the
+        attempt named no existing job (a forged or stale button). Never raises: the refusal itself is what the
+        person sees, a store hiccup must not replace it."""
+        text = err.message if isinstance(err, MigrateBotError) else err
+        log.warning("refused %s by %s: %s", action, actor or "?", text)
+        try:
+            detail = f"{action} refused: {text}"
+            data = {"action": action, **(data or {})}
+            await self.store.record_event(job_id, EventKind.REFUSED, actor or None, detail, data)
+        except MigrateBotError as store_err:
+            log.error("could not record the refused %s by %s: %s", action, actor, store_err)
 
     async def _load(self, job_id: int, actor: str, action: str) -> Job:
         try:
@@ -181,6 +210,7 @@ class MigrationService:
             await self._refuse(None, job_id, actor, action, err)
             raise
 
+    @logctx.scoped(job_id="job_id", actor="actor")
     async def approve(self, job_id: int, actor: str) -> Job:
         job = await self._load(job_id, actor, "approve")
         verdict = policy.check_approval(
@@ -203,6 +233,7 @@ class MigrationService:
         self.dispatcher.kick()
         return job
 
+    @logctx.scoped(job_id="job_id", actor="actor")
     async def deny(self, job_id: int, actor: str, reason: str | None = None) -> Job:
         job = await self._load(job_id, actor, "deny")
         verdict = policy.check_denial(
@@ -227,6 +258,7 @@ class MigrationService:
             raise err
         return job
 
+    @logctx.scoped(job_id="job_id", actor="actor")
     async def cancel(self, job_id: int, actor: str) -> Job:
         job = await self._controlled(job_id, actor, "cancel")
         if job.state not in CANCELLABLE_STATES:
@@ -240,14 +272,19 @@ class MigrationService:
         return await self._mover.move(job, JobState.ABORTED, actor, f"cancelled by {actor} before it ran")
 
     async def _run_control(self, job_id: int, actor: str, action: str, call: Any, detail: str) -> Job:
-        job = await self._controlled(job_id, actor, action)
-        if job.state is not JobState.RUNNING or not self.executor.running(job.id):
-            if action == "abort" and job.state in CANCELLABLE_STATES:
-                return await self.cancel(job_id, actor)
-            where = f" (it is run by replica {job.owner})" if job.owner and job.state is JobState.RUNNING else ""
-            err = StateError(f"job {job.id} is {job.state.value}{where}; {action} applies to a running migration")
-            await self._refuse(job, job_id, actor, action, err)
-            raise err
+        try:
+            job = await self._controlled(job_id, actor, action)
+            if job.state is not JobState.RUNNING or not self.executor.running(job.id):
+                call.close()  # the control never starts: close its coroutine (no "never awaited" warning)
+                if action == "abort" and job.state in CANCELLABLE_STATES:
+                    return await self.cancel(job_id, actor)
+                where = f" (it is run by replica {job.owner})" if job.owner and job.state is JobState.RUNNING else ""
+                err = StateError(f"job {job.id} is {job.state.value}{where}; {action} applies to a running migration")
+                await self._refuse(job, job_id, actor, action, err)
+                raise err
+        except BaseException:
+            call.close()
+            raise
         try:
             await call
         except MigrateBotError as err:
@@ -256,17 +293,20 @@ class MigrationService:
         await self.store.record_event(job.id, EventKind.CONTROL, actor, detail)
         return await self.store.get_job(job.id)
 
+    @logctx.scoped(job_id="job_id", actor="actor")
     async def abort(self, job_id: int, actor: str) -> Job:
-        job = await self.store.get_job(job_id)
+        job = await self._load(job_id, actor, "abort")  # an unknown job is a refused attempt, recorded
         if job.state in CANCELLABLE_STATES:
             return await self.cancel(job_id, actor)
         return await self._run_control(job_id, actor, "abort", self.executor.abort(job_id, actor), "abort")
 
+    @logctx.scoped(job_id="job_id", actor="actor")
     async def switch_postcopy(self, job_id: int, actor: str) -> Job:
         return await self._run_control(
             job_id, actor, "postcopy", self.executor.switch_postcopy(job_id, actor), "switch to post-copy"
         )
 
+    @logctx.scoped(job_id="job_id", actor="actor")
     async def set_max_downtime(self, job_id: int, downtime_ms: int, actor: str) -> Job:
         if not 1 <= downtime_ms <= 60_000:
             raise PolicyError(f"{downtime_ms} ms is not a usable max downtime", "give 1 ms to 60000 ms")
@@ -278,6 +318,7 @@ class MigrationService:
             f"max downtime {downtime_ms} ms",
         )
 
+    @logctx.scoped(job_id="job_id", actor="actor")
     async def set_bandwidth(self, job_id: int, bandwidth_mib_s: int, actor: str) -> Job:
         if not 1 <= bandwidth_mib_s <= 100 * 1024:
             raise PolicyError(f"{bandwidth_mib_s} MiB/s is not a usable bandwidth", "give 1 to 102400 MiB/s")

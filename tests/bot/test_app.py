@@ -53,7 +53,9 @@ def test_web_client_uses_the_configured_base_url_and_retry_handlers():
 def test_build_app_registers_every_listener():
     app = build_app(settings(), InMemoryService(RecordingSink(), _nobody), approver_check=_nobody)
     assert isinstance(app, AsyncApp)
-    assert len(app._async_listeners) == 1 + 6 + 2 + 1  # /migrate, 6 buttons, 2 modals, app_home_opened
+    # /migrate, 6 buttons, 2 modals, app_home_opened, and the catch-alls for unknown commands, controls,
+    # forms and events
+    assert len(app._async_listeners) == 1 + 6 + 2 + 1 + 4
 
 
 def _sign(body: str, ts: int, secret: str = SECRET) -> str:

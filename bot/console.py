@@ -18,10 +18,11 @@ from typing import TextIO
 
 from rich.progress import BarColumn, Progress, TextColumn
 
-from bot.blocks.answers import help_message, hosts_message, jobs_message, status_message, text_message
+from bot.blocks.answers import help_message, hosts_message, job_line, jobs_message, status_message, text_message
 from bot.blocks.card import card_message, plan_message, status_line
 from bot.blocks.ir import CONSOLE, Message
 from bot.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
+from bot.blocks.summary import summary_message
 from bot.console_commands import (
     CONSOLE_HELP,
     ActAs,
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 # Jobs in these states will run without anyone doing anything more: the end of input waits for them.
 _WILL_RUN = frozenset({JobState.APPROVED, JobState.QUEUED, JobState.RUNNING, JobState.VERIFYING})
 SUMMARY_GRACE_S = 10.0
+WAIT_POLL_S = 1.0  # how often `wait` looks whether the job stopped to wait for an approval
 
 __all__ = ["ConsoleSink", "console_approver_check", "run_console"]
 
@@ -99,12 +101,16 @@ class _Session:
     def show(self, msg: Message) -> None:
         self.out.message(msg)
 
-    def job_id(self, ref: JobRef) -> int:
-        if ref == "last":
-            if not self.started:
-                raise RequestError("no job yet in this console", "request one with /migrate <vm> to <host>")
+    async def job_id(self, ref: JobRef) -> int:
+        """`last` is the newest job this console started, else the newest job on record (another console's)."""
+        if ref != "last":
+            return ref
+        if self.started:
             return self.started[-1]
-        return ref
+        newest = await self.service.history(None, 1)
+        if not newest:
+            raise RequestError("there is no job yet", "request one with /migrate <vm> to <host>")
+        return newest[0].id
 
     async def run(self, cmd: ConsoleCommand) -> None:
         try:
@@ -131,7 +137,7 @@ class _Session:
         elif isinstance(cmd, Control):
             await self._control(cmd)
         elif isinstance(cmd, SetValue):
-            job_id = self.job_id(cmd.job)
+            job_id = await self.job_id(cmd.job)
             try:
                 value = (
                     parse_downtime_ms(cmd.value)
@@ -151,7 +157,7 @@ class _Session:
 
     async def _control(self, cmd: Control) -> None:
         svc = self.service
-        job_id = self.job_id(cmd.job)
+        job_id = await self.job_id(cmd.job)
         ttl_s = self.settings.approval_ttl_s
         if cmd.verb == "approve":
             job = await svc.approve(job_id, self.user)
@@ -169,12 +175,37 @@ class _Session:
             self.out.line(f"[job {job_id}] switch to post-copy requested by {self.user}")
         else:
             job = await self.wait(job_id)
-            self.out.line(f"[job {job.id}] ended: {job.state.value}")
+            if job.state.terminal:
+                self.out.line(f"[job {job.id}] ended: {job.state.value}")
+            else:  # waiting would block this console for good: nobody else types here
+                self.out.line(
+                    f"[job {job.id}] is waiting for approval: nothing runs until someone else approves it "
+                    f"(`as <user>`, then `approve {job.id}`)"
+                )
 
     async def wait(self, job_id: int) -> Job:
-        """Block until the job ends; on a terminal, show a live progress bar meanwhile."""
+        """Block until the job ends (or stops to wait for an approval); then until its summary is shown.
+        On a terminal, show a live progress bar meanwhile."""
+        job = await self._wait_live(job_id)
+        if self.sink is not None and job.state.terminal and job_id in _ran(self.sink):
+            await self.sink.wait_summary(job_id, SUMMARY_GRACE_S)  # the summary before "ended", once
+        return job
+
+    async def _until_end(self, job_id: int) -> Job:
+        while True:
+            job = await self.service.get_job(job_id)
+            if job.state.terminal or job.state is JobState.AWAITING_APPROVAL:
+                return job
+            try:
+                job = await self.service.wait(job_id, timeout_s=WAIT_POLL_S)
+            except TimeoutError:
+                continue
+            if job.state.terminal:
+                return job
+
+    async def _wait_live(self, job_id: int) -> Job:
         if not (self.out.tty and self.out.rich is not None and self.sink is not None):
-            return await self.service.wait(job_id)
+            return await self._until_end(job_id)
         sink = self.sink
         with Progress(
             TextColumn(f"job {job_id}"), BarColumn(), TextColumn("{task.description}"), console=self.out.rich
@@ -186,7 +217,7 @@ class _Session:
 
             sink.live[job_id] = update
             try:
-                return await self.service.wait(job_id)
+                return await self._until_end(job_id)
             finally:
                 sink.live.pop(job_id, None)
 
@@ -221,20 +252,27 @@ class _Session:
     async def _status(self, cmd: StatusCommand) -> None:
         svc = self.service
         if cmd.target is None:
-            self.show(
-                jobs_message("Active migrations", await svc.active_jobs(), CONSOLE, empty="Nothing active.")
-            )
+            active = await svc.active_jobs()
+            self.show(jobs_message("Active migrations", active, CONSOLE, empty="Nothing active."))
+            newest = [] if active else await svc.history(None, 1)
+            if newest:  # "nothing active" alone leaves a person wondering what happened to their job
+                self.out.line(f"latest: {job_line(newest[0], CONSOLE)} (`status {newest[0].id}` for details)")
             return
-        job = (
-            await svc.get_job(cmd.target)
-            if isinstance(cmd.target, int)
-            else await svc.latest_job_for_vm(cmd.target)
-        )
+        job: Job | None
+        if isinstance(cmd.target, int):
+            job = await svc.get_job(cmd.target)
+        elif cmd.target == "last":  # the console's word for the newest job, as in `wait last`
+            job = await svc.get_job(await self.job_id("last"))
+        else:
+            job = await svc.latest_job_for_vm(cmd.target)
         if job is None:
             self.show(text_message(f"No migration of {cmd.target} on record.", CONSOLE))
             return
         sample = self.sink.latest.get(job.id) if self.sink else None
         self.show(status_message(job, CONSOLE, ttl_s=self.settings.approval_ttl_s, sample=sample))
+        summary = self.sink.summaries.get(job.id) if self.sink else None
+        if summary is not None and job.state.terminal:  # there is no thread here: show the summary itself
+            self.show(summary_message(summary, job, CONSOLE))
 
     async def finish(self) -> int:
         """End of input: wait for jobs that will run, report each, and compute the exit code."""

@@ -100,6 +100,8 @@ class ConsoleSink:
         elif isinstance(event, Notice):
             out.line(f"[job {event.job_id}] {notice_message(event, CONSOLE).text}")
         elif isinstance(event, SummaryReady):
+            if event.summary.job_id in self.summaries:
+                return  # the core may announce one summary more than once: print it once
             self.summaries[event.summary.job_id] = event.summary
             # Fetch the job outside emit(): the service may be holding its own lock while it emits.
             task = asyncio.create_task(self._print_summary(event.summary))

@@ -6,6 +6,7 @@ checked quickly; the end-to-end proof drives the real service against the lab.
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import pytest
@@ -27,7 +28,7 @@ from bot.console_commands import (
 from bot.console_render import render_plain
 from bot.console_sink import ConsoleOut, ConsoleSink
 from bot.settings import Settings
-from migration_core.events import ProgressUpdated
+from migration_core.events import ProgressUpdated, SummaryReady
 from migration_core.models import Phase
 from tests.bot.factories import job, sample
 from tests.bot.fake_service import InMemoryService
@@ -140,7 +141,7 @@ async def test_bad_input_is_answered_never_a_traceback():
     )
     assert code == 0  # no job was started
     assert out.count("error:") >= 5, out
-    assert "there is no job 99" in out and "no job yet in this console" in out
+    assert "there is no job 99" in out and "there is no job yet" in out
     assert "Traceback" not in out
 
 
@@ -235,3 +236,52 @@ def test_inline_markup_only_at_word_boundaries(md, plain):
     from bot.console_render import inline
 
     assert inline(md).plain == plain
+
+
+class EchoingSink:
+    """Forwards to the console's sink and repeats every summary, as the core does (executor and dispatcher)."""
+
+    def __init__(self, inner: ConsoleSink) -> None:
+        self.inner = inner
+
+    async def emit(self, event: object) -> None:
+        await self.inner.emit(event)  # type: ignore[arg-type]
+        if isinstance(event, SummaryReady):
+            await self.inner.emit(event)
+
+
+async def test_wait_shows_the_summary_once_and_before_the_end_line():
+    settings = Settings()
+    sink = ConsoleSink()
+    service = InMemoryService(EchoingSink(sink), console_approver_check(settings))  # type: ignore[arg-type]
+    out = io.StringIO()
+    script = io.StringIO("vm42 to hostB\nas bob\napprove last\nwait last\n")
+    code = await run_console(service, settings, user="alice", stdin=script, stdout=out, sink=sink)
+    text = out.getvalue()
+    assert code == 0, text
+    assert text.count("Migration succeeded: vm42") == 1, text
+    assert text.index("Migration succeeded: vm42") < text.index("[job 1] ended: succeeded")
+
+
+async def test_wait_on_a_job_awaiting_approval_says_so_instead_of_blocking():
+    code, out, _ = await asyncio.wait_for(run_script("vm42 to hostB\nwait last\n"), 10)
+    assert "[job 1] is waiting for approval: nothing runs until someone else approves it" in out
+    assert "ended:" not in out and code == 1
+
+
+async def test_a_second_console_finds_the_newest_job_with_last_and_status_shows_it():
+    settings = Settings()
+    sink = ConsoleSink()
+    service = InMemoryService(sink, console_approver_check(settings))
+    await run_console(service, settings, user="alice", stdin=io.StringIO("vm42 to hostB\n"), stdout=io.StringIO(),
+                      sink=sink)
+    out = io.StringIO()  # bob, in his own terminal, approves alice's request
+    script = io.StringIO("approve last\nwait last\nstatus last\nstatus\n")
+    code = await run_console(service, settings, user="bob", stdin=script, stdout=out, sink=sink)
+    text = out.getvalue()
+    assert code == 0, text
+    assert service.jobs[1].approvers == ("bob",) and "[job 1] ended: succeeded" in text
+    status_last = text.split("bob> status last")[1].split("bob> status\n")[0]
+    assert "Live migration of vm42: succeeded" in status_last  # the job's card...
+    assert "Migration succeeded: vm42" in status_last  # ...and its summary (there is no thread here)
+    assert "Nothing active." in text and "latest: ✅ #1 vm42 hostA → hostB — succeeded" in text

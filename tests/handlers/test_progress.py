@@ -210,3 +210,45 @@ async def test_refresh_card_edits_the_card_from_the_store():
 )
 def test_is_transient(err, transient):
     assert is_transient(err) is transient
+
+
+async def test_many_running_jobs_share_the_workspace_edit_budget_and_each_shows_its_newest_sample():
+    t = FakeTime()
+    client = RecordingClient()
+    jobs = [replace(running_job(), id=n) for n in range(1, 11)]
+    svc = JobsOnlyService(*jobs)
+    sink = SlackProgressSink(client, svc, min_interval_s=2.0, clock=t.clock, sleep=t.sleep, now=lambda: T0,
+                             edits_per_min=45)
+    for j in jobs:
+        await sink.emit(StateChanged(j.id, JobState.QUEUED, JobState.RUNNING, None, "", T0))
+    await settle()
+    progress_ts = {kw["_ts"] for kw in client.of("chat_postMessage")}
+    assert len(progress_ts) == 10
+    for second in range(60):  # every job reports twice a second for a minute
+        for j in jobs:
+            await sink.emit(ProgressUpdated(sample(job_id=j.id, percent=second + 1)))
+        await t.advance(0.5)
+        await t.advance(0.5)
+    edits = client.of("chat_update")
+    assert len(edits) <= 4 + 45  # Tier 3 for the whole workspace (burst + rate), card edits included
+    per_job = {ts: [e for e in edits if e["ts"] == ts] for ts in progress_ts}
+    assert all(len(e) >= 3 for e in per_job.values())  # shared round-robin: nobody is starved
+    await t.advance(60)
+    for ts in per_job:  # once the samples stop, every message catches up to its newest
+        last = [e for e in client.of("chat_update") if e["ts"] == ts][-1]
+        assert "60%" in last["blocks"][0]["text"]["text"], ts
+
+
+async def test_a_summary_announced_twice_is_posted_once():
+    t, client, svc, sink = make()
+    await start_running(t, client, svc, sink)
+    svc.set_state(7, state=JobState.SUCCEEDED)
+    await sink.emit(SummaryReady(summary()))  # the executor announces it...
+    await sink.emit(state(JobState.SUCCEEDED, old=JobState.VERIFYING))
+    await sink.emit(SummaryReady(summary()))  # ...and the dispatcher again, after the final state
+    for _ in range(5):
+        await t.advance(2.0)
+    await sink.emit(SummaryReady(summary()))  # even once the job's worker is gone
+    await t.advance(2.0)
+    broadcasts = [kw for kw in client.of("chat_postMessage") if kw.get("reply_broadcast")]
+    assert len(broadcasts) == 1 and "succeeded" in broadcasts[0]["text"]

@@ -13,7 +13,7 @@ from migration_core.inventory import Inventory, load_inventory
 from migration_core.planning import Planning
 from migration_core.service import MigrationService, ServiceConfig
 from migration_core.service_api import ApproverCheck
-from migration_core.store import Store
+from migration_core.store import Journal, Store
 
 
 @dataclass
@@ -45,7 +45,10 @@ async def open_core(settings: Settings) -> Core:
 def make_service(core: Core, sink: EventSink, approver_check: ApproverCheck) -> MigrationService:
     """The service on top of the core; call `await service.start()` to recover and dispatch jobs."""
     s = core.settings
-    executor = Executor(core.hypervisor, core.inventory, sink, record_progress=core.store.add_progress)
+    # The executor reports through the journal: the front end hears at once, the store gets the record in the
+    # background, so a database outage never stalls a running migration's controller (store/journal.py).
+    journal = Journal(core.store, sink)
+    executor = Executor(core.hypervisor, core.inventory, journal, record_progress=journal.record_progress)
     config = ServiceConfig(
         approval_ttl_s=s.approval_ttl_s,
         requesters=s.requesters,
@@ -53,6 +56,7 @@ def make_service(core: Core, sink: EventSink, approver_check: ApproverCheck) -> 
         requests_per_user_per_hour=s.requests_per_user_per_hour,
         # Stable across restarts of the same process on the same machine, so a restarted bot resumes its jobs.
         replica_id=s.replica_id or socket.gethostname(),
+        lease_s=s.lease_s,
     )
     return MigrationService(
         store=core.store,
@@ -62,4 +66,5 @@ def make_service(core: Core, sink: EventSink, approver_check: ApproverCheck) -> 
         sink=sink,
         approver_check=approver_check,
         config=config,
+        journal=journal,
     )

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from migration_core import logctx
+from migration_core.dispatcher_queue import limits_of, queue_places, waiting_reason
 from migration_core.dispatcher_recovery import resume_broken_postcopy
 from migration_core.errors import MigrateBotError
 from migration_core.events import EventSink, Notice, NoticeKind, StateChanged, SummaryReady
@@ -26,7 +27,7 @@ from migration_core.executor_types import ExecutionResult
 from migration_core.inventory import Inventory
 from migration_core.models import Job, JobState, MigrationRequest, Plan, VerificationSummary
 from migration_core.service_api import QueuePosition
-from migration_core.store import EventKind, HostLimit, HostLoad, Store
+from migration_core.store import EventKind, HostLimit, Store
 
 log = logging.getLogger(__name__)
 
@@ -79,37 +80,6 @@ class JobMover:
                 log.info("job %s: %s -> %s: %s", job.id, job.state.value, new.value, detail)
                 await self.sink.emit(StateChanged(job.id, job.state, new, actor, detail, self.clock()))
         return moved
-
-
-def _limits(inventory: Inventory) -> dict[str, HostLimit]:
-    return {h.name: HostLimit(h.max_inbound, h.max_outbound) for h in inventory}
-
-
-def waiting_reason(job: Job, load: dict[str, HostLoad], limits: dict[str, HostLimit]) -> str | None:
-    """Why `job` cannot start now, or None when both hosts have a free slot.
-
-    >>> from datetime import UTC, datetime
-    >>> now = datetime(2026, 1, 1, tzinfo=UTC)
-    >>> job = Job(44, "vm42", "hostA", "hostB", "alice", JobState.QUEUED, now, now)
-    >>> waiting_reason(job, {"hostB": HostLoad("hostB", (41, 43))}, {"hostB": HostLimit(2, 2)})
-    'hostB already receives 2 migrations: #41, #43'
-    """
-    src, dst = limits.get(job.source), limits.get(job.destination)
-    if dst is not None:
-        ids = [i for i in load.get(job.destination, HostLoad(job.destination)).inbound_job_ids if i != job.id]
-        if dst.max_inbound == 0:
-            return f"{job.destination} accepts no incoming migrations (max_inbound = 0 in the hosts file)"
-        if len(ids) >= dst.max_inbound:
-            listed = ", ".join(f"#{i}" for i in ids)
-            return f"{job.destination} already receives {len(ids)} migration{'s' if len(ids) > 1 else ''}: {listed}"
-    if src is not None:
-        ids = [i for i in load.get(job.source, HostLoad(job.source)).outbound_job_ids if i != job.id]
-        if src.max_outbound == 0:
-            return f"{job.source} sends no migrations (max_outbound = 0 in the hosts file)"
-        if len(ids) >= src.max_outbound:
-            listed = ", ".join(f"#{i}" for i in ids)
-            return f"{job.source} already sends {len(ids)} migration{'s' if len(ids) > 1 else ''}: {listed}"
-    return None
 
 
 class Dispatcher:
@@ -183,7 +153,7 @@ class Dispatcher:
             if taken is not None:
                 self._taken_from[job.id] = job.owner
                 self._spawn(taken, recovering=True)
-        limits = _limits(self.inventory)
+        limits = limits_of(self.inventory)
         while True:
             claimed = await self.store.claim_next_runnable(self.config.replica_id, self.config.lease_s, limits=limits)
             if claimed is None:
@@ -235,23 +205,28 @@ class Dispatcher:
 
     async def _mark_waiting(self, limits: dict[str, HostLimit]) -> None:
         load = await self.store.host_load()
-        for place, job in enumerate(await self._waiting(), start=1):
+        waiting = await self._waiting()
+        places = queue_places(waiting)
+        for job in waiting:
             why = waiting_reason(job, load, limits) or "waiting for a free slot"
-            text = f"waiting: {why} (place {place} in the queue)"
+            text = f"waiting: {why} (place {places[job.id]} in the queue)"
             if job.state is JobState.APPROVED:
                 with contextlib.suppress(MigrateBotError):  # another replica may have moved it first
                     await self.mover.move(job, JobState.QUEUED, None, text)
             if self._queued_reason.get(job.id) != text:
                 self._queued_reason[job.id] = text
-                await self.store.record_event(job.id, EventKind.NOTICE, None, text)
-                await self.sink.emit(Notice(job.id, NoticeKind.QUEUED, text, self.clock()))
+                # Every replica sees the same queue: the store lets exactly one of them announce a change.
+                if await self.store.record_notice_if_new(job.id, text, prefix="waiting:"):
+                    await self.sink.emit(Notice(job.id, NoticeKind.QUEUED, text, self.clock()))
 
     async def queue_positions(self) -> list[QueuePosition]:
         load = await self.store.host_load()
-        limits = _limits(self.inventory)
+        limits = limits_of(self.inventory)
+        waiting = await self._waiting()
+        places = queue_places(waiting)
         return [
-            QueuePosition(job.id, place, waiting_reason(job, load, limits) or "waiting for a free slot")
-            for place, job in enumerate(await self._waiting(), start=1)
+            QueuePosition(job.id, places[job.id], waiting_reason(job, load, limits) or "waiting for a free slot")
+            for job in waiting
         ]
 
     # ----- running ----------------------------------------------------------------------------------------
@@ -354,8 +329,10 @@ class Dispatcher:
         summary: VerificationSummary = await self.executor.summarize(plan, result)
         outcome = summary.outcome if summary.outcome.terminal else JobState.FAILED
         error = None if outcome is JobState.SUCCEEDED else (result.error or summary.headline)
-        await self.mover.move(job, outcome, result.aborted_by, summary.headline, error=error)
+        # The summary is written before the job is closed: if the process dies in between, the restarted bot
+        # finds the job still verifying and verifies again, rather than a closed job without its summary.
         await self.store.record_event(job.id, EventKind.NOTICE, None, "summary", summary.to_json())
+        await self.mover.move(job, outcome, result.aborted_by, summary.headline, error=error)
         await self.sink.emit(SummaryReady(summary))
 
     # ----- restart recovery -------------------------------------------------------------------------------

@@ -90,6 +90,12 @@ class Executor(ControlsMixin):
                 f"{plan.request.vm} on {r.source.name} is {src.describe()}, not in a broken post-copy",
                 "post-copy recovery only applies to a post-copy migration that broke",
             )
+        if src.postcopy_failed and not await self._peer_reachable(r):
+            raise HostUnreachable(
+                f"{r.source.name} cannot reach {r.destination.name} yet, so the post-copy migration of "
+                f"{plan.request.vm} cannot be resumed; nothing was touched",
+                "restore the link between the hosts; the resume is tried again",
+            )
         deadline = asyncio.get_running_loop().time() + settle_s
         while src.postcopy_failed and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.5)
@@ -106,6 +112,30 @@ class Executor(ControlsMixin):
         text = f"{actor}: resuming the broken post-copy migration (POSTCOPY_RESUME)"
         await self._emit(Notice(job_id, NoticeKind.POSTCOPY, text, self.clock()))
         return await self._execute(job_id, plan, resume=True)
+
+    async def _peer_reachable(self, r: Route) -> bool:
+        """Does the source's libvirtd reach the destination's again? Asked the harmless way, before anything is
+        paused: a resume attempt. The source daemon dials the destination's first, so while the link is down
+        it fails with "cannot reach" and touches nothing; once the link is up it fails with "QEMU reports
+        migration is still running" (the stream is not paused yet) or, if the stream was already paused,
+        resumes and finishes. Never pause while the link is down: in the lab (QEMU 7.2) the destination's
+        QEMU crashed when the link came back, and a reset stream crashes it too (docs/reliability.md)."""
+        try:
+            await self.hypervisor.migrate(
+                r.source.uri,
+                r.vm,
+                flags=(*r.flags, "VIR_MIGRATE_POSTCOPY_RESUME"),
+                params=r.params,
+                peer_uri=r.destination.peer_uri,
+                destination_uri=r.destination.uri,
+                destination=r.destination.name,
+            )
+        except HostUnreachable as err:
+            log.info("post-copy recovery of %s: %s", r.vm, err.message)
+            return False
+        except HypervisorError as err:
+            log.info("post-copy recovery of %s: the hosts reach each other (%s)", r.vm, err.message)
+        return True
 
     async def _await_destination_failed(self, r: Route, wait_s: float = 90.0) -> None:
         """libvirt resumes only when both ends know the post-copy broke; the destination learns it when the

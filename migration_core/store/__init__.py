@@ -17,6 +17,7 @@ PostgreSQL the claim is `SELECT ... FOR UPDATE SKIP LOCKED`; on SQLite every wri
     job_ops.py  jobs: create, read, transition (CAS), plan, chat refs, history, import
     records.py  approvals, events, progress samples
     leases.py   claims, take-over, heartbeats, per-host slot load
+    journal.py  the record of running migrations, written in the background (never blocks a migration)
     types.py    plain types and pure helpers (no database)
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from migration_core.store.base import utc_now
 from migration_core.store.job_ops import JobOps
+from migration_core.store.journal import Journal
 from migration_core.store.leases import LeaseOps
 from migration_core.store.records import RecordOps
 from migration_core.store.types import (
@@ -53,6 +55,7 @@ __all__ = [
     "EventRecord",
     "HostLimit",
     "HostLoad",
+    "Journal",
     "RetryPolicy",
     "Store",
     "mask_secrets",

@@ -8,11 +8,12 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from migration_core.models import Approval, ProgressSample
-from migration_core.store.base import StoreBase
+from migration_core.store.base import StoreBase, unknown_job
 from migration_core.store.job_ops import dumps
 from migration_core.store.schema import (
     ApprovalRow,
     EventRow,
+    JobRow,
     ProgressRow,
     approval_from_row,
     event_from_row,
@@ -81,6 +82,33 @@ class RecordOps(StoreBase):
                 return event_from_row(row)
 
         return await self._run("record an event", write)
+
+    async def record_notice_if_new(self, job_id: int, text: str, *, prefix: str) -> bool:
+        """Append a notice unless the job's latest notice starting with `prefix` already says `text`; True when
+        it was appended. Replicas that see the same change (a queue place) announce it once, not once each:
+        the check and the append are one transaction under the job's row lock (SQLite: BEGIN IMMEDIATE)."""
+
+        def write(_attempt: int) -> bool:
+            with self._tx(write=True) as s:
+                lock = select(JobRow.id).where(col(JobRow.id) == job_id)
+                if s.exec(lock.with_for_update() if self._is_pg else lock).first() is None:
+                    raise unknown_job(job_id)
+                last = s.exec(
+                    select(EventRow.detail)
+                    .where(
+                        col(EventRow.job_id) == job_id,
+                        col(EventRow.kind) == EventKind.NOTICE.value,
+                        col(EventRow.detail).startswith(prefix, autoescape=True),
+                    )
+                    .order_by(col(EventRow.id).desc())
+                    .limit(1)
+                ).first()
+                if last == text:
+                    return False
+                s.add(EventRow(job_id=job_id, at=self._now(), kind=EventKind.NOTICE.value, detail=text))
+                return True
+
+        return await self._run("record a notice", write)
 
     async def events(self, job_id: int | None, kinds: Sequence[EventKind] | None = None) -> list[EventRecord]:
         """The job's event log in the order it was written (`None`: the events tied to no job)."""

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _PLAIN = Dialect()
 
 
-def _settings() -> Settings:
+def _settings(command: str) -> Settings:
     settings = load_settings()
     secrets = (
         settings.slack_bot_token or "",
@@ -37,7 +37,11 @@ def _settings() -> Settings:
         settings.slack_signing_secret or "",
         url_password(settings.database_url) or "",
     )
-    setup_logging(settings.log_level, settings.log_format.value == "json", secrets)
+    json_lines = settings.log_format.value == "json"
+    # In the terminal console every job event is already printed; INFO lines would only interleave with it.
+    quiet = command == "console" and not json_lines
+    level = settings.log_level or ("WARNING" if quiet else "INFO")
+    setup_logging(level, json_lines, secrets)
     return settings
 
 
@@ -47,7 +51,7 @@ async def _nobody(_user: str) -> bool:
 
 async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Dispatch one subcommand; returns the exit code. MigrateBotError propagates to cli.main."""
-    settings = _settings()
+    settings = _settings(args.cmd)
     if args.cmd == "plan":
         return await _plan(settings, args, out, err)
     if args.cmd == "serve":

@@ -60,7 +60,8 @@ class Settings:
     dirty_rate_window_s: float = 3.0
     requests_per_user_per_hour: int = 30
     log_format: LogFormat = LogFormat.TEXT
-    log_level: str = "INFO"
+    # None: INFO, except WARNING for the text-mode console (job events are already on screen there).
+    log_level: str | None = None
     metrics_port: int | None = None
     bind_host: str = "0.0.0.0"
     replica_id: str | None = None

@@ -326,7 +326,7 @@ class Dispatcher:
         job = await self.store.get_job(job.id)
         if job.state is JobState.RUNNING:
             job = await self.mover.move(job, JobState.VERIFYING, None, f"migration {result.outcome.value}; verifying")
-        summary: VerificationSummary = await self.executor.summarize(plan, result)
+        summary: VerificationSummary = await self.executor.summarize(plan, result, emit=False)
         outcome = summary.outcome if summary.outcome.terminal else JobState.FAILED
         error = None if outcome is JobState.SUCCEEDED else (result.error or summary.headline)
         # The summary is written before the job is closed: if the process dies in between, the restarted bot

@@ -414,8 +414,13 @@ class Executor(ControlsMixin):
             reattached=reattached,
         )
 
-    async def summarize(self, plan: Plan, result: ExecutionResult) -> VerificationSummary:
-        """Verify the outcome on both hosts (verify.verify) and emit the SummaryReady event."""
+    async def summarize(self, plan: Plan, result: ExecutionResult, *, emit: bool = True) -> VerificationSummary:
+        """Verify the outcome on both hosts (verify.verify) and, unless `emit=False`, emit SummaryReady.
+
+        The service's dispatcher passes `emit=False` and emits the summary itself once the job's final state is
+        stored, so front ends get it exactly once and after the state change.
+        """
         summary = await verify(plan, self.hypervisor, result)
-        await self._emit(SummaryReady(summary))
+        if emit:
+            await self._emit(SummaryReady(summary))
         return summary

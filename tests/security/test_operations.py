@@ -195,7 +195,9 @@ def test_the_console_writes_json_lines_with_the_job_and_text_by_default(tmp_path
     assert all(line["vm"] == "vm42" and line["actor"] == "alice" for line in of_job)
     assert [line for line in lines if mentions_job(line, 1) and line.get("job_id") != 1] == []
 
-    text = console({})  # default: text
+    # The text-mode console prints every job event itself, so by default it logs only warnings...
+    assert " INFO " not in console({})
+    text = console({"MIGRATE_BOT_LOG_LEVEL": "INFO"})  # ...and human-readable lines when asked for INFO
     first = text.splitlines()[0]
     assert re.match(r"^\d\d:\d\d:\d\d INFO +migration_core\.dispatcher: job \d+: requested -> preflight", first)
     assert "[job_id=" in first

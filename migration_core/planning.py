@@ -302,7 +302,7 @@ class Planning:
             t_bridges = tg.create_task(self._bridges(dst, vm))
             t_disks = tg.create_task(self._disks(src, dst, vm))
             t_cpu = tg.create_task(self._cpu(src, dst, vm))
-            t_probes = tg.create_task(self._probes(dst, live))
+            t_probes = tg.create_task(self._probes(src, dst, live))
             t_dirty = tg.create_task(self._dirty_rate(src, vm, base.vm_state, live))
         domcaps, domcaps_error = t_domcaps.result()
         dest_domains, _e1 = t_domains.result()
@@ -436,7 +436,9 @@ class Planning:
             baseline_model=cpu_model_of(baseline_xml),
         )
 
-    async def _probes(self, dst: HostConfig, live: bool) -> tuple[PortProbe, ...]:
+    async def _probes(self, src: HostConfig, dst: HostConfig, live: bool) -> tuple[PortProbe, ...]:
+        """The destination's libvirt and migration ports: from the source host over SSH when the hosts file
+        gives the source an ssh target (what the migration really needs), otherwise from where the bot runs."""
         targets: list[tuple[str, str, int]] = []
         peer = urlsplit(dst.peer_uri)
         if peer.hostname and peer.scheme in _DEFAULT_PORTS:
@@ -444,14 +446,22 @@ class Planning:
             targets.append((what, peer.hostname, peer.port or _DEFAULT_PORTS[peer.scheme]))
         if live and dst.migration_address:
             targets.append(("migration", dst.migration_address, _MIGRATION_PORT))
-        results = await asyncio.gather(*(probe_tcp(h, p, self.probe_timeout_s) for _, h, p in targets))
+        via = src.ssh_target
+        if via is not None:
+            from migration_core.sshprobe import probe_from
+
+            results = await asyncio.gather(*(probe_from(via, h, p, self.probe_timeout_s) for _, h, p in targets))
+            origin = "source"
+        else:
+            results = await asyncio.gather(*(probe_tcp(h, p, self.probe_timeout_s) for _, h, p in targets))
+            origin = "bot"
         probes = []
         for (what, host, port), (ok, detail) in zip(targets, results, strict=True):
-            if what == "migration" and ok is False and detail == "connection refused":
+            if what == "migration" and ok is False and detail.lower().startswith("connection refused"):
                 # Nothing listens on the migration ports between migrations: a refusal proves the host answers
                 # and no firewall drops the range.
                 ok, detail = True, "host answers (QEMU listens only during a migration)"
-            probes.append(PortProbe(what, host, port, ok, detail))
+            probes.append(PortProbe(what, host, port, ok, detail, origin=origin))
         return tuple(probes)
 
     async def _dirty_rate(

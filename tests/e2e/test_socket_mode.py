@@ -98,6 +98,31 @@ async def test_429_storm_during_progress_is_survived(fake_slack: FakeSlack, bot:
     assert vm_location(lab, VM).get("hostB") == "running"
 
 
+@pytest.mark.parametrize("mode", ["500", "503"])
+async def test_server_errors_during_progress_are_survived(fake_slack: FakeSlack, bot: BotProcess,
+                                                          lab: LabInfo, mode: str) -> None:
+    """Slack answering 5xx for a while (issue 7): progress catches up afterwards and the summary is not lost."""
+    await fresh_vm(lab, VM)
+    try:
+        await asyncio.to_thread(link_rate, lab, SLOW_LINK_MIB_S)
+        card = await request_and_approve(fake_slack, bot)
+        await wait_progress(fake_slack, card)
+        await fake_slack.inject("chat.update", count=4, mode=mode)
+        await fake_slack.inject("chat.postMessage", count=2, mode=mode)
+        summary = await wait_summary(fake_slack, card)
+        final = await wait_card_state(fake_slack, card, "succeeded")
+        progress = await wait_progress(fake_slack, card, contains="Succeeded", timeout_s=30)
+    finally:
+        await asyncio.to_thread(link_reset, lab)
+    served = [c for m in ("chat.update", "chat.postMessage") for c in await fake_slack.calls(m) if c.get("injected")]
+    assert len(served) == 6, served  # every injected failure was actually hit, and then retried past
+    assert "succeeded" in summary["text"] and len(await summaries(fake_slack, card)) == 1
+    percents = progress_percents(progress)
+    assert percents == sorted(percents) and percents[-1] == 100, percents
+    assert action_ids(final) == [] and "Succeeded" in everything_text(final)
+    assert vm_location(lab, VM).get("hostB") == "running"
+
+
 async def test_answers_and_app_home_over_the_socket(fake_slack: FakeSlack, bot: BotProcess) -> None:
     alice, bob = [await connected_user(fake_slack, bot, u) for u in (U_ALICE, U_BOB)]
     ack = await alice.command("vm42 to")

@@ -218,7 +218,7 @@ async def _kill_client_mid_migration(lab: LabInfo, hv: Hypervisor, guest: Guest,
         try:
             if not (await hv.job_stats(a.uri, guest.uuid)).active:
                 break
-        except DomainNotFound:
+        except HypervisorError:  # gone from the source, or "domain is not running": either way the job is over
             break
         await asyncio.sleep(0.25)
     await asyncio.sleep(0.5)

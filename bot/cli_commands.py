@@ -15,7 +15,7 @@ from typing import TextIO
 
 from bot.blocks.answers import hosts_message, jobs_message, status_message
 from bot.blocks.card import plan_message
-from bot.blocks.ir import Dialect
+from bot.blocks.ir import Dialect, Message
 from bot.console_render import render_plain
 from bot.logging_setup import setup_logging, url_password
 from bot.settings import Settings, Transport, load_settings
@@ -23,6 +23,7 @@ from bot.wiring import Core, make_service, open_core
 from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.events import FanoutSink, RecordingSink
 from migration_core.grammar import MigrateCommand, parse_command
+from migration_core.models import Job
 from migration_core.service import MigrationService
 
 log = logging.getLogger(__name__)
@@ -94,17 +95,14 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         await core.close()
 
 
-def _emit(out: TextIO, as_json: bool, data: object, msg: object) -> None:
+def _emit(out: TextIO, as_json: bool, data: object, msg: Message) -> None:
     if as_json:
         out.write(json.dumps(data, default=str) + "\n")
     else:
-        out.write(render_plain(msg) + "\n")  # type: ignore[arg-type]
+        out.write(render_plain(msg) + "\n")
 
 
-def _job_json(job: object) -> dict[str, object]:
-    from migration_core.models import Job
-
-    assert isinstance(job, Job)
+def _job_json(job: Job) -> dict[str, object]:
     return {
         "id": job.id,
         "vm": job.vm,

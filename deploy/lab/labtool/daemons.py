@@ -128,9 +128,35 @@ def wait_daemon(paths: Paths, host: HostSpec, spawned: subprocess.Popen[bytes] |
     else:
         raise LabError(f"libvirtd of {host.name} does not answer on {paths.socket(host)} after 30 s; see {log}")
     # Widen every thread to all CPUs (P9 pinned it for the capabilities check); QEMUs inherit this mask.
-    run(["taskset", "-a", "-p", "-c", f"0-{(os.cpu_count() or 1) - 1}", str(pid)], timeout_s=20)
+    widen_affinity(pid)
     paths.mntns_file(host).write_text(ns_id(pid, "mnt") + "\n")
     return pid
+
+
+def widen_affinity(pid: int) -> None:
+    """Let every thread of `pid` run on all CPUs, tolerating threads that come and go meanwhile.
+
+    `taskset -a -p` fails outright when one of libvirtd's worker threads exits between its listing
+    and its call (seen in CI: "failed to get pid N's affinity: No such process"), so do it per thread
+    and repeat until a pass finds every live thread already widened.
+    """
+    all_cpus = set(range(os.cpu_count() or 1))
+    for _ in range(20):
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except FileNotFoundError as exc:
+            raise LabError(f"libvirtd (pid {pid}) exited while the lab was widening its CPU affinity") from exc
+        changed = False
+        for tid in tids:
+            try:
+                if os.sched_getaffinity(tid) != all_cpus:
+                    os.sched_setaffinity(tid, all_cpus)
+                    changed = True
+            except ProcessLookupError:
+                continue  # the thread ended; nothing to widen
+        if not changed:
+            return
+    raise LabError(f"could not widen the CPU affinity of libvirtd (pid {pid}): its threads kept changing")
 
 
 def check_identity(paths: Paths, host: HostSpec) -> None:

@@ -177,6 +177,12 @@ class HostFactsMixin(HypervisorBase):
         )
         return await self._run(uri, "read the VM's XML", lambda c: str(self._lookup(c, vm).XMLDesc(flags)), vm=vm)
 
+    async def snapshot_count(self, uri: str, vm: str) -> int:
+        """How many snapshots libvirt holds for `vm` (libvirt refuses to migrate a domain that has any)."""
+        return await self._run(
+            uri, "count the VM's snapshots", lambda c: int(self._lookup(c, vm).snapshotNum(0)), vm=vm
+        )
+
     async def dirty_rate(
         self,
         uri: str,

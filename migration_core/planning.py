@@ -300,6 +300,8 @@ class Planning:
             t_domains = tg.create_task(_maybe("list the destination's VMs", hyp.list_domains(dst.uri)))
             t_networks = tg.create_task(_maybe("list the destination's networks", hyp.networks(dst.uri)))
             t_bridges = tg.create_task(self._bridges(dst, vm))
+            t_netdevs = tg.create_task(self._netdevs(dst, vm))
+            t_snapshots = tg.create_task(_maybe("count the VM's snapshots", hyp.snapshot_count(src.uri, dom.name)))
             t_disks = tg.create_task(self._disks(src, dst, vm))
             t_cpu = tg.create_task(self._cpu(src, dst, vm))
             t_probes = tg.create_task(self._probes(src, dst, live))
@@ -321,6 +323,8 @@ class Planning:
             if networks is not None
             else None,
             destination_bridges=t_bridges.result(),
+            destination_netdevs=t_netdevs.result(),
+            vm_snapshots=t_snapshots.result()[0],
             disks=t_disks.result(),
             cpu=t_cpu.result(),
             probes=t_probes.result(),
@@ -351,6 +355,13 @@ class Planning:
         if any(ok is None for ok, _ in found):
             return None
         return frozenset(b for b, (ok, _) in zip(wanted, found, strict=True) if ok)
+
+    async def _netdevs(self, dst: HostConfig, vm: VmFacts) -> frozenset[str] | None:
+        """The destination's host interfaces, read only when a NIC is a macvtap on one (type='direct')."""
+        if not any(i.type == "direct" and i.source_dev for i in vm.interfaces):
+            return frozenset()
+        found, _err = await _maybe("list the destination's interfaces", self.hypervisor.interfaces(dst.uri))
+        return None if found is None else frozenset(i.name for i in found)
 
     async def _disks(self, src: HostConfig, dst: HostConfig, vm: VmFacts) -> tuple[DiskVisibility, ...]:
         return tuple(await asyncio.gather(*(self._disk(src, dst, d) for d in vm.disks if not d.empty)))

@@ -366,7 +366,7 @@ class Executor(ControlsMixin):
             destination_uri=r.destination.uri,
             wait_s=1.0 if error is None else 0.2,
         )
-        src, dst = await self._both_states(r)
+        src, dst = await self._both_states(r, failed=error is not None)
         if reattached:
             outcome, message = true_outcome(run.plan, src, dst, completed)
             hint = None

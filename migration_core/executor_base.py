@@ -16,7 +16,7 @@ from migration_core.events import EventSink, JobEvent, Notice, NoticeKind, Progr
 from migration_core.executor_prep import Route
 from migration_core.executor_types import ControlRecord, ProgressRecorder, WallClock
 from migration_core.hypervisor import Hypervisor
-from migration_core.hypervisor_types import DomainInfo
+from migration_core.hypervisor_types import DomainInfo, DomainState
 from migration_core.inventory import Inventory
 from migration_core.models import Decision, Plan, ProgressSample
 from migration_core.progress import ProgressTracker
@@ -89,14 +89,25 @@ class ExecutorBase:
             log.warning("reading %s on %s failed: %s", vm, uri, err)
             return None
 
-    async def _both_states(self, r: Route, wait_s: float = 30.0) -> tuple[DomainInfo | None, DomainInfo | None]:
+    async def _both_states(
+        self, r: Route, wait_s: float = 30.0, *, failed: bool = False
+    ) -> tuple[DomainInfo | None, DomainInfo | None]:
         """The VM on the source and on the destination. A host that does not answer (its libvirtd restarting,
         a blip) is asked again every second for up to `wait_s`: an outcome judged on a gap would be a guess
-        ("cannot tell how it ended") where waiting a few seconds gives the truth. None: still no answer."""
+        ("cannot tell how it ended") where waiting a few seconds gives the truth. None: still no answer.
+
+        When the migration `failed` and the source shows the VM running (not paused), the answer is already
+        known: a destination QEMU only runs the guest after the source has paused it for good, so a silent
+        destination (its daemon killed, say) is not waited for.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         src, dst = await self._state(r.source.uri, r.vm), await self._state(r.destination.uri, r.vm)
-        while (src is None or dst is None) and loop.time() < deadline:
+
+        def settled_on_source() -> bool:
+            return failed and src is not None and src.state is DomainState.RUNNING and not src.postcopy_failed
+
+        while (src is None or dst is None) and loop.time() < deadline and not (dst is None and settled_on_source()):
             await asyncio.sleep(1.0)
             src = src or await self._state(r.source.uri, r.vm)
             dst = dst or await self._state(r.destination.uri, r.vm)

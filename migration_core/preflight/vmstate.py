@@ -137,7 +137,8 @@ def check_snapshots(facts: PreflightFacts) -> tuple[CheckResult, ...]:
     return (
         failed(
             "vm.snapshots",
-            f"{vm} has {count} internal snapshot(s); libvirt refuses to migrate a domain with snapshots",
-            f"delete or export them first (`virsh snapshot-list {vm}`, `virsh snapshot-delete {vm} NAME`)",
+            f"{vm} has {count} snapshot(s) recorded in libvirt; libvirt refuses to migrate a domain with snapshots",
+            f"delete them first (`virsh snapshot-list {vm}`, then `virsh snapshot-delete {vm} NAME`; add "
+            "`--metadata` to keep the snapshot's data and drop only libvirt's record)",
         ),
     )

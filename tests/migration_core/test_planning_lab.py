@@ -263,32 +263,52 @@ async def test_cpu_the_destination_cannot_provide(lab: LabInfo, planning: Planni
         drop_domain(lab, name)
 
 
-@pytest.mark.parametrize("kind", ["network", "bridge"])
-async def test_network_the_destination_lacks(lab: LabInfo, planning: Planning, tmp_path: Path, kind: str) -> None:
-    name, net, bridge = f"pl-{kind[:3]}", "pl-onlya", "plbr0"
-    xml = temp_vm_xml(lab, name, "c2" if kind == "network" else "c3")
-    if kind == "network":
-        # A libvirt network on hostA only, bridged onto the lab's VM bridge.
-        source = f"<source network='{net}'/>"
-        (tmp_path / "net.xml").write_text(
-            f"<network><name>{net}</name><forward mode='bridge'/><bridge name='{lab.vm_bridge}'/></network>"
-        )
-    else:
-        source = f"<source bridge='{bridge}'/>"  # a Linux bridge inside hostA's network namespace only
+def _make_netdev(lab: LabInfo, host: str, name: str, kind: str) -> None:
+    """A Linux bridge or a veth (a macvtap parent; no `dummy` module here) inside one lab host's network
+    namespace, replacing any old one."""
+    host_exec(lab, host, ["ip", "link", "del", name])
+    add = ["ip", "link", "add", name, "type", kind] + (["peer", "name", f"{name}p"] if kind == "veth" else [])
+    for argv in (add, ["ip", "link", "set", name, "up"]):
+        made = host_exec(lab, host, argv)
+        assert made.returncode == 0, made.stderr
+
+
+@pytest.mark.parametrize(
+    ("kind", "thing"),
+    [("network", "network pl-onlya"), ("bridge", "bridge plbr0"), ("direct", "host interface pldum0 (macvtap)")],
+)
+async def test_network_the_destination_lacks(
+    lab: LabInfo, planning: Planning, tmp_path: Path, kind: str, thing: str
+) -> None:
+    """The VM's NIC uses a libvirt network, a Linux bridge or (macvtap) a host interface that only hostA has:
+    the plan fails naming it; once hostB has it too, the same check passes (libvirt sees each host's own)."""
+    name, net, bridge, parent = f"pl-{kind[:3]}", "pl-onlya", "plbr0", "pldum0"
+    xml = temp_vm_xml(lab, name, {"network": "c2", "bridge": "c3", "direct": "c4"}[kind])
+    source = {
+        "network": f"<source network='{net}'/>",
+        "bridge": f"<source bridge='{bridge}'/>",
+        "direct": f"<source dev='{parent}' mode='bridge'/>",
+    }[kind]
+    (tmp_path / "net.xml").write_text(  # a libvirt network bridged onto the lab's VM bridge
+        f"<network><name>{net}</name><forward mode='bridge'/><bridge name='{lab.vm_bridge}'/></network>"
+    )
+
+    def give(host: str) -> None:
+        if kind == "network":
+            virsh(lab, host, "net-destroy", net, check=False)
+            virsh(lab, host, "net-create", str(tmp_path / "net.xml"))
+        else:
+            _make_netdev(lab, host, bridge if kind == "bridge" else parent, "bridge" if kind == "bridge" else "veth")
+
     xml = xml.replace("<interface type='bridge'>", f"<interface type='{kind}'>")
     xml = re.sub(r"<source bridge='[^']+'/>", source, xml)
     drop_domain(lab, name)
     try:
+        give(A)
         if kind == "network":
-            virsh(lab, A, "net-destroy", net, check=False)
-            virsh(lab, A, "net-create", str(tmp_path / "net.xml"))
             assert virsh(lab, B, "net-info", net, check=False).returncode != 0  # hostB really lacks it
         else:
-            host_exec(lab, A, ["ip", "link", "del", bridge])
-            for argv in (["ip", "link", "add", bridge, "type", "bridge"], ["ip", "link", "set", bridge, "up"]):
-                made = host_exec(lab, A, argv)
-                assert made.returncode == 0, made.stderr
-            assert host_exec(lab, B, ["ip", "link", "show", bridge]).returncode != 0
+            assert host_exec(lab, B, ["ip", "link", "show", bridge if kind == "bridge" else parent]).returncode != 0
         started = create_transient(lab, tmp_path, name, xml)
         assert started.returncode == 0, started.stderr
 
@@ -296,14 +316,48 @@ async def test_network_the_destination_lacks(lab: LabInfo, planning: Planning, t
         show(plan)
         check = one(plan, "network")
         assert check.status is FAIL and fails(plan) == ["network"]
-        assert f"hostB lacks {kind} {net if kind == 'network' else bridge}" in check.reason
+        assert f"hostB lacks {thing}" in check.reason
         assert check.fix and "create it on hostB" in check.fix
+
+        give(B)
+        plan = await planning.make_plan(request(name))
+        show(plan)
+        check = one(plan, "network")
+        assert check.status is PASS and fails(plan) == [], check
     finally:
         drop_domain(lab, name)
-        if kind == "network":
-            virsh(lab, A, "net-destroy", net, check=False)
-        else:
-            host_exec(lab, A, ["ip", "link", "del", bridge])
+        for host in (A, B):
+            if kind == "network":
+                virsh(lab, host, "net-destroy", net, check=False)
+            else:
+                host_exec(lab, host, ["ip", "link", "del", bridge if kind == "bridge" else parent])
+
+
+async def test_snapshots_block_the_plan_as_they_block_libvirt(lab: LabInfo, planning: Planning, tmp_path: Path) -> None:
+    """A VM with a snapshot: libvirt itself refuses the migration, so the plan fails first, with the fix."""
+    at_home(lab, "vm42")
+    domain = virsh(lab, A, "dumpxml", "vm42").stdout
+    snapshot = tmp_path / "snap.xml"
+    # --redefine records a snapshot without touching the VM: the record is what libvirt's refusal counts.
+    snapshot.write_text(
+        f"<domainsnapshot><name>pl-snap</name><state>running</state><creationTime>1700000000</creationTime>"
+        f"{domain}</domainsnapshot>"
+    )
+    virsh(lab, A, "snapshot-create", "vm42", str(snapshot), "--redefine")
+    try:
+        plan = await planning.make_plan(request("vm42"))
+        show(plan)
+        check = one(plan, "vm.snapshots")
+        assert check.status is FAIL and "1 snapshot" in check.reason and not plan.executable
+        assert check.fix and "virsh snapshot-delete vm42" in check.fix
+        refused = virsh(
+            lab, A, "migrate", "vm42", "--live", "--p2p", lab.host(B).peer_uri, f"tcp://{lab.host(B).ip}", check=False
+        )
+        assert refused.returncode != 0 and "snapshots" in refused.stderr  # libvirt agrees
+    finally:
+        virsh(lab, A, "snapshot-delete", "vm42", "pl-snap", "--metadata", check=False)
+    assert "vm.snapshots" not in by_name(await planning.make_plan(request("vm42")))
+    assert vm_location(lab, "vm42") == {A: "running"}
 
 
 async def test_destination_daemon_down(lab: LabInfo, planning: Planning) -> None:

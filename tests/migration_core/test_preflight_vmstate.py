@@ -122,4 +122,4 @@ def test_snapshots_block(count: int | None, results: int) -> None:
     out = vmstate.check_snapshots(facts(vm_snapshots=count))
     assert len(out) == results
     if out:
-        assert out[0].status is FAIL and "2 internal snapshot(s)" in out[0].reason
+        assert out[0].status is FAIL and "2 snapshot(s) recorded in libvirt" in out[0].reason

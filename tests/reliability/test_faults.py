@@ -147,7 +147,7 @@ async def test_link_cut_in_precopy_is_aborted_after_the_stall_timeout(
         await wait_progress(bot.store, job_id, 2 * MIB)
         await asyncio.to_thread(link_down, lab)
         # No byte moves: after 6 s without progress the controller aborts; libvirt returns once its
-        # keepalive gives up on the peer connection (~30 s in the lab).
+        # keepalive gives up on the peer connection (~6 s in the lab, ~30 s with libvirt's default).
         job = await wait_state(bot.store, job_id, {JobState.ABORTED}, 90)
         await asyncio.to_thread(link_up, lab)
         assert job.error and job.error.startswith("aborted by convergence controller: stalled for"), job.error
@@ -172,7 +172,7 @@ async def test_link_cut_in_postcopy_is_resumed_when_the_link_is_back(
         job_id = await start_job(bot, text, approvers=("bob", "carol"))
         await _wait_phase(bot.store, job_id, Phase.POSTCOPY)
         await asyncio.to_thread(link_down, lab)
-        # libvirt declares the post-copy failed when its keepalive gives up (~30 s); the VM is split.
+        # libvirt declares the post-copy failed when its keepalive gives up (~6 s in the lab); the VM is split.
         await _wait_notice(bot.store, job_id, "broke", 90)
         assert where(lab, guest) == {A: "paused", B: "running"}  # B runs, but waits for pages it cannot get
         # The link stays down a while: the bot's attempts must find that out without touching the VM (pausing

@@ -43,6 +43,9 @@ def _namespace_script(paths: Paths, host: HostSpec) -> str:
     lines = [
         f"hostname {host.hostname}",
         "mount -t tmpfs -o mode=755,size=64m labrun /run",
+        # A sysfs of this network namespace: libvirt lists host interfaces (bridges, macvtap parents) from
+        # /sys/class/net, which otherwise shows the root namespace's devices instead of this host's.
+        "mount -t sysfs labsys /sys",
         "mkdir -p /run/libvirt /run/lock",
         *(f"mount --bind '{h / src}' {dst}" for src, dst in binds),
         "mount -t tmpfs -o mode=700,size=16m labroot /root",

@@ -41,6 +41,13 @@ max_clients = 50
 """
 
 
+# The keepalive of the source daemon's connection to the destination in a peer-to-peer migration. libvirt's
+# default (5 s x 5) lets a silently cut link go unnoticed for ~30 s; the lab notices in ~6 s so that the
+# fault-injection tests stay short. Production hosts keep their own setting (docs/reliability.md).
+P2P_KEEPALIVE_INTERVAL_S = 2
+P2P_KEEPALIVE_COUNT = 3
+
+
 def qemu_conf(host: HostSpec) -> str:
     # reference/lab.md 4.8: no chown of shared files, no security driver, QEMU stays in the daemon's mount
     # namespace (teardown finds it there), no cgroups, no virtlogd; migration data on the lab link.
@@ -57,6 +64,8 @@ migration_address = "{host.ip}"
 migration_host = "{host.ip}"
 migration_port_min = {MIGRATION_PORT_MIN}
 migration_port_max = {MIGRATION_PORT_MAX}
+keepalive_interval = {P2P_KEEPALIVE_INTERVAL_S}
+keepalive_count = {P2P_KEEPALIVE_COUNT}
 """
 
 

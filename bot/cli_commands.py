@@ -132,9 +132,9 @@ async def _plan(settings: Settings, args: argparse.Namespace, out: TextIO, err: 
         return 2
     core = await open_core(settings)
     try:
-        core.inventory.get(command.request.destination)
+        # An unknown destination or VM is a plan too (its failed check names the close matches), as in Slack.
         plan = await core.planning.make_plan(command.request)
-    except MigrateBotError as e:  # unknown host, no host answers, ...: with --json the caller still gets JSON
+    except MigrateBotError as e:  # no host answers at all, ...: with --json the caller still gets JSON
         if args.json:
             out.write(json.dumps({"error": e.message, "hint": e.hint}) + "\n")
         else:

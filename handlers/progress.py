@@ -28,8 +28,17 @@ from bot.blocks.progress import notice_message, progress_message, state_change_m
 from bot.blocks.summary import summary_message
 from handlers.slack_io import is_transient, post_message, update_message
 from handlers.slack_rate import EDITS_PER_MIN, EditGate, edit_client, is_rate_limited, retry_after_s
+from migration_core.dispatcher_queue import queue_notice_reason
 from migration_core.errors import MigrateBotError
-from migration_core.events import DecisionMade, JobEvent, Notice, ProgressUpdated, StateChanged, SummaryReady
+from migration_core.events import (
+    DecisionMade,
+    JobEvent,
+    Notice,
+    NoticeKind,
+    ProgressUpdated,
+    StateChanged,
+    SummaryReady,
+)
 from migration_core.models import Decision, Job, JobState, ProgressSample
 from migration_core.service_api import MigrationServiceAPI
 
@@ -63,6 +72,7 @@ class _JobState:
     last_flush: float | None = None
     backoff_s: float = 0.0
     finished: bool = False
+    queue_reason: str | None = None  # the last "waiting: ..." reason posted in the thread (without the place)
 
     def busy(self) -> bool:
         return bool(self.ops) or self.card_dirty or (self.progress_dirty and self.progress_ts is not None)
@@ -122,7 +132,17 @@ class SlackProgressSink:
                 st.ops.append(_Op("progress_final", event))
             st.card_dirty = True
         elif isinstance(event, Notice):
-            self._state(event.job_id).ops.append(_Op("notice", event))
+            st = self._state(event.job_id)
+            if event.kind is NoticeKind.QUEUED:
+                # A long queue moves every waiting job's place often: the card shows the current place, and
+                # the thread gets a line only when the reason for waiting changes (not one per step forward).
+                st.card_dirty = True
+                reason = queue_notice_reason(event.text)
+                if reason == st.queue_reason:
+                    self._kick(event.job_id)
+                    return
+                st.queue_reason = reason
+            st.ops.append(_Op("notice", event))
         elif isinstance(event, SummaryReady):
             if event.summary.job_id in self._summarized:
                 return  # the core may announce one summary more than once; the thread gets it once

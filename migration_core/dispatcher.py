@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from migration_core import logctx
-from migration_core.dispatcher_queue import limits_of, queue_places, waiting_reason
+from migration_core.dispatcher_queue import limits_of, queue_notice, queue_places, waiting_reason
 from migration_core.dispatcher_recovery import resume_broken_postcopy
 from migration_core.errors import MigrateBotError
 from migration_core.events import EventSink, Notice, NoticeKind, StateChanged, SummaryReady
@@ -209,7 +209,7 @@ class Dispatcher:
         places = queue_places(waiting)
         for job in waiting:
             why = waiting_reason(job, load, limits) or "waiting for a free slot"
-            text = f"waiting: {why} (place {places[job.id]} in the queue)"
+            text = queue_notice(why, places[job.id])
             if job.state is JobState.APPROVED:
                 with contextlib.suppress(MigrateBotError):  # another replica may have moved it first
                     await self.mover.move(job, JobState.QUEUED, None, text)

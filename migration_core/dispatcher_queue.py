@@ -10,6 +10,7 @@ how well the place predicts the actual start order.)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from migration_core.inventory import Inventory
@@ -65,3 +66,24 @@ def waiting_reason(job: Job, load: Mapping[str, HostLoad], limits: Mapping[str, 
             listed = ", ".join(f"#{i}" for i in ids)
             return f"{job.source} already sends {len(ids)} migration{'s' if len(ids) > 1 else ''}: {listed}"
     return None
+
+
+_PLACE = re.compile(r" \(place \d+ in the queue\)$")
+
+
+def queue_notice(why: str, place: int) -> str:
+    """The notice a waiting job gets: why it waits and its place.
+
+    >>> queue_notice("hostB already receives 2 migrations: #41, #43", 2)
+    'waiting: hostB already receives 2 migrations: #41, #43 (place 2 in the queue)'
+    """
+    return f"waiting: {why} (place {place} in the queue)"
+
+
+def queue_notice_reason(text: str) -> str:
+    """A queue notice without its place: front ends post a new line only when the reason changes.
+
+    >>> queue_notice_reason("waiting: hostB is busy (place 3 in the queue)")
+    'waiting: hostB is busy'
+    """
+    return _PLACE.sub("", text)

@@ -252,3 +252,24 @@ async def test_a_summary_announced_twice_is_posted_once():
     await t.advance(2.0)
     broadcasts = [kw for kw in client.of("chat_postMessage") if kw.get("reply_broadcast")]
     assert len(broadcasts) == 1 and "succeeded" in broadcasts[0]["text"]
+
+
+async def test_queue_moves_refresh_the_card_and_only_a_new_reason_gets_a_thread_line():
+    """A long queue moves each waiting job's place often (bench_load: 624 notices for 50 jobs): the thread gets
+    one line per reason for waiting, and each step forward only re-renders the card, which shows the place."""
+    _t, client, _svc, sink = make(job(state=JobState.QUEUED, approvers=("U0BOB",), p=plan()))
+    busy_b = "waiting: hostB already receives 2 migrations: #41, #43"
+    texts = [f"{busy_b} (place 3 in the queue)", f"{busy_b} (place 2 in the queue)", f"{busy_b} (place 1 in the queue)"]
+    texts.append("waiting: hostA already sends 2 migrations: #44, #45 (place 1 in the queue)")
+    for text in texts:
+        await sink.emit(Notice(7, NoticeKind.QUEUED, text, T0))
+        await settle()
+    posted = [kw["text"] for kw in client.of("chat_postMessage")]
+    assert len(posted) == 2, posted
+    assert "place 3" in posted[0] and "hostA already sends" in posted[1]
+    card_edits = [kw for kw in client.of("chat_update") if kw["ts"] == CARD_TS]
+    assert len(card_edits) >= 2  # the card followed the moves the thread did not repeat
+    # Any other notice still gets its own line.
+    await sink.emit(Notice(7, NoticeKind.INFO, "hostB is back", T0))
+    await settle()
+    assert len(client.of("chat_postMessage")) == 3

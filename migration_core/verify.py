@@ -198,7 +198,10 @@ def _where(seen: Observed, a: str, b: str) -> str:
     if src is not None and src.postcopy_failed:
         return f"is split between {a} and {b} (post-copy broke)"
     if src is not None and src.state is DomainState.RUNNING:
-        return f"stays on {a}" + (f" (and runs on {b} too!)" if dst is not None and dst.active else "")
+        if dst is not None and dst.state is DomainState.RUNNING:
+            return f"stays on {a} (and runs on {b} too!)"
+        leftover = dst is not None and dst.active
+        return f"stays on {a}" + (f" ({b} still holds a paused incoming copy)" if leftover else "")
     if dst is not None and dst.state is DomainState.RUNNING:
         return f"runs on {b}"
     if src is None or dst is None:

@@ -95,7 +95,7 @@ def success_checks(plan: Plan, flags: frozenset[str], seen: Observed) -> list[Ch
 
 
 def failure_checks(plan: Plan, result: ExecutionResult, seen: Observed) -> list[CheckResult]:
-    src, dst, a, b = seen.source, seen.destination, plan.source, plan.destination
+    src, dst, a = seen.source, seen.destination, plan.source
     out = [
         CheckResult(
             "migration",
@@ -125,16 +125,31 @@ def failure_checks(plan: Plan, result: ExecutionResult, seen: Observed) -> list[
             )
         )
     if dst is not None:
-        leftover = dst.active
-        out.append(
-            CheckResult(
-                "destination_cleanup",
-                CheckStatus.FAIL if leftover else CheckStatus.PASS,
-                f"on {b}: {dst.describe()}" + (" — a leftover copy" if leftover else ""),
-                f"destroy the leftover incoming copy on {b}" if leftover else None,
-            )
-        )
+        out.append(_destination_cleanup(plan, dst))
     return out
+
+
+def _destination_cleanup(plan: Plan, dst: DomainInfo) -> CheckResult:
+    """What a failed migration left on the destination. A paused incoming copy is normal for a while: libvirt
+    destroys it when the destination notices the source's connection is gone (at once when the connection
+    closes, after its keepalive when the link was cut), so it is a warning with a deadline, not a failure."""
+    b, vm, name = plan.destination, plan.request.vm, "destination_cleanup"
+    if not dst.active:
+        return CheckResult(name, CheckStatus.PASS, f"on {b}: {dst.describe()}")
+    if dst.state is DomainState.RUNNING:
+        return CheckResult(
+            name,
+            CheckStatus.FAIL,
+            f"on {b}: {dst.describe()} — a leftover copy that runs",
+            f"destroy the leftover copy on {b} once you are sure the source's copy is the one that serves",
+        )
+    return CheckResult(
+        name,
+        CheckStatus.WARN,
+        f"on {b}: {dst.describe()} — the paused incoming copy; {b}'s libvirtd removes it once it notices "
+        "the migration's connection is gone",
+        f"if it is still there in a minute, destroy it (`virsh destroy {vm}` on {b}); the source's copy is untouched",
+    )
 
 
 def failure_next_step(plan: Plan, result: ExecutionResult, seen: Observed) -> str:

@@ -142,12 +142,13 @@ async def test_link_cut_in_precopy_is_aborted_after_the_stall_timeout(
     lab: LabInfo, hv: Hypervisor, tmp_path: Path, link_restored: None
 ) -> None:
     env = bot_env(lab, f"sqlite:///{tmp_path / 'bot.db'}")
-    async with lab_guest(hv, lab, "rel-cutpre") as guest, in_process_bot(env, stall_timeout_s=6.0) as bot:
+    async with lab_guest(hv, lab, "rel-cutpre") as guest, in_process_bot(env, stall_timeout_s=3.0) as bot:
         job_id = await start_job(bot, f"{guest.name} to {B} --bandwidth 2")
         await wait_progress(bot.store, job_id, 2 * MIB)
         await asyncio.to_thread(link_down, lab)
-        # No byte moves: after 6 s without progress the controller aborts; libvirt returns once its
-        # keepalive gives up on the peer connection (~6 s in the lab, ~30 s with libvirt's default).
+        # No byte moves: after 3 s without progress the controller aborts; libvirt returns once its
+        # keepalive gives up on the peer connection (~8 s in the lab, ~30 s with libvirt's default). The stall
+        # timeout must be the shorter, or libvirt fails the job before the controller's abort.
         job = await wait_state(bot.store, job_id, {JobState.ABORTED}, 90)
         await asyncio.to_thread(link_up, lab)
         assert job.error and job.error.startswith("aborted by convergence controller: stalled for"), job.error
@@ -172,7 +173,7 @@ async def test_link_cut_in_postcopy_is_resumed_when_the_link_is_back(
         job_id = await start_job(bot, text, approvers=("bob", "carol"))
         await _wait_phase(bot.store, job_id, Phase.POSTCOPY)
         await asyncio.to_thread(link_down, lab)
-        # libvirt declares the post-copy failed when its keepalive gives up (~6 s in the lab); the VM is split.
+        # libvirt declares the post-copy failed when its keepalive gives up (~8 s in the lab); the VM is split.
         await _wait_notice(bot.store, job_id, "broke", 90)
         assert where(lab, guest) == {A: "paused", B: "running"}  # B runs, but waits for pages it cannot get
         # The link stays down a while: the bot's attempts must find that out without touching the VM (pausing

@@ -42,10 +42,10 @@ max_clients = 50
 
 
 # The keepalive of the source daemon's connection to the destination in a peer-to-peer migration. libvirt's
-# default (5 s x 5) lets a silently cut link go unnoticed for ~30 s; the lab notices in ~6 s so that the
+# default (5 s x 5) lets a silently cut link go unnoticed for ~30 s; the lab notices in ~8 s so that the
 # fault-injection tests stay short. Production hosts keep their own setting (docs/reliability.md).
 P2P_KEEPALIVE_INTERVAL_S = 2
-P2P_KEEPALIVE_COUNT = 3
+P2P_KEEPALIVE_COUNT = 4
 
 
 def qemu_conf(host: HostSpec) -> str:

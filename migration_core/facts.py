@@ -48,6 +48,7 @@ from migration_core.facts_vm import (
     VcpuPin,
     VmFacts,
 )
+from migration_core.hypervisor_types import DomainState
 from migration_core.models import MigrationRequest
 
 __all__ = [
@@ -108,21 +109,22 @@ class VmState(StrEnum):
     OTHER = "other"
 
     @staticmethod
-    def from_libvirt(state: int) -> VmState:
-        """Map `virDomainState` (dom.state()[0]) to a VmState.
+    def of(state: DomainState) -> VmState:
+        """What a domain's state on its host means for planning; the one mapping preflight uses.
 
-        >>> VmState.from_libvirt(1), VmState.from_libvirt(5)
+        A domain that is shutting down still runs (a live migration is still what it would need).
+
+        >>> VmState.of(DomainState.BLOCKED), VmState.of(DomainState.SHUTOFF)
         (<VmState.RUNNING: 'running'>, <VmState.SHUTOFF: 'shut off'>)
         """
-        # 1 running, 2 blocked (running, waiting on a resource), 3 paused, 4 shutting down, 5 shut off,
-        # 6 crashed, 7 pmsuspended; 0 (no state) and anything newer fold to OTHER.
         return {
-            1: VmState.RUNNING,
-            2: VmState.RUNNING,
-            3: VmState.PAUSED,
-            5: VmState.SHUTOFF,
-            6: VmState.CRASHED,
-            7: VmState.PMSUSPENDED,
+            DomainState.RUNNING: VmState.RUNNING,
+            DomainState.BLOCKED: VmState.RUNNING,
+            DomainState.PAUSED: VmState.PAUSED,
+            DomainState.SHUTOFF: VmState.SHUTOFF,
+            DomainState.SHUTDOWN: VmState.RUNNING,
+            DomainState.CRASHED: VmState.CRASHED,
+            DomainState.PMSUSPENDED: VmState.PMSUSPENDED,
         }.get(state, VmState.OTHER)
 
 

@@ -42,7 +42,7 @@ from migration_core.facts import (
     VmState,
 )
 from migration_core.hypervisor import Hypervisor
-from migration_core.hypervisor_types import DomainInfo, DomainState
+from migration_core.hypervisor_types import DomainInfo
 from migration_core.inventory import HostConfig, Inventory
 from migration_core.models import MigrationMode, MigrationRequest, Plan, Prediction
 from migration_core.planner import choose_mode, make_plan
@@ -65,18 +65,6 @@ async def _maybe(what: str, aw: Awaitable[T]) -> tuple[T | None, str | None]:
     except MigrateBotError as err:
         log.info("preflight: could not %s: %s", what, err)
         return None, str(err)
-
-
-def _vm_state(info: DomainInfo) -> VmState:
-    return {
-        DomainState.RUNNING: VmState.RUNNING,
-        DomainState.BLOCKED: VmState.RUNNING,
-        DomainState.PAUSED: VmState.PAUSED,
-        DomainState.SHUTOFF: VmState.SHUTOFF,
-        DomainState.SHUTDOWN: VmState.RUNNING,
-        DomainState.CRASHED: VmState.CRASHED,
-        DomainState.PMSUSPENDED: VmState.PMSUSPENDED,
-    }.get(info.state, VmState.OTHER)
 
 
 async def probe_tcp(host: str, port: int, timeout_s: float) -> tuple[bool | None, str]:
@@ -225,7 +213,7 @@ class Planning:
             destination=destination,
             known_hosts=known,
             known_vms=tuple(names),
-            vm_state=_vm_state(dom),
+            vm_state=VmState.of(dom.state),
             vm_persistent=dom.persistent,
             settings=self.settings,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from migration_core.facts import DestinationDomain, VmState
+from migration_core.hypervisor_types import DomainState
 from migration_core.models import CheckStatus, MigrationMode, MigrationOptions, MigrationRequest
 from migration_core.preflight import run_checks, vmstate
 from tests.migration_core.fixtures.build import facts, one
@@ -70,21 +71,21 @@ def test_state_fits_mode(
 
 
 @pytest.mark.parametrize(
-    ("libvirt_state", "state"),
+    ("domain_state", "state"),
     [
-        (0, VmState.OTHER),
-        (1, VmState.RUNNING),
-        (2, VmState.RUNNING),
-        (3, VmState.PAUSED),
-        (4, VmState.OTHER),
-        (5, VmState.SHUTOFF),
-        (6, VmState.CRASHED),
-        (7, VmState.PMSUSPENDED),
-        (99, VmState.OTHER),
+        (DomainState.NOSTATE, VmState.OTHER),
+        (DomainState.RUNNING, VmState.RUNNING),
+        (DomainState.BLOCKED, VmState.RUNNING),
+        (DomainState.PAUSED, VmState.PAUSED),
+        (DomainState.SHUTDOWN, VmState.RUNNING),  # still running while it shuts down
+        (DomainState.SHUTOFF, VmState.SHUTOFF),
+        (DomainState.CRASHED, VmState.CRASHED),
+        (DomainState.PMSUSPENDED, VmState.PMSUSPENDED),
+        (DomainState.ABSENT, VmState.OTHER),
     ],
 )
-def test_state_from_libvirt(libvirt_state: int, state: VmState) -> None:
-    assert VmState.from_libvirt(libvirt_state) is state
+def test_state_of_a_domain(domain_state: DomainState, state: VmState) -> None:
+    assert VmState.of(domain_state) is state
 
 
 CLASHES = [

@@ -196,7 +196,7 @@ def _parse_migrate(tokens: list[str], *, plan_only: bool) -> MigrateCommand:
 
 def _extra_words_hint(scan: _Scan) -> str:
     """When the stray words follow --reason's value, the reason was meant to be quoted: show how."""
-    if scan.after_reason is not None and scan.draft.reason is not None:
+    if scan.after_reason is not None and scan.draft.options.reason is not None:
         trailing = []
         expected = scan.after_reason
         for index, word in scan.positionals:
@@ -204,7 +204,7 @@ def _extra_words_hint(scan: _Scan) -> str:
                 trailing.append(word)
                 expected += 1
         if trailing:
-            whole = " ".join([scan.draft.reason, *trailing])
+            whole = " ".join([scan.draft.options.reason, *trailing])
             quoted = f'"{whole}"' if '"' not in whole else shlex.quote(whole)
             return f"quote the whole reason: --reason {quoted}"
     return 'options start with --; quote text with spaces, e.g. --reason "CHG-1234 kernel update"'

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from migration_core.errors import GrammarError
 from migration_core.grammar_spec import (
@@ -29,33 +30,32 @@ _LIMIT_DEFAULT = 20
 
 @dataclass
 class Draft:
-    """Option values collected while scanning; `given` maps a field to the option text that set it."""
+    """Option values collected while scanning: the MigrationOptions being built (its fields and defaults are
+    the only definition of them), `--limit` for `history`, and `given`, which maps a field to the option text
+    that set it."""
 
-    mode: MigrationMode | None = None
-    persistent: bool = True
-    undefine_source: bool = False
-    postcopy: bool = False
-    postcopy_after_s: float | None = None
-    auto_converge: bool = False
-    parallel_connections: int | None = None
-    max_downtime_ms: int | None = None
-    bandwidth_mib_s: int | None = None
-    copy_storage: CopyStorage | None = None
-    compressed: bool = False
-    tls: bool = False
-    timeout_s: float | None = None
-    reason: str | None = None
+    options: MigrationOptions = field(default_factory=MigrationOptions)
     limit: int = _LIMIT_DEFAULT
     given: dict[str, str] = field(default_factory=dict)
     options_seen: list[str] = field(default_factory=list)
 
+    def value(self, name: str) -> object:
+        return self.limit if name == "limit" else getattr(self.options, name)
+
     def set(self, name: str, value: object, given: str) -> None:
         """Set field `name`; the same option twice is fine, two different values are an error."""
         previous = self.given.get(name)
-        if previous is not None and getattr(self, name) != value:
+        if previous is not None and self.value(name) != value:
             raise _conflict_twice(name, previous, given)
-        setattr(self, name, value)
+        self.imply(name, value)
         self.given[name] = given
+
+    def imply(self, name: str, value: Any) -> None:
+        """Set a field without recording it as given (an option implied by another)."""
+        if name == "limit":
+            self.limit = int(value)
+        else:
+            self.options = replace(self.options, **{name: value})
 
 
 def _conflict_twice(name: str, previous: str, given: str) -> GrammarError:
@@ -150,7 +150,7 @@ def _human_s(seconds: float) -> str:
 
 def _postcopy_after(draft: Draft, raw: str | None, given: str) -> None:
     _duration("--postcopy-after", "postcopy_after_s", 1.0, 86400.0)(draft, raw, given)
-    draft.postcopy = True  # implied, not "given": an explicit --postcopy alongside is no conflict
+    draft.imply("postcopy", True)  # implied, not "given": an explicit --postcopy alongside is no conflict
 
 
 def _parallel(draft: Draft, raw: str | None, given: str) -> None:
@@ -214,8 +214,9 @@ _HANDLERS: dict[str, Callable[[Draft, str | None, str], None]] = {
 
 
 def build_options(draft: Draft) -> MigrationOptions:
-    """Check how the options combine and freeze them into MigrationOptions."""
-    if draft.mode is MigrationMode.OFFLINE:
+    """Check how the options combine; the MigrationOptions they make."""
+    opts = draft.options
+    if opts.mode is MigrationMode.OFFLINE:
         bad = [f"--{n}" for n in dict.fromkeys(draft.options_seen) if n in LIVE_ONLY]
         if bad:
             raise GrammarError(
@@ -223,40 +224,25 @@ def build_options(draft: Draft) -> MigrationOptions:
                 "those options tune a live migration; an offline migration only moves the VM's definition. "
                 "Drop --offline to migrate the VM while it runs, or drop the live-only options",
             )
-        if not draft.persistent:
+        if not opts.persistent:
             raise GrammarError(
                 "--offline cannot be combined with --transient",
                 "an offline migration only moves the definition, so the VM must stay defined on the "
                 "destination: drop --transient",
             )
-    if not draft.persistent and draft.undefine_source:
+    if not opts.persistent and opts.undefine_source:
         raise GrammarError(
             "--transient with --undefine-source would leave the VM defined nowhere",
             "drop --transient to keep it defined on the destination, or drop --undefine-source",
         )
     if (
-        draft.postcopy_after_s is not None
-        and draft.timeout_s is not None
-        and draft.postcopy_after_s >= draft.timeout_s
+        opts.postcopy_after_s is not None
+        and opts.timeout_s is not None
+        and opts.postcopy_after_s >= opts.timeout_s
     ):
         raise GrammarError(
-            f"--postcopy-after ({_human_s(draft.postcopy_after_s)}) is not shorter than --timeout "
-            f"({_human_s(draft.timeout_s)}): the timeout would act first",
+            f"--postcopy-after ({_human_s(opts.postcopy_after_s)}) is not shorter than --timeout "
+            f"({_human_s(opts.timeout_s)}): the timeout would act first",
             "make --postcopy-after shorter than --timeout, or drop one of them",
         )
-    return MigrationOptions(
-        mode=draft.mode,
-        persistent=draft.persistent,
-        undefine_source=draft.undefine_source,
-        postcopy=draft.postcopy,
-        postcopy_after_s=draft.postcopy_after_s,
-        auto_converge=draft.auto_converge,
-        parallel_connections=draft.parallel_connections,
-        max_downtime_ms=draft.max_downtime_ms,
-        bandwidth_mib_s=draft.bandwidth_mib_s,
-        copy_storage=draft.copy_storage,
-        compressed=draft.compressed,
-        tls=draft.tls,
-        timeout_s=draft.timeout_s,
-        reason=draft.reason,
-    )
+    return opts

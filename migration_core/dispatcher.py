@@ -154,12 +154,9 @@ class Dispatcher:
                 self._taken_from[job.id] = job.owner
                 self._spawn(taken, recovering=True)
         limits = limits_of(self.inventory)
-        while True:
-            claimed = await self.store.claim_next_runnable(self.config.replica_id, self.config.lease_s, limits=limits)
-            if claimed is None:
-                break
-            self._spawn(claimed)
-        await self._mark_waiting(limits)
+        await self._claim_runnable(limits)
+        if await self._mark_waiting(limits):
+            await self._claim_runnable(limits)  # approved during this tick, with a free slot: start it now
         for job_id, task in list(self._runs.items()):
             if not await self.store.renew_lease(job_id, self.config.replica_id, self.config.lease_s):
                 await self._lost_lease(job_id, task)
@@ -203,12 +200,28 @@ class Dispatcher:
         jobs = await self.store.jobs_in_states([JobState.APPROVED, JobState.QUEUED])
         return sorted((j for j in jobs if j.owner is None), key=lambda j: (j.created_at, j.id))
 
-    async def _mark_waiting(self, limits: dict[str, HostLimit]) -> None:
+    async def _claim_runnable(self, limits: dict[str, HostLimit]) -> None:
+        while True:
+            claimed = await self.store.claim_next_runnable(self.config.replica_id, self.config.lease_s, limits=limits)
+            if claimed is None:
+                return
+            self._spawn(claimed)
+
+    async def _mark_waiting(self, limits: dict[str, HostLimit]) -> bool:
+        """Queue (with the reason and place) every approved job that cannot start; True if one could start.
+
+        A job approved after this tick's claims has free slots and no reason to wait: calling it "queued"
+        would tell its thread a wait that is not happening, so it is left to the next claim instead.
+        """
         load = await self.store.host_load()
         waiting = await self._waiting()
         places = queue_places(waiting)
+        startable = False
         for job in waiting:
-            why = waiting_reason(job, load, limits) or "waiting for a free slot"
+            why = waiting_reason(job, load, limits)
+            if why is None:
+                startable = True
+                continue
             text = queue_notice(why, places[job.id])
             if job.state is JobState.APPROVED:
                 with contextlib.suppress(MigrateBotError):  # another replica may have moved it first
@@ -218,6 +231,7 @@ class Dispatcher:
                 # Every replica sees the same queue: the store lets exactly one of them announce a change.
                 if await self.store.record_notice_if_new(job.id, text, prefix="waiting:"):
                     await self.sink.emit(Notice(job.id, NoticeKind.QUEUED, text, self.clock()))
+        return startable
 
     async def queue_positions(self) -> list[QueuePosition]:
         load = await self.store.host_load()

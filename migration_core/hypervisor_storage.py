@@ -1,4 +1,4 @@
-"""The adapter's storage and network facts: pools, volumes by path, pre-creating images, networks, bridges.
+"""The adapter's storage and network facts: pools, volumes by path, pre-creating images, networks, host interfaces.
 
 Part of `hypervisor.Hypervisor` (a mixin over hypervisor_base.HypervisorBase).
 
@@ -7,9 +7,9 @@ libvirt has no "does this file exist on that host" call: a path is known when a 
 A path outside every pool is "unknown" (None), not "missing". Images outside pools are pre-created through a
 transient dir pool on their directory (lab.md P4), destroyed right after (that leaves the files alone).
 
-Host bridges: the interface driver (`listAllInterfaces`) first, then nodedev net devices. Both read the
-host's /sys; inside the lab's network namespaces that is the root namespace's /sys, so bridge answers there
-are indicative only (the lab VMs have no NICs). Bridges of libvirt networks come from `listAllNetworks`.
+Host interfaces (bridges, macvtap parents): the interface driver (`listAllInterfaces`) first, then nodedev net
+devices. Both read the host's /sys, so the lab gives each host's daemon a sysfs of its own network namespace.
+Bridges of libvirt networks come from `listAllNetworks`.
 """
 
 from __future__ import annotations
@@ -71,12 +71,6 @@ class StorageMixin(HypervisorBase):
             return tuple(sorted(found.values(), key=lambda i: i.name))
 
         return await self._run(uri, "list host interfaces", read)
-
-    async def has_bridge(self, uri: str, bridge: str) -> bool:
-        """Whether a bridge of that name exists on the host (a libvirt network's bridge counts)."""
-        if any(n.bridge == bridge for n in await self.networks(uri)):
-            return True
-        return any(i.name == bridge for i in await self.interfaces(uri))
 
     async def refresh_pools(self, uri: str) -> None:
         """Re-scan every active pool so libvirt's volume cache matches the disk (lab.md P5)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -42,7 +42,7 @@ from migration_core.facts import (
     VmState,
 )
 from migration_core.hypervisor import Hypervisor
-from migration_core.hypervisor_types import DomainInfo
+from migration_core.hypervisor_types import DomainInfo, NetworkInfo
 from migration_core.inventory import HostConfig, Inventory
 from migration_core.models import MigrationMode, MigrationRequest, Plan, Prediction
 from migration_core.planner import choose_mode, make_plan
@@ -65,6 +65,29 @@ async def _maybe(what: str, aw: Awaitable[T]) -> tuple[T | None, str | None]:
     except MigrateBotError as err:
         log.info("preflight: could not %s: %s", what, err)
         return None, str(err)
+
+
+def _uses_netdev(vm: VmFacts) -> bool:
+    """Whether a NIC is a macvtap on a host interface (type='direct'), which the destination must have too."""
+    return any(i.type == "direct" and i.source_dev for i in vm.interfaces)
+
+
+def _bridges_found(
+    vm: VmFacts, networks: Sequence[NetworkInfo] | None, interfaces: frozenset[str] | None
+) -> frozenset[str] | None:
+    """The VM's bridges that the destination has: a libvirt network's bridge or a host interface of that name.
+    None when that cannot be told (the networks, or the interfaces a bridge would be looked up in, unread)."""
+    found = set()
+    for bridge in sorted({i.source_bridge for i in vm.interfaces if i.source_bridge}):
+        if networks is None:
+            return None
+        if any(n.bridge == bridge for n in networks):
+            found.add(bridge)
+        elif interfaces is None:
+            return None
+        elif bridge in interfaces:
+            found.add(bridge)
+    return frozenset(found)
 
 
 async def probe_tcp(host: str, port: int, timeout_s: float) -> tuple[bool | None, str]:
@@ -287,8 +310,7 @@ class Planning:
             t_domcaps = tg.create_task(self._domcaps(dst, vm))
             t_domains = tg.create_task(_maybe("list the destination's VMs", hyp.list_domains(dst.uri)))
             t_networks = tg.create_task(_maybe("list the destination's networks", hyp.networks(dst.uri)))
-            t_bridges = tg.create_task(self._bridges(dst, vm))
-            t_netdevs = tg.create_task(self._netdevs(dst, vm))
+            t_interfaces = tg.create_task(self._interfaces(dst, vm))
             t_snapshots = tg.create_task(_maybe("count the VM's snapshots", hyp.snapshot_count(src.uri, dom.name)))
             t_disks = tg.create_task(self._disks(src, dst, vm))
             t_cpu = tg.create_task(self._cpu(src, dst, vm))
@@ -297,6 +319,7 @@ class Planning:
         domcaps, domcaps_error = t_domcaps.result()
         dest_domains, _e1 = t_domains.result()
         networks, _e2 = t_networks.result()
+        interfaces = t_interfaces.result()
         return replace(
             base,
             vm=vm,
@@ -310,8 +333,8 @@ class Planning:
             destination_networks=tuple(DestinationNetwork(n.name, n.active, n.bridge) for n in networks)
             if networks is not None
             else None,
-            destination_bridges=t_bridges.result(),
-            destination_netdevs=t_netdevs.result(),
+            destination_bridges=_bridges_found(vm, networks, interfaces),
+            destination_netdevs=interfaces if _uses_netdev(vm) else frozenset(),
             vm_snapshots=t_snapshots.result()[0],
             disks=t_disks.result(),
             cpu=t_cpu.result(),
@@ -333,20 +356,10 @@ class Planning:
         except MigrateBotError as e:
             return None, str(e)
 
-    async def _bridges(self, dst: HostConfig, vm: VmFacts) -> frozenset[str] | None:
-        wanted = sorted({i.source_bridge for i in vm.interfaces if i.source_bridge})
-        if not wanted:
-            return frozenset()
-        found = await asyncio.gather(
-            *(_maybe("look for a bridge", self.hypervisor.has_bridge(dst.uri, b)) for b in wanted)
-        )
-        if any(ok is None for ok, _ in found):
-            return None
-        return frozenset(b for b, (ok, _) in zip(wanted, found, strict=True) if ok)
-
-    async def _netdevs(self, dst: HostConfig, vm: VmFacts) -> frozenset[str] | None:
-        """The destination's host interfaces, read only when a NIC is a macvtap on one (type='direct')."""
-        if not any(i.type == "direct" and i.source_dev for i in vm.interfaces):
+    async def _interfaces(self, dst: HostConfig, vm: VmFacts) -> frozenset[str] | None:
+        """The destination's host interface names, listed once and only when a NIC sits on a bridge or (macvtap)
+        on a host interface; None when they could not be listed."""
+        if not (_uses_netdev(vm) or any(i.source_bridge for i in vm.interfaces)):
             return frozenset()
         found, _err = await _maybe("list the destination's interfaces", self.hypervisor.interfaces(dst.uri))
         return None if found is None else frozenset(i.name for i in found)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from migration_core.facts.domxml import parse_domain
 from migration_core.facts.gathered import DiskSourceKind
-from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.hypervisor.port import HypervisorPort
 from migration_core.inventory.hosts import HostConfig, Inventory
 from migration_core.models import MigrationMode, ParamValue, Plan
 
@@ -39,7 +39,7 @@ class Route:
         return "OFFLINE" not in self.flag_set
 
 
-def route(plan: Plan, inventory: Inventory, hypervisor: Hypervisor) -> Route:
+def route(plan: Plan, inventory: Inventory, hypervisor: HypervisorPort) -> Route:
     """Resolve both hosts (InventoryError if unknown) and complete the params from the inventory.
 
     The migration data goes to the destination's `migration_address` (`migrate_uri`) unless the plan set
@@ -65,7 +65,7 @@ class PreparedDisk:
     action: str  # "exists", "in pool" (libvirt creates it), "created"
 
 
-async def prepare_storage(hypervisor: Hypervisor, r: Route) -> tuple[PreparedDisk, ...]:
+async def prepare_storage(hypervisor: HypervisorPort, r: Route) -> tuple[PreparedDisk, ...]:
     """For --copy-storage: make sure every disk to copy can be written at the same path on the destination.
 
     libvirt pre-creates a missing image only inside a destination storage pool, and trusts its pool cache

@@ -21,7 +21,7 @@ from migration_core.execution.verify_checks import (
     success_checks,
     target_ms,
 )
-from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import DomainInfo, DomainState, JobStats
 from migration_core.models import (
     CheckResult,
@@ -39,7 +39,7 @@ def _flags(plan: Plan) -> frozenset[str]:
     return frozenset(f.removeprefix("VIR_MIGRATE_") for f in plan.flags)
 
 
-async def verify(plan: Plan, hypervisor: Hypervisor, result: ExecutionResult) -> VerificationSummary:
+async def verify(plan: Plan, hypervisor: HypervisorPort, result: ExecutionResult) -> VerificationSummary:
     """Check the outcome on both hosts and build the summary (never raises for an unreachable host)."""
     vm = plan.vm_uuid or plan.request.vm
     seen: dict[str, DomainInfo | None] = {}
@@ -57,7 +57,7 @@ async def verify(plan: Plan, hypervisor: Hypervisor, result: ExecutionResult) ->
     return judge(plan, result, observed)
 
 
-async def _agent_configured(hypervisor: Hypervisor, uri: str, vm: str) -> bool:
+async def _agent_configured(hypervisor: HypervisorPort, uri: str, vm: str) -> bool:
     try:
         return await hypervisor.guest_agent_configured(uri, vm)
     except HypervisorError:

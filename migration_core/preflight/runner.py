@@ -41,7 +41,7 @@ from migration_core.facts.gathered import (
     VmFacts,
     VmState,
 )
-from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import DomainInfo, NetworkInfo
 from migration_core.inventory.hosts import HostConfig, Inventory
 from migration_core.models import MigrationMode, MigrationRequest, Plan, Prediction
@@ -116,7 +116,7 @@ class PreflightRunner:
     def __init__(
         self,
         inventory: Inventory,
-        hypervisor: Hypervisor,
+        hypervisor: HypervisorPort,
         *,
         dirty_rate_window_s: float = 3.0,
         probe_timeout_s: float = 2.0,

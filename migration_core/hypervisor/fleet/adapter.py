@@ -28,6 +28,7 @@ from migration_core.hypervisor.fleet.model import (
     domain_xml,
     with_defaults,
 )
+from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import (
     PAUSED_MIGRATION,
     PAUSED_POSTCOPY,
@@ -724,3 +725,8 @@ def _bandwidth(params: Mapping[str, ParamValue], key: str, fallback_mib_s: int) 
     value = params.get(key)
     mib = int(value) if isinstance(value, int | float) and not isinstance(value, bool) else fallback_mib_s
     return mib * MIB if mib else None
+
+
+def _implements_the_port(fleet: Fleet) -> HypervisorPort:
+    """mypy proves here that the fleet implements the port (a structural check; never called)."""
+    return fleet

@@ -49,6 +49,8 @@ class _Selector(selectors.DefaultSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """A selector event loop on virtual time (see the module docstring). `advance(s)` moves it by hand."""
 
+    latest: VirtualTimeLoop | None = None  # the last one created: what clocks read from worker threads
+
     def __init__(self, start_s: float = 0.0) -> None:
         selector = _Selector()
         super().__init__(selector)
@@ -56,6 +58,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._now = start_s
         self._threads = 0
         self._threads_lock = threading.Lock()
+        VirtualTimeLoop.latest = self
 
     def time(self) -> float:
         return self._now
@@ -90,13 +93,20 @@ class VirtualClock:
         self.epoch = epoch
 
     def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
+        return self._loop_time()
 
     def now(self) -> datetime:
+        return self.epoch + timedelta(seconds=self._loop_time())
+
+    @staticmethod
+    def _loop_time() -> float:
+        """The running loop's time; from a worker thread (the store stamps rows there) the latest virtual
+        loop's; before any loop exists, 0 (the start of time)."""
         try:
-            return self.epoch + timedelta(seconds=asyncio.get_running_loop().time())
-        except RuntimeError:  # called outside the loop (a test's setup): the start of time
-            return self.epoch
+            return asyncio.get_running_loop().time()
+        except RuntimeError:
+            latest = VirtualTimeLoop.latest
+            return latest.time() if latest is not None and not latest.is_closed() else 0.0
 
 
 def run_virtual(main: Coroutine[Any, Any, T], *, start_s: float = 0.0) -> T:

@@ -14,8 +14,10 @@ from migration_core.events import JobEvent, Notice, ProgressUpdated
 from migration_core.execution.executor import Executor
 from migration_core.hypervisor.fleet import Fleet, HostSpec, VirtualClock, VmSpec
 from migration_core.inventory.hosts import Inventory
-from migration_core.models import MigrationOptions, MigrationRequest, Plan
+from migration_core.models import JobState, MigrationOptions, MigrationRequest, Plan
 from migration_core.preflight.runner import PreflightRunner
+from migration_core.service import MigrationService, ServiceConfig
+from migration_core.store import Store
 
 H1, H2 = "h1", "h2"
 
@@ -77,3 +79,59 @@ async def started(task: Awaitable[object]) -> asyncio.Task[object]:
     t = asyncio.ensure_future(task)
     await asyncio.sleep(0)
     return t  # type: ignore[return-value]
+
+
+# ----- the whole service on the fleet ------------------------------------------------------------------------
+
+
+async def _approver(_user: str) -> bool:
+    return True
+
+
+async def open_service(
+    r: Rig,
+    db_url: str,
+    *,
+    replica: str = "replica-a",
+    lease_s: float = 10.0,
+    approval_ttl_s: float = 1800.0,
+    tick_s: float = 1.0,
+    sink: Recorder | None = None,
+) -> MigrationService:
+    """The real MigrationService (dispatcher, executor, preflight, store on SQLite) on the rig's fleet."""
+    store = await Store.open(db_url, clock=r.clock.now)
+    sink = sink or r.sink
+    executor = Executor(r.fleet, r.inventory, sink, r.clock.now, poll_interval_s=0.5)
+    service = MigrationService(
+        store=store,
+        inventory=r.inventory,
+        planner=r.planner,
+        executor=executor,
+        sink=sink,
+        approver_check=_approver,
+        config=ServiceConfig(
+            approval_ttl_s=approval_ttl_s,
+            replica_id=replica,
+            lease_s=lease_s,
+            dispatch_interval_s=tick_s,
+            wait_poll_s=1.0,
+        ),
+        clock=r.clock.now,
+        monotonic=r.clock.monotonic,
+    )
+    await service.start()
+    return service
+
+
+async def close_service(service: MigrationService) -> None:
+    await service.close()
+    await service.store.close()
+
+
+async def approve(service: MigrationService, job_id: int) -> None:
+    """Two distinct approvers: every fleet plan warns that no port probe ran (no real addresses), which makes
+    it a risky plan (policy.risk_reasons) that needs two."""
+    for who in ("bob", "carol"):
+        job = await service.get_job(job_id)
+        if job.state is JobState.AWAITING_APPROVAL:
+            await service.approve(job_id, who)

@@ -17,9 +17,11 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from migration_core.hypervisor.types import (
+    HOST_DEFAULT,
     CpuComparison,
     DirtyRate,
     DomainInfo,
+    EmulatorTarget,
     HostVersions,
     InterfaceInfo,
     JobStats,
@@ -56,37 +58,11 @@ class HostFacts(Protocol):
 
     async def node_memory(self, uri: str) -> NodeMemory: ...
 
-    async def domain_capabilities(
-        self,
-        uri: str,
-        *,
-        emulator: str | None = None,
-        arch: str | None = None,
-        machine: str | None = None,
-        virttype: str | None = None,
-    ) -> str: ...
+    async def domain_capabilities(self, uri: str, target: EmulatorTarget = HOST_DEFAULT) -> str: ...
 
-    async def compare_cpu(
-        self,
-        uri: str,
-        cpu_xml: str,
-        *,
-        emulator: str | None = None,
-        arch: str | None = None,
-        machine: str | None = None,
-        virttype: str | None = None,
-    ) -> CpuComparison: ...
+    async def compare_cpu(self, uri: str, cpu_xml: str, target: EmulatorTarget = HOST_DEFAULT) -> CpuComparison: ...
 
-    async def baseline_cpu(
-        self,
-        uri: str,
-        cpu_xmls: Sequence[str],
-        *,
-        emulator: str | None = None,
-        arch: str | None = None,
-        machine: str | None = None,
-        virttype: str | None = None,
-    ) -> str: ...
+    async def baseline_cpu(self, uri: str, cpu_xmls: Sequence[str], target: EmulatorTarget = HOST_DEFAULT) -> str: ...
 
     async def list_domains(self, uri: str) -> tuple[DomainInfo, ...]: ...
 

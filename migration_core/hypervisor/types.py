@@ -261,6 +261,20 @@ class VolumeInfo:
 
 
 @dataclass(frozen=True)
+class EmulatorTarget:
+    """Which emulator, architecture, machine type and virt type a CPU or domain-capabilities question is
+    about (libvirt's four optional arguments; None: the host's default)."""
+
+    emulator: str | None = None
+    arch: str | None = None
+    machine: str | None = None
+    virttype: str | None = None
+
+
+HOST_DEFAULT = EmulatorTarget()
+
+
+@dataclass(frozen=True)
 class CpuComparison:
     """`compareHypervisorCPU` on the destination: compatible or not, the missing features, libvirt's text."""
 

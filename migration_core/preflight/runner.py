@@ -42,7 +42,7 @@ from migration_core.facts.gathered import (
     VmState,
 )
 from migration_core.hypervisor.port import HypervisorPort
-from migration_core.hypervisor.types import DomainInfo, NetworkInfo
+from migration_core.hypervisor.types import DomainInfo, EmulatorTarget, NetworkInfo
 from migration_core.inventory.hosts import HostConfig, Inventory
 from migration_core.models import MigrationMode, MigrationRequest, Plan, Prediction
 from migration_core.planning.planner import choose_mode, make_plan
@@ -65,6 +65,11 @@ async def _maybe(what: str, aw: Awaitable[T]) -> tuple[T | None, str | None]:
     except MigrateBotError as err:
         log.info("preflight: could not %s: %s", what, err)
         return None, str(err)
+
+
+def _target(vm: VmFacts) -> EmulatorTarget:
+    """The emulator, arch, machine and virt type the VM runs with: what CPU questions are asked about."""
+    return EmulatorTarget(vm.emulator, vm.arch, vm.machine, vm.domain_type)
 
 
 def _uses_netdev(vm: VmFacts) -> bool:
@@ -345,9 +350,7 @@ class PreflightRunner:
     async def _domcaps(self, dst: HostConfig, vm: VmFacts) -> tuple[DomainCapsFacts | None, str | None]:
         xml, err = await _maybe(
             "read domain capabilities",
-            self.hypervisor.domain_capabilities(
-                dst.uri, emulator=vm.emulator, arch=vm.arch, machine=vm.machine, virttype=vm.domain_type
-            ),
+            self.hypervisor.domain_capabilities(dst.uri, _target(vm)),
         )
         if xml is None:
             return None, err
@@ -411,8 +414,8 @@ class PreflightRunner:
         if not vm.cpu.xml or vm.cpu.mode == "host-passthrough":
             return None  # the check reports what a missing or passthrough CPU definition means
         hyp = self.hypervisor
-        kw = {"emulator": vm.emulator, "arch": vm.arch, "machine": vm.machine, "virttype": vm.domain_type}
-        result, err = await _maybe("compare CPUs", hyp.compare_cpu(dst.uri, vm.cpu.xml, **kw))
+        target = _target(vm)
+        result, err = await _maybe("compare CPUs", hyp.compare_cpu(dst.uri, vm.cpu.xml, target))
         if result is None:
             return CpuComparison(compatible=None, error=err)
         if result.compatible:
@@ -422,24 +425,14 @@ class PreflightRunner:
         # whose baseline the lab proved unrunnable).
         baseline_xml: str | None = None
         src_caps, dst_caps = await asyncio.gather(
-            _maybe("read domain capabilities", hyp.domain_capabilities(src.uri, **kw)),
-            _maybe("read domain capabilities", hyp.domain_capabilities(dst.uri, **kw)),
+            _maybe("read domain capabilities", hyp.domain_capabilities(src.uri, target)),
+            _maybe("read domain capabilities", hyp.domain_capabilities(dst.uri, target)),
         )
         cpus = [c for c, _ in (src_caps, dst_caps) if c]
         if len(cpus) == 2:
             host_cpus = [x for x in (host_model_cpu_xml(c) for c in cpus) if x]
             if len(host_cpus) == 2:
-                baseline_xml, _ = await _maybe(
-                    "compute a baseline CPU",
-                    hyp.baseline_cpu(
-                        dst.uri,
-                        host_cpus,
-                        emulator=vm.emulator,
-                        arch=vm.arch,
-                        machine=vm.machine,
-                        virttype=vm.domain_type,
-                    ),
-                )
+                baseline_xml, _ = await _maybe("compute a baseline CPU", hyp.baseline_cpu(dst.uri, host_cpus, target))
         return CpuComparison(
             compatible=False,
             result=result.message,

@@ -16,7 +16,7 @@ import pytest
 
 from migration_core.errors import HostUnreachable, HypervisorError
 from migration_core.hypervisor.libvirt_adapter import Hypervisor, migration_flags
-from migration_core.hypervisor.types import DomainNotFound, DomainState, JobType
+from migration_core.hypervisor.types import DomainNotFound, DomainState, EmulatorTarget, JobType
 from tests.labkit import REPO, LabInfo
 from tests.migration_core.executor_lab_support import A, B, Guest, drop_guest, healthy_link, make_guest
 
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.lab
 
 QEMU64 = "<cpu><arch>x86_64</arch><model>qemu64</model></cpu>"
 KVM64 = "<cpu><arch>x86_64</arch><model>kvm64</model></cpu>"
+Q35_KVM = EmulatorTarget(arch="x86_64", machine="q35", virttype="kvm")
 LIVE_P2P = (
     "VIR_MIGRATE_LIVE",
     "VIR_MIGRATE_PEER2PEER",
@@ -64,7 +65,7 @@ async def test_host_facts(lab: LabInfo, hv: Hypervisor) -> None:
     assert f"<uuid>{b.uuid}</uuid>" in await hv.capabilities(b.uri)
     memory = await hv.node_memory(b.uri)
     assert memory.total_bytes > memory.available_bytes >= memory.free_bytes > 0
-    domcaps = await hv.domain_capabilities(b.uri, arch="x86_64", machine="q35", virttype="kvm")
+    domcaps = await hv.domain_capabilities(b.uri, EmulatorTarget(arch="x86_64", machine="q35", virttype="kvm"))
     assert "<domainCapabilities>" in domcaps and "<machine>pc-q35" in domcaps
     pools = {p.name: p for p in await hv.pools(b.uri)}
     assert pools["default"].target_path == "/var/lib/libvirt/images" and pools["default"].available_bytes > 0
@@ -94,11 +95,11 @@ async def test_domains_by_name_and_uuid(lab: LabInfo, hv: Hypervisor, guest: Gue
 async def test_cpu_compare_names_missing_features_and_baseline(lab: LabInfo, hv: Hypervisor) -> None:
     b = lab.host(B).uri
     # kvm-pvm lacks pni (lab.md §3): the comparison must fail and name the feature, not raise.
-    kvm = await hv.compare_cpu(b, QEMU64, arch="x86_64", machine="q35", virttype="kvm")
+    kvm = await hv.compare_cpu(b, QEMU64, Q35_KVM)
     assert not kvm.compatible and "pni" in kvm.missing_features and "pni" in kvm.message
-    tcg = await hv.compare_cpu(b, QEMU64, arch="x86_64", machine="q35", virttype="qemu")
+    tcg = await hv.compare_cpu(b, QEMU64, EmulatorTarget(arch="x86_64", machine="q35", virttype="qemu"))
     assert tcg.compatible and tcg.result > 0 and tcg.missing_features == ()
-    baseline = await hv.baseline_cpu(b, [QEMU64, KVM64], arch="x86_64", machine="q35", virttype="kvm")
+    baseline = await hv.baseline_cpu(b, [QEMU64, KVM64], Q35_KVM)
     assert "<model fallback='forbid'>kvm64</model>" in baseline
 
 

@@ -30,6 +30,7 @@ from migration_core.hypervisor.fleet.model import (
 )
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import (
+    HOST_DEFAULT,
     PAUSED_MIGRATION,
     PAUSED_POSTCOPY,
     PAUSED_POSTCOPY_FAILED,
@@ -38,6 +39,7 @@ from migration_core.hypervisor.types import (
     DirtyRate,
     DomainInfo,
     DomainState,
+    EmulatorTarget,
     HostVersions,
     InterfaceInfo,
     JobStats,
@@ -281,27 +283,10 @@ class Fleet:
         free = max(0, total - used)
         return NodeMemory(total, free, free)
 
-    async def domain_capabilities(
-        self,
-        uri: str,
-        *,
-        emulator: str | None = None,
-        arch: str | None = None,
-        machine: str | None = None,
-        virttype: str | None = None,
-    ) -> str:
+    async def domain_capabilities(self, uri: str, target: EmulatorTarget = HOST_DEFAULT) -> str:
         return domain_capabilities_xml(self._host(uri, "read domain capabilities").spec)
 
-    async def compare_cpu(
-        self,
-        uri: str,
-        cpu_xml: str,
-        *,
-        emulator: str | None = None,
-        arch: str | None = None,
-        machine: str | None = None,
-        virttype: str | None = None,
-    ) -> CpuComparison:
+    async def compare_cpu(self, uri: str, cpu_xml: str, target: EmulatorTarget = HOST_DEFAULT) -> CpuComparison:
         from migration_core.facts.domxml_host import cpu_model_of
 
         spec = self._host(uri, "compare CPUs").spec
@@ -311,16 +296,7 @@ class Fleet:
         text = f"the CPU is incompatible with host CPU: Host CPU does not provide required features: {model}"
         return CpuComparison(False, 0, (str(model),), text)
 
-    async def baseline_cpu(
-        self,
-        uri: str,
-        cpu_xmls: Sequence[str],
-        *,
-        emulator: str | None = None,
-        arch: str | None = None,
-        machine: str | None = None,
-        virttype: str | None = None,
-    ) -> str:
+    async def baseline_cpu(self, uri: str, cpu_xmls: Sequence[str], target: EmulatorTarget = HOST_DEFAULT) -> str:
         from migration_core.hypervisor.fleet.model import cpu_xml
 
         spec = self._host(uri, "compute a baseline CPU").spec

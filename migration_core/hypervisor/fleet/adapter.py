@@ -618,6 +618,7 @@ class Fleet:
                 self._break(job)
                 raise translate(VirErr.OPERATION_FAILED, text, ctx)
             linked = self._linked(job.source, job.destination)
+            model.link_bytes_s = self._share(job)
             model.advance(dt, link_up=linked)
             if model.done:
                 self._complete(job)
@@ -629,6 +630,14 @@ class Fleet:
                     "operation failed: migration out job: Unable to write to socket: Connection reset by peer",
                     ctx,
                 )
+
+    def _share(self, job: _Job) -> float:
+        """This migration's part of the links: each host's link is split evenly between the migrations it
+        sends or receives at the moment (QEMU streams compete for the same NIC)."""
+        src, dst = self.hosts[job.source].spec, self.hosts[job.destination].spec
+        out = sum(1 for j in self._jobs.values() if job.source in (j.source, j.destination) and not j.broken)
+        into = sum(1 for j in self._jobs.values() if job.destination in (j.source, j.destination) and not j.broken)
+        return min(src.link_mib_s / max(out, 1), dst.link_mib_s / max(into, 1)) * MIB
 
     def _break(self, job: _Job) -> None:
         if job.model.phase is Phase.POSTCOPY:

@@ -75,7 +75,7 @@ def targets(fleet: Fleet) -> list[tuple[str, str]]:
 
 async def executor_part(fleet: Fleet, per_host: int) -> tuple[Counter[str], float]:
     inventory, clock, sink = fleet.inventory(), VirtualClock(), Counting()
-    planner = PreflightRunner(inventory, fleet, dirty_rate_window_s=1.0)
+    planner = PreflightRunner(inventory, fleet, dirty_rate_window_s=1.0, prober=fleet.probe)
     executor = Executor(fleet, inventory, sink, clock.now, poll_interval_s=0.5)
     # Outbound and inbound slots are separate resources (as the inventory's limits): no cycle, no deadlock.
     out_slots = {h: asyncio.Semaphore(per_host) for h in fleet.hosts}
@@ -99,7 +99,7 @@ async def executor_part(fleet: Fleet, per_host: int) -> tuple[Counter[str], floa
 async def service_part(fleet: Fleet, db_dir: str) -> tuple[Counter[str], float]:
     inventory, clock, sink = fleet.inventory(), VirtualClock(), Counting()
     store = await Store.open(f"sqlite:///{db_dir}/bench.db", clock=clock.now)
-    planner = PreflightRunner(inventory, fleet, dirty_rate_window_s=1.0)
+    planner = PreflightRunner(inventory, fleet, dirty_rate_window_s=1.0, prober=fleet.probe)
 
     async def anyone(_user: str) -> bool:
         return True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -95,6 +95,10 @@ def _bridges_found(
     return frozenset(found)
 
 
+# A TCP port probe from where the bot runs: (open?, detail); None when it cannot be told.
+Prober = Callable[[str, int, float], Awaitable[tuple[bool | None, str]]]
+
+
 async def probe_tcp(host: str, port: int, timeout_s: float) -> tuple[bool | None, str]:
     """Can this process open a TCP connection to host:port? (True/False, or None when not routable from here).
 
@@ -126,11 +130,13 @@ class PreflightRunner:
         dirty_rate_window_s: float = 3.0,
         probe_timeout_s: float = 2.0,
         settings: PreflightSettings | None = None,
+        prober: Prober | None = None,
     ) -> None:
         self.inventory = inventory
         self.hypervisor = hypervisor
         self.dirty_rate_window_s = dirty_rate_window_s
         self.probe_timeout_s = probe_timeout_s
+        self.prober: Prober = prober or probe_tcp  # the fleet answers for its simulated hosts
         self.settings = settings or PreflightSettings()
 
     # ----- the service's entry points ---------------------------------------------------------------------
@@ -458,7 +464,7 @@ class PreflightRunner:
             results = await asyncio.gather(*(probe_from(via, h, p, self.probe_timeout_s) for _, h, p in targets))
             origin = "source"
         else:
-            results = await asyncio.gather(*(probe_tcp(h, p, self.probe_timeout_s) for _, h, p in targets))
+            results = await asyncio.gather(*(self.prober(h, p, self.probe_timeout_s) for _, h, p in targets))
             origin = "bot"
         probes = []
         for (what, host, port), (ok, detail) in zip(targets, results, strict=True):

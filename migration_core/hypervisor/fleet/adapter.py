@@ -132,8 +132,8 @@ class Fleet:
                 HostConfig(
                     name=h.spec.name,
                     uri=h.spec.uri,
-                    peer_uri=h.spec.uri,
-                    migration_address=None,
+                    peer_uri=h.spec.peer_uri,
+                    migration_address=h.spec.name,
                     ssh=None,
                     link_mib_s=h.spec.link_mib_s,
                     max_inbound=h.spec.max_inbound,
@@ -166,6 +166,16 @@ class Fleet:
         job = self._jobs.get(vm)
         if job:
             job.model.dirty_bytes_s = dirty_mib_s * MIB
+
+    async def probe(self, host: str, port: int, timeout_s: float) -> tuple[bool | None, str]:
+        """A TCP probe of a fleet host (PreflightRunner's `prober`): libvirt's port answers while its daemon
+        runs; the migration ports answer "refused" between migrations (QEMU listens only during one)."""
+        name = self._host_name(f"tcp://{host}")
+        if name is None:
+            return False, f"{host}: Name or service not known"
+        if not self.hosts[name].daemon_up:
+            return False, "Connection refused"
+        return (True, "open") if port in (16509, 16514, 22) else (False, "Connection refused")
 
     # ----- faults (the ones the lab can inject) -------------------------------------------------------------
 

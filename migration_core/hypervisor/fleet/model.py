@@ -50,7 +50,13 @@ class HostSpec:
 
     @property
     def uri(self) -> str:
+        """How the bot reaches this host's (simulated) daemon."""
         return f"qemu+fleet://{self.name}/system"
+
+    @property
+    def peer_uri(self) -> str:
+        """How other hosts' daemons dial this one (a real-looking URI, so preflight probes its port)."""
+        return f"qemu+tcp://{self.name}/system"
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,9 @@ from bot.console_render import render_plain
 from bot.console_sink import ConsoleOut, ConsoleSink
 from bot.settings import Settings
 from migration_core.events import ProgressUpdated, SummaryReady
-from migration_core.models import Phase
+from migration_core.models import Job, Phase
 from tests.bot.factories import job, sample
-from migration_core.models import Job
 from tests.bot.fleet_service import open_fleet_service
-
 
 pytestmark = pytest.mark.virtual_time
 
@@ -70,9 +68,7 @@ def test_parse_console_line(line, expected):
     assert parse_console_line(line) == expected
 
 
-@pytest.mark.parametrize(
-    "line", ["approve", "approve 0", "approve x", "wait 1 2", "downtime 7", "bandwidth x 5"]
-)
+@pytest.mark.parametrize("line", ["approve", "approve 0", "approve x", "wait 1 2", "downtime 7", "bandwidth x 5"])
 def test_console_usage_errors(line):
     got = parse_console_line(line)
     assert isinstance(got, ConsoleError) and got.message.startswith("usage:")
@@ -147,8 +143,7 @@ async def test_not_executable_plan_has_nothing_to_approve():
 
 async def test_bad_input_is_answered_never_a_traceback():
     code, out, _ = await run_script(
-        "/migrate vm42 too hostB\napprove 99\ndowntime last 5\nfrobnicate the thing\n/deploy\n"
-        "bandwidth 1 fast\n"
+        "/migrate vm42 too hostB\napprove 99\ndowntime last 5\nfrobnicate the thing\n/deploy\nbandwidth 1 fast\n"
     )
     assert code == 0  # no job was started
     assert out.count("error:") >= 5, out
@@ -215,9 +210,7 @@ async def test_console_sink_throttles_progress_lines():
     for i in range(30):  # 3 s of samples every 0.1 s
         await sink.emit(ProgressUpdated(sample(job_id=1, percent=i)))
         now[0] += 0.1
-    await sink.emit(
-        ProgressUpdated(sample(job_id=1, percent=50, phase=Phase.POSTCOPY))
-    )  # phase change: at once
+    await sink.emit(ProgressUpdated(sample(job_id=1, percent=50, phase=Phase.POSTCOPY)))  # phase change: at once
     lines = out.getvalue().splitlines()
     assert len(lines) == 3, lines
     assert "post-copy" in lines[-1]
@@ -299,8 +292,9 @@ async def test_a_second_console_finds_the_newest_job_with_last_and_status_shows_
     settings = Settings()
     sink = ConsoleSink()
     async with await open_fleet_service(sink, console_approver_check(settings)) as service:
-        await run_console(service, settings, user="alice", stdin=io.StringIO("vm42 to hostB\n"),
-                          stdout=io.StringIO(), sink=sink)
+        await run_console(
+            service, settings, user="alice", stdin=io.StringIO("vm42 to hostB\n"), stdout=io.StringIO(), sink=sink
+        )
         out = io.StringIO()  # bob, in his own terminal, approves alice's request
         script = io.StringIO("approve last\nwait last\nstatus last\nstatus\n")
         code = await run_console(service, settings, user="bob", stdin=script, stdout=out, sink=sink)

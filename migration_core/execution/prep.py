@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from migration_core.facts.domxml import parse_domain
 from migration_core.facts.gathered import DiskSourceKind
 from migration_core.hypervisor.port import HypervisorPort
+from migration_core.hypervisor.types import MigrationCall
 from migration_core.inventory.hosts import HostConfig, Inventory
 from migration_core.models import MigrationMode, ParamValue, Plan
 
@@ -37,6 +38,11 @@ class Route:
     @property
     def live(self) -> bool:
         return "OFFLINE" not in self.flag_set
+
+    def call(self, *extra_flags: str) -> MigrationCall:
+        """The port's migrate arguments for this route (plus e.g. VIR_MIGRATE_POSTCOPY_RESUME)."""
+        d = self.destination
+        return MigrationCall((*self.flags, *extra_flags), self.params, d.peer_uri, d.uri, d.name)
 
 
 def route(plan: Plan, inventory: Inventory, hypervisor: HypervisorPort) -> Route:

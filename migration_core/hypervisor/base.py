@@ -3,15 +3,15 @@
 libvirt-python ships no type information, so the few objects the parts use (a connection, a domain, pools,
 volumes, networks, interfaces, node devices) are described here as Protocols of exactly the calls made;
 `Session` is the adapter's one way to run such a call on a worker thread with errors translated, and
-`Consts` carries the libvirt constants the parts need. The real objects come from libvirt_adapter.py (the
-only module that imports libvirt), which builds the session and hands it to each part (composition).
+`Session.constant` gives the libvirt constants the parts need, by name. The real objects come from
+libvirt_adapter.py (the only module that imports libvirt), which is the session and hands itself to each part
+(composition).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
@@ -138,28 +138,12 @@ class VirConnect(Protocol):
     ) -> int: ...
 
 
-@dataclass(frozen=True)
-class Consts:
-    """The libvirt constants the parts use (values copied from the libvirt module by the adapter)."""
-
-    node_memory_stats_all_cells: int
-    compare_cpu_fail_incompatible: int
-    baseline_cpu_migratable: int
-    domain_xml_migratable: int
-    domain_xml_inactive: int
-    dirtyrate_modes: Mapping[str, int]  # "page-sampling", "dirty-bitmap", "dirty-ring"
-    dirtyrate_measured: int
-    domain_stats_dirtyrate: int
-    guest_info_hostname: int
-    list_node_devices_cap_net: int
-    list_storage_pools_active: int
-    storage_pool_create_with_build: int
-
-
 class Session(Protocol):
     """How a part runs one libvirt call (libvirt_adapter.Hypervisor implements it)."""
 
-    consts: Consts
+    def constant(self, name: str) -> int:
+        """A libvirt constant by its name ("VIR_DOMAIN_XML_MIGRATABLE")."""
+        ...
 
     async def run(
         self, uri: str, op: str, fn: Callable[[VirConnect], T], *, vm: str | None = None, retry: bool = True

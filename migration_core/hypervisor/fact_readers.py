@@ -58,7 +58,7 @@ class HostFactReader:
 
     async def node_memory(self, uri: str) -> NodeMemory:
         """Host memory: getMemoryStats (KiB) for total/buffers/cached, getFreeMemory (bytes) for free."""
-        all_cells = self._s.consts.node_memory_stats_all_cells
+        all_cells = self._s.constant("VIR_NODE_MEMORY_STATS_ALL_CELLS")
 
         def read(c: VirConnect) -> NodeMemory:
             stats = c.getMemoryStats(all_cells, 0)
@@ -85,7 +85,7 @@ class HostFactReader:
         `cpu_xml` is a `<cpu>` element (e.g. from the VM's migratable XML). Incompatible -> compatible=False
         with the missing features parsed from libvirt's message.
         """
-        fail_incompatible, t = self._s.consts.compare_cpu_fail_incompatible, target
+        fail_incompatible, t = self._s.constant("VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE"), target
 
         def compare(c: VirConnect) -> CpuComparison:
             try:
@@ -102,7 +102,7 @@ class HostFactReader:
 
     async def baseline_cpu(self, uri: str, cpu_xmls: Sequence[str], target: EmulatorTarget = HOST_DEFAULT) -> str:
         """baselineHypervisorCPU(..., MIGRATABLE): a `<cpu>` every given CPU can run, on that host."""
-        migratable, t = self._s.consts.baseline_cpu_migratable, target
+        migratable, t = self._s.constant("VIR_CONNECT_BASELINE_CPU_MIGRATABLE"), target
         return await self._s.run(
             uri,
             "compute a baseline CPU",
@@ -156,8 +156,10 @@ class HostFactReader:
 
     async def domain_xml(self, uri: str, vm: str, *, migratable: bool = True, inactive: bool = False) -> str:
         """Domain XML; `migratable` (VIR_DOMAIN_XML_MIGRATABLE) is what the destination will receive."""
-        k = self._s.consts
-        flags = (k.domain_xml_migratable if migratable else 0) | (k.domain_xml_inactive if inactive else 0)
+        k = self._s.constant
+        flags = (k("VIR_DOMAIN_XML_MIGRATABLE") if migratable else 0) | (
+            k("VIR_DOMAIN_XML_INACTIVE") if inactive else 0
+        )
         return await self._s.run(uri, "read the VM's XML", lambda c: str(lookup(c, vm).XMLDesc(flags)), vm=vm)
 
     async def snapshot_count(self, uri: str, vm: str) -> int:
@@ -177,28 +179,30 @@ class HostFactReader:
 
         dirty-bitmap is refused on TCG domains: it crashes QEMU 7.2 (lab.md P7); page-sampling is the default.
         """
-        k = self._s.consts
-        if mode not in k.dirtyrate_modes:
-            raise HypervisorError(f"unknown dirty-rate mode {mode!r}", f"use one of {', '.join(k.dirtyrate_modes)}")
+        k = self._s.constant
+        if mode not in DIRTYRATE_MODES:
+            raise HypervisorError(f"unknown dirty-rate mode {mode!r}", f"use one of {', '.join(DIRTYRATE_MODES)}")
+        mode_flag = k("VIR_DOMAIN_DIRTYRATE_MODE_" + mode.upper().replace("-", "_"))
         if mode == "dirty-bitmap" and "type='qemu'" in (await self.domain_xml(uri, vm, migratable=False))[:200]:
             raise HypervisorError(f"dirty-bitmap sampling would crash {vm}'s QEMU (TCG)", "use page-sampling")
         await self._s.run(
             uri,
             "start dirty-rate sampling",
-            lambda c: lookup(c, vm).startDirtyRateCalc(seconds, k.dirtyrate_modes[mode]),
+            lambda c: lookup(c, vm).startDirtyRateCalc(seconds, mode_flag),
             vm=vm,
             retry=False,
         )
+        which, measured = k("VIR_DOMAIN_STATS_DIRTYRATE"), k("VIR_DOMAIN_DIRTYRATE_MEASURED")
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else seconds + 10)
         await asyncio.sleep(seconds)
         while True:
             stats: Mapping[str, Param] = await self._s.run(
                 uri,
                 "read the dirty rate",
-                lambda c: dict(c.domainListGetStats([lookup(c, vm)], k.domain_stats_dirtyrate, 0)[0][1]),
+                lambda c: dict(c.domainListGetStats([lookup(c, vm)], which, 0)[0][1]),
                 vm=vm,
             )
-            if int(stats.get("dirtyrate.calc_status", -1)) == k.dirtyrate_measured:
+            if int(stats.get("dirtyrate.calc_status", -1)) == measured:
                 return DirtyRate(
                     int(stats.get("dirtyrate.megabytes_per_second", 0)),
                     str(stats.get("dirtyrate.calc_mode", mode)),
@@ -217,7 +221,7 @@ class HostFactReader:
 
     async def guest_agent_ping(self, uri: str, vm: str) -> str:
         """Ask the guest agent for the hostname: "answered" or "did not answer (...)"."""
-        hostname = self._s.consts.guest_info_hostname
+        hostname = self._s.constant("VIR_DOMAIN_GUEST_INFO_HOSTNAME")
         try:
             await self._s.run(
                 uri,

@@ -4,7 +4,7 @@ The adapter is one class, `Hypervisor`, implementing the port (hypervisor/port.p
 owns connections, events, the one place errors are translated, migration and its controls; it is the
 `Session` (hypervisor/base.py) its two parts run their calls through: `HostFactReader` (fact_readers.py:
 host/domain/CPU facts, dirty rate) and `StorageReader` (storage.py: pools, volumes, networks). The parts see
-libvirt only as the typed Protocols of base.py and the constants in `Consts`, so `import libvirt` stays in
+libvirt only as the typed Protocols of base.py and constants by name (`constant`), so `import libvirt` stays in
 this one file. Results are the frozen dataclasses of hypervisor/types.py; errors are translated by
 hypervisor/errors.translate.
 
@@ -42,12 +42,12 @@ import libvirt
 
 from migration_core import telemetry
 from migration_core.errors import HostUnreachable, HypervisorError
-from migration_core.hypervisor.base import Consts, Param, VirConnect, VirDomain, lookup
+from migration_core.hypervisor.base import Param, VirConnect, VirDomain, lookup
 from migration_core.hypervisor.errors import ErrorContext, looks_unreachable, translate
 from migration_core.hypervisor.fact_readers import HostFactReader
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.storage import StorageReader
-from migration_core.hypervisor.types import JobStats, JobType, StatValue, VirErr
+from migration_core.hypervisor.types import JobStats, JobType, MigrationCall, StatValue, VirErr
 from migration_core.models import ParamValue
 
 log = logging.getLogger(__name__)
@@ -111,27 +111,6 @@ def _stats(raw: Mapping[str, Param]) -> JobStats:
     return JobStats(job_type, values)
 
 
-def _consts() -> Consts:
-    return Consts(
-        node_memory_stats_all_cells=libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS,
-        compare_cpu_fail_incompatible=libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE,
-        baseline_cpu_migratable=libvirt.VIR_CONNECT_BASELINE_CPU_MIGRATABLE,
-        domain_xml_migratable=libvirt.VIR_DOMAIN_XML_MIGRATABLE,
-        domain_xml_inactive=libvirt.VIR_DOMAIN_XML_INACTIVE,
-        dirtyrate_modes={
-            "page-sampling": libvirt.VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING,
-            "dirty-bitmap": libvirt.VIR_DOMAIN_DIRTYRATE_MODE_DIRTY_BITMAP,
-            "dirty-ring": libvirt.VIR_DOMAIN_DIRTYRATE_MODE_DIRTY_RING,
-        },
-        dirtyrate_measured=libvirt.VIR_DOMAIN_DIRTYRATE_MEASURED,
-        domain_stats_dirtyrate=libvirt.VIR_DOMAIN_STATS_DIRTYRATE,
-        guest_info_hostname=libvirt.VIR_DOMAIN_GUEST_INFO_HOSTNAME,
-        list_node_devices_cap_net=libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET,
-        list_storage_pools_active=libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE,
-        storage_pool_create_with_build=libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD,
-    )
-
-
 class Hypervisor:
     """Async facade over libvirt-python for many hosts (addressed by URI). Safe to share; call `close()`."""
 
@@ -150,7 +129,6 @@ class Hypervisor:
         self._conns: dict[str, VirConnect] = {}
         self._conn_lock = threading.Lock()
         self._completed: dict[str, tuple[float, JobStats]] = {}  # domain uuid -> (when, stats)
-        self.consts = _consts()
         # The port's fact and storage calls are its parts' own methods (composition over this session).
         facts, storage = HostFactReader(self), StorageReader(self)
         self.ping, self.hostname, self.capabilities = facts.ping, facts.hostname, facts.capabilities
@@ -187,6 +165,13 @@ class Hypervisor:
         for uri in uris:
             if uri:
                 self._labels[uri] = name
+
+    def constant(self, name: str) -> int:
+        """A libvirt constant by name (Session): the parts never see the libvirt module."""
+        value = getattr(libvirt, name, None)
+        if not isinstance(value, int):
+            raise HypervisorError(f"libvirt has no constant {name}", "this libvirt-python is too old for migrate-bot")
+        return value
 
     def error_code(self, err: BaseException) -> int | None:
         """libvirt error code of an exception raised inside a call (None for anything else)."""
@@ -292,34 +277,23 @@ class Hypervisor:
 
     # ----- migration ---------------------------------------------------------------------------------------
 
-    async def migrate(
-        self,
-        source_uri: str,
-        vm: str,
-        *,
-        flags: Sequence[str],
-        params: Mapping[str, ParamValue],
-        peer_uri: str | None = None,
-        destination_uri: str | None = None,
-        destination: str | None = None,
-    ) -> None:
+    async def migrate(self, source_uri: str, vm: str, call: MigrationCall) -> None:
         """Run one migration to the end on a dedicated thread; returns when libvirt's call returns.
 
-        With VIR_MIGRATE_PEER2PEER, `peer_uri` is the destination URI as the *source daemon* dials it; without
-        it the bot drives both ends and needs `destination_uri` (its own URI for the destination).
+        P2P (`call.peer_uri`) or client-managed (`call.destination_uri`): see MigrationCall.
         Raises the translated error (JobAborted after abortJob, HostUnreachable, HypervisorError).
         """
-        mask = migration_flags(flags)
+        mask = migration_flags(call.flags)
         p2p = bool(mask & libvirt.VIR_MIGRATE_PEER2PEER)
-        target = peer_uri if p2p else destination_uri
+        target = call.peer_uri if p2p else call.destination_uri
         if not target:
             raise HypervisorError(
                 "no destination URI for this migration",
                 "the inventory needs peer_uri (P2P) or uri (client-managed) for the destination host",
             )
-        dest_label = destination or self.label(target)
+        dest_label = call.destination or self.label(target)
         ctx = ErrorContext(self.label(source_uri), source_uri, f"migrate {vm}", vm, dest_label or target, target)
-        typed = _typed_params(params)
+        typed = _typed_params(call.params)
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         def run() -> None:

@@ -13,7 +13,7 @@ hypervisor.types.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from migration_core.hypervisor.types import (
@@ -25,12 +25,12 @@ from migration_core.hypervisor.types import (
     HostVersions,
     InterfaceInfo,
     JobStats,
+    MigrationCall,
     NetworkInfo,
     NodeMemory,
     PoolInfo,
     VolumeInfo,
 )
-from migration_core.models import ParamValue
 
 
 class HostNames(Protocol):
@@ -108,17 +108,7 @@ class StorageAndNetworks(Protocol):
 class Migrations(Protocol):
     """Running a migration, reading its job, and the operator's controls."""
 
-    async def migrate(
-        self,
-        source_uri: str,
-        vm: str,
-        *,
-        flags: Sequence[str],
-        params: Mapping[str, ParamValue],
-        peer_uri: str | None = None,
-        destination_uri: str | None = None,
-        destination: str | None = None,
-    ) -> None:
+    async def migrate(self, source_uri: str, vm: str, call: MigrationCall) -> None:
         """Run one migration to its end; raises the translated error (JobAborted, HostUnreachable, ...)."""
         ...
 

@@ -56,7 +56,7 @@ class StorageReader:
 
     async def interfaces(self, uri: str) -> tuple[InterfaceInfo, ...]:
         """Host interfaces: the interface driver, else nodedev net devices (see the module docstring)."""
-        cap_net = self._s.consts.list_node_devices_cap_net
+        cap_net = self._s.constant("VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET")
 
         def read(c: VirConnect) -> tuple[InterfaceInfo, ...]:
             found: dict[str, InterfaceInfo] = {}
@@ -79,7 +79,7 @@ class StorageReader:
 
     async def refresh_pools(self, uri: str) -> None:
         """Re-scan every active pool so libvirt's volume cache matches the disk (lab.md P5)."""
-        active = self._s.consts.list_storage_pools_active
+        active = self._s.constant("VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE")
 
         def refresh(c: VirConnect) -> None:
             for pool in c.listAllStoragePools(active):
@@ -189,7 +189,7 @@ class StorageReader:
             f"<target><format type={quoteattr(fmt)}/></target></volume>"
         )
         pool_name = (await self.pool_for_directory(uri, directory) or PoolInfo("", False, "", None, 0, 0, 0)).name
-        build = self._s.consts.storage_pool_create_with_build
+        build = self._s.constant("VIR_STORAGE_POOL_CREATE_WITH_BUILD")
 
         def create(c: VirConnect) -> None:
             if pool_name:

@@ -44,6 +44,7 @@ from migration_core.hypervisor.types import (
     InterfaceInfo,
     JobStats,
     JobType,
+    MigrationCall,
     NetworkInfo,
     NodeMemory,
     PoolInfo,
@@ -539,23 +540,13 @@ class Fleet:
 
     # ----- migration ----------------------------------------------------------------------------------------
 
-    async def migrate(
-        self,
-        source_uri: str,
-        vm: str,
-        *,
-        flags: Sequence[str],
-        params: Mapping[str, ParamValue],
-        peer_uri: str | None = None,
-        destination_uri: str | None = None,
-        destination: str | None = None,
-    ) -> None:
+    async def migrate(self, source_uri: str, vm: str, call: MigrationCall) -> None:
         """Run one migration to its end in loop time; raises what libvirt would (translated)."""
-        names = frozenset(f.removeprefix("VIR_MIGRATE_") for f in flags)
+        names, params = call.flag_names, call.params
         src = self._host(source_uri, f"migrate {vm}", vm)
-        target = peer_uri if "PEER2PEER" in names else destination_uri
+        target = call.peer_uri if "PEER2PEER" in names else call.destination_uri
         dst_name = self._host_name(target or "")
-        ctx = ErrorContext(src.spec.name, source_uri, f"migrate {vm}", vm, destination or dst_name or "?", target)
+        ctx = ErrorContext(src.spec.name, source_uri, f"migrate {vm}", vm, call.destination or dst_name or "?", target)
         if dst_name is None:
             raise HypervisorError("no destination URI for this migration", "the inventory needs peer_uri or uri")
         v = self._vm(src, vm, f"migrate {vm}")

@@ -166,3 +166,22 @@ def test_link_cut_in_precopy_fails_and_the_guest_stays() -> None:
         assert any("stall" in n or "no progress" in n for n in r.sink.notices()) or result.error
 
     run_virtual(main())
+
+
+def test_destination_daemon_gone_mid_migration_fails_and_the_guest_stays() -> None:
+    r = rig(BUSY, hosts=SLOW)
+
+    async def main() -> None:
+        plan = await r.plan("busy")
+        task = await started(r.executor.run(1, plan))
+        await when(lambda: r.fleet.job_phase("busy") is Phase.PRECOPY)
+        r.fleet.stop_daemon(H2)
+        result = await task
+        assert result.outcome is JobState.FAILED
+        assert result.destination is None  # the destination did not answer
+        assert result.source is not None and result.source.state is DomainState.RUNNING
+        r.fleet.start_daemon(H2)
+        assert not r.fleet.state_on(H2, "busy").present
+        assert r.fleet.where("busy") == H1
+
+    run_virtual(main())

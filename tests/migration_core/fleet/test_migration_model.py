@@ -44,8 +44,9 @@ def test_dirtying_faster_than_the_link_never_converges_without_help() -> None:
     assert m.stats()["memory_dirty_rate"] == 200 * MIB // 4096
 
 
-@pytest.mark.parametrize(("downtime_ms", "converges"), [(300, False), (6000, True)])
+@pytest.mark.parametrize(("downtime_ms", "converges"), [(300, False), (5000, False), (15_000, True)])
 def test_max_downtime_is_honoured(downtime_ms: int, converges: bool) -> None:
+    # Dirtying at the link's speed: only a max downtime that lets the whole rest go in one stop converges.
     m = model(dirty_bytes_s=100 * MIB, working_set_bytes=512 * MIB, max_downtime_ms=downtime_ms)
     run(m, 120)
     assert m.done is converges

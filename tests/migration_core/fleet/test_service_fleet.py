@@ -121,12 +121,12 @@ def test_replica_takeover_when_the_owner_dies(tmp_path: Path) -> None:
 
     async def main() -> None:
         a = await open_service(r, db, replica="replica-a", lease_s=10)
+        job = await a.submit(MigrationRequest("long", H2, MigrationOptions()), "alice")
+        await approve(a, job.id)
+        await when(lambda: r.fleet.job_phase("long") is Phase.PRECOPY)
         b_sink = Recorder()
-        b = await open_service(r, db, replica="replica-b", lease_s=10, sink=b_sink)
+        b = await open_service(r, db, replica="replica-b", lease_s=10, sink=b_sink)  # B joins while A runs it
         try:
-            job = await a.submit(MigrationRequest("long", H2, MigrationOptions()), "alice")
-            await approve(a, job.id)
-            await when(lambda: r.fleet.job_phase("long") is Phase.PRECOPY)
             assert (await b.get_job(job.id)).owner == "replica-a"
             # A dies: its database connection goes first, so it can neither renew nor release its lease.
             await a.store.close()

@@ -21,9 +21,16 @@ Build one (every field but the names has a default; see model.py):
     fleet.set_dirty_rate("db1", 20)        # the guest's load changes, also mid-migration
 
 `fleet` is what `Executor`, `PreflightRunner`, `verify` take as their hypervisor (it implements
-`hypervisor.port.HypervisorPort`). Run the core on virtual time with `run_virtual(main())` (a
-`VirtualTimeLoop`: asyncio.sleep and loop.time() are virtual, worker threads real) and give the service,
-dispatcher, executor and store `VirtualClock().now` as their wall clock.
+`hypervisor.port.HypervisorPort`); give the runner `prober=fleet.probe` so port probes ask the fleet:
+
+    planner = PreflightRunner(inventory, fleet, prober=fleet.probe)
+    executor = Executor(fleet, inventory, sink, clock.now)
+
+Run the core on virtual time with `run_virtual(main())` (a `VirtualTimeLoop`: asyncio.sleep and
+loop.time() are virtual, worker threads real) and give the service, dispatcher, executor and store
+`VirtualClock().now` as their wall clock. A host's link is shared by the migrations it sends and receives at
+once. Used by tests/migration_core/fleet/ (executor, service, dispatcher), tests/bot/fleet_service.py (the
+front ends) and bench/bench_fleet.py.
 
 Modules: `model` (specs, per-host state, the XML the parsers read), `migration` (the pre-copy/post-copy model,
 pure), `adapter` (`Fleet`: the port's calls, faults), `clock` (virtual time).

@@ -13,7 +13,9 @@ VM names steer the fleet as they steered the old fake:
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from migration_core.events import EventSink
 from migration_core.execution.executor import Executor
@@ -48,6 +50,7 @@ class FleetService:
 
     service: MigrationService
     fleet: Fleet
+    tmp: tempfile.TemporaryDirectory[str]
 
     async def job(self, job_id: int) -> Job:
         return await self.service.get_job(job_id)
@@ -55,6 +58,7 @@ class FleetService:
     async def close(self) -> None:
         await self.service.close()
         await self.service.store.close()
+        self.tmp.cleanup()
 
     async def __aenter__(self) -> MigrationService:
         return self.service
@@ -69,7 +73,8 @@ async def open_fleet_service(
     fleet = lab_like_fleet()
     inventory = fleet.inventory("hosts.toml")
     clock = VirtualClock()
-    store = await Store.open("sqlite://", clock=clock.now)  # in memory: one test's jobs
+    tmp = tempfile.TemporaryDirectory(prefix="mb-fleet-")
+    store = await Store.open(f"sqlite:///{Path(tmp.name) / 'jobs.db'}", clock=clock.now)
     planner = PreflightRunner(inventory, fleet, dirty_rate_window_s=1.0, prober=fleet.probe)
     service = MigrationService(
         store=store,
@@ -84,4 +89,4 @@ async def open_fleet_service(
     )
     if start:
         await service.start()
-    return FleetService(service, fleet)
+    return FleetService(service, fleet, tmp)

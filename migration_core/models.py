@@ -42,6 +42,7 @@ class MigrationOptions:
     mode: MigrationMode | None = None
     persistent: bool = True
     undefine_source: bool = False
+    keep_source: bool = False  # keep the shut-off definition (and copied images) on the source, as virsh does
     postcopy: bool = False
     postcopy_after_s: float | None = None
     auto_converge: bool = False
@@ -65,9 +66,15 @@ class MigrationRequest:
 
 
 class CheckStatus(StrEnum):
-    """Outcome of one preflight or verification check."""
+    """Outcome of one preflight or verification check.
+
+    INFO: something the operator should know that is not a risk (e.g. "the old copy on hostB is replaced");
+    SKIPPED: the check did not run (e.g. no guest agent): never shown or counted as passed.
+    """
 
     PASS = "pass"
+    INFO = "info"
+    SKIPPED = "skipped"
     WARN = "warn"
     FAIL = "fail"
 

@@ -35,12 +35,14 @@ def _kind(plan: Plan | None) -> str:
 
 
 def check_lines(checks: tuple[CheckResult, ...], d: Dialect) -> list[str]:
-    """Fails first, then warnings, each with its fix; passes folded into one line."""
+    """Fails first, then warnings, each with its fix, then information and skipped checks (with why: a check
+    that did not run is never folded into the passes); passes folded into one line."""
     lines: list[str] = []
-    for status in (CheckStatus.FAIL, CheckStatus.WARN):
+    for status in (CheckStatus.FAIL, CheckStatus.WARN, CheckStatus.INFO, CheckStatus.SKIPPED):
         for c in checks:
             if c.status is status:
-                lines.append(f"{CHECK_ICON[status]} *{d.esc(c.name)}*: {d.esc(c.reason)}")
+                skipped = "skipped — " if status is CheckStatus.SKIPPED else ""
+                lines.append(f"{CHECK_ICON[status]} *{d.esc(c.name)}*: {skipped}{d.esc(c.reason)}")
                 if c.fix:
                     lines.append(f"      ↳ _fix:_ {d.esc(c.fix)}")
     passed = [d.esc(c.name) for c in checks if c.status is CheckStatus.PASS]

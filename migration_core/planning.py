@@ -26,6 +26,7 @@ from migration_core.domxml_host import (
 from migration_core.errors import HostUnreachable, MigrateBotError
 from migration_core.facts import (
     CpuComparison,
+    DefinitionElsewhere,
     DestinationDomain,
     DestinationNetwork,
     DirtyRateSample,
@@ -179,29 +180,34 @@ class Planning:
 
     # ----- facts ------------------------------------------------------------------------------------------
 
-    async def _locate(self, vm: str) -> tuple[HostConfig | None, DomainInfo | None, dict[str, str], list[str]]:
-        """Which host has the VM (running first, else defined); unreachable hosts; every VM name seen."""
+    async def _locate(
+        self, vm: str
+    ) -> tuple[HostConfig | None, DomainInfo | None, dict[str, str], list[str], dict[str, tuple[DomainInfo, ...]]]:
+        """Which host has the VM (running first, else defined); unreachable hosts; every VM name seen; and every
+        host's domain list (for the definitions of the same UUID elsewhere)."""
         hosts = list(self.inventory)
         answers = await asyncio.gather(*(_maybe("list VMs", self.hypervisor.list_domains(h.uri)) for h in hosts))
         errors: dict[str, str] = {}
         names: set[str] = set()
         found: list[tuple[HostConfig, DomainInfo]] = []
+        listing: dict[str, tuple[DomainInfo, ...]] = {}
         for host, (domains, error) in zip(hosts, answers, strict=True):
             if domains is None:
                 errors[host.name] = error or "no answer"
                 continue
+            listing[host.name] = tuple(domains)
             for d in domains:
                 names.add(d.name)
                 if d.name == vm or d.uuid == vm:
                     found.append((host, d))
         found.sort(key=lambda hd: (not hd[1].active, hd[0].name))
         if found:
-            return found[0][0], found[0][1], errors, sorted(names)
-        return None, None, errors, sorted(names)
+            return found[0][0], found[0][1], errors, sorted(names), listing
+        return None, None, errors, sorted(names), listing
 
     async def gather(self, request: MigrationRequest) -> PreflightFacts:
         dest_cfg = self.inventory.find(request.destination)
-        src_cfg, dom, errors, names = await self._locate(request.vm)
+        src_cfg, dom, errors, names, listing = await self._locate(request.vm)
         if len(errors) == len(self.inventory) and len(self.inventory) > 0:
             listed = "; ".join(f"{h}: {e}" for h, e in errors.items())
             raise HostUnreachable(
@@ -239,6 +245,14 @@ class Planning:
             vm_state=VmState.of(dom.state),
             vm_persistent=dom.persistent,
             settings=self.settings,
+            definitions_elsewhere=tuple(
+                DefinitionElsewhere(host, d.name, d.active)
+                for host, domains in sorted(listing.items())
+                if host != src_cfg.name
+                for d in domains
+                if dom.uuid and d.uuid.lower() == dom.uuid.lower()
+            ),
+            hosts_unanswered=tuple(sorted(errors)),
         )
         if dest_cfg is None or not destination.answered or dest_cfg.name == src_cfg.name:
             return base  # the host checks fail first; the rest would only repeat the root cause

@@ -21,9 +21,9 @@ from tests.labkit import LabInfo, reset_vm, vm_location
 
 BIN = Path(sys.executable).parent / "migrate-bot"
 MIGRATE_KEYS = {
-    "command", "vm", "destination", "mode", "persistent", "undefine_source", "postcopy", "postcopy_after_s",
-    "auto_converge", "parallel_connections", "max_downtime_ms", "bandwidth_mib_s", "copy_storage", "compressed",
-    "tls", "timeout_s", "reason",
+    "command", "vm", "destination", "mode", "persistent", "undefine_source", "keep_source", "postcopy",
+    "postcopy_after_s", "auto_converge", "parallel_connections", "max_downtime_ms", "bandwidth_mib_s",
+    "copy_storage", "compressed", "tls", "timeout_s", "reason",
 }  # fmt: skip
 PLAN_KEYS = {"executable", "checks", "prediction", "mode", "flags", "params", "recommendation", "hash"}
 PREDICTION_KEYS = {"converges", "total_s", "downtime_ms", "dirty_rate_mib_s", "bandwidth_mib_s", "passes"}
@@ -83,6 +83,7 @@ def dead_hosts(tmp_path: Path) -> Path:
             {"command": "plan", "copy_storage": "all", "persistent": False, "timeout_s": 300.0},
         ),
         ("stopped to hostB --offline --undefine-source", {"mode": "offline", "undefine_source": True}),
+        ("vm42 to hostB --keep-source", {"keep_source": True, "undefine_source": False}),
         # From a phone: em/en dashes, curly quotes, doubled spaces.
         (
             "vm42  to hostB —postcopy-after 30s –reason “CHG 42: kernel”  ——auto-converge",

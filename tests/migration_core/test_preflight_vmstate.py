@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from migration_core.facts import DefinitionElsewhere, DestinationDomain, VmState
-from migration_core.hypervisor_types import DomainState
+from migration_core.dispatch.policy import required_approvals, risk_reasons
+from migration_core.facts.gathered import DefinitionElsewhere, DestinationDomain, VmState
+from migration_core.hypervisor.types import DomainState
 from migration_core.models import CheckStatus, CopyStorage, MigrationMode, MigrationOptions, MigrationRequest
-from migration_core.policy import required_approvals, risk_reasons
 from migration_core.preflight import run_checks, vmstate
 from tests.migration_core.fixtures.build import facts, one
 
@@ -130,7 +130,7 @@ def test_snapshots_block(count: int | None, results: int) -> None:
 
 def test_the_old_copy_on_the_destination_does_not_make_the_plan_risky() -> None:
     """A round trip: the VM's own shut-off copy on the destination is information, so one approver suffices."""
-    from migration_core.planner import make_plan
+    from migration_core.planning.planner import make_plan
 
     f = facts(destination_domains=(DestinationDomain("tcgvm", UUID, False),), definitions_elsewhere=())
     plan = make_plan(f, None, dest_peer_uri="qemu+tcp://10.213.7.2/system")

@@ -163,8 +163,12 @@ class Executor(ControlsMixin):
             self.hypervisor.forget_completed(plan.vm_uuid)
             if not resume:
                 for disk in await prepare_storage(self.hypervisor, r):
-                    if disk.action == "created":
-                        text = f"pre-created {disk.path} on {r.destination.name} for the copy of {disk.target}"
+                    if disk.action in ("created", "replaced"):
+                        stale = " (replacing a stale copy left there earlier)" if disk.action == "replaced" else ""
+                        text = (
+                            f"pre-created a thin {disk.path} on {r.destination.name} for the copy of {disk.target}"
+                            + stale
+                        )
                         await self._notice(run, NoticeKind.INFO, text)
             if run.controller is not None and not resume:
                 await self.hypervisor.set_max_downtime(r.source.uri, r.vm, run.controller.initial_downtime_ms)

@@ -401,6 +401,14 @@ class PreflightRunner:
             shared = True if both <= _SHARED_POOL_TYPES else None
         if exists is False:
             shared = False
+        elif shared is None:
+            # A file at the same path proves nothing (an old copy left by an earlier move looks the same): ask
+            # whether the two hosts see one directory, with a probe file (None stays "cannot tell").
+            shared, _e4 = await _maybe("probe for shared storage", hyp.same_storage(dst.uri, src.uri, directory))
+        allocated = src_vol.allocation_bytes if src_vol else None
+        capacity = src_vol.capacity_bytes if src_vol else None
+        if src_vol is None:
+            allocated, _e5 = await _maybe("read the disk's allocation", hyp.volume_allocation_bytes(src.uri, disk.path))
         backing: bool | None = None
         layers = [layer.path for layer in disk.backing_chain if layer.path]
         if layers:
@@ -413,8 +421,8 @@ class PreflightRunner:
             same_path_exists=exists,
             shared=shared,
             shared_fs=True if shared and dst_pool is not None and dst_pool.pool_type == "netfs" else None,
-            size_bytes=src_vol.allocation_bytes if src_vol else None,
-            capacity_bytes=src_vol.capacity_bytes if src_vol else None,
+            size_bytes=allocated,
+            capacity_bytes=capacity,
             destination_free_bytes=dst_pool.available_bytes if dst_pool else None,
             destination_pool=dst_pool.name if dst_pool else None,
             backing_on_destination=backing,

@@ -388,6 +388,7 @@ class VerificationSummary:
     throughput_mib_s: float | None = None
     iterations: int | None = None
     next_step: str | None = None
+    evidence: str | None = None  # what proves the guest alive on the destination (vCPU time, guest agent)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -34,7 +34,7 @@ def liveness_check(plan: Plan, seen: Observed) -> CheckResult:
     dst, src = seen.destination, seen.source
     if dst is None or dst.state is not DomainState.RUNNING:
         why = "it is not running there" if dst is not None else f"{b} did not answer"
-        return CheckResult(name, CheckStatus.SKIPPED, f"not checked: {why}")
+        return CheckResult(name, CheckStatus.SKIPPED, why)
     evidence: list[str] = []
     if seen.cpu_advance_ns is not None:
         ms = seen.cpu_advance_ns / 1e6
@@ -55,7 +55,7 @@ def liveness_check(plan: Plan, seen: Observed) -> CheckResult:
         evidence.append("guest agent answered")
     if not evidence:
         why = seen.liveness_error or "vCPU time unreadable and no guest agent"
-        return CheckResult(name, CheckStatus.SKIPPED, f"not checked: {why}")
+        return CheckResult(name, CheckStatus.SKIPPED, why)
     if src is not None and src.state is DomainState.RUNNING:
         return CheckResult(
             name,

@@ -76,7 +76,7 @@ async def remove_source_copies(
     out: list[CheckResult] = []
     if todo.undefine:
         try:
-            await hypervisor.undefine(source_uri, ref)
+            await hypervisor.undefine_inactive(source_uri, ref)
             out.append(
                 CheckResult(
                     "source_definition",

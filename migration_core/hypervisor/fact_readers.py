@@ -241,25 +241,6 @@ class HostFactsMixin(HypervisorBase):
         guest's vCPUs execute, so two readings a second apart tell a live guest from a stuck one."""
         return await self._run(uri, "read the VM's CPU time", lambda c: int(self._lookup(c, vm).info()[4]), vm=vm)
 
-    async def undefine(self, uri: str, vm: str) -> None:
-        """Remove the (shut-off) VM's persistent definition there, with its managed-save image and snapshot and
-        checkpoint metadata; the disk images and NVRAM stay. Refused for a running VM (it would turn transient)."""
-        lv = self._lv
-        flags = (
-            lv.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-            | lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-            | lv.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
-            | lv.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
-        )
-
-        def run(c: Any) -> None:
-            dom = self._lookup(c, vm)
-            if dom.isActive():
-                raise lv.libvirtError(f"{vm} is running there; only a shut-off definition is removed")
-            dom.undefineFlags(flags)
-
-        await self._run(uri, "undefine the VM", run, vm=vm, retry=False)
-
     async def guest_agent_configured(self, uri: str, vm: str) -> bool:
         """Whether the VM has a qemu-guest-agent channel (without one, the guest cannot be asked anything)."""
         return "org.qemu.guest_agent.0" in await self.domain_xml(uri, vm, migratable=False)

@@ -248,7 +248,7 @@ def test_plan_json_contract_on_the_lab(lab: LabInfo, db_env: dict[str, str]) -> 
     assert set(plan) >= PLAN_KEYS
     assert isinstance(plan["executable"], bool) and plan["mode"] == "live"
     assert plan["checks"] and all(set(c) == {"name", "status", "reason", "fix"} for c in plan["checks"])
-    assert {c["status"] for c in plan["checks"]} <= {"pass", "warn", "fail"}
+    assert {c["status"] for c in plan["checks"]} <= {"pass", "info", "skipped", "warn", "fail"}
     assert all(isinstance(c["reason"], str) and c["reason"] for c in plan["checks"])
     assert set(plan["prediction"]) >= PREDICTION_KEYS
     assert plan["prediction"]["bandwidth_mib_s"] == 200.0 and isinstance(plan["prediction"]["converges"], bool)

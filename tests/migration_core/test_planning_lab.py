@@ -444,3 +444,73 @@ async def test_busy_vm_will_not_converge_on_a_throttled_link_but_idle_one_will(
     assert q.converges is True and q.downtime_ms is not None and q.downtime_ms <= MAX_DOWNTIME_MS, q
     assert q.dirty_rate_mib_s is not None and q.dirty_rate_mib_s < p.dirty_rate_mib_s
     assert idle.recommendation is None
+
+
+# ----- one owner per VM: definitions of the same VM elsewhere ---------------------------------------------
+
+
+def _copy_of_vm42_on_b(lab: LabInfo, tmp_path: Path, *, uuid: str | None = None) -> None:
+    """Define a shut-off copy of vm42 on hostB (its own old copy, or with another UUID: another VM)."""
+    xml = virsh(lab, A, "dumpxml", "--inactive", "vm42").stdout
+    if uuid is not None:
+        xml = re.sub(r"<uuid>[^<]+</uuid>", f"<uuid>{uuid}</uuid>", xml, count=1)
+    path = tmp_path / "vm42-copy.xml"
+    path.write_text(xml)
+    virsh(lab, B, "define", str(path))
+
+
+def _undefine_on_b(lab: LabInfo) -> None:
+    virsh(lab, B, "undefine", "vm42", check=False)
+
+
+async def test_own_old_copy_on_the_destination_is_information_and_needs_one_approver(
+    lab: LabInfo, planning: PreflightRunner, tmp_path: Path
+) -> None:
+    from migration_core.dispatch.policy import required_approvals
+
+    at_home(lab, "vm42")
+    _copy_of_vm42_on_b(lab, tmp_path)
+    try:
+        plan = await planning.make_plan(request("vm42"))
+        show(plan)
+        clash = one(plan, "vm.name_clash")
+        assert clash.status is CheckStatus.INFO and "this VM's own copy; the migration replaces it" in clash.reason
+        assert one(plan, "vm.other_definitions").status is PASS  # the destination's copy is not a hazard
+        assert "vm.name_clash" not in [c.name for c in plan.warnings]
+        if not [c for c in plan.warnings if c.name != "network.ports"]:
+            assert required_approvals(plan) == 1
+    finally:
+        _undefine_on_b(lab)
+
+
+async def test_same_name_with_another_uuid_fails(lab: LabInfo, planning: PreflightRunner, tmp_path: Path) -> None:
+    at_home(lab, "vm42")
+    _copy_of_vm42_on_b(lab, tmp_path, uuid="6c61622d-766d-4000-8000-0000000000ff")
+    try:
+        plan = await planning.make_plan(request("vm42"))
+        clash = one(plan, "vm.name_clash")
+        assert clash.status is FAIL and "a different VM named vm42" in clash.reason and not plan.executable
+    finally:
+        _undefine_on_b(lab)
+
+
+async def test_a_definition_on_a_third_host_is_a_split_brain_warning(lab: LabInfo, tmp_path: Path) -> None:
+    """hostC: a third inventory entry (the lab has two daemons: it is hostB's daemon under another name). The
+    VM's copy on hostB is neither the source nor the destination of vm42 -> hostC: a hazard, named."""
+    at_home(lab, "vm42")
+    text = lab.hosts_toml.read_text()
+    block = text[text.index("[hosts.hostB]") :]
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text(text + "\n" + block.replace("[hosts.hostB]", "[hosts.hostC]"))
+    planning = planning_for(load_inventory(hosts))
+    _copy_of_vm42_on_b(lab, tmp_path)
+    try:
+        plan = await planning.make_plan(MigrationRequest("vm42", "hostC"))
+        show(plan)
+        hazard = one(plan, "vm.other_definitions")
+        assert hazard.status is WARN and "hostB (vm42, shut off)" in hazard.reason and "split-brain" in hazard.reason
+        assert hazard.fix and "virsh undefine vm42" in hazard.fix
+    finally:
+        _undefine_on_b(lab)
+        await planning.hypervisor.close()
+    assert vm_location(lab, "vm42") == {A: "running"}

@@ -161,7 +161,7 @@ def judge(plan: Plan, result: ExecutionResult, seen: Observed) -> VerificationSu
         if alive.status is CheckStatus.FAIL:
             outcome = JobState.FAILED
             next_step = f"inspect {vm} on both hosts (`virsh list --all`) before anything else writes to its disks"
-    elif seen.agent is not None:
+    if seen.agent is not None:
         ok = seen.agent == "answered"
         checks.append(
             CheckResult(

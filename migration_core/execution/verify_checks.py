@@ -47,12 +47,10 @@ def liveness_check(plan: Plan, seen: Observed) -> CheckResult:
                 f"look at its console on {b} (`virsh console {vm}`) and its QEMU log",
             )
         evidence.append(f"vCPU time +{ms:.1f} ms in {seen.liveness_window_s:.1f} s on {b}")
-    if seen.agent is not None:
-        if seen.agent != "answered":
-            return CheckResult(
-                name, CheckStatus.WARN, f"the guest agent {seen.agent}", "log in to the guest and check it"
-            )
+    if seen.agent == "answered":
         evidence.append("guest agent answered")
+    elif seen.agent is not None and not evidence:
+        return CheckResult(name, CheckStatus.WARN, f"the guest agent {seen.agent}", "log in to the guest and check it")
     if not evidence:
         why = seen.liveness_error or "vCPU time unreadable and no guest agent"
         return CheckResult(name, CheckStatus.SKIPPED, why)

@@ -514,3 +514,28 @@ async def test_a_definition_on_a_third_host_is_a_split_brain_warning(lab: LabInf
         _undefine_on_b(lab)
         await planning.hypervisor.close()
     assert vm_location(lab, "vm42") == {A: "running"}
+
+
+async def test_a_stale_image_at_the_destination_path_is_not_taken_for_shared_storage(
+    lab: LabInfo, planning: PreflightRunner
+) -> None:
+    """The copy-storage round trip's second leg, mirrored: an old copy of disky's image sits at the same path
+    on hostB (as the first leg leaves it with --keep-source). A file at the same path is no proof of shared
+    storage: the probe file tells, the plan keeps --copy-storage and says the old image is replaced."""
+    at_home(lab, "disky")
+    stale = lab.host(B).images_dir / "disky.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(stale), "64M"], check=True)
+    virsh(lab, B, "pool-refresh", "default")
+    try:
+        plan = await planning.make_plan(request("disky", copy_storage=CopyStorage.ALL))
+        show(plan)
+        assert fails(plan) == [], plan.failures
+        assert "VIR_MIGRATE_NON_SHARED_DISK" in plan.flags and plan.params["migrate_disks"] == ["vda"]
+        note = one(plan, "storage.stale_image")
+        assert note.status is CheckStatus.INFO and "a stale copy" in note.reason
+        assert "copied with --copy-storage all: vda" in one(plan, "storage").reason
+        leftovers = list(lab.host(B).images_dir.glob(".migrate-bot-shared-probe-*"))
+        assert leftovers == [], f"the probe file was left behind: {leftovers}"
+    finally:
+        stale.unlink(missing_ok=True)
+        virsh(lab, B, "pool-refresh", "default")

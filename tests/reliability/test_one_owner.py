@@ -36,7 +36,7 @@ async def test_round_trip_needs_one_approver_each_way_and_leaves_one_definition(
             job = await wait_state(store, out_id, {JobState.SUCCEEDED}, 120)
             assert job.approvers == ("bob",)
             assert where(lab, guest) == {A: "shut off", B: "running"}, "--keep-source keeps A's definition"
-            await bot.expect(rf"\[job {out_id}\] ended: succeeded", 60)
+            await bot.expect(rf"Migration succeeded: {guest.name} {A} → {B}", 60)
             await bot.expect(r"kept on hostA \(--keep-source\)", 10)
 
             bot.send("as alice", f"/migrate {guest.name} to {A}", "as bob")
@@ -45,12 +45,13 @@ async def test_round_trip_needs_one_approver_each_way_and_leaves_one_definition(
             bot.send(f"approve {back_id}")
             job = await wait_state(store, back_id, {JobState.SUCCEEDED}, 120)
             assert job.approvers == ("bob",), "the way home needed more than one approver"
-            await bot.expect(rf"\[job {back_id}\] ended: succeeded", 60)
+            await bot.expect(rf"Migration succeeded: {guest.name} {B} → {A}", 60)
             await bot.expect(r"removed hostB's shut-off definition", 10)
             await bot.expect(r"Guest:\S* alive: vCPU time \+", 10)
             assert where(lab, guest) == {A: "running"}, "the VM is defined on more than one host"
             assert await bot.finish() == 0, bot.tail()
             out = bot.output()
+            assert f"[job {out_id}] ended: succeeded" in out and f"[job {back_id}] ended: succeeded" in out
             assert "not every job succeeded" not in out and "Traceback" not in out
             # the guest_agent check did not run: shown as skipped, not as passed
             assert "guest_agent" in out and "skipped — no guest agent configured" in out

@@ -51,7 +51,7 @@ async def test_round_trip_needs_one_approver_each_way_and_leaves_one_definition(
             assert where(lab, guest) == {A: "running"}, "the VM is defined on more than one host"
             assert await bot.finish() == 0, bot.tail()
             out = bot.output()
-            assert f"[job {out_id}] ended: succeeded" in out and f"[job {back_id}] ended: succeeded" in out
+            assert f"all jobs succeeded (job {out_id}, job {back_id})" in out
             assert "not every job succeeded" not in out and "Traceback" not in out
             # the guest_agent check did not run: shown as skipped, not as passed
             assert "guest_agent" in out and "skipped — no guest agent configured" in out

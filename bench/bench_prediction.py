@@ -25,20 +25,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from migration_core.events import RecordingSink
-from migration_core.executor import Executor
-from migration_core.hypervisor import Hypervisor
-from migration_core.models import CopyStorage, JobState, MigrationOptions
+from migration_core.execution.executor import Executor
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.models import CopyStorage, JobState, MigrationOptions, MoveSample
+from migration_core.planning.estimate import (
+    Estimate,
+    MoveInputs,
+    MoveMode,
+    estimate,
+    postcopy_switch_s,
+    sample_from_run,
+    to_prediction,
+    transferable_from_rss,
+)
+from migration_core.planning.prediction import predict_precopy
 from tests.labkit import LabInfo, bring_up, link_rate, link_reset, virsh
 from tests.migration_core.executor_lab_support import (
     A,
@@ -53,6 +66,7 @@ from tests.migration_core.executor_lab_support import (
 )
 
 MIB = 1024 * 1024
+SETTLE_S = 6.0  # busy's guest writes its 128 MiB region at 31 MiB/s: touched in ~4 s after its first line
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,34 @@ class Run:
     wall_s: float = 0.0
     postcopy: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+def inputs_of(run: Run) -> MoveInputs:
+    """The model's inputs as preflight would have them before this run."""
+    o = run.options
+    mode = (
+        MoveMode.OFFLINE
+        if not run.running
+        else MoveMode.POSTCOPY
+        if o.get("postcopy")
+        else MoveMode.AUTO_CONVERGE
+        if o.get("auto_converge")
+        else MoveMode.PRECOPY
+    )
+    return MoveInputs(
+        memory_bytes=run.memory_bytes,
+        dirty_rate_mib_s=run.dirty_rate_mib_s,
+        link_mib_s=run.declared_link_mib_s,
+        transferable_bytes=transferable_from_rss(run.memory_bytes, run.rss_bytes),
+        mode=mode,
+        parallel_connections=o.get("parallel_connections"),
+        disk_bytes=run.disk_bytes,
+        disk_virtual_bytes=run.disk_virtual_bytes,
+        vm_uuid=run.vm,
+        vm=run.vm,
+        source=run.source,
+        destination=run.destination,
+    )
 
 
 def _options(raw: dict[str, Any]) -> MigrationOptions:
@@ -157,23 +199,44 @@ async def measure_once(
     rss = dirty = None
     disk_bytes = disk_virtual = 0
     if sc.running:
-        rss = _rss_bytes(lab, src, guest.name)
         try:
             rate = await hv.dirty_rate(uri, guest.name, seconds=2)
             dirty = rate.megabytes_per_second * 1_000_000 / MIB
-        except Exception as err:  # noqa: BLE001 - a benchmark records what it could not read
+        except Exception as err:  # a benchmark records what it could not read
             print(f"   dirty rate of {guest.name} unreadable: {err}")
+        rss = _rss_bytes(lab, src, guest.name)  # after the dirty rate, as preflight reads it
     if sc.options.get("copy_storage"):
         disk_bytes, disk_virtual = _allocation(lab, src, guest.name, "vda")
     run = Run(
-        sc.name, phase, guest.name, src, dst, sc.options, sc.running, memory, rss, dirty, disk_bytes,
-        disk_virtual, float(sc.rate_mib_s),
+        sc.name,
+        phase,
+        guest.name,
+        src,
+        dst,
+        sc.options,
+        sc.running,
+        memory,
+        rss,
+        dirty,
+        disk_bytes,
+        disk_virtual,
+        float(sc.rate_mib_s),
     )
     opts = _options(sc.options)
     plan = plan_for(
-        lab, guest, xml, source=src, destination=dst, options=opts,
-        local_disks=("vda",) if sc.options.get("copy_storage") else (), running=sc.running,
+        lab,
+        guest,
+        xml,
+        source=src,
+        destination=dst,
+        options=opts,
+        local_disks=("vda",) if sc.options.get("copy_storage") else (),
+        running=sc.running,
     )
+    inputs = inputs_of(run)
+    if inputs.mode is MoveMode.POSTCOPY and estimate(replace(inputs, mode=MoveMode.PRECOPY)).converges is False:
+        # As the planner does (planner.postcopy_when_predicted): switch after about one pass, not at a stall.
+        plan = replace(plan, policy=replace(plan.policy, postcopy_after_s=postcopy_switch_s(inputs)))
     await asyncio.to_thread(link_rate, lab, sc.rate_mib_s)
     try:
         ex = Executor(hv, inventory(lab), RecordingSink())
@@ -201,6 +264,9 @@ async def measure(hv: Hypervisor, lab: LabInfo, sc: Scenario, job0: int) -> list
     try:
         if sparse:
             await _sparse_disk(hv, lab, guest, sc.disk_virtual_mib, sc.disk_written_mib)
+        if sc.running:
+            # A VM being moved has been running for a while: let the clone's guest touch its working set.
+            await asyncio.sleep(SETTLE_S)
         for i, (phase, src, dst) in enumerate((("cold", A, B), ("back", B, A), ("warm", A, B))):
             runs.append(await measure_once(hv, lab, sc, guest, phase, src, dst, job0 + i))
             r = runs[-1]
@@ -253,9 +319,141 @@ def main() -> None:
     report(runs)
 
 
+TOLERANCE_S = 0.3  # absolute tolerance for moves shorter than 2 s
+SHORT_S = 2.0
+
+
+def measured_total_s(run: Run) -> float:
+    """As the summary's "Total time": the completed job's time_elapsed, else the wall time (offline)."""
+    elapsed = run.stats.get("time_elapsed")
+    return float(elapsed) / 1000 if isinstance(elapsed, int | float) and elapsed else run.wall_s
+
+
+def measured_downtime_ms(run: Run) -> float | None:
+    value = run.stats.get("downtime")
+    return float(value) if isinstance(value, int | float) and run.running else None
+
+
+def total_error(predicted: float | None, measured: float) -> float | None:
+    """|p - m| / m, or 0 within 0.3 s on moves shorter than 2 s; None when nothing was predicted."""
+    if predicted is None:
+        return None
+    if measured < SHORT_S and abs(predicted - measured) <= TOLERANCE_S:
+        return 0.0
+    return abs(predicted - measured) / measured
+
+
+def downtime_ok(predicted: float | None, measured: float | None) -> bool | None:
+    if measured is None:
+        return None
+    if predicted is None:
+        return False
+    return abs(predicted - measured) <= max(0.3 * measured, 30.0)
+
+
+def old_model(run: Run) -> tuple[float | None, float | None]:
+    """What the card showed before issue 12: plain pre-copy over all RAM at the declared link."""
+    if not run.running or run.dirty_rate_mib_s is None:
+        return None, None
+    p = predict_precopy(run.memory_bytes, run.dirty_rate_mib_s, run.declared_link_mib_s, 300)
+    return p.total_s, p.downtime_ms
+
+
+@dataclass
+class Scored:
+    run: Run
+    before: tuple[float | None, float | None]
+    new: Estimate
+    measured_total_s: float
+    measured_downtime_ms: float | None
+
+
+def score(runs: list[Run]) -> list[Scored]:
+    """Predict every run in order: cold runs with an empty history, the others with every earlier sample."""
+    history: list[MoveSample] = []
+    out: list[Scored] = []
+    for i, run in enumerate(runs):
+        inputs = inputs_of(run)
+        est = estimate(inputs, [] if run.phase == "cold" else history)
+        total, down = measured_total_s(run), measured_downtime_ms(run)
+        out.append(Scored(run, old_model(run), est, total, down))
+        sample = sample_from_run(
+            to_prediction(est, inputs),
+            vm_uuid=run.vm,
+            vm=run.vm,
+            source=run.source,
+            destination=run.destination,
+            finished_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i),
+            succeeded=run.outcome == JobState.SUCCEEDED.value,
+            total_s=total,
+            downtime_ms=down,
+            stats=run.stats,
+            postcopy=run.postcopy,
+        )
+        if sample is not None:
+            history.append(sample)
+    return out
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
 def report(runs: list[Run]) -> None:
-    print(f"\n{len(runs)} runs recorded")
-    _ = statistics
+    scored = [s for s in score(runs) if s.run.phase in ("cold", "warm")]
+    print(f"\n{len(runs)} runs ({len(scored)} cold/warm scored); totals in s, downtimes in ms")
+    print(
+        "| scenario | run | before total | predicted total (p10-p90) | measured total | error before | error now"
+        " | before downtime | predicted downtime | measured downtime | basis |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for s in scored:
+        e = s.new
+        print(
+            f"| {s.run.scenario} | {s.run.phase} | {_s(s.before[0])} | {_s(e.total_s)} ({_s(e.total_p10_s)}-"
+            f"{_s(e.total_p90_s)}) | {s.measured_total_s:.2f} | {_pct(total_error(s.before[0], s.measured_total_s))}"
+            f" | {_pct(total_error(e.total_s, s.measured_total_s))} | {_ms(s.before[1])} | {_ms(e.downtime_ms)}"
+            f" | {_ms(s.measured_downtime_ms)} | {e.basis} |"
+        )
+    for phase in ("cold", "warm"):
+        rows = [s for s in scored if s.run.phase == phase]
+        if not rows:
+            continue
+        errs = [total_error(s.new.total_s, s.measured_total_s) for s in rows]
+        errors = sorted(x if x is not None else 1.0 for x in errs)
+        before = sorted(
+            x if x is not None else 1.0 for x in (total_error(s.before[0], s.measured_total_s) for s in rows)
+        )
+        oks = [downtime_ok(s.new.downtime_ms, s.measured_downtime_ms) for s in rows]
+        judged = [o for o in oks if o is not None]
+        before_oks = [downtime_ok(s.before[1], s.measured_downtime_ms) for s in rows]
+        before_judged = [o for o in before_oks if o is not None]
+        in_range = sum(
+            1
+            for s in rows
+            if s.new.total_p10_s is not None
+            and s.new.total_p90_s is not None
+            and s.new.total_p10_s <= s.measured_total_s <= s.new.total_p90_s
+        )
+        print(
+            f"{phase}: {len(rows)} runs; total error median {_pct(statistics.median(errors))}, p90"
+            f" {_pct(_p90(errors))} (before: median {_pct(statistics.median(before))}, p90 {_pct(_p90(before))});"
+            f" downtime within +-30 %/30 ms: {sum(judged)}/{len(judged)} (before: {sum(before_judged)}/"
+            f"{len(before_judged)}); measured total inside p10-p90: {in_range}/{len(rows)}"
+        )
+
+
+def _p90(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ from migration_core.planning.estimate import (
     MoveInputs,
     MoveMode,
     estimate,
-    postcopy_switch_s,
     sample_from_run,
     to_prediction,
     transferable_from_rss,
@@ -191,7 +190,15 @@ async def _sparse_disk(hv: Hypervisor, lab: LabInfo, guest: Guest, virtual_mib: 
 
 
 async def measure_once(
-    hv: Hypervisor, lab: LabInfo, sc: Scenario, guest: Guest, phase: str, src: str, dst: str, job: int
+    hv: Hypervisor,
+    lab: LabInfo,
+    sc: Scenario,
+    guest: Guest,
+    phase: str,
+    src: str,
+    dst: str,
+    job: int,
+    earlier: list[Run],
 ) -> Run:
     uri = lab.host(src).uri
     xml = await hv.domain_xml(uri, guest.name, migratable=False)
@@ -233,10 +240,11 @@ async def measure_once(
         local_disks=("vda",) if sc.options.get("copy_storage") else (),
         running=sc.running,
     )
-    inputs = inputs_of(run)
-    if inputs.mode is MoveMode.POSTCOPY and estimate(replace(inputs, mode=MoveMode.PRECOPY)).converges is False:
-        # As the planner does (planner.postcopy_when_predicted): switch after about one pass, not at a stall.
-        plan = replace(plan, policy=replace(plan.policy, postcopy_after_s=postcopy_switch_s(inputs)))
+    # The estimate this run gets (as scored below); post-copy switches when it says (the planner's rule in
+    # planner.postcopy_when_predicted: after about one pass, not at a stall).
+    switch = score([*earlier, run])[-1].new.postcopy_switch_s
+    if switch is not None:
+        plan = replace(plan, policy=replace(plan.policy, postcopy_after_s=switch))
     await asyncio.to_thread(link_rate, lab, sc.rate_mib_s)
     try:
         ex = Executor(hv, inventory(lab), RecordingSink())
@@ -256,7 +264,7 @@ async def measure_once(
     return run
 
 
-async def measure(hv: Hypervisor, lab: LabInfo, sc: Scenario, job0: int) -> list[Run]:
+async def measure(hv: Hypervisor, lab: LabInfo, sc: Scenario, job0: int, earlier: list[Run]) -> list[Run]:
     name = f"xp-{sc.name}"[:40]
     sparse = sc.disk_virtual_mib > 0
     guest = await make_guest(hv, lab, sc.template, name, start=sc.running and not sparse)
@@ -268,7 +276,7 @@ async def measure(hv: Hypervisor, lab: LabInfo, sc: Scenario, job0: int) -> list
             # A VM being moved has been running for a while: let the clone's guest touch its working set.
             await asyncio.sleep(SETTLE_S)
         for i, (phase, src, dst) in enumerate((("cold", A, B), ("back", B, A), ("warm", A, B))):
-            runs.append(await measure_once(hv, lab, sc, guest, phase, src, dst, job0 + i))
+            runs.append(await measure_once(hv, lab, sc, guest, phase, src, dst, job0 + i, [*earlier, *runs]))
             r = runs[-1]
             print(
                 f"   {sc.name:26} {phase:5} {r.outcome:9} elapsed {r.stats.get('time_elapsed', 0) / 1000:6.2f} s"
@@ -283,13 +291,13 @@ async def measure(hv: Hypervisor, lab: LabInfo, sc: Scenario, job0: int) -> list
     return runs
 
 
-async def run_lab_part(names: list[str], out: Path) -> list[Run]:
+async def run_lab_part(names: list[str], out: Path, prior: list[Run]) -> list[Run]:
     lab, _ = await asyncio.to_thread(bring_up)
     hv = Hypervisor({A: lab.host(A).uri, B: lab.host(B).uri})
     runs: list[Run] = []
     try:
         for n, sc in enumerate(s for s in SCENARIOS if not names or s.name in names):
-            runs.extend(await measure(hv, lab, sc, 9700 + 10 * n))
+            runs.extend(await measure(hv, lab, sc, 9700 + 10 * n, [*prior, *runs]))
             out.write_text(json.dumps([asdict(r) for r in runs], indent=1))
     finally:
         await asyncio.to_thread(link_reset, lab)
@@ -303,6 +311,9 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/bench-prediction-runs.json", help="where the raw runs are written")
     parser.add_argument("--replay", action="append", default=[], help="score recorded runs instead of migrating")
     parser.add_argument("--list", action="store_true", help="list the scenarios")
+    parser.add_argument(
+        "--prior", action="append", default=[], help="runs of an earlier part: their history counts (warm runs)"
+    )
     args = parser.parse_args()
     if args.list:
         for sc in SCENARIOS:
@@ -315,7 +326,8 @@ def main() -> None:
         unknown = sorted(set(names) - {s.name for s in SCENARIOS})
         if unknown:
             raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; see --list")
-        runs = asyncio.run(run_lab_part(names, Path(args.out)))
+        prior = [Run(**r) for path in args.prior for r in json.loads(Path(path).read_text())]
+        runs = prior + asyncio.run(run_lab_part(names, Path(args.out), prior))
     report(runs)
 
 

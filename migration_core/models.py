@@ -142,6 +142,9 @@ class MoveSample:
     throughput_mib_s: float | None = None  # memory_bps at the end
     passes: int | None = None
     postcopy: bool = False
+    link_mib_s: float | None = None  # the declared link (or --bandwidth) the prediction used
+    disk_bytes: int = 0  # allocation of the disks --copy-storage sent
+    postcopy_switch_s: float | None = None  # post-copy: when the policy switched (pre-copy would not converge)
 
 
 @dataclass(frozen=True)

@@ -27,18 +27,23 @@ transferable memory); QEMU stops the guest once what is left fits in max-downtim
 effective throughput is ~85 % of a shaped link (TCP + framing). Downtime = a switch-over cost (~35 ms
 pre-copy, ~5 ms post-copy) + the last chunk at the throughput.
 
-Calibration (`calibrate`): the ratio measured / model of earlier successful migrations, preferring the same
-VM on the same host pair in the same mode family, then the same host pair, multiplies the model's point;
-their spread gives the range. Old or odd samples are guarded against: only the last `WINDOW` samples within
-`MAX_AGE_DAYS`, only succeeded runs, ratios outside [1/5, 5] discarded as broken, then the median (not the
-mean) and anything farther than 3 MADs from it dropped.
+Calibration, from the history the store keeps (one `MoveSample` per finished migration):
+- per host pair (`learn_pair`): the effective throughput as a share of the declared link (median of
+  memory_bps / link) and the fixed cost (median of total - bytes / throughput - downtime), from its plain
+  pre-copy / auto-converge samples; they replace the defaults in the model for every VM on that pair;
+- per VM (`_repeat`): the VM's own earlier moves of the same family (this pair first, else any pair) are
+  the estimate: each total is split into the pair's fixed cost and a transfer part rescaled by declared link
+  then / now; the median is the point and their spread the range.
+Old or odd samples are guarded against: only succeeded runs (failed and aborted ones are stored, counted by
+`calibration`, never learned from), none older than MAX_AGE_DAYS, only the newest WINDOW per tier, medians
+rather than means, and values farther than 3 scaled MADs from the median dropped.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -60,7 +65,6 @@ COLD_SPREAD = (0.7, 1.4)  # p10/p90 of measured/model without history (lab cold 
 MIN_SPREAD = 0.1  # a range never narrower than +-10 %
 WINDOW = 20
 MAX_AGE_DAYS = 30.0
-MAX_RATIO = 5.0
 MAX_PASSES = 30
 
 
@@ -125,17 +129,12 @@ class Estimate:
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """Ratios measured/model learned from history for one move (1.0 and the cold spread without history)."""
+class PairCalibration:
+    """What a host pair's history says: effective throughput as a share of the declared link, fixed cost."""
 
-    total_ratio: float = 1.0
-    total_low: float = COLD_SPREAD[0]
-    total_high: float = COLD_SPREAD[1]
-    downtime_ratio: float = 1.0
-    downtime_low: float = COLD_SPREAD[0]
-    downtime_high: float = COLD_SPREAD[1] * 1.5
+    efficiency: float = DEFAULT_EFFICIENCY
+    fixed_s: float = DEFAULT_FIXED_S
     samples: int = 0
-    basis: str = "model only: no history"
 
 
 def transferable_from_rss(
@@ -164,13 +163,13 @@ class _Physics:
     switch_s: float | None = None  # post-copy: when the policy switches (pre-copy alone would not converge)
 
 
-def _throughput_mib_s(inputs: MoveInputs) -> float:
+def _throughput_mib_s(inputs: MoveInputs, pair: PairCalibration | None = None) -> float:
     assert inputs.link_mib_s is not None
-    return inputs.link_mib_s * DEFAULT_EFFICIENCY
+    return inputs.link_mib_s * (pair or PairCalibration()).efficiency
 
 
-def _fixed_s(inputs: MoveInputs) -> float:
-    return DEFAULT_FIXED_S + PER_CHANNEL_FIXED_S * (inputs.parallel_connections or 0)
+def _fixed_s(inputs: MoveInputs, pair: PairCalibration | None = None) -> float:
+    return (pair or PairCalibration()).fixed_s + PER_CHANNEL_FIXED_S * (inputs.parallel_connections or 0)
 
 
 def _passes(
@@ -188,7 +187,7 @@ def _passes(
     return False, seconds, to_send, MAX_PASSES
 
 
-def postcopy_switch_s(inputs: MoveInputs) -> float | None:
+def postcopy_switch_s(inputs: MoveInputs, pair: PairCalibration | None = None) -> float | None:
     """When the policy switches to post-copy if pre-copy will not converge: after about one full pass of the
     transferable memory at the effective throughput (x 1.2, at least 5 s); None without a link.
 
@@ -198,42 +197,42 @@ def postcopy_switch_s(inputs: MoveInputs) -> float | None:
     if not inputs.link_mib_s or inputs.link_mib_s <= 0:
         return None
     transferable = min(inputs.memory_bytes, inputs.transferable_bytes or inputs.memory_bytes)
-    return round(max(5.0, transferable / MIB / _throughput_mib_s(inputs) * 1.2), 1)
+    return round(max(5.0, transferable / MIB / _throughput_mib_s(inputs, pair) * 1.2), 1)
 
 
-def physics(inputs: MoveInputs) -> _Physics | None:
-    """The uncalibrated model (None when the link is unknown)."""
+def physics(inputs: MoveInputs, pair: PairCalibration | None = None) -> _Physics | None:
+    """The model with the pair's learned throughput share and fixed cost (defaults without history); None
+    when the link is unknown."""
     if inputs.mode is MoveMode.OFFLINE:
         return _Physics(True, OFFLINE_FIXED_S, 0.0, 0, 0.0)
     if not inputs.link_mib_s or inputs.link_mib_s <= 0:
         return None
-    bw = _throughput_mib_s(inputs) * MIB
+    bw = _throughput_mib_s(inputs, pair) * MIB
     transferable = float(min(inputs.memory_bytes, inputs.transferable_bytes or inputs.memory_bytes))
     dirty = (inputs.dirty_rate_mib_s or 0.0) * MIB
-    fixed = _fixed_s(inputs) + inputs.disk_bytes / bw + DISK_SCAN_S_PER_GIB * inputs.disk_virtual_bytes / 1024**3
+    fixed = _fixed_s(inputs, pair) + inputs.disk_bytes / bw + DISK_SCAN_S_PER_GIB * inputs.disk_virtual_bytes / 1024**3
     threshold = bw * inputs.max_downtime_ms / 1000
     throttle = inputs.mode is MoveMode.AUTO_CONVERGE
     converged, live_s, final, passes = _passes(transferable, dirty, bw, threshold, transferable, throttle)
     if inputs.mode is MoveMode.POSTCOPY and not converged:
         one_pass_s = transferable / bw
-        switch_s = inputs.postcopy_after_s if inputs.postcopy_after_s is not None else postcopy_switch_s(inputs)
+        switch_s = inputs.postcopy_after_s if inputs.postcopy_after_s is not None else postcopy_switch_s(inputs, pair)
         assert switch_s is not None
         precopy_s = max(switch_s, one_pass_s)  # the switch waits for the bulk pass at least
-        pulled = min(dirty * one_pass_s, transferable)
+        pulled = min(dirty * precopy_s, transferable)  # pre-copy's later passes re-dirty the working set
         total = fixed + precopy_s + pulled / bw + POSTCOPY_SWITCHOVER_MS / 1000
         return _Physics(True, total, POSTCOPY_SWITCHOVER_MS, 2, bw / MIB, switch_s)
     downtime_ms = DEFAULT_SWITCHOVER_MS + FINAL_CHUNK_SHARE * final / bw * 1000
     return _Physics(converged, fixed + live_s + downtime_ms / 1000, downtime_ms, passes, bw / MIB)
 
 
-def _robust(ratios: list[float]) -> list[float]:
-    """Drop broken ratios and those farther than 3 MADs from the median."""
-    kept = [r for r in ratios if 1 / MAX_RATIO <= r <= MAX_RATIO]
-    if len(kept) < 3:
-        return kept
-    med = statistics.median(kept)
-    mad = statistics.median(abs(r - med) for r in kept) or 0.01
-    return [r for r in kept if abs(r - med) <= 3 * mad * 1.4826]
+def _robust(values: list[float]) -> list[float]:
+    """Drop values farther than 3 (scaled) MADs from the median: one odd run must not move the estimate."""
+    if len(values) < 3:
+        return values
+    med = statistics.median(values)
+    mad = statistics.median(abs(v - med) for v in values) * 1.4826 or abs(med) * 0.01
+    return [v for v in values if abs(v - med) <= 3 * mad]
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -244,62 +243,121 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def usable(history: Sequence[MoveSample], now: datetime | None) -> list[MoveSample]:
-    """Succeeded samples, newest first, at most WINDOW, none older than MAX_AGE_DAYS (when `now` is given)."""
-    ok = [s for s in history if s.succeeded and s.measured_total_s > 0 and s.model_total_s > 0]
+    """Succeeded samples, newest first, none older than MAX_AGE_DAYS (when `now` is given)."""
+    ok = [s for s in history if s.succeeded and s.measured_total_s > 0]
     if now is not None:
         ok = [s for s in ok if now - s.finished_at <= timedelta(days=MAX_AGE_DAYS)]
-    return sorted(ok, key=lambda s: s.finished_at, reverse=True)[:WINDOW]
+    return sorted(ok, key=lambda s: s.finished_at, reverse=True)
 
 
-def calibrate(inputs: MoveInputs, history: Sequence[MoveSample], now: datetime | None = None) -> Calibration:
-    """Ratios from the closest history: this VM on this pair in this family, else this pair in this family,
-    else this VM in this family anywhere, else this pair in any family (see the module docstring)."""
-    ok = usable(history, now)
-    pair = f"{inputs.source}→{inputs.destination}"
-    vm_name = inputs.vm or "this VM"
+def _plain_live(s: MoveSample) -> bool:
+    """Samples whose time is bytes / throughput + fixed cost: pre-copy or auto-converge, one channel, no disk."""
+    return s.family in (MoveMode.PRECOPY.value, MoveMode.AUTO_CONVERGE.value)
 
-    def same_pair(s: MoveSample) -> bool:
-        return s.source == inputs.source and s.destination == inputs.destination
 
-    def same_vm(s: MoveSample) -> bool:
-        return bool(inputs.vm_uuid) and s.vm_uuid == inputs.vm_uuid
+def learn_pair(
+    source: str, destination: str, history: Sequence[MoveSample], now: datetime | None = None
+) -> PairCalibration:
+    """The pair's throughput share (median of memory_bps / declared link) and fixed cost (median of total -
+    bytes / throughput - downtime), from its last WINDOW plain live samples; defaults without any.
 
-    def same_family(s: MoveSample) -> bool:
-        return s.family == inputs.family
-
-    tiers: tuple[tuple[Callable[[MoveSample], bool], str], ...] = (
-        (lambda s: same_vm(s) and same_pair(s) and same_family(s), f"of {vm_name} {pair}"),
-        (lambda s: same_pair(s) and same_family(s), pair),
-        (lambda s: same_vm(s) and same_family(s), f"of {vm_name}"),
-        (same_pair, f"{pair}, other modes"),
+    >>> t = datetime(2026, 1, 1)
+    >>> s = MoveSample("u", "vm", "A", "B", "pre-copy", t, True, 1.0, 40.0, None, None, 0.6, 40.0,
+    ...                memory_bytes_sent=34 * MIB, throughput_mib_s=170.0, link_mib_s=200.0)
+    >>> learn_pair("A", "B", [s])
+    PairCalibration(efficiency=0.85, fixed_s=0.36, samples=1)
+    """
+    mine = [
+        s
+        for s in usable(history, now)
+        if s.source == source
+        and s.destination == destination
+        and _plain_live(s)
+        and s.throughput_mib_s
+        and s.link_mib_s
+        and s.memory_bytes_sent
+    ][:WINDOW]
+    if not mine:
+        return PairCalibration()
+    shares = _robust([min(1.0, (s.throughput_mib_s or 0) / (s.link_mib_s or 1)) for s in mine])
+    fixed = _robust(
+        [
+            s.measured_total_s
+            - (s.memory_bytes_sent + s.disk_bytes) / MIB / (s.throughput_mib_s or 1)
+            - (s.measured_downtime_ms or 0) / 1000
+            for s in mine
+        ]
     )
-    for match, where in tiers:
-        chosen = [s for s in ok if (inputs.vm_uuid and match(s)) or (not inputs.vm_uuid and match(s))]
-        totals = _robust([s.measured_total_s / s.model_total_s for s in chosen])
-        if not totals:
-            continue
-        downs = _robust(
-            [
-                s.measured_downtime_ms / s.model_downtime_ms
-                for s in chosen
-                if s.measured_downtime_ms is not None and s.model_downtime_ms
-            ]
-        )
-        t_med = statistics.median(totals)
-        d_med = statistics.median(downs) if downs else 1.0
-        n = len(totals)
-        plural = "s" if n != 1 else ""
-        return Calibration(
-            total_ratio=t_med,
-            total_low=min(_quantile(totals, 0.1) / t_med, 1 - MIN_SPREAD) if n > 2 else 1 - 2 * MIN_SPREAD,
-            total_high=max(_quantile(totals, 0.9) / t_med, 1 + MIN_SPREAD) if n > 2 else 1 + 2 * MIN_SPREAD,
-            downtime_ratio=d_med,
-            downtime_low=min(_quantile(downs, 0.1) / d_med, 1 - MIN_SPREAD) if len(downs) > 2 else 0.7,
-            downtime_high=max(_quantile(downs, 0.9) / d_med, 1 + MIN_SPREAD) if len(downs) > 2 else 1.3,
-            samples=n,
-            basis=f"from {n} earlier migration{plural} {where}",
-        )
-    return Calibration()
+    return PairCalibration(
+        efficiency=round(statistics.median(shares), 3),
+        fixed_s=round(max(0.0, statistics.median(fixed)), 3),
+        samples=len(mine),
+    )
+
+
+@dataclass(frozen=True)
+class _Repeat:
+    """This VM's earlier moves of the same kind, rescaled to today's link."""
+
+    total_s: float
+    total_low: float
+    total_high: float
+    downtime_ms: float | None
+    downtime_low: float
+    downtime_high: float
+    samples: int
+    basis: str
+
+
+def _repeat(
+    inputs: MoveInputs, history: list[MoveSample], pair: PairCalibration, switch_s: float | None
+) -> _Repeat | None:
+    """The VM's own history in this family (this pair first): each earlier total is split into the pair's
+    fixed cost and a transfer part, and the transfer part is rescaled by declared link then / now; the median
+    of those is the point, their spread the range (at least +-MIN_SPREAD)."""
+    same = [s for s in history if inputs.vm_uuid and s.vm_uuid == inputs.vm_uuid and s.family == inputs.family]
+    here = [s for s in same if s.source == inputs.source and s.destination == inputs.destination]
+    chosen = (here or same)[:WINDOW]
+    if not chosen:
+        return None
+    link_now = inputs.link_mib_s or 0.0
+    fixed = OFFLINE_FIXED_S if inputs.mode is MoveMode.OFFLINE else _fixed_s(inputs, pair)
+    switchover = POSTCOPY_SWITCHOVER_MS if inputs.mode is MoveMode.POSTCOPY else DEFAULT_SWITCHOVER_MS
+
+    def scale(s: MoveSample) -> float:
+        if not s.link_mib_s or not link_now or inputs.mode is MoveMode.OFFLINE:
+            return 1.0
+        return s.link_mib_s / link_now
+
+    def total(s: MoveSample) -> float:
+        # Post-copy waits for the policy's switch, which follows today's inputs: keep only what came after.
+        if switch_s is not None and s.postcopy_switch_s is not None:
+            return fixed + switch_s + max(0.0, s.measured_total_s - fixed - s.postcopy_switch_s) * scale(s)
+        return fixed + max(0.0, s.measured_total_s - fixed) * scale(s)
+
+    totals = _robust([total(s) for s in chosen])
+    downs = _robust(
+        [
+            switchover + max(0.0, s.measured_downtime_ms - switchover) * scale(s)
+            for s in chosen
+            if s.measured_downtime_ms is not None
+        ]
+    )
+    t_med = statistics.median(totals)
+    d_med = statistics.median(downs) if downs else None
+    n = len(totals)
+    wide = n < 3
+    where = f"of {inputs.vm or 'this VM'}" + (f" {inputs.source}→{inputs.destination}" if here else "")
+    return _Repeat(
+        total_s=t_med,
+        total_low=1 - 1.2 * MIN_SPREAD if wide else min(_quantile(totals, 0.1) / t_med, 1 - MIN_SPREAD),
+        total_high=1 + 1.2 * MIN_SPREAD if wide else max(_quantile(totals, 0.9) / t_med, 1 + MIN_SPREAD),
+        downtime_ms=d_med,
+        downtime_low=0.7 if wide or not d_med else min(_quantile(downs, 0.1) / d_med, 1 - MIN_SPREAD),
+        downtime_high=1.3 if wide or not d_med else max(_quantile(downs, 0.9) / d_med, 1 + MIN_SPREAD),
+        samples=n,
+        basis=f"from {n} earlier migration{'s' if n != 1 else ''} {where}",
+    )
 
 
 def _fmt_s(seconds: float) -> str:
@@ -317,9 +375,10 @@ def estimate(inputs: MoveInputs, history: Sequence[MoveSample] = (), *, now: dat
     (0.53, 37.3, 'model only: no history')
     >>> e.verdict
     'converges in ~0.5 s (0.4–0.7 s), downtime ~37 ms (26–78 ms); model only: no history'
-
     """
-    phys = physics(inputs)
+    ok = usable(history, now)
+    pair = learn_pair(inputs.source, inputs.destination, ok)
+    phys = physics(inputs, pair)
     if phys is None:
         return Estimate(
             None,
@@ -337,7 +396,6 @@ def estimate(inputs: MoveInputs, history: Sequence[MoveSample] = (), *, now: dat
             0,
             "cannot predict: the link bandwidth is unknown; set the host pair's link_mib_s in the hosts file",
         )
-    cal = calibrate(inputs, history, now)
     if not phys.converges:
         return Estimate(
             False,
@@ -351,28 +409,42 @@ def estimate(inputs: MoveInputs, history: Sequence[MoveSample] = (), *, now: dat
             phys.total_s,
             None,
             phys.throughput_mib_s,
-            cal.basis,
-            cal.samples,
+            "model",
+            0,
             f"will not converge: dirty rate {inputs.dirty_rate_mib_s or 0:.1f} MiB/s against ~"
             f"{phys.throughput_mib_s:.0f} MiB/s of throughput ({inputs.link_mib_s:g} MiB/s link); use"
             " --postcopy or --auto-converge",
         )
-    total = phys.total_s * cal.total_ratio
-    down = phys.downtime_ms * cal.downtime_ratio
+    rep = _repeat(inputs, ok, pair, phys.switch_s)
+    offline = inputs.mode is MoveMode.OFFLINE
+    if rep is not None:
+        total, lo, hi, basis, n = rep.total_s, rep.total_low, rep.total_high, rep.basis, rep.samples
+        down = rep.downtime_ms if rep.downtime_ms is not None else phys.downtime_ms
+        d_lo, d_hi = rep.downtime_low, rep.downtime_high
+    else:
+        total, down, n = phys.total_s, phys.downtime_ms, pair.samples
+        lo, hi = (0.8, 1.25) if pair.samples >= 3 else COLD_SPREAD
+        d_lo, d_hi = COLD_SPREAD[0], COLD_SPREAD[1] * 1.5
+        pairs = f"{inputs.source}→{inputs.destination}"
+        basis = (
+            f"model with throughput and fixed cost from {n} earlier migration{'s' if n != 1 else ''} {pairs}"
+            if n
+            else "model only: no history"
+        )
     est = Estimate(
         True,
         round(total, 2),
-        round(total * cal.total_low, 2),
-        round(total * cal.total_high, 2),
-        round(down, 1) if inputs.mode is not MoveMode.OFFLINE else None,
-        round(down * cal.downtime_low, 1) if inputs.mode is not MoveMode.OFFLINE else None,
-        round(down * cal.downtime_high, 1) if inputs.mode is not MoveMode.OFFLINE else None,
+        round(total * lo, 2),
+        round(total * hi, 2),
+        None if offline else round(down, 1),
+        None if offline else round(down * d_lo, 1),
+        None if offline else round(down * d_hi, 1),
         phys.passes,
         round(phys.total_s, 3),
         round(phys.downtime_ms, 2),
         round(phys.throughput_mib_s, 1),
-        cal.basis,
-        cal.samples,
+        basis,
+        n,
         "",
         phys.switch_s,
     )
@@ -484,4 +556,7 @@ def sample_from_run(
         throughput_mib_s=round(bps / MIB, 1) if bps else None,
         passes=int(num("memory_iteration")) or None,
         postcopy=postcopy,
+        link_mib_s=prediction.bandwidth_mib_s,
+        disk_bytes=prediction.disk_bytes,
+        postcopy_switch_s=prediction.postcopy_switch_s,
     )

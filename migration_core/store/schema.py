@@ -170,6 +170,9 @@ class MoveSampleRow(SQLModel, table=True):
     throughput_mib_s: float | None = None
     passes: int | None = None
     postcopy: bool = False
+    link_mib_s: float | None = None
+    disk_bytes: int = Field(default=0, sa_type=BigInteger)
+    postcopy_switch_s: float | None = None
 
 
 def sample_to_row(sample: MoveSample, job_id: int | None) -> MoveSampleRow:

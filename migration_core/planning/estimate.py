@@ -560,3 +560,72 @@ def sample_from_run(
         disk_bytes=prediction.disk_bytes,
         postcopy_switch_s=prediction.postcopy_switch_s,
     )
+
+
+@dataclass(frozen=True)
+class PairReport:
+    """How well predictions matched on one host pair (`migrate-bot calibration`)."""
+
+    source: str
+    destination: str
+    migrations: int  # finished migrations with a prediction
+    learned_from: int  # succeeded ones, the only ones calibration learns from
+    total_error_median: float | None  # |predicted - measured| / measured
+    total_error_p90: float | None
+    downtime_error_median: float | None
+    downtime_error_p90: float | None
+    throughput_mib_s: float | None  # median memory_bps of the plain live samples
+    efficiency: float  # learned share of the declared link
+    fixed_s: float  # learned fixed cost
+    pair_samples: int  # samples the throughput share and fixed cost come from (0: defaults)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "migrations": self.migrations,
+            "learned_from": self.learned_from,
+            "total_error_median": self.total_error_median,
+            "total_error_p90": self.total_error_p90,
+            "downtime_error_median": self.downtime_error_median,
+            "downtime_error_p90": self.downtime_error_p90,
+            "throughput_mib_s": self.throughput_mib_s,
+            "efficiency": self.efficiency,
+            "fixed_s": self.fixed_s,
+            "pair_samples": self.pair_samples,
+        }
+
+
+def _errors(pairs: list[tuple[float | None, float | None]]) -> list[float]:
+    return [abs(p - m) / m for p, m in pairs if p is not None and m]
+
+
+def calibration_report(history: Sequence[MoveSample], now: datetime | None = None) -> list[PairReport]:
+    """Per host pair, sorted: counts, median and p90 error of the predicted total and downtime, and what was
+    learned (the same `learn_pair` the estimate uses)."""
+    pairs = sorted({(s.source, s.destination) for s in history})
+    out = []
+    for source, destination in pairs:
+        mine = [s for s in history if s.source == source and s.destination == destination]
+        ok = usable(mine, now)
+        totals = _errors([(s.predicted_total_s, s.measured_total_s) for s in ok])
+        downs = _errors([(s.predicted_downtime_ms, s.measured_downtime_ms) for s in ok])
+        bps = [s.throughput_mib_s for s in ok if s.throughput_mib_s and _plain_live(s)]
+        pair = learn_pair(source, destination, ok)
+        out.append(
+            PairReport(
+                source=source,
+                destination=destination,
+                migrations=len(mine),
+                learned_from=len(ok),
+                total_error_median=round(statistics.median(totals), 3) if totals else None,
+                total_error_p90=round(_quantile(totals, 0.9), 3) if totals else None,
+                downtime_error_median=round(statistics.median(downs), 3) if downs else None,
+                downtime_error_p90=round(_quantile(downs, 0.9), 3) if downs else None,
+                throughput_mib_s=round(statistics.median(bps), 1) if bps else None,
+                efficiency=pair.efficiency,
+                fixed_s=pair.fixed_s,
+                pair_samples=pair.samples,
+            )
+        )
+    return out

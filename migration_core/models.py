@@ -379,6 +379,8 @@ class ProgressSample:
     stalled_for_s: float = 0.0
     postcopy_requests: int = 0
     auto_converge_throttle_pct: int = 0
+    # Why the ETA moved later than the range announced on the card allows (shown live; not stored).
+    eta_note: str | None = None
 
 
 class ControlAction(StrEnum):

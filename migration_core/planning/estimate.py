@@ -55,8 +55,12 @@ MIB = 1024 * 1024
 DEFAULT_EFFICIENCY = 0.85  # memory_bps / shaped link rate: 0.75-0.95 (lower on fast links: CPU-bound)
 DEFAULT_FIXED_S = 0.3  # time_elapsed minus bytes / throughput minus downtime (lab: 0.27-0.38 s)
 PER_CHANNEL_FIXED_S = 0.05  # each multifd channel is one more connection to set up and tear down
-DEFAULT_SWITCHOVER_MS = 35.0  # lab: an idle guest pauses 38-51 ms at 200 MiB/s with almost nothing left
-FINAL_CHUNK_SHARE = 0.5  # QEMU re-syncs the dirty bitmap mid-pass: the stop-and-copy sends ~half a pass's dirt
+DEFAULT_SWITCHOVER_MS = 30.0  # device state and hand-over on top of the last chunk of RAM
+# The stop-and-copy chunk: QEMU re-syncs the dirty bitmap until what is left fits the downtime budget, so the
+# chunk is what the guest dirties in about a quarter second, and never less than ~2.5 MiB (lab: idle guests
+# 2-3 MiB at every link rate, the busy one 5-10 MiB), and never more than what the passes left.
+FINAL_CHUNK_S = 0.25
+FINAL_CHUNK_MIN_BYTES = 2.5 * MIB
 POSTCOPY_SWITCHOVER_MS = 5.0  # lab: 3-7 ms
 OFFLINE_FIXED_S = 1.0  # offline = define on the destination, undefine on the source (lab wall time 1.02-1.05 s)
 DISK_SCAN_S_PER_GIB = 0.3  # drive-mirror walks the whole virtual size, unallocated clusters cost only this
@@ -222,7 +226,8 @@ def physics(inputs: MoveInputs, pair: PairCalibration | None = None) -> _Physics
         pulled = min(dirty * precopy_s, transferable)  # pre-copy's later passes re-dirty the working set
         total = fixed + precopy_s + pulled / bw + POSTCOPY_SWITCHOVER_MS / 1000
         return _Physics(True, total, POSTCOPY_SWITCHOVER_MS, 2, bw / MIB, switch_s)
-    downtime_ms = DEFAULT_SWITCHOVER_MS + FINAL_CHUNK_SHARE * final / bw * 1000
+    chunk = min(final, max(FINAL_CHUNK_MIN_BYTES, dirty * FINAL_CHUNK_S)) if final > 0 else 0.0
+    downtime_ms = DEFAULT_SWITCHOVER_MS + chunk / bw * 1000
     return _Physics(converged, fixed + live_s + downtime_ms / 1000, downtime_ms, passes, bw / MIB)
 
 
@@ -310,16 +315,22 @@ class _Repeat:
 
 
 def _repeat(
-    inputs: MoveInputs, history: list[MoveSample], pair: PairCalibration, switch_s: float | None
+    inputs: MoveInputs,
+    history: list[MoveSample],
+    pair: PairCalibration,
+    phys: _Physics,
 ) -> _Repeat | None:
-    """The VM's own history in this family (this pair first): each earlier total is split into the pair's
+    """The VM's own history in this family (both directions): each earlier total is split into the pair's
     fixed cost and a transfer part, and the transfer part is rescaled by declared link then / now; the median
-    of those is the point, their spread the range (at least +-MIN_SPREAD)."""
+    of those (with the pair-calibrated model as one more vote while there are fewer than 3) is the point,
+    their spread the range (at least +-MIN_SPREAD)."""
     same = [s for s in history if inputs.vm_uuid and s.vm_uuid == inputs.vm_uuid and s.family == inputs.family]
     here = [s for s in same if s.source == inputs.source and s.destination == inputs.destination]
-    chosen = (here or same)[:WINDOW]
+    chosen = same[:WINDOW]  # both directions: the VM is the same, the link is rescaled, the pair's fixed cost kept
     if not chosen:
         return None
+    switch_s, model_total = phys.switch_s, phys.total_s
+    model_downtime_ms = phys.downtime_ms if inputs.mode is not MoveMode.OFFLINE else None
     link_now = inputs.link_mib_s or 0.0
     fixed = OFFLINE_FIXED_S if inputs.mode is MoveMode.OFFLINE else _fixed_s(inputs, pair)
     switchover = POSTCOPY_SWITCHOVER_MS if inputs.mode is MoveMode.POSTCOPY else DEFAULT_SWITCHOVER_MS
@@ -335,17 +346,21 @@ def _repeat(
             return fixed + switch_s + max(0.0, s.measured_total_s - fixed - s.postcopy_switch_s) * scale(s)
         return fixed + max(0.0, s.measured_total_s - fixed) * scale(s)
 
-    totals = _robust([total(s) for s in chosen])
+    # While the VM has fewer than 3 runs, the pair-calibrated model is one more vote: one noisy run (the lab's
+    # identical moves vary by +-30 %) must not be the whole estimate.
+    votes = [model_total] if len(chosen) < 3 else []
+    totals = _robust([total(s) for s in chosen] + votes)
     downs = _robust(
         [
             switchover + max(0.0, s.measured_downtime_ms - switchover) * scale(s)
             for s in chosen
             if s.measured_downtime_ms is not None
         ]
+        + ([model_downtime_ms] if len(chosen) < 3 and model_downtime_ms else [])
     )
     t_med = statistics.median(totals)
     d_med = statistics.median(downs) if downs else None
-    n = len(totals)
+    n = len(chosen) if votes else len(totals)  # the model vote is not a migration
     wide = n < 3
     where = f"of {inputs.vm or 'this VM'}" + (f" {inputs.source}→{inputs.destination}" if here else "")
     return _Repeat(
@@ -372,9 +387,9 @@ def estimate(inputs: MoveInputs, history: Sequence[MoveSample] = (), *, now: dat
 
     >>> e = estimate(MoveInputs(64 * MIB, 4.0, 200.0, transferable_bytes=33 * MIB))
     >>> e.total_s, e.downtime_ms, e.basis
-    (0.53, 37.3, 'model only: no history')
+    (0.53, 34.6, 'model only: no history')
     >>> e.verdict
-    'converges in ~0.5 s (0.4–0.7 s), downtime ~37 ms (26–78 ms); model only: no history'
+    'converges in ~0.5 s (0.4–0.7 s), downtime ~35 ms (24–73 ms); model only: no history'
     """
     ok = usable(history, now)
     pair = learn_pair(inputs.source, inputs.destination, ok)
@@ -415,7 +430,7 @@ def estimate(inputs: MoveInputs, history: Sequence[MoveSample] = (), *, now: dat
             f"{phys.throughput_mib_s:.0f} MiB/s of throughput ({inputs.link_mib_s:g} MiB/s link); use"
             " --postcopy or --auto-converge",
         )
-    rep = _repeat(inputs, ok, pair, phys.switch_s)
+    rep = _repeat(inputs, ok, pair, phys)
     offline = inputs.mode is MoveMode.OFFLINE
     if rep is not None:
         total, lo, hi, basis, n = rep.total_s, rep.total_low, rep.total_high, rep.basis, rep.samples

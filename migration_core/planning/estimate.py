@@ -70,6 +70,7 @@ DEFAULT_QEMU_RSS_BYTES = 34 * MIB  # QEMU's own resident memory besides guest pa
 COLD_SPREAD = (0.7, 1.4)  # p10/p90 of measured/model without history (lab cold runs)
 MIN_SPREAD = 0.1  # a range never narrower than +-10 %
 WINDOW = 20
+PRIOR_WEIGHT = 2  # the defaults count as this many runs when learning a pair
 MAX_AGE_DAYS = 30.0
 MAX_PASSES = 30
 
@@ -279,13 +280,14 @@ def learn_pair(
     source: str, destination: str, history: Sequence[MoveSample], now: datetime | None = None
 ) -> PairCalibration:
     """The pair's throughput share (median of memory_bps / declared link) and fixed cost (median of total -
-    bytes / throughput - downtime), from its last WINDOW plain live samples; defaults without any.
+    bytes / throughput - downtime), from its last WINDOW plain live samples, shrunk towards the defaults
+    with the weight of PRIOR_WEIGHT runs; defaults without any.
 
     >>> t = datetime(2026, 1, 1)
     >>> s = MoveSample("u", "vm", "A", "B", "pre-copy", t, True, 1.0, 40.0, None, None, 0.6, 40.0,
     ...                memory_bytes_sent=34 * MIB, throughput_mib_s=170.0, link_mib_s=200.0)
     >>> learn_pair("A", "B", [s])
-    PairCalibration(efficiency=0.85, fixed_s=0.36, samples=1)
+    PairCalibration(efficiency=0.85, fixed_s=0.32, samples=1)
     """
     mine = [
         s
@@ -308,10 +310,13 @@ def learn_pair(
             for s in mine
         ]
     )
+    # Shrunk towards the defaults while there are few runs: one noisy run (the lab's identical moves vary by
+    # 0.4 s) must not become the pair's fixed cost for every VM.
+    n, k = len(mine), PRIOR_WEIGHT
     return PairCalibration(
-        efficiency=round(statistics.median(shares), 3),
-        fixed_s=round(max(0.0, statistics.median(fixed)), 3),
-        samples=len(mine),
+        efficiency=round((n * statistics.median(shares) + k * DEFAULT_EFFICIENCY) / (n + k), 3),
+        fixed_s=round((n * max(0.0, statistics.median(fixed)) + k * DEFAULT_FIXED_S) / (n + k), 3),
+        samples=n,
     )
 
 

@@ -213,7 +213,8 @@ def test_basis_says_where_the_figures_come_from() -> None:
 def test_pair_learning_uses_throughput_and_fixed_cost() -> None:
     pair = learn_pair("hostA", "hostB", [_sample(0.6, at=T0 + timedelta(minutes=i)) for i in range(3)])
     assert pair.samples == 3 and pair.efficiency == pytest.approx(0.85)
-    assert pair.fixed_s == pytest.approx(0.6 - 34 / 170 - 0.04, abs=0.01)
+    # Three runs against the defaults' weight of two: (3 x 0.36 + 2 x 0.3) / 5.
+    assert pair.fixed_s == pytest.approx((3 * (0.6 - 34 / 170 - 0.04) + 2 * 0.3) / 5, abs=0.01)
     assert learn_pair("hostB", "hostA", [_sample(0.6)]).samples == 0
 
 

@@ -5,35 +5,42 @@ The pure API (drain planning builds on it; no I/O, no clock, no store):
     estimate(inputs: MoveInputs, history: Sequence[MoveSample] = (), *, now: datetime | None = None) -> Estimate
 
 - `MoveInputs`: what preflight knows before the move. `memory_bytes` (the VM's RAM), `transferable_bytes`
-  (non-zero guest memory: pre-copy's first pass sends only that; from the VM's last migration, or the QEMU
-  process RSS minus QEMU's own share, see `transferable_from_rss`; None = assume all RAM), `dirty_rate_mib_s`
+  (non-zero guest memory: pre-copy's first pass sends only that; the QEMU process RSS minus QEMU's own
+  share, see `transferable_from_rss`; None = assume all RAM; the VM's earlier migrations then correct it
+  through its history), `dirty_rate_mib_s`
   (measured), `link_mib_s` (the declared link, or --bandwidth if lower), `mode` (MoveMode: pre-copy,
   auto-converge, post-copy, offline), `parallel_connections`, `disk_bytes` (allocation of the disks
-  --copy-storage sends, not their virtual size), `max_downtime_ms`, `postcopy_after_s` (the switch time the
+  --copy-storage sends, not their virtual size) and `disk_virtual_bytes`, `max_downtime_ms`,
+  `postcopy_after_s` (the switch time the
   policy uses; None = after one full pass), `vm_uuid`, `source`, `destination` (to pick the history).
-- `MoveSample`: one finished migration as the store keeps it: the raw model's figures for its inputs
-  (`model_total_s`, `model_downtime_ms`), what was measured (total, downtime, bytes, throughput, passes) and
-  whether it succeeded.
+- `MoveSample` (models.py): one finished migration as the store keeps it: the raw model's figures, what the
+  card said, what was measured (total, downtime, bytes, throughput, passes), the link it assumed, whether it
+  succeeded; `sample_from_run` builds it from the plan's Prediction and the completed job stats.
 - `Estimate`: `total_s` and `downtime_ms` (point), `total_p10_s`/`total_p90_s`, `downtime_p10_ms`/
   `downtime_p90_ms` (the range), `converges` (None = unknown; post-copy always True), `passes`,
   `model_total_s`/`model_downtime_ms` (the uncalibrated physics, stored with the sample so later runs can
   calibrate), `basis` ("from 4 earlier migrations of vm42 hostA→hostB" / "model only: no history"),
-  `samples` (how many calibrated it), `verdict` (one line for the card).
+  `samples` (how many calibrated it), `postcopy_switch_s` (post-copy needed: when the policy switches),
+  `verdict` (one line for the card). `to_prediction` makes it the plan's Prediction.
+- `learn_pair` (a host pair's learned throughput share and fixed cost) and `calibration_report` (per pair:
+  errors and what was learned, for `migrate-bot calibration`) are pure too.
 
 The physics (docs/prediction.md has the measurements): total = fixed cost (destination start, switch-over,
 about 0.3 s) + bytes sent / effective throughput, where the bytes are the disk allocation, the transferable
 memory and what each later pass re-sends (the guest's dirtying during the previous pass, capped by the
 transferable memory); QEMU stops the guest once what is left fits in max-downtime at the throughput. The
-effective throughput is ~85 % of a shaped link (TCP + framing). Downtime = a switch-over cost (~35 ms
-pre-copy, ~5 ms post-copy) + the last chunk at the throughput.
+effective throughput is ~85 % of a shaped link. Downtime = a switch-over cost (~30 ms pre-copy, ~5 ms
+post-copy) + the last chunk (max(2.5 MiB, 0.25 s of dirtying)) at the throughput. Auto-converge throttles
+from pass 3; post-copy = the policy's switch time + what was re-dirtied, pulled at the throughput.
 
 Calibration, from the history the store keeps (one `MoveSample` per finished migration):
 - per host pair (`learn_pair`): the effective throughput as a share of the declared link (median of
   memory_bps / link) and the fixed cost (median of total - bytes / throughput - downtime), from its plain
-  pre-copy / auto-converge samples; they replace the defaults in the model for every VM on that pair;
-- per VM (`_repeat`): the VM's own earlier moves of the same family (this pair first, else any pair) are
-  the estimate: each total is split into the pair's fixed cost and a transfer part rescaled by declared link
-  then / now; the median is the point and their spread the range.
+  pre-copy / auto-converge samples, shrunk towards the defaults while few; they replace the defaults in the
+  model for every VM on that pair;
+- per VM (`_repeat`): the VM's own earlier moves of the same family (both directions) are the estimate: each
+  total is split into the pair's fixed cost and a transfer part rescaled by declared link then / now; the
+  median (with the model as one more vote while there are fewer than 3) is the point, the spread the range.
 Old or odd samples are guarded against: only succeeded runs (failed and aborted ones are stored, counted by
 `calibration`, never learned from), none older than MAX_AGE_DAYS, only the newest WINDOW per tier, medians
 rather than means, and values farther than 3 scaled MADs from the median dropped.

@@ -74,9 +74,16 @@ def plan_lines(plan: Plan, d: Dialect) -> list[str]:
 
 
 def prediction_text(plan: Plan | None, d: Dialect) -> str:
+    """The estimate's one line: point, p10-p90 range, downtime, and what it rests on (planning/estimate.py).
+
+    Plans stored before the calibrated estimate have a verdict without a basis: it is shown as it was."""
     if plan is None or plan.prediction is None:
-        return "no prediction (offline, or the dirty rate could not be measured)"
-    return cut(d.esc(plan.prediction.verdict), 1900)
+        return "no prediction (the VM's memory or the link bandwidth is unknown)"
+    p = plan.prediction
+    text = p.verdict
+    if p.basis and p.basis not in text:
+        text = f"{text}; {p.basis}"
+    return cut(d.esc(text), 1900)
 
 
 def report_parts(plan: Plan, d: Dialect, *, pointer: str = "", max_parts: int = 2) -> list[Part]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -45,12 +46,16 @@ from migration_core.facts.gathered import (
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.hypervisor.types import DomainInfo, NetworkInfo
 from migration_core.inventory.hosts import HostConfig, Inventory
-from migration_core.models import MigrationMode, MigrationRequest, Plan, Prediction
+from migration_core.models import MigrationMode, MigrationRequest, MoveSample, Plan, Prediction
+from migration_core.planning.estimate import MoveInputs, estimate, mode_of, to_prediction, transferable_from_rss
 from migration_core.planning.planner import choose_mode, make_plan
-from migration_core.planning.prediction import mb_s_to_mib_s, predict_precopy
+from migration_core.planning.prediction import mb_s_to_mib_s
+from migration_core.preflight import disks_to_copy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# (vm_uuid, source, destination) -> earlier migrations of that VM or host pair (Store.move_samples).
+HistorySource = Callable[[str, str, str], Awaitable[Sequence[MoveSample]]]
 
 # Pool types whose storage every host of the cluster sees (libvirt treats them as shared).
 _SHARED_POOL_TYPES = frozenset({"netfs", "gluster", "rbd", "iscsi", "iscsi-direct", "mpath", "vstorage"})
@@ -122,8 +127,12 @@ class PreflightRunner:
         dirty_rate_window_s: float = 3.0,
         probe_timeout_s: float = 2.0,
         settings: PreflightSettings | None = None,
+        history: HistorySource | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.inventory = inventory
+        self.history = history  # the store's move_samples for (vm_uuid, source, destination); None: model only
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.hypervisor = hypervisor
         self.dirty_rate_window_s = dirty_rate_window_s
         self.probe_timeout_s = probe_timeout_s
@@ -145,7 +154,7 @@ class PreflightRunner:
 
     async def make_plan(self, request: MigrationRequest) -> Plan:
         facts = await self.gather(request)
-        prediction = self._predict(facts)
+        prediction = await self._predict(facts)
         dest = self.inventory.find(request.destination)
         return make_plan(
             facts,
@@ -157,10 +166,14 @@ class PreflightRunner:
 
     # ----- prediction -------------------------------------------------------------------------------------
 
-    def _predict(self, facts: PreflightFacts) -> Prediction | None:
+    async def _predict(self, facts: PreflightFacts) -> Prediction | None:
+        """The calibrated estimate (planning/estimate.py): inputs from the facts, the VM's RSS (transferable
+        memory) and the history of this VM and host pair; a fact that cannot be read leaves the model to its
+        defaults rather than failing the plan."""
         vm = facts.vm
-        if vm is None or choose_mode(facts.request, facts.vm_state) is not MigrationMode.LIVE:
+        if vm is None:
             return None
+        mode = choose_mode(facts.request, facts.vm_state)
         opts = facts.request.options
         links = [
             h.link_mib_s
@@ -170,13 +183,41 @@ class PreflightRunner:
         if opts.bandwidth_mib_s:
             links.append(float(opts.bandwidth_mib_s))
         bandwidth = min(links) if links else None
-        rate = facts.dirty_rate.rate_mib_s if facts.dirty_rate else None
-        if bandwidth is None:
+        if bandwidth is None and mode is MigrationMode.LIVE:
             return None
-        try:
-            return predict_precopy(vm.memory_bytes, rate, bandwidth, opts.max_downtime_ms or DEFAULT_MAX_DOWNTIME_MS)
-        except MigrateBotError as err:
-            return Prediction(None, None, None, rate, bandwidth, None, f"could not predict: {err.message}")
+        rss = None
+        if mode is MigrationMode.LIVE and facts.source.uri:
+            rss, _ = await _maybe(
+                "read the VM's memory stats", self.hypervisor.memory_rss_bytes(facts.source.uri, vm.name)
+            )
+        copied = disks_to_copy(vm, facts.disks) if opts.copy_storage is not None else ()
+        inputs = MoveInputs(
+            memory_bytes=vm.memory_bytes,
+            dirty_rate_mib_s=facts.dirty_rate.rate_mib_s if facts.dirty_rate else None,
+            link_mib_s=bandwidth,
+            transferable_bytes=transferable_from_rss(vm.memory_bytes, rss),
+            mode=mode_of(
+                offline=mode is MigrationMode.OFFLINE,
+                postcopy=opts.postcopy or opts.postcopy_after_s is not None,
+                auto_converge=opts.auto_converge,
+            ),
+            parallel_connections=opts.parallel_connections,
+            disk_bytes=sum((p.visibility.size_bytes or 0) for p in copied if p.visibility is not None),
+            disk_virtual_bytes=sum((p.visibility.capacity_bytes or 0) for p in copied if p.visibility is not None),
+            max_downtime_ms=opts.max_downtime_ms or DEFAULT_MAX_DOWNTIME_MS,
+            postcopy_after_s=opts.postcopy_after_s,
+            vm_uuid=vm.uuid,
+            vm=vm.name,
+            source=facts.source.name,
+            destination=facts.destination.name,
+        )
+        history: Sequence[MoveSample] = ()
+        if self.history is not None:
+            found, _ = await _maybe(
+                "read the migration history", self.history(vm.uuid, facts.source.name, facts.destination.name)
+            )
+            history = found or ()
+        return to_prediction(estimate(inputs, history, now=self.clock()), inputs)
 
     # ----- facts ------------------------------------------------------------------------------------------
 

@@ -194,7 +194,9 @@ async def test_shut_off_vm_plans_an_offline_migration(lab: LabInfo, planning: Pr
     assert plan.mode is MigrationMode.OFFLINE
     assert plan.flags == ("VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST", "VIR_MIGRATE_OFFLINE")
     assert plan.params == {}  # no data connection: only the definition moves
-    assert plan.prediction is None and plan.recommendation is None  # nothing to converge
+    # Nothing to converge: the estimate is the definition's move, without downtime (issue 12).
+    assert plan.prediction is not None and plan.prediction.mode == "offline", plan.prediction
+    assert plan.prediction.downtime_ms is None and plan.prediction.total_s and plan.recommendation is None
     assert "offline migration" in one(plan, "vm.state").reason
     assert "network.ports" in by_name(plan)
     # Asking for a live migration of a shut-off VM is refused with the way out.

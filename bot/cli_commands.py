@@ -228,6 +228,7 @@ async def _serve(settings: Settings) -> int:
     assert isinstance(service, MigrationService)
     ops.watch(service)
     ops.watch_slack(bot.client)
+    await bot.bind_workspace()  # the team every request must come from (handlers.gate)
     await service.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ from bot.blocks.answers import error_message
 from bot.blocks.ir import SLACK
 from bot.blocks.slack import message_payload
 from bot.settings import Settings
+from handlers.gate import EdgeGate
 from handlers.progress import SlackProgressSink
 from migration_core.service_api import ApproverCheck, MigrationServiceAPI
 
@@ -42,6 +43,7 @@ class Deps:
     approver_check: ApproverCheck
     progress: SlackProgressSink | None = None
     now: Callable[[], datetime] = _utcnow
+    gate: EdgeGate | None = None  # channel, people and rate gates of every command and click (handlers.gate)
     # One lock per job id: a duplicate delivery of the same command must not post a second card.
     _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
 

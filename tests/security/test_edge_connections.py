@@ -86,7 +86,7 @@ async def test_clients_that_go_away_mid_body_leave_no_traceback(fake_slack: Fake
     body = urlencode(fields).encode()
     headers = signed_headers(SIGNING_SECRET, body, FORM)
     for _ in range(20):
-        reader, writer = await asyncio.open_connection("127.0.0.1", bot.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", bot.port)
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         writer.write(f"POST /slack/events HTTP/1.1\r\nHost: x\r\n{head}Content-Length: 5000\r\n\r\n".encode())
         writer.write(body[:100])

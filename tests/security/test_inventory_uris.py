@@ -69,5 +69,5 @@ def test_dangerous_libvirt_parameters_are_refused_at_load(tmp_path: Path, param:
 
 
 def test_an_allowed_keyfile_is_accepted(tmp_path: Path):
-    code, out = _hosts(tmp_path, "qemu+ssh://root@kvm1.example.com/system?keyfile=/etc/migrate-bot/id_ed25519")
+    _code, out = _hosts(tmp_path, "qemu+ssh://root@kvm1.example.com/system?keyfile=/etc/migrate-bot/id_ed25519")
     assert "field 'uri'" not in out  # loaded; the hosts just do not answer

@@ -8,7 +8,8 @@
     web_app.router.add_get("/metrics", metrics_handler(metrics))
 
 Series (all prefixed `migrate_bot_`):
-  migrations_total{outcome}            jobs that reached a terminal state (succeeded, failed, aborted, ...)
+  migrations_total{outcome}            jobs that reached a terminal state (succeeded, failed, aborted, ...;
+                                       preflight_failed: refused by its preflight, never started)
   job_transitions_total{state}         every persisted state change, by the state entered
   migration_duration_seconds           how long migrations ran (libvirt's time_elapsed, else running -> end)
   migration_downtime_seconds           the measured downtime of each migration that reported one
@@ -41,6 +42,7 @@ from migration_core.events import JobEvent, StateChanged, SummaryReady
 from migration_core.models import TERMINAL_STATES, Job, JobState
 
 log = logging.getLogger(__name__)
+PREFLIGHT_FAILED = "preflight_failed"  # migrations_total outcome of a job whose preflight said no
 
 METRICS_PATH = "/metrics"
 REFRESH_TIMEOUT_S = 5.0
@@ -94,6 +96,7 @@ class Metrics:
         )
         for state in sorted(TERMINAL_STATES):  # show every outcome from the start (0), not only once seen
             self.migrations.labels(outcome=state.value)
+        self.migrations.labels(outcome=PREFLIGHT_FAILED)
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
         self._lock = threading.Lock()
 
@@ -162,7 +165,10 @@ class MetricsSink:
         if ev.new is JobState.FAILED and ev.old in _PREFLIGHT_STATES:
             await self._preflight_failed(ev.job_id)
         if ev.new.terminal:
-            m.migrations.labels(outcome=ev.new.value).inc()
+            # A preflight that said no (anyone's typo, an unreachable host) is not a failed migration: its
+            # own label keeps the suggested outcome="failed" alert for migrations that ran and failed.
+            preflight = ev.new is JobState.FAILED and ev.old in _PREFLIGHT_STATES
+            m.migrations.labels(outcome=PREFLIGHT_FAILED if preflight else ev.new.value).inc()
             self._waiting_since.pop(ev.job_id, None)
             started = self._running_since.pop(ev.job_id, None)
             if started is not None:  # the summary (emitted right after) observes the duration

@@ -133,6 +133,7 @@ def build_app(
     client: AsyncWebClient | None = None,
     progress_sink: SlackProgressSink | None = None,
     workspace: WorkspaceBinding | None = None,
+    on_refusal: Callable[[str, str], None] | None = None,
 ) -> AsyncApp:
     """The Bolt AsyncApp with every listener registered (commands, actions, views, App Home)."""
     http = settings.transport is Transport.HTTP
@@ -151,7 +152,14 @@ def build_app(
         per_hour=settings.requests_per_user_per_hour,
         approver_check=approver_check,
     )
-    deps = Deps(service=service, settings=settings, approver_check=approver_check, progress=progress_sink, gate=gate)
+    deps = Deps(
+        service=service,
+        settings=settings,
+        approver_check=approver_check,
+        progress=progress_sink,
+        gate=gate,
+        on_refusal=on_refusal,
+    )
     app.use(workspace_gate(workspace or WorkspaceBinding(), deps))
     commands.register(app, deps)
     actions.register(app, deps)
@@ -203,6 +211,7 @@ def build_slack(
     make_service: Callable[[EventSink, ApproverCheck], MigrationServiceAPI],
     *,
     extra_sinks: tuple[EventSink, ...] = (),
+    on_refusal: Callable[[str, str], None] | None = None,
 ) -> SlackBot:
     """Build the client, approver check, service (via `make_service(sink, approver_check)`), sink and app."""
     settings.require_slack()
@@ -214,6 +223,12 @@ def build_slack(
     fanout.add(sink)
     workspace = WorkspaceBinding()
     app = build_app(
-        settings, service, approver_check=approver_check, client=client, progress_sink=sink, workspace=workspace
+        settings,
+        service,
+        approver_check=approver_check,
+        client=client,
+        progress_sink=sink,
+        workspace=workspace,
+        on_refusal=on_refusal,
     )
     return SlackBot(app, client, service, sink, approver_check, workspace)

@@ -19,6 +19,8 @@ Series (all prefixed `migrate_bot_`):
   slack_api_errors_total{method,error} Web API calls that failed: Slack error code, http_<status> or connection
   slack_api_ratelimited_total{method}  429 answers (each one, retries included)
   libvirt_connection_errors_total{host} failed or dropped libvirt connections, by inventory host
+  refusals_total{action,reason}        commands and clicks refused in Slack (reason: the policy code, e.g.
+                                       wrong_channel, not_allowed, rate_limited, not_approver; forged)
 """
 
 from __future__ import annotations
@@ -94,6 +96,12 @@ class Metrics:
         self.libvirt_errors = Counter(
             "migrate_bot_libvirt_connection_errors", "Failed or dropped libvirt connections", ["host"], registry=r
         )
+        self.refusals = Counter(
+            "migrate_bot_refusals",
+            "Commands and clicks refused, by action and reason",
+            ["action", "reason"],
+            registry=r,
+        )
         for state in sorted(TERMINAL_STATES):  # show every outcome from the start (0), not only once seen
             self.migrations.labels(outcome=state.value)
         self.migrations.labels(outcome=PREFLIGHT_FAILED)
@@ -124,6 +132,10 @@ class Metrics:
         """The Prometheus text format of every metric."""
         with self._lock:
             return generate_latest(self.registry)
+
+    def count_refusal(self, action: str, reason: str) -> None:
+        """A refused command or click (handlers.deps.Deps.refused and the click listeners call it)."""
+        self.refusals.labels(action=action[:40], reason=reason[:40]).inc()
 
     def count_libvirt_error(self, host: str, _code: int | None = None) -> None:
         self.libvirt_errors.labels(host=host).inc()

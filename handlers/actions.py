@@ -139,9 +139,11 @@ def register(app: Any, deps: Deps) -> None:
             except UnknownJobError as err:  # recorded by the service; there is no card to refresh
                 await _say(respond, str(err))
             except StateError as err:
+                deps.count_refusal(action_id, "state")
                 await _say(respond, str(err))
                 await refresh_stale(job_id)  # the card may be stale (that is why they could click)
             except MigrateBotError as err:  # a refusal of the person: the card is right as it is, no update
+                deps.count_refusal(action_id, "policy")
                 await _say(respond, str(err))
             except Exception:
                 await _say(respond, bug_reference(f"button {action_id}"))

@@ -7,12 +7,14 @@ with no empty-channel bypass), people (MIGRATE_BOT_REQUESTERS plus approvers, fo
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from urllib.parse import urlencode
 
 from migration_core.store import EventKind
 from tests.fakeslack import FakeSlack
 from tests.fixtures.slack import C_OPS, SIGNING_SECRET, U_ALICE, U_BOB, U_MALLORY
+from tests.security.botproc import http_get
 from tests.security.conftest import StartBot
 from tests.security.fuzzkit import signed_headers
 from tests.security.support import FORM, events, interactive, job_count, post_raw, post_signed, seed_awaiting_job
@@ -87,7 +89,7 @@ async def test_hosts_shows_no_uri_to_people_who_are_not_approvers(fake_slack: Fa
 
 
 async def test_refused_clicks_do_not_re_render_the_card(fake_slack: FakeSlack, start_bot: StartBot):
-    bot = start_bot()
+    bot = start_bot(metrics=True)
     db = bot.env["MIGRATE_BOT_DB"]
     job, card = await seed_awaiting_job(db, fake_slack, vm="vm42", requester=U_ALICE, channel=C_OPS)
     for _ in range(8):
@@ -98,3 +100,27 @@ async def test_refused_clicks_do_not_re_render_the_card(fake_slack: FakeSlack, s
 
     await fake_slack.wait_for(eight, what="eight refusals recorded")
     assert await fake_slack.calls("chat.update") == []  # was 8 updates, eating the rate limit progress needs
+    _status, exposition = await asyncio.to_thread(http_get, bot.metrics_url + "/metrics")
+    assert 'migrate_bot_refusals_total{action="approve",reason="policy"} 8.0' in exposition
+    assert 'migrate_bot_migrations_total{outcome="failed"} 0.0' in exposition
+
+
+async def test_the_home_tab_shows_approval_requests_to_approvers_only(fake_slack: FakeSlack, start_bot: StartBot):
+    bot = start_bot()
+    job, _card = await seed_awaiting_job(
+        bot.env["MIGRATE_BOT_DB"], fake_slack, vm="vm42", requester=U_ALICE, channel=C_OPS
+    )
+
+    async def home_of(user: str) -> str:
+        event = {"type": "app_home_opened", "user": user, "channel": "D_HOME", "tab": "home"}
+        assert (await fake_slack.event_http(bot.url, SIGNING_SECRET, event)).status == 200
+
+        async def published() -> str | None:
+            view = await fake_slack.home_view(user)
+            return str(view) if view else None
+
+        return await fake_slack.wait_for(published, what=f"{user}'s Home tab")
+
+    assert f"#{job.id}" in await home_of(U_BOB)  # an approver is asked
+    assert f"#{job.id}" not in await home_of(U_MALLORY)  # was "Waiting for your approval" for anyone
+    assert f"#{job.id}" in await home_of(U_ALICE)  # the requester sees her own request

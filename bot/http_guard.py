@@ -9,7 +9,8 @@ then logs `socket.accept() out of system resource` hundreds of thousands of time
   complete request is dropped to make room (a slow-loris client cannot crowd out Slack, whose requests
   arrive whole within milliseconds); only when every connection is busy in a handler is the newcomer closed;
 - gives every connection `header_timeout_s` to deliver its request headers (from connect, and again after
-  each answer on a kept-alive connection), and every request `body_timeout_s` to deliver its body;
+  each answer on a kept-alive connection); the Slack endpoint reads a body within `body_timeout_s`
+  (`read_body`), and no request may occupy a connection longer than `request_deadline_s` in all;
 - throttles asyncio's accept-error line to one per `ACCEPT_LOG_EVERY_S` with a count of the ones left out.
 
 Only the handful of aiohttp hooks named here are used: `Server.connection_made/connection_lost` (kept and
@@ -44,6 +45,9 @@ class ConnectionLimits:
     max_connections: int = 512
     header_timeout_s: float = 5.0
     body_timeout_s: float = 10.0
+    # Backstop for a whole request (body and handler): /healthz waits up to 5 s per probe, Slack's
+    # listeners answer within 3 s; past this the connection is cut.
+    request_deadline_s: float = 60.0
 
 
 def connection_cap(wanted: int, nofile_soft: int, reserve: int = DESCRIPTOR_RESERVE) -> int:
@@ -178,7 +182,7 @@ class ConnectionGuard:
         conn = self._conns.get(request.protocol)
         if conn is not None:
             conn.busy = True
-            self._arm(conn, self.limits.header_timeout_s + self.limits.body_timeout_s, "did not finish a request")
+            self._arm(conn, self.limits.request_deadline_s, "did not finish a request")
         try:
             return await handler(request)
         finally:
@@ -186,6 +190,11 @@ class ConnectionGuard:
                 conn.busy = False
                 conn.since = asyncio.get_running_loop().time()
                 self._arm(conn, self.limits.header_timeout_s, "sent no next request")
+
+
+async def read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The request body, which must arrive within `timeout_s` (TimeoutError otherwise)."""
+    return await asyncio.wait_for(request.read(), timeout_s)
 
 
 def _peer(peer: Any) -> str:

@@ -34,6 +34,7 @@ from bot.http_guard import (
     ConnectionLimits,
     GuardedRunner,
     open_files_limit,
+    read_body,
     throttle_accept_errors,
 )
 from bot.payload_gate import payload_problem
@@ -132,6 +133,7 @@ def slack_events_handler(
     *,
     slack_api_url: str | None = None,
     clock: Callable[[], float] = time.time,
+    body_timeout_s: float = ConnectionLimits.body_timeout_s,
 ) -> Handler:
     """POST /slack/events: signature gate, shape gate, then Bolt."""
     refusals = _RefusalLog()
@@ -146,10 +148,13 @@ def slack_events_handler(
             refusals.note(413, f"declared body of {request.content_length} bytes", request.remote)
             return _refuse_unread(request, 413, "request_too_large")
         try:
-            raw = await request.read()  # deadline: the guard's body timeout; size: client_max_size (413)
+            raw = await read_body(request, body_timeout_s)  # size: client_max_size (413)
         except web.HTTPRequestEntityTooLarge:
             refusals.note(413, "body over the limit", request.remote)
             return _refuse_unread(request, 413, "request_too_large")
+        except TimeoutError:
+            refusals.note(408, f"the body did not arrive within {body_timeout_s:g} s", request.remote)
+            return _refuse_unread(request, 408, "request_timeout")
         except (ConnectionError, asyncio.IncompleteReadError, web.RequestPayloadError) as err:
             refusals.note(400, f"the client went away mid-body ({type(err).__name__})", request.remote)
             return _refuse_unread(request, 400, "incomplete_body")

@@ -20,8 +20,10 @@ def _connect(port: int, timeout_s: float = 1.0) -> socket.socket | None:
 
 
 def open_idle(port: int, count: int, kind: str = "nothing") -> list[socket.socket]:
-    """`count` connections that send nothing ("nothing"), half a request line and headers ("headers") or all
-    headers and a tenth of a declared 1 MiB body without signature headers ("body"); none ever finishes."""
+    """`count` connections that send nothing ("nothing"), half a request line and headers ("headers"), all
+    headers and a tenth of a declared 1 MiB body without signature headers ("body"), or fresh (but wrong)
+    signature headers and half of a declared 100 kB body ("signed-body"); none ever finishes."""
+    ts = str(int(time.time())).encode()
     partial = {
         "nothing": b"",
         "headers": b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-",
@@ -29,6 +31,16 @@ def open_idle(port: int, count: int, kind: str = "nothing") -> list[socket.socke
             b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
             + f"Content-Length: {MIB}\r\n\r\n".encode()
             + b"a" * (MIB // 10)
+        ),
+        "signed-body": (
+            b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            + b"X-Slack-Request-Timestamp: "
+            + ts
+            + b"\r\nX-Slack-Signature: v0="
+            + b"0" * 64
+            + b"\r\n"
+            + b"Content-Length: 100000\r\n\r\n"
+            + b"a" * 50_000
         ),
     }[kind]
     socks = []

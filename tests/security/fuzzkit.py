@@ -3,7 +3,8 @@
 Used by the slow test (tests/security/test_fuzz.py, a few hundred cases) and by bench/bench_fuzz.py
 (10,000). `run_fuzz` returns a `FuzzReport` with the status of every case by category; `report.problems()`
 lists what counts as a failure: any 5xx, any request that got no HTTP answer, a well-formed /migrate that
-was not answered with 200 (or 413 over the 256 KiB body limit), and (checked by the caller) a dead bot or a traceback in its log.
+was not answered with 200 (or 413 over the 256 KiB body limit), and (checked by the caller) a dead bot or a
+traceback in its log.
 """
 
 from __future__ import annotations

@@ -49,8 +49,9 @@ async def test_hundreds_of_idle_connections_do_not_stop_the_bot(fake_slack: Fake
 
 async def test_half_sent_headers_and_bodies_are_dropped(fake_slack: FakeSlack, start_bot: StartBot):
     bot = start_bot(nofile=NOFILE)
-    with held(open_idle(bot.port, 50, "headers") + open_idle(bot.port, 50, "body")) as slow:
-        assert len(slow) == 100
+    kinds = ("headers", "body", "signed-body")
+    with held([s for kind in kinds for s in open_idle(bot.port, 40, kind)]) as slow:
+        assert len(slow) == 120
         for _ in range(60):
             if still_open(slow) == 0:
                 break

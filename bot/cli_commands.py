@@ -261,11 +261,17 @@ async def _serve(settings: Settings) -> int:
     settings.require_slack()
     core = await open_core(settings)
     ops = _Ops(core)
-    bot = build_slack(settings, lambda sink, check: make_service(core, sink, check), extra_sinks=(ops.sink,))
+    bot = build_slack(
+        settings,
+        lambda sink, check: make_service(core, sink, check),
+        extra_sinks=(ops.sink,),
+        on_refusal=ops.metrics.count_refusal,
+    )
     service = bot.service
     assert isinstance(service, MigrationService)
     ops.watch(service)
     ops.watch_slack(bot.client)
+    await bot.bind_workspace()  # the team every request must come from (handlers.gate)
     await service.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -53,7 +53,8 @@ def hosts_message(hosts: list[HostStatus], d: Dialect) -> Message:
             f" · in {h.inbound_active}/{h.max_inbound or '∞'}"
             f" · out {h.outbound_active}/{h.max_outbound or '∞'}"
         )
-        lines.append(f"{icon} *{d.esc(h.name)}* `{d.esc(h.uri)}` — {d.esc(h.detail)}{vms}{slots}")
+        uri = f" `{d.esc(h.uri)}`" if h.uri else ""  # left out for people who are not approvers
+        lines.append(f"{icon} *{d.esc(h.name)}*{uri} — {d.esc(h.detail)}{vms}{slots}")
     if not lines:
         lines = ["No hosts in the inventory (MIGRATE_BOT_HOSTS)."]
     up = sum(1 for h in hosts if h.reachable)

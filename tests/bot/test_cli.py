@@ -296,3 +296,55 @@ def test_hosts_on_the_lab(lab: LabInfo, db_env: dict[str, str]) -> None:
         assert h["uri"] == lab.host(name).uri
     text = run("hosts", env=env)
     assert text.returncode == 0 and "hostA" in text.stdout and "lab-b" in text.stdout
+
+
+# ----- console exit codes (a real subprocess reading a script on stdin) -----------------------------------
+
+
+def run_console(script: str, env: dict[str, str], *, user: str = "alice") -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MIGRATE_BOT_", "SLACK_"))}
+    proc = subprocess.run(
+        [str(BIN), "console", "--as", user],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**base, "MIGRATE_BOT_DIRTY_RATE_WINDOW": "1s", **env},
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return proc
+
+
+def test_console_exits_1_when_its_only_request_is_refused(dead_hosts: Path, db_env: dict[str, str]) -> None:
+    """Issue 13 §5: a request the service refuses (the requester is not allowed) is not a success."""
+    env = {**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts), "MIGRATE_BOT_REQUESTERS": "U012BOB"}
+    proc = run_console("vm42 to hostB\n", env)
+    assert proc.returncode == 1, proc.stdout
+    assert "refused:" in proc.stdout and "1 migration request was refused" in proc.stdout
+    assert "job 1 created" not in proc.stdout
+
+
+def test_console_exits_1_when_the_vm_already_has_an_open_job(
+    tmp_path: Path, dead_hosts: Path, db_env: dict[str, str]
+) -> None:
+    """The case of the issue: the VM already had an open job, the console's only request was refused."""
+    import asyncio
+
+    from migration_core.store import Store
+
+    async def open_job() -> int:
+        store = await Store.open(db_env["MIGRATE_BOT_DB"])
+        try:
+            return (await store.create_job(vm="vm42", destination="hostB", requester="carol", source="hostA")).id
+        finally:
+            await store.close()
+
+    job_id = asyncio.run(open_job())
+    proc = run_console("vm42 to hostB\n", {**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)})
+    assert proc.returncode == 1, proc.stdout
+    assert f"already has job #{job_id}" in proc.stdout and "1 migration request was refused" in proc.stdout
+
+
+def test_console_with_no_request_at_all_exits_0(dead_hosts: Path, db_env: dict[str, str]) -> None:
+    proc = run_console("help\nstatus\n", {**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)})
+    assert proc.returncode == 0, proc.stdout

@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from migration_core.events import RecordingSink
-from migration_core.executor import Executor
-from migration_core.hypervisor import Hypervisor
+from migration_core.execution.executor import Executor
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.models import JobState, MigrationOptions
 from tests.labkit import LabInfo, bring_up, link_rate, link_reset
 from tests.migration_core.executor_lab_support import A, B, Guest, drop_guest, inventory, make_guest, plan_for

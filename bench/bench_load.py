@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from bot.settings import load_settings  # noqa: E402
 from bot.wiring import make_service, open_core  # noqa: E402
-from migration_core.grammar import MigrateCommand, parse_command  # noqa: E402
-from migration_core.hypervisor import Hypervisor  # noqa: E402
+from migration_core.grammar.parser import MigrateCommand, parse_command  # noqa: E402
+from migration_core.hypervisor.libvirt_adapter import Hypervisor  # noqa: E402
 from migration_core.models import JobState  # noqa: E402
 from migration_core.store import EventKind, EventRecord, Store  # noqa: E402
 from tests.labkit import LabInfo, bring_up, vm_location  # noqa: E402

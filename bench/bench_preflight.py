@@ -3,9 +3,9 @@
     .venv/bin/python bench/bench_preflight.py                 # vm42 -> hostB, 10 runs per series
     .venv/bin/python bench/bench_preflight.py --vm shared --runs 20 --no-cli
 
-What is measured (all against the real two-host lab, `Planning.make_plan` built as bot/wiring.open_core does):
+What is measured (all against the real two-host lab, `PreflightRunner.make_plan` built as bot/wiring.open_core does):
 
-  A. plan without the dirty-rate measurement: the same Planning with `_dirty_rate` replaced by "not measured",
+  A. plan without the dirty-rate measurement: the same PreflightRunner with `_dirty_rate` replaced by "not measured",
      so every other fact is gathered from both hosts (XML, capabilities, domain capabilities, CPU comparison,
      domains, networks, bridges, disks, port probes), then the checks, the prediction and the plan. This is
      the figure the target is about. "cold" = a new libvirt adapter per run (connections opened, as a fresh
@@ -41,20 +41,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from migration_core.facts import DirtyRateSample, VmFacts, VmState  # noqa: E402
-from migration_core.hypervisor import Hypervisor  # noqa: E402
-from migration_core.inventory import HostConfig, Inventory, load_inventory  # noqa: E402
+from migration_core.facts.gathered import DirtyRateSample, VmFacts, VmState  # noqa: E402
+from migration_core.hypervisor.libvirt_adapter import Hypervisor  # noqa: E402
+from migration_core.inventory.hosts import HostConfig, Inventory, load_inventory  # noqa: E402
 from migration_core.models import CheckStatus, MigrationRequest, Plan  # noqa: E402
-from migration_core.planner import make_plan  # noqa: E402
-from migration_core.planning import Planning  # noqa: E402
+from migration_core.planning.planner import make_plan  # noqa: E402
+from migration_core.preflight.runner import PreflightRunner  # noqa: E402
 from tests.labkit import LabInfo, bring_up, reset_vm, vm_location, wait_console_line  # noqa: E402
 
 TARGET_S = 1.0
 WINDOW_S = 1.0
 
 
-class NoDirtyRate(Planning):
-    """Planning with the dirty-rate measurement left out (everything else unchanged)."""
+class NoDirtyRate(PreflightRunner):
+    """PreflightRunner with the dirty-rate measurement left out (everything else unchanged)."""
 
     async def _dirty_rate(
         self, src: HostConfig, vm: VmFacts, state: VmState | None, live: bool
@@ -95,7 +95,7 @@ def line(label: str, runs: list[tuple[float, bool]], minus_s: float = 0.0, verdi
 
 
 async def timed_plans(
-    make: Callable[[], Planning], request: MigrationRequest, runs: int, reuse: bool
+    make: Callable[[], PreflightRunner], request: MigrationRequest, runs: int, reuse: bool
 ) -> tuple[list[tuple[float, bool]], Plan]:
     """(seconds, disturbed) per run, and the last plan."""
     times: list[tuple[float, bool]] = []
@@ -204,7 +204,10 @@ async def main() -> None:
     cold, plan = await timed_plans(lambda: NoDirtyRate(inventory, adapter(inventory)), request, args.runs, reuse=False)
     warm, _ = await timed_plans(lambda: NoDirtyRate(inventory, adapter(inventory)), request, args.runs, reuse=True)
     full, full_plan = await timed_plans(
-        lambda: Planning(inventory, adapter(inventory), dirty_rate_window_s=WINDOW_S), request, args.runs, reuse=True
+        lambda: PreflightRunner(inventory, adapter(inventory), dirty_rate_window_s=WINDOW_S),
+        request,
+        args.runs,
+        reuse=True,
     )
     print(
         f"  plan: executable={plan.executable}, {len(plan.checks)} checks; with the dirty rate: "

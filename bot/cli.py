@@ -75,7 +75,7 @@ def _print_error(err: MigrateBotError, out: TextIO) -> None:
 
 
 def _cmd_parse(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from migration_core.grammar import command_to_json, error_to_json, parse_command
+    from migration_core.grammar.parser import command_to_json, error_to_json, parse_command
 
     text = " ".join(args.text)
     try:

@@ -22,7 +22,7 @@ from bot.settings import Settings, Transport, load_settings
 from bot.wiring import Core, make_service, open_core
 from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.events import FanoutSink, RecordingSink
-from migration_core.grammar import MigrateCommand, parse_command
+from migration_core.grammar.parser import MigrateCommand, parse_command
 from migration_core.models import Job
 from migration_core.service import MigrationService
 

@@ -41,7 +41,7 @@ from bot.console_commands import (
 from bot.console_sink import ConsoleOut, ConsoleSink
 from bot.settings import Settings
 from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError
-from migration_core.grammar import (
+from migration_core.grammar.parser import (
     CancelCommand,
     HelpCommand,
     HistoryCommand,

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from migration_core.grammar_values import is_valid_name
+from migration_core.grammar.values import is_valid_name
 
 JobRef = int | Literal["last"]
 _JOB_REF = re.compile(r"#?([0-9]{1,18})")

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from bot.settings import Settings
 from migration_core.events import EventSink
-from migration_core.executor import Executor
-from migration_core.hypervisor import Hypervisor
-from migration_core.inventory import Inventory, load_inventory
-from migration_core.planning import Planning
+from migration_core.execution.executor import Executor
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.inventory.hosts import Inventory, load_inventory
+from migration_core.preflight.runner import PreflightRunner
 from migration_core.service import MigrationService, ServiceConfig
 from migration_core.service_api import ApproverCheck
 from migration_core.store import Journal, Store
@@ -24,7 +24,7 @@ class Core:
     inventory: Inventory
     store: Store
     hypervisor: Hypervisor
-    planning: Planning
+    planning: PreflightRunner
 
     async def close(self) -> None:
         await self.hypervisor.close()
@@ -38,7 +38,7 @@ async def open_core(settings: Settings) -> Core:
     hypervisor = Hypervisor({h.name: h.uri for h in inventory})
     for host in inventory:
         hypervisor.add_host(host.name, host.uri, host.peer_uri)
-    planning = Planning(inventory, hypervisor, dirty_rate_window_s=settings.dirty_rate_window_s)
+    planning = PreflightRunner(inventory, hypervisor, dirty_rate_window_s=settings.dirty_rate_window_s)
     return Core(settings, inventory, store, hypervisor, planning)
 
 

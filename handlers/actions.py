@@ -32,9 +32,9 @@ from bot.blocks.modals import (
 from bot.blocks.slack import message_payload
 from handlers.deps import Deps, bug_reference, ephemeral
 from handlers.slack_io import post_message
+from migration_core.dispatch.policy import may_control, required_approvals
 from migration_core.errors import MigrateBotError, UnknownJobError
 from migration_core.models import Job, JobState
-from migration_core.policy import may_control, required_approvals
 
 log = logging.getLogger(__name__)
 _BLOCK = re.compile(r"^(approval|controls):([0-9]{1,18})$")

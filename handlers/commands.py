@@ -17,7 +17,7 @@ from bot.blocks.slack import message_payload
 from handlers.deps import Deps, bug_reference, ephemeral
 from handlers.slack_io import post_message
 from migration_core.errors import GrammarError, MigrateBotError
-from migration_core.grammar import (
+from migration_core.grammar.parser import (
     CancelCommand,
     Command,
     HelpCommand,

@@ -32,7 +32,7 @@ from bot.blocks.progress import notice_message, progress_message, state_change_m
 from bot.blocks.summary import summary_message
 from handlers.slack_io import is_transient, post_message, update_message
 from handlers.slack_rate import EDITS_PER_MIN, EditGate, edit_client, is_rate_limited, retry_after_s
-from migration_core.dispatcher_queue import queue_notice_reason
+from migration_core.dispatch.queue import queue_notice_reason
 from migration_core.errors import MigrateBotError
 from migration_core.events import (
     DecisionMade,

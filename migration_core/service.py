@@ -17,22 +17,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from migration_core import logctx, policy
-from migration_core.dispatcher import Dispatcher, DispatcherConfig, JobMover
+from migration_core import logctx
+from migration_core.dispatch import policy
+from migration_core.dispatch.dispatcher import Dispatcher, DispatcherConfig, JobMover
 from migration_core.errors import MigrateBotError, PolicyError, StateError
 from migration_core.events import EventSink, Notice, NoticeKind
-from migration_core.executor import Executor
-from migration_core.inventory import Inventory
-from migration_core.jobs import CANCELLABLE_STATES
+from migration_core.execution.executor import Executor
+from migration_core.inventory.hosts import Inventory
 from migration_core.models import Job, JobState, MigrationRequest, Plan
 from migration_core.service_api import ApproverCheck, HostStatus, QueuePosition
 from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Journal, Store
+from migration_core.store.states import CANCELLABLE_STATES
 
 log = logging.getLogger(__name__)
 
 
 class PlanMaker(Protocol):
-    """Gathers facts and builds a plan (migration_core.planning.Planning implements it)."""
+    """Gathers facts and builds a plan (migration_core.preflight.runner.PreflightRunner implements it)."""
 
     async def make_plan(self, request: MigrationRequest) -> Plan: ...
 

@@ -1,6 +1,6 @@
 """Process-wide hooks for what is not a job event: today, "a libvirt connection to a host failed".
 
-The core calls `connection_error(...)` where it happens (migration_core/hypervisor.py); front ends that keep
+The core calls `connection_error(...)` where it happens (hypervisor/libvirt_adapter.py); front ends that keep
 metrics register a listener with `on_connection_error` (bot/metrics.py counts them per host). Listeners run on
 whatever thread saw the error (libvirt calls run on worker threads), so they must be quick and thread-safe;
 one that raises is dropped from the call, never into the hypervisor code.

@@ -19,8 +19,8 @@ from bot.blocks.ir import (
     Text,
     paragraphs,
 )
+from migration_core.dispatch.policy import approval_expires_at, required_approvals, risk_reasons
 from migration_core.models import CheckResult, CheckStatus, Job, JobState, MigrationMode, Plan
-from migration_core.policy import approval_expires_at, required_approvals, risk_reasons
 from migration_core.service_api import QueuePosition
 
 APPROVAL_BLOCK = "approval"  # block_id prefix: approval:<job_id>

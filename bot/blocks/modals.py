@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.blocks.fmt import cut, fmt_ms
 from migration_core.errors import GrammarError
-from migration_core.grammar_values import parse_duration_s, parse_rate_mib_s
+from migration_core.grammar.values import parse_duration_s, parse_rate_mib_s
 from migration_core.models import Job
 
 DOWNTIME_CALLBACK = "set_downtime"

@@ -1,5 +1,10 @@
 """Preflight checks: one module per family; each check is a pure function over gathered facts.
 
+Package map: one module per family of checks (`hosts`, `vmstate`, `cpu`, `machine`, `storage`, `network`,
+`devices`, `numa`, `capacity`, `options`), `_common` helpers, and `runner` (PreflightRunner: gathers the facts
+from both hosts through the hypervisor adapter, runs the checks, predicts and plans). The checks are pure and may
+import migration_core.errors, models, facts; only `runner` does I/O (hypervisor, inventory, planning).
+
 `run_checks(facts)` runs every family in a fixed order and returns their results. It stops early when
 later checks would only repeat one root cause: unknown, unreachable or identical hosts, or a VM that is not
 there. A family that raises (a bug, or facts nobody foresaw) becomes a WARN naming the check, never an
@@ -10,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from migration_core.facts import PreflightFacts
+from migration_core.facts.gathered import PreflightFacts
 from migration_core.models import CheckResult, CheckStatus
 from migration_core.preflight import (
     capacity,

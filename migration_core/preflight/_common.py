@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable
 
-from migration_core.facts import PreflightFacts, VmState
+from migration_core.facts.gathered import PreflightFacts, VmState
 from migration_core.models import CheckResult, CheckStatus, MigrationMode, MigrationRequest
 
 # A check family: facts in, zero or more results out. Never raises (run_checks guards it anyway).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from migration_core.facts import PreflightFacts
+from migration_core.facts.gathered import PreflightFacts
 from migration_core.models import CheckResult
 from migration_core.preflight._common import blocking, dest_name, human_bytes, passed, result, warned
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from migration_core.facts import DiskSourceKind, HostdevFacts, PreflightFacts, VmFacts
+from migration_core.facts.gathered import DiskSourceKind, HostdevFacts, PreflightFacts, VmFacts
 from migration_core.models import CheckResult, MigrationMode
 from migration_core.preflight._common import (
     blocking,

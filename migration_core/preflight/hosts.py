@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from migration_core.facts import Endpoint, PreflightFacts
+from migration_core.facts.gathered import Endpoint, PreflightFacts
 from migration_core.models import CheckResult
 from migration_core.preflight._common import dest_name, did_you_mean, failed, join, passed, src_name, warned
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from migration_core.facts import InterfaceFacts, PortProbe, PreflightFacts
+from migration_core.facts.gathered import InterfaceFacts, PortProbe, PreflightFacts
 from migration_core.models import CheckResult, MigrationMode
 from migration_core.preflight._common import (
     blocking,

@@ -3,8 +3,8 @@ available there."""
 
 from __future__ import annotations
 
-from migration_core.domxml_util import parse_cpuset
-from migration_core.facts import HostFacts, HugepageRequest, PreflightFacts, VmFacts
+from migration_core.facts.gathered import HostFacts, HugepageRequest, PreflightFacts, VmFacts
+from migration_core.facts.xmlutil import parse_cpuset
 from migration_core.models import CheckResult
 from migration_core.preflight._common import (
     blocking,

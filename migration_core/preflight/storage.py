@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from migration_core.facts import DiskFacts, DiskSourceKind, DiskVisibility, PreflightFacts, VmFacts
+from migration_core.facts.gathered import DiskFacts, DiskSourceKind, DiskVisibility, PreflightFacts, VmFacts
 from migration_core.models import CheckResult, CopyStorage, MigrationMode
 from migration_core.preflight._common import (
     dest_name,

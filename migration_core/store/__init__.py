@@ -1,6 +1,7 @@
 """The job store: sqlmodel tables behind an async API; SQLite by default, PostgreSQL by URL.
 
-The only package of the core that imports sqlmodel/sqlalchemy. Every public method is async: the blocking
+The only package of the core that imports sqlmodel/sqlalchemy. It also owns `states`, the pure job state
+machine. May import: migration_core.errors, models, events. Every public method is async: the blocking
 database work runs on a worker thread, transient failures (a server restart, SQLite busy) are retried along
 a bounded backoff (`RetryPolicy`), and results are domain objects (`models.Job`, `Approval`,
 `ProgressSample`, `EventRecord`), never ORM rows. Failures leave as `MigrateBotError`s; database problems

@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
-from migration_core.jobs import CLAIMABLE_STATES, SLOT_STATES
 from migration_core.models import Job, JobState
 from migration_core.store.base import StoreBase, unknown_job
 from migration_core.store.job_ops import ACTIVE, dumps
 from migration_core.store.schema import EventRow, JobRow, row_id
+from migration_core.store.states import CLAIMABLE_STATES, SLOT_STATES
 from migration_core.store.types import EventKind, HostLimit, HostLoad
 
 _CLAIM_LOCK_KEY = 0x6D62_0002  # PostgreSQL advisory lock: slot counting + claim form one critical section

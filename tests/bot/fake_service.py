@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from migration_core.dispatch.policy import check_approval, check_denial, may_control
 from migration_core.errors import PolicyError, StateError, UnknownJobError
 from migration_core.events import EventSink, Notice, NoticeKind, ProgressUpdated, StateChanged, SummaryReady
 from migration_core.models import (
@@ -22,7 +23,6 @@ from migration_core.models import (
     MigrationRequest,
     Plan,
 )
-from migration_core.policy import check_approval, check_denial, may_control
 from migration_core.service_api import ApproverCheck, HostStatus, QueuePosition
 from tests.bot.factories import PASSING, T0, plan, sample, summary
 

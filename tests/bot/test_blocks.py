@@ -24,7 +24,7 @@ from bot.blocks.progress import notice_message, progress_message, state_change_m
 from bot.blocks.slack import MAX_VIEW_BLOCKS, home_view, message_payload, problems, to_blocks
 from bot.blocks.summary import summary_message
 from migration_core.events import Notice, NoticeKind, StateChanged
-from migration_core.grammar import help_text
+from migration_core.grammar.parser import help_text
 from migration_core.models import CheckResult, CheckStatus, ControlAction, Decision, JobState, Phase
 from migration_core.service_api import HostStatus, QueuePosition
 from tests.bot.factories import PASSING, T0, job, plan, sample, summary

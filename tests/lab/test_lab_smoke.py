@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from migration_core.inventory import load_inventory
+from migration_core.inventory.hosts import load_inventory
 from tests.labkit import (
     LAB_TOOL,
     LabInfo,

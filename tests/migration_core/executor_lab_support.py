@@ -15,10 +15,10 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from migration_core.domxml import parse_domain
-from migration_core.facts import DiskVisibility, VmState
-from migration_core.hypervisor import Hypervisor
-from migration_core.inventory import Inventory, load_inventory
+from migration_core.facts.domxml import parse_domain
+from migration_core.facts.gathered import DiskVisibility, VmState
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.inventory.hosts import Inventory, load_inventory
 from migration_core.models import (
     CheckResult,
     CheckStatus,
@@ -27,7 +27,7 @@ from migration_core.models import (
     MigrationRequest,
     Plan,
 )
-from migration_core.planner import assemble_plan, build_flags_and_params, choose_mode, convergence_policy
+from migration_core.planning.planner import assemble_plan, build_flags_and_params, choose_mode, convergence_policy
 from tests.labkit import ConsoleStatus, LabInfo, link_reset, link_up, run_lab, wait_console_line
 
 A, B = "hostA", "hostB"

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from migration_core.convergence import ControllerState, ConvergenceController
+from migration_core.execution.convergence import ControllerState, ConvergenceController
+from migration_core.execution.progress import JobStatsReading, ProgressTracker, observation_from, parse_job_stats
 from migration_core.models import ControlAction, Decision, ProgressSample
-from migration_core.progress import JobStatsReading, ProgressTracker, observation_from, parse_job_stats
 
 MiB = 1024 * 1024
 BASE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import deque
 from datetime import UTC, datetime, timedelta
 
-from migration_core.jobs import next_states
 from migration_core.models import (
     CheckResult,
     CheckStatus,
@@ -19,6 +18,7 @@ from migration_core.models import (
     Prediction,
 )
 from migration_core.store import Store
+from migration_core.store.states import next_states
 
 
 class FakeClock:

@@ -11,11 +11,11 @@ import itertools
 
 import pytest
 
-from migration_core import convergence, stall
-from migration_core.convergence import ControllerState, ConvergenceController, Observation, downtime_steps_ms
 from migration_core.errors import RequestError
+from migration_core.execution import convergence, stall
+from migration_core.execution.convergence import ControllerState, ConvergenceController, Observation, downtime_steps_ms
+from migration_core.execution.stall import StallWatch
 from migration_core.models import ControlAction, ConvergencePolicy, Phase
-from migration_core.stall import StallWatch
 
 from .guest_model import GuestModel, MiB, drive
 

@@ -26,10 +26,10 @@ from migration_core.events import (
     RecordingSink,
     SummaryReady,
 )
-from migration_core.executor import Executor
-from migration_core.executor_types import ExecutionResult
-from migration_core.hypervisor import Hypervisor
-from migration_core.hypervisor_types import DomainState
+from migration_core.execution.executor import Executor
+from migration_core.execution.types import ExecutionResult
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.hypervisor.types import DomainState
 from migration_core.models import (
     CheckStatus,
     ControlAction,
@@ -425,7 +425,7 @@ async def test_destination_daemon_killed_mid_migration(lab: LabInfo, hv: Hypervi
 
 _STARTER = textwrap.dedent("""
     import asyncio, sys
-    from migration_core.hypervisor import Hypervisor
+    from migration_core.hypervisor.libvirt_adapter import Hypervisor
     src, vm, peer, migrate_uri = sys.argv[1:5]
     flags = ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST", "VIR_MIGRATE_UNDEFINE_SOURCE"]
     print("starting", flush=True)

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migration_core.errors import GrammarError
-from migration_core.grammar import (
+from migration_core.grammar.help import TOPICS
+from migration_core.grammar.parser import (
     CancelCommand,
     Command,
     HelpCommand,
@@ -25,8 +26,7 @@ from migration_core.grammar import (
     help_text,
     parse_command,
 )
-from migration_core.grammar_help import TOPICS
-from migration_core.grammar_spec import OPTIONS
+from migration_core.grammar.spec import OPTIONS
 from migration_core.models import CopyStorage, MigrationMode, MigrationOptions, MigrationRequest
 
 MIGRATE_KEYS = {

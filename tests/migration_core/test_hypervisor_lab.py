@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from migration_core.errors import HostUnreachable, HypervisorError
-from migration_core.hypervisor import Hypervisor, migration_flags
-from migration_core.hypervisor_types import DomainNotFound, DomainState, JobType
+from migration_core.hypervisor.libvirt_adapter import Hypervisor, migration_flags
+from migration_core.hypervisor.types import DomainNotFound, DomainState, JobType
 from tests.labkit import REPO, LabInfo
 from tests.migration_core.executor_lab_support import A, B, Guest, drop_guest, healthy_link, make_guest
 
@@ -181,7 +181,7 @@ async def test_error_translation(lab: LabInfo, hv: Hypervisor, guest: Guest) -> 
 
 _CHILD = textwrap.dedent("""
     import asyncio, sys
-    from migration_core.hypervisor import Hypervisor
+    from migration_core.hypervisor.libvirt_adapter import Hypervisor
     src, vm, mode, target = sys.argv[1:5]
     flags = ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_PERSIST_DEST", "VIR_MIGRATE_UNDEFINE_SOURCE"]
     if mode == "p2p":

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from migration_core.errors import InventoryError
-from migration_core.inventory import HostConfig, Inventory, load_inventory, parse_inventory
-from migration_core.inventory_fields import SshTarget
+from migration_core.inventory.fields import SshTarget
+from migration_core.inventory.hosts import HostConfig, Inventory, load_inventory, parse_inventory
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = "test-hosts.toml"

@@ -7,7 +7,8 @@ import itertools
 import pytest
 
 from migration_core.errors import IllegalTransition, StateError
-from migration_core.jobs import (
+from migration_core.models import TERMINAL_STATES, JobState
+from migration_core.store.states import (
     ACTIVE_STATES,
     ALLOWED,
     CANCELLABLE_STATES,
@@ -15,7 +16,6 @@ from migration_core.jobs import (
     check_transition,
     next_states,
 )
-from migration_core.models import TERMINAL_STATES, JobState
 
 S = JobState
 

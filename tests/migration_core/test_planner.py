@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from migration_core.errors import PreflightError
-from migration_core.facts import GIB, MIB, DiskVisibility, VmState
+from migration_core.facts.gathered import GIB, MIB, DiskVisibility, VmState
 from migration_core.models import (
     CheckResult,
     CheckStatus,
@@ -20,7 +20,7 @@ from migration_core.models import (
     Plan,
     Prediction,
 )
-from migration_core.planner import (
+from migration_core.planning.planner import (
     assemble_plan,
     build_flags_and_params,
     choose_mode,
@@ -31,7 +31,7 @@ from migration_core.planner import (
     migrate_uri,
     recommend,
 )
-from migration_core.prediction import predict_precopy
+from migration_core.planning.prediction import predict_precopy
 from tests.migration_core.fixtures.build import facts, vm
 
 URI = "qemu+tcp://10.213.7.2/system"

@@ -1,4 +1,4 @@
-"""Planning.make_plan against the real two-host lab: every preflight outcome of issue 4 and the prediction.
+"""PreflightRunner.make_plan against the real two-host lab: every preflight outcome of issue 4 and the prediction.
 
 Each test builds the planner exactly as bot/wiring.open_core does (inventory + libvirt adapter) with a 1 s
 dirty-rate window, and checks the plan against what the lab really is: libvirt's own refusal names the CPU
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from migration_core.hypervisor import Hypervisor
-from migration_core.inventory import Inventory, load_inventory
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.inventory.hosts import Inventory, load_inventory
 from migration_core.models import (
     CheckResult,
     CheckStatus,
@@ -26,9 +26,9 @@ from migration_core.models import (
     MigrationRequest,
     Plan,
 )
-from migration_core.planning import DEFAULT_MAX_DOWNTIME_MS, Planning
-from migration_core.prediction import PRECOPY_SWITCHOVER_MS
+from migration_core.planning.prediction import PRECOPY_SWITCHOVER_MS
 from migration_core.preflight._common import human_bytes
+from migration_core.preflight.runner import DEFAULT_MAX_DOWNTIME_MS, PreflightRunner
 from tests.labkit import (
     LabInfo,
     host_exec,
@@ -56,16 +56,16 @@ MAX_DOWNTIME_MS = DEFAULT_MAX_DOWNTIME_MS + PRECOPY_SWITCHOVER_MS
 # ----- helpers ------------------------------------------------------------------------------------------
 
 
-def planning_for(inventory: Inventory) -> Planning:
+def planning_for(inventory: Inventory) -> PreflightRunner:
     """The planner as bot/wiring.open_core builds it, with a short dirty-rate window."""
     hypervisor = Hypervisor({h.name: h.uri for h in inventory})
     for host in inventory:
         hypervisor.add_host(host.name, host.uri, host.peer_uri)
-    return Planning(inventory, hypervisor, dirty_rate_window_s=WINDOW_S)
+    return PreflightRunner(inventory, hypervisor, dirty_rate_window_s=WINDOW_S)
 
 
 @pytest.fixture
-async def planning(lab: LabInfo) -> AsyncIterator[Planning]:
+async def planning(lab: LabInfo) -> AsyncIterator[PreflightRunner]:
     p = planning_for(load_inventory(lab.hosts_toml))
     yield p
     await p.hypervisor.close()
@@ -155,7 +155,7 @@ def restore_link(lab: LabInfo) -> Iterator[None]:
     ],
 )
 async def test_a_healthy_vm_passes_everything(
-    lab: LabInfo, planning: Planning, vm: str, storage_words: str, network_words: str
+    lab: LabInfo, planning: PreflightRunner, vm: str, storage_words: str, network_words: str
 ) -> None:
     at_home(lab, vm)
     plan = await planning.make_plan(request(vm))
@@ -186,7 +186,7 @@ async def test_a_healthy_vm_passes_everything(
     assert len(plan.hash) == 16
 
 
-async def test_shut_off_vm_plans_an_offline_migration(lab: LabInfo, planning: Planning) -> None:
+async def test_shut_off_vm_plans_an_offline_migration(lab: LabInfo, planning: PreflightRunner) -> None:
     at_home(lab, "stopped")
     plan = await planning.make_plan(request("stopped"))
     show(plan)
@@ -204,7 +204,7 @@ async def test_shut_off_vm_plans_an_offline_migration(lab: LabInfo, planning: Pl
     assert not live.executable
 
 
-async def test_local_disk_needs_copy_storage_and_then_plans_the_copy(lab: LabInfo, planning: Planning) -> None:
+async def test_local_disk_needs_copy_storage_and_then_plans_the_copy(lab: LabInfo, planning: PreflightRunner) -> None:
     at_home(lab, "disky")
     plan = await planning.make_plan(request("disky"))
     show(plan)
@@ -230,7 +230,7 @@ async def test_local_disk_needs_copy_storage_and_then_plans_the_copy(lab: LabInf
 # ----- plans that fail, one cause each ------------------------------------------------------------------
 
 
-async def test_cpu_the_destination_cannot_provide(lab: LabInfo, planning: Planning, tmp_path: Path) -> None:
+async def test_cpu_the_destination_cannot_provide(lab: LabInfo, planning: PreflightRunner, tmp_path: Path) -> None:
     name = "pl-cpu"
     xml = temp_vm_xml(lab, name, "c1")
     xml = re.sub(r"<cpu .*?</cpu>", "<cpu mode='custom' match='exact'><model>qemu64</model></cpu>", xml, flags=re.S)
@@ -278,7 +278,7 @@ def _make_netdev(lab: LabInfo, host: str, name: str, kind: str) -> None:
     [("network", "network pl-onlya"), ("bridge", "bridge plbr0"), ("direct", "host interface pldum0 (macvtap)")],
 )
 async def test_network_the_destination_lacks(
-    lab: LabInfo, planning: Planning, tmp_path: Path, kind: str, thing: str
+    lab: LabInfo, planning: PreflightRunner, tmp_path: Path, kind: str, thing: str
 ) -> None:
     """The VM's NIC uses a libvirt network, a Linux bridge or (macvtap) a host interface that only hostA has:
     the plan fails naming it; once hostB has it too, the same check passes (libvirt sees each host's own)."""
@@ -333,7 +333,9 @@ async def test_network_the_destination_lacks(
                 host_exec(lab, host, ["ip", "link", "del", bridge if kind == "bridge" else parent])
 
 
-async def test_snapshots_block_the_plan_as_they_block_libvirt(lab: LabInfo, planning: Planning, tmp_path: Path) -> None:
+async def test_snapshots_block_the_plan_as_they_block_libvirt(
+    lab: LabInfo, planning: PreflightRunner, tmp_path: Path
+) -> None:
     """A VM with a snapshot: libvirt itself refuses the migration, so the plan fails first, with the fix."""
     at_home(lab, "vm42")
     domain = virsh(lab, A, "dumpxml", "vm42").stdout
@@ -360,7 +362,7 @@ async def test_snapshots_block_the_plan_as_they_block_libvirt(lab: LabInfo, plan
     assert vm_location(lab, "vm42") == {A: "running"}
 
 
-async def test_destination_daemon_down(lab: LabInfo, planning: Planning) -> None:
+async def test_destination_daemon_down(lab: LabInfo, planning: PreflightRunner) -> None:
     at_home(lab, "vm42")
     kill_daemon(lab, B)
     try:
@@ -379,7 +381,7 @@ async def test_destination_daemon_down(lab: LabInfo, planning: Planning) -> None
     assert one(again, "hosts.reachable").status is PASS
 
 
-async def test_unknown_vm_suggests_the_close_name(lab: LabInfo, planning: Planning) -> None:
+async def test_unknown_vm_suggests_the_close_name(lab: LabInfo, planning: PreflightRunner) -> None:
     plan = await planning.make_plan(request("vm43"))
     show(plan)
     exists = one(plan, "vm.exists")
@@ -389,7 +391,7 @@ async def test_unknown_vm_suggests_the_close_name(lab: LabInfo, planning: Planni
     assert plan.prediction is None
 
 
-async def test_same_host(lab: LabInfo, planning: Planning) -> None:
+async def test_same_host(lab: LabInfo, planning: PreflightRunner) -> None:
     at_home(lab, "vm42")
     plan = await planning.make_plan(request("vm42", A))
     show(plan)
@@ -398,7 +400,7 @@ async def test_same_host(lab: LabInfo, planning: Planning) -> None:
     assert fails(plan) == ["hosts.distinct"] and plan.prediction is None
 
 
-async def test_unknown_destination_host(lab: LabInfo, planning: Planning) -> None:
+async def test_unknown_destination_host(lab: LabInfo, planning: PreflightRunner) -> None:
     plan = await planning.make_plan(request("vm42", "hostC"))
     show(plan)
     known = one(plan, "hosts.known")

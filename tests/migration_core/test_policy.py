@@ -7,9 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from migration_core.errors import PolicyError, StateError
-from migration_core.models import CheckResult, CheckStatus, CopyStorage, JobState
-from migration_core.policy import (
+from migration_core.dispatch.policy import (
     RateLimiter,
     VerdictCode,
     approval_expires_at,
@@ -20,6 +18,8 @@ from migration_core.policy import (
     required_approvals,
     risk_reasons,
 )
+from migration_core.errors import PolicyError, StateError
+from migration_core.models import CheckResult, CheckStatus, CopyStorage, JobState
 from tests.bot.factories import PASSING, T0, job, plan
 
 OLDER = CheckResult("versions", CheckStatus.WARN, "destination QEMU 7.2 is older than source QEMU 8.0")

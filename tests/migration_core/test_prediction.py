@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migration_core import prediction
 from migration_core.errors import PreflightError, RequestError
-from migration_core.prediction import (
+from migration_core.planning import prediction
+from migration_core.planning.prediction import (
     GIB,
     MIB,
     bytes_s_to_mib_s,

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from migration_core.facts import GIB, MIB, HugepageRequest, MemoryBackingFacts, PreflightSettings, VmState
+from migration_core.facts.gathered import GIB, MIB, HugepageRequest, MemoryBackingFacts, PreflightSettings, VmState
 from migration_core.models import CheckStatus
 from migration_core.preflight import capacity
 from tests.migration_core.fixtures.build import facts, host, one, vm

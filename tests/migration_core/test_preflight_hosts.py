@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from migration_core.facts import Endpoint
+from migration_core.facts.gathered import Endpoint
 from migration_core.models import CheckStatus
 from migration_core.preflight import hosts, run_checks
 from tests.migration_core.fixtures.build import facts, host, one, vm

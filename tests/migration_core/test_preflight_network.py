@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from migration_core.facts import DestinationNetwork, PortProbe, VmState
+from migration_core.facts.gathered import DestinationNetwork, PortProbe, VmState
 from migration_core.models import CheckStatus
 from migration_core.preflight import network
 from tests.migration_core.fixtures.build import facts, one

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from migration_core import preflight
-from migration_core.facts import (
+from migration_core.facts.gathered import (
     GIB,
     CpuComparison,
     DestinationDomain,

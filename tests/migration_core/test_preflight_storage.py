@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from migration_core.facts import GIB, DiskSourceKind, DiskVisibility, VmFacts, VmState
+from migration_core.facts.gathered import GIB, DiskSourceKind, DiskVisibility, VmFacts, VmState
 from migration_core.models import CheckResult, CheckStatus, CopyStorage, MigrationOptions
 from migration_core.preflight import storage
 from tests.migration_core.fixtures.build import facts, named, one, statuses, vm

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from migration_core.facts import DestinationDomain, VmState
-from migration_core.hypervisor_types import DomainState
+from migration_core.facts.gathered import DestinationDomain, VmState
+from migration_core.hypervisor.types import DomainState
 from migration_core.models import CheckStatus, MigrationMode, MigrationOptions, MigrationRequest
 from migration_core.preflight import run_checks, vmstate
 from tests.migration_core.fixtures.build import facts, one

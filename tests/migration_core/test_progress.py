@@ -10,12 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migration_core import jobstats, progress
-from migration_core.convergence import ConvergenceController
 from migration_core.errors import HypervisorError
-from migration_core.hypervisor_types import JobStats
-from migration_core.models import ControlAction, ConvergencePolicy, Phase
-from migration_core.progress import (
+from migration_core.execution import progress
+from migration_core.execution.convergence import ConvergenceController
+from migration_core.execution.progress import (
     JobStatsReading,
     JobType,
     ProgressTracker,
@@ -25,6 +23,9 @@ from migration_core.progress import (
     raw_percent,
     reading_from_job_stats,
 )
+from migration_core.hypervisor import jobstats
+from migration_core.hypervisor.types import JobStats
+from migration_core.models import ControlAction, ConvergencePolicy, Phase
 
 from .guest_model import GuestModel, MiB, at, drive
 from .recorded_stats import IDLE_P2P, STORAGE_COPY

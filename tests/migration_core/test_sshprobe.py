@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from migration_core.inventory_fields import SshTarget
-from migration_core.sshprobe import probe_from
+from migration_core.hypervisor.sshprobe import probe_from
+from migration_core.inventory.fields import SshTarget
 
 
 class _ForwardingServer(asyncssh.SSHServer):
@@ -83,8 +83,8 @@ async def test_a_wrong_host_key_is_refused(ssh_source: tuple[SshTarget, str], tm
 async def test_preflight_probes_go_through_the_source_when_it_has_an_ssh_target(
     ssh_source: tuple[SshTarget, str], tmp_path: Path
 ) -> None:
-    from migration_core.inventory import parse_inventory
-    from migration_core.planning import Planning
+    from migration_core.inventory.hosts import parse_inventory
+    from migration_core.preflight.runner import PreflightRunner
 
     target, known_hosts = ssh_source
     # The probe uses the bot user's known_hosts, like production: install the test server's key there.
@@ -104,7 +104,7 @@ migration_address = "127.0.0.1"
 """,
         "test",
     )
-    planning = Planning(inventory, hypervisor=None)  # type: ignore[arg-type]  # probes need no libvirt
+    planning = PreflightRunner(inventory, hypervisor=None)  # type: ignore[arg-type]  # probes need no libvirt
     try:
         probes = await planning._probes(inventory.get("hostA"), inventory.get("hostB"), live=True)
     finally:

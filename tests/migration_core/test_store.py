@@ -12,9 +12,9 @@ import psycopg
 import pytest
 
 from migration_core.errors import IllegalTransition, UnknownJobError
-from migration_core.jobs import ALLOWED
 from migration_core.models import Approval, Job, JobState, Phase, ProgressSample
 from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Store
+from migration_core.store.states import ALLOWED
 from tests.migration_core.store_support import FakeClock, drive_to, path_to, sample_plan
 
 S = JobState

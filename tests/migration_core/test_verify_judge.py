@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from migration_core.executor_types import ExecutionResult
-from migration_core.hypervisor_types import DomainInfo, DomainState
+from migration_core.execution.types import ExecutionResult
+from migration_core.execution.verify import judge
+from migration_core.execution.verify_checks import Observed
+from migration_core.hypervisor.types import DomainInfo, DomainState
 from migration_core.models import CheckStatus, JobState
-from migration_core.verify import judge
-from migration_core.verify_checks import Observed
 from tests.bot.factories import plan
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 import pytest
 
 from migration_core.events import RecordingSink
-from migration_core.executor import Executor
-from migration_core.executor_types import ExecutionResult
-from migration_core.hypervisor import Hypervisor
-from migration_core.hypervisor_types import DomainState
+from migration_core.execution.executor import Executor
+from migration_core.execution.types import ExecutionResult
+from migration_core.execution.verify import verify
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.hypervisor.types import DomainState
 from migration_core.models import CheckStatus, JobState, MigrationOptions, Phase, Plan, ProgressSample
-from migration_core.verify import verify
 from tests.labkit import LabInfo, console_status, link_down, link_reset, link_up
 from tests.migration_core.executor_lab_support import (
     A,

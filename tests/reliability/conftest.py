@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from migration_core.hypervisor import Hypervisor
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from tests.labkit import LabInfo
 
 

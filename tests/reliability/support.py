@@ -22,8 +22,8 @@ from typing import IO
 from bot.settings import Settings, load_settings
 from bot.wiring import Core, make_service, open_core
 from migration_core.events import EventSink, RecordingSink
-from migration_core.executor import Executor
-from migration_core.hypervisor import Hypervisor
+from migration_core.execution.executor import Executor
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.models import Job, JobState, MigrationRequest, Plan
 from migration_core.service import MigrationService
 from migration_core.store import EventKind, EventRecord, Store

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from migration_core.grammar import MigrateCommand, parse_command
-from migration_core.hypervisor import Hypervisor
+from migration_core.grammar.parser import MigrateCommand, parse_command
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.models import Job, JobState, MigrationRequest
 from migration_core.store import ActiveJobExists, EventKind, EventRecord, Store
 from tests.labkit import LabInfo

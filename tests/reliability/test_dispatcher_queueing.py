@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from migration_core.dispatcher import Dispatcher, DispatcherConfig, JobMover
-from migration_core.dispatcher_queue import limits_of
+from migration_core.dispatch.dispatcher import Dispatcher, DispatcherConfig, JobMover
+from migration_core.dispatch.queue import limits_of
 from migration_core.events import JobEvent, Notice, NoticeKind
-from migration_core.inventory import load_inventory
+from migration_core.inventory.hosts import load_inventory
 from migration_core.models import JobState
 from migration_core.store import EventKind, Store
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from migration_core.events import DecisionMade, Notice, ProgressUpdated, StateChanged, SummaryReady
-from migration_core.grammar import MigrateCommand, parse_command
-from migration_core.hypervisor import Hypervisor
+from migration_core.grammar.parser import MigrateCommand, parse_command
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.models import JobState, Phase
 from migration_core.store import EventKind, Store
 from tests.fixtures.postgres import run_pg_script

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from migration_core.dispatcher_queue import queue_places
+from migration_core.dispatch.queue import queue_places
 from migration_core.models import Job, JobState
 from migration_core.store import EventKind, Store
 

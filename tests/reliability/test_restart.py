@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from migration_core.hypervisor import Hypervisor
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.models import JobState
 from migration_core.store import EventKind, Store
 from tests.labkit import LabInfo

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from migration_core.grammar_spec import OPTIONS
+from migration_core.grammar.spec import OPTIONS
 
 _VMS = ["vm42", "busy", "stopped", "disky", "shared", "web-01", "db.prod", "a", "x" * 64, "VM_9:blue"]
 _HOSTILE = [

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from migration_core.errors import GrammarError, InventoryError
-from migration_core.grammar import MigrateCommand, parse_command
-from migration_core.inventory import parse_inventory
-from migration_core.inventory_fields import check_uri
+from migration_core.grammar.parser import MigrateCommand, parse_command
+from migration_core.inventory.fields import check_uri
+from migration_core.inventory.hosts import parse_inventory
 from tests.fakeslack import FakeSlack
 from tests.fixtures.slack import C_OPS, SIGNING_SECRET, U_ALICE
 from tests.security.conftest import StartBot
@@ -30,7 +30,7 @@ PACKAGES = ("bot", "handlers", "migration_core")
 ALLOWED: dict[str, str] = {
     # Reviewed: asyncssh only opens a direct-tcpip channel (a TCP connection made by the source's sshd); it never
     # runs a command or a shell on any host (tests/migration_core/test_sshprobe.py).
-    "migration_core/sshprobe.py": "port probes from the source host; no remote command",
+    "migration_core/hypervisor/sshprobe.py": "port probes from the source host; no remote command",
 }
 
 _FORBIDDEN_MODULES = {"subprocess", "pty", "commands", "pexpect", "sh", "plumbum", "asyncssh", "paramiko", "fabric"}

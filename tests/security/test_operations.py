@@ -191,7 +191,7 @@ def test_the_console_writes_json_lines_with_the_job_and_text_by_default(tmp_path
     of_job = [line for line in lines if line.get("job_id") == 1]
     assert any("requested -> preflight" in line["msg"] for line in of_job)
     assert any("preflight -> failed" in line["msg"] for line in of_job)
-    assert any(line["logger"] == "migration_core.planning" for line in of_job)  # the preflight's own lines too
+    assert any(line["logger"] == "migration_core.preflight.runner" for line in of_job)  # the preflight's own lines too
     assert all(line["vm"] == "vm42" and line["actor"] == "alice" for line in of_job)
     assert [line for line in lines if mentions_job(line, 1) and line.get("job_id") != 1] == []
 
@@ -199,5 +199,5 @@ def test_the_console_writes_json_lines_with_the_job_and_text_by_default(tmp_path
     assert " INFO " not in console({})
     text = console({"MIGRATE_BOT_LOG_LEVEL": "INFO"})  # ...and human-readable lines when asked for INFO
     first = text.splitlines()[0]
-    assert re.match(r"^\d\d:\d\d:\d\d INFO +migration_core\.dispatcher: job \d+: requested -> preflight", first)
+    assert re.match(r"^\d\d:\d\d:\d\d INFO +migration_core\.dispatch\.dispatcher: job \d+: requested -> preflight", first)
     assert "[job_id=" in first

@@ -1,0 +1,365 @@
+"""Runs approved jobs: host slots and the queue, leases between replicas, the executor, verification, recovery.
+
+One dispatcher per bot process (replica). It claims approved jobs with a lease (so two replicas never run the
+same job), re-checks each plan against the hosts before starting (an approval binds to the plan hash: changed
+facts send the job back for approval), keeps jobs that would exceed a host's inbound/outbound limit queued with
+the reason, renews its leases while migrations run, and on start reattaches to the migrations its previous
+life (or a dead replica) left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from migration_core import logctx
+from migration_core.dispatch.queue import limits_of, queue_notice, queue_places, waiting_reason
+from migration_core.dispatch.recovery import resume_broken_postcopy
+from migration_core.errors import MigrateBotError
+from migration_core.events import EventSink, Notice, NoticeKind, StateChanged, SummaryReady
+from migration_core.execution.executor import Executor
+from migration_core.execution.types import ExecutionResult
+from migration_core.inventory.hosts import Inventory
+from migration_core.models import Job, JobState, MigrationRequest, Plan, VerificationSummary
+from migration_core.service_api import QueuePosition
+from migration_core.store import EventKind, HostLimit, Store
+
+log = logging.getLogger(__name__)
+
+
+class _Planner(Protocol):
+    async def make_plan(self, request: MigrationRequest) -> Plan: ...
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    """Identity and timing of one replica."""
+
+    replica_id: str = "migrate-bot"
+    lease_s: float = 30.0
+    interval_s: float = 1.0
+    approval_ttl_s: float = 30 * 60
+    preflight_stale_s: float = 120.0  # a preflight older than this was interrupted (its bot died): fail it
+    postcopy_retry_s: float = 10.0  # a broken post-copy is resumed every this long ...
+    postcopy_give_up_s: float = 30 * 60.0  # ... until this long has passed (then: the summary's manual steps)
+    postcopy_settle_s: float = 15.0  # link back: time for the stream to carry on by itself before pause + resume
+
+
+class JobMover:
+    """Persists a state change (compare-and-set) and then tells the sink about it."""
+
+    def __init__(self, store: Store, sink: EventSink, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.sink = sink
+        self.clock = clock
+
+    async def move(
+        self,
+        job: Job,
+        new: JobState,
+        actor: str | None,
+        detail: str,
+        *,
+        plan: Plan | None = None,
+        error: str | None = None,
+    ) -> Job:
+        # Whoever calls (a click, the dispatcher loop, recovery), the line names the job, its VM and hosts.
+        fields = logctx.fields_of(job, actor)
+        if actor is None and "actor" in logctx.current():
+            fields["actor"] = None  # a system move inside someone's click: keep that person as the actor
+        with logctx.job_context(**fields):
+            moved = await self.store.transition(
+                job.id, job.state, new, actor=actor, detail=detail, plan=plan, error=error
+            )
+            with logctx.job_context(source=moved.source or None):  # a new plan names the source
+                log.info("job %s: %s -> %s: %s", job.id, job.state.value, new.value, detail)
+                await self.sink.emit(StateChanged(job.id, job.state, new, actor, detail, self.clock()))
+        return moved
+
+
+class Dispatcher:
+    """Claims, queues, runs and recovers jobs for one replica."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        inventory: Inventory,
+        planner: _Planner,
+        executor: Executor,
+        mover: JobMover,
+        sink: EventSink,
+        config: DispatcherConfig,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.inventory = inventory
+        self.planner = planner
+        self.executor = executor
+        self.mover = mover
+        self.sink = sink
+        self.config = config
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._runs: dict[int, asyncio.Task[None]] = {}
+        self._queued_reason: dict[int, str] = {}
+        self._taken_from: dict[int, str | None] = {}  # job -> the replica whose expired lease we took over
+
+    # ----- life cycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._recover()
+        self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
+
+    async def stop(self) -> None:
+        """Stop dispatching. Running migrations are left to libvirt (peer-to-peer): a restart reattaches."""
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._runs.values()):
+            task.cancel()
+        for task in list(self._runs.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def kick(self) -> None:
+        """Look for work now instead of at the next tick (a job was approved, a slot freed)."""
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except MigrateBotError as err:
+                log.warning("dispatcher: %s", err)
+            except Exception:
+                log.exception("dispatcher tick failed; trying again")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.interval_s)
+
+    async def _tick(self) -> None:
+        await self._expire_stale()
+        await self._fail_interrupted_preflights()
+        for job in await self.store.expired_leases():
+            taken = await self.store.take_over(job.id, self.config.replica_id, self.config.lease_s)
+            if taken is not None:
+                self._taken_from[job.id] = job.owner
+                self._spawn(taken, recovering=True)
+        limits = limits_of(self.inventory)
+        await self._claim_runnable(limits)
+        if await self._mark_waiting(limits):
+            await self._claim_runnable(limits)  # approved during this tick, with a free slot: start it now
+        for job_id, task in list(self._runs.items()):
+            if not await self.store.renew_lease(job_id, self.config.replica_id, self.config.lease_s):
+                await self._lost_lease(job_id, task)
+
+    async def _lost_lease(self, job_id: int, task: asyncio.Task[None]) -> None:
+        """Our lease on a running job ran out (e.g. the database was away longer than the lease) and another
+        replica took the job over: stop watching it here, so exactly one replica steers and records it. The
+        migration itself is libvirt's (peer-to-peer) and goes on; the new owner has reattached to it."""
+        job = await self.store.get_job(job_id)
+        if job.state.terminal or job.owner in (None, self.config.replica_id):
+            return  # finished (no lease to renew), or still ours
+        log.warning("job %s: replica %s took it over (our lease ran out); stopping our watch", job_id, job.owner)
+        task.cancel()
+
+    # ----- approvals that ran out, queue ------------------------------------------------------------------
+
+    async def expire(self, job: Job) -> Job:
+        """The approval window closed: the card loses its buttons; the requester must ask again."""
+        detail = f"no decision within {self.config.approval_ttl_s / 60:g} min; request it again if still needed"
+        try:
+            return await self.mover.move(job, JobState.EXPIRED, None, detail)
+        except MigrateBotError:  # decided or expired by someone else in the meantime
+            return await self.store.get_job(job.id)
+
+    async def _fail_interrupted_preflights(self) -> None:
+        """A job stuck in requested/preflight for longer than any preflight takes was abandoned by a bot that
+        died (or restarted) in the middle of it: nothing ran, so close it and free the VM for a new request."""
+        stale = self.clock() - timedelta(seconds=self.config.preflight_stale_s)
+        for job in await self.store.jobs_in_states([JobState.REQUESTED, JobState.PREFLIGHT]):
+            if job.updated_at < stale:
+                await self._fail(job.id, "the bot stopped during preflight; nothing was changed, request it again")
+
+    async def _expire_stale(self) -> None:
+        now = self.clock()
+        ttl = timedelta(seconds=self.config.approval_ttl_s)
+        for job in await self.store.jobs_in_states([JobState.AWAITING_APPROVAL]):
+            if job.created_at + ttl <= now:
+                await self.expire(job)
+
+    async def _waiting(self) -> list[Job]:
+        jobs = await self.store.jobs_in_states([JobState.APPROVED, JobState.QUEUED])
+        return sorted((j for j in jobs if j.owner is None), key=lambda j: (j.created_at, j.id))
+
+    async def _claim_runnable(self, limits: dict[str, HostLimit]) -> None:
+        while True:
+            claimed = await self.store.claim_next_runnable(self.config.replica_id, self.config.lease_s, limits=limits)
+            if claimed is None:
+                return
+            self._spawn(claimed)
+
+    async def _mark_waiting(self, limits: dict[str, HostLimit]) -> bool:
+        """Queue (with the reason and place) every approved job that cannot start; True if one could start.
+
+        A job approved after this tick's claims has free slots and no reason to wait: calling it "queued"
+        would tell its thread a wait that is not happening, so it is left to the next claim instead.
+        """
+        load = await self.store.host_load()
+        waiting = await self._waiting()
+        places = queue_places(waiting)
+        startable = False
+        for job in waiting:
+            why = waiting_reason(job, load, limits)
+            if why is None:
+                startable = True
+                continue
+            text = queue_notice(why, places[job.id])
+            if job.state is JobState.APPROVED:
+                with contextlib.suppress(MigrateBotError):  # another replica may have moved it first
+                    await self.mover.move(job, JobState.QUEUED, None, text)
+            if self._queued_reason.get(job.id) != text:
+                self._queued_reason[job.id] = text
+                # Every replica sees the same queue: the store lets exactly one of them announce a change.
+                if await self.store.record_notice_if_new(job.id, text, prefix="waiting:"):
+                    await self.sink.emit(Notice(job.id, NoticeKind.QUEUED, text, self.clock()))
+        return startable
+
+    async def queue_positions(self) -> list[QueuePosition]:
+        load = await self.store.host_load()
+        limits = limits_of(self.inventory)
+        waiting = await self._waiting()
+        places = queue_places(waiting)
+        return [
+            QueuePosition(job.id, places[job.id], waiting_reason(job, load, limits) or "waiting for a free slot")
+            for job in waiting
+        ]
+
+    # ----- running ----------------------------------------------------------------------------------------
+
+    def _spawn(self, job: Job, *, recovering: bool = False) -> None:
+        if job.id in self._runs:
+            return
+        self._queued_reason.pop(job.id, None)
+        task = asyncio.create_task(self._run(job, recovering), name=f"job-{job.id}")
+        self._runs[job.id] = task
+        job_id = job.id
+        task.add_done_callback(lambda _t: self._done(job_id))
+
+    def _done(self, job_id: int) -> None:
+        self._runs.pop(job_id, None)
+        self.kick()  # a slot is free: let the queue drain
+
+    async def _run(self, job: Job, recovering: bool) -> None:
+        with logctx.for_job(job):  # the run's task and everything it starts carry the job's fields
+            await self._run_in_context(job, recovering)
+
+    async def _run_in_context(self, job: Job, recovering: bool) -> None:
+        try:
+            if job.state in (JobState.RUNNING, JobState.VERIFYING):
+                await self._reattach(job)
+            elif job.state in (JobState.APPROVED, JobState.QUEUED):
+                await self._start(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # never leave a job hanging without a record
+            log.exception("job %s: the run crashed", job.id)
+            await self._fail(job.id, f"internal error while running the job: {err}")
+        finally:
+            with contextlib.suppress(Exception):
+                await self.store.release(job.id, self.config.replica_id)
+
+    async def _fail(self, job_id: int, text: str) -> None:
+        with contextlib.suppress(MigrateBotError):
+            job = await self.store.get_job(job_id)
+            if not job.state.terminal:
+                await self.mover.move(job, JobState.FAILED, None, text, error=text)
+
+    async def _start(self, job: Job) -> None:
+        assert job.plan is not None
+        try:
+            plan = await self.planner.make_plan(job.plan.request)
+        except MigrateBotError as err:
+            await self.mover.move(job, JobState.FAILED, None, f"re-check before start failed: {err}", error=str(err))
+            return
+        if not plan.executable:
+            names = ", ".join(c.name for c in plan.failures)
+            text = f"re-check before start failed: {names}"
+            await self.mover.move(job, JobState.FAILED, None, text, plan=plan, error=text)
+            return
+        if plan.hash != job.plan.hash:
+            text = "the facts changed since approval (the plan is different now); it needs a new approval"
+            await self.mover.move(job, JobState.AWAITING_APPROVAL, None, text, plan=plan)
+            await self.sink.emit(Notice(job.id, NoticeKind.INFO, text, self.clock()))
+            return
+        job = await self.mover.move(job, JobState.RUNNING, None, f"migrating {plan.source} -> {plan.destination}")
+        result = await self.executor.run(job.id, plan)
+        result = await self._resume_postcopy(job, plan, result)
+        await self._verify(job, plan, result)
+
+    async def _reattach(self, job: Job) -> None:
+        assert job.plan is not None
+        me = self.config.replica_id
+        before = self._taken_from.pop(job.id, None)
+        who = "the bot restarted" if before in (None, me) else f"replica {before} stopped renewing its lease"
+        text = f"{who}; reattaching to the migration of {job.vm} (replica {me})"
+        await self._say(job.id, NoticeKind.INFO, text, actor=me)
+        result = await self.executor.reattach(job.id, job.plan)
+        result = await self._resume_postcopy(job, job.plan, result)
+        await self._verify(job, job.plan, result)
+
+    async def _resume_postcopy(self, job: Job, plan: Plan, result: ExecutionResult) -> ExecutionResult:
+        async def say(kind: NoticeKind, text: str) -> None:
+            await self._say(job.id, kind, text)
+
+        return await resume_broken_postcopy(
+            self.executor,
+            job.id,
+            plan,
+            result,
+            say,
+            retry_s=self.config.postcopy_retry_s,
+            give_up_s=self.config.postcopy_give_up_s,
+            settle_s=self.config.postcopy_settle_s,
+        )
+
+    async def _say(self, job_id: int, kind: NoticeKind, text: str, *, actor: str | None = None) -> None:
+        """A notice in the job's thread and in its record."""
+        await self.sink.emit(Notice(job_id, kind, text, self.clock()))
+        await self.store.record_event(job_id, EventKind.NOTICE, actor, text, {"kind": kind.value})
+
+    async def _verify(self, job: Job, plan: Plan, result: ExecutionResult) -> None:
+        job = await self.store.get_job(job.id)
+        if job.state is JobState.RUNNING:
+            job = await self.mover.move(job, JobState.VERIFYING, None, f"migration {result.outcome.value}; verifying")
+        summary: VerificationSummary = await self.executor.summarize(plan, result, emit=False)
+        outcome = summary.outcome if summary.outcome.terminal else JobState.FAILED
+        error = None if outcome is JobState.SUCCEEDED else (result.error or summary.headline)
+        # The summary is written before the job is closed: if the process dies in between, the restarted bot
+        # finds the job still verifying and verifies again, rather than a closed job without its summary.
+        await self.store.record_event(job.id, EventKind.NOTICE, None, "summary", summary.to_json())
+        await self.mover.move(job, outcome, result.aborted_by, summary.headline, error=error)
+        await self.sink.emit(SummaryReady(summary))
+
+    # ----- restart recovery -------------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Resume what this replica (or a dead one) left: running jobs are reattached, approved ones re-queued."""
+        mine = await self.store.jobs_owned_by(self.config.replica_id)
+        for job in mine:
+            if job.state in (JobState.RUNNING, JobState.VERIFYING):
+                taken = await self.store.take_over(job.id, self.config.replica_id, self.config.lease_s)
+                if taken is not None:
+                    self._spawn(taken, recovering=True)
+            else:
+                await self.store.release(job.id, self.config.replica_id)
+        # Preflight interrupted by the restart (nothing ran): checked at every tick, see the method.
+        await self._fail_interrupted_preflights()

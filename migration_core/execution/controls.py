@@ -1,0 +1,95 @@
+"""Operator controls of a running migration, each checked against the run's state and recorded with its actor.
+
+abort (refused in post-copy: it would lose the VM), switch to post-copy (only when the plan enabled it),
+pause a post-copy migration, set the max downtime, cap the bandwidth. Refusals raise StateError / RequestError
+with the reason; every applied control becomes a Notice in the job's thread and a ControlRecord in the result.
+"""
+
+from __future__ import annotations
+
+from migration_core.errors import RequestError, StateError
+from migration_core.events import NoticeKind
+from migration_core.execution.base import ExecutorBase
+
+
+class ControlsMixin(ExecutorBase):
+    """`Executor`'s operator controls."""
+
+    async def abort(self, job_id: int, actor: str) -> None:
+        """Cancel a pre-copy migration; the VM keeps running on the source. Refused in post-copy."""
+        run = self._active(job_id, "be aborted")
+        if run.postcopy:
+            await self._control(run, actor, "abort", "refused: the migration is in post-copy", applied=False)
+            raise StateError(
+                f"job {job_id} is in post-copy: the VM already runs on {run.route.destination.name} and part "
+                f"of its memory is still on {run.route.source.name}; aborting now would lose the VM",
+                "let it finish; if the link broke, recover with post-copy resume",
+            )
+        run.aborted_by = actor
+        await self.hypervisor.abort_job(run.route.source.uri, run.route.vm)
+        await self._control(run, actor, "abort", "abort requested; the VM stays on the source")
+
+    async def switch_postcopy(self, job_id: int, actor: str) -> None:
+        """Switch to post-copy now (only when the plan enabled it with VIR_MIGRATE_POSTCOPY)."""
+        run = self._active(job_id, "switch to post-copy")
+        if "POSTCOPY" not in run.route.flag_set:
+            raise StateError(
+                f"job {job_id} was not started with post-copy enabled, so it cannot switch",
+                "abort it and migrate again with --postcopy",
+            )
+        if run.postcopy:
+            raise StateError(f"job {job_id} is already in post-copy", "nothing to do: it will finish on its own")
+        await self.hypervisor.start_postcopy(run.route.source.uri, run.route.vm)
+        run.postcopy = True
+        if run.controller is not None and run.state is not None:
+            run.state = run.controller.note_postcopy_requested(run.state, self.clock().timestamp())
+        await self._control(
+            run,
+            actor,
+            "switch_postcopy",
+            "switched to post-copy: the VM now runs on the destination; it can no longer be aborted",
+            kind=NoticeKind.POSTCOPY,
+        )
+
+    async def pause_postcopy(self, job_id: int, actor: str) -> None:
+        """Pause a post-copy migration (abortJobFlags POSTCOPY): the VM waits for `recover_postcopy`.
+
+        Caution from the lab (QEMU 7.2): pausing while the link is down and the destination has not yet
+        noticed made the destination's QEMU crash once the link came back. Prefer waiting for libvirt to
+        declare the post-copy failed, then `recover_postcopy`.
+        """
+        run = self._active(job_id, "pause its post-copy")
+        if not run.postcopy:
+            raise StateError(
+                f"job {job_id} is not in post-copy, so there is nothing to pause",
+                "in pre-copy, abort instead: the VM keeps running on the source",
+            )
+        await self.hypervisor.pause_postcopy(run.route.source.uri, run.route.vm)
+        await self._control(
+            run,
+            actor,
+            "pause_postcopy",
+            "post-copy paused: the VM waits until the migration is resumed (POSTCOPY_RESUME)",
+            kind=NoticeKind.POSTCOPY,
+        )
+
+    async def set_max_downtime(self, job_id: int, downtime_ms: int, actor: str) -> None:
+        """Set the max downtime (ms) of a pre-copy migration; the controller's ramp continues from it."""
+        if downtime_ms <= 0:
+            raise RequestError(f"max downtime must be positive, not {downtime_ms} ms", "e.g. 300ms or 1s")
+        run = self._active(job_id, "change its max downtime")
+        if run.postcopy:
+            raise StateError(f"job {job_id} is in post-copy: the max downtime no longer applies", "")
+        await self.hypervisor.set_max_downtime(run.route.source.uri, run.route.vm, downtime_ms)
+        if run.controller is not None and run.state is not None:
+            run.state = run.controller.note_downtime(run.state, downtime_ms)
+        await self._control(run, actor, "set_max_downtime", f"max downtime set to {downtime_ms} ms")
+
+    async def set_bandwidth(self, job_id: int, bandwidth_mib_s: int, actor: str) -> None:
+        """Cap the migration bandwidth (MiB/s); in post-copy the post-copy cap is set."""
+        if bandwidth_mib_s <= 0:
+            raise RequestError(f"bandwidth must be positive, not {bandwidth_mib_s} MiB/s", "e.g. 100M or 1G")
+        run = self._active(job_id, "change its bandwidth")
+        await self.hypervisor.set_max_speed(run.route.source.uri, run.route.vm, bandwidth_mib_s, postcopy=run.postcopy)
+        phase = "post-copy" if run.postcopy else "pre-copy"
+        await self._control(run, actor, "set_bandwidth", f"{phase} bandwidth capped at {bandwidth_mib_s} MiB/s")

@@ -1,0 +1,225 @@
+"""Typed job-stats readings -> progress samples: monotonic %, phase, MiB/s, ETA, expected downtime, stall.
+
+Pure: the caller polls `dom.jobStats()`, parses it (`parse_job_stats`, re-exported from jobstats.py) and
+passes the reading and the time in. The stall signal is stall.py's, the same one the controller acts on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from migration_core.execution.convergence import Observation
+from migration_core.execution.stall import DEFAULT_EWMA_ALPHA, DEFAULT_MIN_DROP_FRACTION, Ewma, StallWatch, eta_s
+from migration_core.hypervisor.jobstats import JobStatsReading, parse_job_stats, reading_from_job_stats
+from migration_core.hypervisor.types import JobType
+from migration_core.models import Phase, ProgressSample
+from migration_core.planning.prediction import MIB
+
+__all__ = [
+    "MAX_RUNNING_PERCENT",
+    "JobStatsReading",
+    "JobType",
+    "ProgressTracker",
+    "detect_phase",
+    "observation_from",
+    "parse_job_stats",
+    "raw_percent",
+    "reading_from_job_stats",
+]
+
+MAX_RUNNING_PERCENT = 99.0  # oVirt: never show 100 % before the job has really completed
+
+
+def detect_phase(reading: JobStatsReading, postcopy_active: bool = False) -> Phase:
+    """Where the job is. libvirt has no phase key: post-copy is known by the caller (it switched, or the
+    lifecycle event said so); storage copy (NBD) runs before any memory is sent; "completing" is the final
+    stop-and-copy (nothing left to send) or a completed job not yet verified.
+    """
+    if reading.job_type is JobType.COMPLETED:
+        return Phase.COMPLETING
+    if postcopy_active:
+        return Phase.POSTCOPY
+    if reading.memory_processed_bytes == 0 and reading.memory_iteration == 0:
+        if reading.disk_total_bytes > 0:
+            return Phase.STORAGE
+        if reading.data_processed_bytes == 0:
+            return Phase.SETUP
+    if reading.data_remaining_bytes == 0 and reading.data_processed_bytes > 0:
+        return Phase.COMPLETING
+    return Phase.PRECOPY
+
+
+def observation_from(reading: JobStatsReading, phase: Phase, now_s: float) -> Observation:
+    """The controller's view of a reading (`phase` from the tracker's sample, `now_s` monotonic seconds)."""
+    return Observation(
+        now_s=now_s,
+        elapsed_s=reading.elapsed_s,
+        phase=phase,
+        memory_iteration=reading.memory_iteration,
+        data_remaining_bytes=reading.remaining_bytes,
+        data_processed_bytes=reading.processed_bytes,
+        memory_bps=reading.memory_bytes_s,
+        disk_bps=reading.disk_bytes_s,
+        dirty_rate_pages_s=reading.dirty_rate_pages_s,
+        page_size_bytes=reading.page_size_bytes,
+        expected_downtime_ms=reading.downtime_ms,
+    )
+
+
+def raw_percent(reading: JobStatsReading, redirtied_bytes: int = 0) -> float:
+    """Done / (done + still to send), in %.
+
+    "Done" counts zero pages (`handled_bytes`), or a mostly empty VM would show 15 % just before it completes.
+    "Still to send" is `data_remaining` plus `redirtied_bytes`: the pages the guest dirtied since the current
+    pass began, which libvirt only adds to `data_remaining` at the next pass. Without them every pass bottoms
+    out near 0 remaining, and a percentage that never goes backwards would sit at 97 % from the end of the
+    first pass of a migration that never converges. `data_total` is not the denominator: for migrations
+    (unbounded jobs) it is less than done + remaining because re-dirtied pages are sent again; it only counts
+    while memory has not started to move (setup, storage copy), so that the memory still to come is in.
+
+    >>> raw_percent(JobStatsReading(JobType.UNBOUNDED, data_total_bytes=256, data_processed_bytes=384,
+    ...                             data_remaining_bytes=128, memory_iteration=3))
+    75.0
+    >>> raw_percent(JobStatsReading(JobType.UNBOUNDED, data_total_bytes=256, data_processed_bytes=248,
+    ...                             data_remaining_bytes=8, memory_iteration=1), redirtied_bytes=124)
+    65.3
+    >>> raw_percent(JobStatsReading(JobType.UNBOUNDED, data_total_bytes=320, disk_total_bytes=64,
+    ...                             data_processed_bytes=64, disk_processed_bytes=64))  # disks copied
+    20.0
+    """
+    done, remaining = reading.handled_bytes, reading.remaining_bytes
+    if reading.memory_iteration == 0 and reading.memory_processed_bytes == 0:
+        denominator = max(reading.total_bytes, done + remaining)
+    else:
+        denominator = done + remaining + redirtied_bytes
+    return round(100.0 * done / denominator, 1) if denominator > 0 else 0.0
+
+
+class ProgressTracker:
+    """Turns successive readings of one job into `ProgressSample`s; state lives in the object, no I/O."""
+
+    def __init__(
+        self,
+        job_id: int,
+        *,
+        stall_after_s: float = 15.0,
+        ewma_alpha: float = DEFAULT_EWMA_ALPHA,
+        min_drop_fraction: float = DEFAULT_MIN_DROP_FRACTION,
+    ) -> None:
+        self.job_id = job_id
+        self.stall_after_s = stall_after_s
+        self._bandwidth = Ewma(alpha=ewma_alpha)
+        self._stall = StallWatch(min_drop_fraction=min_drop_fraction)
+        self._percent = 0.0
+        self._pass: tuple[int, float] = (-1, 0.0)  # (memory_iteration, elapsed_s when it was first seen)
+        self._first_at: datetime | None = None
+        self._last: ProgressSample | None = None
+
+    @property
+    def last(self) -> ProgressSample | None:
+        return self._last
+
+    @property
+    def stall(self) -> StallWatch:
+        return self._stall
+
+    def update(
+        self, reading: JobStatsReading, now: datetime, *, postcopy_active: bool = False
+    ) -> ProgressSample | None:
+        """Fold one reading in; returns the sample to show, or None for a NONE-type reading (ignored)."""
+        if reading.job_type is JobType.NONE:
+            return None
+        if self._first_at is None:
+            self._first_at = now
+        if reading.job_type in (JobType.FAILED, JobType.CANCELLED) and self._last is not None:
+            phase = self._last.phase
+        else:
+            phase = detect_phase(reading, postcopy_active)
+        now_s = now.timestamp()
+        if reading.transfer_bytes_s > 0:  # same rule as the controller, so both see the same stall
+            self._bandwidth = self._bandwidth.update(reading.transfer_bytes_s)
+        remaining = reading.remaining_bytes
+        self._stall = self._stall.observe(
+            now_s=now_s,
+            phase=phase,
+            iteration=reading.memory_iteration,
+            remaining_bytes=remaining,
+            bandwidth_bytes_s=self._bandwidth.value,
+        )
+        stalled_for = self._stall.stalled_for_s(now_s)
+        stalled = stalled_for >= self.stall_after_s
+        dirty_mib_s = reading.dirty_rate_mib_s
+        elapsed = reading.elapsed_s or (now - self._first_at).total_seconds()
+        if reading.memory_iteration != self._pass[0]:
+            self._pass = (reading.memory_iteration, elapsed)
+        redirtied = 0
+        if phase is Phase.PRECOPY and dirty_mib_s:
+            since_pass_s = max(0.0, elapsed - self._pass[1])
+            redirtied = int(
+                min(dirty_mib_s * MIB * since_pass_s, reading.memory_total_bytes or reading.total_bytes)
+            )
+        percent = raw_percent(reading, redirtied)
+        self._percent = min(MAX_RUNNING_PERCENT, max(self._percent, percent))
+        eta = (
+            None
+            if stalled or phase is Phase.SETUP
+            else eta_s(
+                phase, remaining, self._bandwidth.value, None if dirty_mib_s is None else dirty_mib_s * MIB
+            )
+        )
+        self._last = ProgressSample(
+            job_id=self.job_id,
+            at=now,
+            phase=phase,
+            percent=self._percent,
+            elapsed_s=elapsed,
+            data_processed_bytes=reading.processed_bytes,
+            data_remaining_bytes=remaining,
+            data_total_bytes=reading.total_bytes,
+            throughput_mib_s=(self._bandwidth.value or 0.0) / MIB,
+            dirty_rate_mib_s=dirty_mib_s,
+            iteration=reading.memory_iteration,
+            expected_downtime_ms=reading.downtime_ms,
+            eta_s=None if eta is None else round(eta, 1),
+            stalled=stalled,
+            stalled_for_s=round(stalled_for, 1),
+            postcopy_requests=reading.postcopy_requests,
+            auto_converge_throttle_pct=reading.auto_converge_throttle_pct,
+        )
+        return self._last
+
+    def finish(self, now: datetime, reading: JobStatsReading | None = None) -> ProgressSample:
+        """The job completed: 100 %, phase DONE; `reading`: the completed-job stats (real downtime)."""
+        last = self._last
+        if reading is not None:
+            processed, total = reading.processed_bytes, reading.total_bytes
+            elapsed, iteration, downtime = reading.elapsed_s, reading.memory_iteration, reading.downtime_ms
+            requests, throttle = reading.postcopy_requests, reading.auto_converge_throttle_pct
+        elif last is not None:
+            processed, total = last.data_processed_bytes + last.data_remaining_bytes, last.data_total_bytes
+            elapsed, iteration, downtime = last.elapsed_s, last.iteration, last.expected_downtime_ms
+            requests, throttle = last.postcopy_requests, last.auto_converge_throttle_pct
+        else:
+            processed = total = iteration = requests = throttle = 0
+            elapsed, downtime = 0.0, None
+        self._percent = 100.0
+        self._last = ProgressSample(
+            job_id=self.job_id,
+            at=now,
+            phase=Phase.DONE,
+            percent=100.0,
+            elapsed_s=elapsed,
+            data_processed_bytes=processed,
+            data_remaining_bytes=0,
+            data_total_bytes=total,
+            throughput_mib_s=last.throughput_mib_s if last else 0.0,
+            dirty_rate_mib_s=None,
+            iteration=iteration,
+            expected_downtime_ms=downtime,
+            eta_s=0.0,
+            stalled=False,
+            stalled_for_s=0.0,
+            postcopy_requests=requests,
+            auto_converge_throttle_pct=throttle,
+        )
+        return self._last

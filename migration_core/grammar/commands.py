@@ -1,0 +1,218 @@
+"""The commands /migrate understands (typed, frozen) and their JSON and canonical text forms (pure)."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from migration_core.errors import GrammarError
+from migration_core.grammar.values import DASHES
+from migration_core.models import CopyStorage, MigrationMode, MigrationOptions, MigrationRequest
+
+
+@dataclass(frozen=True)
+class MigrateCommand:
+    """`<vm> to <host> [options]` (plan_only=False) or `plan <vm> to <host> [options]` (plan_only=True)."""
+
+    request: MigrationRequest
+    plan_only: bool = False
+
+
+@dataclass(frozen=True)
+class StatusCommand:
+    """`status [<job-id>|<vm>]`: an int is a job id, a str a VM name, None means everything active."""
+
+    target: int | str | None = None
+
+
+@dataclass(frozen=True)
+class CancelCommand:
+    """`cancel <job-id>`: withdraw a job that has not started."""
+
+    job_id: int
+
+
+@dataclass(frozen=True)
+class HistoryCommand:
+    """`history [<vm>|<host>] [--limit N]`: recent jobs, newest first."""
+
+    subject: str | None = None
+    limit: int = 20
+
+
+@dataclass(frozen=True)
+class HostsCommand:
+    """`hosts`: the inventory and whether each host answers."""
+
+
+@dataclass(frozen=True)
+class HelpCommand:
+    """`help [<topic>]` (and empty text); `topic` is normalised to one of grammar_help.TOPICS."""
+
+    topic: str | None = None
+
+
+Command: TypeAlias = (
+    MigrateCommand | StatusCommand | CancelCommand | HistoryCommand | HostsCommand | HelpCommand
+)
+COMMAND_WORDS = ("plan", "status", "cancel", "history", "hosts", "help")
+
+
+def command_to_json(cmd: Command) -> dict[str, Any]:
+    """The `migrate-bot parse TEXT --json` contract: one flat object per command (keys are relied on)."""
+    if isinstance(cmd, MigrateCommand):
+        o = cmd.request.options
+        return {
+            "command": "plan" if cmd.plan_only else "migrate",
+            "vm": cmd.request.vm,
+            "destination": cmd.request.destination,
+            "mode": o.mode.value if o.mode else None,
+            "persistent": o.persistent,
+            "undefine_source": o.undefine_source,
+            "postcopy": o.postcopy,
+            "postcopy_after_s": o.postcopy_after_s,
+            "auto_converge": o.auto_converge,
+            "parallel_connections": o.parallel_connections,
+            "max_downtime_ms": o.max_downtime_ms,
+            "bandwidth_mib_s": o.bandwidth_mib_s,
+            "copy_storage": o.copy_storage.value if o.copy_storage else None,
+            "compressed": o.compressed,
+            "tls": o.tls,
+            "timeout_s": o.timeout_s,
+            "reason": o.reason,
+        }
+    if isinstance(cmd, StatusCommand):
+        return {"command": "status", "target": cmd.target}
+    if isinstance(cmd, CancelCommand):
+        return {"command": "cancel", "job_id": cmd.job_id}
+    if isinstance(cmd, HistoryCommand):
+        return {"command": "history", "subject": cmd.subject, "limit": cmd.limit}
+    if isinstance(cmd, HostsCommand):
+        return {"command": "hosts"}
+    return {"command": "help", "topic": cmd.topic}
+
+
+def error_to_json(err: GrammarError) -> dict[str, str]:
+    """`{"error": ..., "hint": ...}`: what `migrate-bot parse --json` prints on a grammar error."""
+    return {"error": err.message, "hint": err.hint}
+
+
+def command_to_text(cmd: Command) -> str:
+    """The canonical text of a command (what goes after `/migrate`); parsing it gives the same command."""
+    if isinstance(cmd, MigrateCommand):
+        r, o = cmd.request, cmd.request.options
+        parts = ["plan"] if cmd.plan_only else []
+        parts += [r.vm, "to", r.destination]
+        if o.mode is not None:
+            parts.append(f"--{o.mode.value}")
+        parts += ["--transient"] if not o.persistent else []
+        parts += ["--undefine-source"] if o.undefine_source else []
+        parts += ["--postcopy"] if o.postcopy and o.postcopy_after_s is None else []
+        parts += ["--postcopy-after", _seconds(o.postcopy_after_s)] if o.postcopy_after_s is not None else []
+        parts += ["--auto-converge"] if o.auto_converge else []
+        parts += ["--parallel", str(o.parallel_connections)] if o.parallel_connections is not None else []
+        parts += (
+            ["--max-downtime", _seconds(o.max_downtime_ms / 1000)] if o.max_downtime_ms is not None else []
+        )
+        parts += ["--bandwidth", _rate(o.bandwidth_mib_s)] if o.bandwidth_mib_s is not None else []
+        parts += ["--copy-storage", o.copy_storage.value] if o.copy_storage is not None else []
+        parts += ["--compressed"] if o.compressed else []
+        parts += ["--tls"] if o.tls else []
+        parts += ["--timeout", _seconds(o.timeout_s)] if o.timeout_s is not None else []
+        if o.reason is not None and o.reason[:1] in DASHES:
+            parts.append("--reason=" + shlex.quote(o.reason))  # else the reason would read as an option
+        elif o.reason is not None:
+            parts += ["--reason", shlex.quote(o.reason)]
+        return " ".join(parts)
+    if isinstance(cmd, StatusCommand):
+        return "status" if cmd.target is None else f"status {cmd.target}"
+    if isinstance(cmd, CancelCommand):
+        return f"cancel {cmd.job_id}"
+    if isinstance(cmd, HistoryCommand):
+        subject = f" {cmd.subject}" if cmd.subject else ""
+        return f"history{subject}" + (f" --limit {cmd.limit}" if cmd.limit != 20 else "")
+    if isinstance(cmd, HostsCommand):
+        return "hosts"
+    return "help" if cmd.topic is None else f"help {cmd.topic}"
+
+
+def _seconds(value: float | None) -> str:
+    """90.5 -> "1m30s500ms": the largest units first, as the grammar reads them back exactly."""
+    assert value is not None
+    rest_ms = round(value * 1000)
+    parts = []
+    for unit, unit_ms in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, rest_ms = divmod(rest_ms, unit_ms)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+def _rate(mib_s: int) -> str:
+    return f"{mib_s // 1024}G" if mib_s % 1024 == 0 else f"{mib_s}M"
+
+
+def command_from_json_unchecked(data: dict[str, Any]) -> Command:
+    """Inverse of `command_to_json`, checking keys and types only (command_from_json checks the rest)."""
+    kind = data.get("command")
+    try:
+        if kind in ("migrate", "plan"):
+            cmd: Command = _migrate_from_json(data)
+        elif kind == "status":
+            cmd = StatusCommand(data["target"])
+        elif kind == "cancel":
+            cmd = CancelCommand(data["job_id"])
+        elif kind == "history":
+            cmd = HistoryCommand(data["subject"], data["limit"])
+        elif kind == "hosts":
+            cmd = HostsCommand()
+        elif kind == "help":
+            cmd = HelpCommand(data["topic"])
+        else:
+            known = ", ".join(("migrate", *COMMAND_WORDS))
+            raise GrammarError(f"unknown command {kind!r} in JSON", f"one of: {known}")
+    except (KeyError, ValueError, TypeError) as exc:
+        raise GrammarError(
+            f"malformed {kind} command in JSON: {exc!r}", "produce it with command_to_json"
+        ) from None
+    expected = set(command_to_json(cmd))
+    if set(data) != expected:
+        raise GrammarError(
+            f"{kind} command in JSON has keys {sorted(data)}", f"expected exactly {sorted(expected)}"
+        )
+    return cmd
+
+
+def _migrate_from_json(data: dict[str, Any]) -> MigrateCommand:
+    def typed(key: str, *types: type, nullable: bool = True) -> Any:
+        value = data[key]
+        if value is None and nullable:
+            return None
+        if not isinstance(value, types) or isinstance(value, bool) != (bool in types):
+            raise TypeError(f"{key} must be {' or '.join(t.__name__ for t in types)}, not {value!r}")
+        return value
+
+    options = MigrationOptions(
+        mode=MigrationMode(data["mode"]) if data["mode"] is not None else None,
+        persistent=typed("persistent", bool, nullable=False),
+        undefine_source=typed("undefine_source", bool, nullable=False),
+        postcopy=typed("postcopy", bool, nullable=False),
+        postcopy_after_s=_float_or_none(typed("postcopy_after_s", int, float)),
+        auto_converge=typed("auto_converge", bool, nullable=False),
+        parallel_connections=typed("parallel_connections", int),
+        max_downtime_ms=typed("max_downtime_ms", int),
+        bandwidth_mib_s=typed("bandwidth_mib_s", int),
+        copy_storage=CopyStorage(data["copy_storage"]) if data["copy_storage"] is not None else None,
+        compressed=typed("compressed", bool, nullable=False),
+        tls=typed("tls", bool, nullable=False),
+        timeout_s=_float_or_none(typed("timeout_s", int, float)),
+        reason=typed("reason", str),
+    )
+    vm, destination = typed("vm", str, nullable=False), typed("destination", str, nullable=False)
+    request = MigrationRequest(vm, destination, options)
+    return MigrateCommand(request, plan_only=data["command"] == "plan")
+
+
+def _float_or_none(value: int | float | None) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,156 @@
+"""Help text for /migrate (Slack, the console and the CLI all show this), generated from the option table."""
+
+from __future__ import annotations
+
+from migration_core.grammar.spec import ALIASES, OPTIONS, OPTIONS_BY_NAME, Arity, OptionSpec
+from migration_core.grammar.values import NAME_RULE
+
+_USAGE = """\
+/migrate <vm> to <host> [options]        request a migration (preflight, then an approval card)
+/migrate plan <vm> to <host> [options]   preflight and prediction only; nothing is changed
+/migrate status [<job-id>|<vm>]          one job (#41 or 41), the latest job of a VM, or everything active
+/migrate cancel <job-id>                 withdraw a request that has not started yet
+/migrate history [<vm>|<host>] [--limit N]   recent jobs, newest first (default 20, at most 500)
+/migrate hosts                           the hosts in the inventory and whether each answers
+/migrate help [<topic>]                  topics: commands, options, examples, durations, names,
+                                         a command (status...) or an option (postcopy...)"""
+
+_EXAMPLES = """\
+/migrate vm42 to hostB
+    live-migrate the running VM vm42 to hostB, persistent there (the defaults)
+/migrate plan vm42 to hostB
+    show the preflight checks and the convergence prediction; changes nothing
+/migrate vm42 to hostB --postcopy --reason "CHG-1234 kernel update"
+    allow post-copy if pre-copy does not converge; record the change ticket
+/migrate busy to hostB --postcopy-after 30s --max-downtime 500ms
+    switch to post-copy after 30 s of pre-copy; allow up to 500 ms of pause at switch-over
+/migrate db1 to hostC --parallel 4 --bandwidth 2G --timeout 20m
+    four connections, at most 2 GiB/s, give up after 20 minutes
+/migrate disky to hostB --copy-storage all
+    also copy the VM's local (non-shared) disks
+/migrate stopped to hostB --offline --undefine-source
+    move a shut-off VM's definition and remove it from the source
+/migrate status #41        /migrate cancel 41        /migrate history hostB --limit 50"""
+
+_DURATIONS = """\
+Durations: 300ms, 30s, 5m, 1h30m, 1.5h (units h, m, s, ms; largest first).
+A bare number is seconds, except for --max-downtime where it is milliseconds (as in virsh).
+Rates (--bandwidth) are in MiB per second: 500, 500M, 500MiB/s, 2G, 2GiB/s.
+Bytes, not bits: 10 Gbit/s is about 1192M, 1 Gbit/s about 119M."""
+
+_NAMES = f"""\
+VM and host names: {NAME_RULE}.
+Job ids are numbers, written 41 or #41; a plain number after status is always a job id.
+Typing on a phone is fine: — or – instead of --, curly quotes and odd spaces are understood."""
+
+_COMMANDS: dict[str, str] = {
+    "migrate": """\
+/migrate <vm> to <host> [options]
+Runs preflight (CPU, storage, devices, network, capacity...), predicts whether the migration converges,
+and posts an approval card. Once approved it runs, with live progress in the card's thread.
+A running VM migrates live, a shut-off VM offline, unless --live or --offline says otherwise.
+See `/migrate help options` and `/migrate help examples`.""",
+    "plan": """\
+/migrate plan <vm> to <host> [options]
+The same preflight report and prediction as a request, without asking anyone to approve and without
+changing anything. Takes the same options as a request.""",
+    "status": """\
+/migrate status              every active migration and the queue
+/migrate status 41           job #41 (also: status #41)
+/migrate status vm42         the latest job of VM vm42""",
+    "cancel": """\
+/migrate cancel 41
+Withdraws job #41 if it has not started (awaiting approval, approved or queued).
+A running migration is stopped with the Abort button in its thread instead.""",
+    "history": """\
+/migrate history                    the 20 most recent jobs
+/migrate history vm42 --limit 50    the last 50 jobs of VM vm42 (or of a host: history hostB)""",
+    "hosts": """\
+/migrate hosts
+Lists the hosts of the inventory (hosts file), whether each one's libvirt answers, and its limits on
+concurrent inbound and outbound migrations.""",
+    "help": """\
+/migrate help [<topic>]
+Topics: commands, options, examples, durations, names, a command (status, history...) or an option
+(postcopy, max-downtime...). `/migrate help --postcopy` works too.""",
+}
+
+_OPTION_DETAILS: dict[str, str] = {
+    "live": "Fails preflight if the VM is shut off.",
+    "offline": "Only for a shut-off VM. Cannot be combined with live-only options or --transient.",
+    "transient": "Cannot be combined with --undefine-source: the VM would be defined nowhere.",
+    "undefine-source": "Without it the source keeps a shut-off copy of the definition.",
+    "postcopy": (
+        "The VM starts on the destination and fetches the remaining memory on demand. If the link fails "
+        "during post-copy the VM cannot run on either host until the migration is recovered, so the bot "
+        "never aborts in post-copy. Refused for VMs with vGPUs, migratable VFs or a vIOMMU."
+    ),
+    "postcopy-after": "Like virsh's --timeout N --timeout-postcopy. Example: --postcopy-after 45s",
+    "parallel": "Roughly one connection per 10 Gbit/s of link helps. Example: --parallel 4",
+    "max-downtime": "Example: --max-downtime 500ms (or 500). At most 60 s.",
+    "bandwidth": "Example: --bandwidth 1G. Bytes, not bits: 10 Gbit/s is about 1192M.",
+    "copy-storage": "Needed when a disk is not on storage both hosts share. Example: --copy-storage all",
+    "timeout": "Example: --timeout 20m",
+    "reason": "Shown on the approval card and kept in the history. Also --reason=TEXT.",
+    "limit": "Example: /migrate history hostB --limit 100",
+}
+
+TOPICS: tuple[str, ...] = (
+    "commands", "options", "examples", "durations", "names", *_COMMANDS, *(o.name for o in OPTIONS)
+)  # fmt: skip
+
+
+def topic_key(topic: str) -> str:
+    """Normalise a help topic as typed (`--postcopy`, `Options`, `max_downtime`) to a key of TOPICS."""
+    key = topic.strip().lstrip("-\u2013\u2014").lower().replace("_", "-")
+    if key in ALIASES:
+        key = ALIASES[key][0]
+    return {"option": "options", "example": "examples", "command": "commands", "duration": "durations",
+            "name": "names", "request": "migrate"}.get(key, key)  # fmt: skip
+
+
+def _option_line(spec: OptionSpec) -> str:
+    usage = f"--{spec.name}" + (f" {spec.metavar}" if spec.arity is not Arity.FLAG else "")
+    return f"  {usage:<26} {spec.summary}"
+
+
+def _options_text() -> str:
+    migrate_opts = [o for o in OPTIONS if not o.history_only]
+    lines = ["Options (virsh's names). Live-only options cannot be combined with --offline:"]
+    lines += [_option_line(o) + (" [live]" if o.live_only else "") for o in migrate_opts]
+    lines.append("Values may also be written --option=value. virsh spellings work too: "
+                 + ", ".join(f"--{a}" for a in ALIASES) + ".")  # fmt: skip
+    lines.append(_DURATIONS)
+    return "\n".join(lines)
+
+
+def help_text(topic: str | None = None) -> str:
+    """The help for `topic` (None: the overview). An unknown topic gets the overview and the topic list."""
+    if topic is None:
+        return "\n\n".join([
+            "Migrate KVM virtual machines between hosts, with preflight checks and approval.",
+            _USAGE,
+            "Examples:\n" + "\n".join(_EXAMPLES.split("\n")[:6]),
+            "More: `/migrate help options`, `/migrate help examples`, `/migrate help durations`.",
+        ])  # fmt: skip
+    key = topic_key(topic)
+    if key == "commands":
+        return _USAGE
+    if key == "options":
+        return _options_text()
+    if key == "examples":
+        return _EXAMPLES
+    if key == "durations":
+        return _DURATIONS
+    if key == "names":
+        return _NAMES
+    if key in _COMMANDS:
+        return _COMMANDS[key]
+    spec = OPTIONS_BY_NAME.get(key)
+    if spec is not None:
+        detail = _OPTION_DETAILS.get(spec.name)
+        text = _option_line(spec).strip()
+        if spec.live_only:
+            text += "\nLive migrations only (not with --offline)."
+        return text + (f"\n{detail}" if detail else "")
+    return f"No help on `{topic}`. Topics: {', '.join(TOPICS)}.\n\n" + help_text(None)

@@ -1,0 +1,211 @@
+"""libvirt errors -> the core's exception tree, in one place, by error code (pure; hypervisor.py calls it).
+
+Every message says what is wrong in the operator's words and the hint says what to do. The raw libvirt text
+is kept at the end of the message, because it is what a search engine or libvirt's own logs will know.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from migration_core.errors import HostUnreachable, HypervisorError
+from migration_core.hypervisor.types import DomainNotFound, JobAborted, VirErr
+
+# Text fragments of libvirt/socket errors that mean "the daemon at the other end is not there".
+_UNREACHABLE = (
+    "connection refused",
+    "no route to host",
+    "network is unreachable",
+    "connection reset",
+    "end of file while reading data",
+    "cannot recv data",
+    "client socket is closed",
+    "unable to connect to server",
+    "failed to connect socket",
+    "connection timed out",
+    "broken pipe",
+    "name or service not known",
+    "host key verification failed",
+    "permission denied (publickey",
+)
+
+_SAME_HOST = re.compile(r"same host\s*([0-9a-f-]{36})?", re.IGNORECASE)
+_MISSING_FEATURES = re.compile(
+    r"(?:does not provide (?:the )?required features|missing features|lacks? features?)\s*:\s*(.+)$",
+    re.IGNORECASE,
+)
+_LIBVIRT_PREFIX = re.compile(
+    r"^(internal error|operation failed|Requested operation is not valid|unsupported configuration|"
+    r"operation aborted|Operation not supported|argument unsupported|invalid argument)\s*:\s*",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ErrorContext:
+    """Where an error happened: the host's inventory name and URI, what we were doing, on which VM."""
+
+    host: str
+    uri: str
+    op: str
+    vm: str | None = None
+    peer: str | None = None
+    peer_uri: str | None = None
+
+
+def strip_prefix(message: str) -> str:
+    """strip_prefix("internal error: qemu died") == "qemu died" (libvirt's category prefix is noise)."""
+    return _LIBVIRT_PREFIX.sub("", message.strip(), count=1)
+
+
+def missing_features(message: str) -> tuple[str, ...]:
+    """Features named in a CPU-incompatibility message.
+
+    missing_features("the CPU is incompatible with host CPU: Host CPU does not provide required features:
+    pni, avx") == ("pni", "avx")
+    """
+    match = _MISSING_FEATURES.search(message.strip())
+    if not match:
+        return ()
+    return tuple(f.strip().rstrip(".") for f in match.group(1).split(",") if f.strip())
+
+
+def looks_unreachable(message: str) -> bool:
+    low = message.lower()
+    return any(fragment in low for fragment in _UNREACHABLE)
+
+
+def reachability_hint(uri: str) -> str:
+    """What to check when the daemon at `uri` does not answer, by transport."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme
+    if "+unix" in scheme or (not parts.netloc and "+" not in scheme):
+        socket = parse_qs(parts.query).get("socket", ["/run/libvirt/libvirt-sock"])[0]
+        return f"is libvirtd running on that host and its socket {socket} present?"
+    if "+ssh" in scheme or "+libssh" in scheme:
+        return "can the bot ssh to that host with its key, and is libvirtd running there?"
+    if "+tls" in scheme:
+        port = parts.port or 16514
+        return f"is libvirtd running with listen_tls, port {port} open, and are the certificates valid?"
+    port = parts.port or 16509
+    return f"is libvirtd running and port {port} open?"
+
+
+def translate(code: int | None, message: str, ctx: ErrorContext) -> HypervisorError:
+    """One libvirt error -> one exception of the core's tree with an operator message and a hint."""
+    text = strip_prefix(message)
+    where = f"{ctx.host}'s libvirtd at {ctx.uri}"
+    if code == VirErr.NO_DOMAIN:
+        name = ctx.vm or "that VM"
+        return DomainNotFound(
+            f"no VM named {name} on {ctx.host}",
+            "check the name and the host with `virsh list --all` on that host, or `/migrate hosts`",
+            code,
+        )
+    same = _SAME_HOST.search(message)
+    if same and "migrate" in message.lower():
+        uuid = same.group(1) or "?"
+        return HypervisorError(
+            f"source and destination are the same host (same host UUID {uuid})",
+            "two inventory entries point at one libvirtd, or two hosts share a host_uuid: give each host a "
+            "distinct host_uuid in libvirtd.conf, or pick another destination",
+            code,
+        )
+    features = missing_features(message)
+    if code == VirErr.CPU_INCOMPATIBLE or features:
+        named = ", ".join(features) if features else "some CPU features"
+        return HypervisorError(
+            f"the destination CPU lacks {named}: the VM cannot run there with its current CPU model ({text})",
+            "set the VM's CPU to the baseline of both hosts (`migrate-bot plan` shows it), or pick a "
+            "destination with a compatible CPU",
+            code,
+        )
+    if code == VirErr.MIGRATE_UNSAFE or "unsafe migration" in message.lower():
+        return HypervisorError(
+            f"libvirt refuses to migrate: the VM's disks are not on storage it considers shared ({text})",
+            "copy the disks with --copy-storage all (or inc), or put them on shared storage (NFS, Ceph, "
+            "SAN) mounted at the same path on both hosts; with cache='none' on a cluster filesystem",
+            code,
+        )
+    if code == VirErr.OPERATION_ABORTED:
+        return JobAborted(
+            f"the migration of {ctx.vm or 'the VM'} was cancelled ({text})",
+            "in pre-copy the VM keeps running on the source; check where it runs with `/migrate status`",
+            code,
+        )
+    if ctx.peer and ctx.peer_uri and looks_unreachable(message) and _mentions_peer(message, ctx.peer_uri):
+        return HostUnreachable(
+            f"{ctx.host} could not reach {ctx.peer}'s libvirtd at {ctx.peer_uri} ({text})",
+            f"{reachability_hint(ctx.peer_uri)} (checked from {ctx.host}, which dials it directly)",
+            code,
+        )
+    if ctx.peer and looks_unreachable(message):
+        return HostUnreachable(
+            f"the migration of {ctx.vm or 'the VM'} lost a libvirt connection ({text}): {ctx.peer} stopped "
+            f"answering {ctx.host}, or the bot lost {ctx.host}",
+            f"check both libvirt daemons and the link between {ctx.host} and {ctx.peer}; the summary shows "
+            "where the VM runs now",
+            code,
+        )
+    if code in (VirErr.NO_CONNECT, VirErr.RPC) or (
+        code in (VirErr.SYSTEM_ERROR, VirErr.INTERNAL_ERROR, None) and looks_unreachable(message) and not ctx.peer
+    ):
+        return HostUnreachable(f"{where} does not answer ({text})", reachability_hint(ctx.uri), code)
+    if code in (VirErr.AUTH_FAILED, VirErr.AUTH_UNAVAILABLE, VirErr.OPERATION_DENIED):
+        return HypervisorError(
+            f"{where} refused {ctx.op}: not allowed ({text})",
+            "the bot needs a read-write connection: check the URI's credentials and libvirtd's auth settings",
+            code,
+        )
+    if code == VirErr.OPERATION_TIMEOUT or "state change lock" in message:
+        return HypervisorError(
+            f"{ctx.vm or 'the VM'} on {ctx.host} is busy with another job ({text})",
+            "wait for the other job (a backup, snapshot or migration) to finish, or find it with "
+            "`virsh domjobinfo` on that host",
+            code,
+        )
+    if code == VirErr.NO_STORAGE_POOL and "target path" in message:
+        return HypervisorError(
+            f"{ctx.host} has no storage pool for a disk's directory, so libvirt cannot create the copy ({text})",
+            "pre-create the disk image on the destination (same path, size and format) or keep disks in a "
+            "storage pool there",
+            code,
+        )
+    if "could not open" in message.lower() and "no such file" in message.lower():
+        return HypervisorError(
+            f"a disk image is missing on the destination ({text})",
+            "libvirt's pool cache may be stale: refresh the destination's pools (`virsh pool-refresh`) and "
+            "pre-create the image",
+            code,
+        )
+    if "requires migration to be started with" in message:
+        return HypervisorError(
+            "post-copy was not enabled when this migration started, so it cannot switch to post-copy now",
+            "start the migration with --postcopy to be able to switch",
+            code,
+        )
+    if "domain is not running" in message.lower():
+        return HypervisorError(
+            f"{ctx.vm or 'the VM'} is not running on {ctx.host}, so {ctx.op} is not possible",
+            "a shut-off VM moves with an offline migration (--offline)",
+            code,
+        )
+    if "no job is active" in message.lower() or "no migration" in message.lower():
+        return HypervisorError(
+            f"{ctx.vm or 'the VM'} has no migration running on {ctx.host} ({text})",
+            "the migration has already ended: see its summary",
+            code,
+        )
+    return HypervisorError(
+        f"{ctx.host}: {ctx.op} failed: {text}",
+        f"see libvirtd.log and the QEMU log of {ctx.vm or 'the VM'} on {ctx.host}",
+        code,
+    )
+
+
+def _mentions_peer(message: str, peer_uri: str) -> bool:
+    """True when an error text names the peer's address (the source failed to dial the destination)."""
+    host = urlsplit(peer_uri).hostname or ""
+    return bool(host) and host in message

@@ -1,0 +1,404 @@
+"""The libvirt adapter: the only module of the core that imports libvirt. Async-friendly, typed, translated.
+
+The adapter is one class, `Hypervisor`, assembled from parts: this module (connections, events, the one
+place errors are translated, migration and its controls), hypervisor_facts.py (host/domain/CPU facts, dirty
+rate) and hypervisor_storage.py (pools, volumes, networks). The parts reach libvirt only through `_run` and
+the `_lv` module handle set here, so `import libvirt` stays in this one file. Results are the frozen
+dataclasses of hypervisor_types.py; errors are translated by hypervisor_errors.translate.
+
+Threads: every short libvirt call runs on this adapter's thread pool (the event loop never blocks); each
+migration runs on a dedicated thread with its own connection (it blocks for minutes). libvirt's event loop
+(keepalives, JOB_COMPLETED events) runs on one daemon thread (`virEventRegisterDefaultImpl` +
+`virEventRunDefaultImpl`): unlike libvirtaio it is not bound to one asyncio loop, so one adapter survives
+several loops (a test suite starts one per test).
+
+Hosts are addressed by their libvirt URI; `hosts` (name -> URI) and `add_host` only name them in messages.
+
+Migration mode and the bot's death: with `VIR_MIGRATE_PEER2PEER` (`migrateToURI3`) the source libvirtd runs
+the whole protocol inside one API call and talks to the destination daemon itself; when the calling client
+disconnects, the daemon finishes the call anyway, so the migration survives a `kill -9` of the bot (verified
+in the lab: tests/migration_core/test_hypervisor_lab.py::test_p2p_migration_survives_client_death). A
+client-managed migration (`migrate3` with a destination connection held by the bot) is driven phase by phase
+by the client: when the client dies, the destination's close callback kills the incoming QEMU and the source
+cancels, so the migration fails (same test file). The executor therefore uses P2P (the planner's default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import libvirt
+
+from migration_core import telemetry
+from migration_core.errors import HostUnreachable, HypervisorError
+from migration_core.hypervisor.errors import ErrorContext, looks_unreachable, translate
+from migration_core.hypervisor.fact_readers import HostFactsMixin
+from migration_core.hypervisor.storage import StorageMixin
+from migration_core.hypervisor.types import JobStats, JobType, StatValue, VirErr
+from migration_core.models import ParamValue
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_event_lock = threading.Lock()
+_event_thread: threading.Thread | None = None
+
+
+def _ensure_event_loop() -> None:
+    """Install libvirt's default event loop once per process and run it on a daemon thread.
+
+    It must exist before the first `open()` for keepalives and events to work on those connections.
+    """
+    global _event_thread
+    with _event_lock:
+        if _event_thread is not None:
+            return
+        # libvirt prints every error to stderr by default; we translate and report errors ourselves.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                try:
+                    libvirt.virEventRunDefaultImpl()
+                except Exception:  # never let the event thread die; log and go on
+                    log.exception("libvirt event loop iteration failed")
+                    time.sleep(0.1)
+
+        _event_thread = threading.Thread(target=run, name="libvirt-events", daemon=True)
+        _event_thread.start()
+
+
+def migration_flags(names: Sequence[str]) -> int:
+    """Flag names ("VIR_MIGRATE_LIVE" or "LIVE") -> the libvirt bit mask; an unknown name is an error."""
+    value = 0
+    for name in names:
+        full = name if name.startswith("VIR_MIGRATE_") else f"VIR_MIGRATE_{name}"
+        bit = getattr(libvirt, full, None)
+        if full.startswith("VIR_MIGRATE_PARAM_") or not isinstance(bit, int):
+            raise HypervisorError(
+                f"unknown migration flag {name!r}",
+                "flags are libvirt's virDomainMigrateFlags names, e.g. VIR_MIGRATE_LIVE (see libvirt.md §1)",
+            )
+        value |= bit
+    return value
+
+
+def _typed_params(params: Mapping[str, ParamValue]) -> dict[str, Any]:
+    """Plan params -> the dict libvirt-python turns into typed params (lists become multi-value keys)."""
+    return {key: (list(value) if isinstance(value, list | tuple) else value) for key, value in params.items()}
+
+
+def _stats(raw: Mapping[str, Any]) -> JobStats:
+    values: dict[str, StatValue] = {k: v for k, v in raw.items() if k != "type"}
+    try:
+        job_type = JobType(int(raw.get("type", 0)))
+    except ValueError:
+        job_type = JobType.NONE
+    return JobStats(job_type, values)
+
+
+class Hypervisor(HostFactsMixin, StorageMixin):
+    """Async facade over libvirt-python for many hosts (addressed by URI). Safe to share; call `close()`."""
+
+    _lv = libvirt
+
+    def __init__(
+        self,
+        hosts: Mapping[str, str] | None = None,
+        *,
+        keepalive_interval_s: int = 5,
+        keepalive_count: int = 3,
+        max_workers: int = 16,
+    ) -> None:
+        _ensure_event_loop()
+        self._labels = {uri: name for name, uri in (hosts or {}).items()}
+        self._keepalive = (keepalive_interval_s, keepalive_count)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="libvirt")
+        self._conns: dict[str, Any] = {}
+        self._conn_lock = threading.Lock()
+        self._completed: dict[str, tuple[float, JobStats]] = {}  # domain uuid -> (when, stats)
+
+    # ----- connections and the one place errors are translated -------------------------------------------
+
+    def label(self, uri: str) -> str:
+        """The inventory name of a host URI, or the URI itself."""
+        return self._labels.get(uri, uri)
+
+    def add_host(self, name: str, *uris: str | None) -> None:
+        """Name a host in messages: its client URI and its peer URI (how other daemons dial it)."""
+        for uri in uris:
+            if uri:
+                self._labels[uri] = name
+
+    def _open(self, uri: str) -> Any:
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as err:
+            telemetry.connection_error(self.label(uri), err.get_error_code())
+            raise translate(err.get_error_code(), str(err), ErrorContext(self.label(uri), uri, "connect")) from err
+        try:
+            conn.setKeepAlive(*self._keepalive)
+        except libvirt.libvirtError:
+            log.debug("keepalive not supported on %s", uri)
+        return conn
+
+    def _conn(self, uri: str) -> Any:
+        with self._conn_lock:
+            conn = self._conns.get(uri)
+            if conn is not None:
+                try:
+                    if conn.isAlive():
+                        return conn
+                except libvirt.libvirtError:
+                    pass
+                self._drop(uri)
+            conn = self._open(uri)
+            self._conns[uri] = conn
+            self._register_events(uri, conn)
+            return conn
+
+    def _drop(self, uri: str) -> None:
+        conn = self._conns.pop(uri, None)
+        if conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+    def _register_events(self, uri: str, conn: Any) -> None:
+        def completed(_conn: Any, dom: Any, params: dict[str, Any], _opaque: Any) -> None:
+            # Fires on the source (and the destination) when a job ends: the final downtime, time and bytes.
+            stats = _stats({"type": int(JobType.COMPLETED), **params})
+            self._completed[dom.UUIDString()] = (time.monotonic(), stats)
+
+        try:
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, completed, uri)
+        except libvirt.libvirtError:
+            log.debug("JOB_COMPLETED events unavailable on %s", uri)
+
+    def _call(self, uri: str, op: str, fn: Callable[[Any], T], *, vm: str | None = None, retry: bool = True) -> T:
+        """Run fn(conn) here (a worker thread); translate libvirt errors; reconnect once if the link died."""
+        ctx = ErrorContext(self.label(uri), uri, op, vm)
+        # A read survives a daemon restart (about a second): reconnect and retry with a short backoff.
+        delays_s = (0.0, 0.5, 1.5) if retry else (0.0,)
+        for attempt, delay_s in enumerate(delays_s):
+            last = attempt == len(delays_s) - 1
+            time.sleep(delay_s)
+            try:
+                conn = self._conn(uri)
+            except HostUnreachable:
+                if last:
+                    raise
+                continue
+            try:
+                return fn(conn)
+            except libvirt.libvirtError as err:
+                code = err.get_error_code()
+                dead = code in (VirErr.NO_CONNECT, VirErr.RPC, VirErr.SYSTEM_ERROR) and looks_unreachable(str(err))
+                if dead:
+                    telemetry.connection_error(self.label(uri), code)
+                    with self._conn_lock:
+                        self._drop(uri)
+                    if not last:
+                        continue
+                raise translate(code, str(err), ctx) from err
+        raise AssertionError("unreachable")
+
+    async def _run(self, uri: str, op: str, fn: Callable[[Any], T], *, vm: str | None = None, retry: bool = True) -> T:
+        loop = asyncio.get_running_loop()
+        # run_in_executor (unlike asyncio.to_thread) does not carry context variables: copy them, so log
+        # lines written on the worker thread keep the job they belong to (migration_core.logctx).
+        ctx = contextvars.copy_context()
+        return await loop.run_in_executor(
+            self._pool, ctx.run, functools.partial(self._call, uri, op, fn, vm=vm, retry=retry)
+        )
+
+    async def close(self) -> None:
+        """Close every cached connection (running P2P migrations are not affected)."""
+
+        def close_all() -> None:
+            with self._conn_lock:
+                for uri in list(self._conns):
+                    self._drop(uri)
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, close_all)
+
+    # ----- migration ---------------------------------------------------------------------------------------
+
+    async def migrate(
+        self,
+        source_uri: str,
+        vm: str,
+        *,
+        flags: Sequence[str],
+        params: Mapping[str, ParamValue],
+        peer_uri: str | None = None,
+        destination_uri: str | None = None,
+        destination: str | None = None,
+    ) -> None:
+        """Run one migration to the end on a dedicated thread; returns when libvirt's call returns.
+
+        With VIR_MIGRATE_PEER2PEER, `peer_uri` is the destination URI as the *source daemon* dials it; without
+        it the bot drives both ends and needs `destination_uri` (its own URI for the destination).
+        Raises the translated error (JobAborted after abortJob, HostUnreachable, HypervisorError).
+        """
+        mask = migration_flags(flags)
+        p2p = bool(mask & libvirt.VIR_MIGRATE_PEER2PEER)
+        target = peer_uri if p2p else destination_uri
+        if not target:
+            raise HypervisorError(
+                "no destination URI for this migration",
+                "the inventory needs peer_uri (P2P) or uri (client-managed) for the destination host",
+            )
+        dest_label = destination or self.label(target)
+        ctx = ErrorContext(self.label(source_uri), source_uri, f"migrate {vm}", vm, dest_label or target, target)
+        typed = _typed_params(params)
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run() -> None:
+            sconn = dconn = None
+            try:
+                sconn = self._open(source_uri)
+                dom = self._lookup(sconn, vm)
+                if p2p:
+                    dom.migrateToURI3(target, typed, mask)
+                else:
+                    dconn = self._open(target)
+                    dom.migrate3(dconn, typed, mask)
+                done.set_result(None)
+            except libvirt.libvirtError as err:
+                done.set_exception(translate(err.get_error_code(), str(err), ctx))
+            except BaseException as err:  # hand every failure to the awaiting task
+                done.set_exception(err)
+            finally:
+                for conn in (sconn, dconn):
+                    if conn is not None:
+                        with contextlib.suppress(libvirt.libvirtError):
+                            conn.close()
+
+        threading.Thread(target=run, name=f"migrate-{vm}", daemon=True).start()
+        await asyncio.wrap_future(done)
+
+    async def job_stats(self, uri: str, vm: str) -> JobStats:
+        """The VM's current job on that host (type NONE when idle). Raises DomainNotFound when it is gone."""
+        return await self._run(uri, "read job statistics", lambda c: _stats(self._lookup(c, vm).jobStats(0)), vm=vm)
+
+    async def completed_job_stats(
+        self, vm_uuid: str, *, source_uri: str, destination_uri: str, wait_s: float = 1.0
+    ) -> JobStats | None:
+        """Final stats of the last migration: JOB_COMPLETED event, else the destination, else the source."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            cached = self._completed.get(vm_uuid)
+            if cached is not None:
+                return cached[1]
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for uri in (destination_uri, source_uri):
+            try:
+                stats = await self._run(
+                    uri,
+                    "read completed job statistics",
+                    lambda c: _stats(self._lookup(c, vm_uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)),
+                    vm=vm_uuid,
+                )
+            except HypervisorError:
+                continue
+            if stats.values:
+                return stats
+        return None
+
+    def forget_completed(self, vm_uuid: str) -> None:
+        """Drop a cached JOB_COMPLETED so the next migration of the VM cannot read stale numbers."""
+        self._completed.pop(vm_uuid, None)
+
+    async def abort_job(self, uri: str, vm: str) -> None:
+        """Cancel the VM's running job (abortJob). In post-copy it would lose the VM: callers must refuse."""
+        await self._run(uri, "abort the migration", lambda c: self._lookup(c, vm).abortJob(), vm=vm, retry=False)
+
+    async def pause_postcopy(self, uri: str, vm: str) -> None:
+        """abortJobFlags(POSTCOPY): pause a post-copy migration so it can be resumed with POSTCOPY_RESUME."""
+        await self._run(
+            uri,
+            "pause the post-copy migration",
+            lambda c: self._lookup(c, vm).abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY),
+            vm=vm,
+            retry=False,
+        )
+
+    async def start_postcopy(self, uri: str, vm: str) -> None:
+        """Switch a running migration (started with VIR_MIGRATE_POSTCOPY) to post-copy."""
+        await self._run(
+            uri,
+            "switch to post-copy",
+            lambda c: self._lookup(c, vm).migrateStartPostCopy(0),
+            vm=vm,
+            retry=False,
+        )
+
+    async def set_max_downtime(self, uri: str, vm: str, downtime_ms: int) -> None:
+        await self._run(
+            uri,
+            "set the maximum downtime",
+            lambda c: self._lookup(c, vm).migrateSetMaxDowntime(int(downtime_ms), 0),
+            vm=vm,
+        )
+
+    async def get_max_downtime(self, uri: str, vm: str) -> int:
+        return await self._run(
+            uri,
+            "read the maximum downtime",
+            lambda c: int(self._lookup(c, vm).migrateGetMaxDowntime(0)),
+            vm=vm,
+        )
+
+    async def set_max_speed(self, uri: str, vm: str, bandwidth_mib_s: int, *, postcopy: bool = False) -> None:
+        """Bandwidth cap in MiB/s for pre-copy (or for post-copy with `postcopy=True`)."""
+        flags = libvirt.VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY if postcopy else 0
+        await self._run(
+            uri,
+            "set the migration bandwidth",
+            lambda c: self._lookup(c, vm).migrateSetMaxSpeed(int(bandwidth_mib_s), flags),
+            vm=vm,
+        )
+
+    async def get_max_speed(self, uri: str, vm: str, *, postcopy: bool = False) -> int:
+        flags = libvirt.VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY if postcopy else 0
+        return await self._run(
+            uri,
+            "read the migration bandwidth",
+            lambda c: int(self._lookup(c, vm).migrateGetMaxSpeed(flags)),
+            vm=vm,
+        )
+
+    # ----- lifecycle helpers (tests, cleanup) --------------------------------------------------------------
+
+    async def destroy(self, uri: str, vm: str) -> None:
+        """Power the VM off hard on that host (no-op when it is not running)."""
+
+        def destroy(c: Any) -> None:
+            dom = self._lookup(c, vm)
+            if dom.isActive():
+                dom.destroy()
+
+        await self._run(uri, "destroy the VM", destroy, vm=vm, retry=False)
+
+    async def undefine(self, uri: str, vm: str) -> None:
+        """Remove the VM's persistent definition on that host (a running transient VM is unaffected)."""
+        await self._run(uri, "undefine the VM", lambda c: self._lookup(c, vm).undefine(), vm=vm, retry=False)
+
+    async def define(self, uri: str, xml: str) -> str:
+        """Define a VM from XML; returns its name."""
+        return await self._run(uri, "define a VM", lambda c: str(c.defineXML(xml).name()), retry=False)
+
+    async def start(self, uri: str, vm: str) -> None:
+        await self._run(uri, "start the VM", lambda c: self._lookup(c, vm).create(), vm=vm, retry=False)

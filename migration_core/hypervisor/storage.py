@@ -1,0 +1,223 @@
+"""The adapter's storage and network facts: pools, volumes by path, pre-creating images, networks, host interfaces.
+
+Part of `hypervisor.Hypervisor` (a mixin over hypervisor_base.HypervisorBase).
+
+libvirt has no "does this file exist on that host" call: a path is known when a storage pool holds it
+(`storageVolLookupByPath` after refreshing the pools, since libvirt's pool cache goes stale: lab.md P5).
+A path outside every pool is "unknown" (None), not "missing". Images outside pools are pre-created through a
+transient dir pool on their directory (lab.md P4), destroyed right after (that leaves the files alone).
+
+Host interfaces (bridges, macvtap parents): the interface driver (`listAllInterfaces`) first, then nodedev net
+devices. Both read the host's /sys, so the lab gives each host's daemon a sysfs of its own network namespace.
+Bridges of libvirt networks come from `listAllNetworks`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid as uuidlib
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from migration_core.hypervisor.base import HypervisorBase
+from migration_core.hypervisor.types import InterfaceInfo, NetworkInfo, PoolInfo, VirErr, VolumeInfo
+
+log = logging.getLogger(__name__)
+_NOT_IN_A_POOL = (VirErr.NO_STORAGE_VOL, VirErr.NO_STORAGE_POOL)
+
+
+def _attr(xml: str, pattern: str) -> str | None:
+    match = re.search(pattern, xml)
+    return match.group(1) if match else None
+
+
+class StorageMixin(HypervisorBase):
+    """Storage pools and volumes; libvirt networks and host interfaces."""
+
+    async def networks(self, uri: str) -> tuple[NetworkInfo, ...]:
+        """libvirt virtual networks and their bridges."""
+
+        def read(c: Any) -> tuple[NetworkInfo, ...]:
+            out = []
+            for net in c.listAllNetworks(0):
+                try:
+                    bridge: str | None = str(net.bridgeName())
+                except self._lv.libvirtError:  # e.g. a macvtap or hostdev network has no bridge
+                    bridge = None
+                out.append(NetworkInfo(str(net.name()), bool(net.isActive()), bridge))
+            return tuple(sorted(out, key=lambda n: n.name))
+
+        return await self._run(uri, "list networks", read)
+
+    async def interfaces(self, uri: str) -> tuple[InterfaceInfo, ...]:
+        """Host interfaces: the interface driver, else nodedev net devices (see the module docstring)."""
+        cap_net = self._lv.VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET
+
+        def read(c: Any) -> tuple[InterfaceInfo, ...]:
+            found: dict[str, InterfaceInfo] = {}
+            try:
+                for iface in c.listAllInterfaces(0):
+                    kind = _attr(str(iface.XMLDesc(0)), r"<interface[^>]*type=['\"](\w+)") or "unknown"
+                    found[str(iface.name())] = InterfaceInfo(str(iface.name()), bool(iface.isActive()), kind)
+            except self._lv.libvirtError:
+                log.debug("interface driver unavailable on %s", uri)
+            if not found:
+                for dev in c.listAllDevices(cap_net):
+                    name = _attr(str(dev.XMLDesc(0)), r"<interface>([^<]+)</interface>")
+                    if name:
+                        found[name] = InterfaceInfo(name, True, "net")
+            return tuple(sorted(found.values(), key=lambda i: i.name))
+
+        return await self._run(uri, "list host interfaces", read)
+
+    async def refresh_pools(self, uri: str) -> None:
+        """Re-scan every active pool so libvirt's volume cache matches the disk (lab.md P5)."""
+        active = self._lv.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE
+
+        def refresh(c: Any) -> None:
+            for pool in c.listAllStoragePools(active):
+                try:
+                    pool.refresh(0)
+                except self._lv.libvirtError as err:  # one broken pool must not hide the others
+                    log.debug("refresh of pool %s on %s failed: %s", pool.name(), uri, err)
+
+        await self._run(uri, "refresh storage pools", refresh)
+
+    async def pools(self, uri: str) -> tuple[PoolInfo, ...]:
+        """Storage pools with target directory and capacity/allocation/available bytes."""
+
+        def read(c: Any) -> tuple[PoolInfo, ...]:
+            out = []
+            for pool in c.listAllStoragePools(0):
+                xml = str(pool.XMLDesc(0))
+                _state, capacity, allocation, available = pool.info()
+                out.append(
+                    PoolInfo(
+                        name=str(pool.name()),
+                        active=bool(pool.isActive()),
+                        pool_type=_attr(xml, r"<pool[^>]*type=['\"](\w+)") or "unknown",
+                        target_path=_attr(xml, r"<target>\s*<path>([^<]+)</path>"),
+                        capacity_bytes=int(capacity),
+                        allocation_bytes=int(allocation),
+                        available_bytes=int(available),
+                    )
+                )
+            return tuple(sorted(out, key=lambda p: p.name))
+
+        return await self._run(uri, "list storage pools", read)
+
+    async def volume_by_path(self, uri: str, path: str, *, refresh: bool = True) -> VolumeInfo | None:
+        """The pool volume at `path` on that host; None when no pool holds it (it may exist outside pools)."""
+        if refresh:
+            await self.refresh_pools(uri)
+
+        def read(c: Any) -> VolumeInfo | None:
+            try:
+                vol = c.storageVolLookupByPath(path)
+            except self._lv.libvirtError as err:
+                if err.get_error_code() in _NOT_IN_A_POOL:
+                    return None
+                raise
+            _kind, capacity, allocation = vol.info()
+            return VolumeInfo(
+                path=path,
+                pool=str(vol.storagePoolLookupByVolume().name()),
+                name=str(vol.name()),
+                format=_attr(str(vol.XMLDesc(0)), r"<format type=['\"](\w+)"),
+                capacity_bytes=int(capacity),
+                allocation_bytes=int(allocation),
+            )
+
+        return await self._run(uri, "look up a disk image", read)
+
+    async def pool_for_directory(self, uri: str, directory: str) -> PoolInfo | None:
+        """The active pool whose target is `directory` (where libvirt pre-creates copy-storage images)."""
+        wanted = directory.rstrip("/")
+        for pool in await self.pools(uri):
+            if pool.active and pool.target_path and pool.target_path.rstrip("/") == wanted:
+                return pool
+        return None
+
+    async def path_exists(self, uri: str, path: str) -> bool | None:
+        """Whether a file exists at `path` on that host; None when that cannot be told.
+
+        A pool volume answers directly (after a refresh). Outside pools, a transient dir pool is started on
+        the directory and looked into, then destroyed (destroying a dir pool leaves its files alone).
+        """
+        if await self.volume_by_path(uri, path) is not None:
+            return True
+        directory, name = os.path.split(path)
+        if await self.pool_for_directory(uri, directory) is not None:
+            return False  # that pool was just refreshed and does not hold it
+
+        def probe(c: Any) -> bool | None:
+            xml = f"<pool type='dir'><name>migrate-bot-probe-{uuidlib.uuid4().hex[:8]}</name>" + (
+                f"<target><path>{escape(directory)}</path></target></pool>"
+            )
+            try:
+                pool = c.storagePoolCreateXML(xml, 0)
+            except self._lv.libvirtError as err:
+                return False if "No such file or directory" in str(err) else None
+            try:
+                pool.storageVolLookupByName(name)
+                return True
+            except self._lv.libvirtError:
+                return False
+            finally:
+                pool.destroy()
+
+        return await self._run(uri, f"look for {path}", probe, retry=False)
+
+    async def create_volume(self, uri: str, path: str, capacity_bytes: int, fmt: str = "qcow2") -> VolumeInfo:
+        """Create an empty image at `path` on that host (pre-creation for --copy-storage, lab.md P4)."""
+        directory, name = os.path.split(path)
+        vol_xml = (
+            f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{int(capacity_bytes)}</capacity>"
+            f"<target><format type={quoteattr(fmt)}/></target></volume>"
+        )
+        pool_name = (await self.pool_for_directory(uri, directory) or PoolInfo("", False, "", None, 0, 0, 0)).name
+        build = self._lv.VIR_STORAGE_POOL_CREATE_WITH_BUILD
+
+        def create(c: Any) -> None:
+            if pool_name:
+                pool = c.storagePoolLookupByName(pool_name)
+                pool.refresh(0)
+                pool.createXML(vol_xml, 0)
+                return
+            tmp = f"migrate-bot-{uuidlib.uuid4().hex[:8]}"
+            pool_xml = f"<pool type='dir'><name>{tmp}</name><target><path>{escape(directory)}</path></target></pool>"
+            pool = c.storagePoolCreateXML(pool_xml, build)
+            try:
+                pool.createXML(vol_xml, 0)
+            finally:
+                pool.destroy()  # a transient dir pool: destroying it removes the pool, not the files
+
+        await self._run(uri, f"create disk image {path}", create, retry=False)
+        return await self.volume_by_path(uri, path) or VolumeInfo(path, "", name, fmt, capacity_bytes, 0)
+
+    async def delete_volume(self, uri: str, path: str) -> bool:
+        """Delete the pool volume at `path`; False when no pool holds it."""
+        await self.refresh_pools(uri)
+
+        def delete(c: Any) -> bool:
+            try:
+                vol = c.storageVolLookupByPath(path)
+            except self._lv.libvirtError as err:
+                if err.get_error_code() in _NOT_IN_A_POOL:
+                    return False
+                raise
+            vol.delete(0)
+            return True
+
+        return await self._run(uri, f"delete disk image {path}", delete, retry=False)
+
+    async def disk_capacity_bytes(self, uri: str, vm: str, disk: str) -> int:
+        """Virtual size of one of the VM's disks (target like "vda", or its source path), via blockInfo."""
+        return await self._run(
+            uri,
+            f"read the size of disk {disk}",
+            lambda c: int(self._lookup(c, vm).blockInfo(disk, 0)[0]),
+            vm=vm,
+        )

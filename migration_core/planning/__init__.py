@@ -1,0 +1,6 @@
+"""Planning a migration: the convergence prediction, the planner (flags and typed params) and the advice.
+
+Owns: `prediction` (will pre-copy converge, how long, what downtime), `planner` (request + facts + checks +
+prediction -> Plan), `advice` (what to do when pre-copy will not converge). Pure.
+May import: migration_core.errors, models, facts, preflight (check results), grammar (options).
+"""

@@ -1,0 +1,490 @@
+"""Preflight as a whole: gather facts from both hosts concurrently, run the pure checks, predict, plan.
+
+This is where the libvirt adapter (hypervisor.py) meets the pure half (domxml, preflight/, prediction,
+planner): every fact is fetched once, in parallel where it can be, and a fact that cannot be fetched becomes
+`None` (the checks then say what they could not check) rather than an exception. Only "no host answers at
+all" raises (HostUnreachable), so the CLI can tell "the plan says no" from "nothing could be asked".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Sequence
+from dataclasses import replace
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from migration_core.errors import HostUnreachable, MigrateBotError
+from migration_core.facts.domxml import parse_domain
+from migration_core.facts.domxml_host import (
+    cpu_model_of,
+    host_model_cpu_xml,
+    parse_capabilities,
+    parse_domain_capabilities,
+)
+from migration_core.facts.gathered import (
+    CpuComparison,
+    DestinationDomain,
+    DestinationNetwork,
+    DirtyRateSample,
+    DiskFacts,
+    DiskSourceKind,
+    DiskVisibility,
+    DomainCapsFacts,
+    Endpoint,
+    HostFacts,
+    PortProbe,
+    PreflightFacts,
+    PreflightSettings,
+    VmFacts,
+    VmState,
+)
+from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.hypervisor.types import DomainInfo, NetworkInfo
+from migration_core.inventory.hosts import HostConfig, Inventory
+from migration_core.models import MigrationMode, MigrationRequest, Plan, Prediction
+from migration_core.planning.planner import choose_mode, make_plan
+from migration_core.planning.prediction import mb_s_to_mib_s, predict_precopy
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Pool types whose storage every host of the cluster sees (libvirt treats them as shared).
+_SHARED_POOL_TYPES = frozenset({"netfs", "gluster", "rbd", "iscsi", "iscsi-direct", "mpath", "vstorage"})
+_DEFAULT_PORTS = {"qemu+tcp": 16509, "qemu+tls": 16514, "qemu+ssh": 22, "qemu+libssh2": 22, "qemu+libssh": 22}
+_MIGRATION_PORT = 49152
+DEFAULT_MAX_DOWNTIME_MS = 300
+
+
+async def _maybe(what: str, aw: Awaitable[T]) -> tuple[T | None, str | None]:
+    """Await a fact; an expected failure becomes (None, message) so one missing fact never sinks a plan."""
+    try:
+        return await aw, None
+    except MigrateBotError as err:
+        log.info("preflight: could not %s: %s", what, err)
+        return None, str(err)
+
+
+def _uses_netdev(vm: VmFacts) -> bool:
+    """Whether a NIC is a macvtap on a host interface (type='direct'), which the destination must have too."""
+    return any(i.type == "direct" and i.source_dev for i in vm.interfaces)
+
+
+def _bridges_found(
+    vm: VmFacts, networks: Sequence[NetworkInfo] | None, interfaces: frozenset[str] | None
+) -> frozenset[str] | None:
+    """The VM's bridges that the destination has: a libvirt network's bridge or a host interface of that name.
+    None when that cannot be told (the networks, or the interfaces a bridge would be looked up in, unread)."""
+    found = set()
+    for bridge in sorted({i.source_bridge for i in vm.interfaces if i.source_bridge}):
+        if networks is None:
+            return None
+        if any(n.bridge == bridge for n in networks):
+            found.add(bridge)
+        elif interfaces is None:
+            return None
+        elif bridge in interfaces:
+            found.add(bridge)
+    return frozenset(found)
+
+
+async def probe_tcp(host: str, port: int, timeout_s: float) -> tuple[bool | None, str]:
+    """Can this process open a TCP connection to host:port? (True/False, or None when not routable from here).
+
+    A refused connection proves the host answers (nothing listens there right now): for the migration port
+    range that is the expected answer outside a migration, so the caller decides what "refused" means.
+    """
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except ConnectionRefusedError:
+        return False, "connection refused"
+    except TimeoutError:
+        return False, f"no answer within {timeout_s:g} s (filtered by a firewall?)"
+    except OSError as err:
+        if err.errno in (101, 113):  # ENETUNREACH, EHOSTUNREACH: no route from where the bot runs
+            return None, f"no route from the bot to {host} ({err.strerror})"
+        return False, err.strerror or str(err)
+    writer.close()
+    return True, "open"
+
+
+class PreflightRunner:
+    """Makes plans for one inventory through one hypervisor adapter (`service.PlanMaker`)."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        hypervisor: Hypervisor,
+        *,
+        dirty_rate_window_s: float = 3.0,
+        probe_timeout_s: float = 2.0,
+        settings: PreflightSettings | None = None,
+    ) -> None:
+        self.inventory = inventory
+        self.hypervisor = hypervisor
+        self.dirty_rate_window_s = dirty_rate_window_s
+        self.probe_timeout_s = probe_timeout_s
+        self.settings = settings or PreflightSettings()
+
+    # ----- the service's entry points ---------------------------------------------------------------------
+
+    async def host_status(self, name: str) -> tuple[bool, str, int | None]:
+        """(answers, detail, running VM count) for `migrate-bot hosts`."""
+        host = self.inventory.get(name)
+        try:
+            hostname = await self.hypervisor.ping(host.uri)
+            domains = await self.hypervisor.list_domains(host.uri)
+            versions = await self.hypervisor.versions(host.uri)
+        except MigrateBotError as err:
+            return False, str(err), None
+        running = sum(1 for d in domains if d.active)
+        return True, f"{hostname}: libvirt {versions.libvirt_text}, QEMU {versions.hypervisor_text}", running
+
+    async def make_plan(self, request: MigrationRequest) -> Plan:
+        facts = await self.gather(request)
+        prediction = self._predict(facts)
+        dest = self.inventory.find(request.destination)
+        return make_plan(
+            facts,
+            prediction,
+            dest_peer_uri=(dest.peer_uri if dest else "") or "qemu:///unknown-destination",
+            migration_address=dest.migration_address if dest else None,
+            tls=request.options.tls,
+        )
+
+    # ----- prediction -------------------------------------------------------------------------------------
+
+    def _predict(self, facts: PreflightFacts) -> Prediction | None:
+        vm = facts.vm
+        if vm is None or choose_mode(facts.request, facts.vm_state) is not MigrationMode.LIVE:
+            return None
+        opts = facts.request.options
+        links = [
+            h.link_mib_s
+            for h in (self.inventory.find(facts.source.name), self.inventory.find(facts.destination.name))
+            if h is not None
+        ]
+        if opts.bandwidth_mib_s:
+            links.append(float(opts.bandwidth_mib_s))
+        bandwidth = min(links) if links else None
+        rate = facts.dirty_rate.rate_mib_s if facts.dirty_rate else None
+        if bandwidth is None:
+            return None
+        try:
+            return predict_precopy(vm.memory_bytes, rate, bandwidth, opts.max_downtime_ms or DEFAULT_MAX_DOWNTIME_MS)
+        except MigrateBotError as err:
+            return Prediction(None, None, None, rate, bandwidth, None, f"could not predict: {err.message}")
+
+    # ----- facts ------------------------------------------------------------------------------------------
+
+    async def _locate(self, vm: str) -> tuple[HostConfig | None, DomainInfo | None, dict[str, str], list[str]]:
+        """Which host has the VM (running first, else defined); unreachable hosts; every VM name seen."""
+        hosts = list(self.inventory)
+        answers = await asyncio.gather(*(_maybe("list VMs", self.hypervisor.list_domains(h.uri)) for h in hosts))
+        errors: dict[str, str] = {}
+        names: set[str] = set()
+        found: list[tuple[HostConfig, DomainInfo]] = []
+        for host, (domains, error) in zip(hosts, answers, strict=True):
+            if domains is None:
+                errors[host.name] = error or "no answer"
+                continue
+            for d in domains:
+                names.add(d.name)
+                if d.name == vm or d.uuid == vm:
+                    found.append((host, d))
+        found.sort(key=lambda hd: (not hd[1].active, hd[0].name))
+        if found:
+            return found[0][0], found[0][1], errors, sorted(names)
+        return None, None, errors, sorted(names)
+
+    async def gather(self, request: MigrationRequest) -> PreflightFacts:
+        dest_cfg = self.inventory.find(request.destination)
+        src_cfg, dom, errors, names = await self._locate(request.vm)
+        if len(errors) == len(self.inventory) and len(self.inventory) > 0:
+            listed = "; ".join(f"{h}: {e}" for h, e in errors.items())
+            raise HostUnreachable(
+                f"no host in {self.inventory.path} answers ({listed})",
+                "check that libvirtd runs on the hosts and that the URIs in the hosts file are right",
+            )
+        known = tuple(self.inventory.names())
+        destination = Endpoint(
+            name=dest_cfg.name if dest_cfg else request.destination,
+            known=dest_cfg is not None,
+            answered=dest_cfg is not None and dest_cfg.name not in errors,
+            error=errors.get(dest_cfg.name) if dest_cfg else None,
+            uri=dest_cfg.uri if dest_cfg else None,
+        )
+        if src_cfg is None:
+            searched = ", ".join(h for h in known if h not in errors) or "any host"
+            unanswered = f" ({', '.join(errors)} did not answer)" if errors else ""
+            source = Endpoint(name=searched + unanswered, known=True, answered=True)
+            return PreflightFacts(
+                request=request,
+                source=source,
+                destination=destination,
+                known_hosts=known,
+                known_vms=tuple(names),
+                settings=self.settings,
+            )
+        assert dom is not None
+        source = Endpoint(name=src_cfg.name, uri=src_cfg.uri)
+        base = PreflightFacts(
+            request=request,
+            source=source,
+            destination=destination,
+            known_hosts=known,
+            known_vms=tuple(names),
+            vm_state=VmState.of(dom.state),
+            vm_persistent=dom.persistent,
+            settings=self.settings,
+        )
+        if dest_cfg is None or not destination.answered or dest_cfg.name == src_cfg.name:
+            return base  # the host checks fail first; the rest would only repeat the root cause
+        return await self._gather_both(base, request, src_cfg, dest_cfg, dom)
+
+    async def _host(self, cfg: HostConfig) -> HostFacts | None:
+        hyp = self.hypervisor
+        (caps, _e1), (hostname, _e2), (versions, _e3), (memory, _e4), (domains, _e5) = await asyncio.gather(
+            _maybe("read capabilities", hyp.capabilities(cfg.uri)),
+            _maybe("read the hostname", hyp.hostname(cfg.uri)),
+            _maybe("read versions", hyp.versions(cfg.uri)),
+            _maybe("read memory", hyp.node_memory(cfg.uri)),
+            _maybe("list VMs", hyp.list_domains(cfg.uri)),
+        )
+        if caps is None:
+            return None
+        try:
+            facts = parse_capabilities(caps)
+        except MigrateBotError as err:
+            log.warning("preflight: %s's capabilities do not parse: %s", cfg.name, err)
+            return None
+        running_vcpus = None
+        if domains is not None:
+            running_vcpus = await self._running_vcpus(cfg, [d for d in domains if d.active])
+        return replace(
+            facts,
+            name=cfg.name,
+            hostname=hostname,
+            libvirt_version=versions.libvirt if versions else None,
+            qemu_version=versions.hypervisor if versions else None,
+            free_memory_bytes=memory.available_bytes if memory else None,
+            total_memory_bytes=memory.total_bytes if memory else facts.total_memory_bytes,
+            running_vcpus=running_vcpus,
+        )
+
+    async def _running_vcpus(self, cfg: HostConfig, running: list[DomainInfo]) -> int | None:
+        xmls = await asyncio.gather(
+            *(_maybe("read a VM", self.hypervisor.domain_xml(cfg.uri, d.name, migratable=False)) for d in running)
+        )
+        total = 0
+        for xml, _err in xmls:
+            if xml is None:
+                return None
+            try:
+                total += parse_domain(xml).vcpus
+            except MigrateBotError:
+                return None
+        return total
+
+    async def _gather_both(
+        self, base: PreflightFacts, request: MigrationRequest, src: HostConfig, dst: HostConfig, dom: DomainInfo
+    ) -> PreflightFacts:
+        hyp = self.hypervisor
+        xml, xml_error = await _maybe("read the VM's XML", hyp.domain_xml(src.uri, dom.name, migratable=True))
+        vm: VmFacts | None = None
+        if xml is not None:
+            try:
+                vm = parse_domain(xml)
+            except MigrateBotError as err:
+                xml_error = str(err)
+        if vm is None:
+            log.warning("preflight: no usable XML for %s: %s", request.vm, xml_error)
+            return replace(base, vm=None)
+        live = choose_mode(request, base.vm_state) is MigrationMode.LIVE
+        # Everything below is independent: ask both hosts at once (the dirty-rate window dominates).
+        async with asyncio.TaskGroup() as tg:
+            t_src = tg.create_task(self._host(src))
+            t_dst = tg.create_task(self._host(dst))
+            t_domcaps = tg.create_task(self._domcaps(dst, vm))
+            t_domains = tg.create_task(_maybe("list the destination's VMs", hyp.list_domains(dst.uri)))
+            t_networks = tg.create_task(_maybe("list the destination's networks", hyp.networks(dst.uri)))
+            t_interfaces = tg.create_task(self._interfaces(dst, vm))
+            t_snapshots = tg.create_task(_maybe("count the VM's snapshots", hyp.snapshot_count(src.uri, dom.name)))
+            t_disks = tg.create_task(self._disks(src, dst, vm))
+            t_cpu = tg.create_task(self._cpu(src, dst, vm))
+            t_probes = tg.create_task(self._probes(src, dst, live))
+            t_dirty = tg.create_task(self._dirty_rate(src, vm, base.vm_state, live))
+        domcaps, domcaps_error = t_domcaps.result()
+        dest_domains, _e1 = t_domains.result()
+        networks, _e2 = t_networks.result()
+        interfaces = t_interfaces.result()
+        return replace(
+            base,
+            vm=vm,
+            source_host=t_src.result(),
+            destination_host=t_dst.result(),
+            destination_domcaps=domcaps,
+            destination_domcaps_error=domcaps_error,
+            destination_domains=tuple(DestinationDomain(d.name, d.uuid, d.active, d.persistent) for d in dest_domains)
+            if dest_domains is not None
+            else None,
+            destination_networks=tuple(DestinationNetwork(n.name, n.active, n.bridge) for n in networks)
+            if networks is not None
+            else None,
+            destination_bridges=_bridges_found(vm, networks, interfaces),
+            destination_netdevs=interfaces if _uses_netdev(vm) else frozenset(),
+            vm_snapshots=t_snapshots.result()[0],
+            disks=t_disks.result(),
+            cpu=t_cpu.result(),
+            probes=t_probes.result(),
+            dirty_rate=t_dirty.result(),
+        )
+
+    async def _domcaps(self, dst: HostConfig, vm: VmFacts) -> tuple[DomainCapsFacts | None, str | None]:
+        xml, err = await _maybe(
+            "read domain capabilities",
+            self.hypervisor.domain_capabilities(
+                dst.uri, emulator=vm.emulator, arch=vm.arch, machine=vm.machine, virttype=vm.domain_type
+            ),
+        )
+        if xml is None:
+            return None, err
+        try:
+            return parse_domain_capabilities(xml), None
+        except MigrateBotError as e:
+            return None, str(e)
+
+    async def _interfaces(self, dst: HostConfig, vm: VmFacts) -> frozenset[str] | None:
+        """The destination's host interface names, listed once and only when a NIC sits on a bridge or (macvtap)
+        on a host interface; None when they could not be listed."""
+        if not (_uses_netdev(vm) or any(i.source_bridge for i in vm.interfaces)):
+            return frozenset()
+        found, _err = await _maybe("list the destination's interfaces", self.hypervisor.interfaces(dst.uri))
+        return None if found is None else frozenset(i.name for i in found)
+
+    async def _disks(self, src: HostConfig, dst: HostConfig, vm: VmFacts) -> tuple[DiskVisibility, ...]:
+        return tuple(await asyncio.gather(*(self._disk(src, dst, d) for d in vm.disks if not d.empty)))
+
+    async def _disk(self, src: HostConfig, dst: HostConfig, disk: DiskFacts) -> DiskVisibility:
+        if disk.kind is DiskSourceKind.NETWORK:
+            # Network storage (NBD, RBD, Gluster, iSCSI) is one image that every host reaches: shared.
+            return DiskVisibility(disk.target, same_path_exists=True, shared=True, shared_fs=True)
+        if disk.path is None:
+            return DiskVisibility(disk.target, error="the disk has no path the bot can look up")
+        hyp = self.hypervisor
+        directory = os.path.dirname(disk.path)
+        (exists, err), (src_vol, _e1), (dst_pool, _e2), (src_pool, _e3) = await asyncio.gather(
+            _maybe("look for the disk on the destination", hyp.path_exists(dst.uri, disk.path)),
+            _maybe("read the disk's size", hyp.volume_by_path(src.uri, disk.path)),
+            _maybe("find the destination pool", hyp.pool_for_directory(dst.uri, directory)),
+            _maybe("find the source pool", hyp.pool_for_directory(src.uri, directory)),
+        )
+        shared: bool | None = None
+        if src_pool is not None and dst_pool is not None:
+            both = {src_pool.pool_type, dst_pool.pool_type}
+            shared = True if both <= _SHARED_POOL_TYPES else None
+        if exists is False:
+            shared = False
+        backing: bool | None = None
+        layers = [layer.path for layer in disk.backing_chain if layer.path]
+        if layers:
+            seen = await asyncio.gather(
+                *(_maybe("look for a backing file", hyp.path_exists(dst.uri, p)) for p in layers)
+            )
+            backing = all(ok for ok, _ in seen) if all(ok is not None for ok, _ in seen) else None
+        return DiskVisibility(
+            disk.target,
+            same_path_exists=exists,
+            shared=shared,
+            shared_fs=True if shared and dst_pool is not None and dst_pool.pool_type == "netfs" else None,
+            size_bytes=src_vol.allocation_bytes if src_vol else None,
+            capacity_bytes=src_vol.capacity_bytes if src_vol else None,
+            destination_free_bytes=dst_pool.available_bytes if dst_pool else None,
+            destination_pool=dst_pool.name if dst_pool else None,
+            backing_on_destination=backing,
+            error=err,
+        )
+
+    async def _cpu(self, src: HostConfig, dst: HostConfig, vm: VmFacts) -> CpuComparison | None:
+        if not vm.cpu.xml or vm.cpu.mode == "host-passthrough":
+            return None  # the check reports what a missing or passthrough CPU definition means
+        hyp = self.hypervisor
+        kw = {"emulator": vm.emulator, "arch": vm.arch, "machine": vm.machine, "virttype": vm.domain_type}
+        result, err = await _maybe("compare CPUs", hyp.compare_cpu(dst.uri, vm.cpu.xml, **kw))
+        if result is None:
+            return CpuComparison(compatible=None, error=err)
+        if result.compatible:
+            return CpuComparison(compatible=True, result=result.message)
+        # The fix of seed 12.9: a CPU model both hosts can run, the baseline of the host-model CPUs of their
+        # domain capabilities (what each hypervisor can give a guest; not the physical CPU of `capabilities`,
+        # whose baseline the lab proved unrunnable).
+        baseline_xml: str | None = None
+        src_caps, dst_caps = await asyncio.gather(
+            _maybe("read domain capabilities", hyp.domain_capabilities(src.uri, **kw)),
+            _maybe("read domain capabilities", hyp.domain_capabilities(dst.uri, **kw)),
+        )
+        cpus = [c for c, _ in (src_caps, dst_caps) if c]
+        if len(cpus) == 2:
+            host_cpus = [x for x in (host_model_cpu_xml(c) for c in cpus) if x]
+            if len(host_cpus) == 2:
+                baseline_xml, _ = await _maybe(
+                    "compute a baseline CPU",
+                    hyp.baseline_cpu(
+                        dst.uri,
+                        host_cpus,
+                        emulator=vm.emulator,
+                        arch=vm.arch,
+                        machine=vm.machine,
+                        virttype=vm.domain_type,
+                    ),
+                )
+        return CpuComparison(
+            compatible=False,
+            result=result.message,
+            missing_features=result.missing_features,
+            baseline_xml=baseline_xml,
+            baseline_model=cpu_model_of(baseline_xml),
+        )
+
+    async def _probes(self, src: HostConfig, dst: HostConfig, live: bool) -> tuple[PortProbe, ...]:
+        """The destination's libvirt and migration ports: from the source host over SSH when the hosts file
+        gives the source an ssh target (what the migration really needs), otherwise from where the bot runs."""
+        targets: list[tuple[str, str, int]] = []
+        peer = urlsplit(dst.peer_uri)
+        if peer.hostname and peer.scheme in _DEFAULT_PORTS:
+            what = {"qemu+tcp": "libvirt-tcp", "qemu+tls": "libvirt-tls"}.get(peer.scheme, "ssh")
+            targets.append((what, peer.hostname, peer.port or _DEFAULT_PORTS[peer.scheme]))
+        if live and dst.migration_address:
+            targets.append(("migration", dst.migration_address, _MIGRATION_PORT))
+        via = src.ssh_target
+        if via is not None:
+            from migration_core.hypervisor.sshprobe import probe_from
+
+            results = await asyncio.gather(*(probe_from(via, h, p, self.probe_timeout_s) for _, h, p in targets))
+            origin = "source"
+        else:
+            results = await asyncio.gather(*(probe_tcp(h, p, self.probe_timeout_s) for _, h, p in targets))
+            origin = "bot"
+        probes = []
+        for (what, host, port), (ok, detail) in zip(targets, results, strict=True):
+            if what == "migration" and ok is False and detail.lower().startswith("connection refused"):
+                # Nothing listens on the migration ports between migrations: a refusal proves the host answers
+                # and no firewall drops the range.
+                ok, detail = True, "host answers (QEMU listens only during a migration)"
+            probes.append(PortProbe(what, host, port, ok, detail, origin=origin))
+        return tuple(probes)
+
+    async def _dirty_rate(
+        self, src: HostConfig, vm: VmFacts, state: VmState | None, live: bool
+    ) -> DirtyRateSample | None:
+        if not live or state is not VmState.RUNNING:
+            return None
+        seconds = max(1, round(self.dirty_rate_window_s))
+        rate, err = await _maybe(
+            "measure the dirty rate", self.hypervisor.dirty_rate(src.uri, vm.name, seconds=seconds)
+        )
+        if rate is None:
+            return DirtyRateSample(None, seconds, None, err)
+        return DirtyRateSample(mb_s_to_mib_s(rate.megabytes_per_second), rate.period_s, rate.mode)

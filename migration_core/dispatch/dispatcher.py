@@ -84,7 +84,8 @@ class JobMover:
             )
             with logctx.job_context(source=moved.source or None):  # a new plan names the source
                 log.info("job %s: %s -> %s: %s", job.id, job.state.value, new.value, detail)
-                await self.sink.emit(StateChanged(job.id, job.state, new, actor, detail, self.clock()))
+                event = StateChanged(job.id, job.state, new, actor, detail, self.clock(), moved.approvers)
+                await self.sink.emit(event)
         return moved
 
 

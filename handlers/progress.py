@@ -275,7 +275,7 @@ class SlackProgressSink:
             _done, pending = await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
-        return True
+        return not (st.ops or st.card_dirty)  # due, but what came in meanwhile goes first (it may end the job)
 
     async def _fresh_job(self, st: _JobState) -> Job | None:
         try:
@@ -349,7 +349,11 @@ class SlackProgressSink:
         job = st.job or await self._fresh_job(st)
         if job is None or st.progress_ts is None or not job.chat_channel:
             return
+        if not priority and (job.state is JobState.VERIFYING or job.state.terminal):
+            return  # the migration is over: the final edit shows how it ended, once
         await self._gate.wait(priority=priority)  # the workspace's edit budget; render after waiting for it
+        if not priority and st.sample is not None and st.sample.phase is Phase.DONE:
+            return  # it ended while this edit waited for the gate: the final edit shows 100 %, once
         now = st.sample.at if st.sample is not None and not job.state.terminal else self._now()
         msg = progress_message(job, st.sample, st.decision, SLACK, now=now)
         st.last_flush = self._clock()

@@ -323,3 +323,20 @@ async def test_the_end_of_a_job_does_not_wait_behind_the_progress_edit_interval(
     assert len(edits) == 1 and "Succeeded" in json.dumps(edits[0]["blocks"], ensure_ascii=False)
     await t.advance(10.0)
     assert len(progress_edits(client, ts)) == 1 and not sink.pending()
+
+
+async def test_a_progress_edit_still_pending_when_the_job_verifies_is_dropped_for_the_final_one():
+    t, client, svc, sink = make()
+    ts = await start_running(t, client, svc, sink)
+    await sink.emit(ProgressUpdated(sample(percent=70)))  # waits for its turn ...
+    await settle()
+    svc.set_state(7, state=JobState.VERIFYING)
+    await sink.emit(state(JobState.VERIFYING, old=JobState.RUNNING))  # ... while the migration ends
+    await t.advance(2.0)
+    await t.advance(2.0)
+    assert progress_edits(client, ts) == []  # "verifying" would show 100 % before the end does
+    svc.set_state(7, state=JobState.SUCCEEDED)
+    await sink.emit(state(JobState.SUCCEEDED, old=JobState.VERIFYING))
+    await settle()
+    edits = progress_edits(client, ts)
+    assert len(edits) == 1 and "Succeeded" in json.dumps(edits[0]["blocks"], ensure_ascii=False)

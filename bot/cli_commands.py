@@ -1,16 +1,18 @@
-"""The CLI subcommands that need the core: serve, console, plan, status, history, hosts."""
+"""The CLI subcommands that need the core: serve, console, plan, status, history, export, hosts."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import csv
 import getpass
 import json
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TextIO
 
 from bot.blocks.answers import hosts_message, jobs_message, status_message
@@ -25,6 +27,7 @@ from migration_core.events import FanoutSink, RecordingSink
 from migration_core.grammar.parser import MigrateCommand, parse_command
 from migration_core.models import Job
 from migration_core.service import MigrationService
+from migration_core.store.audit import CSV_COLUMNS
 
 log = logging.getLogger(__name__)
 _PLAIN = Dialect()
@@ -73,10 +76,16 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if job is None:
                 err.write(f"error: no job for VM {target!r}\nhint: see `migrate-bot history`\n")
                 return 1
+            if args.json:  # the whole record: the contract of README's "Command line"
+                out.write(json.dumps((await core.store.record(job.id)).to_json(), default=str) + "\n")
+                return 0
             samples = await core.store.progress(job.id, limit=1)
             sample = samples[-1] if samples else None
             msg = status_message(job, _PLAIN, ttl_s=core.settings.approval_ttl_s, sample=sample)
-            _emit(out, args.json, _job_json(job), msg)
+            _emit(out, False, None, msg)
+            return 0
+        if args.cmd == "export":
+            await _export(core, args.since, args.format, out)
             return 0
         if args.cmd == "history":
             if not 1 <= args.limit <= 1000:
@@ -93,6 +102,19 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise AssertionError(args.cmd)
     finally:
         await core.close()
+
+
+async def _export(core: Core, since: datetime | None, fmt: str, out: TextIO) -> None:
+    """Every job's record since `since`, oldest first: JSON lines (the `status --json` record) or CSV."""
+    records = await core.store.records_since(since)
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        for record in records:
+            writer.writerow(record.csv_row())
+        return
+    for record in records:
+        out.write(json.dumps(record.to_json(), default=str) + "\n")
 
 
 def _emit(out: TextIO, as_json: bool, data: object, msg: Message) -> None:

@@ -27,7 +27,7 @@ from migration_core.execution.types import ExecutionResult
 from migration_core.inventory.hosts import Inventory
 from migration_core.models import Job, JobState, MigrationRequest, Plan, VerificationSummary
 from migration_core.service_api import QueuePosition
-from migration_core.store import EventKind, HostLimit, Store
+from migration_core.store import SUMMARY_DETAIL, EventKind, HostLimit, Store
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +354,7 @@ class Dispatcher:
         error = None if outcome is JobState.SUCCEEDED else (result.error or summary.headline)
         # The summary is written before the job is closed: if the process dies in between, the restarted bot
         # finds the job still verifying and verifies again, rather than a closed job without its summary.
-        await self.store.record_event(job.id, EventKind.NOTICE, None, "summary", summary.to_json())
+        await self.store.record_event(job.id, EventKind.NOTICE, None, SUMMARY_DETAIL, summary.to_json())
         await self.mover.move(job, outcome, result.aborted_by, summary.headline, error=error)
         await self.sink.emit(SummaryReady(summary))
 

@@ -1,10 +1,11 @@
-"""The CLI subcommands that need the core: serve, console, plan, status, history, hosts, calibration."""
+"""The CLI subcommands that need the core: serve, console, plan, status, history, export, hosts, calibration."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import csv
 import getpass
 import json
 import logging
@@ -27,6 +28,7 @@ from migration_core.grammar.parser import MigrateCommand, parse_command
 from migration_core.models import Job
 from migration_core.planning.estimate import calibration_report
 from migration_core.service import MigrationService
+from migration_core.store.audit import CSV_COLUMNS
 
 log = logging.getLogger(__name__)
 _PLAIN = Dialect()
@@ -76,10 +78,16 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if job is None:
                 err.write(f"error: no job for VM {target!r}\nhint: see `migrate-bot history`\n")
                 return 1
+            if args.json:  # the whole record: the contract of README's "Command line"
+                out.write(json.dumps((await core.store.record(job.id)).to_json(), default=str) + "\n")
+                return 0
             samples = await core.store.progress(job.id, limit=1)
             sample = samples[-1] if samples else None
             msg = status_message(job, _PLAIN, ttl_s=core.settings.approval_ttl_s, sample=sample)
-            _emit(out, args.json, _job_json(job), msg)
+            _emit(out, False, None, msg)
+            return 0
+        if args.cmd == "export":
+            await _export(core, args.since, args.format, out)
             return 0
         if args.cmd == "history":
             if not 1 <= args.limit <= 1000:
@@ -131,6 +139,19 @@ async def _calibration(core: Core, args: argparse.Namespace, out: TextIO) -> int
             f" {tput:>11} {r.efficiency:>10.2f} {r.fixed_s:>6.2f}s{learned}\n"
         )
     return 0
+
+
+async def _export(core: Core, since: datetime | None, fmt: str, out: TextIO) -> None:
+    """Every job's record since `since`, oldest first: JSON lines (the `status --json` record) or CSV."""
+    records = await core.store.records_since(since)
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        for record in records:
+            writer.writerow(record.csv_row())
+        return
+    for record in records:
+        out.write(json.dumps(record.to_json(), default=str) + "\n")
 
 
 def _emit(out: TextIO, as_json: bool, data: object, msg: Message) -> None:

@@ -28,13 +28,18 @@ from migration_core.inventory.hosts import Inventory
 from migration_core.models import Job, JobState, MigrationRequest, Plan, VerificationSummary
 from migration_core.planning.estimate import sample_from_run
 from migration_core.service_api import QueuePosition
-from migration_core.store import EventKind, HostLimit, Store
+from migration_core.store import SUMMARY_DETAIL, EventKind, HostLimit, Store
 
 log = logging.getLogger(__name__)
 
+# The re-check before start reuses a dirty-rate measurement younger than this instead of measuring again: a
+# guest's working set does not change in minutes the way host facts can, and a new measurement would put the
+# whole dirty-rate window (3 s by default) between the approval and the start. The one owner of that age.
+RECHECK_DIRTY_RATE_MAX_AGE_S = 300.0
+
 
 class _Planner(Protocol):
-    async def make_plan(self, request: MigrationRequest) -> Plan: ...
+    async def make_plan(self, request: MigrationRequest, *, reuse_dirty_rate_s: float = 0.0) -> Plan: ...
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class DispatcherConfig:
     postcopy_retry_s: float = 10.0  # a broken post-copy is resumed every this long ...
     postcopy_give_up_s: float = 30 * 60.0  # ... until this long has passed (then: the summary's manual steps)
     postcopy_settle_s: float = 15.0  # link back: time for the stream to carry on by itself before pause + resume
+    dirty_rate_reuse_s: float = RECHECK_DIRTY_RATE_MAX_AGE_S  # the re-check before start reuses a younger measurement
 
 
 class JobMover:
@@ -79,7 +85,8 @@ class JobMover:
             )
             with logctx.job_context(source=moved.source or None):  # a new plan names the source
                 log.info("job %s: %s -> %s: %s", job.id, job.state.value, new.value, detail)
-                await self.sink.emit(StateChanged(job.id, job.state, new, actor, detail, self.clock()))
+                event = StateChanged(job.id, job.state, new, actor, detail, self.clock(), moved.approvers)
+                await self.sink.emit(event)
         return moved
 
 
@@ -287,7 +294,9 @@ class Dispatcher:
     async def _start(self, job: Job) -> None:
         assert job.plan is not None
         try:
-            plan = await self.planner.make_plan(job.plan.request)
+            # Every fact is read again; a dirty rate measured minutes ago (at the request) still holds, and
+            # measuring it again would put the whole window between the approval and the start.
+            plan = await self.planner.make_plan(job.plan.request, reuse_dirty_rate_s=self.config.dirty_rate_reuse_s)
         except MigrateBotError as err:
             await self.mover.move(job, JobState.FAILED, None, f"re-check before start failed: {err}", error=str(err))
             return
@@ -346,7 +355,7 @@ class Dispatcher:
         error = None if outcome is JobState.SUCCEEDED else (result.error or summary.headline)
         # The summary is written before the job is closed: if the process dies in between, the restarted bot
         # finds the job still verifying and verifies again, rather than a closed job without its summary.
-        await self.store.record_event(job.id, EventKind.NOTICE, None, "summary", summary.to_json())
+        await self.store.record_event(job.id, EventKind.NOTICE, None, SUMMARY_DETAIL, summary.to_json())
         await self.mover.move(job, outcome, result.aborted_by, summary.headline, error=error)
         await self._record_sample(job, plan, result, summary)
         await self.sink.emit(SummaryReady(summary))

@@ -46,7 +46,8 @@ class InMemoryService:
     ) -> Job:
         old = self.jobs[job_id]
         self.jobs[job_id] = replace(old, state=new, updated_at=self.now, **kw)  # type: ignore[arg-type]
-        await self.sink.emit(StateChanged(job_id, old.state, new, actor, detail, self.now))
+        moved = self.jobs[job_id]
+        await self.sink.emit(StateChanged(job_id, old.state, new, actor, detail, self.now, moved.approvers))
         if new.terminal:
             self._done.setdefault(job_id, asyncio.Event()).set()
         return self.jobs[job_id]

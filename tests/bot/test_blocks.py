@@ -18,7 +18,7 @@ from slack_sdk.models.views import View
 from bot.blocks.answers import help_message, hosts_message, jobs_message, status_message
 from bot.blocks.card import card_message, plan_message
 from bot.blocks.home import home_message
-from bot.blocks.ir import SLACK, Message
+from bot.blocks.ir import CONSOLE, SLACK, Message
 from bot.blocks.modals import ModalTarget, bandwidth_modal, downtime_modal
 from bot.blocks.progress import notice_message, progress_message, state_change_message
 from bot.blocks.slack import MAX_VIEW_BLOCKS, home_view, message_payload, problems, to_blocks
@@ -275,6 +275,16 @@ def test_state_change_replies():
     assert msg is not None and "Approved by <@U0BOB>" in msg.text
     first = StateChanged(7, JobState.PREFLIGHT, JobState.AWAITING_APPROVAL, None, "", T0)
     assert state_change_message(first, SLACK) is None  # the card itself says it
+
+
+def test_an_approval_by_two_people_credits_both():
+    """Issue 13 §5: the thread said only "Approved by carol" when bob and carol approved."""
+    both = StateChanged(7, JobState.AWAITING_APPROVAL, JobState.APPROVED, "U0CAROL", "", T0, ("U0BOB", "U0CAROL"))
+    msg = state_change_message(both, SLACK)
+    assert msg is not None and "Approved by <@U0BOB> and <@U0CAROL>;" in msg.text
+    three = StateChanged(7, JobState.AWAITING_APPROVAL, JobState.APPROVED, "carol", "", T0, ("al", "bob", "carol"))
+    msg = state_change_message(three, CONSOLE)
+    assert msg is not None and "Approved by al, bob and carol;" in msg.text
 
 
 def test_long_report_is_cut_with_a_pointer_and_keeps_the_buttons():

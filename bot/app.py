@@ -152,6 +152,23 @@ def build_app(
     return app
 
 
+class SlackGroupCheck:
+    """Is this user in group G (an owners' group of the policy file)? The Slack user group with that handle
+    where user groups are available, else the policy file's [groups] list (one SlackApproverCheck per group)."""
+
+    def __init__(self, client: AsyncWebClient, members: Callable[[str], frozenset[str]]) -> None:
+        self._client = client
+        self._members = members
+        self._checks: dict[str, SlackApproverCheck] = {}
+
+    async def __call__(self, user: str, group: str) -> bool:
+        check = self._checks.get(group)
+        if check is None:
+            check = SlackApproverCheck(self._client, group=group, allowlist=tuple(self._members(group)))
+            self._checks[group] = check
+        return await check(user)
+
+
 @dataclass
 class SlackBot:
     """Everything `build_slack` made, for the runner and for tests."""

@@ -217,7 +217,7 @@ async def _nothing() -> None:
 
 
 async def _serve(settings: Settings) -> int:
-    from bot.app import build_slack
+    from bot.app import SlackGroupCheck, build_slack
     from bot.slack_runner import run_http, run_socket_mode
 
     settings.require_slack()
@@ -226,6 +226,8 @@ async def _serve(settings: Settings) -> int:
     bot = build_slack(settings, lambda sink, check: make_service(core, sink, check), extra_sinks=(ops.sink,))
     service = bot.service
     assert isinstance(service, MigrationService)
+    # Owners' groups: Slack user groups with the policy file's handles, else the file's [groups] lists.
+    service.group_check = SlackGroupCheck(bot.client, core.policy.members)
     ops.watch(service)
     ops.watch_slack(bot.client)
     await service.start()

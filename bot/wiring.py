@@ -69,6 +69,6 @@ def make_service(core: Core, sink: EventSink, approver_check: ApproverCheck) -> 
         sink=sink,
         approver_check=approver_check,
         config=config,
-        policy=core.policy,
+        rules=core.policy,
         journal=journal,
     )

@@ -32,7 +32,7 @@ from bot.blocks.modals import (
 from bot.blocks.slack import message_payload
 from handlers.deps import Deps, bug_reference, ephemeral
 from handlers.slack_io import post_message
-from migration_core.dispatch.policy import may_control, required_approvals
+from migration_core.dispatch.policy import may_control, required_approvals, still_needed
 from migration_core.errors import MigrateBotError, UnknownJobError
 from migration_core.models import Job, JobState
 
@@ -113,12 +113,11 @@ def register(app: Any, deps: Deps) -> None:
         job = await svc.approve(job_id, user)
         await deps.refresh_card(job.id)
         if job.state is JobState.AWAITING_APPROVAL:
-            need = required_approvals(job.plan) - len(job.approvers)
-            await _thread_reply(
-                client,
-                job,
-                f"👍 {SLACK.user(user)} approved; {need} more approval(s) needed from someone else",
-            )
+            if job.plan is not None and job.plan.approval is not None:  # policy file: who is still needed
+                needed = still_needed(job)
+            else:
+                needed = f"{required_approvals(job.plan) - len(job.approvers)} more approval(s)"
+            await _thread_reply(client, job, f"👍 {SLACK.user(user)} approved; {needed} needed from someone else")
 
     async def deny(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
         job = await svc.deny(job_id, user)

@@ -16,6 +16,9 @@ from migration_core.models import Job, MigrationRequest, Plan
 
 # Answers "is this user an approver?" (the Slack layer resolves user groups; the console uses a static list).
 ApproverCheck = Callable[[str], Awaitable[bool]]
+# Answers "is this user a member of this group?" (Slack user groups where available, else the policy file's
+# [groups]); used for the owners' groups of the policy file (issue 15).
+GroupCheck = Callable[[str, str], Awaitable[bool]]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from bot.blocks.ir import (
     Text,
     paragraphs,
 )
-from migration_core.dispatch.policy import approval_expires_at, required_approvals, risk_reasons
+from migration_core.dispatch.policy import approval_expires_at, required_approvals, risk_reasons, still_needed
 from migration_core.models import CheckResult, CheckStatus, Job, JobState, MigrationMode, Plan
 from migration_core.service_api import QueuePosition
 
@@ -139,6 +139,12 @@ def status_line(job: Job, d: Dialect, ttl_s: float, queue: QueuePosition | None 
         need = required_approvals(job.plan)
         left = need - len(job.approvers)
         expires = d.date(approval_expires_at(job, ttl_s))
+        if job.plan is not None and job.plan.approval is not None:  # policy file: say who is still needed
+            needed = d.esc(still_needed(job)) or "no more approvals"
+            return (
+                f"{icon} *Waiting for approval* — {needed} needed "
+                f"(approved so far: {_approvals_so_far(job, d)}). Expires {expires}."
+            )
         return (
             f"{icon} *Waiting for approval* — {left} more approval(s) needed "
             f"(approved so far: {_approvals_so_far(job, d)}). Expires {expires}."
@@ -233,7 +239,11 @@ def card_message(
         Text(status_line(job, d, ttl_s, queue)),
         Fields(tuple(fields)),
     ]
-    if plan is not None and job.state is JobState.AWAITING_APPROVAL:
+    if plan is not None and job.state is JobState.AWAITING_APPROVAL and plan.approval is not None:
+        if plan.approval.reasons:
+            text = f"⚠️ *{plan.approval.total} approvers needed:* " + d.esc("; ".join(plan.approval.reasons))
+            parts.append(Text(cut(text, 2900, pointer)))
+    elif plan is not None and job.state is JobState.AWAITING_APPROVAL:
         risks = risk_reasons(plan)
         if risks:
             parts.append(Text(cut("⚠️ *Two approvers needed:* " + d.esc("; ".join(risks)), 2900, pointer)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,14 +27,27 @@ from migration_core.store.types import EventKind, EventRecord
 class RecordOps(StoreBase):
     """Approvals, events and progress."""
 
-    async def add_approval(self, job_id: int, actor: str, approved: bool, plan_hash: str) -> Approval:
-        """Record an approval (or denial) bound to `plan_hash`, with an `approval` event (no policy here)."""
+    async def add_approval(
+        self, job_id: int, actor: str, approved: bool, plan_hash: str, groups: Sequence[str] = ()
+    ) -> Approval:
+        """Record an approval (or denial) bound to `plan_hash`, with an `approval` event (no policy here).
+        `groups`: the requirement's groups the actor belongs to (what they count for)."""
 
         def write(_attempt: int) -> Approval:
             now = self._now()
+            data: dict[str, Any] = {"approved": approved, "plan_hash": plan_hash}
+            if groups:
+                data["groups"] = list(groups)
             with self._tx(write=True) as s:
                 self._require_job(s, job_id)
-                row = ApprovalRow(job_id=job_id, actor=actor, approved=approved, plan_hash=plan_hash, at=now)
+                row = ApprovalRow(
+                    job_id=job_id,
+                    actor=actor,
+                    approved=approved,
+                    plan_hash=plan_hash,
+                    at=now,
+                    groups=json.dumps(list(groups)) if groups else None,
+                )
                 s.add(row)
                 verb = "approved" if approved else "denied"
                 s.add(
@@ -43,7 +57,7 @@ class RecordOps(StoreBase):
                         kind=EventKind.APPROVAL.value,
                         actor=actor,
                         detail=f"{verb} by {actor} (plan {plan_hash})",
-                        data=dumps({"approved": approved, "plan_hash": plan_hash}),
+                        data=dumps(data),
                     )
                 )
                 s.flush()

@@ -10,7 +10,14 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.blocks.answers import help_message, hosts_message, jobs_message, status_message, text_message
+from bot.blocks.answers import (
+    freezes_message,
+    help_message,
+    hosts_message,
+    jobs_message,
+    status_message,
+    text_message,
+)
 from bot.blocks.card import card_message, plan_message
 from bot.blocks.ir import SLACK, Message
 from bot.blocks.slack import message_payload
@@ -20,6 +27,7 @@ from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.grammar.parser import (
     CancelCommand,
     Command,
+    FreezesCommand,
     HelpCommand,
     HistoryCommand,
     HostsCommand,
@@ -126,6 +134,8 @@ async def _answer(deps: Deps, cmd: Command, body: dict[str, Any], respond: Any, 
         await respond(**_ephemeral_msg(jobs_message(title, jobs, SLACK, empty="No migrations yet.")))
     elif isinstance(cmd, HostsCommand):
         await respond(**_ephemeral_msg(hosts_message(await svc.hosts(), SLACK)))
+    elif isinstance(cmd, FreezesCommand):
+        await respond(**_ephemeral_msg(freezes_message(await svc.freezes(), SLACK)))
     elif isinstance(cmd, CancelCommand):
         job = await svc.cancel(cmd.job_id, user)
         await deps.refresh_card(job.id)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from migration_core import logctx
-from migration_core.dispatch import policy
+from migration_core.dispatch import policy, windows
 from migration_core.dispatch.approvals import ApprovalSubject, required_approvals
 from migration_core.dispatch.dispatcher import Dispatcher, DispatcherConfig, JobMover
 from migration_core.errors import MigrateBotError, PolicyError, StateError
@@ -27,7 +27,7 @@ from migration_core.execution.executor import Executor
 from migration_core.inventory.hosts import Inventory
 from migration_core.inventory.policy_file import Policy
 from migration_core.models import Job, JobState, MigrationRequest, Plan
-from migration_core.service_api import ApproverCheck, GroupCheck, HostStatus, QueuePosition
+from migration_core.service_api import ApproverCheck, FreezeStatus, GroupCheck, HostStatus, QueuePosition
 from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Journal, Store
 from migration_core.store.states import CANCELLABLE_STATES
 
@@ -115,6 +115,7 @@ class MigrationService:
                 approval_ttl_s=self.config.approval_ttl_s,
             ),
             clock=clock,
+            freezes=self.rules.freezes,
         )
 
     async def start(self) -> None:
@@ -150,6 +151,18 @@ class MigrationService:
             assert err is not None
             await self.record_refusal(None, requester, "request", err, {"vm": request.vm})
             raise err
+        opts = request.options
+        for verdict in (
+            policy.check_ticket(opts.ticket, self.rules.ticket),
+            policy.check_change_window(
+                opts.emergency, self.rules.freezes, self.clock(), self.rules.approvals.emergency
+            ),
+        ):
+            if not verdict.allowed:
+                err = verdict.error()
+                assert err is not None
+                await self.record_refusal(None, requester, "request", err, {"vm": request.vm, "code": verdict.code})
+                raise err
         destination = self.inventory.get(request.destination).name  # canonical spelling; unknown -> error
         active = await self.store.active_job_for_vm(request.vm)
         if active is not None:
@@ -396,6 +409,20 @@ class MigrationService:
             )
 
         return list(await asyncio.gather(*(one(n) for n in self.inventory.names())))
+
+    async def freezes(self) -> list[FreezeStatus]:
+        now = self.clock()
+        return [
+            FreezeStatus(
+                name=o.window.name,
+                start=o.start,
+                end=o.end,
+                in_force=o.contains(now),
+                rule=f"weekly {o.window.weekly.text} {o.window.timezone.key}" if o.window.weekly else "",
+                timezone=o.window.timezone.key,
+            )
+            for o in windows.upcoming(self.rules.freezes, now)
+        ]
 
     async def set_chat_refs(
         self, job_id: int, *, channel: str | None = None, thread: str | None = None, progress: str | None = None

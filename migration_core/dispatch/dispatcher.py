@@ -20,11 +20,13 @@ from typing import Protocol
 from migration_core import logctx
 from migration_core.dispatch.queue import limits_of, queue_notice, queue_places, waiting_reason
 from migration_core.dispatch.recovery import resume_broken_postcopy
+from migration_core.dispatch.windows import hold_reason
 from migration_core.errors import MigrateBotError
 from migration_core.events import EventSink, Notice, NoticeKind, StateChanged, SummaryReady
 from migration_core.execution.executor import Executor
 from migration_core.execution.types import ExecutionResult
 from migration_core.inventory.hosts import Inventory
+from migration_core.inventory.policy_file import FreezeWindow
 from migration_core.models import Job, JobState, MigrationRequest, Plan, VerificationSummary
 from migration_core.service_api import QueuePosition
 from migration_core.store import EventKind, HostLimit, Store
@@ -96,6 +98,7 @@ class Dispatcher:
         sink: EventSink,
         config: DispatcherConfig,
         clock: Callable[[], datetime],
+        freezes: tuple[FreezeWindow, ...] = (),
     ) -> None:
         self.store = store
         self.inventory = inventory
@@ -105,6 +108,7 @@ class Dispatcher:
         self.sink = sink
         self.config = config
         self.clock = clock
+        self.freezes = freezes  # the policy file's change freezes: an approved move never starts inside one
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._runs: dict[int, asyncio.Task[None]] = {}
@@ -154,9 +158,10 @@ class Dispatcher:
                 self._taken_from[job.id] = job.owner
                 self._spawn(taken, recovering=True)
         limits = limits_of(self.inventory)
-        await self._claim_runnable(limits)
-        if await self._mark_waiting(limits):
-            await self._claim_runnable(limits)  # approved during this tick, with a free slot: start it now
+        held = await self._held()
+        await self._claim_runnable(limits, frozenset(held))
+        if await self._mark_waiting(limits, held):
+            await self._claim_runnable(limits, frozenset(held))  # approved during this tick, with a free slot
         for job_id, task in list(self._runs.items()):
             if not await self.store.renew_lease(job_id, self.config.replica_id, self.config.lease_s):
                 await self._lost_lease(job_id, task)
@@ -200,14 +205,29 @@ class Dispatcher:
         jobs = await self.store.jobs_in_states([JobState.APPROVED, JobState.QUEUED])
         return sorted((j for j in jobs if j.owner is None), key=lambda j: (j.created_at, j.id))
 
-    async def _claim_runnable(self, limits: dict[str, HostLimit]) -> None:
+    async def _held(self) -> dict[int, str]:
+        """Approved jobs that must not start now, with why (a change freeze): they are not claimed."""
+        if not self.freezes:
+            return {}
+        now = self.clock()
+        held: dict[int, str] = {}
+        for job in await self._waiting():
+            emergency = job.plan is not None and job.plan.request.options.emergency
+            why = hold_reason(emergency, self.freezes, now)
+            if why is not None:
+                held[job.id] = why
+        return held
+
+    async def _claim_runnable(self, limits: dict[str, HostLimit], held: frozenset[int] = frozenset()) -> None:
         while True:
-            claimed = await self.store.claim_next_runnable(self.config.replica_id, self.config.lease_s, limits=limits)
+            claimed = await self.store.claim_next_runnable(
+                self.config.replica_id, self.config.lease_s, limits=limits, exclude=held
+            )
             if claimed is None:
                 return
             self._spawn(claimed)
 
-    async def _mark_waiting(self, limits: dict[str, HostLimit]) -> bool:
+    async def _mark_waiting(self, limits: dict[str, HostLimit], held: dict[int, str] | None = None) -> bool:
         """Queue (with the reason and place) every approved job that cannot start; True if one could start.
 
         A job approved after this tick's claims has free slots and no reason to wait: calling it "queued"
@@ -218,7 +238,7 @@ class Dispatcher:
         places = queue_places(waiting)
         startable = False
         for job in waiting:
-            why = waiting_reason(job, load, limits)
+            why = (held or {}).get(job.id) or waiting_reason(job, load, limits)
             if why is None:
                 startable = True
                 continue
@@ -238,8 +258,13 @@ class Dispatcher:
         limits = limits_of(self.inventory)
         waiting = await self._waiting()
         places = queue_places(waiting)
+        held = await self._held()
         return [
-            QueuePosition(job.id, places[job.id], waiting_reason(job, load, limits) or "waiting for a free slot")
+            QueuePosition(
+                job.id,
+                places[job.id],
+                held.get(job.id) or waiting_reason(job, load, limits) or "waiting for a free slot",
+            )
             for job in waiting
         ]
 

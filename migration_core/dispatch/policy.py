@@ -28,7 +28,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from migration_core.dispatch.approvals import describe_outstanding, outstanding
+from migration_core.dispatch.windows import fmt_instant, frozen_until
 from migration_core.errors import MigrateBotError, PolicyError, StateError
+from migration_core.inventory.policy_file import FreezeWindow, TicketRule
 from migration_core.models import Approval, ApprovalRequirement, Job, JobState, Plan
 
 # libvirt flag names that make a plan risky (the planner writes them; options are checked too).
@@ -59,6 +61,10 @@ class VerdictCode(StrEnum):
     WRONG_CHANNEL = "wrong_channel"
     NOT_ALLOWED = "not_allowed"
     RATE_LIMITED = "rate_limited"
+    FROZEN = "frozen"
+    NOT_FROZEN = "not_frozen"
+    TICKET_MISSING = "ticket_missing"
+    TICKET_INVALID = "ticket_invalid"
 
 
 # Refusals about the job's state rather than about the person.
@@ -306,6 +312,55 @@ def may_request(
     return _OK
 
 
+def check_change_window(
+    emergency: bool, freezes: Iterable[FreezeWindow], now: datetime, emergency_approvers: int
+) -> Verdict:
+    """May a migration be requested at `now`? Not during a freeze, unless it is an emergency (--emergency with
+    --reason, checked by the grammar); --emergency outside a freeze is refused so nobody asks three people
+    for nothing."""
+    frozen = frozen_until(freezes, now)
+    if frozen is None:
+        if emergency:
+            return Verdict(
+                False,
+                VerdictCode.NOT_FROZEN,
+                "no change freeze is in force, so --emergency does not apply; request it again without "
+                "--emergency (see `/migrate freezes`)",
+            )
+        return _OK
+    if emergency:
+        return _OK
+    occurrence, until = frozen
+    return Verdict(
+        False,
+        VerdictCode.FROZEN,
+        f"changes are frozen: '{occurrence.window.name}' is in force until "
+        f"{fmt_instant(until, occurrence.window)}. Request it again after that, or, if it cannot wait, add "
+        f'--emergency --reason "why" (it then needs {emergency_approvers} approvers)',
+    )
+
+
+def check_ticket(ticket: str | None, rule: TicketRule) -> Verdict:
+    """Is the change ticket acceptable under the policy file's [ticket] rule?"""
+    if ticket is None:
+        if rule.required:
+            example = f" matching {rule.pattern.pattern}" if rule.pattern is not None else ""
+            return Verdict(
+                False,
+                VerdictCode.TICKET_MISSING,
+                f"a change ticket is required (policy file [ticket] required = true); add --ticket ID{example}",
+            )
+        return _OK
+    if rule.pattern is not None and not rule.pattern.search(ticket):
+        return Verdict(
+            False,
+            VerdictCode.TICKET_INVALID,
+            f"ticket `{ticket}` does not match the policy's pattern {rule.pattern.pattern}; "
+            "check the id in your change system",
+        )
+    return _OK
+
+
 def may_control(user: str, job: Job, actor_is_approver: bool) -> Verdict:
     """May `user` press a control (abort, post-copy, downtime, bandwidth, cancel)? Approvers + requester."""
     if actor_is_approver or user == job.requester:
@@ -383,7 +438,9 @@ __all__ = [
     "VerdictCode",
     "approval_expires_at",
     "check_approval",
+    "check_change_window",
     "check_denial",
+    "check_ticket",
     "current_approvals",
     "may_control",
     "may_request",

@@ -99,6 +99,20 @@ def _first(items: Iterator[Occurrence], n: int) -> list[Occurrence]:
     return out
 
 
+def hold_reason(emergency: bool, windows: Iterable[FreezeWindow], now: datetime) -> str | None:
+    """Why an approved move must not start at `now` (a freeze, unless it is an emergency), or None.
+
+    The dispatcher queues the job with this reason, so its thread says why and until when.
+    """
+    if emergency:
+        return None
+    frozen = frozen_until(windows, now)
+    if frozen is None:
+        return None
+    occurrence, until = frozen
+    return f"change freeze '{occurrence.window.name}' is in force until {fmt_instant(until, occurrence.window)}"
+
+
 def fmt_instant(at: datetime, window: FreezeWindow | None = None) -> str:
     """'2026-12-21 18:00 CET (17:00 UTC)': the window's local time first, UTC alongside."""
     utc = at.astimezone(UTC)
@@ -117,4 +131,13 @@ def describe(occurrence: Occurrence, now: datetime) -> str:
     return f"{w.name}{rule}: {state}{span}"
 
 
-__all__ = ["Occurrence", "active", "describe", "fmt_instant", "frozen_until", "occurrences", "upcoming"]
+__all__ = [
+    "Occurrence",
+    "active",
+    "describe",
+    "fmt_instant",
+    "frozen_until",
+    "hold_reason",
+    "occurrences",
+    "upcoming",
+]

@@ -188,6 +188,19 @@ def _reason(draft: Draft, raw: str | None, given: str) -> None:
     draft.set("reason", text, given)
 
 
+_TICKET_MAX = 64
+
+
+def _ticket(draft: Draft, raw: str | None, given: str) -> None:
+    text = (raw or "").strip()
+    if not text or len(text) > _TICKET_MAX or any(c.isspace() for c in text):
+        raise GrammarError(
+            f"--ticket `{raw}` is not a ticket id",
+            f"give the id alone (no spaces, at most {_TICKET_MAX} characters): --ticket CHG0012345",
+        )
+    draft.set("ticket", text, given)
+
+
 def _limit(draft: Draft, raw: str | None, given: str) -> None:
     draft.set("limit", parse_int(raw or "", "--limit", 1, 500), given)
 
@@ -209,6 +222,8 @@ _HANDLERS: dict[str, Callable[[Draft, str | None, str], None]] = {
     "tls": _flag("tls", True),
     "timeout": _duration("--timeout", "timeout_s", 1.0, 86400.0),
     "reason": _reason,
+    "ticket": _ticket,
+    "emergency": _flag("emergency", True),
     "limit": _limit,
 }
 
@@ -230,6 +245,11 @@ def build_options(draft: Draft) -> MigrationOptions:
                 "an offline migration only moves the definition, so the VM must stay defined on the "
                 "destination: drop --transient",
             )
+    if opts.emergency and not opts.reason:
+        raise GrammarError(
+            "--emergency needs --reason",
+            'say why the change cannot wait for the freeze to end: --emergency --reason "INC-42 host failing"',
+        )
     if not opts.persistent and opts.undefine_source:
         raise GrammarError(
             "--transient with --undefine-source would leave the VM defined nowhere",

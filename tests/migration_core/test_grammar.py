@@ -32,14 +32,14 @@ from migration_core.models import CopyStorage, MigrationMode, MigrationOptions, 
 MIGRATE_KEYS = {
     "command", "vm", "destination", "mode", "persistent", "undefine_source", "postcopy", "postcopy_after_s",
     "auto_converge", "parallel_connections", "max_downtime_ms", "bandwidth_mib_s", "copy_storage",
-    "compressed", "tls", "timeout_s", "reason",
+    "compressed", "tls", "timeout_s", "reason", "ticket", "emergency",
 }  # fmt: skip
 
 DEFAULTS: dict[str, Any] = {
     "command": "migrate", "vm": "vm42", "destination": "hostB", "mode": None, "persistent": True,
     "undefine_source": False, "postcopy": False, "postcopy_after_s": None, "auto_converge": False,
     "parallel_connections": None, "max_downtime_ms": None, "bandwidth_mib_s": None, "copy_storage": None,
-    "compressed": False, "tls": False, "timeout_s": None, "reason": None,
+    "compressed": False, "tls": False, "timeout_s": None, "reason": None, "ticket": None, "emergency": False,
 }  # fmt: skip
 
 
@@ -567,3 +567,54 @@ def test_valid_migrate_commands_round_trip_through_text_and_json(cmd: MigrateCom
 def test_other_commands_round_trip_through_text_and_json(cmd: Command) -> None:
     assert parse_command(command_to_text(cmd)) == cmd
     assert command_from_json(json.loads(json.dumps(command_to_json(cmd)))) == cmd
+
+
+# ----- change control (issue 15) ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "changed"),
+    [
+        ("vm42 to hostB --ticket CHG0012345", {"ticket": "CHG0012345"}),
+        ("vm42 to hostB --ticket=CHG-7", {"ticket": "CHG-7"}),
+        (
+            'vm42 to hostB --emergency --reason "INC-42 disk failing"',
+            {"emergency": True, "reason": "INC-42 disk failing"},
+        ),
+        ("vm42 to hostB —emergency —reason x —ticket T1", {"emergency": True, "reason": "x", "ticket": "T1"}),
+    ],
+)
+def test_change_control_options(text: str, changed: dict[str, Any]) -> None:
+    assert as_json(text) == {**DEFAULTS, **changed}
+    cmd = parse_command(text)
+    assert parse_command(command_to_text(cmd)) == cmd
+    assert command_from_json(command_to_json(cmd)) == cmd
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "hint"),
+    [
+        ("vm42 to hostB --emergency", "--emergency needs --reason", "--emergency --reason"),
+        ('vm42 to hostB --ticket "CHG 1"', "--ticket `CHG 1` is not a ticket id", "no spaces"),
+        ("vm42 to hostB --ticket", "--ticket needs a value (ID)", "--ticket CHG0012345"),
+        ("vm42 to hostB --emergency=yes --reason x", "--emergency takes no value", ""),
+        ("freezes now", "freezes takes no arguments", "/migrate freezes"),
+        ("freezes --ticket X", "--ticket does not apply to `freezes`", ""),
+        ("freezs", "unknown command `freezs`", "/migrate freezes"),
+    ],
+)
+def test_change_control_errors(text: str, message: str, hint: str) -> None:
+    with pytest.raises(GrammarError) as err:
+        parse_command(text)
+    assert message in err.value.message
+    assert hint in err.value.hint
+
+
+def test_freezes_command_json_and_text() -> None:
+    cmd = parse_command("freezes")
+    assert command_to_json(cmd) == {"command": "freezes"}
+    assert command_to_text(cmd) == "freezes"
+    assert command_from_json({"command": "freezes"}) == cmd
+    assert "/migrate freezes" in help_text(None)
+    assert "--emergency" in help_text("emergency") and "--ticket" in help_text("options")
+    assert "in force now" in help_text("freezes")

@@ -115,6 +115,8 @@ def _job_json(job: Job) -> dict[str, object]:
         "updated_at": job.updated_at.isoformat(),
         "error": job.error,
         "plan_hash": job.plan.hash if job.plan else None,
+        "ticket": job.plan.request.options.ticket if job.plan else None,
+        "emergency": job.plan.request.options.emergency if job.plan else False,
     }
 
 

@@ -114,10 +114,11 @@ def register(app: Any, deps: Deps) -> None:
         await deps.refresh_card(job.id)
         if job.state is JobState.AWAITING_APPROVAL:
             if job.plan is not None and job.plan.approval is not None:  # policy file: who is still needed
-                needed = still_needed(job)
+                text = f"👍 {SLACK.user(user)} approved; still needs {still_needed(job)}"
             else:
-                needed = f"{required_approvals(job.plan) - len(job.approvers)} more approval(s)"
-            await _thread_reply(client, job, f"👍 {SLACK.user(user)} approved; {needed} needed from someone else")
+                need = required_approvals(job.plan) - len(job.approvers)
+                text = f"👍 {SLACK.user(user)} approved; {need} more approval(s) needed from someone else"
+            await _thread_reply(client, job, text)
 
     async def deny(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
         job = await svc.deny(job_id, user)

@@ -142,7 +142,7 @@ def status_line(job: Job, d: Dialect, ttl_s: float, queue: QueuePosition | None 
         if job.plan is not None and job.plan.approval is not None:  # policy file: say who is still needed
             needed = d.esc(still_needed(job)) or "no more approvals"
             return (
-                f"{icon} *Waiting for approval* — {needed} needed "
+                f"{icon} *Waiting for approval* — needs {needed} "
                 f"(approved so far: {_approvals_so_far(job, d)}). Expires {expires}."
             )
         return (
@@ -198,6 +198,17 @@ def _approval_actions(job: Job) -> Actions | None:
     return Actions(f"{APPROVAL_BLOCK}:{job.id}", (approve, deny))
 
 
+def _change_fields(job: Job, d: Dialect) -> list[tuple[str, str]]:
+    """The ticket and an emergency marker (policy file), only when set: a card holds at most 10 fields."""
+    opts = job.plan.request.options if job.plan else None
+    if opts is None or (opts.ticket is None and not opts.emergency):
+        return []
+    value = d.esc(opts.ticket) if opts.ticket else "_none_"
+    if opts.emergency:
+        value += " · 🚨 emergency (freeze bypass)"
+    return [("Ticket", value)]
+
+
 def card_message(
     job: Job,
     d: Dialect,
@@ -230,6 +241,7 @@ def card_message(
         ("Mode", mode_label(plan, job.plan.request.options.mode if job.plan else None)),
         ("Requester", d.user(job.requester)),
         ("Reason", cut(d.esc(job.reason), 1900) if job.reason else "_none given_"),
+        *_change_fields(job, d),
         ("Prediction", prediction_text(plan, d)),
         ("Checks", checks_summary(plan)),
         ("Approvals", _approvals_so_far(job, d)),

@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     ho = sub.add_parser("hosts", help="list inventory hosts and whether each answers")
     ho.add_argument("--json", action="store_true")
 
+    au = sub.add_parser("audit", help="check the event log's hash chain (tamper evidence)")
+    au.add_argument("action", choices=["verify"], help="verify: recompute the chain, name the first bad record")
+    au.add_argument("--json", action="store_true")
+
     sub.add_parser("version", help="print the version")
     return p
 

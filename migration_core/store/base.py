@@ -15,6 +15,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from migration_core.errors import MigrateBotError, StoreError, UnknownJobError
 from migration_core.models import Approval, Job
+from migration_core.store import audit
 from migration_core.store.engine import WRITE_OPTION, is_transient, make_engine, normalise_url, to_store_error
 from migration_core.store.schema import (
     ADDED_COLUMNS,
@@ -57,6 +58,7 @@ class StoreBase:
         retry: RetryPolicy | None = None,
         connect_timeout_s: int = 5,
     ) -> None:
+        audit.install()  # every event record written through the store joins the hash chain
         self._url = normalise_url(url)
         self.url_masked = mask_url(self._url)
         self._clock = clock

@@ -9,6 +9,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from migration_core.models import Approval, ProgressSample
+from migration_core.store.audit import ChainReport, chained_from_row, verify_chain
 from migration_core.store.base import StoreBase, unknown_job
 from migration_core.store.job_ops import dumps
 from migration_core.store.schema import (
@@ -136,6 +137,15 @@ class RecordOps(StoreBase):
             return [event_from_row(r) for r in s.exec(ordered).all()]
 
         return await self._run("read events", lambda _a: self._read(read))
+
+    async def verify_audit(self) -> ChainReport:
+        """Recompute the event log's hash chain (`migrate-bot audit verify`); see store/audit.py."""
+        stmt = select(EventRow).order_by(col(EventRow.id))
+
+        def read(s: Session) -> ChainReport:
+            return verify_chain([chained_from_row(r) for r in s.exec(stmt).all()])
+
+        return await self._run("verify the audit chain", lambda _a: self._read(read))
 
     async def add_progress(self, sample: ProgressSample) -> None:
         """Keep one progress reading (UnknownJobError when the job does not exist)."""

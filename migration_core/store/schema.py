@@ -104,6 +104,10 @@ class EventRow(SQLModel, table=True):
     new_state: str | None = None
     detail: str = Field(default="", sa_type=Text)
     data: str | None = Field(default=None, sa_type=Text)  # a JSON object
+    # The tamper-evident chain (store/audit.py): the previous record's hash and this record's. NULL only for
+    # records written before the chain existed.
+    prev_hash: str | None = Field(default=None, sa_type=Text)
+    hash: str | None = Field(default=None, sa_type=Text)
 
 
 class ProgressRow(SQLModel, table=True):
@@ -223,7 +227,11 @@ def approval_from_row(row: ApprovalRow) -> Approval:
 
 # Columns added after the first release: (table, column, SQL type). `Store.start` adds any that an existing
 # database lacks (create_all creates missing tables only); all are nullable, so old rows stay valid.
-ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("approvals", "groups", "TEXT"),)
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("approvals", "groups", "TEXT"),
+    ("events", "prev_hash", "TEXT"),
+    ("events", "hash", "TEXT"),
+)
 
 
 def event_from_row(row: EventRow) -> EventRecord:

@@ -27,7 +27,7 @@ MIGRATE_KEYS = {
 }  # fmt: skip
 PLAN_KEYS = {"executable", "checks", "prediction", "mode", "flags", "params", "recommendation", "hash"}
 PREDICTION_KEYS = {"converges", "total_s", "downtime_ms", "dirty_rate_mib_s", "bandwidth_mib_s", "passes"}
-SUBCOMMANDS = ("serve", "console", "parse", "plan", "status", "history", "hosts", "version")
+SUBCOMMANDS = ("serve", "console", "parse", "plan", "status", "history", "hosts", "audit", "version")
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:

@@ -151,11 +151,18 @@ class MigrationService:
             assert err is not None
             await self.record_refusal(None, requester, "request", err, {"vm": request.vm})
             raise err
+        now = self.clock()
+        start, end = windows.resolve_schedule(
+            request.options.not_before, request.options.not_after, self.rules.schedule
+        )
+        request = replace(request, options=replace(request.options, not_before=start, not_after=end))
         opts = request.options
         for verdict in (
             policy.check_ticket(opts.ticket, self.rules.ticket),
+            policy.check_schedule(start, end, now),
+            # A scheduled request is judged at its start: one made during a freeze for after it is fine.
             policy.check_change_window(
-                opts.emergency, self.rules.freezes, self.clock(), self.rules.approvals.emergency
+                opts.emergency, self.rules.freezes, max(now, start or now), self.rules.approvals.emergency
             ),
         ):
             if not verdict.allowed:

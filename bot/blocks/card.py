@@ -209,6 +209,15 @@ def _change_fields(job: Job, d: Dialect) -> list[tuple[str, str]]:
     return [("Ticket", value)]
 
 
+def _schedule_fields(job: Job, d: Dialect) -> list[tuple[str, str]]:
+    """When a scheduled move may start (--at / --window), only when it has a schedule."""
+    opts = job.plan.request.options if job.plan else None
+    if opts is None or opts.not_before is None:
+        return []
+    end = f" and {d.date(opts.not_after)}" if opts.not_after is not None else ""
+    return [("Scheduled", f"🕘 starts between {d.date(opts.not_before)}{end}")]
+
+
 def card_message(
     job: Job,
     d: Dialect,
@@ -242,6 +251,7 @@ def card_message(
         ("Requester", d.user(job.requester)),
         ("Reason", cut(d.esc(job.reason), 1900) if job.reason else "_none given_"),
         *_change_fields(job, d),
+        *_schedule_fields(job, d),
         ("Prediction", prediction_text(plan, d)),
         ("Checks", checks_summary(plan)),
         ("Approvals", _approvals_so_far(job, d)),

@@ -18,9 +18,15 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from migration_core import logctx
-from migration_core.dispatch.queue import limits_of, queue_notice, queue_places, waiting_reason
+from migration_core.dispatch.queue import (
+    limits_of,
+    queue_notice,
+    queue_notice_reason,
+    queue_places,
+    waiting_reason,
+)
 from migration_core.dispatch.recovery import resume_broken_postcopy
-from migration_core.dispatch.windows import hold_reason
+from migration_core.dispatch.windows import fmt_instant, hold_reason
 from migration_core.errors import MigrateBotError
 from migration_core.events import EventSink, Notice, NoticeKind, StateChanged, SummaryReady
 from migration_core.execution.executor import Executor
@@ -157,6 +163,7 @@ class Dispatcher:
             if taken is not None:
                 self._taken_from[job.id] = job.owner
                 self._spawn(taken, recovering=True)
+        await self._expire_missed_windows()
         limits = limits_of(self.inventory)
         held = await self._held()
         await self._claim_runnable(limits, frozenset(held))
@@ -206,17 +213,35 @@ class Dispatcher:
         return sorted((j for j in jobs if j.owner is None), key=lambda j: (j.created_at, j.id))
 
     async def _held(self) -> dict[int, str]:
-        """Approved jobs that must not start now, with why (a change freeze): they are not claimed."""
-        if not self.freezes:
-            return {}
+        """Approved jobs that must not start now, with why (not yet their scheduled time, a change freeze):
+        they are not claimed."""
         now = self.clock()
         held: dict[int, str] = {}
         for job in await self._waiting():
-            emergency = job.plan is not None and job.plan.request.options.emergency
-            why = hold_reason(emergency, self.freezes, now)
+            opts = job.plan.request.options if job.plan is not None else None
+            if opts is None:
+                continue
+            why = hold_reason(opts.emergency, self.freezes, now, opts.not_before, opts.not_after)
             if why is not None:
                 held[job.id] = why
         return held
+
+    async def _expire_missed_windows(self) -> None:
+        """A scheduled job that has not started by the end of its window expires, saying why it waited."""
+        now = self.clock()
+        for job in await self._waiting():
+            opts = job.plan.request.options if job.plan is not None else None
+            if opts is None or opts.not_after is None or now < opts.not_after:
+                continue
+            waited = self._queued_reason.get(job.id)
+            why = f" ({queue_notice_reason(waited).removeprefix('waiting: ')})" if waited else ""
+            detail = (
+                f"its start window ended at {fmt_instant(opts.not_after)} before it could start{why}; "
+                "nothing was changed: request it again with a new --at or --window"
+            )
+            with contextlib.suppress(MigrateBotError):  # started or moved by another replica in the meantime
+                await self.mover.move(job, JobState.EXPIRED, None, detail)
+                self._queued_reason.pop(job.id, None)
 
     async def _claim_runnable(self, limits: dict[str, HostLimit], held: frozenset[int] = frozenset()) -> None:
         while True:

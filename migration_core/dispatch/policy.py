@@ -65,6 +65,8 @@ class VerdictCode(StrEnum):
     NOT_FROZEN = "not_frozen"
     TICKET_MISSING = "ticket_missing"
     TICKET_INVALID = "ticket_invalid"
+    SCHEDULE_PAST = "schedule_past"
+    SCHEDULE_TOO_FAR = "schedule_too_far"
 
 
 # Refusals about the job's state rather than about the person.
@@ -340,6 +342,30 @@ def check_change_window(
     )
 
 
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
+
+
+def check_schedule(not_before: datetime | None, not_after: datetime | None, now: datetime) -> Verdict:
+    """Is a start window (already resolved to aware instants) usable: not over, not more than 30 days away?"""
+    if not_before is None or not_after is None:
+        return _OK
+    if not_after <= now:
+        return Verdict(
+            False,
+            VerdictCode.SCHEDULE_PAST,
+            f"the start window ended at {fmt_instant(not_after)}, before this request; give a later --at or "
+            "--window (times without a zone are read in the policy file's [schedule] timezone)",
+        )
+    if not_before - now > MAX_SCHEDULE_AHEAD:
+        return Verdict(
+            False,
+            VerdictCode.SCHEDULE_TOO_FAR,
+            f"{fmt_instant(not_before)} is more than 30 days away; request it closer to the time "
+            "(the plan would be stale by then)",
+        )
+    return _OK
+
+
 def check_ticket(ticket: str | None, rule: TicketRule) -> Verdict:
     """Is the change ticket acceptable under the policy file's [ticket] rule?"""
     if ticket is None:
@@ -440,6 +466,7 @@ __all__ = [
     "check_approval",
     "check_change_window",
     "check_denial",
+    "check_schedule",
     "check_ticket",
     "current_approvals",
     "may_control",

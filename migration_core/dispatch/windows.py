@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from migration_core.inventory.policy_file import FreezeWindow
+from migration_core.inventory.policy_file import FreezeWindow, ScheduleRule
 
 # How far ahead `upcoming` looks, and the most steps `frozen_until` takes through touching windows.
 HORIZON = timedelta(days=400)
@@ -99,11 +99,35 @@ def _first(items: Iterator[Occurrence], n: int) -> list[Occurrence]:
     return out
 
 
-def hold_reason(emergency: bool, windows: Iterable[FreezeWindow], now: datetime) -> str | None:
-    """Why an approved move must not start at `now` (a freeze, unless it is an emergency), or None.
+def resolve_schedule(
+    not_before: datetime | None, not_after: datetime | None, rule: ScheduleRule
+) -> tuple[datetime | None, datetime | None]:
+    """The start window as aware UTC instants: times without a zone are read in the policy's [schedule]
+    timezone; `--at TIME` alone may start until TIME + at_grace_minutes."""
 
-    The dispatcher queues the job with this reason, so its thread says why and until when.
+    def aware(at: datetime) -> datetime:
+        return (at.replace(tzinfo=rule.timezone) if at.tzinfo is None else at).astimezone(UTC)
+
+    if not_before is None:
+        return None, None
+    start = aware(not_before)
+    end = aware(not_after) if not_after is not None else start + timedelta(minutes=rule.at_grace_minutes)
+    return start, end
+
+
+def hold_reason(
+    emergency: bool,
+    windows: Iterable[FreezeWindow],
+    now: datetime,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+) -> str | None:
+    """Why an approved move must not start at `now` (not yet its scheduled time; a freeze, unless it is an
+    emergency), or None. The dispatcher queues the job with this reason, so its thread says why and until when.
     """
+    if not_before is not None and now < not_before:
+        latest = f" (it may start until {fmt_instant(not_after)})" if not_after is not None else ""
+        return f"scheduled: starts at {fmt_instant(not_before)}{latest}"
     if emergency:
         return None
     frozen = frozen_until(windows, now)
@@ -139,5 +163,6 @@ __all__ = [
     "frozen_until",
     "hold_reason",
     "occurrences",
+    "resolve_schedule",
     "upcoming",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeAlias
 
 from migration_core.errors import GrammarError
@@ -88,6 +89,8 @@ def command_to_json(cmd: Command) -> dict[str, Any]:
             "reason": o.reason,
             "ticket": o.ticket,
             "emergency": o.emergency,
+            "not_before": o.not_before.isoformat() if o.not_before else None,
+            "not_after": o.not_after.isoformat() if o.not_after else None,
         }
     if isinstance(cmd, StatusCommand):
         return {"command": "status", "target": cmd.target}
@@ -135,6 +138,10 @@ def command_to_text(cmd: Command) -> str:
             parts += ["--reason", shlex.quote(o.reason)]
         parts += ["--ticket", shlex.quote(o.ticket)] if o.ticket is not None else []
         parts += ["--emergency"] if o.emergency else []
+        if o.not_before is not None and o.not_after is not None:
+            parts += ["--window", f"{o.not_before.isoformat()}/{o.not_after.isoformat()}"]
+        elif o.not_before is not None:
+            parts += ["--at", o.not_before.isoformat()]
         return " ".join(parts)
     if isinstance(cmd, StatusCommand):
         return "status" if cmd.target is None else f"status {cmd.target}"
@@ -225,10 +232,16 @@ def _migrate_from_json(data: dict[str, Any]) -> MigrateCommand:
         reason=typed("reason", str),
         ticket=typed("ticket", str),
         emergency=typed("emergency", bool, nullable=False),
+        not_before=_instant_or_none(typed("not_before", str)),
+        not_after=_instant_or_none(typed("not_after", str)),
     )
     vm, destination = typed("vm", str, nullable=False), typed("destination", str, nullable=False)
     request = MigrationRequest(vm, destination, options)
     return MigrateCommand(request, plan_only=data["command"] == "plan")
+
+
+def _instant_or_none(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 def _float_or_none(value: int | float | None) -> float | None:

@@ -99,6 +99,15 @@ _OPTION_DETAILS: dict[str, str] = {
     "timeout": "Example: --timeout 20m",
     "reason": "Shown on the approval card and kept in the history. Also --reason=TEXT.",
     "ticket": "Shown on the card and the summary, stored and exported. Example: --ticket CHG0012345",
+    "at": (
+        "The request is approved now and starts at TIME after the usual re-check; if it cannot start within the "
+        "policy's grace (30 min by default: a full queue, a host down, a freeze) it expires. "
+        "Example: --at 2026-12-24T22:00+01:00"
+    ),
+    "window": (
+        "Like --at, with the latest start given: it starts between START and END or expires. END may be a bare "
+        "time on START's day. Example: --window 2026-12-24T22:00Z/23:30"
+    ),
     "emergency": (
         "Only during a change freeze, and only with --reason. The request then needs the policy file's "
         'emergency number of approvers. Example: --emergency --reason "INC-42 host failing"'

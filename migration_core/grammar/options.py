@@ -20,8 +20,10 @@ from migration_core.grammar.spec import (
 from migration_core.grammar.values import (
     looks_like_int,
     parse_duration_s,
+    parse_instant,
     parse_int,
     parse_rate_mib_s,
+    parse_window,
 )
 from migration_core.models import CopyStorage, MigrationMode, MigrationOptions
 
@@ -201,6 +203,32 @@ def _ticket(draft: Draft, raw: str | None, given: str) -> None:
     draft.set("ticket", text, given)
 
 
+_MAX_WINDOW_S = 7 * 86400
+
+
+def _at(draft: Draft, raw: str | None, given: str) -> None:
+    if "window" in draft.given:
+        raise _schedule_twice(draft.given["window"], given)
+    draft.set("not_before", parse_instant(raw or "", "--at"), given)
+
+
+def _window(draft: Draft, raw: str | None, given: str) -> None:
+    if "not_before" in draft.given and "not_after" not in draft.given:
+        raise _schedule_twice(draft.given["not_before"], given)
+    start, end = parse_window(raw or "", "--window")
+    if (end - start).total_seconds() > _MAX_WINDOW_S:
+        raise GrammarError(f"--window {raw} is longer than 7 days", "a start window is hours, not weeks: narrow it")
+    draft.set("not_before", start, given)
+    draft.set("not_after", end, given)
+    draft.given["window"] = given
+
+
+def _schedule_twice(previous: str, given: str) -> GrammarError:
+    return GrammarError(
+        f"{previous} and {given} both say when to start", "give --at TIME or --window START/END, not both"
+    )
+
+
 def _limit(draft: Draft, raw: str | None, given: str) -> None:
     draft.set("limit", parse_int(raw or "", "--limit", 1, 500), given)
 
@@ -224,6 +252,8 @@ _HANDLERS: dict[str, Callable[[Draft, str | None, str], None]] = {
     "reason": _reason,
     "ticket": _ticket,
     "emergency": _flag("emergency", True),
+    "at": _at,
+    "window": _window,
     "limit": _limit,
 }
 

@@ -59,6 +59,7 @@ __all__ = [
 _EXAMPLE_VALUES = {
     "postcopy-after": "30s", "max-downtime": "500ms", "bandwidth": "1G", "copy-storage": "all",
     "timeout": "20m", "reason": '"CHG-1234 patching"', "limit": "50", "ticket": "CHG0012345",
+    "at": "2026-12-24T22:00Z", "window": "2026-12-24T22:00Z/23:30",
 }  # fmt: skip
 
 

@@ -32,7 +32,8 @@ from migration_core.errors import InventoryError
 EXAMPLE_FILE = "deploy/policy.example.toml"
 ENV_VAR = "MIGRATE_BOT_POLICY"
 
-_TOP_KEYS = ("approvals", "groups", "vm_labels", "owners", "freeze", "ticket")
+_TOP_KEYS = ("approvals", "groups", "vm_labels", "owners", "freeze", "ticket", "schedule")
+_SCHEDULE_KEYS = ("timezone", "at_grace_minutes")
 _APPROVAL_KEYS = ("default", "risky", "emergency")
 _OWNER_KEYS = ("match", "group", "count")
 _MATCH_KEYS = ("vm_label", "vm", "host")
@@ -107,6 +108,14 @@ class TicketRule:
 
 
 @dataclass(frozen=True)
+class ScheduleRule:
+    """Scheduled runs: the zone of times given without one, and how long after `--at TIME` a start may wait."""
+
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    at_grace_minutes: int = 30
+
+
+@dataclass(frozen=True)
 class Policy:
     """The whole policy file, validated. `Policy.default()` is today's behaviour (no file)."""
 
@@ -117,6 +126,7 @@ class Policy:
     owners: tuple[OwnerRule, ...] = ()
     freezes: tuple[FreezeWindow, ...] = ()
     ticket: TicketRule = TicketRule()
+    schedule: ScheduleRule = field(default_factory=ScheduleRule)
 
     @staticmethod
     def default() -> Policy:
@@ -173,7 +183,8 @@ def parse_policy(text: str, source: str) -> Policy:
             )
         names[window.name.lower()] = i
     ticket = _ticket(_table(data, "ticket", source, "[ticket]"), source)
-    return Policy(source, approvals, groups, vm_labels, owners, freezes, ticket)
+    schedule = _schedule(_table(data, "schedule", source, "[schedule]"), source)
+    return Policy(source, approvals, groups, vm_labels, owners, freezes, ticket, schedule)
 
 
 # ----- sections ----------------------------------------------------------------------------------------------
@@ -338,6 +349,18 @@ def _ticket(table: Mapping[str, Any], source: str) -> TicketRule:
     return TicketRule(compiled, required)
 
 
+def _schedule(table: Mapping[str, Any], source: str) -> ScheduleRule:
+    _reject_unknown(table, _SCHEDULE_KEYS, source, "[schedule]")
+    zone = _zone(table.get("timezone", "UTC"), f"{source}: [schedule]: field 'timezone'")
+    grace = table.get("at_grace_minutes", 30)
+    if not isinstance(grace, int) or isinstance(grace, bool) or not 1 <= grace <= 1440:
+        raise InventoryError(
+            f"{source}: [schedule]: field 'at_grace_minutes' must be a whole number 1-1440, not {grace!r}",
+            "how long after --at TIME a move may still start (a full queue, a freeze) before it expires",
+        )
+    return ScheduleRule(zone, grace)
+
+
 # ----- values ------------------------------------------------------------------------------------------------
 
 
@@ -436,6 +459,7 @@ __all__ = [
     "OwnerMatch",
     "OwnerRule",
     "Policy",
+    "ScheduleRule",
     "TicketRule",
     "WeeklyRule",
     "load_policy",

@@ -52,6 +52,15 @@ FAILING = plan(
 )
 RISKY = plan(postcopy=True)
 RUNNING = job(state=JobState.RUNNING, p=RISKY, approvers=("U0BOB", "U0CAROL"))
+SCHEDULED = replace(
+    plan(),
+    request=replace(
+        plan().request,
+        options=replace(
+            plan().request.options, not_before=T0 + timedelta(hours=10), not_after=T0 + timedelta(hours=10, minutes=30)
+        ),
+    ),
+)
 # A policy-file plan (issue 15): an emergency during a freeze on a VM the DBAs own, with a change ticket.
 POLICY_PLAN = replace(
     plan(vm="db1"),
@@ -76,6 +85,19 @@ def _cases() -> dict[str, dict[str, Any]]:
             card_message(job(p=RISKY, approvers=("U0BOB",)), SLACK, ttl_s=TTL)
         ),
         "card_policy_emergency_owners": m(card_message(job(p=POLICY_PLAN, approvers=("U0BOB",)), SLACK, ttl_s=TTL)),
+        "card_scheduled": m(
+            card_message(job(state=JobState.QUEUED, p=SCHEDULED, approvers=("U0BOB",)), SLACK, ttl_s=TTL)
+        ),
+        "home_scheduled": home_view(
+            home_message(
+                "U0BOB",
+                [job(id=11, state=JobState.QUEUED, p=SCHEDULED, approvers=("U0CAROL",))],
+                [QueuePosition(11, 1, "scheduled: starts at 2024-05-01 22:00 UTC (until 2024-05-01 22:30 UTC)")],
+                [],
+                SLACK,
+                now=T0,
+            )
+        ),
         "summary_with_ticket": m(
             summary_message(summary(), job(state=JobState.SUCCEEDED, p=POLICY_PLAN, approvers=("U0BOB",)), SLACK)
         ),

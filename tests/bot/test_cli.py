@@ -23,7 +23,7 @@ BIN = Path(sys.executable).parent / "migrate-bot"
 MIGRATE_KEYS = {
     "command", "vm", "destination", "mode", "persistent", "undefine_source", "postcopy", "postcopy_after_s",
     "auto_converge", "parallel_connections", "max_downtime_ms", "bandwidth_mib_s", "copy_storage", "compressed",
-    "tls", "timeout_s", "reason", "ticket", "emergency",
+    "tls", "timeout_s", "reason", "ticket", "emergency", "not_before", "not_after",
 }  # fmt: skip
 PLAN_KEYS = {"executable", "checks", "prediction", "mode", "flags", "params", "recommendation", "hash"}
 PREDICTION_KEYS = {"converges", "total_s", "downtime_ms", "dirty_rate_mib_s", "bandwidth_mib_s", "passes"}

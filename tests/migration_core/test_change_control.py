@@ -272,3 +272,94 @@ async def test_an_emergency_job_is_not_held(store: Store, hosts: Path, clock: Fa
         job = await svc.approve(job.id, who)
     assert job.state is JobState.APPROVED
     assert await svc.dispatcher._held() == {}
+
+
+def _dispatcher(store: Store, hosts: Path, clock: FakeClock, rules: Policy, sink: RecordingSink) -> Dispatcher:
+    return Dispatcher(
+        store=store,
+        inventory=load_inventory(hosts),
+        planner=None,  # type: ignore[arg-type]  # nothing is started here
+        executor=None,  # type: ignore[arg-type]
+        mover=JobMover(store, sink, clock),
+        sink=sink,
+        config=DispatcherConfig(replica_id="r1"),
+        clock=clock,
+        freezes=rules.freezes,
+    )
+
+
+async def test_a_scheduled_move_is_approved_now_and_claimed_at_its_time(
+    store: Store, hosts: Path, clock: FakeClock
+) -> None:
+    rules = parse_policy(POLICY, "p.toml")
+    svc = service(store, hosts, at(clock, BEFORE), rules)
+    job = await svc.submit(request("vm42 to hostB --window 2026-12-01T12:00Z/12:10"), "alice")
+    assert job.plan is not None
+    opts = job.plan.request.options
+    assert (opts.not_before, opts.not_after) == (
+        datetime(2026, 12, 1, 12, 0, tzinfo=UTC),
+        datetime(2026, 12, 1, 12, 10, tzinfo=UTC),
+    )
+    job = await svc.approve(job.id, "bob")
+    assert job.state is JobState.APPROVED  # approved now
+    sink = RecordingSink()
+    dispatcher = _dispatcher(store, hosts, clock, rules, sink)
+    limits = limits_of(load_inventory(hosts))
+    held = await dispatcher._held()
+    assert held == {job.id: "scheduled: starts at 2026-12-01 12:00 UTC (it may start until 2026-12-01 12:10 UTC)"}
+    assert await store.claim_next_runnable("r1", 30.0, limits=limits, exclude=frozenset(held)) is None
+    await dispatcher._mark_waiting(limits, held)
+    told = [e.text for e in sink.events if isinstance(e, Notice)]
+    assert told == [f"waiting: {held[job.id]} (place 1 in the queue)"]
+
+    clock.now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)  # its first minute
+    await dispatcher._expire_missed_windows()
+    held = await dispatcher._held()
+    claimed = await store.claim_next_runnable("r1", 30.0, limits=limits, exclude=frozenset(held))
+    assert claimed is not None and claimed.id == job.id
+
+
+async def test_a_missed_window_expires_the_request_saying_why(store: Store, hosts: Path, clock: FakeClock) -> None:
+    """Approved, but its window passes before it could start (here: nobody ran the dispatcher in time)."""
+    rules = parse_policy(POLICY, "p.toml")
+    svc = service(store, hosts, at(clock, BEFORE), rules)
+    job = await svc.submit(request("vm42 to hostB --at 2026-12-01T11:00Z"), "alice")
+    assert job.plan is not None and job.plan.request.options.not_after == datetime(2026, 12, 1, 11, 30, tzinfo=UTC)
+    await svc.approve(job.id, "bob")
+    sink = RecordingSink()
+    dispatcher = _dispatcher(store, hosts, clock, rules, sink)
+    await dispatcher._mark_waiting(limits_of(load_inventory(hosts)), await dispatcher._held())
+    clock.now = datetime(2026, 12, 1, 11, 30, tzinfo=UTC)  # the window is over and it never started
+    await dispatcher._expire_missed_windows()
+    expired = await store.get_job(job.id)
+    assert expired.state is JobState.EXPIRED
+    last = (await store.events(job.id))[-1]
+    assert last.detail == (
+        "its start window ended at 2026-12-01 11:30 UTC before it could start (scheduled: starts at "
+        "2026-12-01 11:00 UTC (it may start until 2026-12-01 11:30 UTC)); nothing was changed: request it again "
+        "with a new --at or --window"
+    )
+
+
+async def test_a_window_already_over_is_refused(store: Store, hosts: Path, clock: FakeClock) -> None:
+    svc = service(store, hosts, at(clock, BEFORE), parse_policy(POLICY, "p.toml"))
+    with pytest.raises(PolicyError, match=r"the start window ended at 2026-12-01 09:30 UTC, before this request"):
+        await svc.submit(request("vm42 to hostB --at 2026-12-01T09:00Z"), "alice")
+
+
+async def test_a_request_made_during_a_freeze_for_after_it_is_accepted(
+    store: Store, hosts: Path, clock: FakeClock
+) -> None:
+    svc = service(store, hosts, at(clock, datetime(2027, 1, 3, 12, 0, tzinfo=UTC)), parse_policy(POLICY, "p.toml"))
+    job = await svc.submit(request("vm42 to hostB --at 2027-01-04T08:00Z"), "alice")
+    assert job.state is JobState.AWAITING_APPROVAL
+    with pytest.raises(PolicyError, match="changes are frozen: 'year-end'"):
+        await svc.submit(request("vm43 to hostB --at 2027-01-03T20:00Z"), "alice")  # its start is still frozen
+
+
+async def test_naive_times_use_the_policys_schedule_zone(store: Store, hosts: Path, clock: FakeClock) -> None:
+    rules = parse_policy(POLICY + '\n[schedule]\ntimezone = "Europe/Berlin"\n', "p.toml")
+    svc = service(store, hosts, at(clock, BEFORE), rules)
+    job = await svc.submit(request("vm42 to hostB --at 2026-12-01T13:00"), "alice")
+    assert job.plan is not None
+    assert job.plan.request.options.not_before == datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

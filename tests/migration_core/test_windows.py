@@ -122,3 +122,25 @@ def test_past_absolute_windows_are_not_listed() -> None:
 def test_with_the_wall_clock_frozen_inside_the_year_end_freeze() -> None:
     got = windows.frozen_until(YEAR_END, datetime.now(UTC))
     assert got is not None and got[0].window.name == "year-end"
+
+
+def test_schedule_times_without_a_zone_are_read_in_the_policys_zone_and_at_gets_the_grace() -> None:
+    rule = parse_policy('[schedule]\ntimezone = "Europe/Berlin"\nat_grace_minutes = 20\n', "t.toml").schedule
+    start, end = windows.resolve_schedule(datetime(2026, 12, 24, 22, 0), None, rule)
+    assert start == datetime(2026, 12, 24, 21, 0, tzinfo=UTC)
+    assert end == datetime(2026, 12, 24, 21, 20, tzinfo=UTC)
+    aware = datetime(2026, 12, 24, 22, 0, tzinfo=UTC)
+    assert windows.resolve_schedule(aware, aware + timedelta(hours=1), rule) == (aware, aware + timedelta(hours=1))
+    assert windows.resolve_schedule(None, None, rule) == (None, None)
+
+
+def test_a_scheduled_move_is_held_until_its_start_minute() -> None:
+    start = datetime(2026, 12, 1, 22, 0, tzinfo=UTC)
+    end = start + timedelta(minutes=30)
+    assert windows.hold_reason(False, (), start - timedelta(minutes=1), start, end) == (
+        "scheduled: starts at 2026-12-01 22:00 UTC (it may start until 2026-12-01 22:30 UTC)"
+    )
+    assert windows.hold_reason(False, (), start, start, end) is None
+    # At its time but inside a freeze: the freeze holds it (an emergency is not held by the freeze).
+    assert windows.hold_reason(False, YEAR_END, datetime(2026, 12, 24, tzinfo=UTC)) is not None
+    assert windows.hold_reason(True, YEAR_END, datetime(2026, 12, 24, tzinfo=UTC)) is None

@@ -68,7 +68,9 @@ class SlackApproverCheck:
         allowlist: tuple[str, ...] | list[str],
         ttl_s: float = MEMBERSHIP_TTL_S,
         clock: Callable[[], float] = time.monotonic,
+        fallback: str = "MIGRATE_BOT_APPROVERS",
     ) -> None:
+        self._fallback = fallback  # what decides when the group cannot be used (named in the log)
         self._client = client
         self._group = group
         self._allowlist = frozenset(allowlist)
@@ -101,11 +103,11 @@ class SlackApproverCheck:
         except SlackApiError as err:
             code = err.response.get("error", "") if err.response is not None else ""
             log.warning(
-                "approver group %s unavailable (%s); using MIGRATE_BOT_APPROVERS instead", self._group, code
+                "user group %s unavailable (%s); using %s instead", self._group, code, self._fallback
             )
         except Exception as err:  # network trouble: fall back rather than lock everybody out
             log.warning(
-                "approver group %s unavailable (%s); using MIGRATE_BOT_APPROVERS instead", self._group, err
+                "user group %s unavailable (%s); using %s instead", self._group, err, self._fallback
             )
         # Keep a recent membership list through a short outage rather than flipping to the allowlist.
         if self._members is not None and self._clock() - self._fetched_at < 10 * self._ttl_s:
@@ -122,7 +124,7 @@ class SlackApproverCheck:
             if self._group in (g.get("id"), g.get("handle"), g.get("name")):
                 self._group_id = str(g["id"])
                 return self._group_id
-        log.warning("no Slack user group named %r; using MIGRATE_BOT_APPROVERS instead", self._group)
+        log.warning("no Slack user group named %r; using %s instead", self._group, self._fallback)
         return None
 
 
@@ -164,7 +166,12 @@ class SlackGroupCheck:
     async def __call__(self, user: str, group: str) -> bool:
         check = self._checks.get(group)
         if check is None:
-            check = SlackApproverCheck(self._client, group=group, allowlist=tuple(self._members(group)))
+            check = SlackApproverCheck(
+                self._client,
+                group=group,
+                allowlist=tuple(self._members(group)),
+                fallback=f"the policy file's [groups] {group}",
+            )
             self._checks[group] = check
         return await check(user)
 

@@ -211,3 +211,15 @@ async def test_the_audit_verify_command_names_the_edited_record(tmp_path: Path) 
     assert bad.stdout.startswith(f"audit chain BROKEN at record #{events[2].id}: record #{events[2].id} was changed")
     report = json.loads(_cli(url, "--json").stdout)
     assert report["intact"] is False and report["broken_at"] == events[2].id
+
+
+async def test_concurrent_writers_keep_one_chain(store: Store) -> None:
+    """Many events written at once (worker threads, pooled connections; PostgreSQL: truly concurrent
+    transactions) still form one unbroken chain: no two records link to the same predecessor."""
+    import asyncio
+
+    job = await store.create_job(vm="vm42", destination="hostB", requester="alice")
+    await asyncio.gather(*(store.record_event(job.id, EventKind.NOTICE, None, f"note {i}") for i in range(40)))
+    report = await store.verify_audit()
+    assert report.intact, report.problem
+    assert report.checked >= 41

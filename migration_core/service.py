@@ -266,6 +266,8 @@ class MigrationService:
             await self._refuse(job, job_id, actor, "approve", err)
             if verdict.code is policy.VerdictCode.EXPIRED:
                 await self.dispatcher.expire(job)
+            elif verdict.code is policy.VerdictCode.WINDOW_PASSED:
+                await self.dispatcher.expire(job, verdict.reason)
             raise err
         assert job.plan is not None  # awaiting approval always has a plan
         await self.store.add_approval(job.id, actor, True, job.plan.hash, sorted(groups))

@@ -185,9 +185,10 @@ class Dispatcher:
 
     # ----- approvals that ran out, queue ------------------------------------------------------------------
 
-    async def expire(self, job: Job) -> Job:
-        """The approval window closed: the card loses its buttons; the requester must ask again."""
-        detail = f"no decision within {self.config.approval_ttl_s / 60:g} min; request it again if still needed"
+    async def expire(self, job: Job, why: str | None = None) -> Job:
+        """The approval window (or a scheduled start window, `why`) closed: the card loses its buttons; the
+        requester must ask again."""
+        detail = why or f"no decision within {self.config.approval_ttl_s / 60:g} min; request it again if still needed"
         try:
             return await self.mover.move(job, JobState.EXPIRED, None, detail)
         except MigrateBotError:  # decided or expired by someone else in the meantime

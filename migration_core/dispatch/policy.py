@@ -66,11 +66,12 @@ class VerdictCode(StrEnum):
     TICKET_MISSING = "ticket_missing"
     TICKET_INVALID = "ticket_invalid"
     SCHEDULE_PAST = "schedule_past"
+    WINDOW_PASSED = "window_passed"
     SCHEDULE_TOO_FAR = "schedule_too_far"
 
 
 # Refusals about the job's state rather than about the person.
-_STATE_CODES = frozenset({VerdictCode.ALREADY_DECIDED, VerdictCode.EXPIRED})
+_STATE_CODES = frozenset({VerdictCode.ALREADY_DECIDED, VerdictCode.EXPIRED, VerdictCode.WINDOW_PASSED})
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,15 @@ def check_approval(
             VerdictCode.EXPIRED,
             f"the approval window of job {job.id} closed at {_fmt_time(expires)} "
             f"({ttl_s / 60:g} min after the request); ask the requester to run /migrate again",
+            required=required,
+        )
+    opts = job.plan.request.options if job.plan is not None else None
+    if opts is not None and opts.not_after is not None and now >= opts.not_after:
+        return ApprovalVerdict(
+            False,
+            VerdictCode.WINDOW_PASSED,
+            f"the start window of job {job.id} ended at {fmt_instant(opts.not_after)} before it was approved; "
+            "ask the requester to run /migrate again with a new --at or --window",
             required=required,
         )
     if actor == job.requester:

@@ -15,7 +15,7 @@ import pytest
 
 from migration_core.dispatch.dispatcher import Dispatcher, DispatcherConfig, JobMover
 from migration_core.dispatch.queue import limits_of
-from migration_core.errors import GrammarError, PolicyError
+from migration_core.errors import GrammarError, PolicyError, StateError
 from migration_core.events import Notice, NoticeKind, RecordingSink
 from migration_core.grammar.parser import MigrateCommand, parse_command
 from migration_core.inventory.hosts import load_inventory
@@ -363,3 +363,14 @@ async def test_naive_times_use_the_policys_schedule_zone(store: Store, hosts: Pa
     job = await svc.submit(request("vm42 to hostB --at 2026-12-01T13:00"), "alice")
     assert job.plan is not None
     assert job.plan.request.options.not_before == datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+async def test_approving_after_the_start_window_ended_is_refused_and_expires_it(
+    store: Store, hosts: Path, clock: FakeClock
+) -> None:
+    svc = service(store, hosts, at(clock, BEFORE), parse_policy(POLICY, "p.toml"))
+    job = await svc.submit(request("vm42 to hostB --window 2026-12-01T10:05Z/10:10"), "alice")
+    clock.now = datetime(2026, 12, 1, 10, 10, tzinfo=UTC)
+    with pytest.raises(StateError, match=r"the start window of job 1 ended at 2026-12-01 10:10 UTC before it was"):
+        await svc.approve(job.id, "bob")
+    assert (await store.get_job(job.id)).state is JobState.EXPIRED

@@ -216,16 +216,18 @@ class Dispatcher:
     async def _held(self) -> dict[int, str]:
         """Approved jobs that must not start now, with why (not yet their scheduled time, a change freeze):
         they are not claimed."""
-        now = self.clock()
         held: dict[int, str] = {}
         for job in await self._waiting():
-            opts = job.plan.request.options if job.plan is not None else None
-            if opts is None:
-                continue
-            why = hold_reason(opts.emergency, self.freezes, now, opts.not_before, opts.not_after)
+            why = self._hold(job)
             if why is not None:
                 held[job.id] = why
         return held
+
+    def _hold(self, job: Job) -> str | None:
+        opts = job.plan.request.options if job.plan is not None else None
+        if opts is None:
+            return None
+        return hold_reason(opts.emergency, self.freezes, self.clock(), opts.not_before, opts.not_after)
 
     async def _expire_missed_windows(self) -> None:
         """A scheduled job that has not started by the end of its window expires, saying why it waited."""
@@ -318,7 +320,11 @@ class Dispatcher:
             if job.state in (JobState.RUNNING, JobState.VERIFYING):
                 await self._reattach(job)
             elif job.state in (JobState.APPROVED, JobState.QUEUED):
-                await self._start(job)
+                why = self._hold(job)  # a job taken over (or claimed just before a freeze began) is checked too
+                if why is None:
+                    await self._start(job)
+                else:
+                    log.info("job %s: not starting now (%s); it stays queued", job.id, why)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # never leave a job hanging without a record

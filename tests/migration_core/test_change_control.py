@@ -374,3 +374,20 @@ async def test_approving_after_the_start_window_ended_is_refused_and_expires_it(
     with pytest.raises(StateError, match=r"the start window of job 1 ended at 2026-12-01 10:10 UTC before it was"):
         await svc.approve(job.id, "bob")
     assert (await store.get_job(job.id)).state is JobState.EXPIRED
+
+
+async def test_a_job_taken_over_during_a_freeze_is_not_started(store: Store, hosts: Path, clock: FakeClock) -> None:
+    """Claimed by a replica that died just before the freeze began: whoever takes it over holds it too."""
+    rules = parse_policy(POLICY, "p.toml")
+    svc = service(store, hosts, at(clock, datetime(2026, 12, 19, 23, 50, tzinfo=UTC)), rules)
+    job = await svc.submit(request("vm42 to hostB"), "alice")
+    await svc.approve(job.id, "bob")
+    claimed = await store.claim_next_runnable("dead-replica", 30.0)
+    assert claimed is not None and claimed.id == job.id
+    clock.now = DURING  # the dead replica's lease ran out long ago
+    taken = await store.take_over(job.id, "r1", 30.0)
+    assert taken is not None and taken.owner == "r1"
+    dispatcher = _dispatcher(store, hosts, clock, rules, RecordingSink())
+    await dispatcher._run_in_context(taken, recovering=True)  # would crash into executor=None if it started
+    after = await store.get_job(job.id)
+    assert after.state is JobState.APPROVED and after.owner is None  # not started, lease given back

@@ -11,7 +11,14 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.blocks.answers import help_message, hosts_message, jobs_message, status_message, text_message
+from bot.blocks.answers import (
+    freezes_message,
+    help_message,
+    hosts_message,
+    jobs_message,
+    status_message,
+    text_message,
+)
 from bot.blocks.card import card_message, plan_message
 from bot.blocks.ir import SLACK, Message
 from bot.blocks.slack import message_payload
@@ -22,6 +29,7 @@ from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.grammar.parser import (
     CancelCommand,
     Command,
+    FreezesCommand,
     HelpCommand,
     HistoryCommand,
     HostsCommand,
@@ -187,6 +195,8 @@ async def _answer(
         await respond(**_ephemeral_msg(jobs_message(title, jobs, SLACK, empty="No migrations yet.")))
     elif isinstance(cmd, HostsCommand):
         await respond(**_ephemeral_msg(await _hosts_for(deps, user)))
+    elif isinstance(cmd, FreezesCommand):
+        await respond(**_ephemeral_msg(freezes_message(await svc.freezes(), SLACK)))
     elif isinstance(cmd, CancelCommand):
         job = await svc.cancel(cmd.job_id, user)
         await deps.refresh_card(job.id)

@@ -140,6 +140,7 @@ class Hypervisor:
         )
         self.list_domains, self.domain, self.domain_xml = facts.list_domains, facts.domain, facts.domain_xml
         self.snapshot_count, self.dirty_rate = facts.snapshot_count, facts.dirty_rate
+        self.memory_rss_bytes, self.cpu_time_ns = facts.memory_rss_bytes, facts.cpu_time_ns
         self.guest_agent_configured, self.guest_agent_ping = facts.guest_agent_configured, facts.guest_agent_ping
         self.networks, self.interfaces, self.refresh_pools = storage.networks, storage.interfaces, storage.refresh_pools
         self.pools, self.volume_by_path, self.pool_for_directory = (
@@ -152,7 +153,8 @@ class Hypervisor:
             storage.create_volume,
             storage.delete_volume,
         )
-        self.disk_capacity_bytes = storage.disk_capacity_bytes
+        self.disk_capacity_bytes, self.same_storage = storage.disk_capacity_bytes, storage.same_storage
+        self.volume_allocation_bytes = storage.volume_allocation_bytes
 
     # ----- connections and the one place errors are translated -------------------------------------------
 
@@ -428,6 +430,24 @@ class Hypervisor:
     async def undefine(self, uri: str, vm: str) -> None:
         """Remove the VM's persistent definition on that host (a running transient VM is unaffected)."""
         await self.run(uri, "undefine the VM", lambda c: lookup(c, vm).undefine(), vm=vm, retry=False)
+
+    async def undefine_inactive(self, uri: str, vm: str) -> None:
+        """Remove the (shut-off) VM's persistent definition there, with its managed-save image and snapshot and
+        checkpoint metadata; the disk images and NVRAM stay. Refused for a running VM (it would turn transient)."""
+        flags = (
+            libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+        )
+
+        def run(c: VirConnect) -> None:
+            dom = lookup(c, vm)
+            if dom.isActive():
+                raise libvirt.libvirtError(f"{vm} is running there; only a shut-off definition is removed")
+            dom.undefineFlags(flags)
+
+        await self.run(uri, "undefine the VM", run, vm=vm, retry=False)
 
     async def define(self, uri: str, xml: str) -> str:
         """Define a VM from XML; returns its name."""

@@ -5,7 +5,7 @@ service (policy, store on SQLite, dispatcher, executor, verification) over simul
 on virtual time (modules mark themselves `virtual_time`; tests/conftest.py gives them a VirtualTimeLoop).
 VM names steer the fleet as they steered the old fake:
 
-- `vm42` (and any other name): a calm 1 GiB guest on hostA, migrates in a few virtual seconds;
+- `vm42`: a calm 1 GiB guest on hostA, migrates in a few virtual seconds (a name the fleet lacks fails preflight);
 - `slowvm`: a guest whose migration is capped at 1 MiB/s (hours of virtual time): runs until aborted;
 - `brokenvm`: its CPU model is one hostB cannot run: preflight fails the cpu check;
 - `failingvm`: its migration fails (an injected libvirt failure) and it stays on hostA.

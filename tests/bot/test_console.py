@@ -29,7 +29,7 @@ from bot.console_render import render_plain
 from bot.console_sink import ConsoleOut, ConsoleSink
 from bot.settings import Settings
 from migration_core.events import ProgressUpdated, SummaryReady
-from migration_core.models import Job, Phase
+from migration_core.models import Job, MigrationRequest, Phase
 from tests.bot.factories import job, sample
 from tests.bot.fleet_service import open_fleet_service
 
@@ -127,9 +127,28 @@ async def test_job_still_awaiting_approval_exits_1_without_hanging():
 
 
 async def test_abort_from_the_console():
+    settings = Settings()
+    sink = ConsoleSink()
+    out = io.StringIO()
+    async with await open_fleet_service(sink, console_approver_check(settings)) as service:
+        job = await service.submit(MigrationRequest("slowvm", "hostB"), "alice")
+        await service.approve(job.id, "bob")
+        await asyncio.sleep(5)  # the dispatcher has started it: the migration runs (slowly)
+        script = io.StringIO("abort last\nwait last\n")
+        code = await run_console(service, settings, user="bob", stdin=script, stdout=out, sink=sink)
+        final = await service.get_job(job.id)
+    text = out.getvalue()
+    assert code == 0, text  # bob's session started no job of its own
+    assert "[job 1] abort requested by bob" in text
+    assert "[job 1] ended: aborted" in text
+    assert final.state.value == "aborted"
+
+
+async def test_abort_right_after_approval_withdraws_the_job_or_aborts_it():
+    """Typed right after the approval, the abort finds the job approved (withdrawn) or just started
+    (aborted): it ends aborted either way, and nothing migrates."""
     code, out, jobs = await run_script("slowvm to hostB\nas bob\napprove last\nabort last\nwait last\n")
     assert code == 1
-    assert "[job 1] abort requested by bob" in out
     assert "[job 1] ended: aborted" in out
     assert jobs[1].state.value == "aborted"
 
@@ -306,3 +325,11 @@ async def test_a_second_console_finds_the_newest_job_with_last_and_status_shows_
     assert "Live migration of vm42: succeeded" in status_last  # the job's card...
     assert "Migration succeeded: vm42" in status_last  # ...and its summary (there is no thread here)
     assert "Nothing active." in text and "latest: ✅ #1 vm42 hostA → hostB — succeeded" in text
+
+
+async def test_a_risky_job_approved_by_two_credits_both_approvers():
+    """Issue 13 §5: with two approvals the line names both approvers, not only the second."""
+    code, out, jobs = await run_script("vm42 to hostB --postcopy\nas bob\napprove last\nas carol\napprove last\n")
+    assert code == 0, out
+    assert "[job 1] 👍 Approved by bob and carol" in out
+    assert jobs[1].approvers == ("bob", "carol")

@@ -339,6 +339,19 @@ class Fleet:
         await asyncio.sleep(seconds)
         return DirtyRate(int(v.spec.dirty_mib_s * MIB / 1_000_000), mode, seconds)
 
+    async def memory_rss_bytes(self, uri: str, vm: str) -> int | None:
+        """Resident memory of the guest's QEMU: its non-zero (transferable) memory."""
+        v = self._vm(self._host(uri, "read the VM's memory stats", vm), vm, "read the VM's memory stats")
+        return v.spec.transferable_bytes
+
+    async def cpu_time_ns(self, uri: str, vm: str) -> int:
+        """vCPU time: advances (10 % of each vCPU) only while the VM runs on that host."""
+        host = self._host(uri, "read the VM's CPU time", vm)
+        v = self._vm(host, vm, "read the VM's CPU time")
+        if host.domains[v.spec.name].state is not DomainState.RUNNING:
+            return 0
+        return int(asyncio.get_running_loop().time() * 1e9 * v.spec.vcpus * 0.1)
+
     async def guest_agent_configured(self, uri: str, vm: str) -> bool:
         self._vm(self._host(uri, "read the VM's XML", vm), vm, "read the VM's XML")
         return False
@@ -406,6 +419,20 @@ class Fleet:
     async def delete_volume(self, uri: str, path: str) -> bool:
         return self._host(uri, f"delete disk image {path}").volumes.pop(path, None) is not None
 
+    async def same_storage(self, uri: str, other_uri: str, directory: str) -> bool | None:
+        """Both hosts see `directory` as one storage when both have a shared-type pool there."""
+        mine, theirs = (
+            await self.pool_for_directory(uri, directory),
+            await self.pool_for_directory(other_uri, directory),
+        )
+        if mine is None or theirs is None:
+            return None
+        return mine.pool_type in _SHARED_POOLS and theirs.pool_type in _SHARED_POOLS
+
+    async def volume_allocation_bytes(self, uri: str, path: str) -> int | None:
+        vol = await self.volume_by_path(uri, path)
+        return vol.allocation_bytes if vol else None
+
     async def disk_capacity_bytes(self, uri: str, vm: str, disk: str) -> int:
         v = self._vm(self._host(uri, f"read the size of disk {disk}", vm), vm, f"read the size of disk {disk}")
         for d in v.spec.disks:
@@ -432,6 +459,17 @@ class Fleet:
             host.domains.pop(name)
         else:
             rec.persistent = False
+
+    async def undefine_inactive(self, uri: str, vm: str) -> None:
+        host = self._host(uri, "undefine the VM", vm)
+        name = self._vm(host, vm, "undefine the VM").spec.name
+        if host.domains[name].state is not DomainState.SHUTOFF:
+            raise translate(
+                VirErr.OPERATION_INVALID,
+                f"Requested operation is not valid: {vm} is running there; only a shut-off definition is removed",
+                ErrorContext(host.spec.name, uri, "undefine the VM", vm),
+            )
+        host.domains.pop(name)
 
     async def define(self, uri: str, xml: str) -> str:
         raise HypervisorError("the fleet defines VMs with Fleet.add_vm(VmSpec(...)), not from XML", "use add_vm")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import uuid as uuidlib
+from collections.abc import Callable
+from typing import TypeVar
 from xml.sax.saxutils import escape, quoteattr
 
 from migration_core.errors import MigrateBotError
@@ -26,7 +28,16 @@ from migration_core.hypervisor.base import Session, VirConnect, VirStoragePool, 
 from migration_core.hypervisor.types import InterfaceInfo, NetworkInfo, PoolInfo, VirErr, VolumeInfo
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _NOT_IN_A_POOL = (VirErr.NO_STORAGE_VOL, VirErr.NO_STORAGE_POOL)
+
+
+def _transient_pool(c: VirConnect, directory: str, flags: int = 0) -> VirStoragePool:
+    """A transient dir pool on `directory` (libvirt sees files outside its pools only through one, lab.md P4)."""
+    name = f"migrate-bot-{uuidlib.uuid4().hex[:8]}"
+    return c.storagePoolCreateXML(
+        f"<pool type='dir'><name>{name}</name><target><path>{escape(directory)}</path></target></pool>", flags
+    )
 
 
 class StorageReader:
@@ -37,6 +48,31 @@ class StorageReader:
 
     def _is(self, err: BaseException, *codes: int) -> bool:
         return self._s.error_code(err) in codes
+
+    def _in_directory(
+        self,
+        c: VirConnect,
+        directory: str,
+        use: Callable[[VirStoragePool], T],
+        unopened: Callable[[BaseException], T],
+        failed: T,
+    ) -> T:
+        """use(a transient dir pool on `directory`), destroyed after (its files stay). A libvirt error opening
+        the pool -> unopened(err); in `use` -> `failed`. Anything else is a bug and propagates."""
+        try:
+            pool = _transient_pool(c, directory)
+        except Exception as err:
+            if self._s.error_code(err) is None:
+                raise
+            return unopened(err)
+        try:
+            return use(pool)
+        except Exception as err:
+            if self._s.error_code(err) is None:
+                raise
+            return failed
+        finally:
+            pool.destroy()
 
     async def networks(self, uri: str) -> tuple[NetworkInfo, ...]:
         """libvirt virtual networks and their bridges."""
@@ -161,24 +197,14 @@ class StorageReader:
             return False  # that pool was just refreshed and does not hold it
 
         def probe(c: VirConnect) -> bool | None:
-            xml = f"<pool type='dir'><name>migrate-bot-probe-{uuidlib.uuid4().hex[:8]}</name>" + (
-                f"<target><path>{escape(directory)}</path></target></pool>"
-            )
-            try:
-                pool = c.storagePoolCreateXML(xml, 0)
-            except Exception as err:
-                if self._s.error_code(err) is None:
-                    raise
+            def unopened(err: BaseException) -> bool | None:
                 return False if "No such file or directory" in str(err) else None
-            try:
-                pool.storageVolLookupByName(name)
-                return True
-            except Exception as err:
-                if self._s.error_code(err) is None:
-                    raise
-                return False
-            finally:
-                pool.destroy()
+
+            def found(p: VirStoragePool) -> bool | None:
+                return bool(p.storageVolLookupByName(name))
+
+            absent: bool | None = False
+            return self._in_directory(c, directory, found, unopened, absent)
 
         return await self._s.run(uri, f"look for {path}", probe, retry=False)
 
@@ -202,9 +228,7 @@ class StorageReader:
                 pool.refresh(0)
                 pool.createXML(vol_xml, 0)
                 return
-            tmp = f"migrate-bot-{uuidlib.uuid4().hex[:8]}"
-            pool_xml = f"<pool type='dir'><name>{tmp}</name><target><path>{escape(directory)}</path></target></pool>"
-            transient: VirStoragePool = c.storagePoolCreateXML(pool_xml, build)
+            transient = _transient_pool(c, directory, build)
             try:
                 transient.createXML(vol_xml, 0)
             finally:
@@ -229,10 +253,7 @@ class StorageReader:
             if vol is not None:
                 vol.delete(0)
                 return True
-            tmp = f"migrate-bot-{uuidlib.uuid4().hex[:8]}"
-            pool = c.storagePoolCreateXML(
-                f"<pool type='dir'><name>{tmp}</name><target><path>{escape(directory)}</path></target></pool>", 0
-            )
+            pool = _transient_pool(c, directory)
             try:
                 try:
                     pool.storageVolLookupByName(name).delete(0)
@@ -276,23 +297,9 @@ class StorageReader:
         directory, name = os.path.split(path)
 
         def read(c: VirConnect) -> int | None:
-            tmp = f"migrate-bot-{uuidlib.uuid4().hex[:8]}"
-            try:
-                pool = c.storagePoolCreateXML(
-                    f"<pool type='dir'><name>{tmp}</name><target><path>{escape(directory)}</path></target></pool>", 0
-                )
-            except Exception as err:
-                if self._s.error_code(err) is None:
-                    raise
-                return None
-            try:
-                return int(pool.storageVolLookupByName(name).info()[2])
-            except Exception as err:
-                if self._s.error_code(err) is None:
-                    raise
-                return None
-            finally:
-                pool.destroy()
+            return self._in_directory(
+                c, directory, lambda p: int(p.storageVolLookupByName(name).info()[2]), lambda _err: None, None
+            )
 
         return await self._s.run(uri, f"read the allocation of {path}", read, retry=False)
 

@@ -51,7 +51,7 @@ from migration_core.hypervisor.types import (
     VirErr,
     VolumeInfo,
 )
-from migration_core.inventory.hosts import HostConfig, Inventory
+from migration_core.inventory.hosts import Inventory
 from migration_core.models import ParamValue
 
 GIB = 1024 * MIB
@@ -127,23 +127,7 @@ class Fleet:
 
     def inventory(self, path: str = "fleet.toml") -> Inventory:
         """The hosts file the core would load for this fleet (URIs `qemu+fleet://NAME/system`)."""
-        return Inventory(
-            path,
-            tuple(
-                HostConfig(
-                    name=h.spec.name,
-                    uri=h.spec.uri,
-                    peer_uri=h.spec.peer_uri,
-                    migration_address=h.spec.name,
-                    ssh=None,
-                    link_mib_s=h.spec.link_mib_s,
-                    max_inbound=h.spec.max_inbound,
-                    max_outbound=h.spec.max_outbound,
-                    labels=h.spec.labels,
-                )
-                for h in self.hosts.values()
-            ),
-        )
+        return Inventory(path, tuple(h.spec.host_config() for h in self.hosts.values()))
 
     # ----- what a test asks ---------------------------------------------------------------------------------
 

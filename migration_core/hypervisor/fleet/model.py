@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from migration_core.hypervisor.types import DomainInfo, DomainState
+from migration_core.inventory.hosts import HostConfig
 
 MIB = 1024 * 1024
 IMAGES = "/var/lib/libvirt/images"
@@ -57,6 +58,11 @@ class HostSpec:
     def peer_uri(self) -> str:
         """How other hosts' daemons dial this one (a real-looking URI, so preflight probes its port)."""
         return f"qemu+tcp://{self.name}/system"
+
+    def host_config(self) -> HostConfig:
+        """This host's entry in the hosts file: migration traffic to its name, no ssh probe, its limits."""
+        return HostConfig(self.name, self.uri, self.peer_uri, self.name, None, self.link_mib_s, self.max_inbound,
+                          self.max_outbound, self.labels)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -248,6 +248,11 @@ class HostFactsMixin(HypervisorBase):
                 )
             await asyncio.sleep(0.25)
 
+    async def cpu_time_ns(self, uri: str, vm: str) -> int:
+        """Total vCPU time the VM has used on that host, in ns (virDomainGetInfo): it advances only while the
+        guest's vCPUs execute, so two readings a second apart tell a live guest from a stuck one."""
+        return await self._run(uri, "read the VM's CPU time", lambda c: int(self._lookup(c, vm).info()[4]), vm=vm)
+
     async def guest_agent_configured(self, uri: str, vm: str) -> bool:
         """Whether the VM has a qemu-guest-agent channel (without one, the guest cannot be asked anything)."""
         return "org.qemu.guest_agent.0" in await self.domain_xml(uri, vm, migratable=False)

@@ -164,7 +164,19 @@ def summary(*, job_id: int = 7, outcome: JobState = JobState.SUCCEEDED) -> Verif
             CheckResult(
                 "running_on_destination", CheckStatus.PASS if ok else CheckStatus.FAIL, "vm42 is running"
             ),
-            CheckResult("guest_agent", CheckStatus.WARN, "no guest agent configured: not checked"),
+            CheckResult(
+                "guest_liveness",
+                CheckStatus.PASS if ok else CheckStatus.SKIPPED,
+                "alive: vCPU time +12.5 ms in 1.0 s on hostB; hostA's copy is not running"
+                if ok
+                else "it is not running there",
+            ),
+            CheckResult("guest_agent", CheckStatus.SKIPPED, "no guest agent configured"),
+            *(
+                (CheckResult("source_definition", CheckStatus.INFO, "removed hostA's shut-off definition of vm42"),)
+                if ok
+                else ()
+            ),
         ),
         source_state="shut off (defined)" if ok else "running",
         destination_state="running (persistent)" if ok else "absent",
@@ -175,6 +187,7 @@ def summary(*, job_id: int = 7, outcome: JobState = JobState.SUCCEEDED) -> Verif
         throughput_mib_s=86.5,
         iterations=4,
         next_step=None if ok else "nothing was changed; check the link and run /migrate again",
+        evidence="alive: vCPU time +12.5 ms in 1.0 s on hostB; hostA's copy is not running" if ok else None,
     )
 
 

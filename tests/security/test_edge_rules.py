@@ -69,3 +69,13 @@ def test_connection_cap_fits_the_open_files_limit(wanted, nofile, cap):
 )
 def test_mask_uri(uri, masked):
     assert mask_uri(uri) == masked
+
+
+def test_the_connection_cap_setting_is_checked():
+    from bot.settings import SettingsError, load_settings
+
+    assert load_settings({}).http_max_connections == 512
+    assert load_settings({"MIGRATE_BOT_HTTP_MAX_CONNECTIONS": "2000"}).http_max_connections == 2000
+    for bad in ("0", "15", "lots", "-1"):
+        with pytest.raises(SettingsError, match="MIGRATE_BOT_HTTP_MAX_CONNECTIONS"):
+            load_settings({"MIGRATE_BOT_HTTP_MAX_CONNECTIONS": bad})

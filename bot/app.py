@@ -71,7 +71,9 @@ class SlackApproverCheck:
         allowlist: tuple[str, ...] | list[str],
         ttl_s: float = MEMBERSHIP_TTL_S,
         clock: Callable[[], float] = time.monotonic,
+        fallback: str = "MIGRATE_BOT_APPROVERS",
     ) -> None:
+        self._fallback = fallback  # what decides when the group cannot be used (named in the log)
         self._client = client
         self._group = group
         self._allowlist = frozenset(allowlist)
@@ -103,9 +105,13 @@ class SlackApproverCheck:
             return self._members
         except SlackApiError as err:
             code = err.response.get("error", "") if err.response is not None else ""
-            log.warning("approver group %s unavailable (%s); using MIGRATE_BOT_APPROVERS instead", self._group, code)
+            log.warning(
+                "user group %s unavailable (%s); using %s instead", self._group, code, self._fallback
+            )
         except Exception as err:  # network trouble: fall back rather than lock everybody out
-            log.warning("approver group %s unavailable (%s); using MIGRATE_BOT_APPROVERS instead", self._group, err)
+            log.warning(
+                "user group %s unavailable (%s); using %s instead", self._group, err, self._fallback
+            )
         # Keep a recent membership list through a short outage rather than flipping to the allowlist.
         if self._members is not None and self._clock() - self._fetched_at < 10 * self._ttl_s:
             return self._members
@@ -121,7 +127,7 @@ class SlackApproverCheck:
             if self._group in (g.get("id"), g.get("handle"), g.get("name")):
                 self._group_id = str(g["id"])
                 return self._group_id
-        log.warning("no Slack user group named %r; using MIGRATE_BOT_APPROVERS instead", self._group)
+        log.warning("no Slack user group named %r; using %s instead", self._group, self._fallback)
         return None
 
 
@@ -188,6 +194,28 @@ def workspace_gate(binding: WorkspaceBinding, deps: Deps) -> Callable[..., Await
         return BoltResponse(status=403, body="this app serves another Slack workspace")
 
     return gate
+
+
+class SlackGroupCheck:
+    """Is this user in group G (an owners' group of the policy file)? The Slack user group with that handle
+    where user groups are available, else the policy file's [groups] list (one SlackApproverCheck per group)."""
+
+    def __init__(self, client: AsyncWebClient, members: Callable[[str], frozenset[str]]) -> None:
+        self._client = client
+        self._members = members
+        self._checks: dict[str, SlackApproverCheck] = {}
+
+    async def __call__(self, user: str, group: str) -> bool:
+        check = self._checks.get(group)
+        if check is None:
+            check = SlackApproverCheck(
+                self._client,
+                group=group,
+                allowlist=tuple(self._members(group)),
+                fallback=f"the policy file's [groups] {group}",
+            )
+            self._checks[group] = check
+        return await check(user)
 
 
 @dataclass

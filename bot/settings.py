@@ -45,6 +45,8 @@ class Settings:
     """Everything the bot is configured with. Secrets are kept out of repr()."""
 
     hosts_file: str = "./hosts.toml"
+    # The change-control policy file (approvals, groups, owners, freezes, tickets); None = built-in rules.
+    policy_file: str | None = None
     database_url: str = "sqlite:///./migrate-bot.db"
     transport: Transport = Transport.SOCKET
     http_port: int = 3000
@@ -117,6 +119,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     kwargs: dict[str, object] = {}
     if (v := get("MIGRATE_BOT_HOSTS")) is not None:
         kwargs["hosts_file"] = v
+    if (v := get("MIGRATE_BOT_POLICY")) is not None:
+        kwargs["policy_file"] = v
     if (v := get("MIGRATE_BOT_DB")) is not None:
         if not re.match(r"^(sqlite|postgresql(\+psycopg)?)://", v):
             raise SettingsError(

@@ -33,7 +33,7 @@ from bot.blocks.slack import message_payload
 from handlers.deps import Deps, bug_reference, ephemeral
 from handlers.gate import GateKind
 from handlers.slack_io import post_message
-from migration_core.dispatch.policy import may_control, required_approvals
+from migration_core.dispatch.policy import may_control, required_approvals, still_needed
 from migration_core.errors import MigrateBotError, StateError, UnknownJobError
 from migration_core.models import Job, JobState
 
@@ -154,12 +154,12 @@ def register(app: Any, deps: Deps) -> None:
         job = await svc.approve(job_id, user)
         await deps.refresh_card(job.id)
         if job.state is JobState.AWAITING_APPROVAL:
-            need = required_approvals(job.plan) - len(job.approvers)
-            await _thread_reply(
-                client,
-                job,
-                f"👍 {SLACK.user(user)} approved; {need} more approval(s) needed from someone else",
-            )
+            if job.plan is not None and job.plan.approval is not None:  # policy file: who is still needed
+                text = f"👍 {SLACK.user(user)} approved; still needs {still_needed(job)}"
+            else:
+                need = required_approvals(job.plan) - len(job.approvers)
+                text = f"👍 {SLACK.user(user)} approved; {need} more approval(s) needed from someone else"
+            await _thread_reply(client, job, text)
 
     async def deny(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
         job = await svc.deny(job_id, user)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,27 @@ class RecordsRefusals(Protocol):
 
 
 @dataclass
+class RecentDeliveries:
+    """Slash-command deliveries this process has taken in the last `ttl_s` (by idempotency key): Slack's retry
+    of one of them (X-Slack-Retry-Num) must not answer the person a second time. Bounded, oldest first out."""
+
+    ttl_s: float = 600.0
+    max_kept: int = 10_000
+    clock: Callable[[], float] = time.monotonic
+    _seen: dict[str, float] = field(default_factory=dict)
+
+    def first_time(self, key: str) -> bool:
+        """True the first time `key` is seen (it is remembered from now on), False for a repeat."""
+        now = self.clock()
+        while self._seen and (len(self._seen) >= self.max_kept or now - next(iter(self._seen.values())) > self.ttl_s):
+            del self._seen[next(iter(self._seen))]
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True
+
+
+@dataclass
 class Deps:
     """The service (the only way into the core), settings, the approver check and the progress sink."""
 
@@ -47,6 +69,7 @@ class Deps:
     on_refusal: Callable[[str, str], None] | None = None  # (action, reason code): the refusals metric
     # One lock per job id: a duplicate delivery of the same command must not post a second card.
     _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+    deliveries: RecentDeliveries = field(default_factory=RecentDeliveries)
 
     def lock(self, job_id: int) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())

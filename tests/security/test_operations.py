@@ -201,5 +201,6 @@ def test_the_console_writes_json_lines_with_the_job_and_text_by_default(tmp_path
     assert " INFO " not in console({})
     text = console({"MIGRATE_BOT_LOG_LEVEL": "INFO"})  # ...and human-readable lines when asked for INFO
     first = text.splitlines()[0]
-    assert re.match(r"^\d\d:\d\d:\d\d INFO +migration_core\.dispatch\.dispatcher: job \d+: requested -> preflight", first)
+    line_re = r"^\d\d:\d\d:\d\d INFO +migration_core\.dispatch\.dispatcher: job \d+: requested -> preflight"
+    assert re.match(line_re, first)
     assert "[job_id=" in first

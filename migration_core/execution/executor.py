@@ -33,7 +33,7 @@ from migration_core.execution.controls import ControlsMixin
 from migration_core.execution.convergence import ConvergenceController
 from migration_core.execution.outcome import true_outcome
 from migration_core.execution.prep import Route, prepare_storage, route
-from migration_core.execution.progress import ProgressTracker, observation_from
+from migration_core.execution.progress import ProgressTracker, announced_eta, observation_from
 from migration_core.execution.types import ExecutionResult
 from migration_core.execution.verify import verify
 from migration_core.hypervisor.jobstats import parse_job_stats, reading_from_job_stats
@@ -243,6 +243,7 @@ class Executor(ControlsMixin):
             )
 
     def _new_run(self, job_id: int, plan: Plan, r: Route) -> RunState:
+        """A fresh run's state: controller (live moves), progress tracker seeded with the card's estimate."""
         controller = None
         if r.live:
             controller = ConvergenceController(plan.policy, memory_bytes=plan.vm_memory_bytes)
@@ -253,7 +254,7 @@ class Executor(ControlsMixin):
             route=r,
             controller=controller,
             state=controller.initial_state() if controller else None,
-            tracker=ProgressTracker(job_id, stall_after_s=stall_after),
+            tracker=ProgressTracker(job_id, stall_after_s=stall_after, announced=announced_eta(plan)),
             started_at=self.clock(),
         )
 

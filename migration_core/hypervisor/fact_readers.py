@@ -183,6 +183,18 @@ class HostFactsMixin(HypervisorBase):
             uri, "count the VM's snapshots", lambda c: int(self._lookup(c, vm).snapshotNum(0)), vm=vm
         )
 
+    async def memory_rss_bytes(self, uri: str, vm: str) -> int | None:
+        """The QEMU process's resident memory (`memoryStats()` rss, KiB -> bytes); None when libvirt has none.
+
+        Guest pages never written are not resident, so this bounds what pre-copy's first pass sends.
+        """
+
+        def read(c: Any) -> int | None:
+            rss = self._lookup(c, vm).memoryStats().get("rss")
+            return int(rss) * 1024 if rss else None
+
+        return await self._run(uri, "read the VM's memory stats", read, vm=vm)
+
     async def dirty_rate(
         self,
         uri: str,

@@ -94,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     ca.add_argument("--json", action="store_true", help="one JSON list, one object per host pair")
 
+    au = sub.add_parser("audit", help="check the event log's hash chain (tamper evidence)")
+    au.add_argument("action", choices=["verify"], help="verify: recompute the chain, name the first bad record")
+    au.add_argument("--json", action="store_true")
+
     sub.add_parser("version", help="print the version")
     return p
 

@@ -28,7 +28,8 @@ from migration_core.grammar.parser import MigrateCommand, parse_command
 from migration_core.models import Job
 from migration_core.planning.estimate import calibration_report
 from migration_core.service import MigrationService
-from migration_core.store.audit import CSV_COLUMNS
+from migration_core.store import Store
+from migration_core.store.job_record import CSV_COLUMNS
 
 log = logging.getLogger(__name__)
 _PLAIN = Dialect()
@@ -62,6 +63,8 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return await _plan(settings, args, out, err)
     if args.cmd == "serve":
         return await _serve(settings)
+    if args.cmd == "audit":
+        return await _audit(settings, args, out)
     core = await open_core(settings)
     try:
         if args.cmd == "console":
@@ -108,19 +111,6 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         await core.close()
 
 
-async def _export(core: Core, since: datetime | None, fmt: str, out: TextIO) -> None:
-    """Every job's record since `since`, oldest first: JSON lines (the `status --json` record) or CSV."""
-    records = await core.store.records_since(since)
-    if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        for record in records:
-            writer.writerow(record.csv_row())
-        return
-    for record in records:
-        out.write(json.dumps(record.to_json(), default=str) + "\n")
-
-
 async def _calibration(core: Core, args: argparse.Namespace, out: TextIO) -> int:
     """`migrate-bot calibration [--json]`: the per-pair prediction quality and what was learned."""
     samples = await core.store.move_samples(limit=CALIBRATION_READ_LIMIT)
@@ -154,6 +144,41 @@ async def _calibration(core: Core, args: argparse.Namespace, out: TextIO) -> int
     return 0
 
 
+async def _export(core: Core, since: datetime | None, fmt: str, out: TextIO) -> None:
+    """Every job's record since `since`, oldest first: JSON lines (the `status --json` record) or CSV."""
+    records = await core.store.records_since(since)
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        for record in records:
+            writer.writerow(record.csv_row())
+        return
+    for record in records:
+        out.write(json.dumps(record.to_json(), default=str) + "\n")
+
+
+async def _audit(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    """`audit verify`: recompute the event log's hash chain; exit 1 naming the first record changed or removed."""
+    store = await Store.open(settings.database_url)  # the database only: no hosts file needed
+    try:
+        report = await store.verify_audit()
+    finally:
+        await store.close()
+    if args.json:
+        out.write(json.dumps({**report.__dict__, "intact": report.intact}) + "\n")
+        return 0 if report.intact else 1
+    span = f"#{report.first_id}..#{report.last_id}" if report.first_id is not None else "none"
+    older = f"; {report.unchained} older record(s) from before the chain are not covered" if report.unchained else ""
+    if report.intact:
+        out.write(f"audit chain intact: {report.checked} record(s) ({span}){older}\n")
+        out.write(f"head hash: {report.head_hash or '-'} (keep it elsewhere: removing the newest records is only "
+                  "visible against a head hash noted earlier)\n")  # fmt: skip
+        return 0
+    out.write(f"audit chain BROKEN at record #{report.broken_at}: {report.problem}\n")
+    out.write(f"{report.checked} record(s) before it check out ({span}){older}\n")
+    return 1
+
+
 def _emit(out: TextIO, as_json: bool, data: object, msg: Message) -> None:
     if as_json:
         out.write(json.dumps(data, default=str) + "\n")
@@ -174,6 +199,8 @@ def _job_json(job: Job) -> dict[str, object]:
         "updated_at": job.updated_at.isoformat(),
         "error": job.error,
         "plan_hash": job.plan.hash if job.plan else None,
+        "ticket": job.plan.request.options.ticket if job.plan else None,
+        "emergency": job.plan.request.options.emergency if job.plan else False,
     }
 
 
@@ -276,17 +303,25 @@ async def _nothing() -> None:
 
 
 async def _serve(settings: Settings) -> int:
-    from bot.app import build_slack
+    from bot.app import SlackGroupCheck, build_slack
     from bot.slack_runner import run_http, run_socket_mode
 
     settings.require_slack()
     core = await open_core(settings)
     ops = _Ops(core)
-    bot = build_slack(settings, lambda sink, check: make_service(core, sink, check), extra_sinks=(ops.sink,))
+    bot = build_slack(
+        settings,
+        lambda sink, check: make_service(core, sink, check),
+        extra_sinks=(ops.sink,),
+        on_refusal=ops.metrics.count_refusal,
+    )
     service = bot.service
     assert isinstance(service, MigrationService)
+    # Owners' groups: Slack user groups with the policy file's handles, else the file's [groups] lists.
+    service.group_check = SlackGroupCheck(bot.client, core.policy.members)
     ops.watch(service)
     ops.watch_slack(bot.client)
+    await bot.bind_workspace()  # the team every request must come from (handlers.gate)
     await service.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

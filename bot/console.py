@@ -19,7 +19,15 @@ from typing import TextIO
 
 from rich.progress import BarColumn, Progress, TextColumn
 
-from bot.blocks.answers import help_message, hosts_message, job_line, jobs_message, status_message, text_message
+from bot.blocks.answers import (
+    freezes_message,
+    help_message,
+    hosts_message,
+    job_line,
+    jobs_message,
+    status_message,
+    text_message,
+)
 from bot.blocks.card import card_message, plan_message, status_line
 from bot.blocks.ir import CONSOLE, Message
 from bot.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
@@ -43,6 +51,7 @@ from bot.settings import Settings
 from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError
 from migration_core.grammar.parser import (
     CancelCommand,
+    FreezesCommand,
     HelpCommand,
     HistoryCommand,
     HostsCommand,
@@ -251,6 +260,8 @@ class _Session:
             self.show(jobs_message("History", jobs, CONSOLE, empty="No migrations yet."))
         elif isinstance(cmd, HostsCommand):
             self.show(hosts_message(await svc.hosts(), CONSOLE))
+        elif isinstance(cmd, FreezesCommand):
+            self.show(freezes_message(await svc.freezes(), CONSOLE))
         elif isinstance(cmd, CancelCommand):
             job = await svc.cancel(cmd.job_id, self.user)
             self.out.line(f"[job {job.id}] withdrawn by {self.user} ({job.state.value})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -10,16 +11,25 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.blocks.answers import help_message, hosts_message, jobs_message, status_message, text_message
+from bot.blocks.answers import (
+    freezes_message,
+    help_message,
+    hosts_message,
+    jobs_message,
+    status_message,
+    text_message,
+)
 from bot.blocks.card import card_message, plan_message
 from bot.blocks.ir import SLACK, Message
 from bot.blocks.slack import message_payload
 from handlers.deps import Deps, bug_reference, ephemeral
+from handlers.gate import GateKind, team_of
 from handlers.slack_io import post_message
 from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.grammar.parser import (
     CancelCommand,
     Command,
+    FreezesCommand,
     HelpCommand,
     HistoryCommand,
     HostsCommand,
@@ -114,6 +124,10 @@ async def handle_migrate(
     if isinstance(cmd, HelpCommand):
         await ack(**_ephemeral_msg(help_message(help_text(cmd.topic), SLACK)))
         return
+    refusal = await _gate(deps, cmd, body)
+    if refusal is not None:
+        await ack(**ephemeral(refusal))
+        return
     if isinstance(cmd, MigrateCommand):
         req = cmd.request
         what = "Planning" if cmd.plan_only else "Checking"
@@ -126,6 +140,41 @@ async def handle_migrate(
         await respond(**ephemeral(str(err)))
     except Exception:
         await respond(**ephemeral(bug_reference(f"/migrate {type(cmd).__name__}")))
+
+
+def _gate_kind(cmd: Command) -> GateKind:
+    if isinstance(cmd, MigrateCommand):
+        return GateKind.PREFLIGHT  # `plan` too: a live preflight (dirty-rate measurement) on the hypervisors
+    if isinstance(cmd, CancelCommand):
+        return GateKind.CONTROL
+    return GateKind.READ
+
+
+async def _gate(deps: Deps, cmd: Command, body: dict[str, Any]) -> str | None:
+    """The edge gates (channel, people, rate; handlers.gate): None to go on, else the refusal, recorded."""
+    if deps.gate is None:
+        return None
+    user = str(body.get("user_id") or "")
+    channel = str(body.get("channel_id") or "")
+    kind = _gate_kind(cmd)
+    verdict = await deps.gate.check(kind, user, channel)
+    if verdict.allowed:
+        return None
+    team, _enterprise = team_of(body)
+    data = {"command": type(cmd).__name__, "channel": channel[:40], "team_id": str(team)[:40], "code": verdict.code}
+    await deps.refused(None, user, f"/migrate ({kind.value})", verdict.reason, data)
+    return verdict.reason
+
+
+async def _hosts_for(deps: Deps, user: str) -> Message:
+    """Names, reachability and slots for everyone; libvirt URIs and errors (users, socket and key paths)
+    only for approvers, who are the ones to act on an unreachable host."""
+    hosts = await deps.service.hosts()
+    if deps.gate is None or not await deps.gate.is_approver(user):
+        hosts = [
+            dataclasses.replace(h, uri="", detail="answers" if h.reachable else "does not answer") for h in hosts
+        ]
+    return hosts_message(hosts, SLACK)
 
 
 async def _answer(
@@ -145,7 +194,9 @@ async def _answer(
         title = f"History of {cmd.subject}" if cmd.subject else "History"
         await respond(**_ephemeral_msg(jobs_message(title, jobs, SLACK, empty="No migrations yet.")))
     elif isinstance(cmd, HostsCommand):
-        await respond(**_ephemeral_msg(hosts_message(await svc.hosts(), SLACK)))
+        await respond(**_ephemeral_msg(await _hosts_for(deps, user)))
+    elif isinstance(cmd, FreezesCommand):
+        await respond(**_ephemeral_msg(freezes_message(await svc.freezes(), SLACK)))
     elif isinstance(cmd, CancelCommand):
         job = await svc.cancel(cmd.job_id, user)
         await deps.refresh_card(job.id)

@@ -15,6 +15,7 @@ from bot.blocks.answers import error_message
 from bot.blocks.ir import SLACK
 from bot.blocks.slack import message_payload
 from bot.settings import Settings
+from handlers.gate import EdgeGate
 from handlers.progress import SlackProgressSink
 from migration_core.service_api import ApproverCheck, MigrationServiceAPI
 
@@ -64,6 +65,8 @@ class Deps:
     approver_check: ApproverCheck
     progress: SlackProgressSink | None = None
     now: Callable[[], datetime] = _utcnow
+    gate: EdgeGate | None = None  # channel, people and rate gates of every command and click (handlers.gate)
+    on_refusal: Callable[[str, str], None] | None = None  # (action, reason code): the refusals metric
     # One lock per job id: a duplicate delivery of the same command must not post a second card.
     _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
     deliveries: RecentDeliveries = field(default_factory=RecentDeliveries)
@@ -75,10 +78,18 @@ class Deps:
         if self.progress is not None:
             await self.progress.refresh_card(job_id)
 
+    def count_refusal(self, action: str, reason: str) -> None:
+        if self.on_refusal is not None:
+            try:
+                self.on_refusal(action, reason)
+            except Exception:  # a metric must never turn a refusal into an error
+                log.warning("could not count a refused %s", action, exc_info=True)
+
     async def refused(
         self, job_id: int | None, actor: str, action: str, reason: str, data: Mapping[str, object] | None = None
     ) -> None:
         """Record an attempt the handlers refused before the service saw it (a forged or foreign button)."""
+        self.count_refusal(action, str((data or {}).get("code") or "forged"))
         if isinstance(self.service, RecordsRefusals):
             try:
                 await self.service.record_refusal(job_id, actor, action, reason, dict(data or {}))

@@ -18,13 +18,21 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from migration_core import logctx
-from migration_core.dispatch.queue import limits_of, queue_notice, queue_places, waiting_reason
+from migration_core.dispatch.queue import (
+    limits_of,
+    queue_notice,
+    queue_notice_reason,
+    queue_places,
+    waiting_reason,
+)
 from migration_core.dispatch.recovery import resume_broken_postcopy
+from migration_core.dispatch.windows import fmt_instant, hold_reason
 from migration_core.errors import MigrateBotError
 from migration_core.events import EventSink, Notice, NoticeKind, StateChanged, SummaryReady
 from migration_core.execution.executor import Executor
 from migration_core.execution.types import ExecutionResult
 from migration_core.inventory.hosts import Inventory
+from migration_core.inventory.policy_file import FreezeWindow
 from migration_core.models import Job, JobState, MigrationRequest, Plan, VerificationSummary
 from migration_core.planning.estimate import sample_from_run
 from migration_core.service_api import QueuePosition
@@ -104,6 +112,7 @@ class Dispatcher:
         sink: EventSink,
         config: DispatcherConfig,
         clock: Callable[[], datetime],
+        freezes: tuple[FreezeWindow, ...] = (),
     ) -> None:
         self.store = store
         self.inventory = inventory
@@ -113,6 +122,7 @@ class Dispatcher:
         self.sink = sink
         self.config = config
         self.clock = clock
+        self.freezes = freezes  # the policy file's change freezes: an approved move never starts inside one
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._runs: dict[int, asyncio.Task[None]] = {}
@@ -161,10 +171,12 @@ class Dispatcher:
             if taken is not None:
                 self._taken_from[job.id] = job.owner
                 self._spawn(taken, recovering=True)
+        await self._expire_missed_windows()
         limits = limits_of(self.inventory)
-        await self._claim_runnable(limits)
-        if await self._mark_waiting(limits):
-            await self._claim_runnable(limits)  # approved during this tick, with a free slot: start it now
+        held = await self._held()
+        await self._claim_runnable(limits, frozenset(held))
+        if await self._mark_waiting(limits, held):
+            await self._claim_runnable(limits, frozenset(held))  # approved during this tick, with a free slot
         for job_id, task in list(self._runs.items()):
             if not await self.store.renew_lease(job_id, self.config.replica_id, self.config.lease_s):
                 await self._lost_lease(job_id, task)
@@ -181,9 +193,10 @@ class Dispatcher:
 
     # ----- approvals that ran out, queue ------------------------------------------------------------------
 
-    async def expire(self, job: Job) -> Job:
-        """The approval window closed: the card loses its buttons; the requester must ask again."""
-        detail = f"no decision within {self.config.approval_ttl_s / 60:g} min; request it again if still needed"
+    async def expire(self, job: Job, why: str | None = None) -> Job:
+        """The approval window (or a scheduled start window, `why`) closed: the card loses its buttons; the
+        requester must ask again."""
+        detail = why or f"no decision within {self.config.approval_ttl_s / 60:g} min; request it again if still needed"
         try:
             return await self.mover.move(job, JobState.EXPIRED, None, detail)
         except MigrateBotError:  # decided or expired by someone else in the meantime
@@ -208,14 +221,49 @@ class Dispatcher:
         jobs = await self.store.jobs_in_states([JobState.APPROVED, JobState.QUEUED])
         return sorted((j for j in jobs if j.owner is None), key=lambda j: (j.created_at, j.id))
 
-    async def _claim_runnable(self, limits: dict[str, HostLimit]) -> None:
+    async def _held(self) -> dict[int, str]:
+        """Approved jobs that must not start now, with why (not yet their scheduled time, a change freeze):
+        they are not claimed."""
+        held: dict[int, str] = {}
+        for job in await self._waiting():
+            why = self._hold(job)
+            if why is not None:
+                held[job.id] = why
+        return held
+
+    def _hold(self, job: Job) -> str | None:
+        opts = job.plan.request.options if job.plan is not None else None
+        if opts is None:
+            return None
+        return hold_reason(opts.emergency, self.freezes, self.clock(), opts.not_before, opts.not_after)
+
+    async def _expire_missed_windows(self) -> None:
+        """A scheduled job that has not started by the end of its window expires, saying why it waited."""
+        now = self.clock()
+        for job in await self._waiting():
+            opts = job.plan.request.options if job.plan is not None else None
+            if opts is None or opts.not_after is None or now < opts.not_after:
+                continue
+            waited = self._queued_reason.get(job.id)
+            why = f" ({queue_notice_reason(waited).removeprefix('waiting: ')})" if waited else ""
+            detail = (
+                f"its start window ended at {fmt_instant(opts.not_after)} before it could start{why}; "
+                "nothing was changed: request it again with a new --at or --window"
+            )
+            with contextlib.suppress(MigrateBotError):  # started or moved by another replica in the meantime
+                await self.mover.move(job, JobState.EXPIRED, None, detail)
+                self._queued_reason.pop(job.id, None)
+
+    async def _claim_runnable(self, limits: dict[str, HostLimit], held: frozenset[int] = frozenset()) -> None:
         while True:
-            claimed = await self.store.claim_next_runnable(self.config.replica_id, self.config.lease_s, limits=limits)
+            claimed = await self.store.claim_next_runnable(
+                self.config.replica_id, self.config.lease_s, limits=limits, exclude=held
+            )
             if claimed is None:
                 return
             self._spawn(claimed)
 
-    async def _mark_waiting(self, limits: dict[str, HostLimit]) -> bool:
+    async def _mark_waiting(self, limits: dict[str, HostLimit], held: dict[int, str] | None = None) -> bool:
         """Queue (with the reason and place) every approved job that cannot start; True if one could start.
 
         A job approved after this tick's claims has free slots and no reason to wait: calling it "queued"
@@ -226,7 +274,7 @@ class Dispatcher:
         places = queue_places(waiting)
         startable = False
         for job in waiting:
-            why = waiting_reason(job, load, limits)
+            why = (held or {}).get(job.id) or waiting_reason(job, load, limits)
             if why is None:
                 startable = True
                 continue
@@ -246,8 +294,13 @@ class Dispatcher:
         limits = limits_of(self.inventory)
         waiting = await self._waiting()
         places = queue_places(waiting)
+        held = await self._held()
         return [
-            QueuePosition(job.id, places[job.id], waiting_reason(job, load, limits) or "waiting for a free slot")
+            QueuePosition(
+                job.id,
+                places[job.id],
+                held.get(job.id) or waiting_reason(job, load, limits) or "waiting for a free slot",
+            )
             for job in waiting
         ]
 
@@ -275,7 +328,11 @@ class Dispatcher:
             if job.state in (JobState.RUNNING, JobState.VERIFYING):
                 await self._reattach(job)
             elif job.state in (JobState.APPROVED, JobState.QUEUED):
-                await self._start(job)
+                why = self._hold(job)  # a job taken over (or claimed just before a freeze began) is checked too
+                if why is None:
+                    await self._start(job)
+                else:
+                    log.info("job %s: not starting now (%s); it stays queued", job.id, why)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # never leave a job hanging without a record

@@ -105,21 +105,6 @@ def raw_percent(reading: JobStatsReading, redirtied_bytes: int = 0) -> float:
     return round(100.0 * done / denominator, 1) if denominator > 0 else 0.0
 
 
-def delta_rate_bytes_s(previous: tuple[float, int] | None, elapsed_s: float, processed_bytes: int) -> float:
-    """Bytes/s between two readings, from (elapsed_s, processed_bytes) of the previous one; 0.0 when there is
-    no previous reading or no time or data moved between them.
-
-    >>> delta_rate_bytes_s((1.0, 10 * 1024 * 1024), 1.5, 40 * 1024 * 1024) / (1024 * 1024)
-    60.0
-    >>> delta_rate_bytes_s(None, 1.5, 4096), delta_rate_bytes_s((1.5, 4096), 1.5, 8192)
-    (0.0, 0.0)
-    """
-    if previous is None:
-        return 0.0
-    dt_s, moved = elapsed_s - previous[0], processed_bytes - previous[1]
-    return moved / dt_s if dt_s > 0 and moved > 0 else 0.0
-
-
 @dataclass(frozen=True)
 class AnnouncedEta:
     """The total time the card announced: point and p10-p90 range, seconds from the start of the job."""
@@ -172,6 +157,19 @@ def later_reason(reading: JobStatsReading, stalled: bool, throughput_mib_s: floa
             f" {reading.memory_iteration} re-sends memory"
         )
     return f"throughput is {throughput_mib_s:.0f} MiB/s, slower than the estimate assumed"
+def delta_rate_bytes_s(previous: tuple[float, int] | None, elapsed_s: float, processed_bytes: int) -> float:
+    """Bytes/s between two readings, from (elapsed_s, processed_bytes) of the previous one; 0.0 when there is
+    no previous reading or no time or data moved between them.
+
+    >>> delta_rate_bytes_s((1.0, 10 * 1024 * 1024), 1.5, 40 * 1024 * 1024) / (1024 * 1024)
+    60.0
+    >>> delta_rate_bytes_s(None, 1.5, 4096), delta_rate_bytes_s((1.5, 4096), 1.5, 8192)
+    (0.0, 0.0)
+    """
+    if previous is None:
+        return 0.0
+    dt_s, moved = elapsed_s - previous[0], processed_bytes - previous[1]
+    return moved / dt_s if dt_s > 0 and moved > 0 else 0.0
 
 
 class ProgressTracker:

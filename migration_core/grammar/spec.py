@@ -54,6 +54,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("timeout", Arity.VALUE, "DURATION",
                "give up after this long: abort, or switch to post-copy if --postcopy is on"),
     OptionSpec("reason", Arity.VALUE, "TEXT", 'change ticket or reason: --reason "CHG-1234 patching"'),
+    OptionSpec("ticket", Arity.VALUE, "ID", "the change ticket (checked against the policy file's pattern)"),
+    OptionSpec("at", Arity.VALUE, "TIME",
+               "approve now, start at TIME (zone or the policy's; expires if it cannot start soon after)"),
+    OptionSpec("window", Arity.VALUE, "START/END", "approve now, start between START and END, else expire"),
+    OptionSpec("emergency", Arity.FLAG, "",
+               "bypass a change freeze (needs --reason; the policy's emergency number of approvers)"),
     OptionSpec("limit", Arity.VALUE, "N", "history only: how many jobs to list (1..500, default 20)",
                history_only=True),
 )  # fmt: skip

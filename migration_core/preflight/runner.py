@@ -129,9 +129,9 @@ class PreflightRunner:
         dirty_rate_window_s: float = 3.0,
         probe_timeout_s: float = 2.0,
         settings: PreflightSettings | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
         history: HistorySource | None = None,
         clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inventory = inventory
         self.history = history  # the store's move_samples for (vm_uuid, source, destination); None: model only

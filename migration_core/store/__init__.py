@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from migration_core.store.audit import SUMMARY_DETAIL, JobRecord, job_record
 from migration_core.store.base import utc_now
 from migration_core.store.job_ops import JobOps
+from migration_core.store.job_record import SUMMARY_DETAIL, JobRecord, job_record
 from migration_core.store.journal import Journal
 from migration_core.store.leases import LeaseOps
 from migration_core.store.records import RecordOps

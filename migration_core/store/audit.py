@@ -1,147 +1,188 @@
-"""A job's complete record for scripts and audits: what was planned, who approved, how it ran, what was verified.
+"""The tamper-evident event log: every event record carries a hash chained to the previous record's (issue 15).
 
-Pure: `job_record(job, events)` folds a job and its append-only event log (the store reads both) into a typed
-`JobRecord`; `JobRecord.to_json()` is the `migrate-bot status <id> --json` contract and one line of
-`migrate-bot export --format jsonl`; `csv_row` is one line of `--format csv`. The outcome and the verification
-come from the summary the dispatcher writes to the event log before it closes the job (a notice whose detail
-is `summary` and whose data is the VerificationSummary), so no table beyond the event log is needed.
+    hash(n) = sha256(prev_hash(n) + canonical(job_id, at, kind, actor, old_state, new_state, detail, data))
+    prev_hash(n) = hash(n-1), or GENESIS for the first chained record
 
-Contract keys (relied on by other tools): `plan` (as `plan --json` prints it, or null), `approvals` (list of
-`user`, `at`), `outcome` (`total_s`, `downtime_ms`, `data_bytes`, `iterations`, `throughput_mib_s`; null until
-the job ran), `verification` (list of `name`, `status`, `reason`), `events` (list of `at`, `kind`, `actor`,
-`text`), plus the job's `id`, `vm`, `source`, `destination`, `state`, `requester`, `approvers`, `reason`,
-`created_at`, `updated_at`, `error` and `plan_hash`.
+The chain is written by a `before_flush` hook on every store session (`install`), so every writer of events
+(state moves, approvals, refusals, notices, leases) is covered without knowing about it. On PostgreSQL an
+advisory lock serialises appends to the chain, so two replicas never link two records to the same predecessor;
+on SQLite the write transaction (BEGIN IMMEDIATE) already does. Records written before the chain existed (an
+older database) have no hash; `verify_chain` reports how many and starts with the first chained record.
+
+`verify_chain` is pure: given the records in id order it names the first one that was changed (its content no
+longer matches its hash) or whose predecessor was removed (its link does not match the previous hash). A chain
+cannot show that its LAST records were removed: `audit verify` prints the head hash so it can be kept elsewhere
+and compared later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from migration_core.models import Job
-from migration_core.store.types import EventKind, EventRecord
+from sqlalchemy import event, func, select
+from sqlalchemy import inspect as sa_inspect
+from sqlmodel import Session, col
 
-SUMMARY_DETAIL = "summary"  # the detail of the notice that carries the VerificationSummary (dispatcher)
+from migration_core.store.schema import EventRow, to_utc
 
-CSV_COLUMNS = (
-    "id", "vm", "source", "destination", "state", "requester", "approvers", "reason", "created_at",
-    "updated_at", "plan_hash", "total_s", "downtime_ms", "data_bytes", "iterations", "throughput_mib_s",
-    "verification", "error",
-)  # fmt: skip
+GENESIS = "0" * 64
+_CHAIN_LOCK_KEY = 0x6D62_0003  # PostgreSQL advisory lock: one appender to the chain at a time
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """The measured numbers of a migration that ran (libvirt's completed-job statistics, via the summary)."""
+class ChainedRecord:
+    """An event record as the chain sees it (the store's row, read back verbatim)."""
 
-    total_s: float | None
-    downtime_ms: int | None
-    data_bytes: int | None
-    iterations: int | None
-    throughput_mib_s: float | None
+    id: int
+    job_id: int | None
+    at: datetime
+    kind: str
+    actor: str | None
+    old_state: str | None
+    new_state: str | None
+    detail: str
+    data: str | None
+    prev_hash: str | None
+    hash: str | None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "total_s": self.total_s,
-            "downtime_ms": self.downtime_ms,
-            "data_bytes": self.data_bytes,
-            "iterations": self.iterations,
-            "throughput_mib_s": self.throughput_mib_s,
-        }
+
+def record_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    """The hash of one record given its predecessor's hash (hex sha256)."""
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((prev_hash + "\n" + body).encode()).hexdigest()
+
+
+def _fields(
+    job_id: int | None,
+    at: datetime,
+    kind: str,
+    actor: str | None,
+    old_state: str | None,
+    new_state: str | None,
+    detail: str,
+    data: str | None,
+) -> dict[str, Any]:
+    # Microseconds as stored by both databases; UTC so the same instant always hashes the same.
+    stamp = to_utc(at).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "job_id": job_id,
+        "at": stamp,
+        "kind": kind,
+        "actor": actor,
+        "old_state": old_state,
+        "new_state": new_state,
+        "detail": detail,
+        "data": data,
+    }
+
+
+def fields_of(r: ChainedRecord | EventRow) -> dict[str, Any]:
+    return _fields(r.job_id, r.at, r.kind, r.actor, r.old_state, r.new_state, r.detail or "", r.data)
 
 
 @dataclass(frozen=True)
-class VerifiedCheck:
-    """One verification check of the summary."""
+class ChainReport:
+    """What `verify_chain` found. `broken_at` is the first bad record's id (None: intact)."""
 
-    name: str
-    status: str
-    reason: str
+    checked: int
+    unchained: int  # records older than the chain (no hash), not covered
+    first_id: int | None
+    last_id: int | None
+    head_hash: str | None
+    broken_at: int | None = None
+    problem: str = ""
 
-
-@dataclass(frozen=True)
-class JobRecord:
-    """Everything on record about one job."""
-
-    job: Job
-    outcome: Outcome | None
-    verification: tuple[VerifiedCheck, ...]
-    events: tuple[EventRecord, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        job = self.job
-        return {
-            "id": job.id,
-            "vm": job.vm,
-            "source": job.source,
-            "destination": job.destination,
-            "state": job.state.value,
-            "requester": job.requester,
-            "approvers": list(job.approvers),
-            "reason": job.reason,
-            "created_at": _iso(job.created_at),
-            "updated_at": _iso(job.updated_at),
-            "error": job.error,
-            "plan_hash": job.plan.hash if job.plan else None,
-            "plan": job.plan.to_json() if job.plan else None,
-            "approvals": [{"user": a.actor, "at": _iso(a.at)} for a in job.approvals if a.approved],
-            "outcome": self.outcome.to_json() if self.outcome else None,
-            "verification": [{"name": c.name, "status": c.status, "reason": c.reason} for c in self.verification],
-            "events": [
-                {"at": _iso(e.at), "kind": e.kind.value, "actor": e.actor, "text": e.detail} for e in self.events
-            ],
-        }
-
-    def csv_row(self) -> dict[str, str]:
-        """One flat row (columns CSV_COLUMNS): lists joined with `; `, absent values empty."""
-        data = self.to_json()
-        outcome = data["outcome"] or {}
-        row: dict[str, Any] = {k: data.get(k) for k in CSV_COLUMNS}
-        row.update({k: outcome.get(k) for k in Outcome.__dataclass_fields__})
-        row["approvers"] = "; ".join(data["approvers"])
-        row["verification"] = "; ".join(f"{c.name}: {c.status}" for c in self.verification)
-        return {k: "" if v is None else str(v) for k, v in row.items()}
+    @property
+    def intact(self) -> bool:
+        return self.broken_at is None
 
 
-def _iso(at: datetime) -> str:
-    return at.isoformat()
+def verify_chain(records: Sequence[ChainedRecord]) -> ChainReport:
+    """Recompute the chain over `records` (ordered by id); stop at the first record that does not fit."""
+    unchained = 0
+    prev: ChainedRecord | None = None
+    checked = 0
+    first_id: int | None = None
+    for r in records:
+        if r.hash is None and prev is None:
+            unchained += 1  # written before the chain existed (a database from an older version)
+            continue
+        if first_id is None:
+            first_id = r.id
+        expected_prev = prev.hash if prev is not None else GENESIS
+        if r.hash is None or r.prev_hash is None:
+            problem = f"record #{r.id} has no hash: it was written around the bot, or its hash was erased"
+            return _broken(records, checked, unchained, first_id, prev, r.id, problem)
+        if r.prev_hash != expected_prev:
+            before = f"#{prev.id}" if prev is not None else "the start of the chain"
+            return _broken(
+                records, checked, unchained, first_id, prev, r.id,
+                f"record #{r.id} does not link to {before}: a record between them was removed "
+                f"(or #{r.id}'s link was changed)",
+            )  # fmt: skip
+        if record_hash(r.prev_hash, fields_of(r)) != r.hash:
+            return _broken(
+                records, checked, unchained, first_id, prev, r.id,
+                f"record #{r.id} was changed: its content ({r.kind}, {r.detail[:80]!r}) no longer matches its hash",
+            )  # fmt: skip
+        checked += 1
+        prev = r
+    return ChainReport(checked, unchained, first_id, prev.id if prev else None, prev.hash if prev else None)
 
 
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+def _broken(
+    records: Sequence[ChainedRecord],
+    checked: int,
+    unchained: int,
+    first_id: int | None,
+    prev: ChainedRecord | None,
+    bad_id: int,
+    problem: str,
+) -> ChainReport:
+    return ChainReport(
+        checked, unchained, first_id, records[-1].id if records else None, prev.hash if prev else None, bad_id, problem
+    )
 
 
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+def _chain_new_events(session: Session, _flush_context: object, _instances: object) -> None:
+    """before_flush: give every new event record its place in the chain, in the order they were added."""
+    new = [o for o in session.new if isinstance(o, EventRow) and o.hash is None]
+    if not new:
+        return
+    new.sort(key=lambda o: sa_inspect(o).insert_order)
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(_CHAIN_LOCK_KEY)))  # held until commit
+    stmt = select(col(EventRow.hash)).where(col(EventRow.hash).is_not(None)).order_by(col(EventRow.id).desc()).limit(1)
+    prev = conn.execute(stmt).scalar() or GENESIS
+    for row in new:
+        row.prev_hash = prev
+        row.hash = record_hash(prev, fields_of(row))
+        prev = row.hash
 
 
-def summary_data(events: Sequence[EventRecord]) -> Mapping[str, Any] | None:
-    """The last summary written for the job (a restart may verify again: the newest counts), or None."""
-    for event in reversed(events):
-        if event.kind is EventKind.NOTICE and event.detail == SUMMARY_DETAIL and event.data:
-            return event.data
-    return None
+_installed = False
 
 
-def job_record(job: Job, events: Sequence[EventRecord]) -> JobRecord:
-    """Fold a job and its event log (in the order written) into its record."""
-    summary = summary_data(events)
-    outcome: Outcome | None = None
-    checks: tuple[VerifiedCheck, ...] = ()
-    if summary is not None:
-        outcome = Outcome(
-            total_s=_float(summary.get("total_s")),
-            downtime_ms=_int(summary.get("downtime_ms")),
-            data_bytes=_int(summary.get("data_bytes")),
-            iterations=_int(summary.get("iterations")),
-            throughput_mib_s=_float(summary.get("throughput_mib_s")),
-        )
-        raw_checks = summary.get("checks")
-        checks = tuple(
-            VerifiedCheck(str(c.get("name", "")), str(c.get("status", "")), str(c.get("reason", "")))
-            for c in (raw_checks if isinstance(raw_checks, list) else [])
-            if isinstance(c, Mapping)
-        )
-    return JobRecord(job=job, outcome=outcome, verification=checks, events=tuple(events))
+def install() -> None:
+    """Hook the chain into every store session (idempotent)."""
+    global _installed
+    if not _installed:
+        event.listen(Session, "before_flush", _chain_new_events)
+        _installed = True
+
+
+def chained_from_row(row: EventRow) -> ChainedRecord:
+    assert row.id is not None
+    return ChainedRecord(
+        row.id, row.job_id, row.at, row.kind, row.actor, row.old_state, row.new_state, row.detail or "",
+        row.data, row.prev_hash, row.hash,
+    )  # fmt: skip
+
+
+__all__ = ["GENESIS", "ChainReport", "ChainedRecord", "install", "record_hash", "verify_chain"]

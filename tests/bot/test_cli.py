@@ -27,11 +27,13 @@ BIN = Path(sys.executable).parent / "migrate-bot"
 MIGRATE_KEYS = {
     "command", "vm", "destination", "mode", "persistent", "undefine_source", "keep_source", "postcopy",
     "postcopy_after_s", "auto_converge", "parallel_connections", "max_downtime_ms", "bandwidth_mib_s",
-    "copy_storage", "compressed", "tls", "timeout_s", "reason",
+    "copy_storage", "compressed", "tls", "timeout_s", "reason", "ticket", "emergency", "not_before", "not_after",
 }  # fmt: skip
 PLAN_KEYS = {"executable", "checks", "prediction", "mode", "flags", "params", "recommendation", "hash"}
 PREDICTION_KEYS = {"converges", "total_s", "downtime_ms", "dirty_rate_mib_s", "bandwidth_mib_s", "passes"}
-SUBCOMMANDS = ("serve", "console", "parse", "plan", "status", "history", "export", "hosts", "calibration", "version")
+SUBCOMMANDS = (
+    "serve", "console", "parse", "plan", "status", "history", "export", "hosts", "calibration", "audit", "version",
+)  # fmt: skip
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:

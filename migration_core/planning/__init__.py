@@ -1,6 +1,8 @@
 """Planning a migration: the convergence prediction, the planner (flags and typed params) and the advice.
 
 Owns: `prediction` (will pre-copy converge, how long, what downtime), `planner` (request + facts + checks +
-prediction -> Plan), `advice` (what to do when pre-copy will not converge). Pure.
-May import: migration_core.errors, models, facts, preflight (check results), grammar (options).
+prediction -> Plan), `advice` (what to do when pre-copy will not converge), `placement` (which host takes each
+VM: the same preflight per candidate, capacity across the plan, anti-affinity), `drain` (placement + order and
+concurrency from the prediction -> DrainPlan), `estimates` (the seam between drain planning and the prediction).
+Pure. May import: migration_core.errors, models, facts, preflight (check results), grammar (options), inventory.
 """

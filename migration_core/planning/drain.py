@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from migration_core.errors import PreflightError
 from migration_core.facts.gathered import VmState
 from migration_core.models import CheckResult, MigrationMode, MigrationOptions, Plan
 from migration_core.planning.estimates import MoveEstimate, MoveEstimator, MoveLoad
@@ -315,3 +316,61 @@ def _waves(
             waves.append([move])
             times.append(move.solo.total_s)
     return waves
+
+
+@dataclass(frozen=True)
+class PlacedPlan:
+    """`<vm> to any`: the single move's plan to the chosen host (or, when none can take it, to the host whose
+    report shows why), and the placement's explanation."""
+
+    plan: Plan
+    destination: str | None
+    why: str
+    fix: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The single-move plan contract, plus `placement` (chosen host or null, why, fix)."""
+        data = self.plan.to_json()
+        if self.destination is None:
+            data["executable"] = False
+        data["placement"] = {"destination": self.destination, "why": self.why, "fix": self.fix}
+        return data
+
+
+def plan_to_any(
+    vm: DrainVm,
+    source: DrainSource,
+    destinations: Sequence[Destination],
+    candidacy: Mapping[tuple[str, str], Candidacy],
+    options: MigrationOptions,
+    estimator: MoveEstimator,
+) -> PlacedPlan:
+    """Place one VM (the drain's placement with a single VM) and make the single move's plan to that host."""
+    choices, unplaced = place_all([VmToPlace(vm.name, vm.memory_bytes, vm.groups)], destinations, candidacy)
+    dests = {d.name: d for d in destinations}
+    if choices:
+        (choice,) = choices
+        cand = candidacy[(vm.name, choice.destination)]
+        checks = _checks_in_report_order(cand, choice)
+        destination: str | None = choice.destination
+        why, fix = choice.why, None
+    else:
+        (miss,) = unplaced
+        reachable = [(vm.name, d.name) for d in destinations if (vm.name, d.name) in candidacy]
+        if not reachable:
+            raise PreflightError(f"no host can take {vm.name}: {miss.reason}", miss.fix)
+        # the host with the fewest failing checks: its report is the clearest account of what stands in the way
+        key = min(reachable, key=lambda k: len(candidacy[k].blockers))
+        cand, checks, destination, why, fix = candidacy[key], candidacy[key].checks, None, miss.reason, miss.fix
+    dest = dests[cand.facts.destination.name]
+    load = _load(vm, cand)
+    est = estimator.estimate(load, _share(source, dest, 1, 1), options)
+    plan = make_plan(
+        cand.facts,
+        est.prediction,
+        dest_peer_uri=dest.peer_uri or "qemu:///unknown-destination",
+        migration_address=dest.migration_address,
+        tls=options.tls,
+        checks=checks,
+    )
+    return PlacedPlan(plan, destination, why, fix)

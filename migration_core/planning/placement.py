@@ -179,6 +179,11 @@ def _place_one(
             notes.append(f"{e.host.name}: {human_bytes(e.left_bytes)} left, less than {best.host.name}")
     if best.left_bytes is None:
         head = f"{best.host.name}: passes every check (its free memory could not be read)"
+    elif clean and len(clean) < len(eligible):
+        head = (
+            f"{best.host.name}: most free memory after the moves already placed ({human_bytes(best.left_bytes)} "
+            f"left) among the hosts without another VM of its anti-affinity group"
+        )
     elif len(eligible) == 1:
         head = f"{best.host.name}: the only host that can take it ({human_bytes(best.left_bytes)} left after it)"
     else:

@@ -23,8 +23,9 @@ from migration_core.models import (
     MigrationRequest,
     Plan,
 )
+from migration_core.planning.drain import DrainPlan, PlacedPlan
 from migration_core.service_api import ApproverCheck, HostStatus, QueuePosition
-from tests.bot.factories import PASSING, T0, plan, sample, summary
+from tests.bot.factories import PASSING, T0, drain_plan, placed_plan, plan, sample, summary
 
 
 class InMemoryService:
@@ -57,6 +58,12 @@ class InMemoryService:
         return self.jobs[job_id]
 
     # --- API
+    async def plan_drain(self, host: str, options: object, **_kw: object) -> DrainPlan:
+        return drain_plan(host)
+
+    async def plan_any(self, vm: str, options: object) -> PlacedPlan:
+        return placed_plan(vm, nowhere=vm.startswith("huge"))
+
     async def plan(self, request: MigrationRequest) -> Plan:
         checks = PASSING
         if request.vm.startswith("broken"):

@@ -6,8 +6,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from migration_core.facts.gathered import VmState
-from migration_core.planning.drain import DrainPlan, PlacedPlan
-
 from migration_core.models import (
     Approval,
     CheckResult,
@@ -25,6 +23,7 @@ from migration_core.models import (
     ProgressSample,
     VerificationSummary,
 )
+from migration_core.planning.drain import DrainPlan, PlacedPlan
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 GIB = 1024**3

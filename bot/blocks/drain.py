@@ -42,7 +42,14 @@ def drain_plan_message(plan: DrainPlan, d: Dialect) -> Message:
                 f"{m.wave:<5}{cut(m.vm, 19):<20}{cut(m.destination, 13):<14}{m.mode.value:<8}"
                 f"{fmt_duration_s(m.predicted_total_s):>9}{downtime:>10}  {m.share_mib_s:.0f} MiB/s{flag}"
             )
-        parts.append(Text(d.pre("\n".join(rows))))
+        shown, size = [], 0
+        for row in rows:  # one section holds 3000 characters: a cut code block would lose its closing fence
+            if size + len(row) > 2700:
+                shown.append(f"… {len(rows) - len(shown)} more: see `migrate-bot plan drain {plan.host} --json`")
+                break
+            shown.append(row)
+            size += len(row) + 1
+        parts.append(Text(d.pre("\n".join(shown))))
         why = [f"*{d.esc(m.vm)}* → {d.esc(m.why)}" for m in plan.moves]
         parts += paragraphs(["*Why these hosts*", *why], max_parts=2, pointer="`migrate-bot plan drain --json`")
     if plan.left_behind:

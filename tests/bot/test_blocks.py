@@ -26,7 +26,7 @@ from bot.blocks.slack import MAX_VIEW_BLOCKS, home_view, message_payload, proble
 from bot.blocks.summary import summary_message
 from migration_core.events import Notice, NoticeKind, StateChanged
 from migration_core.grammar.parser import help_text
-from migration_core.models import CheckResult, CheckStatus, ControlAction, Decision, JobState, Phase
+from migration_core.models import CheckResult, CheckStatus, ControlAction, Decision, JobState, MigrationOptions, Phase
 from migration_core.service_api import HostStatus, QueuePosition
 from tests.bot.factories import PASSING, T0, drain_plan, job, placed_plan, plan, sample, summary
 
@@ -347,3 +347,20 @@ def test_plan_to_any_says_why_the_host_was_chosen():
     assert "*Placement*" in text and "hostB: most free memory after the moves already placed" in text
     nowhere = _all_text(CASES["plan_any_nowhere"])
     assert "No host can take vm42" in nowhere and "fix:" in nowhere
+
+
+def test_a_big_drain_fits_slack_limits():
+    from migration_core.planning.drain import plan_drain
+    from migration_core.planning.estimates import ModelEstimator
+    from tests.migration_core.drain_support import SynFleet, SynHost, SynVm
+
+    fleet = SynFleet(hosts=[SynHost(f"host{i:02d}", free_gib=64) for i in range(20)],
+                     vms=[SynVm(f"a-rather-long-vm-name-{j:03d}", 1) for j in range(120)])  # fmt: skip
+    plan = plan_drain(fleet.drain_source(), fleet.drain_vms(), fleet.destinations(), fleet.candidacy(),
+                      MigrationOptions(),
+                      ModelEstimator())  # fmt: skip
+    payload = message_payload(drain_plan_message(plan, SLACK))
+    for b in payload["blocks"]:
+        assert Block.parse(b).to_dict()
+    assert problems(payload["blocks"]) == []
+    assert "more: see `migrate-bot plan drain h00 --json`" in _all_text(payload)

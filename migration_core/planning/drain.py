@@ -25,7 +25,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from migration_core.errors import PreflightError
@@ -35,6 +35,31 @@ from migration_core.planning.estimates import MoveEstimate, MoveEstimator, MoveL
 from migration_core.planning.placement import Candidacy, Choice, Destination, VmToPlace, place_all
 from migration_core.planning.planner import make_plan
 from migration_core.preflight import disks_to_copy
+
+
+def options_for(options: MigrationOptions, state: VmState | None) -> MigrationOptions:
+    """The options one move of a drain gets: all of them for a live move; for a shut-off VM (moved offline with
+    --include-stopped) the live-only ones are dropped, since they tune a memory copy that does not happen, and
+    the move is persistent (libvirt requires it offline).
+
+    >>> o = options_for(MigrationOptions(postcopy=True, bandwidth_mib_s=100, tls=True), VmState.SHUTOFF)
+    >>> o.postcopy, o.bandwidth_mib_s, o.tls, o.persistent
+    (False, None, True, True)
+    """
+    if state is not VmState.SHUTOFF:
+        return options
+    return replace(
+        options,
+        persistent=True,
+        postcopy=False,
+        postcopy_after_s=None,
+        auto_converge=False,
+        parallel_connections=None,
+        max_downtime_ms=None,
+        bandwidth_mib_s=None,
+        copy_storage=None,
+        compressed=False,
+    )
 
 
 @dataclass(frozen=True)

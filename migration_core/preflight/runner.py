@@ -47,7 +47,15 @@ from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.hypervisor.types import DomainInfo, NetworkInfo
 from migration_core.inventory.hosts import HostConfig, Inventory
 from migration_core.models import MigrationMode, MigrationOptions, MigrationRequest, Plan, Prediction
-from migration_core.planning.drain import DrainPlan, DrainSource, DrainVm, PlacedPlan, plan_drain, plan_to_any
+from migration_core.planning.drain import (
+    DrainPlan,
+    DrainSource,
+    DrainVm,
+    PlacedPlan,
+    options_for,
+    plan_drain,
+    plan_to_any,
+)
 from migration_core.planning.estimates import ModelEstimator, MoveEstimator
 from migration_core.planning.placement import Candidacy, Destination, evaluate
 from migration_core.planning.planner import choose_mode, make_plan
@@ -672,8 +680,8 @@ class PreflightRunner:
         names: tuple[str, ...],
     ) -> PreflightFacts:
         vm, dirty, snaps = vm_r
-        request = MigrationRequest(dom.name, d.cfg.name, options)
         state = VmState.of(dom.state)
+        request = MigrationRequest(dom.name, d.cfg.name, options_for(options, state))
         base = PreflightFacts(
             request=request,
             source=source,

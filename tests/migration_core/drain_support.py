@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from migration_core.facts.gathered import GIB, CpuComparison, DirtyRateSample, Endpoint, VmState
 from migration_core.models import MigrationOptions, MigrationRequest
-from migration_core.planning.drain import DrainSource, DrainVm
+from migration_core.planning.drain import DrainSource, DrainVm, options_for
 from migration_core.planning.placement import Candidacy, Destination, evaluate
 from tests.migration_core.fixtures.build import facts, host, vm
 
@@ -79,9 +79,8 @@ class SynFleet:
                 )
                 f = facts(
                     the_vm,
-                    options=options,
                     state=v.state,
-                    request=MigrationRequest(v.name, h.name, options),
+                    request=MigrationRequest(v.name, h.name, options_for(options, v.state)),
                     source=Endpoint(self.source, uri=f"qemu+tcp://{self.source}/system"),
                     destination=Endpoint(h.name, uri=f"qemu+tcp://{h.name}/system"),
                     known_hosts=names,

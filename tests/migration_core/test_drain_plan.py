@@ -146,6 +146,14 @@ def test_include_stopped_moves_shut_off_vms_offline() -> None:
     assert (move.vm, move.mode.value, move.predicted_downtime_ms) == ("off", "offline", 0.0)
 
 
+def test_live_only_options_do_not_stop_a_shut_off_vm_from_moving_offline() -> None:
+    fleet = SynFleet(hosts=[SynHost("hB")], vms=[SynVm("off", state=VmState.SHUTOFF), SynVm("on")])
+    plan = drain(fleet, MigrationOptions(postcopy=True, copy_storage=CopyStorage.ALL), include_stopped=True)
+    moves = {m.vm: m for m in plan.moves}
+    assert moves["off"].mode.value == "offline" and moves["off"].plan.request.options.copy_storage is None
+    assert moves["on"].plan.request.options.postcopy and not plan.left_behind
+
+
 def test_capacity_failure_fix_names_the_reserve() -> None:
     fleet = SynFleet(hosts=[SynHost("hB", free_gib=4, reserve_gib=2)], vms=[SynVm("a", 3)])
     (lb,) = drain(fleet).left_behind

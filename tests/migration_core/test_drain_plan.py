@@ -343,3 +343,13 @@ def test_capacity_slots_and_anti_affinity_are_never_violated(fleet: SynFleet, po
                 assert not (fits and clean), (v.name, dest, h.name, hosts[h.name])
         placed[dest].append(v.name)
         left[dest] -= v.memory_gib * GIB
+
+
+def test_worked_examples_in_docstrings_hold() -> None:
+    import doctest
+
+    from migration_core.planning import drain, estimates
+
+    for module in (drain, estimates):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0

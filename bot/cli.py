@@ -64,6 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     ho = sub.add_parser("hosts", help="list inventory hosts and whether each answers")
     ho.add_argument("--json", action="store_true")
 
+    ca = sub.add_parser(
+        "calibration",
+        help="per host pair: how well predictions matched, and the throughput and fixed cost learned",
+    )
+    ca.epilog = (
+        "Errors are |predicted - measured| / measured over the succeeded migrations of the last 30 days; "
+        "failed and aborted runs are counted but never learned from."
+    )
+    ca.add_argument("--json", action="store_true", help="one JSON list, one object per host pair")
+
     sub.add_parser("version", help="print the version")
     return p
 

@@ -1,4 +1,4 @@
-"""The CLI subcommands that need the core: serve, console, plan, status, history, hosts."""
+"""The CLI subcommands that need the core: serve, console, plan, status, history, hosts, calibration."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TextIO
 
 from bot.blocks.answers import hosts_message, jobs_message, status_message
@@ -25,10 +26,12 @@ from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.events import FanoutSink, RecordingSink
 from migration_core.grammar.parser import DrainCommand, MigrateCommand, PlaceCommand, parse_command
 from migration_core.models import Job
+from migration_core.planning.estimate import calibration_report
 from migration_core.service import MigrationService
 
 log = logging.getLogger(__name__)
 _PLAIN = Dialect()
+CALIBRATION_READ_LIMIT = 20_000  # samples read for the report (pairs x the last 30 days)
 
 
 def _settings(command: str) -> Settings:
@@ -87,6 +90,8 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             title = f"History of {args.subject}" if args.subject else "History"
             _emit(out, args.json, [_job_json(j) for j in jobs], jobs_message(title, jobs, _PLAIN, empty="no jobs yet"))
             return 0
+        if args.cmd == "calibration":
+            return await _calibration(core, args, out)
         if args.cmd == "hosts":
             hosts = await service.hosts()
             _emit(out, args.json, [h.__dict__ for h in hosts], hosts_message(hosts, _PLAIN))
@@ -94,6 +99,39 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise AssertionError(args.cmd)
     finally:
         await core.close()
+
+
+async def _calibration(core: Core, args: argparse.Namespace, out: TextIO) -> int:
+    """`migrate-bot calibration [--json]`: the per-pair prediction quality and what was learned."""
+    samples = await core.store.move_samples(limit=CALIBRATION_READ_LIMIT)
+    reports = calibration_report(samples, now=datetime.now(UTC))
+    if args.json:
+        out.write(json.dumps([r.to_json() for r in reports]) + "\n")
+        return 0
+    if not reports:
+        out.write(
+            "no finished migration with a prediction yet: every migration the bot runs from now on is "
+            "recorded and calibrates the next ones\n"
+        )
+        return 0
+    out.write(
+        f"{'host pair':<24} {'runs':>5} {'used':>5} {'total err med/p90':>18} {'downtime err med/p90':>21}"
+        f" {'throughput':>11} {'link share':>10} {'fixed':>7}\n"
+    )
+    for r in reports:
+
+        def pct(x: float | None) -> str:
+            return "-" if x is None else f"{100 * x:.0f}%"
+
+        learned = "" if r.pair_samples else " (defaults: no plain live run yet)"
+        tput = f"{r.throughput_mib_s:.0f} MiB/s" if r.throughput_mib_s else "-"
+        out.write(
+            f"{r.source + ' → ' + r.destination:<24} {r.migrations:>5} {r.learned_from:>5}"
+            f" {pct(r.total_error_median) + ' / ' + pct(r.total_error_p90):>18}"
+            f" {pct(r.downtime_error_median) + ' / ' + pct(r.downtime_error_p90):>21}"
+            f" {tput:>11} {r.efficiency:>10.2f} {r.fixed_s:>6.2f}s{learned}\n"
+        )
+    return 0
 
 
 def _emit(out: TextIO, as_json: bool, data: object, msg: Message) -> None:

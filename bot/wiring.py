@@ -10,6 +10,7 @@ from migration_core.events import EventSink
 from migration_core.execution.executor import Executor
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.inventory.hosts import Inventory, load_inventory
+from migration_core.models import MoveSample
 from migration_core.preflight.runner import PreflightRunner
 from migration_core.service import MigrationService, ServiceConfig
 from migration_core.service_api import ApproverCheck
@@ -38,7 +39,11 @@ async def open_core(settings: Settings) -> Core:
     hypervisor = Hypervisor({h.name: h.uri for h in inventory})
     for host in inventory:
         hypervisor.add_host(host.name, host.uri, host.peer_uri)
-    planning = PreflightRunner(inventory, hypervisor, dirty_rate_window_s=settings.dirty_rate_window_s)
+
+    async def history(vm_uuid: str, source: str, destination: str) -> list[MoveSample]:
+        return await store.move_samples(vm_uuid=vm_uuid, source=source, destination=destination)
+
+    planning = PreflightRunner(inventory, hypervisor, dirty_rate_window_s=settings.dirty_rate_window_s, history=history)
     return Core(settings, inventory, store, hypervisor, planning)
 
 

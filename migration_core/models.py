@@ -42,6 +42,7 @@ class MigrationOptions:
     mode: MigrationMode | None = None
     persistent: bool = True
     undefine_source: bool = False
+    keep_source: bool = False  # keep the shut-off definition (and copied images) on the source, as virsh does
     postcopy: bool = False
     postcopy_after_s: float | None = None
     auto_converge: bool = False
@@ -65,9 +66,15 @@ class MigrationRequest:
 
 
 class CheckStatus(StrEnum):
-    """Outcome of one preflight or verification check."""
+    """Outcome of one preflight or verification check.
+
+    INFO: something the operator should know that is not a risk (e.g. "the old copy on hostB is replaced");
+    SKIPPED: the check did not run (e.g. no guest agent): never shown or counted as passed.
+    """
 
     PASS = "pass"
+    INFO = "info"
+    SKIPPED = "skipped"
     WARN = "warn"
     FAIL = "fail"
 
@@ -87,9 +94,10 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Whether pre-copy converges, from the measured dirty rate and the link bandwidth.
+    """How the move is predicted to go: converges?, total time and downtime with their p10-p90 range, basis.
 
-    `converges=None` means it could not be predicted (e.g. offline, or no dirty rate); `verdict` says why.
+    `converges=None` means it could not be predicted (e.g. no link bandwidth); `verdict` says why. Built by
+    `planning.estimate.to_prediction`.
     """
 
     converges: bool | None
@@ -99,17 +107,51 @@ class Prediction:
     bandwidth_mib_s: float | None
     passes: int | None
     verdict: str
+    # The range and what it rests on (planning/estimate.py); absent in plans stored before issue 12.
+    total_p10_s: float | None = None
+    total_p90_s: float | None = None
+    downtime_p10_ms: float | None = None
+    downtime_p90_ms: float | None = None
+    basis: str = ""
+    samples: int = 0
+    mode: str = ""  # the estimate's mode family, e.g. "pre-copy", "post-copy+parallel"
+    # The uncalibrated model's figures and its main inputs, kept so the finished run can calibrate later ones.
+    model_total_s: float | None = None
+    model_downtime_ms: float | None = None
+    transferable_bytes: int | None = None
+    disk_bytes: int = 0
+    postcopy_switch_s: float | None = None  # post-copy needed: the estimate assumed the switch after this long
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "converges": self.converges,
-            "total_s": self.total_s,
-            "downtime_ms": self.downtime_ms,
-            "dirty_rate_mib_s": self.dirty_rate_mib_s,
-            "bandwidth_mib_s": self.bandwidth_mib_s,
-            "passes": self.passes,
-            "verdict": self.verdict,
-        }
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MoveSample:
+    """One finished migration, as the store keeps it for calibration (planning/estimate.py): the model's
+    uncalibrated figures for its inputs, what the card predicted, and what was measured."""
+
+    vm_uuid: str
+    vm: str
+    source: str
+    destination: str
+    family: str
+    finished_at: datetime
+    succeeded: bool
+    model_total_s: float
+    model_downtime_ms: float | None
+    predicted_total_s: float | None
+    predicted_downtime_ms: float | None
+    measured_total_s: float
+    measured_downtime_ms: float | None
+    memory_bytes_sent: int = 0  # memory_normal_bytes: all passes
+    disk_bytes_sent: int = 0
+    throughput_mib_s: float | None = None  # memory_bps at the end
+    passes: int | None = None
+    postcopy: bool = False
+    link_mib_s: float | None = None  # the declared link (or --bandwidth) the prediction used
+    disk_bytes: int = 0  # allocation of the disks --copy-storage sent
+    postcopy_switch_s: float | None = None  # post-copy: when the policy switched (pre-copy would not converge)
 
 
 @dataclass(frozen=True)
@@ -344,6 +386,8 @@ class ProgressSample:
     stalled_for_s: float = 0.0
     postcopy_requests: int = 0
     auto_converge_throttle_pct: int = 0
+    # Why the ETA moved later than the range announced on the card allows (shown live; not stored).
+    eta_note: str | None = None
 
 
 class ControlAction(StrEnum):
@@ -381,6 +425,7 @@ class VerificationSummary:
     throughput_mib_s: float | None = None
     iterations: int | None = None
     next_step: str | None = None
+    evidence: str | None = None  # what proves the guest alive on the destination (vCPU time, guest agent)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

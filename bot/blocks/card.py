@@ -35,12 +35,14 @@ def _kind(plan: Plan | None) -> str:
 
 
 def check_lines(checks: tuple[CheckResult, ...], d: Dialect) -> list[str]:
-    """Fails first, then warnings, each with its fix; passes folded into one line."""
+    """Fails first, then warnings, each with its fix, then information and skipped checks (with why: a check
+    that did not run is never folded into the passes); passes folded into one line."""
     lines: list[str] = []
-    for status in (CheckStatus.FAIL, CheckStatus.WARN):
+    for status in (CheckStatus.FAIL, CheckStatus.WARN, CheckStatus.INFO, CheckStatus.SKIPPED):
         for c in checks:
             if c.status is status:
-                lines.append(f"{CHECK_ICON[status]} *{d.esc(c.name)}*: {d.esc(c.reason)}")
+                skipped = "skipped — " if status is CheckStatus.SKIPPED else ""
+                lines.append(f"{CHECK_ICON[status]} *{d.esc(c.name)}*: {skipped}{d.esc(c.reason)}")
                 if c.fix:
                     lines.append(f"      ↳ _fix:_ {d.esc(c.fix)}")
     passed = [d.esc(c.name) for c in checks if c.status is CheckStatus.PASS]
@@ -72,9 +74,16 @@ def plan_lines(plan: Plan, d: Dialect) -> list[str]:
 
 
 def prediction_text(plan: Plan | None, d: Dialect) -> str:
+    """The estimate's one line: point, p10-p90 range, downtime, and what it rests on (planning/estimate.py).
+
+    Plans stored before the calibrated estimate have a verdict without a basis: it is shown as it was."""
     if plan is None or plan.prediction is None:
-        return "no prediction (offline, or the dirty rate could not be measured)"
-    return cut(d.esc(plan.prediction.verdict), 1900)
+        return "no prediction (the VM's memory or the link bandwidth is unknown)"
+    p = plan.prediction
+    text = p.verdict
+    if p.basis and p.basis not in text:
+        text = f"{text}; {p.basis}"
+    return cut(d.esc(text), 1900)
 
 
 def report_parts(plan: Plan, d: Dialect, *, pointer: str = "", max_parts: int = 2) -> list[Part]:

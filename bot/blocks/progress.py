@@ -48,6 +48,8 @@ def decision_text(decision: Decision, d: Dialect) -> str:
 def progress_line(sample: ProgressSample) -> str:
     """One line for logs and the console: `[████░░…] 40% pre-copy it 3 · 112 MiB/s · ETA 25 s`."""
     eta = f" · ETA {fmt_duration_s(sample.eta_s)}" if sample.eta_s is not None else ""
+    if sample.eta_note:
+        eta += f" ({sample.eta_note})"
     stalled = f" · STALLED {fmt_duration_s(sample.stalled_for_s)}" if sample.stalled else ""
     return (
         f"[{bar(sample.percent)}] {fmt_pct(sample.percent)} {sample.phase.value} it {sample.iteration} · "
@@ -134,6 +136,8 @@ def progress_message(
         if sample.auto_converge_throttle_pct:
             fields.append(("Auto-converge throttle", f"{sample.auto_converge_throttle_pct}%"))
         parts.append(Fields(tuple(fields)))
+        if sample.eta_note and not job.state.terminal:
+            parts.append(Text(f"⏱ *ETA:* {d.esc(sample.eta_note)}"))
         if sample.stalled and not job.state.terminal:
             parts.append(
                 Text(

@@ -42,8 +42,13 @@ def summary_message(summary: VerificationSummary, job: Job, d: Dialect) -> Messa
     parts.append(Fields(tuple(fields)))
     if summary.checks:
         n_fail = sum(1 for c in summary.checks if c.status is CheckStatus.FAIL)
+        n_skip = sum(1 for c in summary.checks if c.status is CheckStatus.SKIPPED)
         head = "*Verification*" + (f" — {n_fail} check(s) failed" if n_fail else "")
-        parts.extend(paragraphs([head, *check_lines(summary.checks, d)], max_parts=2, pointer=pointer))
+        head += f" ({n_skip} not run)" if n_skip else ""
+        lines = [head]
+        if summary.evidence:
+            lines.append(f"*Guest:* {d.esc(summary.evidence)}")
+        parts.extend(paragraphs([*lines, *check_lines(summary.checks, d)], max_parts=2, pointer=pointer))
     if not ok:
         lines = [
             f"*Where the VM is now:* {d.esc(job.source)}: {d.esc(summary.source_state)}; "

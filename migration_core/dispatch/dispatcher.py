@@ -26,6 +26,7 @@ from migration_core.execution.executor import Executor
 from migration_core.execution.types import ExecutionResult
 from migration_core.inventory.hosts import Inventory
 from migration_core.models import Job, JobState, MigrationRequest, Plan, VerificationSummary
+from migration_core.planning.estimate import sample_from_run
 from migration_core.service_api import QueuePosition
 from migration_core.store import EventKind, HostLimit, Store
 
@@ -347,7 +348,34 @@ class Dispatcher:
         # finds the job still verifying and verifies again, rather than a closed job without its summary.
         await self.store.record_event(job.id, EventKind.NOTICE, None, "summary", summary.to_json())
         await self.mover.move(job, outcome, result.aborted_by, summary.headline, error=error)
+        await self._record_sample(job, plan, result, summary)
         await self.sink.emit(SummaryReady(summary))
+
+    async def _record_sample(self, job: Job, plan: Plan, result: ExecutionResult, summary: VerificationSummary) -> None:
+        """Keep the predicted and measured figures for calibration (planning/estimate.py). A failed or
+        aborted run is kept too (marked), so `calibration` can count it, but estimates never learn from it.
+        Never fails the job: calibration is an improvement, not a duty."""
+        if plan.prediction is None:
+            return
+        sample = sample_from_run(
+            plan.prediction,
+            vm_uuid=plan.vm_uuid,
+            vm=plan.request.vm,
+            source=plan.source,
+            destination=plan.destination,
+            finished_at=self.clock(),
+            succeeded=summary.outcome is JobState.SUCCEEDED and result.aborted_by is None,
+            total_s=summary.total_s,
+            downtime_ms=summary.downtime_ms,
+            stats=dict(result.completed.values) if result.completed is not None else {},
+            postcopy=result.postcopy,
+        )
+        if sample is None:
+            return
+        try:
+            await self.store.add_move_sample(sample, job.id)
+        except MigrateBotError as err:
+            log.warning("job %s: could not record its calibration sample: %s", job.id, err)
 
     # ----- restart recovery -------------------------------------------------------------------------------
 

@@ -116,6 +116,7 @@ def command_to_json(cmd: Command) -> dict[str, Any]:
             "mode": o.mode.value if o.mode else None,
             "persistent": o.persistent,
             "undefine_source": o.undefine_source,
+            "keep_source": o.keep_source,
             "postcopy": o.postcopy,
             "postcopy_after_s": o.postcopy_after_s,
             "auto_converge": o.auto_converge,
@@ -158,6 +159,7 @@ def command_to_text(cmd: Command) -> str:
             parts.append(f"--{o.mode.value}")
         parts += ["--transient"] if not o.persistent else []
         parts += ["--undefine-source"] if o.undefine_source else []
+        parts += ["--keep-source"] if o.keep_source else []
         parts += ["--postcopy"] if o.postcopy and o.postcopy_after_s is None else []
         parts += ["--postcopy-after", _seconds(o.postcopy_after_s)] if o.postcopy_after_s is not None else []
         parts += ["--auto-converge"] if o.auto_converge else []
@@ -256,6 +258,7 @@ def _migrate_from_json(data: dict[str, Any]) -> MigrateCommand:
         mode=MigrationMode(data["mode"]) if data["mode"] is not None else None,
         persistent=typed("persistent", bool, nullable=False),
         undefine_source=typed("undefine_source", bool, nullable=False),
+        keep_source=bool(data.get("keep_source", False)),
         postcopy=typed("postcopy", bool, nullable=False),
         postcopy_after_s=_float_or_none(typed("postcopy_after_s", int, float)),
         auto_converge=typed("auto_converge", bool, nullable=False),

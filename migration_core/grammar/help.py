@@ -105,7 +105,14 @@ _OPTION_DETAILS: dict[str, str] = {
     "live": "Fails preflight if the VM is shut off.",
     "offline": "Only for a shut-off VM. Cannot be combined with live-only options or --transient.",
     "transient": "Cannot be combined with --undefine-source: the VM would be defined nowhere.",
-    "undefine-source": "Without it the source keeps a shut-off copy of the definition.",
+    "undefine-source": (
+        "libvirt removes the definition as the migration ends. Without it the bot removes it after verifying "
+        "the move (one owner per VM) unless --keep-source is given."
+    ),
+    "keep-source": (
+        "By default a verified persistent move leaves the VM defined only on the destination, and a "
+        "--copy-storage move also deletes the images it copied from the source. --keep-source keeps both."
+    ),
     "postcopy": (
         "The VM starts on the destination and fetches the remaining memory on demand. If the link fails "
         "during post-copy the VM cannot run on either host until the migration is recovered, so the bot "

@@ -242,6 +242,7 @@ _HANDLERS: dict[str, Callable[[Draft, str | None, str], None]] = {
     "persistent": _flag("persistent", True),
     "transient": _flag("persistent", False),
     "undefine-source": _flag("undefine_source", True),
+    "keep-source": _flag("keep_source", True),
     "postcopy": _flag("postcopy", True),
     "postcopy-after": _postcopy_after,
     "auto-converge": _flag("auto_converge", True),
@@ -281,6 +282,16 @@ def build_options(draft: Draft) -> MigrationOptions:
         raise GrammarError(
             "--transient with --undefine-source would leave the VM defined nowhere",
             "drop --transient to keep it defined on the destination, or drop --undefine-source",
+        )
+    if opts.keep_source and opts.undefine_source:
+        raise GrammarError(
+            "--keep-source contradicts --undefine-source",
+            "drop --undefine-source to keep the source's definition, or drop --keep-source to remove it",
+        )
+    if opts.keep_source and not opts.persistent:
+        raise GrammarError(
+            "--keep-source with --transient does nothing: a transient move never removes the source's definition",
+            "drop --keep-source",
         )
     if (
         opts.postcopy_after_s is not None

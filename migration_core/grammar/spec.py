@@ -33,7 +33,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("offline", Arity.FLAG, "", "move only the definition of a shut-off VM (default for one)"),
     OptionSpec("persistent", Arity.FLAG, "", "keep the VM defined on the destination (the default)"),
     OptionSpec("transient", Arity.FLAG, "", "run it on the destination without defining it there"),
-    OptionSpec("undefine-source", Arity.FLAG, "", "remove the VM's definition from the source afterwards"),
+    OptionSpec("undefine-source", Arity.FLAG, "", "let libvirt remove the source's definition as the migration ends"),
+    OptionSpec("keep-source", Arity.FLAG, "",
+               "keep the shut-off definition (and copied disk images) on the source, as virsh does"),
     OptionSpec("postcopy", Arity.FLAG, "", "allow switching to post-copy if pre-copy does not converge",
                live_only=True),
     OptionSpec("postcopy-after", Arity.VALUE, "DURATION",
@@ -67,6 +69,7 @@ LIVE_ONLY = tuple(o.name for o in OPTIONS if o.live_only)
 # virsh spellings operators type from habit -> (our option, implied value).
 ALIASES: dict[str, tuple[str, str | None]] = {
     "undefinesource": ("undefine-source", None),
+    "keepsource": ("keep-source", None),
     "copy-storage-all": ("copy-storage", "all"),
     "copy-storage-inc": ("copy-storage", "inc"),
     "parallel-connections": ("parallel", None),

@@ -18,6 +18,7 @@ PostgreSQL the claim is `SELECT ... FOR UPDATE SKIP LOCKED`; on SQLite every wri
     job_ops.py  jobs: create, read, transition (CAS), plan, chat refs, history, import
     records.py  approvals, events, progress samples
     leases.py   claims, take-over, heartbeats, per-host slot load
+    samples.py  calibration history: predicted and measured figures of finished migrations
     journal.py  the record of running migrations, written in the background (never blocks a migration)
     types.py    plain types and pure helpers (no database)
 """
@@ -29,6 +30,7 @@ from migration_core.store.job_ops import JobOps
 from migration_core.store.journal import Journal
 from migration_core.store.leases import LeaseOps
 from migration_core.store.records import RecordOps
+from migration_core.store.samples import SampleOps
 from migration_core.store.types import (
     NO_RETRY,
     ActiveJobExists,
@@ -44,7 +46,7 @@ from migration_core.store.types import (
 )
 
 
-class Store(JobOps, RecordOps, LeaseOps):
+class Store(JobOps, RecordOps, LeaseOps, SampleOps):
     """The job store. `store = await Store.open(url)` (or `async with Store(url) as store:`); `close()`."""
 
 

@@ -13,7 +13,16 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from migration_core.errors import StoreError
-from migration_core.models import TERMINAL_STATES, Approval, Job, JobState, Phase, Plan, ProgressSample
+from migration_core.models import (
+    TERMINAL_STATES,
+    Approval,
+    Job,
+    JobState,
+    MoveSample,
+    Phase,
+    Plan,
+    ProgressSample,
+)
 from migration_core.store.types import EventKind, EventRecord
 
 
@@ -130,6 +139,50 @@ class ProgressRow(SQLModel, table=True):
     auto_converge_throttle_pct: int = 0
 
 
+class MoveSampleRow(SQLModel, table=True):
+    """move_samples: one row per finished migration that had a model prediction (calibration history).
+
+    Added by issue 12; `create_all` creates it in databases made before (no existing table changes).
+    """
+
+    __tablename__ = "move_samples"
+    __table_args__ = (
+        Index("ix_move_samples_pair", "source", "destination", "finished_at"),
+        Index("ix_move_samples_vm", "vm_uuid", "finished_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int | None = None
+    vm_uuid: str
+    vm: str
+    source: str
+    destination: str
+    family: str
+    finished_at: datetime = Field(sa_type=UtcDateTime)
+    succeeded: bool
+    model_total_s: float
+    model_downtime_ms: float | None = None
+    predicted_total_s: float | None = None
+    predicted_downtime_ms: float | None = None
+    measured_total_s: float
+    measured_downtime_ms: float | None = None
+    memory_bytes_sent: int = Field(default=0, sa_type=BigInteger)
+    disk_bytes_sent: int = Field(default=0, sa_type=BigInteger)
+    throughput_mib_s: float | None = None
+    passes: int | None = None
+    postcopy: bool = False
+    link_mib_s: float | None = None
+    disk_bytes: int = Field(default=0, sa_type=BigInteger)
+    postcopy_switch_s: float | None = None
+
+
+def sample_to_row(sample: MoveSample, job_id: int | None) -> MoveSampleRow:
+    return MoveSampleRow(job_id=job_id, **{f.name: getattr(sample, f.name) for f in fields(MoveSample)})
+
+
+def sample_from_row(row: MoveSampleRow) -> MoveSample:
+    return MoveSample(**{f.name: getattr(row, f.name) for f in fields(MoveSample)})
+
+
 APPEND_ONLY = "the event log is append-only"
 # Per dialect: refuse UPDATE and DELETE on events at the database, not only by having no API for them.
 GUARD_DDL = {
@@ -233,7 +286,10 @@ def event_from_row(row: EventRow) -> EventRecord:
     )
 
 
-_SAMPLE_FIELDS = tuple(f.name for f in fields(ProgressSample) if f.name not in ("job_id", "at", "phase"))
+# eta_note is a live explanation, not a measurement: not stored (and so no new column on an existing table).
+_SAMPLE_FIELDS = tuple(
+    f.name for f in fields(ProgressSample) if f.name not in ("job_id", "at", "phase", "eta_note")
+)
 
 
 def progress_to_row(sample: ProgressSample) -> ProgressRow:

@@ -8,26 +8,30 @@ Tests that need real hosts use the lab; the others run anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from migration_core.models import MoveSample
+from migration_core.store import Store
 from tests.labkit import LabInfo, reset_vm, vm_location
 
 BIN = Path(sys.executable).parent / "migrate-bot"
 MIGRATE_KEYS = {
-    "command", "vm", "destination", "mode", "persistent", "undefine_source", "postcopy", "postcopy_after_s",
-    "auto_converge", "parallel_connections", "max_downtime_ms", "bandwidth_mib_s", "copy_storage", "compressed",
-    "tls", "timeout_s", "reason",
+    "command", "vm", "destination", "mode", "persistent", "undefine_source", "keep_source", "postcopy",
+    "postcopy_after_s", "auto_converge", "parallel_connections", "max_downtime_ms", "bandwidth_mib_s",
+    "copy_storage", "compressed", "tls", "timeout_s", "reason",
 }  # fmt: skip
 PLAN_KEYS = {"executable", "checks", "prediction", "mode", "flags", "params", "recommendation", "hash"}
 PREDICTION_KEYS = {"converges", "total_s", "downtime_ms", "dirty_rate_mib_s", "bandwidth_mib_s", "passes"}
-SUBCOMMANDS = ("serve", "console", "parse", "plan", "status", "history", "hosts", "version")
+SUBCOMMANDS = ("serve", "console", "parse", "plan", "status", "history", "hosts", "calibration", "version")
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
@@ -83,6 +87,7 @@ def dead_hosts(tmp_path: Path) -> Path:
             {"command": "plan", "copy_storage": "all", "persistent": False, "timeout_s": 300.0},
         ),
         ("stopped to hostB --offline --undefine-source", {"mode": "offline", "undefine_source": True}),
+        ("vm42 to hostB --keep-source", {"keep_source": True, "undefine_source": False}),
         # From a phone: em/en dashes, curly quotes, doubled spaces.
         (
             "vm42  to hostB —postcopy-after 30s –reason “CHG 42: kernel”  ——auto-converge",
@@ -199,6 +204,47 @@ def test_status_and_history_on_an_empty_database(tmp_path: Path, dead_hosts: Pat
     assert limit.returncode == 2 and "--limit" in limit.stderr
 
 
+def test_calibration_per_host_pair(tmp_path: Path, dead_hosts: Path, db_env: dict[str, str]) -> None:
+    env = {**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)}
+    empty = run("calibration", env=env)
+    assert empty.returncode == 0 and "no finished migration with a prediction yet" in empty.stdout
+    assert one_json(run("calibration", "--json", env=env)) == []
+
+    async def seed() -> None:
+        store = await Store.open(db_env["MIGRATE_BOT_DB"])
+        now = datetime.now(UTC)
+        for n, (measured, ok) in enumerate([(1.0, True), (1.1, True), (0.9, True), (9.0, False)]):
+            await store.add_move_sample(
+                MoveSample(
+                    "u1",
+                    "vm42",
+                    "hostA",
+                    "hostB",
+                    "pre-copy",
+                    now - timedelta(minutes=n),
+                    ok,
+                    1.0,
+                    40.0,
+                    1.0,
+                    40.0,
+                    measured,
+                    50.0,
+                    memory_bytes_sent=34 * 2**20,
+                    throughput_mib_s=80.0,
+                    link_mib_s=100.0,
+                )
+            )
+        await store.close()
+
+    asyncio.run(seed())
+    [pair] = one_json(run("calibration", "--json", env=env))
+    assert (pair["source"], pair["destination"], pair["migrations"], pair["learned_from"]) == ("hostA", "hostB", 4, 3)
+    assert pair["total_error_median"] == round(0.1 / 1.1, 3) and pair["downtime_error_median"] == 0.2
+    assert pair["throughput_mib_s"] == 80.0 and pair["efficiency"] == 0.82 and pair["pair_samples"] == 3
+    text = run("calibration", env=env)
+    assert text.returncode == 0 and "hostA → hostB" in text.stdout and "80 MiB/s" in text.stdout
+
+
 # ----- plan and hosts: when nothing answers ------------------------------------------------------------
 
 
@@ -247,7 +293,7 @@ def test_plan_json_contract_on_the_lab(lab: LabInfo, db_env: dict[str, str]) -> 
     assert set(plan) >= PLAN_KEYS
     assert isinstance(plan["executable"], bool) and plan["mode"] == "live"
     assert plan["checks"] and all(set(c) == {"name", "status", "reason", "fix"} for c in plan["checks"])
-    assert {c["status"] for c in plan["checks"]} <= {"pass", "warn", "fail"}
+    assert {c["status"] for c in plan["checks"]} <= {"pass", "info", "skipped", "warn", "fail"}
     assert all(isinstance(c["reason"], str) and c["reason"] for c in plan["checks"])
     assert set(plan["prediction"]) >= PREDICTION_KEYS
     assert plan["prediction"]["bandwidth_mib_s"] == 200.0 and isinstance(plan["prediction"]["converges"], bool)

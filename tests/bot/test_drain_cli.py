@@ -12,8 +12,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot.test_cli import db_env, dead_hosts, one_json, run  # noqa: F401 (fixtures)
+from tests.bot.test_cli import one_json, run
 from tests.labkit import LabInfo, reset_vm, virsh, vm_location
+
+
+@pytest.fixture
+def db_env(tmp_path: Path) -> dict[str, str]:
+    return {"MIGRATE_BOT_DB": f"sqlite:///{tmp_path / 'bot.db'}"}
+
+
+@pytest.fixture
+def dead_hosts(tmp_path: Path) -> Path:
+    """An inventory whose libvirt URIs are UNIX sockets that do not exist: no host can answer."""
+    path = tmp_path / "dead.toml"
+    path.write_text(
+        "".join(
+            f'[hosts.{name}]\nuri = "qemu+unix:///system?socket={tmp_path}/nowhere/{name}-sock"\n'
+            f'peer_uri = "qemu+tcp://{ip}:16509/system"\nlink_mib_s = 100\n\n'
+            for name, ip in (("hostA", "10.213.7.1"), ("hostB", "10.213.7.2"))
+        )
+    )
+    return path
 
 MOVE_KEYS = {"vm", "destination", "mode", "wave", "order", "predicted_total_s", "predicted_downtime_ms", "why"}
 
@@ -54,7 +73,7 @@ def test_dry_run_lists_every_vm_of_hostA_with_a_destination_or_a_reason(lab: Lab
     behind = {lb["vm"]: lb for lb in plan["left_behind"]}
     assert set(moved) | set(behind) == on_a and not set(moved) & set(behind)
     for m in plan["moves"]:
-        assert MOVE_KEYS <= set(m) and m["destination"] == "hostB" and m["why"].startswith("hostB: ")
+        assert set(m) >= MOVE_KEYS and m["destination"] == "hostB" and m["why"].startswith("hostB: ")
         assert m["predicted_total_s"] > 0
     for lb in plan["left_behind"]:
         assert lb["reason"] and lb["fix"]

@@ -34,14 +34,15 @@ from migration_core.grammar.spec import OPTIONS
 from migration_core.models import CopyStorage, MigrationMode, MigrationOptions, MigrationRequest
 
 MIGRATE_KEYS = {
-    "command", "vm", "destination", "mode", "persistent", "undefine_source", "postcopy", "postcopy_after_s",
+    "command", "vm", "destination", "mode", "persistent", "undefine_source", "keep_source", "postcopy",
+    "postcopy_after_s",
     "auto_converge", "parallel_connections", "max_downtime_ms", "bandwidth_mib_s", "copy_storage",
     "compressed", "tls", "timeout_s", "reason",
 }  # fmt: skip
 
 DEFAULTS: dict[str, Any] = {
     "command": "migrate", "vm": "vm42", "destination": "hostB", "mode": None, "persistent": True,
-    "undefine_source": False, "postcopy": False, "postcopy_after_s": None, "auto_converge": False,
+    "undefine_source": False, "keep_source": False, "postcopy": False, "postcopy_after_s": None, "auto_converge": False,
     "parallel_connections": None, "max_downtime_ms": None, "bandwidth_mib_s": None, "copy_storage": None,
     "compressed": False, "tls": False, "timeout_s": None, "reason": None,
 }  # fmt: skip
@@ -63,6 +64,9 @@ MIGRATE_CASES: list[tuple[str, dict[str, Any]]] = [
     ("vm42 to hostB --transient", {"persistent": False}),
     ("vm42 to hostB --undefine-source", {"undefine_source": True}),
     ("vm42 to hostB --undefinesource", {"undefine_source": True}),
+    ("vm42 to hostB --keep-source", {"keep_source": True}),
+    ("vm42 to hostB --keepsource", {"keep_source": True}),
+    ("disky to hostB --copy-storage all --keep-source", {"vm": "disky", "copy_storage": "all", "keep_source": True}),
     ("vm42 to hostB --offline --undefine-source", {"mode": "offline", "undefine_source": True}),
     ("vm42 to hostB --postcopy", {"postcopy": True}),
     ("vm42 to hostB --postcopy-after 30s", {"postcopy": True, "postcopy_after_s": 30.0}),
@@ -313,6 +317,8 @@ ERROR_CASES: list[tuple[str, str, str]] = [
     ("vm42 to hostB --live --offline", "--live and --offline contradict each other", "shut-off VM offline"),
     ("vm42 to hostB --persistent --transient", "contradict each other", "--persistent (the default)"),
     ("vm42 to hostB --transient --undefine-source", "would leave the VM defined nowhere", "drop --transient"),
+    ("vm42 to hostB --keep-source --undefine-source", "--keep-source contradicts --undefine-source", "drop"),
+    ("vm42 to hostB --transient --keep-source", "--keep-source with --transient does nothing", "drop --keep-source"),
     (
         "vm42 to hostB --offline --transient",
         "--offline cannot be combined with --transient",

@@ -71,6 +71,7 @@ class DrainVm:
     memory_bytes: int
     groups: tuple[str, ...] = ()
     dirty_rate_mib_s: float | None = None
+    transferable_bytes: int | None = None  # what pass 1 really sends (from the guest's RSS), when read
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,17 @@ def _load(vm: DrainVm, cand: Candidacy) -> MoveLoad:
     if facts.vm is not None and facts.request.options.copy_storage is not None:
         copy = sum((p.visibility.size_bytes or 0) for p in disks_to_copy(facts.vm, facts.disks) if p.visibility)
     rate = facts.dirty_rate.rate_mib_s if facts.dirty_rate else vm.dirty_rate_mib_s
-    return MoveLoad(vm.name, vm.memory_bytes, rate, mode, copy)
+    return MoveLoad(
+        vm.name,
+        vm.memory_bytes,
+        rate,
+        mode,
+        copy,
+        transferable_bytes=vm.transferable_bytes,
+        source=facts.source.name,
+        destination=facts.destination.name,
+        vm_uuid=facts.vm.uuid if facts.vm else "",
+    )
 
 
 def _share(source: DrainSource, dest: Destination, outgoing: int, incoming: int) -> float:

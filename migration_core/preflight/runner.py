@@ -59,7 +59,7 @@ from migration_core.planning.drain import (
     plan_to_any,
 )
 from migration_core.planning.estimate import MoveInputs, estimate, mode_of, to_prediction, transferable_from_rss
-from migration_core.planning.estimates import ModelEstimator, MoveEstimator
+from migration_core.planning.estimates import CalibratedEstimator, MoveEstimator
 from migration_core.planning.placement import Candidacy, Destination, evaluate
 from migration_core.planning.planner import choose_mode, make_plan
 from migration_core.planning.prediction import mb_s_to_mib_s
@@ -109,6 +109,10 @@ def _bridges_found(
     return frozenset(found)
 
 
+async def _none() -> tuple[None, None]:
+    return None, None
+
+
 async def probe_tcp(host: str, port: int, timeout_s: float) -> tuple[bool | None, str]:
     """Can this process open a TCP connection to host:port? (True/False, or None when not routable from here).
 
@@ -150,8 +154,8 @@ class PreflightRunner:
         self.dirty_rate_window_s = dirty_rate_window_s
         self.probe_timeout_s = probe_timeout_s
         self.settings = settings or PreflightSettings()
-        # how long a move takes on a share of the link: today's model; a calibrated one plugs in here
-        self.estimator: MoveEstimator = ModelEstimator()
+        # how long a move takes on a share of the link (drains): None = the calibrated prediction with history
+        self.estimator: MoveEstimator | None = None
 
     # ----- the service's entry points ---------------------------------------------------------------------
 
@@ -588,7 +592,7 @@ class PreflightRunner:
             facts.destinations,
             facts.candidacy,
             options,
-            self.estimator,
+            await self._estimator_for(facts),
             include_stopped=include_stopped,
             except_vms=except_vms,
         )
@@ -611,8 +615,22 @@ class PreflightRunner:
             facts.destinations,
             facts.candidacy,
             options,
-            self.estimator,
+            await self._estimator_for(facts),
         )
+
+    async def _estimator_for(self, facts: HostMoveFacts) -> MoveEstimator:
+        """`self.estimator` if one was set; else the calibrated prediction with each pair's history, read once."""
+        if self.estimator is not None:
+            return self.estimator
+        keys = sorted(
+            {(c.facts.vm.uuid, c.facts.source.name, c.facts.destination.name) for c in facts.candidacy.values()
+             if c.facts.vm is not None}
+        )  # fmt: skip
+        history: dict[tuple[str, str, str], Sequence[MoveSample]] = {}
+        if self.history is not None and keys:
+            found = await asyncio.gather(*(_maybe("read the migration history", self.history(*k)) for k in keys))
+            history = {k: samples for k, (samples, _e) in zip(keys, found, strict=True) if samples}
+        return CalibratedEstimator(history)
 
     def _candidates(self, src: HostConfig, to: Sequence[str]) -> list[HostConfig]:
         if to:
@@ -646,7 +664,7 @@ class PreflightRunner:
         source = Endpoint(name=src.name, uri=src.uri)
         names = tuple(d.name for d in domains)
 
-        async def one_vm(dom: DomainInfo) -> tuple[VmFacts | None, DirtyRateSample | None, int | None]:
+        async def one_vm(dom: DomainInfo) -> tuple[VmFacts | None, DirtyRateSample | None, int | None, int | None]:
             xml, _err = await _maybe("read the VM's XML", hyp.domain_xml(src.uri, dom.name, migratable=True))
             vm: VmFacts | None = None
             if xml is not None:
@@ -655,14 +673,17 @@ class PreflightRunner:
                 except MigrateBotError as err:
                     log.warning("drain: %s's XML does not parse: %s", dom.name, err)
             if vm is None:
-                return None, None, None
+                return None, None, None, None
             state = VmState.of(dom.state)
             live = choose_mode(MigrationRequest(dom.name, "any", options), state) is MigrationMode.LIVE
-            (dirty, (snaps, _e)) = await asyncio.gather(
+            (dirty, (snaps, _e), (rss, _e2)) = await asyncio.gather(
                 self._dirty_rate(src, vm, state, live),
                 _maybe("count the VM's snapshots", hyp.snapshot_count(src.uri, dom.name)),
+                _maybe("read the VM's memory stats", hyp.memory_rss_bytes(src.uri, dom.name))
+                if live
+                else _none(),
             )
-            return vm, dirty, snaps
+            return vm, dirty, snaps, transferable_from_rss(vm.memory_bytes, rss) if rss is not None else None
 
         async def one_dest(dst: HostConfig) -> _DestFacts:
             answered, err = await _maybe(f"reach {dst.name}", hyp.list_domains(dst.uri))
@@ -704,8 +725,9 @@ class PreflightRunner:
                 vm.memory_bytes if vm else 0,
                 tuple(dict.fromkeys((*self.inventory.groups_of(dom.name), *(vm.anti_affinity_groups if vm else ())))),
                 dirty.rate_mib_s if dirty else None,
+                transferable,
             )
-            for dom, (vm, dirty, _s) in zip(domains, vm_results, strict=True)
+            for dom, (vm, dirty, _s, transferable) in zip(domains, vm_results, strict=True)
         )
         destinations = tuple(
             Destination(
@@ -742,14 +764,14 @@ class PreflightRunner:
         src: HostConfig,
         src_host: HostFacts | None,
         dom: DomainInfo,
-        vm_r: tuple[VmFacts | None, DirtyRateSample | None, int | None],
+        vm_r: tuple[VmFacts | None, DirtyRateSample | None, int | None, int | None],
         d: _DestFacts,
         options: MigrationOptions,
         names: tuple[str, ...],
         listing: Mapping[str, Sequence[DomainInfo]],
         unanswered: tuple[str, ...],
     ) -> PreflightFacts:
-        vm, dirty, snaps = vm_r
+        vm, dirty, snaps, _transferable = vm_r
         state = VmState.of(dom.state)
         request = MigrationRequest(dom.name, d.cfg.name, options_for(options, state))
         base = PreflightFacts(

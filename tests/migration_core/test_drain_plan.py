@@ -353,3 +353,17 @@ def test_worked_examples_in_docstrings_hold() -> None:
     for module in (drain, estimates):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_calibrated_prediction_plugs_into_the_same_seam() -> None:
+    from migration_core.planning.estimates import CalibratedEstimator
+
+    fleet = twenty_hosts()
+    plan = plan_drain(
+        fleet.drain_source(), fleet.drain_vms(), fleet.destinations(), fleet.candidacy(), DEFAULT,
+        CalibratedEstimator(),
+    )  # fmt: skip
+    check_invariants(fleet, plan)
+    assert plan.eta_s > 0 and all(m.predicted_total_s > 0 for m in plan.moves)
+    assert all("model only: no history" in m.verdict for m in plan.moves)
+    assert plan.moves[0].plan.prediction is not None and plan.moves[0].plan.prediction.basis

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from migration_core.models import MigrationOptions
 from migration_core.planning.drain import DrainPlan, plan_drain
-from migration_core.planning.estimates import ModelEstimator, MoveLoad
+from migration_core.planning.estimates import CalibratedEstimator, ModelEstimator, MoveEstimator, MoveLoad
 from tests.migration_core.drain_support import SynFleet, SynHost, SynVm
 
 
@@ -41,10 +41,9 @@ def fleet(n_hosts: int, n_vms: int) -> SynFleet:
     return SynFleet(source="h00", source_link_mib_s=1190.0, max_outbound=4, hosts=hosts, vms=vms)
 
 
-def fixed_count(plan: DrainPlan, f: SynFleet, count: int) -> tuple[float, int]:
+def fixed_count(plan: DrainPlan, f: SynFleet, count: int, est: MoveEstimator) -> tuple[float, int]:
     """The same moves, `count` at a time in name order (each on link/count), timed by the same model:
     (total seconds, moves predicted to miss their downtime target)."""
-    est = ModelEstimator()
     vms = {v.name: v for v in f.vms}
     moves = sorted(plan.moves, key=lambda m: m.vm)
     total, misses = 0.0, 0
@@ -69,19 +68,25 @@ def main() -> None:
     t0 = time.perf_counter()
     cand = f.candidacy()
     t1 = time.perf_counter()
-    plan = plan_drain(f.drain_source(), f.drain_vms(), f.destinations(), cand, MigrationOptions(), ModelEstimator())
-    t2 = time.perf_counter()
-    per_wave = Counter(m.wave for m in plan.moves)
     print(f"fleet: {args.hosts} destinations, {args.vms} VMs on the source")
     print(f"{'pairs evaluated (checks)':<34}{len(cand):>8}   {t1 - t0:8.3f} s")
-    print(f"{'pure planning (placement + waves)':<34}{len(plan.moves):>8}   {t2 - t1:8.3f} s")
-    print(f"{'moves / left behind / waves':<34}{len(plan.moves):>4} / {len(plan.left_behind)} / {plan.waves}")
-    print(f"{'largest wave':<34}{max(per_wave.values(), default=0):>8}")
-    misses = sum(not m.meets_target for m in plan.moves)
-    print(f"{'planned ETA (bot rule)':<34}{plan.eta_s:>8.1f} s   {misses} miss their downtime target")
-    for count, who in ((1, "one at a time (Nova)"), (2, "two at a time (oVirt)"), (4, "four at a time")):
-        total, missed = fixed_count(plan, f, count)
-        print(f"{'same moves, ' + who:<34}{total:>8.1f} s   {missed} miss their downtime target")
+    estimators: list[tuple[str, MoveEstimator]] = [
+        ("iterative model", ModelEstimator()), ("calibrated prediction", CalibratedEstimator())
+    ]  # fmt: skip
+    for label, est in estimators:
+        t1 = time.perf_counter()
+        plan = plan_drain(f.drain_source(), f.drain_vms(), f.destinations(), cand, MigrationOptions(), est)
+        t2 = time.perf_counter()
+        per_wave = Counter(m.wave for m in plan.moves)
+        print(f"--- {label}")
+        print(f"{'pure planning (placement + waves)':<34}{len(plan.moves):>8}   {t2 - t1:8.3f} s")
+        print(f"{'moves / left behind / waves':<34}{len(plan.moves):>4} / {len(plan.left_behind)} / {plan.waves}")
+        print(f"{'largest wave':<34}{max(per_wave.values(), default=0):>8}")
+        misses = sum(not m.meets_target for m in plan.moves)
+        print(f"{'planned ETA (bot rule)':<34}{plan.eta_s:>8.1f} s   {misses} miss their downtime target")
+        for count, who in ((1, "one at a time (Nova)"), (2, "two at a time (oVirt)"), (4, "four at a time")):
+            total, missed = fixed_count(plan, f, count, est)
+            print(f"{'same moves, ' + who:<34}{total:>8.1f} s   {missed} miss their downtime target")
 
 
 if __name__ == "__main__":

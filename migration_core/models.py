@@ -54,6 +54,52 @@ class MigrationOptions:
     tls: bool = False
     timeout_s: float | None = None
     reason: str | None = None
+    # Change control (issue 15): bypass a freeze (needs a reason and more approvers), the change ticket, and the
+    # window the move may start in (aware datetimes; None = as soon as approved / no deadline).
+    emergency: bool = False
+    ticket: str | None = None
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+
+
+# Change-control options added after plans were first stored: left out of the plan hash while they keep their
+# defaults, so approvals given before the upgrade still bind the same plans.
+_LATER_OPTIONS: Mapping[str, object] = {"emergency": False, "ticket": None, "not_before": None, "not_after": None}
+
+
+@dataclass(frozen=True)
+class GroupNeed:
+    """`count` of a job's approvers must be members of `group` (an owners' rule of the policy file)."""
+
+    group: str
+    count: int = 1
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class ApprovalRequirement:
+    """How many distinct approvers a job needs and from which groups, with the reasons (shown on the card).
+
+    Computed once when the plan is made (migration_core.dispatch.approvals) and kept with the plan, so the card,
+    the service and a restarted replica agree on it. `total` already covers the sum of the group needs.
+    """
+
+    total: int
+    groups: tuple[GroupNeed, ...] = ()
+    reasons: tuple[str, ...] = ()
+    emergency: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> ApprovalRequirement:
+        return ApprovalRequirement(
+            total=int(data["total"]),
+            groups=tuple(GroupNeed(g["group"], int(g["count"]), g.get("why", "")) for g in data.get("groups", ())),
+            reasons=tuple(data.get("reasons", ())),
+            emergency=bool(data.get("emergency", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -196,6 +242,9 @@ class Plan:
     recommendation: str | None = None
     vm_memory_bytes: int = 0
     vm_uuid: str = ""
+    # Who must approve (set by the service from the policy file; None: the built-in rule). Not in the hash:
+    # it is derived from what the hash covers and the policy.
+    approval: ApprovalRequirement | None = None
 
     @property
     def executable(self) -> bool:
@@ -211,8 +260,13 @@ class Plan:
 
     @property
     def hash(self) -> str:
+        request = asdict(self.request)
+        options = request["options"]
+        for key, default in _LATER_OPTIONS.items():
+            if options.get(key) == default:
+                del options[key]
         bound = {
-            "request": asdict(self.request),
+            "request": request,
             "source": self.source,
             "destination": self.destination,
             "mode": self.mode.value,
@@ -242,6 +296,7 @@ class Plan:
             "vm_uuid": self.vm_uuid,
             "request": _request_to_json(self.request),
             "hash": self.hash,
+            "approval": self.approval.to_json() if self.approval else None,
         }
 
     @staticmethod
@@ -266,6 +321,7 @@ class Plan:
             recommendation=data.get("recommendation"),
             vm_memory_bytes=int(data.get("vm_memory_bytes", 0)),
             vm_uuid=data.get("vm_uuid", ""),
+            approval=ApprovalRequirement.from_json(data["approval"]) if data.get("approval") else None,
         )
 
 
@@ -273,6 +329,8 @@ def _request_to_json(req: MigrationRequest) -> dict[str, Any]:
     opts = asdict(req.options)
     opts["mode"] = req.options.mode.value if req.options.mode else None
     opts["copy_storage"] = req.options.copy_storage.value if req.options.copy_storage else None
+    for key in ("not_before", "not_after"):
+        opts[key] = opts[key].isoformat() if opts[key] is not None else None
     return {"vm": req.vm, "destination": req.destination, "options": opts}
 
 
@@ -280,6 +338,8 @@ def _request_from_json(data: Mapping[str, Any]) -> MigrationRequest:
     opts = dict(data["options"])
     opts["mode"] = MigrationMode(opts["mode"]) if opts.get("mode") else None
     opts["copy_storage"] = CopyStorage(opts["copy_storage"]) if opts.get("copy_storage") else None
+    for key in ("not_before", "not_after"):
+        opts[key] = datetime.fromisoformat(opts[key]) if opts.get(key) else None
     return MigrationRequest(vm=data["vm"], destination=data["destination"], options=MigrationOptions(**opts))
 
 
@@ -318,6 +378,8 @@ class Approval:
     approved: bool
     plan_hash: str
     at: datetime
+    # The requirement's groups the approver was a member of when approving (for "1 more from @dba").
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -168,13 +168,21 @@ def notice_message(notice: Notice, d: Dialect) -> Message:
     )
 
 
+def _and(users: tuple[str, ...], d: Dialect) -> str:
+    """`alice`, `alice and bob`, `alice, bob and carol`."""
+    names = [d.user(u) for u in users]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def state_change_message(event: StateChanged, d: Dialect) -> Message | None:
     """A thread reply for the state changes that are decisions (approved, denied, expired, cancelled...)."""
     who = d.user(event.actor) if event.actor else None
     detail = f": {d.esc_refs(event.detail)}" if event.detail else ""
     by = f" by {who}" if who else ""
+    # Two approvers gave the approval together: credit both, not only the one whose click completed it.
+    approved_by = f" by {_and(event.approvers, d)}" if event.approvers else by
     texts = {
-        JobState.APPROVED: f"👍 Approved{by}; starting as soon as a slot is free",
+        JobState.APPROVED: f"👍 Approved{approved_by}; starting as soon as a slot is free",
         JobState.QUEUED: f"🕒 Queued{detail}",
         JobState.DENIED: f"⛔ Denied{by}{detail}",
         JobState.EXPIRED: f"⌛ Expired: nobody approved in time{detail}",

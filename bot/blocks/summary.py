@@ -58,6 +58,8 @@ def summary_message(summary: VerificationSummary, job: Job, d: Dialect) -> Messa
             lines.append(f"*Error:* {d.esc(job.error)}")
         lines.append(f"*Next step:* {d.esc(summary.next_step) if summary.next_step else 'see ' + pointer}")
         parts.extend(paragraphs(lines, max_parts=1, pointer=pointer))
-    parts.append(Context((f"Job #{job.id}", f"details: {pointer}")))
+    ticket = job.plan.request.options.ticket if job.plan else None
+    ctx = (f"Job #{job.id}", *([f"ticket {d.esc(ticket)}"] if ticket else []), f"details: {pointer}")
+    parts.append(Context(ctx))
     fallback = f"Migration of {job.vm} to {job.destination} {word}: {summary.headline}"
     return Message(cut(fallback, 300), tuple(parts), more=pointer)

@@ -157,6 +157,19 @@ def later_reason(reading: JobStatsReading, stalled: bool, throughput_mib_s: floa
             f" {reading.memory_iteration} re-sends memory"
         )
     return f"throughput is {throughput_mib_s:.0f} MiB/s, slower than the estimate assumed"
+def delta_rate_bytes_s(previous: tuple[float, int] | None, elapsed_s: float, processed_bytes: int) -> float:
+    """Bytes/s between two readings, from (elapsed_s, processed_bytes) of the previous one; 0.0 when there is
+    no previous reading or no time or data moved between them.
+
+    >>> delta_rate_bytes_s((1.0, 10 * 1024 * 1024), 1.5, 40 * 1024 * 1024) / (1024 * 1024)
+    60.0
+    >>> delta_rate_bytes_s(None, 1.5, 4096), delta_rate_bytes_s((1.5, 4096), 1.5, 8192)
+    (0.0, 0.0)
+    """
+    if previous is None:
+        return 0.0
+    dt_s, moved = elapsed_s - previous[0], processed_bytes - previous[1]
+    return moved / dt_s if dt_s > 0 and moved > 0 else 0.0
 
 
 class ProgressTracker:
@@ -181,6 +194,8 @@ class ProgressTracker:
         self._pass: tuple[int, float] = (-1, 0.0)  # (memory_iteration, elapsed_s when it was first seen)
         self._first_at: datetime | None = None
         self._last: ProgressSample | None = None
+        # (elapsed_s, processed_bytes) of the previous reading; the job's start before the first one
+        self._moved: tuple[float, int] | None = (0.0, 0)
 
     @property
     def last(self) -> ProgressSample | None:
@@ -203,8 +218,14 @@ class ProgressTracker:
         else:
             phase = detect_phase(reading, postcopy_active)
         now_s = now.timestamp()
+        elapsed = reading.elapsed_s or (now - self._first_at).total_seconds()
         if reading.transfer_bytes_s > 0:  # same rule as the controller, so both see the same stall
             self._bandwidth = self._bandwidth.update(reading.transfer_bytes_s)
+        # libvirt's memory_bps/disk_bps stay 0 for the first readings while data already moves: until it reports
+        # a rate, the one shown is the bytes sent since the previous reading over the time between them.
+        moved_bytes_s = delta_rate_bytes_s(self._moved, elapsed, reading.processed_bytes)
+        self._moved = (elapsed, reading.processed_bytes)
+        shown_bytes_s = self._bandwidth.value if self._bandwidth.value is not None else moved_bytes_s
         remaining = reading.remaining_bytes
         self._stall = self._stall.observe(
             now_s=now_s,
@@ -216,7 +237,6 @@ class ProgressTracker:
         stalled_for = self._stall.stalled_for_s(now_s)
         stalled = stalled_for >= self.stall_after_s
         dirty_mib_s = reading.dirty_rate_mib_s
-        elapsed = reading.elapsed_s or (now - self._first_at).total_seconds()
         if reading.memory_iteration != self._pass[0]:
             self._pass = (reading.memory_iteration, elapsed)
         redirtied = 0
@@ -241,7 +261,7 @@ class ProgressTracker:
             data_processed_bytes=reading.processed_bytes,
             data_remaining_bytes=remaining,
             data_total_bytes=reading.total_bytes,
-            throughput_mib_s=(self._bandwidth.value or 0.0) / MIB,
+            throughput_mib_s=shown_bytes_s / MIB,
             dirty_rate_mib_s=dirty_mib_s,
             iteration=reading.memory_iteration,
             expected_downtime_ms=reading.downtime_ms,

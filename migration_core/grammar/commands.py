@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeAlias
 
 from migration_core.errors import GrammarError
@@ -44,6 +45,11 @@ class HistoryCommand:
 @dataclass(frozen=True)
 class HostsCommand:
     """`hosts`: the inventory and whether each host answers."""
+
+
+@dataclass(frozen=True)
+class FreezesCommand:
+    """`freezes`: the change freezes in force now and the next ones (policy file)."""
 
 
 @dataclass(frozen=True)
@@ -93,10 +99,10 @@ class CancelDrainCommand:
 
 
 Command: TypeAlias = (
-    MigrateCommand | StatusCommand | CancelCommand | HistoryCommand | HostsCommand | HelpCommand
+    MigrateCommand | StatusCommand | CancelCommand | HistoryCommand | HostsCommand | FreezesCommand | HelpCommand
     | PlaceCommand | DrainCommand | ReturnCommand | CancelDrainCommand
 )  # fmt: skip
-COMMAND_WORDS = ("plan", "status", "cancel", "history", "hosts", "help", "drain", "return")
+COMMAND_WORDS = ("plan", "status", "cancel", "history", "hosts", "freezes", "help", "drain", "return")
 # The destination word that asks the bot to choose (`vm42 to any`); no host may be called this.
 ANY_HOST = "any"
 
@@ -128,6 +134,10 @@ def command_to_json(cmd: Command) -> dict[str, Any]:
             "tls": o.tls,
             "timeout_s": o.timeout_s,
             "reason": o.reason,
+            "ticket": o.ticket,
+            "emergency": o.emergency,
+            "not_before": o.not_before.isoformat() if o.not_before else None,
+            "not_after": o.not_after.isoformat() if o.not_after else None,
         }
     if isinstance(cmd, StatusCommand):
         return {"command": "status", "target": cmd.target}
@@ -137,6 +147,8 @@ def command_to_json(cmd: Command) -> dict[str, Any]:
         return {"command": "history", "subject": cmd.subject, "limit": cmd.limit}
     if isinstance(cmd, HostsCommand):
         return {"command": "hosts"}
+    if isinstance(cmd, FreezesCommand):
+        return {"command": "freezes"}
     return {"command": "help", "topic": cmd.topic}
 
 
@@ -176,6 +188,12 @@ def command_to_text(cmd: Command) -> str:
             parts.append("--reason=" + shlex.quote(o.reason))  # else the reason would read as an option
         elif o.reason is not None:
             parts += ["--reason", shlex.quote(o.reason)]
+        parts += ["--ticket", shlex.quote(o.ticket)] if o.ticket is not None else []
+        parts += ["--emergency"] if o.emergency else []
+        if o.not_before is not None and o.not_after is not None:
+            parts += ["--window", f"{o.not_before.isoformat()}/{o.not_after.isoformat()}"]
+        elif o.not_before is not None:
+            parts += ["--at", o.not_before.isoformat()]
         return " ".join(parts)
     if isinstance(cmd, StatusCommand):
         return "status" if cmd.target is None else f"status {cmd.target}"
@@ -186,6 +204,8 @@ def command_to_text(cmd: Command) -> str:
         return f"history{subject}" + (f" --limit {cmd.limit}" if cmd.limit != 20 else "")
     if isinstance(cmd, HostsCommand):
         return "hosts"
+    if isinstance(cmd, FreezesCommand):
+        return "freezes"
     return "help" if cmd.topic is None else f"help {cmd.topic}"
 
 
@@ -228,6 +248,8 @@ def command_from_json_unchecked(data: dict[str, Any]) -> Command:
             cmd = HistoryCommand(data["subject"], data["limit"])
         elif kind == "hosts":
             cmd = HostsCommand()
+        elif kind == "freezes":
+            cmd = FreezesCommand()
         elif kind == "help":
             cmd = HelpCommand(data["topic"])
         else:
@@ -270,10 +292,18 @@ def _migrate_from_json(data: dict[str, Any]) -> MigrateCommand:
         tls=typed("tls", bool, nullable=False),
         timeout_s=_float_or_none(typed("timeout_s", int, float)),
         reason=typed("reason", str),
+        ticket=typed("ticket", str),
+        emergency=typed("emergency", bool, nullable=False),
+        not_before=_instant_or_none(typed("not_before", str)),
+        not_after=_instant_or_none(typed("not_after", str)),
     )
     vm, destination = typed("vm", str, nullable=False), typed("destination", str, nullable=False)
     request = MigrationRequest(vm, destination, options)
     return MigrateCommand(request, plan_only=data["command"] == "plan")
+
+
+def _instant_or_none(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 def _float_or_none(value: int | float | None) -> float | None:

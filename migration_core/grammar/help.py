@@ -17,6 +17,7 @@ _USAGE = """\
 /migrate drain <host> [options]          empty a host for maintenance (see `/migrate help drain`)
 /migrate return <host> [--reason TEXT]   move back the VMs the last drain took off <host>
 /migrate cancel drain <id>               cancel a drain
+/migrate freezes                         the change freezes in force now and the next ones
 /migrate help [<topic>]                  topics: commands, options, examples, durations, names,
                                          a command (status...) or an option (postcopy...)"""
 
@@ -95,6 +96,11 @@ why, and why each other host was not.""",
 /migrate hosts
 Lists the hosts of the inventory (hosts file), whether each one's libvirt answers, and its limits on
 concurrent inbound and outbound migrations.""",
+    "freezes": """\
+/migrate freezes
+Lists the change freezes of the policy file (MIGRATE_BOT_POLICY) that are in force now and the next ones,
+with when each ends. A request made during a freeze is refused unless it carries --emergency and --reason,
+and then it needs more approvers; an approved move waits until the freeze ends.""",
     "help": """\
 /migrate help [<topic>]
 Topics: commands, options, examples, durations, names, a command (status, history...) or an option
@@ -125,6 +131,20 @@ _OPTION_DETAILS: dict[str, str] = {
     "copy-storage": "Needed when a disk is not on storage both hosts share. Example: --copy-storage all",
     "timeout": "Example: --timeout 20m",
     "reason": "Shown on the approval card and kept in the history. Also --reason=TEXT.",
+    "ticket": "Shown on the card and the summary, stored and exported. Example: --ticket CHG0012345",
+    "at": (
+        "The request is approved now and starts at TIME after the usual re-check; if it cannot start within the "
+        "policy's grace (30 min by default: a full queue, a host down, a freeze) it expires. "
+        "Example: --at 2026-12-24T22:00+01:00"
+    ),
+    "window": (
+        "Like --at, with the latest start given: it starts between START and END or expires. END may be a bare "
+        "time on START's day. Example: --window 2026-12-24T22:00Z/23:30"
+    ),
+    "emergency": (
+        "Only during a change freeze, and only with --reason. The request then needs the policy file's "
+        'emergency number of approvers. Example: --emergency --reason "INC-42 host failing"'
+    ),
     "limit": "Example: /migrate history hostB --limit 100",
     "to": "Example: /migrate plan drain hostA --to hostB,hostC",
     "except": "Example: /migrate plan drain hostA --except db1,db2",

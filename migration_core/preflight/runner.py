@@ -13,6 +13,7 @@ import contextlib
 import difflib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -75,6 +76,7 @@ _SHARED_POOL_TYPES = frozenset({"netfs", "gluster", "rbd", "iscsi", "iscsi-direc
 _DEFAULT_PORTS = {"qemu+tcp": 16509, "qemu+tls": 16514, "qemu+ssh": 22, "qemu+libssh2": 22, "qemu+libssh": 22}
 _MIGRATION_PORT = 49152
 DEFAULT_MAX_DOWNTIME_MS = 300
+_DIRTY_RATES_KEPT = 1024  # measurements remembered (one per VM and source host; the oldest go first)
 
 
 async def _maybe(what: str, aw: Awaitable[T]) -> tuple[T | None, str | None]:
@@ -146,6 +148,7 @@ class PreflightRunner:
         settings: PreflightSettings | None = None,
         history: HistorySource | None = None,
         clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inventory = inventory
         self.history = history  # the store's move_samples for (vm_uuid, source, destination); None: model only
@@ -156,6 +159,10 @@ class PreflightRunner:
         self.settings = settings or PreflightSettings()
         # how long a move takes on a share of the link (drains): None = the calibrated prediction with history
         self.estimator: MoveEstimator | None = None
+        self._monotonic = monotonic
+        # (source URI, VM UUID) -> (when measured, the measurement): what a re-check may reuse.
+        self._dirty_rates: dict[tuple[str, str], tuple[float, DirtyRateSample]] = {}
+        self.dirty_rates_measured = 0  # how many measurements were taken (tests and benchmarks read it)
 
     # ----- the service's entry points ---------------------------------------------------------------------
 
@@ -171,8 +178,11 @@ class PreflightRunner:
         running = sum(1 for d in domains if d.active)
         return True, f"{hostname}: libvirt {versions.libvirt_text}, QEMU {versions.hypervisor_text}", running
 
-    async def make_plan(self, request: MigrationRequest) -> Plan:
-        facts = await self.gather(request)
+    async def make_plan(self, request: MigrationRequest, *, reuse_dirty_rate_s: float = 0.0) -> Plan:
+        """Gather every fact, predict, plan. `reuse_dirty_rate_s` > 0 (the re-check before start): a dirty-rate
+        measurement of the same VM on the same source host younger than that is reused instead of measuring
+        again; every other fact is read anew."""
+        facts = await self.gather(request, reuse_dirty_rate_s=reuse_dirty_rate_s)
         prediction = await self._predict(facts)
         dest = self.inventory.find(request.destination)
         return make_plan(
@@ -265,7 +275,7 @@ class PreflightRunner:
             return found[0][0], found[0][1], errors, sorted(names), listing
         return None, None, errors, sorted(names), listing
 
-    async def gather(self, request: MigrationRequest) -> PreflightFacts:
+    async def gather(self, request: MigrationRequest, *, reuse_dirty_rate_s: float = 0.0) -> PreflightFacts:
         dest_cfg = self.inventory.find(request.destination)
         src_cfg, dom, errors, names, listing = await self._locate(request.vm)
         if len(errors) == len(self.inventory) and len(self.inventory) > 0:
@@ -316,7 +326,7 @@ class PreflightRunner:
         )
         if dest_cfg is None or not destination.answered or dest_cfg.name == src_cfg.name:
             return base  # the host checks fail first; the rest would only repeat the root cause
-        return await self._gather_both(base, request, src_cfg, dest_cfg, dom)
+        return await self._gather_both(base, request, src_cfg, dest_cfg, dom, reuse_dirty_rate_s)
 
     async def _host(self, cfg: HostConfig) -> HostFacts | None:
         hyp = self.hypervisor
@@ -363,7 +373,13 @@ class PreflightRunner:
         return total
 
     async def _gather_both(
-        self, base: PreflightFacts, request: MigrationRequest, src: HostConfig, dst: HostConfig, dom: DomainInfo
+        self,
+        base: PreflightFacts,
+        request: MigrationRequest,
+        src: HostConfig,
+        dst: HostConfig,
+        dom: DomainInfo,
+        reuse_dirty_rate_s: float = 0.0,
     ) -> PreflightFacts:
         hyp = self.hypervisor
         xml, xml_error = await _maybe("read the VM's XML", hyp.domain_xml(src.uri, dom.name, migratable=True))
@@ -389,7 +405,7 @@ class PreflightRunner:
             t_disks = tg.create_task(self._disks(src, dst, vm))
             t_cpu = tg.create_task(self._cpu(src, dst, vm))
             t_probes = tg.create_task(self._probes(src, dst, live))
-            t_dirty = tg.create_task(self._dirty_rate(src, vm, base.vm_state, live))
+            t_dirty = tg.create_task(self._dirty_rate(src, vm, base.vm_state, live, reuse_dirty_rate_s))
         domcaps, domcaps_error = t_domcaps.result()
         dest_domains, _e1 = t_domains.result()
         networks, _e2 = t_networks.result()
@@ -559,17 +575,30 @@ class PreflightRunner:
         return tuple(probes)
 
     async def _dirty_rate(
-        self, src: HostConfig, vm: VmFacts, state: VmState | None, live: bool
+        self, src: HostConfig, vm: VmFacts, state: VmState | None, live: bool, reuse_s: float = 0.0
     ) -> DirtyRateSample | None:
         if not live or state is not VmState.RUNNING:
             return None
+        key = (src.uri, vm.uuid or vm.name)
+        kept = self._dirty_rates.get(key)
+        if kept is not None and reuse_s > 0:
+            age_s = self._monotonic() - kept[0]
+            if 0 <= age_s <= reuse_s:
+                log.info("preflight: reusing the dirty rate of %s measured %.0f s ago", vm.name, age_s)
+                return kept[1]
         seconds = max(1, round(self.dirty_rate_window_s))
+        self.dirty_rates_measured += 1
         rate, err = await _maybe(
             "measure the dirty rate", self.hypervisor.dirty_rate(src.uri, vm.name, seconds=seconds)
         )
         if rate is None:
-            return DirtyRateSample(None, seconds, None, err)
-        return DirtyRateSample(mb_s_to_mib_s(rate.megabytes_per_second), rate.period_s, rate.mode)
+            return DirtyRateSample(None, seconds, None, err)  # a failed measurement is never reused
+        sample = DirtyRateSample(mb_s_to_mib_s(rate.megabytes_per_second), rate.period_s, rate.mode)
+        self._dirty_rates.pop(key, None)
+        self._dirty_rates[key] = (self._monotonic(), sample)
+        while len(self._dirty_rates) > _DIRTY_RATES_KEPT:
+            del self._dirty_rates[next(iter(self._dirty_rates))]
+        return sample
 
 
     # ----- many moves at once: drains and `<vm> to any` (issue 11) -----------------------------------------

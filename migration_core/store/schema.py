@@ -96,6 +96,7 @@ class ApprovalRow(SQLModel, table=True):
     approved: bool
     plan_hash: str
     at: datetime = Field(sa_type=UtcDateTime)
+    groups: str | None = Field(default=None, sa_type=Text)  # JSON list: the requirement's groups of the actor
 
 
 class EventRow(SQLModel, table=True):
@@ -112,6 +113,10 @@ class EventRow(SQLModel, table=True):
     new_state: str | None = None
     detail: str = Field(default="", sa_type=Text)
     data: str | None = Field(default=None, sa_type=Text)  # a JSON object
+    # The tamper-evident chain (store/audit.py): the previous record's hash and this record's. NULL only for
+    # records written before the chain existed.
+    prev_hash: str | None = Field(default=None, sa_type=Text)
+    hash: str | None = Field(default=None, sa_type=Text)
 
 
 class ProgressRow(SQLModel, table=True):
@@ -269,7 +274,17 @@ def plan_values(plan: Plan) -> dict[str, object]:
 
 
 def approval_from_row(row: ApprovalRow) -> Approval:
-    return Approval(row.job_id, row.actor, row.approved, row.plan_hash, to_utc(row.at))
+    groups = tuple(json.loads(row.groups)) if row.groups else ()
+    return Approval(row.job_id, row.actor, row.approved, row.plan_hash, to_utc(row.at), groups)
+
+
+# Columns added after the first release: (table, column, SQL type). `Store.start` adds any that an existing
+# database lacks (create_all creates missing tables only); all are nullable, so old rows stay valid.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("approvals", "groups", "TEXT"),
+    ("events", "prev_hash", "TEXT"),
+    ("events", "hash", "TEXT"),
+)
 
 
 def event_from_row(row: EventRow) -> EventRecord:

@@ -298,3 +298,11 @@ async def test_drain_dry_run_and_to_any_in_the_console_change_nothing():
 async def test_vm_to_any_in_the_console_requests_the_move_to_the_chosen_host():
     _code, out, _ = await run_script("vm42 to any\n")
     assert "vm42 goes to hostB" in out and "job 1 created: vm42 hostA → hostB" in out
+
+
+async def test_a_risky_job_approved_by_two_credits_both_approvers():
+    """Issue 13 §5: with two approvals the line names both approvers, not only the second."""
+    code, out, service = await run_script("vm42 to hostB --postcopy\nas bob\napprove last\nas carol\napprove last\n")
+    assert code == 0, out
+    assert "[job 1] 👍 Approved by bob and carol" in out
+    assert service.jobs[1].approvers == ("bob", "carol")

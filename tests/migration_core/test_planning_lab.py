@@ -543,3 +543,37 @@ async def test_a_stale_image_at_the_destination_path_is_not_taken_for_shared_sto
     finally:
         stale.unlink(missing_ok=True)
         virsh(lab, B, "pool-refresh", "default")
+async def test_the_recheck_reuses_a_recent_dirty_rate_and_reads_every_other_fact_again(lab: LabInfo) -> None:
+    """Issue 13 §2: the re-check before start (reuse_dirty_rate_s > 0) reuses a dirty rate measured less than
+    that long ago on the same source host; an older one, a plain preflight, or another VM measure again."""
+    now = [1000.0]
+    inventory = load_inventory(lab.hosts_toml)
+    planning = planning_for(inventory)
+    planning._monotonic = lambda: now[0]  # the runner's injected clock, advanced by hand below
+    try:
+        at_home(lab, "vm42")
+        first = await planning.make_plan(request("vm42"))
+        assert planning.dirty_rates_measured == 1 and first.prediction is not None
+        now[0] += 120.0
+        recheck = await planning.make_plan(request("vm42"), reuse_dirty_rate_s=300.0)
+        assert planning.dirty_rates_measured == 1  # reused ...
+        assert recheck.prediction is not None
+        assert recheck.prediction.dirty_rate_mib_s == first.prediction.dirty_rate_mib_s
+        assert recheck.hash == first.hash  # ... and the plan an approver agreed to is the same plan
+        # Host facts are read again every time: a destination that stops answering is seen at once.
+        kill_daemon(lab, B)
+        try:
+            gone = await planning.make_plan(request("vm42"), reuse_dirty_rate_s=300.0)
+            assert one(gone, "hosts.reachable").status is FAIL
+        finally:
+            start_daemon(lab, B)
+        await planning.make_plan(request("vm42"))  # a request (no reuse) always measures
+        assert planning.dirty_rates_measured == 2
+        now[0] += 301.0  # older than the re-check accepts
+        await planning.make_plan(request("vm42"), reuse_dirty_rate_s=300.0)
+        assert planning.dirty_rates_measured == 3
+        at_home(lab, "busy")
+        await planning.make_plan(request("busy"), reuse_dirty_rate_s=300.0)  # another VM: its own measurement
+        assert planning.dirty_rates_measured == 4
+    finally:
+        await planning.hypervisor.close()

@@ -372,6 +372,30 @@ def test_throughput_is_an_ewma_of_libvirts_bps() -> None:
     assert out == [10.0, 14.0, 16.4, 16.4]  # a 0 reading (nothing reported) keeps the estimate
 
 
+def test_throughput_from_the_bytes_sent_while_libvirt_reports_no_rate_yet() -> None:
+    """Issue 13 §5: the first readings of a migration have memory_bps 0 while data already moves; they showed
+    "0.0 MiB/s". Until libvirt reports a rate, the bytes sent between readings over the time between them count."""
+    tracker = ProgressTracker(1)
+    out = []
+    for elapsed_ms, processed_mib, bps_mib in [(100, 0, 0), (600, 30, 0), (1100, 80, 0), (1600, 130, 90)]:
+        reading = parse_job_stats(
+            {
+                "type": 2,
+                "memory_iteration": 1,
+                "memory_processed": processed_mib * MiB,
+                "data_processed": processed_mib * MiB,
+                "data_remaining": 200 * MiB,
+                "memory_bps": bps_mib * MiB,
+                "time_elapsed": elapsed_ms,
+            }
+        )
+        assert reading is not None
+        sample = tracker.update(reading, at(elapsed_ms / 1000))
+        assert sample is not None
+        out.append(round(sample.throughput_mib_s, 1))
+    assert out == [0.0, 60.0, 100.0, 90.0]  # nothing moved yet; 30 MiB in 0.5 s; 50 MiB in 0.5 s; libvirt's own
+
+
 def test_none_samples_do_not_change_anything() -> None:
     tracker = ProgressTracker(1)
     replay(IDLE_P2P[:3], tracker)

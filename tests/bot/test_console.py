@@ -327,6 +327,19 @@ async def test_a_second_console_finds_the_newest_job_with_last_and_status_shows_
     assert "Nothing active." in text and "latest: ✅ #1 vm42 hostA → hostB — succeeded" in text
 
 
+async def test_drain_dry_run_and_to_any_in_the_console_change_nothing():
+    code, out, _ = await run_script("plan drain hostA\nplan vm42 to any\ndrain hostA\nreturn hostA\n")
+    assert code == 0  # no job was started
+    assert "Dry run: drain hostA" in out and "Left behind" in out and "nothing was changed" in out
+    assert "Placement" in out and "hostB: most free memory" in out
+    assert out.count("drain execution is not available yet") >= 2 and "job 1" not in out
+
+
+async def test_vm_to_any_in_the_console_requests_the_move_to_the_chosen_host():
+    _code, out, _ = await run_script("vm42 to any\n")
+    assert "vm42 goes to hostB" in out and "job 1 created: vm42 hostA → hostB" in out
+
+
 async def test_a_risky_job_approved_by_two_credits_both_approvers():
     """Issue 13 §5: with two approvals the line names both approvers, not only the second."""
     code, out, jobs = await run_script("vm42 to hostB --postcopy\nas bob\napprove last\nas carol\napprove last\n")

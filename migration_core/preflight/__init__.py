@@ -1,7 +1,7 @@
 """Preflight checks: one module per family; each check is a pure function over gathered facts.
 
 Package map: one module per family of checks (`hosts`, `vmstate`, `cpu`, `machine`, `storage`, `network`,
-`devices`, `numa`, `capacity`, `options`), `_common` helpers, and `runner` (PreflightRunner: gathers the facts
+`devices`, `numa`, `capacity`, `options`, `tls`), `_common` helpers, and `runner` (PreflightRunner: gathers the facts
 from both hosts through the hypervisor adapter, runs the checks, predicts and plans). The checks are pure and may
 import migration_core.errors, models, facts; only `runner` does I/O (hypervisor, inventory, planning).
 
@@ -27,6 +27,7 @@ from migration_core.preflight import (
     numa,
     options,
     storage,
+    tls,
     vmstate,
 )
 from migration_core.preflight._common import Check, effective_mode, warned
@@ -54,6 +55,7 @@ _REST: tuple[Check, ...] = (
     vmstate.check_name_clash,
     vmstate.check_snapshots,
     options.check_options,
+    tls.check_tls,
     cpu.check_cpu,
     machine.check_machine,
     machine.check_versions,

@@ -215,6 +215,8 @@ class PreflightRunner:
             answered=dest_cfg is not None and dest_cfg.name not in errors,
             error=errors.get(dest_cfg.name) if dest_cfg else None,
             uri=dest_cfg.uri if dest_cfg else None,
+            peer_uri=dest_cfg.peer_uri if dest_cfg else None,
+            migration_tls=dest_cfg.migration_tls if dest_cfg else False,
         )
         if src_cfg is None:
             searched = ", ".join(h for h in known if h not in errors) or "any host"
@@ -229,7 +231,9 @@ class PreflightRunner:
                 settings=self.settings,
             )
         assert dom is not None
-        source = Endpoint(name=src_cfg.name, uri=src_cfg.uri)
+        source = Endpoint(
+            name=src_cfg.name, uri=src_cfg.uri, peer_uri=src_cfg.peer_uri, migration_tls=src_cfg.migration_tls
+        )
         base = PreflightFacts(
             request=request,
             source=source,

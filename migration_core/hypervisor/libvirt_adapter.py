@@ -40,7 +40,8 @@ import libvirt
 
 from migration_core import telemetry
 from migration_core.errors import HostUnreachable, HypervisorError
-from migration_core.hypervisor.errors import ErrorContext, looks_unreachable, translate
+from migration_core.hypervisor import tlscheck
+from migration_core.hypervisor.errors import ErrorContext, is_tls_verify_failure, looks_unreachable, translate
 from migration_core.hypervisor.fact_readers import HostFactsMixin
 from migration_core.hypervisor.storage import StorageMixin
 from migration_core.hypervisor.types import JobStats, JobType, StatValue, VirErr
@@ -145,7 +146,10 @@ class Hypervisor(HostFactsMixin, StorageMixin):
             conn = libvirt.open(uri)
         except libvirt.libvirtError as err:
             telemetry.connection_error(self.label(uri), err.get_error_code())
-            raise translate(err.get_error_code(), str(err), ErrorContext(self.label(uri), uri, "connect")) from err
+            code, text = err.get_error_code(), str(err)
+            # libvirt names no cause for a rejected server certificate: repeat the handshake to find it.
+            tls = tlscheck.diagnose(uri, self.label(uri)) if is_tls_verify_failure(code, text) else None
+            raise translate(code, text, ErrorContext(self.label(uri), uri, "connect", tls=tls)) from err
         try:
             conn.setKeepAlive(*self._keepalive)
         except libvirt.libvirtError:

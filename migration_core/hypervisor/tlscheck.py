@@ -87,7 +87,7 @@ def explain_verify_error(code: int, message: str, host: str, where: str, ca: str
             f"the certificate {where} presents is not valid yet",
             "check the clocks of the bot and the host (NTP), or re-issue the certificate",
         )
-    if code == _X509_HOSTNAME_MISMATCH or "hostname mismatch" in message.lower():
+    if code == _X509_HOSTNAME_MISMATCH or "mismatch" in message.lower():
         return TlsDiagnosis(
             TlsProblem.WRONG_NAME,
             f"the certificate {where} presents is made for another name, not {host}",

@@ -428,9 +428,7 @@ def test_canonical_text_reads_back_as_the_same_command(text: str) -> None:
 
 
 def test_canonical_text_is_readable() -> None:
-    cmd = parse_command(
-        "plan vm42 to hostB --timeout 5400 --max-downtime 1.5s --bandwidth 2048 --reason 'a b'"
-    )
+    cmd = parse_command("plan vm42 to hostB --timeout 5400 --max-downtime 1.5s --bandwidth 2048 --reason 'a b'")
     assert (
         command_to_text(cmd)
         == "plan vm42 to hostB --max-downtime 1s500ms --bandwidth 2G --timeout 1h30m --reason 'a b'"
@@ -504,9 +502,7 @@ def test_command_like_text_parses_to_a_stable_command_or_a_grammar_error(text: s
 
 
 _RESERVED = {"to", "?", "/migrate", "plan", "status", "cancel", "history", "hosts", "help"}
-names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", fullmatch=True).filter(
-    lambda n: n.lower() not in _RESERVED
-)
+names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", fullmatch=True).filter(lambda n: n.lower() not in _RESERVED)
 reasons = st.text(
     alphabet=st.sampled_from("abcXYZ019 -_.,:;!?#@/()[]{}<>$&*'\"`\\|~^%+=éßø—"), min_size=1, max_size=60
 ).filter(lambda r: r.strip() == r)
@@ -555,9 +551,7 @@ def test_valid_migrate_commands_round_trip_through_text_and_json(cmd: MigrateCom
 @settings(max_examples=100)
 @given(
     st.one_of(
-        st.builds(
-            StatusCommand, st.none() | st.integers(1, 10**12) | names.filter(lambda n: not n.isdigit())
-        ),
+        st.builds(StatusCommand, st.none() | st.integers(1, 10**12) | names.filter(lambda n: not n.isdigit())),
         st.builds(CancelCommand, st.integers(1, 10**12)),
         st.builds(HistoryCommand, st.none() | names, st.integers(1, 500)),
         st.just(HostsCommand()),

@@ -227,6 +227,11 @@ def known_hosts_line(host: HostSpec, pubkey: str) -> str:
     return f"{host.ip},{host.hostname} {' '.join(pubkey.split()[:2])}\n"
 
 
+def known_hosts_line_for(ip: str, hostname: str, pubkey_file: Path) -> str:
+    """A known_hosts line saying that `pubkey_file` is the host key of ip/hostname (tests forge changed keys)."""
+    return f"{ip},{hostname} {' '.join(pubkey_file.read_text().split()[:2])}\n"
+
+
 def ensure_ssh(paths: Paths) -> bool:
     """Host keys, the bot's key, authorized_keys, known_hosts and the bot's ssh config; True if made now."""
     d = ssh_dir(paths)

@@ -113,7 +113,7 @@ def access_error(code: int | None, message: str, ctx: ErrorContext) -> Hyperviso
     # The failing connection is the peer's when the source daemon dialled it (a P2P migration).
     dialled = ctx.peer is not None and ctx.peer_uri is not None and _mentions_peer(message, ctx.peer_uri)
     host, uri = (ctx.peer, ctx.peer_uri) if dialled and ctx.peer and ctx.peer_uri else (ctx.host, ctx.uri)
-    who = f"{ctx.host} (dialling {host})" if dialled else "the bot"
+    who = f"{ctx.host} (which dials {host} for the migration)" if dialled else "the bot"
     addr = _ssh_host(uri)
     if "remote host identification has changed" in low or ("host key for" in low and "has changed" in low):
         return HostUnreachable(
@@ -134,7 +134,7 @@ def access_error(code: int | None, message: str, ctx: ErrorContext) -> Hyperviso
         )
     if "permission denied (publickey" in low:
         return HypervisorError(
-            f"{host} refused {who}'s ssh key ({text})",
+            f"{host} refused the ssh key of {who} ({text})",
             f"put the bot's public key in the authorized_keys of the user in the uri on {host}, and point the "
             "uri at the matching private key (keyfile=...)",
             code,
@@ -150,7 +150,7 @@ def access_error(code: int | None, message: str, ctx: ErrorContext) -> Hyperviso
     if "unable to read tls confirmation" in low:
         files = client_files(uri)
         return HypervisorError(
-            f"{host}'s libvirtd refused {who}'s client certificate {files.cert} ({text})",
+            f"{host}'s libvirtd refused the client certificate {files.cert} of {who} ({text})",
             f"on {host}: allow its name in libvirtd.conf tls_allowed_dn_list and trust the CA that signed it "
             "(ca_file), then restart libvirtd",
             code,

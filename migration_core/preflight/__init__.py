@@ -3,7 +3,8 @@
 Package map: one module per family of checks (`hosts`, `vmstate`, `cpu`, `machine`, `storage`, `network`,
 `devices`, `numa`, `capacity`, `options`, `tls`), `_common` helpers, and `runner` (PreflightRunner: gathers the facts
 from both hosts through the hypervisor adapter, runs the checks, predicts and plans). The checks are pure and may
-import migration_core.errors, models, facts; only `runner` does I/O (hypervisor, inventory, planning).
+import migration_core.errors, models, facts; only `runner` and `doctor` (the `migrate-bot doctor` checks) do
+I/O (hypervisor, inventory, planning).
 
 `run_checks(facts)` runs every family in a fixed order and returns their results. It stops early when
 later checks would only repeat one root cause: unknown, unreachable or identical hosts, or a VM that is not

@@ -452,6 +452,10 @@ class PreflightRunner:
             baseline_model=cpu_model_of(baseline_xml),
         )
 
+    async def probe_pair(self, src: HostConfig, dst: HostConfig) -> tuple[PortProbe, ...]:
+        """The port probes a live migration from `src` to `dst` needs (for `migrate-bot doctor`)."""
+        return await self._probes(src, dst, True)
+
     async def _probes(self, src: HostConfig, dst: HostConfig, live: bool) -> tuple[PortProbe, ...]:
         """The destination's libvirt and migration ports: from the source host over SSH when the hosts file
         gives the source an ssh target (what the migration really needs), otherwise from where the bot runs."""

@@ -209,7 +209,7 @@ async def test_ssh_unknown_changed_and_refused_keys(lab: LabInfo, tmp_path: Path
     err = await _connect_error(
         _ssh_uri(lab, B, _ssh_wrapper(tmp_path, "k", tmp_path / "other", ssh / "known_hosts")), B
     )
-    assert f"{B} refused the bot's ssh key" in err.message and "authorized_keys" in (err.hint or "")
+    assert f"{B} refused the ssh key of the bot" in err.message and "authorized_keys" in (err.hint or "")
 
 
 async def test_tls_untrusted_ca_and_refused_client(lab: LabInfo, tmp_path: Path) -> None:
@@ -223,7 +223,7 @@ async def test_tls_untrusted_ca_and_refused_client(lab: LabInfo, tmp_path: Path)
     # Signed by the lab CA, but a name the hosts do not allow (tls_allowed_dn_list): no permission.
     access.client_pki(lab.root / "tls" / "ca", tmp_path / "intruder", "intruder")
     err = await _connect_error(f"qemu+tls://{lab.host(B).ip}/system?pkipath={tmp_path / 'intruder'}", B)
-    assert f"{B}'s libvirtd refused the bot's client certificate" in err.message
+    assert f"{B}'s libvirtd refused the client certificate" in err.message
     assert "tls_allowed_dn_list" in (err.hint or "")
 
 

@@ -1,7 +1,7 @@
 """The executor over the transports production uses (issue 14): the bot reaches the lab hosts over qemu+ssh
 (hosts-ssh.toml) and over qemu+tls with the peers on TLS and the migration stream encrypted (hosts-tls.toml,
---tls). A round trip with the guest's memory checked and a post-copy over each; a host without migration-TLS
-certificates refuses --tls; and the real set-up mistakes (unknown / changed host key, wrong key, untrusted /
+--tls). A round trip with the guest's memory checked, a post-copy, a copy-storage and an offline migration
+over each; a host without migration-TLS certificates refuses --tls; and the real set-up mistakes (unknown / changed host key, wrong key, untrusted /
 expired / misnamed certificate, refused client certificate) each give an error naming the host and the fix.
 The mistakes are made on the bot's side only (its own known_hosts, key or certificate directory), so the lab
 itself stays as it is."""
@@ -24,12 +24,13 @@ from migration_core.errors import HostUnreachable, HypervisorError
 from migration_core.events import RecordingSink
 from migration_core.execution.executor import Executor
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
-from migration_core.models import CheckStatus, JobState, MigrationOptions, Phase, ProgressSample
+from migration_core.models import CheckStatus, CopyStorage, JobState, MigrationOptions, Phase, ProgressSample
 from tests.labkit import REPO, LabInfo, console_status
 from tests.migration_core.executor_lab_support import (
     A,
     B,
     Guest,
+    disk_copy,
     drop_guest,
     healthy_link,
     hypervisor_for,
@@ -53,11 +54,19 @@ def local(lab: LabInfo) -> Iterator[Hypervisor]:
     yield Hypervisor({A: lab.host(A).uri, B: lab.host(B).uri})
 
 
-@pytest.fixture(scope="module")
-def guest(lab: LabInfo, local: Hypervisor) -> Iterator[Guest]:
-    g = asyncio.run(make_guest(local, lab, "vm42", "xt-transport"))
-    yield g
-    asyncio.run(drop_guest(local, lab, g))
+def _guest_fixture(template: str, name: str, **kw: object):  # type: ignore[no-untyped-def]
+    @pytest.fixture(scope="module")
+    def fixture(lab: LabInfo, local: Hypervisor) -> Iterator[Guest]:
+        g = asyncio.run(make_guest(local, lab, template, name, **kw))  # type: ignore[arg-type]
+        yield g
+        asyncio.run(drop_guest(local, lab, g))
+
+    return fixture
+
+
+guest = _guest_fixture("vm42", "xt-transport")
+disky = _guest_fixture("disky", "xt-transport-disky")
+stopped = _guest_fixture("stopped", "xt-transport-stopped", start=False)
 
 
 async def _xml(hv: Hypervisor, lab: LabInfo, guest: Guest) -> str:
@@ -74,12 +83,20 @@ async def _console_clean(lab: LabInfo, guest: Guest) -> None:
 
 
 async def _trip(
-    lab: LabInfo, local: Hypervisor, guest: Guest, transport: str, opts: MigrationOptions, src: str, dst: str
+    lab: LabInfo,
+    local: Hypervisor,
+    guest: Guest,
+    transport: str,
+    opts: MigrationOptions,
+    src: str,
+    dst: str,
+    **kw: object,
 ) -> tuple[Executor, int, JobState, str]:
     inv = inventory(lab, transport)
     hv = hypervisor_for(inv)
     ex = Executor(hv, inv, RecordingSink())
-    plan = plan_for(lab, guest, await _xml(local, lab, guest), source=src, destination=dst, options=opts)
+    xml = await _xml(local, lab, guest)
+    plan = plan_for(lab, guest, xml, source=src, destination=dst, options=opts, **kw)  # type: ignore[arg-type]
     job = next(_job_ids)
     result = await ex.run(job, plan)
     summary = await ex.summarize(plan, result)
@@ -106,6 +123,33 @@ async def test_round_trip_over_the_transport(lab: LabInfo, local: Hypervisor, gu
     await _trip(lab, local, guest, transport, _opts(transport, undefine_source=True), B, A)
     assert (await local.domain(lab.host(A).uri, guest.uuid)).active
     await _console_clean(lab, guest)
+
+
+@pytest.mark.parametrize("transport", ["ssh", "tls"])
+async def test_copy_storage_over_the_transport(lab: LabInfo, local: Hypervisor, disky: Guest, transport: str) -> None:
+    opts = _opts(transport, copy_storage=CopyStorage.ALL)
+    await _trip(lab, local, disky, transport, opts, A, B, local_disks=("vda",))
+    assert disky.disk is not None
+    compare = subprocess.run(
+        ["qemu-img", "compare", "-U", str(disky.disk), str(disk_copy(lab, B, disky))], capture_output=True, text=True
+    )
+    assert compare.returncode == 0 and "Images are identical" in compare.stdout, compare.stdout + compare.stderr
+    await _console_clean(lab, disky)
+    back = _opts(transport, copy_storage=CopyStorage.ALL, undefine_source=True)
+    await _trip(lab, local, disky, transport, back, B, A, local_disks=("vda",))
+    assert (await local.domain(lab.host(A).uri, disky.uuid)).active
+    disk_copy(lab, B, disky).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("transport", ["ssh", "tls"])
+async def test_offline_over_the_transport(lab: LabInfo, local: Hypervisor, stopped: Guest, transport: str) -> None:
+    # Offline moves only the definition (no stream to encrypt: preflight warns about --tls), over the transport.
+    opts = MigrationOptions(undefine_source=True)
+    _, _, _, headline = await _trip(lab, local, stopped, transport, opts, A, B, running=False)
+    assert headline.startswith(f"{stopped.name} is defined (shut off) on {B}")
+    await _trip(lab, local, stopped, transport, opts, B, A, running=False)
+    home = await local.domain(lab.host(A).uri, stopped.uuid)
+    assert home.present and not home.active and not (await local.domain(lab.host(B).uri, stopped.uuid)).present
 
 
 def _migrate_parameters(lab: LabInfo, host: str, vm: str) -> str:

@@ -1,20 +1,25 @@
 """The executor over the transports production uses (issue 14): the bot reaches the lab hosts over qemu+ssh
 (hosts-ssh.toml) and over qemu+tls with the peers on TLS and the migration stream encrypted (hosts-tls.toml,
---tls). A round trip with the guest's memory checked, a post-copy, a copy-storage and an offline migration
-over each; a host without migration-TLS certificates refuses --tls; and the real set-up mistakes (unknown / changed host key, wrong key, untrusted /
-expired / misnamed certificate, refused client certificate) each give an error naming the host and the fix.
-The mistakes are made on the bot's side only (its own known_hosts, key or certificate directory), so the lab
-itself stays as it is."""
+--tls). Over each: a round trip with the guest's memory checked, a post-copy, a copy-storage and an offline
+migration, and restart recovery (a bot killed mid-migration, a new executor reattaches). A host without
+migration-TLS certificates refuses --tls; the real set-up mistakes (unknown / changed host key, wrong key,
+untrusted / expired / misnamed certificate, refused client certificate) each give an error naming the host
+and the fix. The mistakes are made on the bot's side only (its own known_hosts, key or certificate
+directory), so the lab itself stays as it is."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -321,3 +326,50 @@ async def test_tls_expired_or_misnamed_server_certificate(lab: LabInfo, tmp_path
         assert "has expired" in err.message and "issue a new server certificate" in (err.hint or "")
     else:
         assert "made for another name, not 127.0.0.1" in err.message and "subjectAltName" in (err.hint or "")
+
+
+_STARTER = textwrap.dedent("""
+    import asyncio, sys
+    from migration_core.hypervisor.libvirt_adapter import Hypervisor
+    src, vm, peer, migrate_uri, tls = sys.argv[1:6]
+    flags = ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST", "VIR_MIGRATE_UNDEFINE_SOURCE"]
+    flags += ["VIR_MIGRATE_TLS"] if tls == "1" else []
+    print("starting", flush=True)
+    asyncio.run(Hypervisor().migrate(src, vm, flags=flags, params={"bandwidth": 24, "migrate_uri": migrate_uri},
+                                     peer_uri=peer))
+""")
+
+
+@pytest.mark.parametrize("transport", ["ssh", "tls"])
+async def test_reattach_after_the_bot_died_over_the_transport(
+    lab: LabInfo, local: Hypervisor, guest: Guest, transport: str
+) -> None:
+    """A bot process that reached the source over ssh/tls started a P2P migration and was killed (kill -9);
+    a new executor over the same transport finds the job, watches it to the end and reports the outcome."""
+    inv = inventory(lab, transport)
+    src, dst = inv.get(A), inv.get(B)
+    hv = hypervisor_for(inv)
+    opts = _opts(transport, undefine_source=True)
+    plan = plan_for(lab, guest, await _xml(local, lab, guest), source=A, destination=B, options=opts)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STARTER, src.uri, guest.uuid, dst.peer_uri, f"tcp://{dst.migration_address}",
+         "1" if opts.tls else "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert child.stdout is not None and child.stdout.readline().strip() == "starting"
+    deadline = time.monotonic() + 30
+    while not (await hv.job_stats(src.uri, guest.uuid)).active:
+        assert time.monotonic() < deadline, "the killed bot's migration never started"
+        await asyncio.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    ex = Executor(hv, inv, RecordingSink())
+    result = await ex.reattach(next(_job_ids), plan)
+    assert result.reattached and result.outcome is JobState.SUCCEEDED, result.error
+    summary = await ex.summarize(plan, result)
+    assert summary.outcome is JobState.SUCCEEDED, summary.headline
+    await _console_clean(lab, guest)
+    await _trip(lab, local, guest, transport, opts, B, A)

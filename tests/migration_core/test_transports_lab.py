@@ -29,6 +29,7 @@ from migration_core.errors import HostUnreachable, HypervisorError
 from migration_core.events import RecordingSink
 from migration_core.execution.executor import Executor
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.inventory.hosts import load_inventory
 from migration_core.models import CheckStatus, CopyStorage, JobState, MigrationOptions, Phase, ProgressSample
 from tests.labkit import REPO, LabInfo, console_status
 from tests.migration_core.executor_lab_support import (
@@ -331,6 +332,7 @@ async def test_tls_expired_or_misnamed_server_certificate(lab: LabInfo, tmp_path
 _STARTER = textwrap.dedent("""
     import asyncio, sys
     from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.inventory.hosts import load_inventory
     src, vm, peer, migrate_uri, tls = sys.argv[1:6]
     flags = ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST", "VIR_MIGRATE_UNDEFINE_SOURCE"]
     flags += ["VIR_MIGRATE_TLS"] if tls == "1" else []
@@ -373,3 +375,25 @@ async def test_reattach_after_the_bot_died_over_the_transport(
     assert summary.outcome is JobState.SUCCEEDED, summary.headline
     await _console_clean(lab, guest)
     await _trip(lab, local, guest, transport, opts, B, A)
+
+
+async def test_a_peer_that_cannot_reach_the_other_hosts_libvirtd(
+    lab: LabInfo, local: Hypervisor, guest: Guest, tmp_path: Path
+) -> None:
+    """hostA dials hostB's libvirtd over TLS on a port nothing listens on: the error says hostA could not
+    reach hostB's libvirtd at that URI, checked from hostA, and the VM stays where it was."""
+    text = (lab.root / "hosts-tls.toml").read_text()
+    good = f"qemu+tls://{lab.host(B).ip}/system?pkipath="
+    bad = f"qemu+tls://{lab.host(B).ip}:16599/system?pkipath="
+    assert text.count(f'peer_uri = "{good}') == 1  # hostB's peer_uri only (its uri has the same prefix)
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text(text.replace(f'peer_uri = "{good}', f'peer_uri = "{bad}'))
+    inv = load_inventory(hosts)
+    assert inv.get(B).peer_uri.startswith(bad)
+    ex = Executor(hypervisor_for(inv), inv, RecordingSink())
+    plan = plan_for(lab, guest, await _xml(local, lab, guest), source=A, destination=B, options=_opts("tls"))
+    result = await ex.run(next(_job_ids), plan)
+    assert result.outcome is JobState.FAILED and result.error is not None
+    assert f"{A} could not reach {B}'s libvirtd at {bad}" in result.error, result.error
+    assert f"checked from {A}" in (result.hint or "") and "16599" in (result.hint or "")
+    assert (await local.domain(lab.host(A).uri, guest.uuid)).active

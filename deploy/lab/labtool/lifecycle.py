@@ -234,6 +234,10 @@ def check_remote_access(paths: Paths) -> None:
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         problems = [p for p in pool.map(ask, items) if p]
     if problems:
+        link_up = all((st := net.link_state(h.netns, h.link_dev)).admin_up and st.carrier for h in HOSTS)
+        if not link_up:  # hostB is reached through the link: a test may have cut it on purpose
+            warn(f"remote access not checked end to end while the migration link is down: {'; '.join(problems)}")
+            return
         raise LabError("; ".join(problems))
 
 

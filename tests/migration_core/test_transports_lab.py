@@ -332,7 +332,6 @@ async def test_tls_expired_or_misnamed_server_certificate(lab: LabInfo, tmp_path
 _STARTER = textwrap.dedent("""
     import asyncio, sys
     from migration_core.hypervisor.libvirt_adapter import Hypervisor
-from migration_core.inventory.hosts import load_inventory
     src, vm, peer, migrate_uri, tls = sys.argv[1:6]
     flags = ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST", "VIR_MIGRATE_UNDEFINE_SOURCE"]
     flags += ["VIR_MIGRATE_TLS"] if tls == "1" else []

@@ -111,7 +111,11 @@ def access_error(code: int | None, message: str, ctx: ErrorContext) -> Hyperviso
     low = message.lower()
     text = strip_prefix(message).replace("\n", " ")
     # The failing connection is the peer's when the source daemon dialled it (a P2P migration).
-    dialled = ctx.peer is not None and ctx.peer_uri is not None and _mentions_peer(message, ctx.peer_uri)
+    # A TLS failure during a migration is the source's connection to the peer: the bot's own is already open.
+    tls_failure = is_tls_verify_failure(code, message) or "unable to read tls confirmation" in low
+    dialled = (
+        ctx.peer is not None and ctx.peer_uri is not None and (tls_failure or _mentions_peer(message, ctx.peer_uri))
+    )
     host, uri = (ctx.peer, ctx.peer_uri) if dialled and ctx.peer and ctx.peer_uri else (ctx.host, ctx.uri)
     who = f"{ctx.host} (which dials {host} for the migration)" if dialled else "the bot"
     addr = _ssh_host(uri)

@@ -68,3 +68,9 @@ def test_peer_ssh_refusal_names_the_peer() -> None:
     )
     err = translate(VirErr.SYSTEM_ERROR, "Cannot recv data: root@10.0.0.2: Permission denied (publickey).", ctx)
     assert "hostB refused the ssh key of hostA (which dials hostB for the migration)" in err.message
+
+
+def test_a_peer_certificate_failure_during_a_migration_names_both_hosts() -> None:
+    ctx = ErrorContext("hostA", "qemu+tls://a/system", "migrate vm42", "vm42", "hostB", "qemu+tls://b/system")
+    err = translate(VirErr.AUTH_FAILED, "authentication failed: Failed to verify peer's certificate", ctx)
+    assert "hostA (which dials hostB for the migration) does not trust the certificate hostB's libvirtd" in err.message

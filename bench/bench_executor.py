@@ -11,10 +11,14 @@
 2. The busy guest (a clone of `busy`: 256 MiB, 31 MiB/s of dirtying) on the migration link shaped to
    16 MiB/s: plain live with the planner's default policy, the planner's recommendation (--postcopy: switch
    when pre-copy stalls) and --postcopy-after 10s. Completion, total time, downtime, data, iterations.
-3. Transports (`--transports`): the same idle VM moved by `virsh migrate` and by `Executor.run` with the same
+3. Thin disks: a clone of `disky` with a 1 GiB virtual qcow2 holding 8 MiB of data, moved A -> B -> A with
+   --copy-storage all by the executor (which pre-creates thin destination images), and the same image copied
+   by raw `virsh migrate --copy-storage-all` into a pool (libvirt pre-creates the image itself). The image's
+   allocation on the source and on the destination after each copy (`du`), and the copy time.
+4. Transports (`--transports`): the same idle VM moved by `virsh migrate` and by `Executor.run` with the same
    URIs and flags from hosts.toml (unix), hosts-ssh.toml (qemu+ssh) and hosts-tls.toml (qemu+tls, peers on
    TLS, and --tls); medians and ratio per transport.
-4. The cost of --tls (`--transports`): over qemu+tls, a 64 MiB and a 256 MiB guest moved with and without
+5. The cost of --tls (`--transports`): over qemu+tls, a 64 MiB and a 256 MiB guest moved with and without
    --tls by the executor; median wall time, downtime and throughput of each.
 """
 
@@ -33,12 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from migration_core.events import RecordingSink
 from migration_core.execution.executor import Executor
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
-from migration_core.models import JobState, MigrationOptions
+from migration_core.models import CopyStorage, JobState, MigrationOptions
 from tests.labkit import LabInfo, bring_up, link_rate, link_reset
 from tests.migration_core.executor_lab_support import (
     A,
     B,
     Guest,
+    allocated_bytes,
+    disk_copy,
     drop_guest,
     hypervisor_for,
     inventory,
@@ -199,7 +205,7 @@ async def _executor_via(
 
 async def transports(hv: Hypervisor, lab: LabInfo, reps: int) -> None:
     guest = await make_guest(hv, lab, "vm42", "xb-transport")
-    print(f"\n3. transports: idle VM (64 MiB), {reps} migrations per tool and transport, alternating A<->B")
+    print(f"\n4. transports: idle VM (64 MiB), {reps} migrations per tool and transport, alternating A<->B")
     try:
         for transport in ("unix", "ssh", "tls"):
             virsh_s: list[float] = []
@@ -223,7 +229,7 @@ async def transports(hv: Hypervisor, lab: LabInfo, reps: int) -> None:
 
 
 async def tls_cost(hv: Hypervisor, lab: LabInfo, reps: int) -> None:
-    print(f"\n4. cost of --tls over qemu+tls (executor, {reps} migrations each, alternating A<->B)")
+    print(f"\n5. cost of --tls over qemu+tls (executor, {reps} migrations each, alternating A<->B)")
     for label, mem, cmdline in (("64 MiB", None, None), ("256 MiB", 256, "mem=192 rate=1000")):
         guest = await make_guest(hv, lab, "vm42", "xb-tlscost", memory_mib=mem, cmdline=cmdline)
         rows: dict[bool, list[tuple[float, float | None, float | None]]] = {False: [], True: []}
@@ -248,12 +254,74 @@ async def tls_cost(hv: Hypervisor, lab: LabInfo, reps: int) -> None:
         print(f"   {label:7} --tls / plain wall time = {med[True] / med[False]:.3f}")
 
 
+def _mib(n: int | None) -> str:
+    return "none" if n is None else f"{n / MIB:.1f} MiB"
+
+
+async def thin(hv: Hypervisor, lab: LabInfo) -> None:
+    print("\n3. thin disks: 1 GiB virtual qcow2, 8 MiB of data, --copy-storage all")
+    guest = await make_guest(hv, lab, "disky", "xt-bench-thin", disk_mib=1024)
+    ex = Executor(hv, inventory(lab), RecordingSink())
+    try:
+        for job, (src, dst) in enumerate(((A, B), (B, A)), start=90_001):
+            before = allocated_bytes(disk_copy(lab, src, guest))
+            xml = await hv.domain_xml(lab.host(src).uri, guest.name, migratable=False)
+            plan = plan_for(
+                lab, guest, xml, source=src, destination=dst,
+                options=MigrationOptions(copy_storage=CopyStorage.ALL), local_disks=("vda",),
+            )  # fmt: skip
+            t0 = time.perf_counter()
+            result = await ex.run(job, plan)
+            wall = time.perf_counter() - t0
+            summary = await ex.summarize(plan, result)
+            after = allocated_bytes(disk_copy(lab, dst, guest))
+            left = allocated_bytes(disk_copy(lab, src, guest))
+            print(
+                f"   executor {src}->{dst}: {summary.outcome.value:9} {wall:5.1f}s  source {_mib(before)} -> "
+                f"destination {_mib(after)} allocated; source image afterwards: {_mib(left)} (one owner)"
+            )
+    finally:
+        await drop_guest(hv, lab, guest)
+    # The same image through libvirt's own pre-creation (in hostB's default pool): what thin disks avoid.
+    name = "xt-bench-fat"
+    guest = await make_guest(hv, lab, "disky", name, disk_mib=1024)
+    pool_image = lab.host(B).images_dir / f"{name}.qcow2"
+    try:
+        before = allocated_bytes(disk_copy(lab, A, guest))
+        s, d = lab.host(A), lab.host(B)
+        # Point the VM's disk at the default pool's directory on B: libvirt pre-creates it there.
+        argv = [
+            "virsh", "-q", "-c", s.uri, "migrate", "--live", "--p2p", "--copy-storage-all", guest.name, d.peer_uri,
+            "--migrateuri", f"tcp://{d.ip}", "--xml", "/dev/stdin",
+        ]  # fmt: skip
+        xml = (await hv.domain_xml(s.uri, guest.name, migratable=True)).replace(
+            "/var/lib/libvirt/xt-disks/", "/var/lib/libvirt/images/"
+        )
+        t0 = time.perf_counter()
+        proc = await asyncio.to_thread(
+            subprocess.run, argv, input=xml, capture_output=True, text=True, timeout=300
+        )
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(f"   virsh --copy-storage-all into a pool: failed ({proc.stderr.strip()})")
+        else:
+            print(
+                f"   virsh, libvirt pre-creates in its pool: {wall:5.1f}s  source {_mib(before)} -> destination "
+                f"{_mib(allocated_bytes(pool_image))} allocated"
+            )
+    finally:
+        await drop_guest(hv, lab, guest)
+        pool_image.unlink(missing_ok=True)
+        await hv.refresh_pools(lab.host(B).uri)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=5, help="migrations per tool in part 1 (default 5)")
     parser.add_argument("--skip-busy", action="store_true", help="only part 1")
     parser.add_argument("--rate", type=int, default=16, help="link rate for part 2, MiB/s (default 16)")
-    parser.add_argument("--transports", action="store_true", help="only parts 3 and 4 (ssh, tls, cost of --tls)")
+    parser.add_argument("--only-thin", action="store_true", help="only part 3 (thin disks)")
+    parser.add_argument("--transports", action="store_true", help="only parts 4 and 5 (ssh, tls, cost of --tls)")
     args = parser.parse_args()
     lab, _ = await asyncio.to_thread(bring_up)
     hv = Hypervisor({A: lab.host(A).uri, B: lab.host(B).uri})
@@ -262,9 +330,11 @@ async def main() -> None:
         await tls_cost(hv, lab, args.reps)
         await hv.close()
         return
-    await overhead(hv, lab, args.reps)
-    if not args.skip_busy:
-        await busy(hv, lab, args.rate)
+    if not args.only_thin:
+        await overhead(hv, lab, args.reps)
+        if not args.skip_busy:
+            await busy(hv, lab, args.rate)
+    await thin(hv, lab)
     await hv.close()
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -28,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.settings import Settings, Transport
 from handlers import actions, commands, home
 from handlers.deps import Deps
+from handlers.gate import EdgeGate, WorkspaceBinding, foreign_problem, team_of
 from handlers.progress import SlackProgressSink
 from migration_core.events import EventSink, FanoutSink
 from migration_core.service_api import ApproverCheck, MigrationServiceAPI
@@ -68,7 +71,9 @@ class SlackApproverCheck:
         allowlist: tuple[str, ...] | list[str],
         ttl_s: float = MEMBERSHIP_TTL_S,
         clock: Callable[[], float] = time.monotonic,
+        fallback: str = "MIGRATE_BOT_APPROVERS",
     ) -> None:
+        self._fallback = fallback  # what decides when the group cannot be used (named in the log)
         self._client = client
         self._group = group
         self._allowlist = frozenset(allowlist)
@@ -101,11 +106,11 @@ class SlackApproverCheck:
         except SlackApiError as err:
             code = err.response.get("error", "") if err.response is not None else ""
             log.warning(
-                "approver group %s unavailable (%s); using MIGRATE_BOT_APPROVERS instead", self._group, code
+                "user group %s unavailable (%s); using %s instead", self._group, code, self._fallback
             )
         except Exception as err:  # network trouble: fall back rather than lock everybody out
             log.warning(
-                "approver group %s unavailable (%s); using MIGRATE_BOT_APPROVERS instead", self._group, err
+                "user group %s unavailable (%s); using %s instead", self._group, err, self._fallback
             )
         # Keep a recent membership list through a short outage rather than flipping to the allowlist.
         if self._members is not None and self._clock() - self._fetched_at < 10 * self._ttl_s:
@@ -122,7 +127,7 @@ class SlackApproverCheck:
             if self._group in (g.get("id"), g.get("handle"), g.get("name")):
                 self._group_id = str(g["id"])
                 return self._group_id
-        log.warning("no Slack user group named %r; using MIGRATE_BOT_APPROVERS instead", self._group)
+        log.warning("no Slack user group named %r; using %s instead", self._group, self._fallback)
         return None
 
 
@@ -133,6 +138,8 @@ def build_app(
     approver_check: ApproverCheck,
     client: AsyncWebClient | None = None,
     progress_sink: SlackProgressSink | None = None,
+    workspace: WorkspaceBinding | None = None,
+    on_refusal: Callable[[str, str], None] | None = None,
 ) -> AsyncApp:
     """The Bolt AsyncApp with every listener registered (commands, actions, views, App Home)."""
     http = settings.transport is Transport.HTTP
@@ -145,11 +152,70 @@ def build_app(
         process_before_response=False,
         raise_error_for_unhandled_request=False,
     )
-    deps = Deps(service=service, settings=settings, approver_check=approver_check, progress=progress_sink)
+    gate = EdgeGate(
+        requesters=settings.requesters,
+        channels=settings.channels,
+        per_hour=settings.requests_per_user_per_hour,
+        approver_check=approver_check,
+    )
+    deps = Deps(
+        service=service,
+        settings=settings,
+        approver_check=approver_check,
+        progress=progress_sink,
+        gate=gate,
+        on_refusal=on_refusal,
+    )
+    app.use(workspace_gate(workspace or WorkspaceBinding(), deps))
     commands.register(app, deps)
     actions.register(app, deps)
     home.register(app, deps)
     return app
+
+
+def workspace_gate(binding: WorkspaceBinding, deps: Deps) -> Callable[..., Awaitable[Any]]:
+    """Bolt middleware: every request and click from another team (or org) than auth.test's is refused (403)
+    and recorded in the event log with the team it claimed."""
+
+    async def gate(body: dict[str, Any], client: Any, next: Callable[[], Awaitable[Any]]) -> Any:
+        bound = binding.workspace or await binding.bind(client)
+        team, enterprise = team_of(body)
+        problem = foreign_problem(bound, team, enterprise)
+        if problem is None:
+            return await next()
+        user = body.get("user_id") or body.get("user") or ""
+        user_id = str(user.get("id", "") if isinstance(user, dict) else user)[:40]
+        data = {
+            "team_id": str(team)[:40],
+            "enterprise_id": str(enterprise)[:40],
+            "type": str(body.get("type", "command"))[:40],
+        }
+        await deps.refused(None, user_id, "foreign workspace", problem, data)
+        return BoltResponse(status=403, body="this app serves another Slack workspace")
+
+    return gate
+
+
+class SlackGroupCheck:
+    """Is this user in group G (an owners' group of the policy file)? The Slack user group with that handle
+    where user groups are available, else the policy file's [groups] list (one SlackApproverCheck per group)."""
+
+    def __init__(self, client: AsyncWebClient, members: Callable[[str], frozenset[str]]) -> None:
+        self._client = client
+        self._members = members
+        self._checks: dict[str, SlackApproverCheck] = {}
+
+    async def __call__(self, user: str, group: str) -> bool:
+        check = self._checks.get(group)
+        if check is None:
+            check = SlackApproverCheck(
+                self._client,
+                group=group,
+                allowlist=tuple(self._members(group)),
+                fallback=f"the policy file's [groups] {group}",
+            )
+            self._checks[group] = check
+        return await check(user)
 
 
 @dataclass
@@ -161,6 +227,11 @@ class SlackBot:
     service: MigrationServiceAPI
     sink: SlackProgressSink
     approver_check: SlackApproverCheck
+    workspace: WorkspaceBinding
+
+    async def bind_workspace(self) -> None:
+        """Bind the team from auth.test now (at start), so that a bad token fails the start, not a request."""
+        await self.workspace.bind(self.client)
 
 
 def build_slack(
@@ -168,6 +239,7 @@ def build_slack(
     make_service: Callable[[EventSink, ApproverCheck], MigrationServiceAPI],
     *,
     extra_sinks: tuple[EventSink, ...] = (),
+    on_refusal: Callable[[str, str], None] | None = None,
 ) -> SlackBot:
     """Build the client, approver check, service (via `make_service(sink, approver_check)`), sink and app."""
     settings.require_slack()
@@ -177,5 +249,14 @@ def build_slack(
     service = make_service(fanout, approver_check)
     sink = SlackProgressSink(client, service, ttl_s=settings.approval_ttl_s)
     fanout.add(sink)
-    app = build_app(settings, service, approver_check=approver_check, client=client, progress_sink=sink)
-    return SlackBot(app, client, service, sink, approver_check)
+    workspace = WorkspaceBinding()
+    app = build_app(
+        settings,
+        service,
+        approver_check=approver_check,
+        client=client,
+        progress_sink=sink,
+        workspace=workspace,
+        on_refusal=on_refusal,
+    )
+    return SlackBot(app, client, service, sink, approver_check, workspace)

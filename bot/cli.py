@@ -1,4 +1,4 @@
-"""The `migrate-bot` command line: serve, console, parse, plan, status, history, hosts, doctor, version."""
+"""The `migrate-bot` command line: serve, console, parse, plan, status, history, export, hosts, doctor, version."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TextIO
 
 from migration_core.errors import GrammarError, MigrateBotError
@@ -54,7 +55,26 @@ def _parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="show a job (by id) or the latest job of a VM, or all active jobs")
     st.add_argument("target", nargs="?", help="job id (41 or #41) or VM name")
-    st.add_argument("--json", action="store_true")
+    st.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object: a job's whole record (plan, approvals, outcome, verification, events; see README)",
+    )
+
+    ex = sub.add_parser("export", help="write every job's record for an audit (JSON lines or CSV) to stdout")
+    ex.add_argument(
+        "--since",
+        type=since_date,
+        default=None,
+        metavar="DATE",
+        help="only jobs created at or after DATE: 2026-05-01, or 2026-05-01T12:00 (UTC unless an offset is given)",
+    )
+    ex.add_argument(
+        "--format",
+        choices=("jsonl", "csv"),
+        default="jsonl",
+        help="jsonl: one record per line, as `status ID --json` prints it (default); csv: one flat row per job",
+    )
 
     h = sub.add_parser("history", help="recent jobs, optionally for one VM or host")
     h.add_argument("subject", nargs="?", help="VM or host name")
@@ -71,8 +91,34 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="one JSON object: ready, hosts, findings (each with its fix)")
     d.epilog = "Reads only: nothing on a host changes. Exit 0 when every host is ready, 1 when not, 2 on bad input."
 
+    ca = sub.add_parser(
+        "calibration",
+        help="per host pair: how well predictions matched, and the throughput and fixed cost learned",
+    )
+    ca.epilog = (
+        "Errors are |predicted - measured| / measured over the succeeded migrations of the last 30 days; "
+        "failed and aborted runs are counted but never learned from."
+    )
+    ca.add_argument("--json", action="store_true", help="one JSON list, one object per host pair")
+
+    au = sub.add_parser("audit", help="check the event log's hash chain (tamper evidence)")
+    au.add_argument("action", choices=["verify"], help="verify: recompute the chain, name the first bad record")
+    au.add_argument("--json", action="store_true")
+
     sub.add_parser("version", help="print the version")
     return p
+
+
+def since_date(text: str) -> datetime:
+    """`--since`: a date or an ISO date and time; without an offset it is UTC."""
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date: give YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC unless an offset like +02:00 "
+            "is given), e.g. 2026-05-01"
+        ) from None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
 def _print_error(err: MigrateBotError, out: TextIO) -> None:

@@ -1,16 +1,19 @@
-"""The CLI subcommands that need the core: serve, console, plan, status, history, hosts, doctor."""
+"""The CLI subcommands that need the core: serve, console, plan, status, history, export, hosts, calibration,
+audit, doctor."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import csv
 import getpass
 import json
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TextIO
 
 from bot.blocks.answers import hosts_message, jobs_message, status_message
@@ -24,10 +27,14 @@ from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.events import FanoutSink, RecordingSink
 from migration_core.grammar.parser import MigrateCommand, parse_command
 from migration_core.models import Job
+from migration_core.planning.estimate import calibration_report
 from migration_core.service import MigrationService
+from migration_core.store import Store
+from migration_core.store.job_record import CSV_COLUMNS
 
 log = logging.getLogger(__name__)
 _PLAIN = Dialect()
+CALIBRATION_READ_LIMIT = 20_000  # samples read for the report (pairs x the last 30 days)
 
 
 def _settings(command: str) -> Settings:
@@ -59,6 +66,8 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return await _serve(settings)
     if args.cmd == "doctor":
         return await _doctor(settings, args, out)
+    if args.cmd == "audit":
+        return await _audit(settings, args, out)
     core = await open_core(settings)
     try:
         if args.cmd == "console":
@@ -75,10 +84,16 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if job is None:
                 err.write(f"error: no job for VM {target!r}\nhint: see `migrate-bot history`\n")
                 return 1
+            if args.json:  # the whole record: the contract of README's "Command line"
+                out.write(json.dumps((await core.store.record(job.id)).to_json(), default=str) + "\n")
+                return 0
             samples = await core.store.progress(job.id, limit=1)
             sample = samples[-1] if samples else None
             msg = status_message(job, _PLAIN, ttl_s=core.settings.approval_ttl_s, sample=sample)
-            _emit(out, args.json, _job_json(job), msg)
+            _emit(out, False, None, msg)
+            return 0
+        if args.cmd == "export":
+            await _export(core, args.since, args.format, out)
             return 0
         if args.cmd == "history":
             if not 1 <= args.limit <= 1000:
@@ -88,6 +103,8 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             title = f"History of {args.subject}" if args.subject else "History"
             _emit(out, args.json, [_job_json(j) for j in jobs], jobs_message(title, jobs, _PLAIN, empty="no jobs yet"))
             return 0
+        if args.cmd == "calibration":
+            return await _calibration(core, args, out)
         if args.cmd == "hosts":
             hosts = await service.hosts()
             _emit(out, args.json, [h.__dict__ for h in hosts], hosts_message(hosts, _PLAIN))
@@ -116,6 +133,74 @@ async def _doctor(settings: Settings, args: argparse.Namespace, out: TextIO) -> 
     return 0 if report.ready else 1
 
 
+async def _calibration(core: Core, args: argparse.Namespace, out: TextIO) -> int:
+    """`migrate-bot calibration [--json]`: the per-pair prediction quality and what was learned."""
+    samples = await core.store.move_samples(limit=CALIBRATION_READ_LIMIT)
+    reports = calibration_report(samples, now=datetime.now(UTC))
+    if args.json:
+        out.write(json.dumps([r.to_json() for r in reports]) + "\n")
+        return 0
+    if not reports:
+        out.write(
+            "no finished migration with a prediction yet: every migration the bot runs from now on is "
+            "recorded and calibrates the next ones\n"
+        )
+        return 0
+    out.write(
+        f"{'host pair':<24} {'runs':>5} {'used':>5} {'total err med/p90':>18} {'downtime err med/p90':>21}"
+        f" {'throughput':>11} {'link share':>10} {'fixed':>7}\n"
+    )
+    for r in reports:
+
+        def pct(x: float | None) -> str:
+            return "-" if x is None else f"{100 * x:.0f}%"
+
+        learned = "" if r.pair_samples else " (defaults: no plain live run yet)"
+        tput = f"{r.throughput_mib_s:.0f} MiB/s" if r.throughput_mib_s else "-"
+        out.write(
+            f"{r.source + ' → ' + r.destination:<24} {r.migrations:>5} {r.learned_from:>5}"
+            f" {pct(r.total_error_median) + ' / ' + pct(r.total_error_p90):>18}"
+            f" {pct(r.downtime_error_median) + ' / ' + pct(r.downtime_error_p90):>21}"
+            f" {tput:>11} {r.efficiency:>10.2f} {r.fixed_s:>6.2f}s{learned}\n"
+        )
+    return 0
+
+
+async def _export(core: Core, since: datetime | None, fmt: str, out: TextIO) -> None:
+    """Every job's record since `since`, oldest first: JSON lines (the `status --json` record) or CSV."""
+    records = await core.store.records_since(since)
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        for record in records:
+            writer.writerow(record.csv_row())
+        return
+    for record in records:
+        out.write(json.dumps(record.to_json(), default=str) + "\n")
+
+
+async def _audit(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    """`audit verify`: recompute the event log's hash chain; exit 1 naming the first record changed or removed."""
+    store = await Store.open(settings.database_url)  # the database only: no hosts file needed
+    try:
+        report = await store.verify_audit()
+    finally:
+        await store.close()
+    if args.json:
+        out.write(json.dumps({**report.__dict__, "intact": report.intact}) + "\n")
+        return 0 if report.intact else 1
+    span = f"#{report.first_id}..#{report.last_id}" if report.first_id is not None else "none"
+    older = f"; {report.unchained} older record(s) from before the chain are not covered" if report.unchained else ""
+    if report.intact:
+        out.write(f"audit chain intact: {report.checked} record(s) ({span}){older}\n")
+        out.write(f"head hash: {report.head_hash or '-'} (keep it elsewhere: removing the newest records is only "
+                  "visible against a head hash noted earlier)\n")  # fmt: skip
+        return 0
+    out.write(f"audit chain BROKEN at record #{report.broken_at}: {report.problem}\n")
+    out.write(f"{report.checked} record(s) before it check out ({span}){older}\n")
+    return 1
+
+
 def _emit(out: TextIO, as_json: bool, data: object, msg: Message) -> None:
     if as_json:
         out.write(json.dumps(data, default=str) + "\n")
@@ -136,6 +221,8 @@ def _job_json(job: Job) -> dict[str, object]:
         "updated_at": job.updated_at.isoformat(),
         "error": job.error,
         "plan_hash": job.plan.hash if job.plan else None,
+        "ticket": job.plan.request.options.ticket if job.plan else None,
+        "emergency": job.plan.request.options.emergency if job.plan else False,
     }
 
 
@@ -238,17 +325,25 @@ async def _nothing() -> None:
 
 
 async def _serve(settings: Settings) -> int:
-    from bot.app import build_slack
+    from bot.app import SlackGroupCheck, build_slack
     from bot.slack_runner import run_http, run_socket_mode
 
     settings.require_slack()
     core = await open_core(settings)
     ops = _Ops(core)
-    bot = build_slack(settings, lambda sink, check: make_service(core, sink, check), extra_sinks=(ops.sink,))
+    bot = build_slack(
+        settings,
+        lambda sink, check: make_service(core, sink, check),
+        extra_sinks=(ops.sink,),
+        on_refusal=ops.metrics.count_refusal,
+    )
     service = bot.service
     assert isinstance(service, MigrationService)
+    # Owners' groups: Slack user groups with the policy file's handles, else the file's [groups] lists.
+    service.group_check = SlackGroupCheck(bot.client, core.policy.members)
     ops.watch(service)
     ops.watch_slack(bot.client)
+    await bot.bind_workspace()  # the team every request must come from (handlers.gate)
     await service.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -3,7 +3,8 @@
 Interactive on a terminal (prompt, styled cards, a live progress bar while `wait`ing); scriptable when stdin
 is not a terminal: one command per line (see bot.console_commands.CONSOLE_HELP), the output is what a person
 would see, and at end of input the console waits for the jobs it started that are past approval and exits 0
-only if every job it started ended `succeeded` (a job still waiting for approval did not succeed).
+only if every migration request it was given was accepted and every job it created ended `succeeded` (a
+refused request, e.g. the VM already has an open job, and a job still waiting for approval are failures).
 
 Approvers: MIGRATE_BOT_APPROVERS when it is set, otherwise every local user except the requester (the
 two-person rule still holds: the service refuses self-approval). Build the service with
@@ -18,7 +19,15 @@ from typing import TextIO
 
 from rich.progress import BarColumn, Progress, TextColumn
 
-from bot.blocks.answers import help_message, hosts_message, job_line, jobs_message, status_message, text_message
+from bot.blocks.answers import (
+    freezes_message,
+    help_message,
+    hosts_message,
+    job_line,
+    jobs_message,
+    status_message,
+    text_message,
+)
 from bot.blocks.card import card_message, plan_message, status_line
 from bot.blocks.ir import CONSOLE, Message
 from bot.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
@@ -42,6 +51,7 @@ from bot.settings import Settings
 from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError
 from migration_core.grammar.parser import (
     CancelCommand,
+    FreezesCommand,
     HelpCommand,
     HistoryCommand,
     HostsCommand,
@@ -97,6 +107,7 @@ class _Session:
         self.user = user
         self.sink = sink
         self.started: list[int] = []
+        self.refused_requests = 0  # migration requests the service did not accept (they count against exit 0)
 
     def show(self, msg: Message) -> None:
         self.out.message(msg)
@@ -231,7 +242,11 @@ class _Session:
             self.show(plan_message(await svc.plan(cmd.request), CONSOLE))
         elif isinstance(cmd, MigrateCommand):
             self.out.line(f"checking {cmd.request.vm} → {cmd.request.destination}…")
-            job = await svc.submit(cmd.request, self.user)
+            try:
+                job = await svc.submit(cmd.request, self.user)
+            except MigrateBotError:
+                self.refused_requests += 1  # said by `run`; it still fails the console's exit code
+                raise
             if job.id not in self.started:
                 self.started.append(job.id)
             self.out.line(
@@ -245,6 +260,8 @@ class _Session:
             self.show(jobs_message("History", jobs, CONSOLE, empty="No migrations yet."))
         elif isinstance(cmd, HostsCommand):
             self.show(hosts_message(await svc.hosts(), CONSOLE))
+        elif isinstance(cmd, FreezesCommand):
+            self.show(freezes_message(await svc.freezes(), CONSOLE))
         elif isinstance(cmd, CancelCommand):
             job = await svc.cancel(cmd.job_id, self.user)
             self.out.line(f"[job {job.id}] withdrawn by {self.user} ({job.state.value})")
@@ -295,6 +312,10 @@ class _Session:
         if self.started:
             states = ", ".join(f"job {j}" for j in self.started)
             self.out.line(f"{'all jobs succeeded' if ok else 'not every job succeeded'} ({states})")
+        if self.refused_requests:
+            n = self.refused_requests
+            self.out.line(f"{n} migration request{'s were' if n > 1 else ' was'} refused")
+            ok = False
         return 0 if ok else 1
 
 
@@ -319,7 +340,8 @@ async def run_console(
     stdout: TextIO,
     sink: ConsoleSink | None = None,
 ) -> int:
-    """Read commands until end of input or `quit`; return the exit code (0 = every started job succeeded)."""
+    """Read commands until end of input or `quit`; return the exit code (0 = every migration request was
+    accepted and every job it created succeeded)."""
     tty = _isatty(stdin) and _isatty(stdout)
     out = ConsoleOut(stdout, tty=tty)
     if sink is not None:

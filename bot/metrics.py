@@ -8,7 +8,8 @@
     web_app.router.add_get("/metrics", metrics_handler(metrics))
 
 Series (all prefixed `migrate_bot_`):
-  migrations_total{outcome}            jobs that reached a terminal state (succeeded, failed, aborted, ...)
+  migrations_total{outcome}            jobs that reached a terminal state (succeeded, failed, aborted, ...;
+                                       preflight_failed: refused by its preflight, never started)
   job_transitions_total{state}         every persisted state change, by the state entered
   migration_duration_seconds           how long migrations ran (libvirt's time_elapsed, else running -> end)
   migration_downtime_seconds           the measured downtime of each migration that reported one
@@ -18,6 +19,8 @@ Series (all prefixed `migrate_bot_`):
   slack_api_errors_total{method,error} Web API calls that failed: Slack error code, http_<status> or connection
   slack_api_ratelimited_total{method}  429 answers (each one, retries included)
   libvirt_connection_errors_total{host} failed or dropped libvirt connections, by inventory host
+  refusals_total{action,reason}        commands and clicks refused in Slack (reason: the policy code, e.g.
+                                       wrong_channel, not_allowed, rate_limited, not_approver; forged)
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from migration_core.events import JobEvent, StateChanged, SummaryReady
 from migration_core.models import TERMINAL_STATES, Job, JobState
 
 log = logging.getLogger(__name__)
+PREFLIGHT_FAILED = "preflight_failed"  # migrations_total outcome of a job whose preflight said no
 
 METRICS_PATH = "/metrics"
 REFRESH_TIMEOUT_S = 5.0
@@ -92,8 +96,15 @@ class Metrics:
         self.libvirt_errors = Counter(
             "migrate_bot_libvirt_connection_errors", "Failed or dropped libvirt connections", ["host"], registry=r
         )
+        self.refusals = Counter(
+            "migrate_bot_refusals",
+            "Commands and clicks refused, by action and reason",
+            ["action", "reason"],
+            registry=r,
+        )
         for state in sorted(TERMINAL_STATES):  # show every outcome from the start (0), not only once seen
             self.migrations.labels(outcome=state.value)
+        self.migrations.labels(outcome=PREFLIGHT_FAILED)
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
         self._lock = threading.Lock()
 
@@ -121,6 +132,10 @@ class Metrics:
         """The Prometheus text format of every metric."""
         with self._lock:
             return generate_latest(self.registry)
+
+    def count_refusal(self, action: str, reason: str) -> None:
+        """A refused command or click (handlers.deps.Deps.refused and the click listeners call it)."""
+        self.refusals.labels(action=action[:40], reason=reason[:40]).inc()
 
     def count_libvirt_error(self, host: str, _code: int | None = None) -> None:
         self.libvirt_errors.labels(host=host).inc()
@@ -162,7 +177,10 @@ class MetricsSink:
         if ev.new is JobState.FAILED and ev.old in _PREFLIGHT_STATES:
             await self._preflight_failed(ev.job_id)
         if ev.new.terminal:
-            m.migrations.labels(outcome=ev.new.value).inc()
+            # A preflight that said no (anyone's typo, an unreachable host) is not a failed migration: its
+            # own label keeps the suggested outcome="failed" alert for migrations that ran and failed.
+            preflight = ev.new is JobState.FAILED and ev.old in _PREFLIGHT_STATES
+            m.migrations.labels(outcome=PREFLIGHT_FAILED if preflight else ev.new.value).inc()
             self._waiting_since.pop(ev.job_id, None)
             started = self._running_since.pop(ev.job_id, None)
             if started is not None:  # the summary (emitted right after) observes the duration

@@ -45,6 +45,8 @@ class Settings:
     """Everything the bot is configured with. Secrets are kept out of repr()."""
 
     hosts_file: str = "./hosts.toml"
+    # The change-control policy file (approvals, groups, owners, freezes, tickets); None = built-in rules.
+    policy_file: str | None = None
     database_url: str = "sqlite:///./migrate-bot.db"
     transport: Transport = Transport.SOCKET
     http_port: int = 3000
@@ -64,6 +66,8 @@ class Settings:
     log_level: str | None = None
     metrics_port: int | None = None
     bind_host: str = "0.0.0.0"
+    # HTTP listeners: open connections at most (lowered further to fit the open-files limit).
+    http_max_connections: int = 512
     replica_id: str | None = None
     lease_s: float = 30.0
 
@@ -115,6 +119,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     kwargs: dict[str, object] = {}
     if (v := get("MIGRATE_BOT_HOSTS")) is not None:
         kwargs["hosts_file"] = v
+    if (v := get("MIGRATE_BOT_POLICY")) is not None:
+        kwargs["policy_file"] = v
     if (v := get("MIGRATE_BOT_DB")) is not None:
         if not re.match(r"^(sqlite|postgresql(\+psycopg)?)://", v):
             raise SettingsError(
@@ -202,6 +208,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         except ValueError:
             raise bad("MIGRATE_BOT_BIND", v, "an IP address to listen on, e.g. 0.0.0.0 (all) or 127.0.0.1") from None
         kwargs["bind_host"] = v
+    if (v := get("MIGRATE_BOT_HTTP_MAX_CONNECTIONS")) is not None:
+        if not v.isdigit() or not 16 <= int(v) <= 100000:
+            raise bad("MIGRATE_BOT_HTTP_MAX_CONNECTIONS", v, "a number of connections, 16-100000")
+        kwargs["http_max_connections"] = int(v)
     if (v := get("MIGRATE_BOT_REPLICA_ID")) is not None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
             raise bad("MIGRATE_BOT_REPLICA_ID", v, "1-64 letters, digits, '.', '_' or '-'")

@@ -4,7 +4,13 @@ HTTP mode puts a gate in front of Bolt (`slack_events_handler`): the request sig
 the raw bytes, before anything parses the body (401 for unsigned, wrongly signed, replayed or future
 requests: the timestamp must be within 300 s of now). A signed but malformed body (not UTF-8, not JSON / form,
 a payload of the wrong shape) gets a 400 instead of reaching Bolt, which would answer it with a 500 and a
-traceback. Bodies over 1 MiB get a 413. Only then does Bolt (which checks the signature once more) dispatch.
+traceback. Only then does Bolt (which checks the signature once more) dispatch.
+
+Before any of the body is read, the headers are looked at: a request without both signature headers, or
+whose timestamp is outside the replay window, is refused with 401; a declared length over MAX_BODY_BYTES
+(far above Slack's largest payloads, a few tens of KB) with 413; the body must then arrive within the
+guard's body timeout (`bot.http_guard`: connection cap, header and body deadlines). A client that goes
+away mid-body costs one throttled log line, not a traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +29,14 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
+from bot.http_guard import (
+    ConnectionGuard,
+    ConnectionLimits,
+    GuardedRunner,
+    open_files_limit,
+    read_body,
+    throttle_accept_errors,
+)
 from bot.payload_gate import payload_problem
 from bot.settings import Settings
 
@@ -32,7 +46,7 @@ EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
 REPLAY_WINDOW_S = 300  # Slack's rule: refuse requests whose timestamp is more than 5 minutes from now
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 256 * 1024  # Slack's payloads are tens of KB (a block_actions carries its whole message)
 REFUSAL_LOG_EVERY_S = 10.0  # at most one log line per this interval for refused requests (no log flooding)
 
 # Answers "is this process healthy?" with (ok, details); the default only says the process is up.
@@ -57,13 +71,13 @@ async def run_socket_mode(app: AsyncApp, settings: Settings, *, stop: asyncio.Ev
         await handler.close_async()  # type: ignore[no-untyped-call]
 
 
-def signature_problem(
-    secret: str, raw: bytes, timestamp: str | None, signature: str | None, now_s: float
-) -> str | None:
-    """Why a request is not Slack's (None when it is): Slack's v0 HMAC-SHA256 over `v0:<ts>:<body>`.
+def header_problem(timestamp: str | None, signature: str | None, now_s: float) -> str | None:
+    """What makes a request unsigned or stale, from its headers alone (None: worth reading the body).
 
-    >>> signature_problem("s", b"x", None, "v0=ab", 1000.0)
+    >>> header_problem("1000", None, 1000.0)
     'missing X-Slack-Request-Timestamp or X-Slack-Signature'
+    >>> header_problem("1000", "v0=ab", 1400.0)
+    'the timestamp is 400 s old (limit 300 s)'
     """
     if not timestamp or not signature:
         return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
@@ -72,6 +86,22 @@ def signature_problem(
     skew_s = now_s - int(timestamp)
     if abs(skew_s) > REPLAY_WINDOW_S:
         return f"the timestamp is {abs(skew_s):.0f} s {'old' if skew_s > 0 else 'in the future'} (limit 300 s)"
+    if not signature.startswith("v0=") or len(signature) > 100:
+        return "the signature is not a v0 signature"
+    return None
+
+
+def signature_problem(
+    secret: str, raw: bytes, timestamp: str | None, signature: str | None, now_s: float
+) -> str | None:
+    """Why a request is not Slack's (None when it is): Slack's v0 HMAC-SHA256 over `v0:<ts>:<body>`.
+
+    >>> signature_problem("s", b"x", None, "v0=ab", 1000.0)
+    'missing X-Slack-Request-Timestamp or X-Slack-Signature'
+    """
+    if (problem := header_problem(timestamp, signature, now_s)) is not None:
+        return problem
+    assert timestamp is not None and signature is not None
     if not secret:
         return "no signing secret is configured"
     expected = "v0=" + hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
@@ -103,13 +133,31 @@ def slack_events_handler(
     *,
     slack_api_url: str | None = None,
     clock: Callable[[], float] = time.time,
+    body_timeout_s: float = ConnectionLimits.body_timeout_s,
 ) -> Handler:
     """POST /slack/events: signature gate, shape gate, then Bolt."""
     refusals = _RefusalLog()
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        raw = await request.read()  # over client_max_size: aiohttp answers 413 by itself
         h = request.headers
+        early = header_problem(h.get("X-Slack-Request-Timestamp"), h.get("X-Slack-Signature"), clock())
+        if early is not None:  # refused on the headers: the body is never read
+            refusals.note(401, early, request.remote)
+            return _refuse_unread(request, 401, "invalid_request_signature")
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            refusals.note(413, f"declared body of {request.content_length} bytes", request.remote)
+            return _refuse_unread(request, 413, "request_too_large")
+        try:
+            raw = await read_body(request, body_timeout_s)  # size: client_max_size (413)
+        except web.HTTPRequestEntityTooLarge:
+            refusals.note(413, "body over the limit", request.remote)
+            return _refuse_unread(request, 413, "request_too_large")
+        except TimeoutError:
+            refusals.note(408, f"the body did not arrive within {body_timeout_s:g} s", request.remote)
+            return _refuse_unread(request, 408, "request_timeout")
+        except (ConnectionError, asyncio.IncompleteReadError, web.RequestPayloadError) as err:
+            refusals.note(400, f"the client went away mid-body ({type(err).__name__})", request.remote)
+            return _refuse_unread(request, 400, "incomplete_body")
         problem = signature_problem(
             signing_secret, raw, h.get("X-Slack-Request-Timestamp"), h.get("X-Slack-Signature"), clock()
         )
@@ -129,6 +177,13 @@ def slack_events_handler(
         return await to_aiohttp_response(bolt_response)
 
     return handle
+
+
+def _refuse_unread(request: web.Request, status: int, error: str) -> web.Response:
+    """An answer that closes the connection: the unread rest of the body must not be parsed as a request."""
+    response = web.json_response({"ok": False, "error": error}, status=status)
+    response.force_close()
+    return response
 
 
 def _bad_request(refusals: _RefusalLog, reason: str, peer: str | None) -> web.Response:
@@ -246,16 +301,41 @@ def ops_web_app(*, health: HealthCheck = _process_up, metrics: Handler | None = 
     return web_app
 
 
-async def start_site(web_app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start listening on host:port (0 = any free port); returns the runner (cleanup() stops it) and the port."""
-    runner = web.AppRunner(web_app, access_log=None)
+async def start_site(
+    web_app: web.Application,
+    host: str,
+    port: int,
+    *,
+    limits: ConnectionLimits | None = None,
+    name: str = "http",
+) -> tuple[web.AppRunner, int]:
+    """Start listening on host:port (0 = any free port) behind a ConnectionGuard; returns the runner
+    (cleanup() stops it; `runner.guard` is the guard) and the port."""
+    guard = ConnectionGuard(limits or ConnectionLimits(), name=name)
+    web_app.middlewares.insert(0, guard.middleware)
+    # keepalive_timeout: aiohttp's own idle close, a second line behind the guard's header deadline.
+    runner = GuardedRunner(web_app, guard, access_log=None, keepalive_timeout=guard.limits.header_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, host=host, port=port)
+    throttle_accept_errors(asyncio.get_running_loop())
+    site = web.TCPSite(runner, host=host, port=port, backlog=min(1024, max(128, guard.cap)))
     await site.start()
     server = getattr(site, "_server", None)
     if server is not None and getattr(server, "sockets", None):
         port = int(server.sockets[0].getsockname()[1])
+    log.info(
+        "%s: at most %d connections (open-files limit %s), %g s for headers, %g s for a body",
+        name,
+        guard.cap,
+        _nofile_text(),
+        guard.limits.header_timeout_s,
+        guard.limits.body_timeout_s,
+    )
     return runner, port
+
+
+def _nofile_text() -> str:
+    soft = open_files_limit()
+    return "unlimited" if soft < 0 else str(soft)
 
 
 async def run_http(
@@ -277,7 +357,8 @@ async def run_http(
         health=health,
         metrics=metrics,
     )
-    runner, port = await start_site(web_app, host, settings.http_port)
+    limits = ConnectionLimits(max_connections=settings.http_max_connections)
+    runner, port = await start_site(web_app, host, settings.http_port, limits=limits, name="slack listener")
     log.info("listening for Slack on http://%s:%d%s", host, port, EVENTS_PATH)
     if on_listening is not None:
         on_listening(port)

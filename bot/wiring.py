@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.settings import Settings
 from migration_core.events import EventSink
 from migration_core.execution.executor import Executor
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.inventory.hosts import Inventory, load_inventory
+from migration_core.inventory.policy_file import Policy, load_policy
+from migration_core.models import MoveSample
 from migration_core.preflight.runner import PreflightRunner
 from migration_core.service import MigrationService, ServiceConfig
 from migration_core.service_api import ApproverCheck
@@ -25,6 +27,7 @@ class Core:
     store: Store
     hypervisor: Hypervisor
     planning: PreflightRunner
+    policy: Policy = field(default_factory=Policy.default)
 
     async def close(self) -> None:
         await self.hypervisor.close()
@@ -34,12 +37,17 @@ class Core:
 async def open_core(settings: Settings) -> Core:
     """Load the inventory (bad file -> InventoryError), open the store (schema created), name the hosts."""
     inventory = load_inventory(settings.hosts_file)
+    policy = load_policy(settings.policy_file)  # a bad policy file stops the start, like a bad hosts file
     store = await Store.open(settings.database_url)
     hypervisor = Hypervisor({h.name: h.uri for h in inventory})
     for host in inventory:
         hypervisor.add_host(host.name, host.uri, host.peer_uri)
-    planning = PreflightRunner(inventory, hypervisor, dirty_rate_window_s=settings.dirty_rate_window_s)
-    return Core(settings, inventory, store, hypervisor, planning)
+
+    async def history(vm_uuid: str, source: str, destination: str) -> list[MoveSample]:
+        return await store.move_samples(vm_uuid=vm_uuid, source=source, destination=destination)
+
+    planning = PreflightRunner(inventory, hypervisor, dirty_rate_window_s=settings.dirty_rate_window_s, history=history)
+    return Core(settings, inventory, store, hypervisor, planning, policy)
 
 
 def make_service(core: Core, sink: EventSink, approver_check: ApproverCheck) -> MigrationService:
@@ -66,5 +74,6 @@ def make_service(core: Core, sink: EventSink, approver_check: ApproverCheck) -> 
         sink=sink,
         approver_check=approver_check,
         config=config,
+        rules=core.policy,
         journal=journal,
     )

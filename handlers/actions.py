@@ -31,9 +31,10 @@ from bot.blocks.modals import (
 )
 from bot.blocks.slack import message_payload
 from handlers.deps import Deps, bug_reference, ephemeral
+from handlers.gate import GateKind
 from handlers.slack_io import post_message
-from migration_core.dispatch.policy import may_control, required_approvals
-from migration_core.errors import MigrateBotError, UnknownJobError
+from migration_core.dispatch.policy import may_control, required_approvals, still_needed
+from migration_core.errors import MigrateBotError, StateError, UnknownJobError
 from migration_core.models import Job, JobState
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ _BLOCK = re.compile(r"^(approval|controls):([0-9]{1,18})$")
 MODAL_ANSWER_WINDOW_S = 2.0  # view_submission must be acked within 3 s
 _RECORDED_CHARS = 100  # how much of a forged field the event log keeps (oversized values stay out)
 MAX_JOB_ID = 2**63 - 1  # job ids are 64-bit database keys; a bigger number is no job (and would not fit)
+STALE_CARD_REFRESH_S = 60.0  # a click on a stale card re-renders it at most this often (refusals never do)
 
 
 def job_id_of(body: dict[str, Any]) -> int | None:
@@ -62,6 +64,28 @@ def job_id_of(body: dict[str, Any]) -> int | None:
 def _user(body: dict[str, Any]) -> str:
     user = body.get("user") or {}
     return str(user.get("id", "")) if isinstance(user, dict) else ""
+
+
+def _channel(body: dict[str, Any]) -> str:
+    channel, container = body.get("channel"), body.get("container")
+    if isinstance(channel, dict) and isinstance(channel.get("id"), str):
+        return str(channel["id"])
+    if isinstance(container, dict) and isinstance(container.get("channel_id"), str):
+        return str(container["channel_id"])
+    return ""
+
+
+async def _refusal(deps: Deps, body: dict[str, Any], action: str, channel: str) -> str | None:
+    """The edge gates for a click or form (channel, rate; handlers.gate): None, or the refusal (recorded)."""
+    if deps.gate is None:
+        return None
+    user = _user(body)
+    verdict = await deps.gate.check(GateKind.CONTROL, user, channel)
+    if verdict.allowed:
+        return None
+    data = {**click_data(body), "channel": channel[:_RECORDED_CHARS], "code": verdict.code}
+    await deps.refused(None, user, action, verdict.reason, data)
+    return verdict.reason
 
 
 def click_data(body: dict[str, Any]) -> dict[str, object]:
@@ -86,10 +110,23 @@ async def _say(respond: Any, text: str) -> None:
 
 def register(app: Any, deps: Deps) -> None:
     svc = deps.service
+    refreshed: dict[int, float] = {}  # job id -> when a click last re-rendered its stale card
+
+    async def refresh_stale(job_id: int) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - refreshed.get(job_id, -STALE_CARD_REFRESH_S) < STALE_CARD_REFRESH_S:
+            return
+        refreshed[job_id] = now
+        if len(refreshed) > 1000:  # forged job ids must not grow this forever
+            refreshed.clear()
+        await deps.refresh_card(job_id)
 
     def button(action_id: str, run: Callable[[int, str, dict[str, Any], Any, Any], Awaitable[None]]) -> None:
         async def listener(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
             await ack()
+            if (refusal := await _refusal(deps, body, action_id, _channel(body))) is not None:
+                await _say(respond, refusal)
+                return
             job_id = job_id_of(body)
             user = _user(body)
             if job_id is None or not user:
@@ -101,9 +138,13 @@ def register(app: Any, deps: Deps) -> None:
                 await run(job_id, user, body, respond, client)
             except UnknownJobError as err:  # recorded by the service; there is no card to refresh
                 await _say(respond, str(err))
-            except MigrateBotError as err:
+            except StateError as err:
+                deps.count_refusal(action_id, "state")
                 await _say(respond, str(err))
-                await deps.refresh_card(job_id)  # the card may be stale (that is why they could click)
+                await refresh_stale(job_id)  # the card may be stale (that is why they could click)
+            except MigrateBotError as err:  # a refusal of the person: the card is right as it is, no update
+                deps.count_refusal(action_id, "policy")
+                await _say(respond, str(err))
             except Exception:
                 await _say(respond, bug_reference(f"button {action_id}"))
 
@@ -113,12 +154,12 @@ def register(app: Any, deps: Deps) -> None:
         job = await svc.approve(job_id, user)
         await deps.refresh_card(job.id)
         if job.state is JobState.AWAITING_APPROVAL:
-            need = required_approvals(job.plan) - len(job.approvers)
-            await _thread_reply(
-                client,
-                job,
-                f"👍 {SLACK.user(user)} approved; {need} more approval(s) needed from someone else",
-            )
+            if job.plan is not None and job.plan.approval is not None:  # policy file: who is still needed
+                text = f"👍 {SLACK.user(user)} approved; still needs {still_needed(job)}"
+            else:
+                need = required_approvals(job.plan) - len(job.approvers)
+                text = f"👍 {SLACK.user(user)} approved; {need} more approval(s) needed from someone else"
+            await _thread_reply(client, job, text)
 
     async def deny(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
         job = await svc.deny(job_id, user)
@@ -172,11 +213,17 @@ def register(app: Any, deps: Deps) -> None:
         button(action_id, run)
 
     async def on_downtime(ack: Any, body: dict[str, Any], client: Any) -> None:
+        if (refusal := await _refusal(deps, body, "downtime form", _modal_channel(body))) is not None:
+            await ack(response_action="errors", errors={VALUE_BLOCK: refusal[:150]})
+            return
         await handle_value_submission(
             deps, ack, body, client, parse_downtime_ms, lambda j, v, u: svc.set_max_downtime(j, v, u)
         )
 
     async def on_bandwidth(ack: Any, body: dict[str, Any], client: Any) -> None:
+        if (refusal := await _refusal(deps, body, "bandwidth form", _modal_channel(body))) is not None:
+            await ack(response_action="errors", errors={VALUE_BLOCK: refusal[:150]})
+            return
         await handle_value_submission(
             deps, ack, body, client, parse_bandwidth_mib_s, lambda j, v, u: svc.set_bandwidth(j, v, u)
         )
@@ -209,6 +256,15 @@ async def _thread_reply(client: Any, job: Job, text: str) -> None:
         await post_message(client, job.chat_channel, text_message(text, SLACK), thread_ts=job.chat_thread)
     except Exception:
         log.warning("job %s: could not post a thread reply", job.id, exc_info=True)
+
+
+def _modal_channel(body: dict[str, Any]) -> str:
+    """The channel of the card a form was opened from (its private metadata); "" when unknown."""
+    try:
+        view = body.get("view", {})
+        return ModalTarget.load(str(view.get("private_metadata", ""))).channel or ""
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return ""
 
 
 def submitted_value(body: dict[str, Any]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -10,16 +11,25 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.blocks.answers import help_message, hosts_message, jobs_message, status_message, text_message
+from bot.blocks.answers import (
+    freezes_message,
+    help_message,
+    hosts_message,
+    jobs_message,
+    status_message,
+    text_message,
+)
 from bot.blocks.card import card_message, plan_message
 from bot.blocks.ir import SLACK, Message
 from bot.blocks.slack import message_payload
 from handlers.deps import Deps, bug_reference, ephemeral
+from handlers.gate import GateKind, team_of
 from handlers.slack_io import post_message
 from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.grammar.parser import (
     CancelCommand,
     Command,
+    FreezesCommand,
     HelpCommand,
     HistoryCommand,
     HostsCommand,
@@ -52,9 +62,21 @@ def _ephemeral_msg(msg: Message) -> dict[str, Any]:
     return {"response_type": "ephemeral", **message_payload(msg)}
 
 
+def retry_num(request: Any) -> int:
+    """Slack's X-Slack-Retry-Num of this delivery (0 for a first delivery); Bolt mirrors Socket Mode's
+    retry_attempt into the same header."""
+    headers = getattr(request, "headers", None) or {}
+    value = headers.get("x-slack-retry-num")
+    value = value[0] if isinstance(value, list | tuple) and value else value
+    try:
+        return max(0, int(str(value))) if value is not None else 0
+    except ValueError:
+        return 0
+
+
 def register(app: Any, deps: Deps) -> None:
-    async def on_migrate(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
-        await handle_migrate(deps, ack, body, respond, client)
+    async def on_migrate(ack: Any, body: dict[str, Any], respond: Any, client: Any, request: Any = None) -> None:
+        await handle_migrate(deps, ack, body, respond, client, retry=retry_num(request))
 
     app.command("/migrate")(on_migrate)
 
@@ -81,8 +103,14 @@ def _safe_respond(respond: Any) -> Any:
     return safe
 
 
-async def handle_migrate(deps: Deps, ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
-    """The whole /migrate listener; `ack` is always called first and exactly once."""
+async def handle_migrate(
+    deps: Deps, ack: Any, body: dict[str, Any], respond: Any, client: Any, *, retry: int = 0
+) -> None:
+    """The whole /migrate listener; `ack` is always called first and exactly once. `retry`: Slack's retry
+    number; a retry of a delivery this process already took is acked silently (it answered the first)."""
+    if not deps.deliveries.first_time(idempotency_key(body)) and retry > 0:
+        await ack()
+        return
     respond = _safe_respond(respond)
     text = str(body.get("text") or "")
     try:
@@ -96,6 +124,10 @@ async def handle_migrate(deps: Deps, ack: Any, body: dict[str, Any], respond: An
     if isinstance(cmd, HelpCommand):
         await ack(**_ephemeral_msg(help_message(help_text(cmd.topic), SLACK)))
         return
+    refusal = await _gate(deps, cmd, body)
+    if refusal is not None:
+        await ack(**ephemeral(refusal))
+        return
     if isinstance(cmd, MigrateCommand):
         req = cmd.request
         what = "Planning" if cmd.plan_only else "Checking"
@@ -103,21 +135,58 @@ async def handle_migrate(deps: Deps, ack: Any, body: dict[str, Any], respond: An
     else:
         await ack()
     try:
-        await _answer(deps, cmd, body, respond, client)
+        await _answer(deps, cmd, body, respond, client, retry=retry > 0)
     except MigrateBotError as err:
         await respond(**ephemeral(str(err)))
     except Exception:
         await respond(**ephemeral(bug_reference(f"/migrate {type(cmd).__name__}")))
 
 
-async def _answer(deps: Deps, cmd: Command, body: dict[str, Any], respond: Any, client: Any) -> None:
+def _gate_kind(cmd: Command) -> GateKind:
+    if isinstance(cmd, MigrateCommand):
+        return GateKind.PREFLIGHT  # `plan` too: a live preflight (dirty-rate measurement) on the hypervisors
+    if isinstance(cmd, CancelCommand):
+        return GateKind.CONTROL
+    return GateKind.READ
+
+
+async def _gate(deps: Deps, cmd: Command, body: dict[str, Any]) -> str | None:
+    """The edge gates (channel, people, rate; handlers.gate): None to go on, else the refusal, recorded."""
+    if deps.gate is None:
+        return None
+    user = str(body.get("user_id") or "")
+    channel = str(body.get("channel_id") or "")
+    kind = _gate_kind(cmd)
+    verdict = await deps.gate.check(kind, user, channel)
+    if verdict.allowed:
+        return None
+    team, _enterprise = team_of(body)
+    data = {"command": type(cmd).__name__, "channel": channel[:40], "team_id": str(team)[:40], "code": verdict.code}
+    await deps.refused(None, user, f"/migrate ({kind.value})", verdict.reason, data)
+    return verdict.reason
+
+
+async def _hosts_for(deps: Deps, user: str) -> Message:
+    """Names, reachability and slots for everyone; libvirt URIs and errors (users, socket and key paths)
+    only for approvers, who are the ones to act on an unreachable host."""
+    hosts = await deps.service.hosts()
+    if deps.gate is None or not await deps.gate.is_approver(user):
+        hosts = [
+            dataclasses.replace(h, uri="", detail="answers" if h.reachable else "does not answer") for h in hosts
+        ]
+    return hosts_message(hosts, SLACK)
+
+
+async def _answer(
+    deps: Deps, cmd: Command, body: dict[str, Any], respond: Any, client: Any, *, retry: bool = False
+) -> None:
     svc = deps.service
     user = str(body.get("user_id") or "")
     if isinstance(cmd, MigrateCommand) and cmd.plan_only:
         plan = await svc.plan(cmd.request)
         await respond(**_ephemeral_msg(plan_message(plan, SLACK)))
     elif isinstance(cmd, MigrateCommand):
-        await _request(deps, cmd, body, respond, client)
+        await _request(deps, cmd, body, respond, client, retry=retry)
     elif isinstance(cmd, StatusCommand):
         await respond(**_ephemeral_msg(await _status(deps, cmd)))
     elif isinstance(cmd, HistoryCommand):
@@ -125,7 +194,9 @@ async def _answer(deps: Deps, cmd: Command, body: dict[str, Any], respond: Any, 
         title = f"History of {cmd.subject}" if cmd.subject else "History"
         await respond(**_ephemeral_msg(jobs_message(title, jobs, SLACK, empty="No migrations yet.")))
     elif isinstance(cmd, HostsCommand):
-        await respond(**_ephemeral_msg(hosts_message(await svc.hosts(), SLACK)))
+        await respond(**_ephemeral_msg(await _hosts_for(deps, user)))
+    elif isinstance(cmd, FreezesCommand):
+        await respond(**_ephemeral_msg(freezes_message(await svc.freezes(), SLACK)))
     elif isinstance(cmd, CancelCommand):
         job = await svc.cancel(cmd.job_id, user)
         await deps.refresh_card(job.id)
@@ -154,8 +225,11 @@ async def _status(deps: Deps, cmd: StatusCommand) -> Message:
     return status_message(job, SLACK, ttl_s=ttl_s, queue=queue)
 
 
-async def _request(deps: Deps, cmd: MigrateCommand, body: dict[str, Any], respond: Any, client: Any) -> None:
-    """Submit (idempotently) and post the card once; a duplicate delivery only gets a pointer to it."""
+async def _request(
+    deps: Deps, cmd: MigrateCommand, body: dict[str, Any], respond: Any, client: Any, *, retry: bool = False
+) -> None:
+    """Submit (idempotently) and post the card once; a duplicate delivery only gets a pointer to it, and a
+    Slack retry whose first delivery another replica took gets nothing (that replica answered it)."""
     user = str(body.get("user_id") or "")
     channel = str(body.get("channel_id") or "")
     job = await deps.service.submit(
@@ -164,6 +238,8 @@ async def _request(deps: Deps, cmd: MigrateCommand, body: dict[str, Any], respon
     async with deps.lock(job.id):
         job = await deps.service.get_job(job.id)
         if job.chat_thread:
+            if retry:
+                return
             await respond(
                 **_ephemeral_msg(text_message(f"Already requested: job #{job.id} (see its card).", SLACK))
             )

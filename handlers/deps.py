@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from bot.blocks.answers import error_message
 from bot.blocks.ir import SLACK
 from bot.blocks.slack import message_payload
 from bot.settings import Settings
+from handlers.gate import EdgeGate
 from handlers.progress import SlackProgressSink
 from migration_core.service_api import ApproverCheck, MigrationServiceAPI
 
@@ -34,6 +36,27 @@ class RecordsRefusals(Protocol):
 
 
 @dataclass
+class RecentDeliveries:
+    """Slash-command deliveries this process has taken in the last `ttl_s` (by idempotency key): Slack's retry
+    of one of them (X-Slack-Retry-Num) must not answer the person a second time. Bounded, oldest first out."""
+
+    ttl_s: float = 600.0
+    max_kept: int = 10_000
+    clock: Callable[[], float] = time.monotonic
+    _seen: dict[str, float] = field(default_factory=dict)
+
+    def first_time(self, key: str) -> bool:
+        """True the first time `key` is seen (it is remembered from now on), False for a repeat."""
+        now = self.clock()
+        while self._seen and (len(self._seen) >= self.max_kept or now - next(iter(self._seen.values())) > self.ttl_s):
+            del self._seen[next(iter(self._seen))]
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True
+
+
+@dataclass
 class Deps:
     """The service (the only way into the core), settings, the approver check and the progress sink."""
 
@@ -42,8 +65,11 @@ class Deps:
     approver_check: ApproverCheck
     progress: SlackProgressSink | None = None
     now: Callable[[], datetime] = _utcnow
+    gate: EdgeGate | None = None  # channel, people and rate gates of every command and click (handlers.gate)
+    on_refusal: Callable[[str, str], None] | None = None  # (action, reason code): the refusals metric
     # One lock per job id: a duplicate delivery of the same command must not post a second card.
     _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+    deliveries: RecentDeliveries = field(default_factory=RecentDeliveries)
 
     def lock(self, job_id: int) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())
@@ -52,10 +78,18 @@ class Deps:
         if self.progress is not None:
             await self.progress.refresh_card(job_id)
 
+    def count_refusal(self, action: str, reason: str) -> None:
+        if self.on_refusal is not None:
+            try:
+                self.on_refusal(action, reason)
+            except Exception:  # a metric must never turn a refusal into an error
+                log.warning("could not count a refused %s", action, exc_info=True)
+
     async def refused(
         self, job_id: int | None, actor: str, action: str, reason: str, data: Mapping[str, object] | None = None
     ) -> None:
         """Record an attempt the handlers refused before the service saw it (a forged or foreign button)."""
+        self.count_refusal(action, str((data or {}).get("code") or "forged"))
         if isinstance(self.service, RecordsRefusals):
             try:
                 await self.service.record_refusal(job_id, actor, action, reason, dict(data or {}))

@@ -13,6 +13,7 @@ from bot.blocks.ir import SLACK
 from bot.blocks.slack import home_view
 from handlers.deps import Deps
 from handlers.slack_io import error_code
+from migration_core.models import JobState
 
 log = logging.getLogger(__name__)
 RECENT_JOBS = 10
@@ -21,10 +22,21 @@ RECENT_JOBS = 10
 async def publish_home(deps: Deps, client: Any, user: str) -> None:
     svc = deps.service
     active = await svc.active_jobs()
+    if not await _is_approver(deps, user):  # approval requests are shown to those who can approve (and own)
+        active = [j for j in active if j.state is not JobState.AWAITING_APPROVAL or j.requester == user]
     queue = await svc.queue()
     recent = [j for j in await svc.history(None, RECENT_JOBS * 2) if j.state.terminal][:RECENT_JOBS]
     msg = home_message(user, active, queue, recent, SLACK, now=deps.now())
     await client.views_publish(user_id=user, view=home_view(msg))
+
+
+async def _is_approver(deps: Deps, user: str) -> bool:
+    if deps.gate is not None:
+        return await deps.gate.is_approver(user)
+    try:
+        return bool(await deps.approver_check(user))
+    except Exception:
+        return False
 
 
 def register(app: Any, deps: Deps) -> None:

@@ -5,9 +5,13 @@ edited and the summary comes last. Progress is coalesced: only the newest sample
 message is edited at most once per `min_interval_s`, and every edit of every job also passes one shared
 EditGate (chat.update is Tier 3 across the whole workspace, handlers/slack_rate.py), so a burst of samples,
 many concurrent jobs or a 429 never queue stale edits: each edit renders the newest state when its turn
-comes. Notices, decision replies and the summary are never dropped for a transient error: they are retried
-with back-off. A job's summary is posted once even if the core announces it twice. `emit` never raises and
-never waits for Slack.
+comes. A progress edit waiting for its turn never holds up the thread: a state change, a notice or the summary
+that arrives meanwhile goes out first. The progress message gets its final edit once, when the job ends
+(the final state at 100 % or where it stopped, without controls), without waiting for a turn, and is never
+edited after that; the sample that says "done" is shown by that final edit, not by one of its own. Notices,
+decision replies and the summary are never dropped for a transient error: they are retried with back-off. A
+job's summary is posted once even if the core announces it twice. `emit` never raises and never waits for
+Slack.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from migration_core.events import (
     StateChanged,
     SummaryReady,
 )
-from migration_core.models import Decision, Job, JobState, ProgressSample
+from migration_core.models import Decision, Job, JobState, Phase, ProgressSample
 from migration_core.service_api import MigrationServiceAPI
 
 log = logging.getLogger(__name__)
@@ -106,6 +110,7 @@ class SlackProgressSink:
         self._max_permanent = max_permanent_attempts
         self._jobs: dict[int, _JobState] = {}
         self._summarized: dict[int, None] = {}  # job ids whose summary is posted (insertion-ordered, bounded)
+        self._final_shown: dict[int, None] = {}  # job ids whose progress message got its final edit (bounded)
 
     # ---- EventSink -------------------------------------------------------------------------------------
     async def emit(self, event: JobEvent) -> None:
@@ -115,10 +120,13 @@ class SlackProgressSink:
             log.exception("slack sink could not record %s", type(event).__name__)
 
     def _record(self, event: JobEvent) -> None:
+        if isinstance(event, ProgressUpdated | DecisionMade) and self._job_id_of(event) in self._final_shown:
+            return  # the progress message shows the end already: a late sample or decision changes nothing
         if isinstance(event, ProgressUpdated):
             st = self._state(event.sample.job_id)
             st.sample = event.sample
-            st.progress_dirty = True
+            # "done" (100 %) is shown by the final edit when the job ends, so the message says 100 % once.
+            st.progress_dirty = event.sample.phase is not Phase.DONE
         elif isinstance(event, DecisionMade):
             st = self._state(event.job_id)
             st.decision = event.decision
@@ -128,7 +136,7 @@ class SlackProgressSink:
             if event.new is JobState.RUNNING:
                 st.ops.append(_Op("progress_start", event))
             st.ops.append(_Op("state", event))
-            if event.new.terminal or event.new is JobState.VERIFYING:
+            if event.new.terminal:
                 st.ops.append(_Op("progress_final", event))
             st.card_dirty = True
         elif isinstance(event, Notice):
@@ -223,7 +231,8 @@ class SlackProgressSink:
                 st.card_dirty = True
                 return
         if st.progress_dirty and st.progress_ts is not None:
-            await self._wait_turn(st)
+            if not await self._wait_turn(st):
+                return  # something for the thread came in meanwhile: it goes first, the edit after it
             st.progress_dirty = False
             if not await self._attempt(st, functools.partial(self._edit_progress, st), None):
                 st.progress_dirty = True
@@ -251,12 +260,22 @@ class SlackProgressSink:
             await self._sleep(st.backoff_s)
             return False
 
-    async def _wait_turn(self, st: _JobState) -> None:
-        """Sleep until this job's progress message may be edited again (coalescing happens meanwhile)."""
-        if st.last_flush is not None:
+    async def _wait_turn(self, st: _JobState) -> bool:
+        """Sleep until this job's progress message may be edited again (coalescing happens meanwhile); False
+        as soon as other work for the job (a thread reply, a card edit) arrives, which must not wait behind it."""
+        while st.last_flush is not None:
             wait_s = st.last_flush + self._interval_s - self._clock()
-            if wait_s > 0:
-                await self._sleep(wait_s)
+            if wait_s <= 0:
+                break
+            if st.ops or st.card_dirty:
+                return False
+            st.wake.clear()
+            sleeper = asyncio.ensure_future(self._sleep(wait_s))
+            woken = asyncio.ensure_future(st.wake.wait())
+            _done, pending = await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+        return not (st.ops or st.card_dirty)  # due, but what came in meanwhile goes first (it may end the job)
 
     async def _fresh_job(self, st: _JobState) -> Job | None:
         try:
@@ -297,10 +316,13 @@ class SlackProgressSink:
                     ) as err:  # the message exists; only a restart would lose track of it
                         log.error("job %s: could not store the progress message ts: %s", job.id, err)
         elif op.kind == "progress_final":
-            if st.progress_ts is not None:
-                await self._wait_turn(st)
+            if st.progress_ts is not None and st.job_id not in self._final_shown:
+                # The last edit: no per-message turn to wait for (the workspace's edit gate still paces it).
                 await self._edit_progress(st, priority=True)
-                st.progress_dirty = False
+                self._final_shown[st.job_id] = None
+                while len(self._final_shown) > SUMMARIES_REMEMBERED:
+                    del self._final_shown[next(iter(self._final_shown))]
+            st.progress_dirty = False
             st.finished = job.state.terminal
         elif op.kind == "state" and isinstance(ev, StateChanged):
             reply = state_change_message(ev, SLACK)
@@ -327,7 +349,11 @@ class SlackProgressSink:
         job = st.job or await self._fresh_job(st)
         if job is None or st.progress_ts is None or not job.chat_channel:
             return
+        if not priority and (job.state is JobState.VERIFYING or job.state.terminal):
+            return  # the migration is over: the final edit shows how it ended, once
         await self._gate.wait(priority=priority)  # the workspace's edit budget; render after waiting for it
+        if not priority and st.sample is not None and st.sample.phase is Phase.DONE:
+            return  # it ended while this edit waited for the gate: the final edit shows 100 %, once
         now = st.sample.at if st.sample is not None and not job.state.terminal else self._now()
         msg = progress_message(job, st.sample, st.decision, SLACK, now=now)
         st.last_flush = self._clock()

@@ -31,6 +31,7 @@ class StateChanged:
     actor: str | None
     detail: str
     at: datetime
+    approvers: tuple[str, ...] = ()  # everyone whose approval binds the job's plan now ("approved by a and b")
 
 
 @dataclass(frozen=True)

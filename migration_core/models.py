@@ -42,6 +42,7 @@ class MigrationOptions:
     mode: MigrationMode | None = None
     persistent: bool = True
     undefine_source: bool = False
+    keep_source: bool = False  # keep the shut-off definition (and copied images) on the source, as virsh does
     postcopy: bool = False
     postcopy_after_s: float | None = None
     auto_converge: bool = False
@@ -53,6 +54,52 @@ class MigrationOptions:
     tls: bool = False
     timeout_s: float | None = None
     reason: str | None = None
+    # Change control (issue 15): bypass a freeze (needs a reason and more approvers), the change ticket, and the
+    # window the move may start in (aware datetimes; None = as soon as approved / no deadline).
+    emergency: bool = False
+    ticket: str | None = None
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+
+
+# Change-control options added after plans were first stored: left out of the plan hash while they keep their
+# defaults, so approvals given before the upgrade still bind the same plans.
+_LATER_OPTIONS: Mapping[str, object] = {"emergency": False, "ticket": None, "not_before": None, "not_after": None}
+
+
+@dataclass(frozen=True)
+class GroupNeed:
+    """`count` of a job's approvers must be members of `group` (an owners' rule of the policy file)."""
+
+    group: str
+    count: int = 1
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class ApprovalRequirement:
+    """How many distinct approvers a job needs and from which groups, with the reasons (shown on the card).
+
+    Computed once when the plan is made (migration_core.dispatch.approvals) and kept with the plan, so the card,
+    the service and a restarted replica agree on it. `total` already covers the sum of the group needs.
+    """
+
+    total: int
+    groups: tuple[GroupNeed, ...] = ()
+    reasons: tuple[str, ...] = ()
+    emergency: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> ApprovalRequirement:
+        return ApprovalRequirement(
+            total=int(data["total"]),
+            groups=tuple(GroupNeed(g["group"], int(g["count"]), g.get("why", "")) for g in data.get("groups", ())),
+            reasons=tuple(data.get("reasons", ())),
+            emergency=bool(data.get("emergency", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -65,9 +112,15 @@ class MigrationRequest:
 
 
 class CheckStatus(StrEnum):
-    """Outcome of one preflight or verification check."""
+    """Outcome of one preflight or verification check.
+
+    INFO: something the operator should know that is not a risk (e.g. "the old copy on hostB is replaced");
+    SKIPPED: the check did not run (e.g. no guest agent): never shown or counted as passed.
+    """
 
     PASS = "pass"
+    INFO = "info"
+    SKIPPED = "skipped"
     WARN = "warn"
     FAIL = "fail"
 
@@ -87,9 +140,10 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Whether pre-copy converges, from the measured dirty rate and the link bandwidth.
+    """How the move is predicted to go: converges?, total time and downtime with their p10-p90 range, basis.
 
-    `converges=None` means it could not be predicted (e.g. offline, or no dirty rate); `verdict` says why.
+    `converges=None` means it could not be predicted (e.g. no link bandwidth); `verdict` says why. Built by
+    `planning.estimate.to_prediction`.
     """
 
     converges: bool | None
@@ -99,17 +153,51 @@ class Prediction:
     bandwidth_mib_s: float | None
     passes: int | None
     verdict: str
+    # The range and what it rests on (planning/estimate.py); absent in plans stored before issue 12.
+    total_p10_s: float | None = None
+    total_p90_s: float | None = None
+    downtime_p10_ms: float | None = None
+    downtime_p90_ms: float | None = None
+    basis: str = ""
+    samples: int = 0
+    mode: str = ""  # the estimate's mode family, e.g. "pre-copy", "post-copy+parallel"
+    # The uncalibrated model's figures and its main inputs, kept so the finished run can calibrate later ones.
+    model_total_s: float | None = None
+    model_downtime_ms: float | None = None
+    transferable_bytes: int | None = None
+    disk_bytes: int = 0
+    postcopy_switch_s: float | None = None  # post-copy needed: the estimate assumed the switch after this long
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "converges": self.converges,
-            "total_s": self.total_s,
-            "downtime_ms": self.downtime_ms,
-            "dirty_rate_mib_s": self.dirty_rate_mib_s,
-            "bandwidth_mib_s": self.bandwidth_mib_s,
-            "passes": self.passes,
-            "verdict": self.verdict,
-        }
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MoveSample:
+    """One finished migration, as the store keeps it for calibration (planning/estimate.py): the model's
+    uncalibrated figures for its inputs, what the card predicted, and what was measured."""
+
+    vm_uuid: str
+    vm: str
+    source: str
+    destination: str
+    family: str
+    finished_at: datetime
+    succeeded: bool
+    model_total_s: float
+    model_downtime_ms: float | None
+    predicted_total_s: float | None
+    predicted_downtime_ms: float | None
+    measured_total_s: float
+    measured_downtime_ms: float | None
+    memory_bytes_sent: int = 0  # memory_normal_bytes: all passes
+    disk_bytes_sent: int = 0
+    throughput_mib_s: float | None = None  # memory_bps at the end
+    passes: int | None = None
+    postcopy: bool = False
+    link_mib_s: float | None = None  # the declared link (or --bandwidth) the prediction used
+    disk_bytes: int = 0  # allocation of the disks --copy-storage sent
+    postcopy_switch_s: float | None = None  # post-copy: when the policy switched (pre-copy would not converge)
 
 
 @dataclass(frozen=True)
@@ -154,6 +242,9 @@ class Plan:
     recommendation: str | None = None
     vm_memory_bytes: int = 0
     vm_uuid: str = ""
+    # Who must approve (set by the service from the policy file; None: the built-in rule). Not in the hash:
+    # it is derived from what the hash covers and the policy.
+    approval: ApprovalRequirement | None = None
 
     @property
     def executable(self) -> bool:
@@ -169,8 +260,13 @@ class Plan:
 
     @property
     def hash(self) -> str:
+        request = asdict(self.request)
+        options = request["options"]
+        for key, default in _LATER_OPTIONS.items():
+            if options.get(key) == default:
+                del options[key]
         bound = {
-            "request": asdict(self.request),
+            "request": request,
             "source": self.source,
             "destination": self.destination,
             "mode": self.mode.value,
@@ -200,6 +296,7 @@ class Plan:
             "vm_uuid": self.vm_uuid,
             "request": _request_to_json(self.request),
             "hash": self.hash,
+            "approval": self.approval.to_json() if self.approval else None,
         }
 
     @staticmethod
@@ -224,6 +321,7 @@ class Plan:
             recommendation=data.get("recommendation"),
             vm_memory_bytes=int(data.get("vm_memory_bytes", 0)),
             vm_uuid=data.get("vm_uuid", ""),
+            approval=ApprovalRequirement.from_json(data["approval"]) if data.get("approval") else None,
         )
 
 
@@ -231,6 +329,8 @@ def _request_to_json(req: MigrationRequest) -> dict[str, Any]:
     opts = asdict(req.options)
     opts["mode"] = req.options.mode.value if req.options.mode else None
     opts["copy_storage"] = req.options.copy_storage.value if req.options.copy_storage else None
+    for key in ("not_before", "not_after"):
+        opts[key] = opts[key].isoformat() if opts[key] is not None else None
     return {"vm": req.vm, "destination": req.destination, "options": opts}
 
 
@@ -238,6 +338,8 @@ def _request_from_json(data: Mapping[str, Any]) -> MigrationRequest:
     opts = dict(data["options"])
     opts["mode"] = MigrationMode(opts["mode"]) if opts.get("mode") else None
     opts["copy_storage"] = CopyStorage(opts["copy_storage"]) if opts.get("copy_storage") else None
+    for key in ("not_before", "not_after"):
+        opts[key] = datetime.fromisoformat(opts[key]) if opts.get(key) else None
     return MigrationRequest(vm=data["vm"], destination=data["destination"], options=MigrationOptions(**opts))
 
 
@@ -276,6 +378,8 @@ class Approval:
     approved: bool
     plan_hash: str
     at: datetime
+    # The requirement's groups the approver was a member of when approving (for "1 more from @dba").
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -344,6 +448,8 @@ class ProgressSample:
     stalled_for_s: float = 0.0
     postcopy_requests: int = 0
     auto_converge_throttle_pct: int = 0
+    # Why the ETA moved later than the range announced on the card allows (shown live; not stored).
+    eta_note: str | None = None
 
 
 class ControlAction(StrEnum):
@@ -381,6 +487,7 @@ class VerificationSummary:
     throughput_mib_s: float | None = None
     iterations: int | None = None
     next_step: str | None = None
+    evidence: str | None = None  # what proves the guest alive on the destination (vCPU time, guest agent)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -13,19 +13,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from migration_core import logctx
-from migration_core.dispatch import policy
+from migration_core.dispatch import policy, windows
+from migration_core.dispatch.approvals import ApprovalSubject, required_approvals
 from migration_core.dispatch.dispatcher import Dispatcher, DispatcherConfig, JobMover
 from migration_core.errors import MigrateBotError, PolicyError, StateError
 from migration_core.events import EventSink, Notice, NoticeKind
 from migration_core.execution.executor import Executor
 from migration_core.inventory.hosts import Inventory
+from migration_core.inventory.policy_file import Policy
 from migration_core.models import Job, JobState, MigrationRequest, Plan
-from migration_core.service_api import ApproverCheck, HostStatus, QueuePosition
+from migration_core.service_api import ApproverCheck, FreezeStatus, GroupCheck, HostStatus, QueuePosition
 from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Journal, Store
 from migration_core.store.states import CANCELLABLE_STATES
 
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 class PlanMaker(Protocol):
     """Gathers facts and builds a plan (migration_core.preflight.runner.PreflightRunner implements it)."""
 
-    async def make_plan(self, request: MigrationRequest) -> Plan: ...
+    async def make_plan(self, request: MigrationRequest, *, reuse_dirty_rate_s: float = 0.0) -> Plan: ...
 
     async def host_status(self, name: str) -> tuple[bool, str, int | None]: ...
 
@@ -58,6 +60,15 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def policy_group_check(rules: Policy) -> GroupCheck:
+    """Group membership from the policy file's [groups] (console, tests, Slack without user groups)."""
+
+    async def check(user: str, group: str) -> bool:
+        return user in rules.members(group)
+
+    return check
+
+
 class MigrationService:
     """The core's service API. Create it, `await start()`, use it, `await close()`."""
 
@@ -74,6 +85,8 @@ class MigrationService:
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         journal: Journal | None = None,
+        rules: Policy | None = None,
+        group_check: GroupCheck | None = None,
     ) -> None:
         self.store = store
         self.journal = journal  # the executor's record writer (bot.wiring); flushed on close
@@ -84,6 +97,8 @@ class MigrationService:
         self.approver_check = approver_check
         self.config = config or ServiceConfig()
         self.clock = clock
+        self.rules = rules or Policy.default()  # the policy file (`policy` is the module of pure rules)
+        self.group_check = group_check or policy_group_check(self.rules)
         self._rate = policy.RateLimiter(self.config.requests_per_user_per_hour, 3600.0, monotonic)
         self._mover = JobMover(store, sink, clock)
         self.dispatcher = Dispatcher(
@@ -100,6 +115,7 @@ class MigrationService:
                 approval_ttl_s=self.config.approval_ttl_s,
             ),
             clock=clock,
+            freezes=self.rules.freezes,
         )
 
     async def start(self) -> None:
@@ -135,6 +151,25 @@ class MigrationService:
             assert err is not None
             await self.record_refusal(None, requester, "request", err, {"vm": request.vm})
             raise err
+        now = self.clock()
+        start, end = windows.resolve_schedule(
+            request.options.not_before, request.options.not_after, self.rules.schedule
+        )
+        request = replace(request, options=replace(request.options, not_before=start, not_after=end))
+        opts = request.options
+        for verdict in (
+            policy.check_ticket(opts.ticket, self.rules.ticket),
+            policy.check_schedule(start, end, now),
+            # A scheduled request is judged at its start: one made during a freeze for after it is fine.
+            policy.check_change_window(
+                opts.emergency, self.rules.freezes, max(now, start or now), self.rules.approvals.emergency
+            ),
+        ):
+            if not verdict.allowed:
+                err = verdict.error()
+                assert err is not None
+                await self.record_refusal(None, requester, "request", err, {"vm": request.vm, "code": verdict.code})
+                raise err
         destination = self.inventory.get(request.destination).name  # canonical spelling; unknown -> error
         active = await self.store.active_job_for_vm(request.vm)
         if active is not None:
@@ -171,8 +206,13 @@ class MigrationService:
             await self._mover.move(job, JobState.FAILED, None, text, error=text)
             raise MigrateBotError(text) from err
         if plan.executable:
+            if self.rules.path is not None:  # without a policy file the built-in rule stays as it was
+                subject = ApprovalSubject.of_plan(plan, policy.risk_reasons(plan), request.options.emergency)
+                plan = replace(plan, approval=required_approvals(subject, self.rules))
             need = policy.required_approvals(plan)
             detail = f"preflight passed; needs {need} approval{'s' if need > 1 else ''}"
+            if plan.approval is not None and plan.approval.groups:
+                detail += " (" + ", ".join(f"{n.count} from @{n.group}" for n in plan.approval.groups) + ")"
             return await self._mover.move(job, JobState.AWAITING_APPROVAL, None, detail, plan=plan)
         names = ", ".join(c.name for c in plan.failures)
         return await self._mover.move(
@@ -214,8 +254,11 @@ class MigrationService:
     @logctx.scoped(job_id="job_id", actor="actor")
     async def approve(self, job_id: int, actor: str) -> Job:
         job = await self._load(job_id, actor, "approve")
+        groups = frozenset(
+            [n.group for n in policy.requirement_of(job.plan).groups if await self.group_check(actor, n.group)]
+        )
         verdict = policy.check_approval(
-            job, actor, await self.approver_check(actor), self.clock(), self.config.approval_ttl_s
+            job, actor, await self.approver_check(actor), self.clock(), self.config.approval_ttl_s, groups
         )
         if not verdict.allowed:
             err = verdict.error()
@@ -223,9 +266,11 @@ class MigrationService:
             await self._refuse(job, job_id, actor, "approve", err)
             if verdict.code is policy.VerdictCode.EXPIRED:
                 await self.dispatcher.expire(job)
+            elif verdict.code is policy.VerdictCode.WINDOW_PASSED:
+                await self.dispatcher.expire(job, verdict.reason)
             raise err
         assert job.plan is not None  # awaiting approval always has a plan
-        await self.store.add_approval(job.id, actor, True, job.plan.hash)
+        await self.store.add_approval(job.id, actor, True, job.plan.hash, sorted(groups))
         job = await self.store.get_job(job.id)
         if verdict.remaining > 0:
             return job
@@ -373,6 +418,20 @@ class MigrationService:
             )
 
         return list(await asyncio.gather(*(one(n) for n in self.inventory.names())))
+
+    async def freezes(self) -> list[FreezeStatus]:
+        now = self.clock()
+        return [
+            FreezeStatus(
+                name=o.window.name,
+                start=o.start,
+                end=o.end,
+                in_force=o.contains(now),
+                rule=f"weekly {o.window.weekly.text} {o.window.timezone.key}" if o.window.weekly else "",
+                timezone=o.window.timezone.key,
+            )
+            for o in windows.upcoming(self.rules.freezes, now)
+        ]
 
     async def set_chat_refs(
         self, job_id: int, *, channel: str | None = None, thread: str | None = None, progress: str | None = None

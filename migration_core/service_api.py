@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from migration_core.models import Job, MigrationRequest, Plan
 
 # Answers "is this user an approver?" (the Slack layer resolves user groups; the console uses a static list).
 ApproverCheck = Callable[[str], Awaitable[bool]]
+# Answers "is this user a member of this group?" (Slack user groups where available, else the policy file's
+# [groups]); used for the owners' groups of the policy file (issue 15).
+GroupCheck = Callable[[str, str], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,18 @@ class QueuePosition:
     job_id: int
     place: int
     why: str
+
+
+@dataclass(frozen=True)
+class FreezeStatus:
+    """One occurrence of a change freeze (policy file): in force now, or the next one of its window."""
+
+    name: str
+    start: datetime
+    end: datetime
+    in_force: bool
+    rule: str = ""  # "weekly Mon-Fri 08:00-18:00 Europe/Berlin" for a recurring window, "" for an absolute one
+    timezone: str = "UTC"
 
 
 class MigrationServiceAPI(Protocol):
@@ -102,6 +118,10 @@ class MigrationServiceAPI(Protocol):
     async def queue(self) -> list[QueuePosition]: ...
 
     async def hosts(self) -> list[HostStatus]: ...
+
+    async def freezes(self) -> list[FreezeStatus]:
+        """The change freezes in force now and the next ones (empty without a policy file)."""
+        ...
 
     async def set_chat_refs(
         self, job_id: int, *, channel: str | None = None, thread: str | None = None, progress: str | None = None

@@ -7,7 +7,7 @@ from bot.blocks.fmt import STATE_ICON, STATE_LABEL, cut
 from bot.blocks.ir import Actions, Context, Dialect, Header, Message, Part, Text, paragraphs
 from bot.blocks.progress import progress_line
 from migration_core.models import Job, ProgressSample
-from migration_core.service_api import HostStatus, QueuePosition
+from migration_core.service_api import FreezeStatus, HostStatus, QueuePosition
 
 
 def job_line(job: Job, d: Dialect) -> str:
@@ -53,12 +53,31 @@ def hosts_message(hosts: list[HostStatus], d: Dialect) -> Message:
             f" · in {h.inbound_active}/{h.max_inbound or '∞'}"
             f" · out {h.outbound_active}/{h.max_outbound or '∞'}"
         )
-        lines.append(f"{icon} *{d.esc(h.name)}* `{d.esc(h.uri)}` — {d.esc(h.detail)}{vms}{slots}")
+        uri = f" `{d.esc(h.uri)}`" if h.uri else ""  # left out for people who are not approvers
+        lines.append(f"{icon} *{d.esc(h.name)}*{uri} — {d.esc(h.detail)}{vms}{slots}")
     if not lines:
         lines = ["No hosts in the inventory (MIGRATE_BOT_HOSTS)."]
     up = sum(1 for h in hosts if h.reachable)
     parts: list[Part] = [Header("Hosts"), *paragraphs(lines, max_parts=4)]
     return Message(f"Hosts: {up} of {len(hosts)} answer", tuple(parts))
+
+
+def freezes_message(freezes: list[FreezeStatus], d: Dialect) -> Message:
+    """`/migrate freezes`: the change freezes in force now, then the next ones (policy file)."""
+    lines = []
+    for f in freezes:
+        icon = "🧊" if f.in_force else "🗓️"
+        rule = f" ({d.esc(f.rule)})" if f.rule else ""
+        state = "*in force* until" if f.in_force else f"from {d.date(f.start)} to"
+        lines.append(f"{icon} *{d.esc(f.name)}*{rule}: {state} {d.date(f.end)}")
+    now = [f for f in freezes if f.in_force]
+    if not lines:
+        lines = ["No change freeze is in force or planned (MIGRATE_BOT_POLICY, [[freeze]])."]
+    parts: list[Part] = [Header("Change freezes"), *paragraphs(lines, max_parts=4)]
+    if now:
+        parts.append(Context(("During a freeze: `--emergency --reason TEXT` (more approvers), or wait",)))
+    summary = f"in force: {', '.join(f.name for f in now)}" if now else "none in force"
+    return Message(f"Change freezes: {summary}", tuple(parts))
 
 
 def text_message(text: str, d: Dialect, *, icon: str = "") -> Message:

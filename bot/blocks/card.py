@@ -19,7 +19,7 @@ from bot.blocks.ir import (
     Text,
     paragraphs,
 )
-from migration_core.dispatch.policy import approval_expires_at, required_approvals, risk_reasons
+from migration_core.dispatch.policy import approval_expires_at, required_approvals, risk_reasons, still_needed
 from migration_core.models import CheckResult, CheckStatus, Job, JobState, MigrationMode, Plan
 from migration_core.service_api import QueuePosition
 
@@ -35,12 +35,14 @@ def _kind(plan: Plan | None) -> str:
 
 
 def check_lines(checks: tuple[CheckResult, ...], d: Dialect) -> list[str]:
-    """Fails first, then warnings, each with its fix; passes folded into one line."""
+    """Fails first, then warnings, each with its fix, then information and skipped checks (with why: a check
+    that did not run is never folded into the passes); passes folded into one line."""
     lines: list[str] = []
-    for status in (CheckStatus.FAIL, CheckStatus.WARN):
+    for status in (CheckStatus.FAIL, CheckStatus.WARN, CheckStatus.INFO, CheckStatus.SKIPPED):
         for c in checks:
             if c.status is status:
-                lines.append(f"{CHECK_ICON[status]} *{d.esc(c.name)}*: {d.esc(c.reason)}")
+                skipped = "skipped — " if status is CheckStatus.SKIPPED else ""
+                lines.append(f"{CHECK_ICON[status]} *{d.esc(c.name)}*: {skipped}{d.esc(c.reason)}")
                 if c.fix:
                     lines.append(f"      ↳ _fix:_ {d.esc(c.fix)}")
     passed = [d.esc(c.name) for c in checks if c.status is CheckStatus.PASS]
@@ -72,9 +74,16 @@ def plan_lines(plan: Plan, d: Dialect) -> list[str]:
 
 
 def prediction_text(plan: Plan | None, d: Dialect) -> str:
+    """The estimate's one line: point, p10-p90 range, downtime, and what it rests on (planning/estimate.py).
+
+    Plans stored before the calibrated estimate have a verdict without a basis: it is shown as it was."""
     if plan is None or plan.prediction is None:
-        return "no prediction (offline, or the dirty rate could not be measured)"
-    return cut(d.esc(plan.prediction.verdict), 1900)
+        return "no prediction (the VM's memory or the link bandwidth is unknown)"
+    p = plan.prediction
+    text = p.verdict
+    if p.basis and p.basis not in text:
+        text = f"{text}; {p.basis}"
+    return cut(d.esc(text), 1900)
 
 
 def report_parts(plan: Plan, d: Dialect, *, pointer: str = "", max_parts: int = 2) -> list[Part]:
@@ -139,6 +148,12 @@ def status_line(job: Job, d: Dialect, ttl_s: float, queue: QueuePosition | None 
         need = required_approvals(job.plan)
         left = need - len(job.approvers)
         expires = d.date(approval_expires_at(job, ttl_s))
+        if job.plan is not None and job.plan.approval is not None:  # policy file: say who is still needed
+            needed = d.esc(still_needed(job)) or "no more approvals"
+            return (
+                f"{icon} *Waiting for approval* — needs {needed} "
+                f"(approved so far: {_approvals_so_far(job, d)}). Expires {expires}."
+            )
         return (
             f"{icon} *Waiting for approval* — {left} more approval(s) needed "
             f"(approved so far: {_approvals_so_far(job, d)}). Expires {expires}."
@@ -192,6 +207,26 @@ def _approval_actions(job: Job) -> Actions | None:
     return Actions(f"{APPROVAL_BLOCK}:{job.id}", (approve, deny))
 
 
+def _change_fields(job: Job, d: Dialect) -> list[tuple[str, str]]:
+    """The ticket and an emergency marker (policy file), only when set: a card holds at most 10 fields."""
+    opts = job.plan.request.options if job.plan else None
+    if opts is None or (opts.ticket is None and not opts.emergency):
+        return []
+    value = d.esc(opts.ticket) if opts.ticket else "_none_"
+    if opts.emergency:
+        value += " · 🚨 emergency (freeze bypass)"
+    return [("Ticket", value)]
+
+
+def _schedule_fields(job: Job, d: Dialect) -> list[tuple[str, str]]:
+    """When a scheduled move may start (--at / --window), only when it has a schedule."""
+    opts = job.plan.request.options if job.plan else None
+    if opts is None or opts.not_before is None:
+        return []
+    end = f" and {d.date(opts.not_after)}" if opts.not_after is not None else ""
+    return [("Scheduled", f"🕘 starts between {d.date(opts.not_before)}{end}")]
+
+
 def card_message(
     job: Job,
     d: Dialect,
@@ -224,6 +259,8 @@ def card_message(
         ("Mode", mode_label(plan, job.plan.request.options.mode if job.plan else None)),
         ("Requester", d.user(job.requester)),
         ("Reason", cut(d.esc(job.reason), 1900) if job.reason else "_none given_"),
+        *_change_fields(job, d),
+        *_schedule_fields(job, d),
         ("Prediction", prediction_text(plan, d)),
         ("Checks", checks_summary(plan)),
         ("Approvals", _approvals_so_far(job, d)),
@@ -233,7 +270,11 @@ def card_message(
         Text(status_line(job, d, ttl_s, queue)),
         Fields(tuple(fields)),
     ]
-    if plan is not None and job.state is JobState.AWAITING_APPROVAL:
+    if plan is not None and job.state is JobState.AWAITING_APPROVAL and plan.approval is not None:
+        if plan.approval.reasons:
+            text = f"⚠️ *{plan.approval.total} approvers needed:* " + d.esc("; ".join(plan.approval.reasons))
+            parts.append(Text(cut(text, 2900, pointer)))
+    elif plan is not None and job.state is JobState.AWAITING_APPROVAL:
         risks = risk_reasons(plan)
         if risks:
             parts.append(Text(cut("⚠️ *Two approvers needed:* " + d.esc("; ".join(risks)), 2900, pointer)))

@@ -10,7 +10,13 @@ BAR_WIDTH = 20
 _BAR_FULL = "█"
 _BAR_EMPTY = "░"
 
-CHECK_ICON = {CheckStatus.PASS: "✅", CheckStatus.WARN: "⚠️", CheckStatus.FAIL: "❌"}
+CHECK_ICON = {
+    CheckStatus.PASS: "✅",
+    CheckStatus.INFO: "ℹ️",
+    CheckStatus.SKIPPED: "⏭️",
+    CheckStatus.WARN: "⚠️",
+    CheckStatus.FAIL: "❌",
+}
 
 STATE_ICON = {
     JobState.REQUESTED: "📝",
@@ -125,13 +131,13 @@ def mode_label(plan: Plan | None, fallback: MigrationMode | None = None) -> str:
 
 
 def checks_summary(plan: Plan | None) -> str:
-    """'✅ 9  ⚠️ 1  ❌ 0' — the count per status."""
+    """'✅ 9  ⚠️ 1  ❌ 0' — the count per status (information and skipped checks only when there are any)."""
     if plan is None:
         return "not run yet"
     counts = {s: sum(1 for c in plan.checks if c.status is s) for s in CheckStatus}
-    return "  ".join(
-        f"{CHECK_ICON[s]} {counts[s]}" for s in (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)
-    )
+    shown = [s for s in CheckStatus if counts[s] or s in (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL)]
+    order = (CheckStatus.PASS, CheckStatus.INFO, CheckStatus.SKIPPED, CheckStatus.WARN, CheckStatus.FAIL)
+    return "  ".join(f"{CHECK_ICON[s]} {counts[s]}" for s in order if s in shown)
 
 
 def cut(text: str, limit: int, pointer: str = "") -> str:

@@ -35,6 +35,14 @@ def home_message(
         head = job_line(job, d) if job else f"*#{q.job_id}*"
         queued_lines.append(f"{q.place}. {head}\n      ↳ {d.esc(q.why)}")
     section("Queue", queued_lines, "empty")
+    scheduled = []
+    for j in active:
+        opts = j.plan.request.options if j.plan else None
+        if opts is not None and opts.not_before is not None and opts.not_before > now:
+            end = f" – {d.date(opts.not_after)}" if opts.not_after is not None else ""
+            scheduled.append(f"🕘 {job_line(j, d)}\n      ↳ starts {d.date(opts.not_before)}{end}")
+    if scheduled:  # only when something is scheduled: the Home tab of a bot without schedules stays as it was
+        section("Scheduled", scheduled, "nothing scheduled")
     parts.append(Divider())
     section("Recent", [job_line(j, d) for j in recent], "no migrations yet")
     parts.append(Context((f"Updated {d.date(now)}", "Type `/migrate help` in a channel to start")))

@@ -48,6 +48,8 @@ def decision_text(decision: Decision, d: Dialect) -> str:
 def progress_line(sample: ProgressSample) -> str:
     """One line for logs and the console: `[████░░…] 40% pre-copy it 3 · 112 MiB/s · ETA 25 s`."""
     eta = f" · ETA {fmt_duration_s(sample.eta_s)}" if sample.eta_s is not None else ""
+    if sample.eta_note:
+        eta += f" ({sample.eta_note})"
     stalled = f" · STALLED {fmt_duration_s(sample.stalled_for_s)}" if sample.stalled else ""
     return (
         f"[{bar(sample.percent)}] {fmt_pct(sample.percent)} {sample.phase.value} it {sample.iteration} · "
@@ -134,6 +136,8 @@ def progress_message(
         if sample.auto_converge_throttle_pct:
             fields.append(("Auto-converge throttle", f"{sample.auto_converge_throttle_pct}%"))
         parts.append(Fields(tuple(fields)))
+        if sample.eta_note and not job.state.terminal:
+            parts.append(Text(f"⏱ *ETA:* {d.esc(sample.eta_note)}"))
         if sample.stalled and not job.state.terminal:
             parts.append(
                 Text(
@@ -164,13 +168,21 @@ def notice_message(notice: Notice, d: Dialect) -> Message:
     )
 
 
+def _and(users: tuple[str, ...], d: Dialect) -> str:
+    """`alice`, `alice and bob`, `alice, bob and carol`."""
+    names = [d.user(u) for u in users]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def state_change_message(event: StateChanged, d: Dialect) -> Message | None:
     """A thread reply for the state changes that are decisions (approved, denied, expired, cancelled...)."""
     who = d.user(event.actor) if event.actor else None
     detail = f": {d.esc_refs(event.detail)}" if event.detail else ""
     by = f" by {who}" if who else ""
+    # Two approvers gave the approval together: credit both, not only the one whose click completed it.
+    approved_by = f" by {_and(event.approvers, d)}" if event.approvers else by
     texts = {
-        JobState.APPROVED: f"👍 Approved{by}; starting as soon as a slot is free",
+        JobState.APPROVED: f"👍 Approved{approved_by}; starting as soon as a slot is free",
         JobState.QUEUED: f"🕒 Queued{detail}",
         JobState.DENIED: f"⛔ Denied{by}{detail}",
         JobState.EXPIRED: f"⌛ Expired: nobody approved in time{detail}",

@@ -42,8 +42,13 @@ def summary_message(summary: VerificationSummary, job: Job, d: Dialect) -> Messa
     parts.append(Fields(tuple(fields)))
     if summary.checks:
         n_fail = sum(1 for c in summary.checks if c.status is CheckStatus.FAIL)
+        n_skip = sum(1 for c in summary.checks if c.status is CheckStatus.SKIPPED)
         head = "*Verification*" + (f" — {n_fail} check(s) failed" if n_fail else "")
-        parts.extend(paragraphs([head, *check_lines(summary.checks, d)], max_parts=2, pointer=pointer))
+        head += f" ({n_skip} not run)" if n_skip else ""
+        lines = [head]
+        if summary.evidence:
+            lines.append(f"*Guest:* {d.esc(summary.evidence)}")
+        parts.extend(paragraphs([*lines, *check_lines(summary.checks, d)], max_parts=2, pointer=pointer))
     if not ok:
         lines = [
             f"*Where the VM is now:* {d.esc(job.source)}: {d.esc(summary.source_state)}; "
@@ -53,6 +58,8 @@ def summary_message(summary: VerificationSummary, job: Job, d: Dialect) -> Messa
             lines.append(f"*Error:* {d.esc(job.error)}")
         lines.append(f"*Next step:* {d.esc(summary.next_step) if summary.next_step else 'see ' + pointer}")
         parts.extend(paragraphs(lines, max_parts=1, pointer=pointer))
-    parts.append(Context((f"Job #{job.id}", f"details: {pointer}")))
+    ticket = job.plan.request.options.ticket if job.plan else None
+    ctx = (f"Job #{job.id}", *([f"ticket {d.esc(ticket)}"] if ticket else []), f"details: {pointer}")
+    parts.append(Context(ctx))
     fallback = f"Migration of {job.vm} to {job.destination} {word}: {summary.headline}"
     return Message(cut(fallback, 300), tuple(parts), more=pointer)

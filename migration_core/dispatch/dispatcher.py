@@ -18,22 +18,36 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from migration_core import logctx
-from migration_core.dispatch.queue import limits_of, queue_notice, queue_places, waiting_reason
+from migration_core.dispatch.queue import (
+    limits_of,
+    queue_notice,
+    queue_notice_reason,
+    queue_places,
+    waiting_reason,
+)
 from migration_core.dispatch.recovery import resume_broken_postcopy
+from migration_core.dispatch.windows import fmt_instant, hold_reason
 from migration_core.errors import MigrateBotError
 from migration_core.events import EventSink, Notice, NoticeKind, StateChanged, SummaryReady
 from migration_core.execution.executor import Executor
 from migration_core.execution.types import ExecutionResult
 from migration_core.inventory.hosts import Inventory
+from migration_core.inventory.policy_file import FreezeWindow
 from migration_core.models import Job, JobState, MigrationRequest, Plan, VerificationSummary
+from migration_core.planning.estimate import sample_from_run
 from migration_core.service_api import QueuePosition
-from migration_core.store import EventKind, HostLimit, Store
+from migration_core.store import SUMMARY_DETAIL, EventKind, HostLimit, Store
 
 log = logging.getLogger(__name__)
 
+# The re-check before start reuses a dirty-rate measurement younger than this instead of measuring again: a
+# guest's working set does not change in minutes the way host facts can, and a new measurement would put the
+# whole dirty-rate window (3 s by default) between the approval and the start. The one owner of that age.
+RECHECK_DIRTY_RATE_MAX_AGE_S = 300.0
+
 
 class _Planner(Protocol):
-    async def make_plan(self, request: MigrationRequest) -> Plan: ...
+    async def make_plan(self, request: MigrationRequest, *, reuse_dirty_rate_s: float = 0.0) -> Plan: ...
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class DispatcherConfig:
     postcopy_retry_s: float = 10.0  # a broken post-copy is resumed every this long ...
     postcopy_give_up_s: float = 30 * 60.0  # ... until this long has passed (then: the summary's manual steps)
     postcopy_settle_s: float = 15.0  # link back: time for the stream to carry on by itself before pause + resume
+    dirty_rate_reuse_s: float = RECHECK_DIRTY_RATE_MAX_AGE_S  # the re-check before start reuses a younger measurement
 
 
 class JobMover:
@@ -78,7 +93,8 @@ class JobMover:
             )
             with logctx.job_context(source=moved.source or None):  # a new plan names the source
                 log.info("job %s: %s -> %s: %s", job.id, job.state.value, new.value, detail)
-                await self.sink.emit(StateChanged(job.id, job.state, new, actor, detail, self.clock()))
+                event = StateChanged(job.id, job.state, new, actor, detail, self.clock(), moved.approvers)
+                await self.sink.emit(event)
         return moved
 
 
@@ -96,6 +112,7 @@ class Dispatcher:
         sink: EventSink,
         config: DispatcherConfig,
         clock: Callable[[], datetime],
+        freezes: tuple[FreezeWindow, ...] = (),
     ) -> None:
         self.store = store
         self.inventory = inventory
@@ -105,6 +122,7 @@ class Dispatcher:
         self.sink = sink
         self.config = config
         self.clock = clock
+        self.freezes = freezes  # the policy file's change freezes: an approved move never starts inside one
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._runs: dict[int, asyncio.Task[None]] = {}
@@ -153,10 +171,12 @@ class Dispatcher:
             if taken is not None:
                 self._taken_from[job.id] = job.owner
                 self._spawn(taken, recovering=True)
+        await self._expire_missed_windows()
         limits = limits_of(self.inventory)
-        await self._claim_runnable(limits)
-        if await self._mark_waiting(limits):
-            await self._claim_runnable(limits)  # approved during this tick, with a free slot: start it now
+        held = await self._held()
+        await self._claim_runnable(limits, frozenset(held))
+        if await self._mark_waiting(limits, held):
+            await self._claim_runnable(limits, frozenset(held))  # approved during this tick, with a free slot
         for job_id, task in list(self._runs.items()):
             if not await self.store.renew_lease(job_id, self.config.replica_id, self.config.lease_s):
                 await self._lost_lease(job_id, task)
@@ -173,9 +193,10 @@ class Dispatcher:
 
     # ----- approvals that ran out, queue ------------------------------------------------------------------
 
-    async def expire(self, job: Job) -> Job:
-        """The approval window closed: the card loses its buttons; the requester must ask again."""
-        detail = f"no decision within {self.config.approval_ttl_s / 60:g} min; request it again if still needed"
+    async def expire(self, job: Job, why: str | None = None) -> Job:
+        """The approval window (or a scheduled start window, `why`) closed: the card loses its buttons; the
+        requester must ask again."""
+        detail = why or f"no decision within {self.config.approval_ttl_s / 60:g} min; request it again if still needed"
         try:
             return await self.mover.move(job, JobState.EXPIRED, None, detail)
         except MigrateBotError:  # decided or expired by someone else in the meantime
@@ -200,14 +221,49 @@ class Dispatcher:
         jobs = await self.store.jobs_in_states([JobState.APPROVED, JobState.QUEUED])
         return sorted((j for j in jobs if j.owner is None), key=lambda j: (j.created_at, j.id))
 
-    async def _claim_runnable(self, limits: dict[str, HostLimit]) -> None:
+    async def _held(self) -> dict[int, str]:
+        """Approved jobs that must not start now, with why (not yet their scheduled time, a change freeze):
+        they are not claimed."""
+        held: dict[int, str] = {}
+        for job in await self._waiting():
+            why = self._hold(job)
+            if why is not None:
+                held[job.id] = why
+        return held
+
+    def _hold(self, job: Job) -> str | None:
+        opts = job.plan.request.options if job.plan is not None else None
+        if opts is None:
+            return None
+        return hold_reason(opts.emergency, self.freezes, self.clock(), opts.not_before, opts.not_after)
+
+    async def _expire_missed_windows(self) -> None:
+        """A scheduled job that has not started by the end of its window expires, saying why it waited."""
+        now = self.clock()
+        for job in await self._waiting():
+            opts = job.plan.request.options if job.plan is not None else None
+            if opts is None or opts.not_after is None or now < opts.not_after:
+                continue
+            waited = self._queued_reason.get(job.id)
+            why = f" ({queue_notice_reason(waited).removeprefix('waiting: ')})" if waited else ""
+            detail = (
+                f"its start window ended at {fmt_instant(opts.not_after)} before it could start{why}; "
+                "nothing was changed: request it again with a new --at or --window"
+            )
+            with contextlib.suppress(MigrateBotError):  # started or moved by another replica in the meantime
+                await self.mover.move(job, JobState.EXPIRED, None, detail)
+                self._queued_reason.pop(job.id, None)
+
+    async def _claim_runnable(self, limits: dict[str, HostLimit], held: frozenset[int] = frozenset()) -> None:
         while True:
-            claimed = await self.store.claim_next_runnable(self.config.replica_id, self.config.lease_s, limits=limits)
+            claimed = await self.store.claim_next_runnable(
+                self.config.replica_id, self.config.lease_s, limits=limits, exclude=held
+            )
             if claimed is None:
                 return
             self._spawn(claimed)
 
-    async def _mark_waiting(self, limits: dict[str, HostLimit]) -> bool:
+    async def _mark_waiting(self, limits: dict[str, HostLimit], held: dict[int, str] | None = None) -> bool:
         """Queue (with the reason and place) every approved job that cannot start; True if one could start.
 
         A job approved after this tick's claims has free slots and no reason to wait: calling it "queued"
@@ -218,7 +274,7 @@ class Dispatcher:
         places = queue_places(waiting)
         startable = False
         for job in waiting:
-            why = waiting_reason(job, load, limits)
+            why = (held or {}).get(job.id) or waiting_reason(job, load, limits)
             if why is None:
                 startable = True
                 continue
@@ -238,8 +294,13 @@ class Dispatcher:
         limits = limits_of(self.inventory)
         waiting = await self._waiting()
         places = queue_places(waiting)
+        held = await self._held()
         return [
-            QueuePosition(job.id, places[job.id], waiting_reason(job, load, limits) or "waiting for a free slot")
+            QueuePosition(
+                job.id,
+                places[job.id],
+                held.get(job.id) or waiting_reason(job, load, limits) or "waiting for a free slot",
+            )
             for job in waiting
         ]
 
@@ -267,7 +328,11 @@ class Dispatcher:
             if job.state in (JobState.RUNNING, JobState.VERIFYING):
                 await self._reattach(job)
             elif job.state in (JobState.APPROVED, JobState.QUEUED):
-                await self._start(job)
+                why = self._hold(job)  # a job taken over (or claimed just before a freeze began) is checked too
+                if why is None:
+                    await self._start(job)
+                else:
+                    log.info("job %s: not starting now (%s); it stays queued", job.id, why)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # never leave a job hanging without a record
@@ -286,7 +351,9 @@ class Dispatcher:
     async def _start(self, job: Job) -> None:
         assert job.plan is not None
         try:
-            plan = await self.planner.make_plan(job.plan.request)
+            # Every fact is read again; a dirty rate measured minutes ago (at the request) still holds, and
+            # measuring it again would put the whole window between the approval and the start.
+            plan = await self.planner.make_plan(job.plan.request, reuse_dirty_rate_s=self.config.dirty_rate_reuse_s)
         except MigrateBotError as err:
             await self.mover.move(job, JobState.FAILED, None, f"re-check before start failed: {err}", error=str(err))
             return
@@ -345,9 +412,36 @@ class Dispatcher:
         error = None if outcome is JobState.SUCCEEDED else (result.error or summary.headline)
         # The summary is written before the job is closed: if the process dies in between, the restarted bot
         # finds the job still verifying and verifies again, rather than a closed job without its summary.
-        await self.store.record_event(job.id, EventKind.NOTICE, None, "summary", summary.to_json())
+        await self.store.record_event(job.id, EventKind.NOTICE, None, SUMMARY_DETAIL, summary.to_json())
         await self.mover.move(job, outcome, result.aborted_by, summary.headline, error=error)
+        await self._record_sample(job, plan, result, summary)
         await self.sink.emit(SummaryReady(summary))
+
+    async def _record_sample(self, job: Job, plan: Plan, result: ExecutionResult, summary: VerificationSummary) -> None:
+        """Keep the predicted and measured figures for calibration (planning/estimate.py). A failed or
+        aborted run is kept too (marked), so `calibration` can count it, but estimates never learn from it.
+        Never fails the job: calibration is an improvement, not a duty."""
+        if plan.prediction is None:
+            return
+        sample = sample_from_run(
+            plan.prediction,
+            vm_uuid=plan.vm_uuid,
+            vm=plan.request.vm,
+            source=plan.source,
+            destination=plan.destination,
+            finished_at=self.clock(),
+            succeeded=summary.outcome is JobState.SUCCEEDED and result.aborted_by is None,
+            total_s=summary.total_s,
+            downtime_ms=summary.downtime_ms,
+            stats=dict(result.completed.values) if result.completed is not None else {},
+            postcopy=result.postcopy,
+        )
+        if sample is None:
+            return
+        try:
+            await self.store.add_move_sample(sample, job.id)
+        except MigrateBotError as err:
+            log.warning("job %s: could not record its calibration sample: %s", job.id, err)
 
     # ----- restart recovery -------------------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ Rules (issue 6):
 - the approval window closes `ttl_s` after the request was made (`Job.created_at`);
 - requests may be limited to an allowlist of users and of channels; controls (abort, post-copy, downtime,
   bandwidth) belong to approvers and the requester.
+- with a policy file (issue 15) the plan carries its ApprovalRequirement (numbers and owners' groups, see
+  dispatch/approvals.py): members of a needed group may approve, and an approval that would not reduce what is
+  still needed (the places left all belong to a group the approver is not in) is refused, saying who is needed.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from migration_core.dispatch.approvals import describe_outstanding, outstanding
+from migration_core.dispatch.windows import fmt_instant, frozen_until
 from migration_core.errors import MigrateBotError, PolicyError, StateError
-from migration_core.models import Job, JobState, Plan
+from migration_core.inventory.policy_file import FreezeWindow, TicketRule
+from migration_core.models import Approval, ApprovalRequirement, Job, JobState, Plan
 
 # libvirt flag names that make a plan risky (the planner writes them; options are checked too).
 _POSTCOPY_FLAGS = frozenset({"VIR_MIGRATE_POSTCOPY"})
@@ -48,16 +54,24 @@ class VerdictCode(StrEnum):
     SELF_APPROVAL = "self_approval"
     NOT_APPROVER = "not_approver"
     ALREADY_APPROVED = "already_approved"
+    NOT_IN_GROUP = "not_in_group"
     ALREADY_DECIDED = "already_decided"
     EXPIRED = "expired"
     NOT_REQUESTER = "not_requester"
     WRONG_CHANNEL = "wrong_channel"
     NOT_ALLOWED = "not_allowed"
     RATE_LIMITED = "rate_limited"
+    FROZEN = "frozen"
+    NOT_FROZEN = "not_frozen"
+    TICKET_MISSING = "ticket_missing"
+    TICKET_INVALID = "ticket_invalid"
+    SCHEDULE_PAST = "schedule_past"
+    WINDOW_PASSED = "window_passed"
+    SCHEDULE_TOO_FAR = "schedule_too_far"
 
 
 # Refusals about the job's state rather than about the person.
-_STATE_CODES = frozenset({VerdictCode.ALREADY_DECIDED, VerdictCode.EXPIRED})
+_STATE_CODES = frozenset({VerdictCode.ALREADY_DECIDED, VerdictCode.EXPIRED, VerdictCode.WINDOW_PASSED})
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,7 @@ class ApprovalVerdict(Verdict):
 
     remaining: int = 0
     required: int = NORMAL_APPROVALS
+    still_needed: str = ""  # "1 more from @dba" after this approval ("" when it completes the job)
 
 
 @dataclass(frozen=True)
@@ -132,10 +147,31 @@ def risk_reasons(plan: Plan) -> list[str]:
 
 
 def required_approvals(plan: Plan | None) -> int:
-    """2 distinct approvers for a risky plan, else 1 (a job without a plan cannot be approved: still 1)."""
+    """How many distinct approvers: the plan's requirement (policy file) if it has one, else 2 for a risky plan
+    and 1 otherwise (a job without a plan cannot be approved: still 1)."""
     if plan is None:
         return NORMAL_APPROVALS
+    if plan.approval is not None:
+        return plan.approval.total
     return RISKY_APPROVALS if risk_reasons(plan) else NORMAL_APPROVALS
+
+
+def requirement_of(plan: Plan | None) -> ApprovalRequirement:
+    """The plan's ApprovalRequirement, or the built-in rule's as one (no groups)."""
+    if plan is not None and plan.approval is not None:
+        return plan.approval
+    return ApprovalRequirement(required_approvals(plan))
+
+
+def current_approvals(job: Job) -> tuple[Approval, ...]:
+    """The approvals (not denials) given for the job's current plan."""
+    current = job.plan.hash if job.plan else None
+    return tuple(a for a in job.approvals if a.approved and (current is None or a.plan_hash == current))
+
+
+def still_needed(job: Job) -> str:
+    """'1 more from @dba' / '2 more approvals' / '' for a job's current approvals."""
+    return describe_outstanding(outstanding(requirement_of(job.plan), current_approvals(job)))
 
 
 def approval_expires_at(job: Job, ttl_s: float) -> datetime:
@@ -168,14 +204,22 @@ def _decided_reason(job: Job) -> str:
 
 
 def check_approval(
-    job: Job, actor: str, actor_is_approver: bool, now: datetime, ttl_s: float
+    job: Job,
+    actor: str,
+    actor_is_approver: bool,
+    now: datetime,
+    ttl_s: float,
+    actor_groups: frozenset[str] = frozenset(),
 ) -> ApprovalVerdict:
     """May `actor` approve `job` now? Refusals name the rule; acceptance says how many more are needed.
 
-    Order matters: a decided job answers "already decided" to everybody (idempotent double clicks), then
-    expiry, then the person rules.
+    `actor_groups`: the groups of the job's requirement that `actor` is a member of. Order matters: a decided
+    job answers "already decided" to everybody (idempotent double clicks), then expiry, then the person rules.
     """
     required = required_approvals(job.plan)
+    requirement = requirement_of(job.plan)
+    needed_groups = {n.group for n in requirement.groups}
+    actor_groups = frozenset(actor_groups & needed_groups)
     if job.state is not JobState.AWAITING_APPROVAL:
         return ApprovalVerdict(False, VerdictCode.ALREADY_DECIDED, _decided_reason(job), required=required)
     expires = approval_expires_at(job, ttl_s)
@@ -187,6 +231,15 @@ def check_approval(
             f"({ttl_s / 60:g} min after the request); ask the requester to run /migrate again",
             required=required,
         )
+    opts = job.plan.request.options if job.plan is not None else None
+    if opts is not None and opts.not_after is not None and now >= opts.not_after:
+        return ApprovalVerdict(
+            False,
+            VerdictCode.WINDOW_PASSED,
+            f"the start window of job {job.id} ended at {fmt_instant(opts.not_after)} before it was approved; "
+            "ask the requester to run /migrate again with a new --at or --window",
+            required=required,
+        )
     if actor == job.requester:
         return ApprovalVerdict(
             False,
@@ -194,12 +247,14 @@ def check_approval(
             "you requested this; another approver must approve it",
             required=required,
         )
-    if not actor_is_approver:
+    if not actor_is_approver and not actor_groups:
+        groups = ", ".join(f"@{g}" for g in sorted(needed_groups))
+        also = f" or in {groups}" if groups else ""
         return ApprovalVerdict(
             False,
             VerdictCode.NOT_APPROVER,
             "you are not an approver for migrations; ask someone in the approvers group "
-            "(MIGRATE_BOT_APPROVER_GROUP / MIGRATE_BOT_APPROVERS)",
+            f"(MIGRATE_BOT_APPROVER_GROUP / MIGRATE_BOT_APPROVERS){also}",
             required=required,
         )
     approvers = job.approvers
@@ -211,8 +266,21 @@ def check_approval(
             "approval(s) from someone else",
             required=required,
         )
-    remaining = max(0, required - len(set(approvers)) - 1)
-    return ApprovalVerdict(True, VerdictCode.OK, "", remaining=remaining, required=required)
+    given = current_approvals(job)
+    before = outstanding(requirement, given)
+    mine = Approval(job.id, actor, True, job.plan.hash if job.plan else "", now, tuple(sorted(actor_groups)))
+    after = outstanding(requirement, (*given, mine))
+    if after.total >= before.total:
+        return ApprovalVerdict(
+            False,
+            VerdictCode.NOT_IN_GROUP,
+            f"job {job.id} still needs {describe_outstanding(before)}, and you are not a member of "
+            f"{'that group' if len(before.groups) == 1 else 'those groups'}; your approval would not count",
+            required=required,
+        )
+    return ApprovalVerdict(
+        True, VerdictCode.OK, "", remaining=after.total, required=required, still_needed=describe_outstanding(after)
+    )
 
 
 def check_denial(job: Job, actor: str, actor_is_approver: bool, now: datetime, ttl_s: float) -> Verdict:
@@ -252,6 +320,79 @@ def may_request(
             False,
             VerdictCode.WRONG_CHANNEL,
             f"migrations are requested in {where} only (MIGRATE_BOT_CHANNELS); run /migrate there",
+        )
+    return _OK
+
+
+def check_change_window(
+    emergency: bool, freezes: Iterable[FreezeWindow], now: datetime, emergency_approvers: int
+) -> Verdict:
+    """May a migration be requested at `now`? Not during a freeze, unless it is an emergency (--emergency with
+    --reason, checked by the grammar); --emergency outside a freeze is refused so nobody asks three people
+    for nothing."""
+    frozen = frozen_until(freezes, now)
+    if frozen is None:
+        if emergency:
+            return Verdict(
+                False,
+                VerdictCode.NOT_FROZEN,
+                "no change freeze is in force, so --emergency does not apply; request it again without "
+                "--emergency (see `/migrate freezes`)",
+            )
+        return _OK
+    if emergency:
+        return _OK
+    occurrence, until = frozen
+    return Verdict(
+        False,
+        VerdictCode.FROZEN,
+        f"changes are frozen: '{occurrence.window.name}' is in force until "
+        f"{fmt_instant(until, occurrence.window)}. Request it again after that, or, if it cannot wait, add "
+        f'--emergency --reason "why" (it then needs {emergency_approvers} approvers)',
+    )
+
+
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
+
+
+def check_schedule(not_before: datetime | None, not_after: datetime | None, now: datetime) -> Verdict:
+    """Is a start window (already resolved to aware instants) usable: not over, not more than 30 days away?"""
+    if not_before is None or not_after is None:
+        return _OK
+    if not_after <= now:
+        return Verdict(
+            False,
+            VerdictCode.SCHEDULE_PAST,
+            f"the start window ended at {fmt_instant(not_after)}, before this request; give a later --at or "
+            "--window (times without a zone are read in the policy file's [schedule] timezone)",
+        )
+    if not_before - now > MAX_SCHEDULE_AHEAD:
+        return Verdict(
+            False,
+            VerdictCode.SCHEDULE_TOO_FAR,
+            f"{fmt_instant(not_before)} is more than 30 days away; request it closer to the time "
+            "(the plan would be stale by then)",
+        )
+    return _OK
+
+
+def check_ticket(ticket: str | None, rule: TicketRule) -> Verdict:
+    """Is the change ticket acceptable under the policy file's [ticket] rule?"""
+    if ticket is None:
+        if rule.required:
+            example = f" matching {rule.pattern.pattern}" if rule.pattern is not None else ""
+            return Verdict(
+                False,
+                VerdictCode.TICKET_MISSING,
+                f"a change ticket is required (policy file [ticket] required = true); add --ticket ID{example}",
+            )
+        return _OK
+    if rule.pattern is not None and not rule.pattern.search(ticket):
+        return Verdict(
+            False,
+            VerdictCode.TICKET_INVALID,
+            f"ticket `{ticket}` does not match the policy's pattern {rule.pattern.pattern}; "
+            "check the id in your change system",
         )
     return _OK
 
@@ -333,9 +474,15 @@ __all__ = [
     "VerdictCode",
     "approval_expires_at",
     "check_approval",
+    "check_change_window",
     "check_denial",
+    "check_schedule",
+    "check_ticket",
+    "current_approvals",
     "may_control",
     "may_request",
     "required_approvals",
+    "requirement_of",
     "risk_reasons",
+    "still_needed",
 ]

@@ -28,16 +28,18 @@ from migration_core.events import (
     SummaryReady,
 )
 from migration_core.execution.base import RunState
+from migration_core.execution.cleanup import remove_source_copies
 from migration_core.execution.controls import ControlsMixin
 from migration_core.execution.convergence import ConvergenceController
 from migration_core.execution.outcome import true_outcome
 from migration_core.execution.prep import Route, prepare_storage, route
-from migration_core.execution.progress import ProgressTracker, observation_from
+from migration_core.execution.progress import ProgressTracker, announced_eta, observation_from
 from migration_core.execution.types import ExecutionResult
 from migration_core.execution.verify import verify
 from migration_core.hypervisor.jobstats import parse_job_stats, reading_from_job_stats
 from migration_core.hypervisor.types import DomainNotFound, JobAborted, JobStats, JobType
 from migration_core.models import (
+    CheckStatus,
     ControlAction,
     Decision,
     JobState,
@@ -163,8 +165,12 @@ class Executor(ControlsMixin):
             self.hypervisor.forget_completed(plan.vm_uuid)
             if not resume:
                 for disk in await prepare_storage(self.hypervisor, r):
-                    if disk.action == "created":
-                        text = f"pre-created {disk.path} on {r.destination.name} for the copy of {disk.target}"
+                    if disk.action in ("created", "replaced"):
+                        stale = " (replacing a stale copy left there earlier)" if disk.action == "replaced" else ""
+                        text = (
+                            f"pre-created a thin {disk.path} on {r.destination.name} for the copy of {disk.target}"
+                            + stale
+                        )
                         await self._notice(run, NoticeKind.INFO, text)
             if run.controller is not None and not resume:
                 await self.hypervisor.set_max_downtime(r.source.uri, r.vm, run.controller.initial_downtime_ms)
@@ -237,6 +243,7 @@ class Executor(ControlsMixin):
             )
 
     def _new_run(self, job_id: int, plan: Plan, r: Route) -> RunState:
+        """A fresh run's state: controller (live moves), progress tracker seeded with the card's estimate."""
         controller = None
         if r.live:
             controller = ConvergenceController(plan.policy, memory_bytes=plan.vm_memory_bytes)
@@ -247,7 +254,7 @@ class Executor(ControlsMixin):
             route=r,
             controller=controller,
             state=controller.initial_state() if controller else None,
-            tracker=ProgressTracker(job_id, stall_after_s=stall_after),
+            tracker=ProgressTracker(job_id, stall_after_s=stall_after, announced=announced_eta(plan)),
             started_at=self.clock(),
         )
 
@@ -415,12 +422,19 @@ class Executor(ControlsMixin):
         )
 
     async def summarize(self, plan: Plan, result: ExecutionResult, *, emit: bool = True) -> VerificationSummary:
-        """Verify the outcome on both hosts (verify.verify) and, unless `emit=False`, emit SummaryReady.
+        """Verify the outcome on both hosts (verify.verify), then keep one owner per VM (cleanup: the source's
+        definition and copied images go, unless --keep-source) and, unless `emit=False`, emit SummaryReady.
 
         The service's dispatcher passes `emit=False` and emits the summary itself once the job's final state is
         stored, so front ends get it exactly once and after the state change.
         """
         summary = await verify(plan, self.hypervisor, result)
+        cleaned = await remove_source_copies(plan, summary, self.hypervisor, result.source_uri, result.destination_uri)
+        if cleaned:
+            state = summary.source_state
+            if any(c.name == "source_definition" and c.status is CheckStatus.INFO for c in cleaned):
+                state = "absent (not defined): its definition was removed after the move was verified"
+            summary = replace(summary, checks=(*summary.checks, *cleaned), source_state=state)
         if emit:
             await self._emit(SummaryReady(summary))
         return summary

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from migration_core.errors import StateError
 from migration_core.facts.domxml import parse_domain
 from migration_core.facts.gathered import DiskSourceKind
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
@@ -62,16 +63,20 @@ class PreparedDisk:
 
     target: str
     path: str
-    action: str  # "exists", "in pool" (libvirt creates it), "created"
+    action: str  # "created" (thin, by the bot), "replaced" (a stale image was there), "exists" (inc), "in pool"
 
 
 async def prepare_storage(hypervisor: Hypervisor, r: Route) -> tuple[PreparedDisk, ...]:
     """For --copy-storage: make sure every disk to copy can be written at the same path on the destination.
 
-    libvirt pre-creates a missing image only inside a destination storage pool, and trusts its pool cache
-    (lab.md P4, P5). So: refresh the destination's pools; an existing image is left alone (libvirt skips
-    it); a path in a pool is left to libvirt; anything else is pre-created with the source's virtual size
-    and format. Incremental copies (NON_SHARED_INC) need the backing chain already there: not created here.
+    --copy-storage all: the bot pre-creates every destination image itself, thin (no preallocation, qcow2 v3),
+    because libvirt's own pre-creation inside a pool allocates the whole virtual size (lab: a 64 MiB image with
+    8 MiB of data arrived with 64 MiB allocated; pre-created by the bot it arrives with 8 MiB), and libvirt
+    creates nothing outside a pool (lab.md P4). An image already at that path is a stale copy (e.g. left by an
+    earlier move with --keep-source) only if the destination's directory is proven NOT to be the source's
+    storage (Nova's probe file, `same_storage`): then it is deleted and re-created. Shared, or undecidable:
+    nothing is touched and the run stops, since overwriting a shared image destroys the source's disk.
+    --copy-storage inc needs the backing chain already there and copies into what exists: not created here.
     """
     if not r.flag_set & {"NON_SHARED_DISK", "NON_SHARED_INC"}:
         return ()
@@ -80,19 +85,44 @@ async def prepare_storage(hypervisor: Hypervisor, r: Route) -> tuple[PreparedDis
     facts = parse_domain(await hypervisor.domain_xml(src, r.vm, migratable=False))
     chosen = r.params.get("migrate_disks")
     wanted = set(chosen) if isinstance(chosen, list) else ({chosen} if isinstance(chosen, str) else None)
+    full = "NON_SHARED_DISK" in r.flag_set
     done: list[PreparedDisk] = []
     for disk in facts.disks:
         if not disk.copyable or disk.kind not in (DiskSourceKind.FILE, DiskSourceKind.BLOCK) or not disk.path:
             continue
         if wanted is not None and disk.target not in wanted:
             continue
-        if await hypervisor.path_exists(dst, disk.path):
-            done.append(PreparedDisk(disk.target, disk.path, "exists"))
-        elif await hypervisor.pool_for_directory(dst, os.path.dirname(disk.path)) is not None:
-            done.append(PreparedDisk(disk.target, disk.path, "in pool"))
-        elif "NON_SHARED_DISK" in r.flag_set:
-            size = await hypervisor.disk_capacity_bytes(src, r.vm, disk.target)
-            await hypervisor.create_volume(dst, disk.path, size, disk.format or "raw")
-            done.append(PreparedDisk(disk.target, disk.path, "created"))
+        exists = await hypervisor.path_exists(dst, disk.path)
+        if not full:
+            action = "exists" if exists else "in pool"
+            done.append(PreparedDisk(disk.target, disk.path, action))
+            continue
+        action = "created"
+        if exists is not False:
+            await _stale_or_stop(hypervisor, r, disk.path)
+            await hypervisor.delete_volume(dst, disk.path)
+            action = "replaced"
+        size = await hypervisor.disk_capacity_bytes(src, r.vm, disk.target)
+        await hypervisor.create_volume(dst, disk.path, size, disk.format or "raw")
+        done.append(PreparedDisk(disk.target, disk.path, action))
     log.info("storage prepared on %s: %s", r.destination.name, done)
     return tuple(done)
+
+
+async def _stale_or_stop(hypervisor: Hypervisor, r: Route, path: str) -> None:
+    """Raise unless the image at `path` on the destination is provably a separate (stale) copy."""
+    dst, where = r.destination.name, os.path.dirname(path)
+    shared = await hypervisor.same_storage(r.destination.uri, r.source.uri, where)
+    if shared is False:
+        return
+    if shared is True:
+        raise StateError(
+            f"{path} on {dst} is the source's own image ({where} is storage both hosts share): copying the disk "
+            "onto itself would destroy it; nothing was changed",
+            "migrate without --copy-storage (the disk is already shared), and plan again",
+        )
+    raise StateError(
+        f"could not tell whether the image at {path} on {dst} is a stale copy or the source's shared image "
+        "(the shared-storage probe could not run there); nothing was changed",
+        f"if it is a stale copy, delete it on {dst} (`virsh vol-delete {path}`) and plan again",
+    )

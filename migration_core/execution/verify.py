@@ -9,6 +9,8 @@ the measured downtime with the target, and on failure tells the operator the tru
 
 from __future__ import annotations
 
+import asyncio
+
 from migration_core.errors import HypervisorError
 from migration_core.execution.types import ExecutionResult
 from migration_core.execution.verify_checks import (
@@ -16,6 +18,7 @@ from migration_core.execution.verify_checks import (
     downtime_ms,
     failure_checks,
     failure_next_step,
+    liveness_check,
     measured_total_s,
     numbers_checks,
     success_checks,
@@ -39,8 +42,13 @@ def _flags(plan: Plan) -> frozenset[str]:
     return frozenset(f.removeprefix("VIR_MIGRATE_") for f in plan.flags)
 
 
-async def verify(plan: Plan, hypervisor: Hypervisor, result: ExecutionResult) -> VerificationSummary:
-    """Check the outcome on both hosts and build the summary (never raises for an unreachable host)."""
+async def verify(
+    plan: Plan, hypervisor: Hypervisor, result: ExecutionResult, *, liveness_window_s: float = 1.0
+) -> VerificationSummary:
+    """Check the outcome on both hosts and build the summary (never raises for an unreachable host).
+
+    Guest liveness: the destination's vCPU time is read twice, `liveness_window_s` apart (its vCPUs ran: the
+    guest executes), and the guest agent is pinged when one is configured."""
     vm = plan.vm_uuid or plan.request.vm
     seen: dict[str, DomainInfo | None] = {}
     errors: dict[str, str | None] = {}
@@ -51,10 +59,24 @@ async def verify(plan: Plan, hypervisor: Hypervisor, result: ExecutionResult) ->
             seen[side], errors[side] = None, str(err)
     agent: str | None = None
     dest = seen["destination"]
+    advance, why = None, None
+    if dest is not None and dest.state is DomainState.RUNNING:
+        advance, why = await _cpu_advance_ns(hypervisor, result.destination_uri, vm, liveness_window_s)
     if dest is not None and dest.active and await _agent_configured(hypervisor, result.destination_uri, vm):
         agent = await hypervisor.guest_agent_ping(result.destination_uri, vm)
-    observed = Observed(seen["source"], dest, errors["source"], errors["destination"], agent)
+    observed = Observed(
+        seen["source"], dest, errors["source"], errors["destination"], agent, advance, liveness_window_s, why
+    )
     return judge(plan, result, observed)
+
+
+async def _cpu_advance_ns(hypervisor: Hypervisor, uri: str, vm: str, window_s: float) -> tuple[int | None, str | None]:
+    try:
+        before = await hypervisor.cpu_time_ns(uri, vm)
+        await asyncio.sleep(window_s)
+        return await hypervisor.cpu_time_ns(uri, vm) - before, None
+    except HypervisorError as err:
+        return None, f"could not read the vCPU time ({err.message})"
 
 
 async def _agent_configured(hypervisor: Hypervisor, uri: str, vm: str) -> bool:
@@ -129,9 +151,17 @@ def judge(plan: Plan, result: ExecutionResult, seen: Observed) -> VerificationSu
         checks.extend(failure_checks(plan, result, seen))
         next_step = failure_next_step(plan, result, seen)
     checks.extend(numbers_checks(plan, result))
-    if outcome is JobState.SUCCEEDED and seen.agent is None and plan.mode is MigrationMode.LIVE:
-        checks.append(CheckResult("guest_agent", CheckStatus.PASS, "not checked: no guest agent configured"))
-    elif seen.agent is not None:
+    evidence: str | None = None
+    if outcome is JobState.SUCCEEDED and plan.mode is MigrationMode.LIVE:
+        alive = liveness_check(plan, seen)
+        checks.append(alive)
+        evidence = alive.reason
+        if seen.agent is None:
+            checks.append(CheckResult("guest_agent", CheckStatus.SKIPPED, "no guest agent configured"))
+        if alive.status is CheckStatus.FAIL:
+            outcome = JobState.FAILED
+            next_step = f"inspect {vm} on both hosts (`virsh list --all`) before anything else writes to its disks"
+    if seen.agent is not None:
         ok = seen.agent == "answered"
         checks.append(
             CheckResult(
@@ -158,6 +188,7 @@ def judge(plan: Plan, result: ExecutionResult, seen: Observed) -> VerificationSu
         throughput_mib_s=round(data / MIB / total_s, 1) if data and total_s else None,
         iterations=stats.get_int("memory_iteration") if stats and "memory_iteration" in stats.values else None,
         next_step=next_step,
+        evidence=evidence,
     )
 
 

@@ -20,6 +20,49 @@ class Observed:
     source_error: str | None = None
     destination_error: str | None = None
     agent: str | None = None  # "answered", "no answer: ...", or None when no agent is configured
+    # vCPU time the VM used on the destination over `liveness_window_s` right after the move (None: not read)
+    cpu_advance_ns: int | None = None
+    liveness_window_s: float = 1.0
+    liveness_error: str | None = None
+
+
+def liveness_check(plan: Plan, seen: Observed) -> CheckResult:
+    """Is the guest alive on the destination? Evidence without an agent: its vCPUs ran (vCPU time advanced over
+    about a second) while the source's copy is not running; with an agent, its answer as well. A check that
+    could not run says so (SKIPPED), never "passed"."""
+    name, b, vm = "guest_liveness", plan.destination, plan.request.vm
+    dst, src = seen.destination, seen.source
+    if dst is None or dst.state is not DomainState.RUNNING:
+        why = "it is not running there" if dst is not None else f"{b} did not answer"
+        return CheckResult(name, CheckStatus.SKIPPED, why)
+    evidence: list[str] = []
+    if seen.cpu_advance_ns is not None:
+        ms = seen.cpu_advance_ns / 1e6
+        if seen.cpu_advance_ns <= 0:
+            return CheckResult(
+                name,
+                CheckStatus.WARN,
+                f"{vm} is 'running' on {b} but its vCPUs did not run in {seen.liveness_window_s:.1f} s "
+                "(vCPU time did not advance): the guest may be hung",
+                f"look at its console on {b} (`virsh console {vm}`) and its QEMU log",
+            )
+        evidence.append(f"vCPU time +{ms:.1f} ms in {seen.liveness_window_s:.1f} s on {b}")
+    if seen.agent == "answered":
+        evidence.append("guest agent answered")
+    elif seen.agent is not None and not evidence:
+        return CheckResult(name, CheckStatus.WARN, f"the guest agent {seen.agent}", "log in to the guest and check it")
+    if not evidence:
+        why = seen.liveness_error or "vCPU time unreadable and no guest agent"
+        return CheckResult(name, CheckStatus.SKIPPED, why)
+    if src is not None and src.state is DomainState.RUNNING:
+        return CheckResult(
+            name,
+            CheckStatus.FAIL,
+            f"{vm} runs on {b} ({'; '.join(evidence)}) but the source's copy runs too",
+            "find out which copy is live before anything else writes to its disks",
+        )
+    src_note = f"{plan.source}'s copy is not running" if src is not None else f"{plan.source} did not answer"
+    return CheckResult(name, CheckStatus.PASS, f"alive: {'; '.join(evidence)}; {src_note}")
 
 
 def success_checks(plan: Plan, flags: frozenset[str], seen: Observed) -> list[CheckResult]:

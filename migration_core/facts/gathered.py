@@ -57,6 +57,7 @@ __all__ = [
     "CpuFacts",
     "CpuFeature",
     "CpuModelInfo",
+    "DefinitionElsewhere",
     "DestinationDomain",
     "DestinationNetwork",
     "DirtyRateSample",
@@ -153,6 +154,15 @@ class DestinationDomain:
     uuid: str
     active: bool
     persistent: bool | None = None
+
+
+@dataclass(frozen=True)
+class DefinitionElsewhere:
+    """A domain with the VM's UUID on a host of the inventory other than the source (split-brain hazard)."""
+
+    host: str
+    name: str
+    active: bool
 
 
 @dataclass(frozen=True)
@@ -270,6 +280,9 @@ class PreflightFacts:
     vm_persistent: bool | None = None
     vm_snapshots: int | None = None
     destination_domains: tuple[DestinationDomain, ...] | None = None
+    # Definitions of the VM's UUID on the other hosts (None: no host list; unanswered hosts are left out).
+    definitions_elsewhere: tuple[DefinitionElsewhere, ...] | None = None
+    hosts_unanswered: tuple[str, ...] = ()
     destination_networks: tuple[DestinationNetwork, ...] | None = None
     destination_bridges: frozenset[str] | None = None
     destination_netdevs: frozenset[str] | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeAlias
 
 from migration_core.errors import GrammarError
@@ -47,6 +48,11 @@ class HostsCommand:
 
 
 @dataclass(frozen=True)
+class FreezesCommand:
+    """`freezes`: the change freezes in force now and the next ones (policy file)."""
+
+
+@dataclass(frozen=True)
 class HelpCommand:
     """`help [<topic>]` (and empty text); `topic` is normalised to one of grammar_help.TOPICS."""
 
@@ -54,9 +60,9 @@ class HelpCommand:
 
 
 Command: TypeAlias = (
-    MigrateCommand | StatusCommand | CancelCommand | HistoryCommand | HostsCommand | HelpCommand
+    MigrateCommand | StatusCommand | CancelCommand | HistoryCommand | HostsCommand | FreezesCommand | HelpCommand
 )
-COMMAND_WORDS = ("plan", "status", "cancel", "history", "hosts", "help")
+COMMAND_WORDS = ("plan", "status", "cancel", "history", "hosts", "freezes", "help")
 
 
 def command_to_json(cmd: Command) -> dict[str, Any]:
@@ -70,6 +76,7 @@ def command_to_json(cmd: Command) -> dict[str, Any]:
             "mode": o.mode.value if o.mode else None,
             "persistent": o.persistent,
             "undefine_source": o.undefine_source,
+            "keep_source": o.keep_source,
             "postcopy": o.postcopy,
             "postcopy_after_s": o.postcopy_after_s,
             "auto_converge": o.auto_converge,
@@ -81,6 +88,10 @@ def command_to_json(cmd: Command) -> dict[str, Any]:
             "tls": o.tls,
             "timeout_s": o.timeout_s,
             "reason": o.reason,
+            "ticket": o.ticket,
+            "emergency": o.emergency,
+            "not_before": o.not_before.isoformat() if o.not_before else None,
+            "not_after": o.not_after.isoformat() if o.not_after else None,
         }
     if isinstance(cmd, StatusCommand):
         return {"command": "status", "target": cmd.target}
@@ -90,6 +101,8 @@ def command_to_json(cmd: Command) -> dict[str, Any]:
         return {"command": "history", "subject": cmd.subject, "limit": cmd.limit}
     if isinstance(cmd, HostsCommand):
         return {"command": "hosts"}
+    if isinstance(cmd, FreezesCommand):
+        return {"command": "freezes"}
     return {"command": "help", "topic": cmd.topic}
 
 
@@ -108,6 +121,7 @@ def command_to_text(cmd: Command) -> str:
             parts.append(f"--{o.mode.value}")
         parts += ["--transient"] if not o.persistent else []
         parts += ["--undefine-source"] if o.undefine_source else []
+        parts += ["--keep-source"] if o.keep_source else []
         parts += ["--postcopy"] if o.postcopy and o.postcopy_after_s is None else []
         parts += ["--postcopy-after", _seconds(o.postcopy_after_s)] if o.postcopy_after_s is not None else []
         parts += ["--auto-converge"] if o.auto_converge else []
@@ -124,6 +138,12 @@ def command_to_text(cmd: Command) -> str:
             parts.append("--reason=" + shlex.quote(o.reason))  # else the reason would read as an option
         elif o.reason is not None:
             parts += ["--reason", shlex.quote(o.reason)]
+        parts += ["--ticket", shlex.quote(o.ticket)] if o.ticket is not None else []
+        parts += ["--emergency"] if o.emergency else []
+        if o.not_before is not None and o.not_after is not None:
+            parts += ["--window", f"{o.not_before.isoformat()}/{o.not_after.isoformat()}"]
+        elif o.not_before is not None:
+            parts += ["--at", o.not_before.isoformat()]
         return " ".join(parts)
     if isinstance(cmd, StatusCommand):
         return "status" if cmd.target is None else f"status {cmd.target}"
@@ -134,6 +154,8 @@ def command_to_text(cmd: Command) -> str:
         return f"history{subject}" + (f" --limit {cmd.limit}" if cmd.limit != 20 else "")
     if isinstance(cmd, HostsCommand):
         return "hosts"
+    if isinstance(cmd, FreezesCommand):
+        return "freezes"
     return "help" if cmd.topic is None else f"help {cmd.topic}"
 
 
@@ -167,6 +189,8 @@ def command_from_json_unchecked(data: dict[str, Any]) -> Command:
             cmd = HistoryCommand(data["subject"], data["limit"])
         elif kind == "hosts":
             cmd = HostsCommand()
+        elif kind == "freezes":
+            cmd = FreezesCommand()
         elif kind == "help":
             cmd = HelpCommand(data["topic"])
         else:
@@ -197,6 +221,7 @@ def _migrate_from_json(data: dict[str, Any]) -> MigrateCommand:
         mode=MigrationMode(data["mode"]) if data["mode"] is not None else None,
         persistent=typed("persistent", bool, nullable=False),
         undefine_source=typed("undefine_source", bool, nullable=False),
+        keep_source=bool(data.get("keep_source", False)),
         postcopy=typed("postcopy", bool, nullable=False),
         postcopy_after_s=_float_or_none(typed("postcopy_after_s", int, float)),
         auto_converge=typed("auto_converge", bool, nullable=False),
@@ -208,10 +233,18 @@ def _migrate_from_json(data: dict[str, Any]) -> MigrateCommand:
         tls=typed("tls", bool, nullable=False),
         timeout_s=_float_or_none(typed("timeout_s", int, float)),
         reason=typed("reason", str),
+        ticket=typed("ticket", str),
+        emergency=typed("emergency", bool, nullable=False),
+        not_before=_instant_or_none(typed("not_before", str)),
+        not_after=_instant_or_none(typed("not_after", str)),
     )
     vm, destination = typed("vm", str, nullable=False), typed("destination", str, nullable=False)
     request = MigrationRequest(vm, destination, options)
     return MigrateCommand(request, plan_only=data["command"] == "plan")
+
+
+def _instant_or_none(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 def _float_or_none(value: int | float | None) -> float | None:

@@ -12,6 +12,7 @@ _USAGE = """\
 /migrate cancel <job-id>                 withdraw a request that has not started yet
 /migrate history [<vm>|<host>] [--limit N]   recent jobs, newest first (default 20, at most 500)
 /migrate hosts                           the hosts in the inventory and whether each answers
+/migrate freezes                         the change freezes in force now and the next ones
 /migrate help [<topic>]                  topics: commands, options, examples, durations, names,
                                          a command (status...) or an option (postcopy...)"""
 
@@ -69,6 +70,11 @@ A running migration is stopped with the Abort button in its thread instead.""",
 /migrate hosts
 Lists the hosts of the inventory (hosts file), whether each one's libvirt answers, and its limits on
 concurrent inbound and outbound migrations.""",
+    "freezes": """\
+/migrate freezes
+Lists the change freezes of the policy file (MIGRATE_BOT_POLICY) that are in force now and the next ones,
+with when each ends. A request made during a freeze is refused unless it carries --emergency and --reason,
+and then it needs more approvers; an approved move waits until the freeze ends.""",
     "help": """\
 /migrate help [<topic>]
 Topics: commands, options, examples, durations, names, a command (status, history...) or an option
@@ -79,7 +85,14 @@ _OPTION_DETAILS: dict[str, str] = {
     "live": "Fails preflight if the VM is shut off.",
     "offline": "Only for a shut-off VM. Cannot be combined with live-only options or --transient.",
     "transient": "Cannot be combined with --undefine-source: the VM would be defined nowhere.",
-    "undefine-source": "Without it the source keeps a shut-off copy of the definition.",
+    "undefine-source": (
+        "libvirt removes the definition as the migration ends. Without it the bot removes it after verifying "
+        "the move (one owner per VM) unless --keep-source is given."
+    ),
+    "keep-source": (
+        "By default a verified persistent move leaves the VM defined only on the destination, and a "
+        "--copy-storage move also deletes the images it copied from the source. --keep-source keeps both."
+    ),
     "postcopy": (
         "The VM starts on the destination and fetches the remaining memory on demand. If the link fails "
         "during post-copy the VM cannot run on either host until the migration is recovered, so the bot "
@@ -92,6 +105,20 @@ _OPTION_DETAILS: dict[str, str] = {
     "copy-storage": "Needed when a disk is not on storage both hosts share. Example: --copy-storage all",
     "timeout": "Example: --timeout 20m",
     "reason": "Shown on the approval card and kept in the history. Also --reason=TEXT.",
+    "ticket": "Shown on the card and the summary, stored and exported. Example: --ticket CHG0012345",
+    "at": (
+        "The request is approved now and starts at TIME after the usual re-check; if it cannot start within the "
+        "policy's grace (30 min by default: a full queue, a host down, a freeze) it expires. "
+        "Example: --at 2026-12-24T22:00+01:00"
+    ),
+    "window": (
+        "Like --at, with the latest start given: it starts between START and END or expires. END may be a bare "
+        "time on START's day. Example: --window 2026-12-24T22:00Z/23:30"
+    ),
+    "emergency": (
+        "Only during a change freeze, and only with --reason. The request then needs the policy file's "
+        'emergency number of approvers. Example: --emergency --reason "INC-42 host failing"'
+    ),
     "limit": "Example: /migrate history hostB --limit 100",
 }
 

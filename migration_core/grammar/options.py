@@ -20,8 +20,10 @@ from migration_core.grammar.spec import (
 from migration_core.grammar.values import (
     looks_like_int,
     parse_duration_s,
+    parse_instant,
     parse_int,
     parse_rate_mib_s,
+    parse_window,
 )
 from migration_core.models import CopyStorage, MigrationMode, MigrationOptions
 
@@ -188,6 +190,45 @@ def _reason(draft: Draft, raw: str | None, given: str) -> None:
     draft.set("reason", text, given)
 
 
+_TICKET_MAX = 64
+
+
+def _ticket(draft: Draft, raw: str | None, given: str) -> None:
+    text = (raw or "").strip()
+    if not text or len(text) > _TICKET_MAX or any(c.isspace() for c in text):
+        raise GrammarError(
+            f"--ticket `{raw}` is not a ticket id",
+            f"give the id alone (no spaces, at most {_TICKET_MAX} characters): --ticket CHG0012345",
+        )
+    draft.set("ticket", text, given)
+
+
+_MAX_WINDOW_S = 7 * 86400
+
+
+def _at(draft: Draft, raw: str | None, given: str) -> None:
+    if "window" in draft.given:
+        raise _schedule_twice(draft.given["window"], given)
+    draft.set("not_before", parse_instant(raw or "", "--at"), given)
+
+
+def _window(draft: Draft, raw: str | None, given: str) -> None:
+    if "not_before" in draft.given and "not_after" not in draft.given:
+        raise _schedule_twice(draft.given["not_before"], given)
+    start, end = parse_window(raw or "", "--window")
+    if (end - start).total_seconds() > _MAX_WINDOW_S:
+        raise GrammarError(f"--window {raw} is longer than 7 days", "a start window is hours, not weeks: narrow it")
+    draft.set("not_before", start, given)
+    draft.set("not_after", end, given)
+    draft.given["window"] = given
+
+
+def _schedule_twice(previous: str, given: str) -> GrammarError:
+    return GrammarError(
+        f"{previous} and {given} both say when to start", "give --at TIME or --window START/END, not both"
+    )
+
+
 def _limit(draft: Draft, raw: str | None, given: str) -> None:
     draft.set("limit", parse_int(raw or "", "--limit", 1, 500), given)
 
@@ -198,6 +239,7 @@ _HANDLERS: dict[str, Callable[[Draft, str | None, str], None]] = {
     "persistent": _flag("persistent", True),
     "transient": _flag("persistent", False),
     "undefine-source": _flag("undefine_source", True),
+    "keep-source": _flag("keep_source", True),
     "postcopy": _flag("postcopy", True),
     "postcopy-after": _postcopy_after,
     "auto-converge": _flag("auto_converge", True),
@@ -209,6 +251,10 @@ _HANDLERS: dict[str, Callable[[Draft, str | None, str], None]] = {
     "tls": _flag("tls", True),
     "timeout": _duration("--timeout", "timeout_s", 1.0, 86400.0),
     "reason": _reason,
+    "ticket": _ticket,
+    "emergency": _flag("emergency", True),
+    "at": _at,
+    "window": _window,
     "limit": _limit,
 }
 
@@ -230,10 +276,25 @@ def build_options(draft: Draft) -> MigrationOptions:
                 "an offline migration only moves the definition, so the VM must stay defined on the "
                 "destination: drop --transient",
             )
+    if opts.emergency and not opts.reason:
+        raise GrammarError(
+            "--emergency needs --reason",
+            'say why the change cannot wait for the freeze to end: --emergency --reason "INC-42 host failing"',
+        )
     if not opts.persistent and opts.undefine_source:
         raise GrammarError(
             "--transient with --undefine-source would leave the VM defined nowhere",
             "drop --transient to keep it defined on the destination, or drop --undefine-source",
+        )
+    if opts.keep_source and opts.undefine_source:
+        raise GrammarError(
+            "--keep-source contradicts --undefine-source",
+            "drop --undefine-source to keep the source's definition, or drop --keep-source to remove it",
+        )
+    if opts.keep_source and not opts.persistent:
+        raise GrammarError(
+            "--keep-source with --transient does nothing: a transient move never removes the source's definition",
+            "drop --keep-source",
         )
     if (
         opts.postcopy_after_s is not None

@@ -17,6 +17,7 @@ from migration_core.grammar.commands import (
     COMMAND_WORDS,
     CancelCommand,
     Command,
+    FreezesCommand,
     HelpCommand,
     HistoryCommand,
     HostsCommand,
@@ -39,6 +40,7 @@ __all__ = [
     "NAME_RULE",
     "CancelCommand",
     "Command",
+    "FreezesCommand",
     "HelpCommand",
     "HistoryCommand",
     "HostsCommand",
@@ -56,7 +58,8 @@ __all__ = [
 
 _EXAMPLE_VALUES = {
     "postcopy-after": "30s", "max-downtime": "500ms", "bandwidth": "1G", "copy-storage": "all",
-    "timeout": "20m", "reason": '"CHG-1234 patching"', "limit": "50",
+    "timeout": "20m", "reason": '"CHG-1234 patching"', "limit": "50", "ticket": "CHG0012345",
+    "at": "2026-12-24T22:00Z", "window": "2026-12-24T22:00Z/23:30",
 }  # fmt: skip
 
 
@@ -85,6 +88,9 @@ def parse_command(text: str) -> Command:
             _at_most(words, 1, "history takes at most one VM or host name", "example: /migrate history vm42")
             subject = check_name(words[0], "VM or host") if words else None
             return HistoryCommand(subject, scan.draft.limit)
+        if word == "freezes":
+            _at_most(words, 0, "freezes takes no arguments", "/migrate freezes")
+            return FreezesCommand()
         _at_most(words, 0, "hosts takes no arguments", "/migrate hosts")
         return HostsCommand()
     if not names_a_vm and option_token(tokens[0]) is None:

@@ -32,7 +32,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("offline", Arity.FLAG, "", "move only the definition of a shut-off VM (default for one)"),
     OptionSpec("persistent", Arity.FLAG, "", "keep the VM defined on the destination (the default)"),
     OptionSpec("transient", Arity.FLAG, "", "run it on the destination without defining it there"),
-    OptionSpec("undefine-source", Arity.FLAG, "", "remove the VM's definition from the source afterwards"),
+    OptionSpec("undefine-source", Arity.FLAG, "", "let libvirt remove the source's definition as the migration ends"),
+    OptionSpec("keep-source", Arity.FLAG, "",
+               "keep the shut-off definition (and copied disk images) on the source, as virsh does"),
     OptionSpec("postcopy", Arity.FLAG, "", "allow switching to post-copy if pre-copy does not converge",
                live_only=True),
     OptionSpec("postcopy-after", Arity.VALUE, "DURATION",
@@ -52,6 +54,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("timeout", Arity.VALUE, "DURATION",
                "give up after this long: abort, or switch to post-copy if --postcopy is on"),
     OptionSpec("reason", Arity.VALUE, "TEXT", 'change ticket or reason: --reason "CHG-1234 patching"'),
+    OptionSpec("ticket", Arity.VALUE, "ID", "the change ticket (checked against the policy file's pattern)"),
+    OptionSpec("at", Arity.VALUE, "TIME",
+               "approve now, start at TIME (zone or the policy's; expires if it cannot start soon after)"),
+    OptionSpec("window", Arity.VALUE, "START/END", "approve now, start between START and END, else expire"),
+    OptionSpec("emergency", Arity.FLAG, "",
+               "bypass a change freeze (needs --reason; the policy's emergency number of approvers)"),
     OptionSpec("limit", Arity.VALUE, "N", "history only: how many jobs to list (1..500, default 20)",
                history_only=True),
 )  # fmt: skip
@@ -61,6 +69,7 @@ LIVE_ONLY = tuple(o.name for o in OPTIONS if o.live_only)
 # virsh spellings operators type from habit -> (our option, implied value).
 ALIASES: dict[str, tuple[str, str | None]] = {
     "undefinesource": ("undefine-source", None),
+    "keepsource": ("keep-source", None),
     "copy-storage-all": ("copy-storage", "all"),
     "copy-storage-inc": ("copy-storage", "inc"),
     "parallel-connections": ("parallel", None),

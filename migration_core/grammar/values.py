@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime
 from typing import NoReturn
 
 from migration_core.errors import GrammarError
@@ -130,6 +131,49 @@ def parse_rate_mib_s(text: str, option: str) -> int:
             )
         _fail(f"unknown rate unit `{unit}` in `{text}` for {option}", hint)
     return round(float(m.group(1)) * factor)
+
+
+_INSTANT_RE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}(?::\d{2})?(?:Z|[+-]\d{2}:?\d{2})?", re.IGNORECASE)
+_CLOCK_RE = re.compile(r"(\d{1,2}):(\d{2})")
+INSTANT_HINT = (
+    "write a date and time, with a zone or in the policy file's zone: 2026-12-24T22:00Z, "
+    "2026-12-24T23:00+01:00 or 2026-12-24T22:00"
+)
+
+
+def parse_instant(text: str, option: str) -> datetime:
+    """An ISO date and time: aware when it names a zone (Z, +01:00), naive otherwise (the service then reads it
+    in the policy file's [schedule] timezone, UTC by default)."""
+    if not _INSTANT_RE.fullmatch(text):
+        _fail(f"{option} `{text}` is not a date and time", INSTANT_HINT)
+    try:
+        return datetime.fromisoformat(text.upper().replace(" ", "T"))
+    except ValueError:
+        _fail(f"{option} `{text}` is not a valid date and time", INSTANT_HINT)
+
+
+def parse_window(text: str, option: str) -> tuple[datetime, datetime]:
+    """`START/END` (or `START..END`); END may be a bare HH:MM on START's day and in START's zone."""
+    for sep in ("/", ".."):
+        if sep in text:
+            first, _, second = text.partition(sep)
+            break
+    else:
+        _fail(f"{option} `{text}` is not a window", f"write START/END, e.g. 2026-12-24T22:00Z/23:30; {INSTANT_HINT}")
+    start = parse_instant(first, option)
+    clock = _CLOCK_RE.fullmatch(second)
+    if clock:
+        hours, minutes = int(clock.group(1)), int(clock.group(2))
+        if not (0 <= hours <= 23 and 0 <= minutes <= 59):
+            _fail(f"{option} end `{second}` is not a time of day", "use 00:00 to 23:59")
+        end = start.replace(hour=hours, minute=minutes, second=0)
+    else:
+        end = parse_instant(second, option)
+    if (start.tzinfo is None) != (end.tzinfo is None):
+        _fail(f"{option} `{text}` gives a zone for one end only", "give both ends a zone, or neither")
+    if end <= start:
+        _fail(f"{option} `{text}` ends before it starts", "the end must come after the start (same day: START/HH:MM)")
+    return start, end
 
 
 def _starts_with_dash(text: str) -> bool:

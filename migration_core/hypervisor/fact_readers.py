@@ -183,6 +183,18 @@ class HostFactsMixin(HypervisorBase):
             uri, "count the VM's snapshots", lambda c: int(self._lookup(c, vm).snapshotNum(0)), vm=vm
         )
 
+    async def memory_rss_bytes(self, uri: str, vm: str) -> int | None:
+        """The QEMU process's resident memory (`memoryStats()` rss, KiB -> bytes); None when libvirt has none.
+
+        Guest pages never written are not resident, so this bounds what pre-copy's first pass sends.
+        """
+
+        def read(c: Any) -> int | None:
+            rss = self._lookup(c, vm).memoryStats().get("rss")
+            return int(rss) * 1024 if rss else None
+
+        return await self._run(uri, "read the VM's memory stats", read, vm=vm)
+
     async def dirty_rate(
         self,
         uri: str,
@@ -235,6 +247,11 @@ class HostFactsMixin(HypervisorBase):
                     "retry; if it keeps failing, plan without a dirty rate",
                 )
             await asyncio.sleep(0.25)
+
+    async def cpu_time_ns(self, uri: str, vm: str) -> int:
+        """Total vCPU time the VM has used on that host, in ns (virDomainGetInfo): it advances only while the
+        guest's vCPUs execute, so two readings a second apart tell a live guest from a stuck one."""
+        return await self._run(uri, "read the VM's CPU time", lambda c: int(self._lookup(c, vm).info()[4]), vm=vm)
 
     async def guest_agent_configured(self, uri: str, vm: str) -> bool:
         """Whether the VM has a qemu-guest-agent channel (without one, the guest cannot be asked anything)."""

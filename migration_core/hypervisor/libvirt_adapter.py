@@ -400,6 +400,25 @@ class Hypervisor(HostFactsMixin, StorageMixin):
         """Remove the VM's persistent definition on that host (a running transient VM is unaffected)."""
         await self._run(uri, "undefine the VM", lambda c: self._lookup(c, vm).undefine(), vm=vm, retry=False)
 
+    async def undefine_inactive(self, uri: str, vm: str) -> None:
+        """Remove the (shut-off) VM's persistent definition there, with its managed-save image and snapshot and
+        checkpoint metadata; the disk images and NVRAM stay. Refused for a running VM (it would turn transient)."""
+        lv = self._lv
+        flags = (
+            lv.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | lv.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+            | lv.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+        )
+
+        def run(c: Any) -> None:
+            dom = self._lookup(c, vm)
+            if dom.isActive():
+                raise lv.libvirtError(f"{vm} is running there; only a shut-off definition is removed")
+            dom.undefineFlags(flags)
+
+        await self._run(uri, "undefine the VM", run, vm=vm, retry=False)
+
     async def define(self, uri: str, xml: str) -> str:
         """Define a VM from XML; returns its name."""
         return await self._run(uri, "define a VM", lambda c: str(c.defineXML(xml).name()), retry=False)

@@ -21,6 +21,7 @@ import uuid as uuidlib
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from migration_core.errors import MigrateBotError
 from migration_core.hypervisor.base import HypervisorBase
 from migration_core.hypervisor.types import InterfaceInfo, NetworkInfo, PoolInfo, VirErr, VolumeInfo
 
@@ -171,11 +172,15 @@ class StorageMixin(HypervisorBase):
         return await self._run(uri, f"look for {path}", probe, retry=False)
 
     async def create_volume(self, uri: str, path: str, capacity_bytes: int, fmt: str = "qcow2") -> VolumeInfo:
-        """Create an empty image at `path` on that host (pre-creation for --copy-storage, lab.md P4)."""
+        """Create an empty, thin image at `path` on that host (pre-creation for --copy-storage, lab.md P4)."""
         directory, name = os.path.split(path)
+        # Thin: no preallocation (allocation 0), and qcow2 v3 (compat 1.1), whose zero clusters let the copy of a
+        # sparse disk stay sparse. (libvirt's own pre-creation for copy-storage allocates the whole image.)
+        compat = "<compat>1.1</compat>" if fmt == "qcow2" else ""
         vol_xml = (
             f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{int(capacity_bytes)}</capacity>"
-            f"<target><format type={quoteattr(fmt)}/></target></volume>"
+            f"<allocation unit='bytes'>0</allocation>"
+            f"<target><format type={quoteattr(fmt)}/>{compat}</target></volume>"
         )
         pool_name = (await self.pool_for_directory(uri, directory) or PoolInfo("", False, "", None, 0, 0, 0)).name
         build = self._lv.VIR_STORAGE_POOL_CREATE_WITH_BUILD
@@ -198,20 +203,83 @@ class StorageMixin(HypervisorBase):
         return await self.volume_by_path(uri, path) or VolumeInfo(path, "", name, fmt, capacity_bytes, 0)
 
     async def delete_volume(self, uri: str, path: str) -> bool:
-        """Delete the pool volume at `path`; False when no pool holds it."""
+        """Delete the image at `path` through libvirt (its pool, else a transient dir pool on its directory, so
+        the pool caches stay right: lab.md P5); False when there is no such file."""
         await self.refresh_pools(uri)
+        directory, name = os.path.split(path)
 
         def delete(c: Any) -> bool:
             try:
                 vol = c.storageVolLookupByPath(path)
             except self._lv.libvirtError as err:
-                if err.get_error_code() in _NOT_IN_A_POOL:
-                    return False
-                raise
-            vol.delete(0)
-            return True
+                if err.get_error_code() not in _NOT_IN_A_POOL:
+                    raise
+                vol = None
+            if vol is not None:
+                vol.delete(0)
+                return True
+            tmp = f"migrate-bot-{uuidlib.uuid4().hex[:8]}"
+            pool = c.storagePoolCreateXML(
+                f"<pool type='dir'><name>{tmp}</name><target><path>{escape(directory)}</path></target></pool>", 0
+            )
+            try:
+                try:
+                    pool.storageVolLookupByName(name).delete(0)
+                except self._lv.libvirtError as err:
+                    if err.get_error_code() in _NOT_IN_A_POOL:
+                        return False
+                    raise
+                return True
+            finally:
+                pool.destroy()
 
         return await self._run(uri, f"delete disk image {path}", delete, retry=False)
+
+    async def same_storage(self, uri: str, other_uri: str, directory: str) -> bool | None:
+        """Do both hosts see one and the same `directory`? Nova's shared-storage test, through libvirt: create
+        a uniquely named empty file there on `uri`, look for it on `other_uri`, delete it. A file of the same
+        name on both hosts proves nothing (an old copy left by an earlier move looks just like it). None when
+        the probe cannot run (the directory cannot be written or looked into): never read that as "shared"."""
+        probe = os.path.join(directory, f".migrate-bot-shared-probe-{uuidlib.uuid4().hex[:12]}")
+        try:
+            await self.create_volume(uri, probe, 0, "raw")
+        except MigrateBotError as err:
+            log.info("shared-storage probe: cannot create %s on %s: %s", probe, uri, err)
+            return None
+        try:
+            return await self.path_exists(other_uri, probe)
+        except MigrateBotError as err:
+            log.info("shared-storage probe: cannot look for %s on %s: %s", probe, other_uri, err)
+            return None
+        finally:
+            try:
+                await self.delete_volume(uri, probe)
+            except MigrateBotError as err:
+                log.warning("shared-storage probe: could not delete %s on %s: %s", probe, uri, err)
+
+    async def volume_allocation_bytes(self, uri: str, path: str) -> int | None:
+        """Bytes the image at `path` really uses on that host's storage (None: no such file, or unreadable)."""
+        vol = await self.volume_by_path(uri, path)
+        if vol is not None:
+            return vol.allocation_bytes
+        directory, name = os.path.split(path)
+
+        def read(c: Any) -> int | None:
+            tmp = f"migrate-bot-{uuidlib.uuid4().hex[:8]}"
+            try:
+                pool = c.storagePoolCreateXML(
+                    f"<pool type='dir'><name>{tmp}</name><target><path>{escape(directory)}</path></target></pool>", 0
+                )
+            except self._lv.libvirtError:
+                return None
+            try:
+                return int(pool.storageVolLookupByName(name).info()[2])
+            except self._lv.libvirtError:
+                return None
+            finally:
+                pool.destroy()
+
+        return await self._run(uri, f"read the allocation of {path}", read, retry=False)
 
     async def disk_capacity_bytes(self, uri: str, vm: str, disk: str) -> int:
         """Virtual size of one of the VM's disks (target like "vda", or its source path), via blockInfo."""

@@ -27,6 +27,33 @@ URI_PARAMS = (
     "socket", "keyfile", "no_verify", "no_tty", "known_hosts", "known_hosts_verify", "sshauth", "pkipath",
     "tls_priority", "mode", "proxy", "name", "command", "netcat", "auth",
 )  # fmt: skip
+# Parameters refused although libvirt knows them (issue 16). `command` and `netcat` name programs libvirt runs
+# (command: the local ssh binary, `?command=/bin/sh` ran a shell on the bot's machine; netcat: the program
+# run on the remote host through its shell); `proxy` picks that remote helper; `no_verify=1` and
+# `known_hosts_verify=ignore|auto` turn off TLS certificate or ssh host-key checking.
+_FORBIDDEN_PARAMS: dict[str, str] = {
+    "command": "it names the program libvirt runs instead of ssh (it would run on the bot's machine)",
+    "netcat": "it names a program run through the remote host's shell",
+    "proxy": "it chooses the helper run through the remote host's shell; libvirt's default is safe",
+    "no_verify": "it turns off certificate / host-key verification",
+}
+_KNOWN_HOSTS_VERIFY = ("normal",)
+# Where `keyfile=` may point: the bot's own configuration and state directories (deploy/migrate-bot.service).
+KEYFILE_DIRS = ("/etc/migrate-bot/", "/var/lib/migrate-bot/")
+_SECRET_PARAMS = ("password", "passwd", "pass", "pwd", "secret", "token", "passphrase")
+_USERINFO_PASSWORD_RE = re.compile(r"(://[^/@:?#]*):[^@/?#]*@")
+_SECRET_PARAM_RE = re.compile(r"([?&](?:" + "|".join(_SECRET_PARAMS) + r")=)[^&#]*", re.IGNORECASE)
+
+
+def mask_uri(value: str) -> str:
+    """The URI with any password (user:password@, ?password=...) replaced by ***; for every message.
+
+    >>> mask_uri("qemu+tls://u:pw-SECRET1@kvm1/system?password=x&socket=/s")
+    'qemu+tls://u:***@kvm1/system?password=***&socket=/s'
+    """
+    return _SECRET_PARAM_RE.sub(r"\1***", _USERINFO_PASSWORD_RE.sub(r"\1:***@", value))
+
+
 _HOSTNAME_RE = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
     re.ASCII,
@@ -70,61 +97,65 @@ def check_uri(value: object, where: str) -> str:
     """A libvirt URI of a supported transport, ending in /system, with known query parameters only."""
     example = "e.g. qemu+ssh://root@kvm1.example.com/system or qemu+tls://kvm1.example.com/system"
     if not isinstance(value, str) or not value:
-        _fail(where, f"must be a non-empty string, not {value!r}", example)
+        shown = mask_uri(value) if isinstance(value, str) else type(value).__name__
+        _fail(where, f"must be a non-empty string, not {shown!r}", example)
+    shown = mask_uri(value)  # every message below quotes the URI masked: it may hold a password
+    if shown != value:
+        _fail(where, f"{shown!r} contains a password", "use ssh keys or TLS certificates instead")
     bad = sorted({ch for ch in value if _URI_CHARS_RE.fullmatch(ch) is None})
     if bad:
         _fail(
             where,
-            f"{value!r} contains {''.join(bad)!r}, which has no place in a libvirt URI",
+            f"{shown!r} contains {''.join(bad)!r}, which has no place in a libvirt URI",
             "a URI may use letters, digits and . _ ~ : / ? [ ] @ & = % + , -",
         )
     scheme = value.split(":", 1)[0]
     if scheme not in URI_SCHEMES or "://" not in value:
         _fail(
             where,
-            f"unsupported URI {value!r}",
+            f"unsupported URI {shown!r}",
             f"use {_SUPPORTED}; {example}",
         )
     try:
         parts = urlsplit(value)
         port = parts.port
     except ValueError as exc:
-        _fail(where, f"malformed URI {value!r}: {exc}", example)
+        _fail(where, f"malformed URI {shown!r}: {exc}", example)
     if scheme == "qemu" and parts.netloc:
         _fail(
             where,
-            f"{value!r} would silently use TLS",
+            f"{shown!r} would silently use TLS",
             f"write qemu+tls://{parts.netloc}{parts.path} to say so",
         )
     if parts.path != "/system":
         _fail(
             where,
-            f"{value!r} does not end in /system",
+            f"{shown!r} does not end in /system",
             "the bot migrates system VMs (qemu:///system); session VMs cannot move between hosts",
         )
     if scheme in _REMOTE_SCHEMES:
         if not parts.hostname or not is_host_address(parts.hostname):
-            _fail(where, f"{value!r} needs a valid host name or address", example)
+            _fail(where, f"{shown!r} needs a valid host name or address", example)
         if parts.username is not None and _USER_RE.fullmatch(parts.username) is None:
             _fail(
-                where, f"{value!r} has an invalid user name {parts.username!r}", "e.g. root@kvm1.example.com"
+                where, f"{shown!r} has an invalid user name {parts.username!r}", "e.g. root@kvm1.example.com"
             )
-        if parts.password is not None:
-            _fail(where, f"{value!r} contains a password", "use ssh keys or TLS certificates instead")
         if port == 0:
-            _fail(where, f"{value!r} has port 0", "ports are 1 to 65535 (libvirt listens on 16509/16514)")
+            _fail(where, f"{shown!r} has port 0", "ports are 1 to 65535 (libvirt listens on 16509/16514)")
     elif parts.netloc:
         socket = "?socket=/path/to/libvirt-sock" if scheme == "qemu+unix" else ""
         _fail(
             where,
-            f"{value!r} must not name a host: {scheme} connects locally",
+            f"{shown!r} must not name a host: {scheme} connects locally",
             f"write {scheme}:///system{socket}",
         )
-    _check_query(value, parts.query, where)
+    _check_query(shown, where)
     return value
 
 
-def _check_query(value: str, query: str, where: str) -> None:
+def _check_query(value: str, where: str) -> None:
+    """`value` is the masked URI (it has no secret left: passwords are refused before this)."""
+    query = urlsplit(value).query
     if not query:
         return
     try:
@@ -136,8 +167,22 @@ def _check_query(value: str, query: str, where: str) -> None:
             close = difflib.get_close_matches(key, URI_PARAMS, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else f"libvirt knows: {', '.join(URI_PARAMS)}"
             _fail(where, f"{value!r} has an unknown parameter '{key}'", hint)
+        if key in _FORBIDDEN_PARAMS:
+            _fail(where, f"{value!r}: parameter '{key}' is not allowed: {_FORBIDDEN_PARAMS[key]}", "remove it")
         if _PARAM_VALUE_RE.fullmatch(param) is None:
             _fail(where, f"parameter '{key}' has an unsafe value {param!r}", "use a plain path or word")
+        if key == "known_hosts_verify" and param not in _KNOWN_HOSTS_VERIFY:
+            _fail(where, f"{value!r}: known_hosts_verify={param} turns off host-key checking", "remove it")
+        if key == "keyfile" and not _inside_allowed_dir(param):
+            _fail(
+                where,
+                f"{value!r}: parameter '{key}' points outside {' or '.join(KEYFILE_DIRS)}",
+                f"put the file in {KEYFILE_DIRS[0]} (readable by the bot only) and point {key} there",
+            )
+
+
+def _inside_allowed_dir(path: str) -> bool:
+    return path.startswith(KEYFILE_DIRS) and "/../" not in path + "/" and "/./" not in path + "/"
 
 
 def check_address(value: object, where: str) -> str:
@@ -161,17 +206,20 @@ def migrate_uri_for(address: str | None) -> str | None:
 def check_ssh(value: str, where: str = "ssh") -> SshTarget:
     """`[user@]host[:port]` -> SshTarget; the host may be a hostname, IPv4, or [IPv6]."""
     hint = 'write it like "root@10.0.0.1", "kvm1.example.com" or "admin@[fd00::1]:2222"'
+    shown = re.sub(r"^([^@:]*):[^@]*@", r"\1:***@", value)  # `user:password@host`: never quoted in clear
+    if shown != value:
+        _fail(where, f"{shown!r} contains a password", "the probe uses ssh keys; remove the password")
     m = _SSH_RE.fullmatch(value)
     if m is None:
-        _fail(where, f"{value!r} is not an ssh target", hint)
+        _fail(where, f"{shown!r} is not an ssh target", hint)
     user, host, port = m.group(1), m.group(2), m.group(3)
     if user is not None and _USER_RE.fullmatch(user) is None:
-        _fail(where, f"{value!r} has an invalid user name {user!r}", hint)
+        _fail(where, f"{shown!r} has an invalid user name {user!r}", hint)
     host = host[1:-1] if host.startswith("[") else host
     if not is_host_address(host):
-        _fail(where, f"{value!r} has an invalid host {host!r}", hint)
+        _fail(where, f"{shown!r} has an invalid host {host!r}", hint)
     if port is not None and not 1 <= int(port) <= 65535:
-        _fail(where, f"{value!r} has port {port}, outside 1..65535", hint)
+        _fail(where, f"{shown!r} has port {port}, outside 1..65535", hint)
     return SshTarget(user=user, host=host, port=int(port) if port is not None else None)
 
 

@@ -1,6 +1,8 @@
 """Planning a migration: the convergence prediction, the planner (flags and typed params) and the advice.
 
-Owns: `prediction` (will pre-copy converge, how long, what downtime), `planner` (request + facts + checks +
-prediction -> Plan), `advice` (what to do when pre-copy will not converge). Pure.
+Owns: `estimate` (the card's prediction: typed MoveInputs + history -> Estimate with point, p10-p90 range and
+basis, calibrated per host pair and per VM; the API drain planning builds on), `prediction` (unit helpers
+and the older iterative model), `planner` (request + facts + checks + prediction -> Plan), `advice` (what to
+do when pre-copy will not converge). Pure.
 May import: migration_core.errors, models, facts, preflight (check results), grammar (options).
 """

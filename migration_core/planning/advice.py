@@ -1,6 +1,6 @@
 """What to do when pre-copy will not converge: the recommendation shown with the plan (pure).
 
-Each suggestion says what the bot will set and why, with the model's figures for it (prediction.py), in the
+Each suggestion says what the bot will set and why, with the model's figures for it (estimate.py), in the
 order an operator should consider them: post-copy (when the VM's devices allow it), auto-converge, parallel
 connections on fast links (seed 12.4), then a larger max downtime.
 """
@@ -11,13 +11,8 @@ from collections.abc import Sequence
 
 from migration_core.facts.gathered import VmFacts
 from migration_core.models import CheckResult, CheckStatus, MigrationRequest, Prediction
-from migration_core.planning.prediction import (
-    mib_s_to_gbit_s,
-    parallel_connections_for,
-    predict_postcopy,
-    predict_precopy,
-    predict_with_auto_converge,
-)
+from migration_core.planning.estimate import Estimate, MoveInputs, MoveMode, estimate
+from migration_core.planning.prediction import mib_s_to_gbit_s, parallel_connections_for
 from migration_core.preflight import postcopy_blockers
 
 DEFAULT_MAX_DOWNTIME_MS = 300  # QEMU's own default downtime-limit
@@ -41,7 +36,7 @@ def recommend(
     if prediction is None or prediction.converges is not False:
         return None
     opts = request.options
-    dirty, bw = prediction.dirty_rate_mib_s, prediction.bandwidth_mib_s
+    bw = prediction.bandwidth_mib_s
     memory = vm.memory_bytes if vm is not None else 0
     max_dt = opts.max_downtime_ms or DEFAULT_MAX_DOWNTIME_MS
     can_model = memory > 0 and bw is not None and bw > 0
@@ -54,10 +49,10 @@ def recommend(
         lines.append(f"- Post-copy is not possible for this VM: it has {', '.join(blockers)}.")
     elif wants_postcopy:
         when = f"after {opts.postcopy_after_s:g} s of pre-copy" if opts.postcopy_after_s else "when pre-copy stalls"
-        figures = f" Model: {predict_postcopy(memory, dirty, bw).verdict}." if can_model and bw else ""
+        figures = f" Model: {_figure(prediction, memory, MoveMode.POSTCOPY, max_dt).verdict}." if can_model else ""
         lines.append(f"- Post-copy is enabled: the bot switches to post-copy {when}.{figures}")
     else:
-        figures = f" Model: {predict_postcopy(memory, dirty, bw).verdict}." if can_model and bw else ""
+        figures = f" Model: {_figure(prediction, memory, MoveMode.POSTCOPY, max_dt).verdict}." if can_model else ""
         lines.append(
             "- Post-copy: add --postcopy (or --postcopy-after 60s). The bot sets VIR_MIGRATE_POSTCOPY and "
             "switches once pre-copy stalls; the guest then runs on the destination and pulls the rest, so "
@@ -66,15 +61,8 @@ def recommend(
         )
     if not opts.auto_converge:
         figures = ""
-        if can_model and bw:
-            ac = predict_with_auto_converge(
-                memory,
-                dirty,
-                bw,
-                max_dt,
-                initial_pct=AUTO_CONVERGE_INITIAL_PCT,
-                increment_pct=AUTO_CONVERGE_INCREMENT_PCT,
-            )
+        if can_model:
+            ac = _figure(prediction, memory, MoveMode.AUTO_CONVERGE, max_dt)
             figures = f" Model: {ac.verdict}."
         lines.append(
             "- Auto-converge: add --auto-converge. The bot sets VIR_MIGRATE_AUTO_CONVERGE with a "
@@ -88,12 +76,28 @@ def recommend(
             f"one stream rarely fills a {mib_s_to_gbit_s(bw):.0f} Gbit/s link, so the bot sets "
             f"VIR_MIGRATE_PARALLEL with parallel.connections={n}."
         )
-    lines.append(_downtime_advice(memory, dirty, bw, max_dt, can_model))
+    lines.append(_downtime_advice(prediction, memory, max_dt, can_model))
     return "\n".join(line for line in lines if line)
 
 
-def _downtime_advice(memory: int, dirty: float | None, bw: float | None, max_dt: int, can_model: bool) -> str:
-    if not can_model or bw is None:
+def _figure(prediction: Prediction, memory: int, mode: MoveMode, max_downtime_ms: int) -> Estimate:
+    """The estimate (planning/estimate.py, model only) of this move in another mode or with another budget,
+    from the inputs the prediction was made with."""
+    return estimate(
+        MoveInputs(
+            memory_bytes=memory,
+            dirty_rate_mib_s=prediction.dirty_rate_mib_s,
+            link_mib_s=prediction.bandwidth_mib_s,
+            transferable_bytes=prediction.transferable_bytes,
+            mode=mode,
+            disk_bytes=prediction.disk_bytes,
+            max_downtime_ms=max_downtime_ms,
+        )
+    )
+
+
+def _downtime_advice(prediction: Prediction, memory: int, max_dt: int, can_model: bool) -> str:
+    if not can_model:
         return (
             f"- A larger max downtime (--max-downtime, now {max_dt} ms) lets the final pause absorb more "
             "dirty memory; the bot ramps up to it in steps."
@@ -101,7 +105,7 @@ def _downtime_advice(memory: int, dirty: float | None, bw: float | None, max_dt:
     for candidate in DOWNTIME_CANDIDATES_MS:
         if candidate <= max_dt:
             continue
-        p = predict_precopy(memory, dirty, bw, candidate)
+        p = _figure(prediction, memory, MoveMode.PRECOPY, candidate)
         if p.converges:
             return (
                 f"- A larger max downtime: --max-downtime {candidate}ms would let pre-copy finish "

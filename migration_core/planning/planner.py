@@ -274,6 +274,8 @@ def postcopy_when_predicted(
     """
     if not policy.allow_postcopy or policy.postcopy_after_s is not None or vm is None or prediction is None:
         return policy
+    if prediction.postcopy_switch_s is not None:  # the calibrated estimate's own switch time (one pass)
+        return replace(policy, postcopy_after_s=prediction.postcopy_switch_s)
     if prediction.converges is not False or not prediction.bandwidth_mib_s:
         return policy
     one_pass_s = vm.memory_bytes / 2**20 / prediction.bandwidth_mib_s

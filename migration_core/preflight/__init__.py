@@ -54,6 +54,8 @@ _VM: tuple[Check, ...] = (hosts.check_hypervisor, vmstate.check_exists)
 _REST: tuple[Check, ...] = (
     vmstate.check_state,
     vmstate.check_name_clash,
+    vmstate.check_other_definitions,
+    vmstate.check_one_owner,
     vmstate.check_snapshots,
     options.check_options,
     tls.check_tls,

@@ -20,6 +20,11 @@ def warned(name: str, reason: str, fix: str | None = None) -> CheckResult:
     return CheckResult(name, CheckStatus.WARN, reason, fix)
 
 
+def noted(name: str, reason: str) -> CheckResult:
+    """Information for the operator, not a risk: it does not make the plan risky (unlike a warning)."""
+    return CheckResult(name, CheckStatus.INFO, reason)
+
+
 def failed(name: str, reason: str, fix: str | None = None) -> CheckResult:
     return CheckResult(name, CheckStatus.FAIL, reason, fix)
 

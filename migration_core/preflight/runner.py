@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -26,6 +28,7 @@ from migration_core.facts.domxml_host import (
 )
 from migration_core.facts.gathered import (
     CpuComparison,
+    DefinitionElsewhere,
     DestinationDomain,
     DestinationNetwork,
     DirtyRateSample,
@@ -44,18 +47,23 @@ from migration_core.facts.gathered import (
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.hypervisor.types import DomainInfo, NetworkInfo
 from migration_core.inventory.hosts import HostConfig, Inventory
-from migration_core.models import MigrationMode, MigrationRequest, Plan, Prediction
+from migration_core.models import MigrationMode, MigrationRequest, MoveSample, Plan, Prediction
+from migration_core.planning.estimate import MoveInputs, estimate, mode_of, to_prediction, transferable_from_rss
 from migration_core.planning.planner import choose_mode, make_plan
-from migration_core.planning.prediction import mb_s_to_mib_s, predict_precopy
+from migration_core.planning.prediction import mb_s_to_mib_s
+from migration_core.preflight import disks_to_copy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# (vm_uuid, source, destination) -> earlier migrations of that VM or host pair (Store.move_samples).
+HistorySource = Callable[[str, str, str], Awaitable[Sequence[MoveSample]]]
 
 # Pool types whose storage every host of the cluster sees (libvirt treats them as shared).
 _SHARED_POOL_TYPES = frozenset({"netfs", "gluster", "rbd", "iscsi", "iscsi-direct", "mpath", "vstorage"})
 _DEFAULT_PORTS = {"qemu+tcp": 16509, "qemu+tls": 16514, "qemu+ssh": 22, "qemu+libssh2": 22, "qemu+libssh": 22}
 _MIGRATION_PORT = 49152
 DEFAULT_MAX_DOWNTIME_MS = 300
+_DIRTY_RATES_KEPT = 1024  # measurements remembered (one per VM and source host; the oldest go first)
 
 
 async def _maybe(what: str, aw: Awaitable[T]) -> tuple[T | None, str | None]:
@@ -121,12 +129,21 @@ class PreflightRunner:
         dirty_rate_window_s: float = 3.0,
         probe_timeout_s: float = 2.0,
         settings: PreflightSettings | None = None,
+        history: HistorySource | None = None,
+        clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inventory = inventory
+        self.history = history  # the store's move_samples for (vm_uuid, source, destination); None: model only
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.hypervisor = hypervisor
         self.dirty_rate_window_s = dirty_rate_window_s
         self.probe_timeout_s = probe_timeout_s
         self.settings = settings or PreflightSettings()
+        self._monotonic = monotonic
+        # (source URI, VM UUID) -> (when measured, the measurement): what a re-check may reuse.
+        self._dirty_rates: dict[tuple[str, str], tuple[float, DirtyRateSample]] = {}
+        self.dirty_rates_measured = 0  # how many measurements were taken (tests and benchmarks read it)
 
     # ----- the service's entry points ---------------------------------------------------------------------
 
@@ -142,9 +159,12 @@ class PreflightRunner:
         running = sum(1 for d in domains if d.active)
         return True, f"{hostname}: libvirt {versions.libvirt_text}, QEMU {versions.hypervisor_text}", running
 
-    async def make_plan(self, request: MigrationRequest) -> Plan:
-        facts = await self.gather(request)
-        prediction = self._predict(facts)
+    async def make_plan(self, request: MigrationRequest, *, reuse_dirty_rate_s: float = 0.0) -> Plan:
+        """Gather every fact, predict, plan. `reuse_dirty_rate_s` > 0 (the re-check before start): a dirty-rate
+        measurement of the same VM on the same source host younger than that is reused instead of measuring
+        again; every other fact is read anew."""
+        facts = await self.gather(request, reuse_dirty_rate_s=reuse_dirty_rate_s)
+        prediction = await self._predict(facts)
         dest = self.inventory.find(request.destination)
         return make_plan(
             facts,
@@ -156,10 +176,14 @@ class PreflightRunner:
 
     # ----- prediction -------------------------------------------------------------------------------------
 
-    def _predict(self, facts: PreflightFacts) -> Prediction | None:
+    async def _predict(self, facts: PreflightFacts) -> Prediction | None:
+        """The calibrated estimate (planning/estimate.py): inputs from the facts, the VM's RSS (transferable
+        memory) and the history of this VM and host pair; a fact that cannot be read leaves the model to its
+        defaults rather than failing the plan."""
         vm = facts.vm
-        if vm is None or choose_mode(facts.request, facts.vm_state) is not MigrationMode.LIVE:
+        if vm is None:
             return None
+        mode = choose_mode(facts.request, facts.vm_state)
         opts = facts.request.options
         links = [
             h.link_mib_s
@@ -169,39 +193,72 @@ class PreflightRunner:
         if opts.bandwidth_mib_s:
             links.append(float(opts.bandwidth_mib_s))
         bandwidth = min(links) if links else None
-        rate = facts.dirty_rate.rate_mib_s if facts.dirty_rate else None
-        if bandwidth is None:
+        if bandwidth is None and mode is MigrationMode.LIVE:
             return None
-        try:
-            return predict_precopy(vm.memory_bytes, rate, bandwidth, opts.max_downtime_ms or DEFAULT_MAX_DOWNTIME_MS)
-        except MigrateBotError as err:
-            return Prediction(None, None, None, rate, bandwidth, None, f"could not predict: {err.message}")
+        rss = None
+        if mode is MigrationMode.LIVE and facts.source.uri:
+            rss, _ = await _maybe(
+                "read the VM's memory stats", self.hypervisor.memory_rss_bytes(facts.source.uri, vm.name)
+            )
+        copied = disks_to_copy(vm, facts.disks) if opts.copy_storage is not None else ()
+        inputs = MoveInputs(
+            memory_bytes=vm.memory_bytes,
+            dirty_rate_mib_s=facts.dirty_rate.rate_mib_s if facts.dirty_rate else None,
+            link_mib_s=bandwidth,
+            transferable_bytes=transferable_from_rss(vm.memory_bytes, rss),
+            mode=mode_of(
+                offline=mode is MigrationMode.OFFLINE,
+                postcopy=opts.postcopy or opts.postcopy_after_s is not None,
+                auto_converge=opts.auto_converge,
+            ),
+            parallel_connections=opts.parallel_connections,
+            disk_bytes=sum((p.visibility.size_bytes or 0) for p in copied if p.visibility is not None),
+            disk_virtual_bytes=sum((p.visibility.capacity_bytes or 0) for p in copied if p.visibility is not None),
+            max_downtime_ms=opts.max_downtime_ms or DEFAULT_MAX_DOWNTIME_MS,
+            postcopy_after_s=opts.postcopy_after_s,
+            vm_uuid=vm.uuid,
+            vm=vm.name,
+            source=facts.source.name,
+            destination=facts.destination.name,
+        )
+        history: Sequence[MoveSample] = ()
+        if self.history is not None:
+            found, _ = await _maybe(
+                "read the migration history", self.history(vm.uuid, facts.source.name, facts.destination.name)
+            )
+            history = found or ()
+        return to_prediction(estimate(inputs, history, now=self.clock()), inputs)
 
     # ----- facts ------------------------------------------------------------------------------------------
 
-    async def _locate(self, vm: str) -> tuple[HostConfig | None, DomainInfo | None, dict[str, str], list[str]]:
-        """Which host has the VM (running first, else defined); unreachable hosts; every VM name seen."""
+    async def _locate(
+        self, vm: str
+    ) -> tuple[HostConfig | None, DomainInfo | None, dict[str, str], list[str], dict[str, tuple[DomainInfo, ...]]]:
+        """Which host has the VM (running first, else defined); unreachable hosts; every VM name seen; and every
+        host's domain list (for the definitions of the same UUID elsewhere)."""
         hosts = list(self.inventory)
         answers = await asyncio.gather(*(_maybe("list VMs", self.hypervisor.list_domains(h.uri)) for h in hosts))
         errors: dict[str, str] = {}
         names: set[str] = set()
         found: list[tuple[HostConfig, DomainInfo]] = []
+        listing: dict[str, tuple[DomainInfo, ...]] = {}
         for host, (domains, error) in zip(hosts, answers, strict=True):
             if domains is None:
                 errors[host.name] = error or "no answer"
                 continue
+            listing[host.name] = tuple(domains)
             for d in domains:
                 names.add(d.name)
                 if d.name == vm or d.uuid == vm:
                     found.append((host, d))
         found.sort(key=lambda hd: (not hd[1].active, hd[0].name))
         if found:
-            return found[0][0], found[0][1], errors, sorted(names)
-        return None, None, errors, sorted(names)
+            return found[0][0], found[0][1], errors, sorted(names), listing
+        return None, None, errors, sorted(names), listing
 
-    async def gather(self, request: MigrationRequest) -> PreflightFacts:
+    async def gather(self, request: MigrationRequest, *, reuse_dirty_rate_s: float = 0.0) -> PreflightFacts:
         dest_cfg = self.inventory.find(request.destination)
-        src_cfg, dom, errors, names = await self._locate(request.vm)
+        src_cfg, dom, errors, names, listing = await self._locate(request.vm)
         if len(errors) == len(self.inventory) and len(self.inventory) > 0:
             listed = "; ".join(f"{h}: {e}" for h, e in errors.items())
             raise HostUnreachable(
@@ -243,10 +300,18 @@ class PreflightRunner:
             vm_state=VmState.of(dom.state),
             vm_persistent=dom.persistent,
             settings=self.settings,
+            definitions_elsewhere=tuple(
+                DefinitionElsewhere(host, d.name, d.active)
+                for host, domains in sorted(listing.items())
+                if host != src_cfg.name
+                for d in domains
+                if dom.uuid and d.uuid.lower() == dom.uuid.lower()
+            ),
+            hosts_unanswered=tuple(sorted(errors)),
         )
         if dest_cfg is None or not destination.answered or dest_cfg.name == src_cfg.name:
             return base  # the host checks fail first; the rest would only repeat the root cause
-        return await self._gather_both(base, request, src_cfg, dest_cfg, dom)
+        return await self._gather_both(base, request, src_cfg, dest_cfg, dom, reuse_dirty_rate_s)
 
     async def _host(self, cfg: HostConfig) -> HostFacts | None:
         hyp = self.hypervisor
@@ -293,7 +358,13 @@ class PreflightRunner:
         return total
 
     async def _gather_both(
-        self, base: PreflightFacts, request: MigrationRequest, src: HostConfig, dst: HostConfig, dom: DomainInfo
+        self,
+        base: PreflightFacts,
+        request: MigrationRequest,
+        src: HostConfig,
+        dst: HostConfig,
+        dom: DomainInfo,
+        reuse_dirty_rate_s: float = 0.0,
     ) -> PreflightFacts:
         hyp = self.hypervisor
         xml, xml_error = await _maybe("read the VM's XML", hyp.domain_xml(src.uri, dom.name, migratable=True))
@@ -319,7 +390,7 @@ class PreflightRunner:
             t_disks = tg.create_task(self._disks(src, dst, vm))
             t_cpu = tg.create_task(self._cpu(src, dst, vm))
             t_probes = tg.create_task(self._probes(src, dst, live))
-            t_dirty = tg.create_task(self._dirty_rate(src, vm, base.vm_state, live))
+            t_dirty = tg.create_task(self._dirty_rate(src, vm, base.vm_state, live, reuse_dirty_rate_s))
         domcaps, domcaps_error = t_domcaps.result()
         dest_domains, _e1 = t_domains.result()
         networks, _e2 = t_networks.result()
@@ -391,6 +462,14 @@ class PreflightRunner:
             shared = True if both <= _SHARED_POOL_TYPES else None
         if exists is False:
             shared = False
+        elif shared is None:
+            # A file at the same path proves nothing (an old copy left by an earlier move looks the same): ask
+            # whether the two hosts see one directory, with a probe file (None stays "cannot tell").
+            shared, _e4 = await _maybe("probe for shared storage", hyp.same_storage(dst.uri, src.uri, directory))
+        allocated = src_vol.allocation_bytes if src_vol else None
+        capacity = src_vol.capacity_bytes if src_vol else None
+        if src_vol is None:
+            allocated, _e5 = await _maybe("read the disk's allocation", hyp.volume_allocation_bytes(src.uri, disk.path))
         backing: bool | None = None
         layers = [layer.path for layer in disk.backing_chain if layer.path]
         if layers:
@@ -403,8 +482,8 @@ class PreflightRunner:
             same_path_exists=exists,
             shared=shared,
             shared_fs=True if shared and dst_pool is not None and dst_pool.pool_type == "netfs" else None,
-            size_bytes=src_vol.allocation_bytes if src_vol else None,
-            capacity_bytes=src_vol.capacity_bytes if src_vol else None,
+            size_bytes=allocated,
+            capacity_bytes=capacity,
             destination_free_bytes=dst_pool.available_bytes if dst_pool else None,
             destination_pool=dst_pool.name if dst_pool else None,
             backing_on_destination=backing,
@@ -485,14 +564,27 @@ class PreflightRunner:
         return tuple(probes)
 
     async def _dirty_rate(
-        self, src: HostConfig, vm: VmFacts, state: VmState | None, live: bool
+        self, src: HostConfig, vm: VmFacts, state: VmState | None, live: bool, reuse_s: float = 0.0
     ) -> DirtyRateSample | None:
         if not live or state is not VmState.RUNNING:
             return None
+        key = (src.uri, vm.uuid or vm.name)
+        kept = self._dirty_rates.get(key)
+        if kept is not None and reuse_s > 0:
+            age_s = self._monotonic() - kept[0]
+            if 0 <= age_s <= reuse_s:
+                log.info("preflight: reusing the dirty rate of %s measured %.0f s ago", vm.name, age_s)
+                return kept[1]
         seconds = max(1, round(self.dirty_rate_window_s))
+        self.dirty_rates_measured += 1
         rate, err = await _maybe(
             "measure the dirty rate", self.hypervisor.dirty_rate(src.uri, vm.name, seconds=seconds)
         )
         if rate is None:
-            return DirtyRateSample(None, seconds, None, err)
-        return DirtyRateSample(mb_s_to_mib_s(rate.megabytes_per_second), rate.period_s, rate.mode)
+            return DirtyRateSample(None, seconds, None, err)  # a failed measurement is never reused
+        sample = DirtyRateSample(mb_s_to_mib_s(rate.megabytes_per_second), rate.period_s, rate.mode)
+        self._dirty_rates.pop(key, None)
+        self._dirty_rates[key] = (self._monotonic(), sample)
+        while len(self._dirty_rates) > _DIRTY_RATES_KEPT:
+            del self._dirty_rates[next(iter(self._dirty_rates))]
+        return sample

@@ -20,6 +20,7 @@ from migration_core.preflight._common import (
     human_bytes,
     join,
     mode_of,
+    noted,
     passed,
     src_name,
     warned,
@@ -102,6 +103,20 @@ def check_storage(facts: PreflightFacts) -> tuple[CheckResult, ...]:
         )
     for p in unknown:
         why = p.visibility.error if p.visibility and p.visibility.error else "no probe result"
+        if copy is not None:
+            # Never guess: copying onto shared storage would destroy the image, and not copying a local disk
+            # (dropping the operator's --copy-storage) makes libvirt refuse the migration.
+            out.append(
+                failed(
+                    NAME,
+                    f"could not tell whether {p.disk.label} is shared with {dest_name(facts)} ({why}), so "
+                    f"--copy-storage {copy.value} can neither copy it safely nor skip it",
+                    f"check the path on {dest_name(facts)}: if a stale copy of the image is there, delete it "
+                    f"(`virsh vol-delete {p.disk.path or 'PATH'}` on {dest_name(facts)}) and plan again; if the "
+                    "storage is shared, drop --copy-storage",
+                )
+            )
+            continue
         out.append(
             warned(
                 NAME,
@@ -190,7 +205,20 @@ def _copy_checks(facts: PreflightFacts, local: list[DiskPlacement], copy: CopySt
     dest = dest_name(facts)
     for p in local:
         vis, d = p.visibility, p.disk
-        if vis is not None and vis.same_path_exists is False and vis.destination_pool is None:
+        if vis is not None and vis.same_path_exists is True and p.shared is False and copy is CopyStorage.ALL:
+            out.append(
+                noted(
+                    "storage.stale_image",
+                    f"{dest} has an old image at {d.path or d.label} on storage of its own (not the source's): a "
+                    "stale copy (e.g. from an earlier move); it is replaced by a fresh thin image and the copy",
+                )
+            )
+        if (
+            copy is CopyStorage.INC
+            and vis is not None
+            and vis.same_path_exists is False
+            and vis.destination_pool is None
+        ):
             size = human_bytes(vis.capacity_bytes) if vis.capacity_bytes else "SIZE"
             out.append(
                 failed(
@@ -259,7 +287,9 @@ def _space(facts: PreflightFacts, local: list[DiskPlacement], copy: CopyStorage)
         )
     if any(free is None for _, free in by_dir.values()):
         return warned(name, f"will copy {human_bytes(total)} ({listed}); free space on {dest} is unknown")
-    return passed(name, f"will copy {human_bytes(total)} of {what} ({listed}); {dest} has room")
+    virtual = sum(p.visibility.capacity_bytes or 0 for p in local if p.visibility)
+    thin = f", virtual size {human_bytes(virtual)}: images arrive thin" if virtual > total else ""
+    return passed(name, f"will copy {human_bytes(total)} of {what} (allocated data{thin}; {listed}); {dest} has room")
 
 
 def check_cache(facts: PreflightFacts) -> tuple[CheckResult, ...]:

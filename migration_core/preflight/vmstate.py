@@ -1,4 +1,6 @@
-"""Checks 3-4: the VM exists on the source, its state fits the mode, nothing clashes on the destination."""
+"""Checks 3-4: the VM exists on the source, its state fits the mode, nothing clashes on the destination, and
+no other host holds a definition of the same VM (one owner per VM: a second definition of the same disks,
+started by mistake, corrupts them)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from migration_core.preflight._common import (
     failed,
     join,
     mode_of,
+    noted,
     passed,
     src_name,
     warned,
@@ -117,17 +120,51 @@ def check_name_clash(facts: PreflightFacts) -> tuple[CheckResult, ...]:
                     "find out which copy is authoritative; destroy the other before migrating",
                 )
             )
-        elif facts.request.options.persistent:
+        elif facts.request.options.persistent or mode_of(facts) is MigrationMode.OFFLINE:
+            # Same name and UUID, shut off: this VM's own old copy (e.g. left by an earlier move with
+            # --keep-source). Defining the VM there replaces it: information, not a risk.
             out.append(
-                warned(
+                noted(
                     name,
-                    f"{dest} already has an inactive definition of {vm.name}; --persistent will replace it",
-                    f"compare both definitions (`virsh dumpxml {vm.name}` on each host) if it may differ",
+                    f"{dest} holds an old, shut-off definition of {vm.name} (same UUID {vm.uuid}): this VM's own "
+                    "copy; the migration replaces it with the current definition",
                 )
             )
         else:
-            out.append(warned(name, f"{dest} has an inactive definition of {vm.name}; it stays defined there"))
+            out.append(
+                warned(
+                    name,
+                    f"{dest} has an old, shut-off definition of {vm.name} (same UUID); with --transient it stays "
+                    "defined there, so the VM would run on top of a stale definition",
+                    f"drop --transient to replace it, or undefine it on {dest} first (`virsh undefine {vm.name}`)",
+                )
+            )
     return tuple(out) or (passed(name, f"no domain named {vm.name} or with its UUID on {dest}"),)
+
+
+def check_other_definitions(facts: PreflightFacts) -> tuple[CheckResult, ...]:
+    """Definitions of the VM's UUID on hosts other than the source and the destination (the destination's own
+    copy is check_name_clash's). Each one is a second owner of the same disks: the split-brain hazard."""
+    name, vm = "vm.other_definitions", facts.vm
+    if vm is None or facts.definitions_elsewhere is None:
+        return ()
+    dest = dest_name(facts)
+    others = [d for d in facts.definitions_elsewhere if d.host != dest]
+    unasked = [h for h in facts.hosts_unanswered if h != dest]
+    if others:
+        ordered = sorted(others, key=lambda d: d.host)
+        listed = join(f"{d.host} ({d.name}, {'running' if d.active else 'shut off'})" for d in ordered)
+        return (
+            warned(
+                name,
+                f"{vm.name} (UUID {vm.uuid}) is also defined on {listed}: a split-brain hazard — started there "
+                "while it runs elsewhere, it writes to the same disks",
+                f"undefine the stale copies (`virsh undefine {vm.name}` on each host named, after checking they are "
+                "not in use)",
+            ),
+        )
+    where = f" (not asked: {join(unasked)} did not answer)" if unasked else ""
+    return (passed(name, f"no other host of the inventory defines {vm.name}{where}"),)
 
 
 def check_snapshots(facts: PreflightFacts) -> tuple[CheckResult, ...]:
@@ -140,5 +177,23 @@ def check_snapshots(facts: PreflightFacts) -> tuple[CheckResult, ...]:
             f"{vm} has {count} snapshot(s) recorded in libvirt; libvirt refuses to migrate a domain with snapshots",
             f"delete them first (`virsh snapshot-list {vm}`, then `virsh snapshot-delete {vm} NAME`; add "
             "`--metadata` to keep the snapshot's data and drop only libvirt's record)",
+        ),
+    )
+
+
+def check_one_owner(facts: PreflightFacts) -> tuple[CheckResult, ...]:
+    """Say, in the plan the approver signs, what happens to the source's definition after the move."""
+    opts, vm = facts.request.options, facts.vm
+    if vm is None or not opts.persistent or opts.undefine_source or facts.vm_persistent is False:
+        return ()
+    src = src_name(facts)
+    copied = " and the disk images copied from it" if opts.copy_storage is not None else ""
+    if opts.keep_source:
+        return (noted("vm.one_owner", f"--keep-source: {src} keeps its shut-off definition of {vm.name}{copied}"),)
+    return (
+        noted(
+            "vm.one_owner",
+            f"once the move is verified, {src}'s definition of {vm.name}{copied} is removed, so the VM has one "
+            "owner (--keep-source keeps them)",
         ),
     )

@@ -18,17 +18,23 @@ PostgreSQL the claim is `SELECT ... FOR UPDATE SKIP LOCKED`; on SQLite every wri
     job_ops.py  jobs: create, read, transition (CAS), plan, chat refs, history, import
     records.py  approvals, events, progress samples
     leases.py   claims, take-over, heartbeats, per-host slot load
+    samples.py  calibration history: predicted and measured figures of finished migrations
     journal.py  the record of running migrations, written in the background (never blocks a migration)
+    audit.py    a job's complete record (plan, approvals, outcome, verification, events) for scripts and audits
     types.py    plain types and pure helpers (no database)
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from migration_core.store.base import utc_now
 from migration_core.store.job_ops import JobOps
+from migration_core.store.job_record import SUMMARY_DETAIL, JobRecord, job_record
 from migration_core.store.journal import Journal
 from migration_core.store.leases import LeaseOps
 from migration_core.store.records import RecordOps
+from migration_core.store.samples import SampleOps
 from migration_core.store.types import (
     NO_RETRY,
     ActiveJobExists,
@@ -44,18 +50,29 @@ from migration_core.store.types import (
 )
 
 
-class Store(JobOps, RecordOps, LeaseOps):
+class Store(JobOps, RecordOps, LeaseOps, SampleOps):
     """The job store. `store = await Store.open(url)` (or `async with Store(url) as store:`); `close()`."""
+
+    async def record(self, job_id: int) -> JobRecord:
+        """The job's complete record (UnknownJobError when there is no such job)."""
+        job = await self.get_job(job_id)
+        return job_record(job, await self.events(job_id))
+
+    async def records_since(self, since: datetime | None = None) -> list[JobRecord]:
+        """The records of every job created at or after `since` (None: all), oldest first."""
+        return [job_record(job, await self.events(job.id)) for job in await self.jobs_since(since)]
 
 
 __all__ = [
     "NO_RETRY",
+    "SUMMARY_DETAIL",
     "ActiveJobExists",
     "DuplicateRequestError",
     "EventKind",
     "EventRecord",
     "HostLimit",
     "HostLoad",
+    "JobRecord",
     "Journal",
     "RetryPolicy",
     "Store",

@@ -9,14 +9,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Table, func, update
+from sqlalchemy import Table, func, inspect, update
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, select
 
 from migration_core.errors import MigrateBotError, StoreError, UnknownJobError
 from migration_core.models import Approval, Job
+from migration_core.store import audit
 from migration_core.store.engine import WRITE_OPTION, is_transient, make_engine, normalise_url, to_store_error
 from migration_core.store.schema import (
+    ADDED_COLUMNS,
     GUARD_DDL,
     ApprovalRow,
     JobRow,
@@ -56,6 +58,7 @@ class StoreBase:
         retry: RetryPolicy | None = None,
         connect_timeout_s: int = 5,
     ) -> None:
+        audit.install()  # every event record written through the store joins the hash chain
         self._url = normalise_url(url)
         self.url_masked = mask_url(self._url)
         self._clock = clock
@@ -91,6 +94,10 @@ class StoreBase:
                 if self._is_pg:
                     conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
                 SQLModel.metadata.create_all(conn)
+                present = {t: {c["name"] for c in inspect(conn).get_columns(t)} for t, _, _ in ADDED_COLUMNS}
+                for table, column, sql_type in ADDED_COLUMNS:
+                    if column not in present[table]:  # a database made by an older version
+                        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
                 for ddl in GUARD_DDL[self.backend]:
                     conn.exec_driver_sql(ddl)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, union, update
@@ -226,6 +227,13 @@ class JobOps(StoreBase):
         """Jobs not in a terminal state, newest first."""
         stmt = select(JobRow).where(col(JobRow.state).in_(ACTIVE))
         return await self._all("read active jobs", stmt.order_by(col(JobRow.created_at).desc(), col(JobRow.id).desc()))
+
+    async def jobs_since(self, since: datetime | None = None) -> list[Job]:
+        """Every job created at or after `since` (None: every job), oldest first: what an audit export reads."""
+        stmt = select(JobRow)
+        if since is not None:
+            stmt = stmt.where(col(JobRow.created_at) >= to_utc(since))
+        return await self._all("read jobs for an export", stmt.order_by(col(JobRow.created_at), col(JobRow.id)))
 
     async def jobs_in_states(self, states: Sequence[JobState] | frozenset[JobState]) -> list[Job]:
         """Jobs in any of `states`, oldest first (queue order)."""

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import func, or_, true, update
 from sqlmodel import Session, col, select
 
 from migration_core.models import Job, JobState
@@ -46,8 +46,11 @@ class LeaseOps(StoreBase):
         *,
         states: frozenset[JobState] = CLAIMABLE_STATES,
         limits: Mapping[str, HostLimit] | None = None,
+        exclude: frozenset[int] = frozenset(),
     ) -> Job | None:
         """Lease the oldest unowned (or lease-expired) job in `states` to `owner`; None when there is none.
+
+        Jobs in `exclude` are never claimed (the dispatcher holds them: a change freeze, a later start time).
 
         With `limits`, skip jobs whose source has no free outbound slot or whose destination no free inbound
         slot (hosts missing from `limits` are not limited), so each host's queue drains in order. Two
@@ -64,6 +67,7 @@ class LeaseOps(StoreBase):
                 stmt = (
                     select(JobRow)
                     .where(col(JobRow.state).in_([st.value for st in states]), _lease_free(now))
+                    .where(col(JobRow.id).not_in(sorted(exclude)) if exclude else true())
                     .order_by(col(JobRow.created_at), col(JobRow.id))
                     .limit(1 if limits is None else _CLAIM_WINDOW)
                 )

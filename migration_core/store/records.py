@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from migration_core.models import Approval, ProgressSample
+from migration_core.store.audit import ChainReport, chained_from_row, verify_chain
 from migration_core.store.base import StoreBase, unknown_job
 from migration_core.store.job_ops import dumps
 from migration_core.store.schema import (
@@ -26,14 +28,27 @@ from migration_core.store.types import EventKind, EventRecord
 class RecordOps(StoreBase):
     """Approvals, events and progress."""
 
-    async def add_approval(self, job_id: int, actor: str, approved: bool, plan_hash: str) -> Approval:
-        """Record an approval (or denial) bound to `plan_hash`, with an `approval` event (no policy here)."""
+    async def add_approval(
+        self, job_id: int, actor: str, approved: bool, plan_hash: str, groups: Sequence[str] = ()
+    ) -> Approval:
+        """Record an approval (or denial) bound to `plan_hash`, with an `approval` event (no policy here).
+        `groups`: the requirement's groups the actor belongs to (what they count for)."""
 
         def write(_attempt: int) -> Approval:
             now = self._now()
+            data: dict[str, Any] = {"approved": approved, "plan_hash": plan_hash}
+            if groups:
+                data["groups"] = list(groups)
             with self._tx(write=True) as s:
                 self._require_job(s, job_id)
-                row = ApprovalRow(job_id=job_id, actor=actor, approved=approved, plan_hash=plan_hash, at=now)
+                row = ApprovalRow(
+                    job_id=job_id,
+                    actor=actor,
+                    approved=approved,
+                    plan_hash=plan_hash,
+                    at=now,
+                    groups=json.dumps(list(groups)) if groups else None,
+                )
                 s.add(row)
                 verb = "approved" if approved else "denied"
                 s.add(
@@ -43,7 +58,7 @@ class RecordOps(StoreBase):
                         kind=EventKind.APPROVAL.value,
                         actor=actor,
                         detail=f"{verb} by {actor} (plan {plan_hash})",
-                        data=dumps({"approved": approved, "plan_hash": plan_hash}),
+                        data=dumps(data),
                     )
                 )
                 s.flush()
@@ -122,6 +137,15 @@ class RecordOps(StoreBase):
             return [event_from_row(r) for r in s.exec(ordered).all()]
 
         return await self._run("read events", lambda _a: self._read(read))
+
+    async def verify_audit(self) -> ChainReport:
+        """Recompute the event log's hash chain (`migrate-bot audit verify`); see store/audit.py."""
+        stmt = select(EventRow).order_by(col(EventRow.id))
+
+        def read(s: Session) -> ChainReport:
+            return verify_chain([chained_from_row(r) for r in s.exec(stmt).all()])
+
+        return await self._run("verify the audit chain", lambda _a: self._read(read))
 
     async def add_progress(self, sample: ProgressSample) -> None:
         """Keep one progress reading (UnknownJobError when the job does not exist)."""

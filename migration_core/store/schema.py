@@ -13,7 +13,16 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from migration_core.errors import StoreError
-from migration_core.models import TERMINAL_STATES, Approval, Job, JobState, Phase, Plan, ProgressSample
+from migration_core.models import (
+    TERMINAL_STATES,
+    Approval,
+    Job,
+    JobState,
+    MoveSample,
+    Phase,
+    Plan,
+    ProgressSample,
+)
 from migration_core.store.types import EventKind, EventRecord
 
 
@@ -87,6 +96,7 @@ class ApprovalRow(SQLModel, table=True):
     approved: bool
     plan_hash: str
     at: datetime = Field(sa_type=UtcDateTime)
+    groups: str | None = Field(default=None, sa_type=Text)  # JSON list: the requirement's groups of the actor
 
 
 class EventRow(SQLModel, table=True):
@@ -103,6 +113,10 @@ class EventRow(SQLModel, table=True):
     new_state: str | None = None
     detail: str = Field(default="", sa_type=Text)
     data: str | None = Field(default=None, sa_type=Text)  # a JSON object
+    # The tamper-evident chain (store/audit.py): the previous record's hash and this record's. NULL only for
+    # records written before the chain existed.
+    prev_hash: str | None = Field(default=None, sa_type=Text)
+    hash: str | None = Field(default=None, sa_type=Text)
 
 
 class ProgressRow(SQLModel, table=True):
@@ -128,6 +142,50 @@ class ProgressRow(SQLModel, table=True):
     stalled_for_s: float = 0.0
     postcopy_requests: int = 0
     auto_converge_throttle_pct: int = 0
+
+
+class MoveSampleRow(SQLModel, table=True):
+    """move_samples: one row per finished migration that had a model prediction (calibration history).
+
+    Added by issue 12; `create_all` creates it in databases made before (no existing table changes).
+    """
+
+    __tablename__ = "move_samples"
+    __table_args__ = (
+        Index("ix_move_samples_pair", "source", "destination", "finished_at"),
+        Index("ix_move_samples_vm", "vm_uuid", "finished_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int | None = None
+    vm_uuid: str
+    vm: str
+    source: str
+    destination: str
+    family: str
+    finished_at: datetime = Field(sa_type=UtcDateTime)
+    succeeded: bool
+    model_total_s: float
+    model_downtime_ms: float | None = None
+    predicted_total_s: float | None = None
+    predicted_downtime_ms: float | None = None
+    measured_total_s: float
+    measured_downtime_ms: float | None = None
+    memory_bytes_sent: int = Field(default=0, sa_type=BigInteger)
+    disk_bytes_sent: int = Field(default=0, sa_type=BigInteger)
+    throughput_mib_s: float | None = None
+    passes: int | None = None
+    postcopy: bool = False
+    link_mib_s: float | None = None
+    disk_bytes: int = Field(default=0, sa_type=BigInteger)
+    postcopy_switch_s: float | None = None
+
+
+def sample_to_row(sample: MoveSample, job_id: int | None) -> MoveSampleRow:
+    return MoveSampleRow(job_id=job_id, **{f.name: getattr(sample, f.name) for f in fields(MoveSample)})
+
+
+def sample_from_row(row: MoveSampleRow) -> MoveSample:
+    return MoveSample(**{f.name: getattr(row, f.name) for f in fields(MoveSample)})
 
 
 APPEND_ONLY = "the event log is append-only"
@@ -216,7 +274,17 @@ def plan_values(plan: Plan) -> dict[str, object]:
 
 
 def approval_from_row(row: ApprovalRow) -> Approval:
-    return Approval(row.job_id, row.actor, row.approved, row.plan_hash, to_utc(row.at))
+    groups = tuple(json.loads(row.groups)) if row.groups else ()
+    return Approval(row.job_id, row.actor, row.approved, row.plan_hash, to_utc(row.at), groups)
+
+
+# Columns added after the first release: (table, column, SQL type). `Store.start` adds any that an existing
+# database lacks (create_all creates missing tables only); all are nullable, so old rows stay valid.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("approvals", "groups", "TEXT"),
+    ("events", "prev_hash", "TEXT"),
+    ("events", "hash", "TEXT"),
+)
 
 
 def event_from_row(row: EventRow) -> EventRecord:
@@ -233,7 +301,10 @@ def event_from_row(row: EventRow) -> EventRecord:
     )
 
 
-_SAMPLE_FIELDS = tuple(f.name for f in fields(ProgressSample) if f.name not in ("job_id", "at", "phase"))
+# eta_note is a live explanation, not a measurement: not stored (and so no new column on an existing table).
+_SAMPLE_FIELDS = tuple(
+    f.name for f in fields(ProgressSample) if f.name not in ("job_id", "at", "phase", "eta_note")
+)
 
 
 def progress_to_row(sample: ProgressSample) -> ProgressRow:

@@ -61,7 +61,22 @@ def plan(
         mode=mode,
         checks=checks,
         prediction=Prediction(
-            True, 12.0, 80.0, 30.0, 110.0, 4, "converges in ~12 s, downtime ~80 ms (4 passes)"
+            True,
+            12.0,
+            80.0,
+            30.0,
+            110.0,
+            4,
+            "converges in ~12 s (10–15 s), downtime ~80 ms (60–110 ms); from 4 earlier migrations hostA→hostB",
+            total_p10_s=10.2,
+            total_p90_s=14.6,
+            downtime_p10_ms=60.0,
+            downtime_p90_ms=110.0,
+            basis="from 4 earlier migrations hostA→hostB",
+            samples=4,
+            mode="pre-copy",
+            model_total_s=11.1,
+            model_downtime_ms=70.0,
         ),
         flags=tuple(flags),
         params={"migrate_uri": "tcp://10.77.0.2", "bandwidth": 110, "downtime": 300},
@@ -149,7 +164,19 @@ def summary(*, job_id: int = 7, outcome: JobState = JobState.SUCCEEDED) -> Verif
             CheckResult(
                 "running_on_destination", CheckStatus.PASS if ok else CheckStatus.FAIL, "vm42 is running"
             ),
-            CheckResult("guest_agent", CheckStatus.WARN, "no guest agent configured: not checked"),
+            CheckResult(
+                "guest_liveness",
+                CheckStatus.PASS if ok else CheckStatus.SKIPPED,
+                "alive: vCPU time +12.5 ms in 1.0 s on hostB; hostA's copy is not running"
+                if ok
+                else "it is not running there",
+            ),
+            CheckResult("guest_agent", CheckStatus.SKIPPED, "no guest agent configured"),
+            *(
+                (CheckResult("source_definition", CheckStatus.INFO, "removed hostA's shut-off definition of vm42"),)
+                if ok
+                else ()
+            ),
         ),
         source_state="shut off (defined)" if ok else "running",
         destination_state="running (persistent)" if ok else "absent",
@@ -160,6 +187,7 @@ def summary(*, job_id: int = 7, outcome: JobState = JobState.SUCCEEDED) -> Verif
         throughput_mib_s=86.5,
         iterations=4,
         next_step=None if ok else "nothing was changed; check the link and run /migrate again",
+        evidence="alive: vCPU time +12.5 ms in 1.0 s on hostB; hostA's copy is not running" if ok else None,
     )
 
 

@@ -23,7 +23,7 @@ from migration_core.models import (
     MigrationRequest,
     Plan,
 )
-from migration_core.service_api import ApproverCheck, HostStatus, QueuePosition
+from migration_core.service_api import ApproverCheck, FreezeStatus, HostStatus, QueuePosition
 from tests.bot.factories import PASSING, T0, plan, sample, summary
 
 
@@ -36,6 +36,7 @@ class InMemoryService:
         self.jobs: dict[int, Job] = {}
         self.keys: dict[str, int] = {}
         self.submits = 0
+        self.freeze_list: list[FreezeStatus] = []
         self._aborts: dict[int, asyncio.Event] = {}
         self._done: dict[int, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -46,7 +47,8 @@ class InMemoryService:
     ) -> Job:
         old = self.jobs[job_id]
         self.jobs[job_id] = replace(old, state=new, updated_at=self.now, **kw)  # type: ignore[arg-type]
-        await self.sink.emit(StateChanged(job_id, old.state, new, actor, detail, self.now))
+        moved = self.jobs[job_id]
+        await self.sink.emit(StateChanged(job_id, old.state, new, actor, detail, self.now, moved.approvers))
         if new.terminal:
             self._done.setdefault(job_id, asyncio.Event()).set()
         return self.jobs[job_id]
@@ -184,6 +186,9 @@ class InMemoryService:
             HostStatus("hostA", "qemu:///system", True, "ok"),
             HostStatus("hostB", "qemu:///system", True, "ok"),
         ]
+
+    async def freezes(self) -> list[FreezeStatus]:
+        return list(self.freeze_list)
 
     async def set_chat_refs(self, job_id, *, channel=None, thread=None, progress=None) -> Job:
         job = self._job(job_id)

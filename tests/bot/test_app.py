@@ -147,3 +147,15 @@ async def test_unknown_group_and_no_group_use_the_allowlist():
     assert await check("U0ALLOW") and not await check("U0BOB")
     plain = SlackApproverCheck(client, group=None, allowlist=())  # type: ignore[arg-type]
     assert not await plain("U0BOB")  # nothing configured: nobody approves in Slack
+
+
+async def test_owners_groups_use_the_slack_user_group_with_that_handle_else_the_policy_file():
+    from bot.app import SlackGroupCheck
+
+    client = GroupClient(["U0BOB"])
+    policy_groups = {"sre-leads": frozenset({"U0FILE"}), "dba": frozenset({"U0DAVE"})}
+    check = SlackGroupCheck(client, lambda g: policy_groups.get(g, frozenset()))  # type: ignore[arg-type]
+    assert await check("U0BOB", "sre-leads") is True  # the Slack group decides where it exists
+    assert await check("U0FILE", "sre-leads") is False
+    assert await check("U0DAVE", "dba") is True  # no Slack group @dba: the policy file's [groups]
+    assert await check("U0BOB", "dba") is False

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +16,27 @@ import pytest
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
-from bot.blocks.answers import help_message, hosts_message, jobs_message, status_message
+from bot.blocks.answers import freezes_message, help_message, hosts_message, jobs_message, status_message
 from bot.blocks.card import card_message, plan_message
 from bot.blocks.home import home_message
-from bot.blocks.ir import SLACK, Message
+from bot.blocks.ir import CONSOLE, SLACK, Message
 from bot.blocks.modals import ModalTarget, bandwidth_modal, downtime_modal
 from bot.blocks.progress import notice_message, progress_message, state_change_message
 from bot.blocks.slack import MAX_VIEW_BLOCKS, home_view, message_payload, problems, to_blocks
 from bot.blocks.summary import summary_message
 from migration_core.events import Notice, NoticeKind, StateChanged
 from migration_core.grammar.parser import help_text
-from migration_core.models import CheckResult, CheckStatus, ControlAction, Decision, JobState, Phase
-from migration_core.service_api import HostStatus, QueuePosition
+from migration_core.models import (
+    ApprovalRequirement,
+    CheckResult,
+    CheckStatus,
+    ControlAction,
+    Decision,
+    GroupNeed,
+    JobState,
+    Phase,
+)
+from migration_core.service_api import FreezeStatus, HostStatus, QueuePosition
 from tests.bot.factories import PASSING, T0, job, plan, sample, summary
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -42,6 +52,29 @@ FAILING = plan(
 )
 RISKY = plan(postcopy=True)
 RUNNING = job(state=JobState.RUNNING, p=RISKY, approvers=("U0BOB", "U0CAROL"))
+SCHEDULED = replace(
+    plan(),
+    request=replace(
+        plan().request,
+        options=replace(
+            plan().request.options, not_before=T0 + timedelta(hours=10), not_after=T0 + timedelta(hours=10, minutes=30)
+        ),
+    ),
+)
+# A policy-file plan (issue 15): an emergency during a freeze on a VM the DBAs own, with a change ticket.
+POLICY_PLAN = replace(
+    plan(vm="db1"),
+    request=replace(
+        plan(vm="db1").request,
+        options=replace(plan(vm="db1").request.options, ticket="CHG0012345", emergency=True),
+    ),
+    approval=ApprovalRequirement(
+        3,
+        (GroupNeed("dba", 1, "VM db1 (label db)"),),
+        ("emergency change during a freeze: 3 approvers", "owners: 1 from @dba (VM db1 (label db))"),
+        emergency=True,
+    ),
+)
 
 
 def _cases() -> dict[str, dict[str, Any]]:
@@ -50,6 +83,33 @@ def _cases() -> dict[str, dict[str, Any]]:
         "card_awaiting": m(card_message(job(), SLACK, ttl_s=TTL)),
         "card_awaiting_risky_one_of_two": m(
             card_message(job(p=RISKY, approvers=("U0BOB",)), SLACK, ttl_s=TTL)
+        ),
+        "card_policy_emergency_owners": m(card_message(job(p=POLICY_PLAN, approvers=("U0BOB",)), SLACK, ttl_s=TTL)),
+        "card_scheduled": m(
+            card_message(job(state=JobState.QUEUED, p=SCHEDULED, approvers=("U0BOB",)), SLACK, ttl_s=TTL)
+        ),
+        "home_scheduled": home_view(
+            home_message(
+                "U0BOB",
+                [job(id=11, state=JobState.QUEUED, p=SCHEDULED, approvers=("U0CAROL",))],
+                [QueuePosition(11, 1, "scheduled: starts at 2024-05-01 22:00 UTC (until 2024-05-01 22:30 UTC)")],
+                [],
+                SLACK,
+                now=T0,
+            )
+        ),
+        "summary_with_ticket": m(
+            summary_message(summary(), job(state=JobState.SUCCEEDED, p=POLICY_PLAN, approvers=("U0BOB",)), SLACK)
+        ),
+        "freezes": m(
+            freezes_message(
+                [
+                    FreezeStatus("business hours", T0, T0 + timedelta(hours=6), True,
+                                 "weekly Mon-Fri 08:00-18:00 Europe/Berlin", "Europe/Berlin"),
+                    FreezeStatus("year-end", T0 + timedelta(days=200), T0 + timedelta(days=215), False),
+                ],
+                SLACK,
+            )
         ),
         "card_not_executable": m(card_message(job(state=JobState.FAILED, p=FAILING), SLACK, ttl_s=TTL)),
         "card_approved": m(
@@ -275,6 +335,16 @@ def test_state_change_replies():
     assert msg is not None and "Approved by <@U0BOB>" in msg.text
     first = StateChanged(7, JobState.PREFLIGHT, JobState.AWAITING_APPROVAL, None, "", T0)
     assert state_change_message(first, SLACK) is None  # the card itself says it
+
+
+def test_an_approval_by_two_people_credits_both():
+    """Issue 13 §5: the thread said only "Approved by carol" when bob and carol approved."""
+    both = StateChanged(7, JobState.AWAITING_APPROVAL, JobState.APPROVED, "U0CAROL", "", T0, ("U0BOB", "U0CAROL"))
+    msg = state_change_message(both, SLACK)
+    assert msg is not None and "Approved by <@U0BOB> and <@U0CAROL>;" in msg.text
+    three = StateChanged(7, JobState.AWAITING_APPROVAL, JobState.APPROVED, "carol", "", T0, ("al", "bob", "carol"))
+    msg = state_change_message(three, CONSOLE)
+    assert msg is not None and "Approved by al, bob and carol;" in msg.text
 
 
 def test_long_report_is_cut_with_a_pointer_and_keeps_the_buttons():

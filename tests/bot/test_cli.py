@@ -8,26 +8,32 @@ Tests that need real hosts use the lab; the others run anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from migration_core.models import MoveSample
+from migration_core.store import Store
 from tests.labkit import LabInfo, reset_vm, vm_location
 
 BIN = Path(sys.executable).parent / "migrate-bot"
 MIGRATE_KEYS = {
-    "command", "vm", "destination", "mode", "persistent", "undefine_source", "postcopy", "postcopy_after_s",
-    "auto_converge", "parallel_connections", "max_downtime_ms", "bandwidth_mib_s", "copy_storage", "compressed",
-    "tls", "timeout_s", "reason",
+    "command", "vm", "destination", "mode", "persistent", "undefine_source", "keep_source", "postcopy",
+    "postcopy_after_s", "auto_converge", "parallel_connections", "max_downtime_ms", "bandwidth_mib_s",
+    "copy_storage", "compressed", "tls", "timeout_s", "reason", "ticket", "emergency", "not_before", "not_after",
 }  # fmt: skip
 PLAN_KEYS = {"executable", "checks", "prediction", "mode", "flags", "params", "recommendation", "hash"}
 PREDICTION_KEYS = {"converges", "total_s", "downtime_ms", "dirty_rate_mib_s", "bandwidth_mib_s", "passes"}
-SUBCOMMANDS = ("serve", "console", "parse", "plan", "status", "history", "hosts", "version")
+SUBCOMMANDS = (
+    "serve", "console", "parse", "plan", "status", "history", "export", "hosts", "calibration", "audit", "version",
+)  # fmt: skip
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
@@ -83,6 +89,7 @@ def dead_hosts(tmp_path: Path) -> Path:
             {"command": "plan", "copy_storage": "all", "persistent": False, "timeout_s": 300.0},
         ),
         ("stopped to hostB --offline --undefine-source", {"mode": "offline", "undefine_source": True}),
+        ("vm42 to hostB --keep-source", {"keep_source": True, "undefine_source": False}),
         # From a phone: em/en dashes, curly quotes, doubled spaces.
         (
             "vm42  to hostB —postcopy-after 30s –reason “CHG 42: kernel”  ——auto-converge",
@@ -199,6 +206,47 @@ def test_status_and_history_on_an_empty_database(tmp_path: Path, dead_hosts: Pat
     assert limit.returncode == 2 and "--limit" in limit.stderr
 
 
+def test_calibration_per_host_pair(tmp_path: Path, dead_hosts: Path, db_env: dict[str, str]) -> None:
+    env = {**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)}
+    empty = run("calibration", env=env)
+    assert empty.returncode == 0 and "no finished migration with a prediction yet" in empty.stdout
+    assert one_json(run("calibration", "--json", env=env)) == []
+
+    async def seed() -> None:
+        store = await Store.open(db_env["MIGRATE_BOT_DB"])
+        now = datetime.now(UTC)
+        for n, (measured, ok) in enumerate([(1.0, True), (1.1, True), (0.9, True), (9.0, False)]):
+            await store.add_move_sample(
+                MoveSample(
+                    "u1",
+                    "vm42",
+                    "hostA",
+                    "hostB",
+                    "pre-copy",
+                    now - timedelta(minutes=n),
+                    ok,
+                    1.0,
+                    40.0,
+                    1.0,
+                    40.0,
+                    measured,
+                    50.0,
+                    memory_bytes_sent=34 * 2**20,
+                    throughput_mib_s=80.0,
+                    link_mib_s=100.0,
+                )
+            )
+        await store.close()
+
+    asyncio.run(seed())
+    [pair] = one_json(run("calibration", "--json", env=env))
+    assert (pair["source"], pair["destination"], pair["migrations"], pair["learned_from"]) == ("hostA", "hostB", 4, 3)
+    assert pair["total_error_median"] == round(0.1 / 1.1, 3) and pair["downtime_error_median"] == 0.2
+    assert pair["throughput_mib_s"] == 80.0 and pair["efficiency"] == 0.82 and pair["pair_samples"] == 3
+    text = run("calibration", env=env)
+    assert text.returncode == 0 and "hostA → hostB" in text.stdout and "80 MiB/s" in text.stdout
+
+
 # ----- plan and hosts: when nothing answers ------------------------------------------------------------
 
 
@@ -247,7 +295,7 @@ def test_plan_json_contract_on_the_lab(lab: LabInfo, db_env: dict[str, str]) -> 
     assert set(plan) >= PLAN_KEYS
     assert isinstance(plan["executable"], bool) and plan["mode"] == "live"
     assert plan["checks"] and all(set(c) == {"name", "status", "reason", "fix"} for c in plan["checks"])
-    assert {c["status"] for c in plan["checks"]} <= {"pass", "warn", "fail"}
+    assert {c["status"] for c in plan["checks"]} <= {"pass", "info", "skipped", "warn", "fail"}
     assert all(isinstance(c["reason"], str) and c["reason"] for c in plan["checks"])
     assert set(plan["prediction"]) >= PREDICTION_KEYS
     assert plan["prediction"]["bandwidth_mib_s"] == 200.0 and isinstance(plan["prediction"]["converges"], bool)
@@ -296,3 +344,172 @@ def test_hosts_on_the_lab(lab: LabInfo, db_env: dict[str, str]) -> None:
         assert h["uri"] == lab.host(name).uri
     text = run("hosts", env=env)
     assert text.returncode == 0 and "hostA" in text.stdout and "lab-b" in text.stdout
+
+
+# ----- console exit codes (a real subprocess reading a script on stdin) -----------------------------------
+
+
+def run_console(script: str, env: dict[str, str], *, user: str = "alice") -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MIGRATE_BOT_", "SLACK_"))}
+    proc = subprocess.run(
+        [str(BIN), "console", "--as", user],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**base, "MIGRATE_BOT_DIRTY_RATE_WINDOW": "1s", **env},
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return proc
+
+
+def test_console_exits_1_when_its_only_request_is_refused(dead_hosts: Path, db_env: dict[str, str]) -> None:
+    """Issue 13 §5: a request the service refuses (the requester is not allowed) is not a success."""
+    env = {**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts), "MIGRATE_BOT_REQUESTERS": "U012BOB"}
+    proc = run_console("vm42 to hostB\n", env)
+    assert proc.returncode == 1, proc.stdout
+    assert "refused:" in proc.stdout and "1 migration request was refused" in proc.stdout
+    assert "job 1 created" not in proc.stdout
+
+
+def test_console_exits_1_when_the_vm_already_has_an_open_job(
+    tmp_path: Path, dead_hosts: Path, db_env: dict[str, str]
+) -> None:
+    """The case of the issue: the VM already had an open job, the console's only request was refused."""
+    import asyncio
+
+    from migration_core.store import Store
+
+    async def open_job() -> int:
+        store = await Store.open(db_env["MIGRATE_BOT_DB"])
+        try:
+            return (await store.create_job(vm="vm42", destination="hostB", requester="carol", source="hostA")).id
+        finally:
+            await store.close()
+
+    job_id = asyncio.run(open_job())
+    proc = run_console("vm42 to hostB\n", {**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)})
+    assert proc.returncode == 1, proc.stdout
+    assert f"already has job #{job_id}" in proc.stdout and "1 migration request was refused" in proc.stdout
+
+
+def test_console_with_no_request_at_all_exits_0(dead_hosts: Path, db_env: dict[str, str]) -> None:
+    proc = run_console("help\nstatus\n", {**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)})
+    assert proc.returncode == 0, proc.stdout
+
+
+# ----- the job's whole record: status --json and export (issue 13 §6) ------------------------------------
+
+RECORD_KEYS = {"plan", "approvals", "outcome", "verification", "events"}
+OUTCOME_KEYS = {"total_s", "downtime_ms", "data_bytes", "iterations", "throughput_mib_s"}
+
+
+def _fill_store(db_url: str) -> tuple[int, int]:
+    """A real SQLite store with one job that is approved and waiting and one that was denied (no lab)."""
+    import asyncio
+
+    from migration_core.models import JobState
+    from migration_core.store import Store
+    from tests.bot.factories import plan
+
+    async def fill() -> tuple[int, int]:
+        store = await Store.open(db_url)
+        try:
+            ids = []
+            for vm, end in (("vm42", JobState.APPROVED), ("busy", JobState.DENIED)):
+                p = plan(vm=vm)
+                job = await store.create_job(vm=vm, destination="hostB", requester="alice", reason="CHG-7")
+                await store.transition(job.id, JobState.REQUESTED, JobState.PREFLIGHT, actor="alice", detail="pf")
+                await store.transition(job.id, JobState.PREFLIGHT, JobState.AWAITING_APPROVAL, actor=None,
+                                       detail="preflight passed", plan=p)
+                await store.add_approval(job.id, "bob", end is JobState.APPROVED, p.hash)
+                await store.transition(job.id, JobState.AWAITING_APPROVAL, end, actor="bob", detail=f"{end} by bob")
+                ids.append(job.id)
+            return ids[0], ids[1]
+        finally:
+            await store.close()
+
+    return asyncio.run(fill())
+
+
+def test_status_json_is_the_whole_record_with_a_null_outcome_before_it_ran(
+    dead_hosts: Path, db_env: dict[str, str]
+) -> None:
+    approved, denied = _fill_store(db_env["MIGRATE_BOT_DB"])
+    env = {**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)}
+    record = one_json(run("status", str(approved), "--json", env=env))
+    assert set(record) >= RECORD_KEYS | {"id", "vm", "state", "requester", "approvers", "plan_hash"}
+    assert record["id"] == approved and record["state"] == "approved" and record["vm"] == "vm42"
+    assert set(record["plan"]) >= PLAN_KEYS and record["plan"]["hash"] == record["plan_hash"]
+    assert set(record["plan"]["prediction"]) >= {"total_s", "downtime_ms"}
+    assert [a["user"] for a in record["approvals"]] == ["bob"] and record["approvals"][0]["at"].startswith("20")
+    assert record["outcome"] is None and record["verification"] == []  # it has not run
+    assert all(set(e) == {"at", "kind", "actor", "text"} for e in record["events"])
+    assert [e["kind"] for e in record["events"]].count("state") == 4
+    assert any(e["kind"] == "approval" and e["actor"] == "bob" for e in record["events"])
+    # A denial is no approval; the VM name finds its latest job too.
+    by_vm = one_json(run("status", "busy", "--json", env=env))
+    assert by_vm["id"] == denied and by_vm["approvals"] == [] and by_vm["state"] == "denied"
+
+
+def test_export_jsonl_and_csv_with_since(dead_hosts: Path, db_env: dict[str, str]) -> None:
+    import csv
+    import io
+
+    approved, denied = _fill_store(db_env["MIGRATE_BOT_DB"])
+    env = {**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)}
+    proc = run("export", env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [r["id"] for r in lines] == [approved, denied]  # oldest first
+    assert lines[0] == one_json(run("status", str(approved), "--json", env=env))  # the same record
+    rows = list(csv.DictReader(io.StringIO(run("export", "--format", "csv", env=env).stdout)))
+    assert [int(r["id"]) for r in rows] == [approved, denied]
+    assert rows[0]["approvers"] == "bob" and rows[0]["total_s"] == "" and rows[1]["state"] == "denied"
+    assert run("export", "--since", "2999-01-01", env=env).stdout == ""
+    assert len(run("export", "--since", "2000-01-01T00:00+02:00", env=env).stdout.splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("export", "--since", "yesterday"), ["'yesterday' is not a date", "YYYY-MM-DD"]),
+        (("export", "--since", "2026-13-01"), ["is not a date"]),
+        (("export", "--format", "xml"), ["--format", "jsonl", "csv"]),
+    ],
+)
+def test_export_bad_arguments_exit_2_with_a_clear_error(
+    args: tuple[str, ...], words: list[str], dead_hosts: Path, db_env: dict[str, str]
+) -> None:
+    proc = run(*args, env={**db_env, "MIGRATE_BOT_HOSTS": str(dead_hosts)})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert all(w in proc.stderr for w in words), proc.stderr
+
+
+@pytest.mark.lab
+def test_record_of_a_real_console_run(lab: LabInfo, db_env: dict[str, str]) -> None:
+    """A store filled by a real console run on the lab: the console exits 0 (its only request succeeded), and
+    `status --json` / `export` give the plan, the approval, libvirt's measured outcome and the verification."""
+    env = _lab_env(lab, db_env)
+    _at_home(lab, "vm42")
+    try:
+        proc = run_console("vm42 to hostB\nas bob\napprove last\nwait last\n", env)
+        assert proc.returncode == 0, proc.stdout
+        assert "all jobs succeeded (job 1)" in proc.stdout
+        record = one_json(run("status", "1", "--json", env=env))
+    finally:
+        reset_vm(lab, "vm42")
+    assert record["state"] == "succeeded" and record["source"] == "hostA" and record["destination"] == "hostB"
+    assert set(record["plan"]) >= PLAN_KEYS and "VIR_MIGRATE_LIVE" in record["plan"]["flags"]
+    assert [a["user"] for a in record["approvals"]] == ["bob"]
+    outcome = record["outcome"]
+    assert set(outcome) == OUTCOME_KEYS
+    assert outcome["total_s"] > 0 and outcome["data_bytes"] > 0 and outcome["iterations"] >= 1
+    assert outcome["downtime_ms"] >= 0 and outcome["throughput_mib_s"] > 0
+    names = {c["name"]: c for c in record["verification"]}
+    assert names and all(set(c) == {"name", "status", "reason"} for c in record["verification"])
+    assert all(c["status"] != "fail" for c in record["verification"]), record["verification"]
+    states = [e["text"] for e in record["events"] if e["kind"] == "state"]
+    assert len(states) >= 6 and all(set(e) == {"at", "kind", "actor", "text"} for e in record["events"])
+    exported = [json.loads(x) for x in run("export", env=env).stdout.splitlines()]
+    assert exported == [record]

@@ -285,3 +285,11 @@ async def test_a_second_console_finds_the_newest_job_with_last_and_status_shows_
     assert "Live migration of vm42: succeeded" in status_last  # the job's card...
     assert "Migration succeeded: vm42" in status_last  # ...and its summary (there is no thread here)
     assert "Nothing active." in text and "latest: ✅ #1 vm42 hostA → hostB — succeeded" in text
+
+
+async def test_a_risky_job_approved_by_two_credits_both_approvers():
+    """Issue 13 §5: with two approvals the line names both approvers, not only the second."""
+    code, out, service = await run_script("vm42 to hostB --postcopy\nas bob\napprove last\nas carol\napprove last\n")
+    assert code == 0, out
+    assert "[job 1] 👍 Approved by bob and carol" in out
+    assert service.jobs[1].approvers == ("bob", "carol")

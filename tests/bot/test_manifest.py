@@ -17,6 +17,7 @@ SCOPE_OF = {
     "usergroups_users_list": "usergroups:read",
     "views_open": None,
     "views_publish": None,
+    "auth_test": None,  # no scope: binds the workspace at start (handlers.gate)
 }
 
 

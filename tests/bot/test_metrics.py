@@ -90,7 +90,9 @@ async def test_preflight_failures_are_counted_by_check_from_the_failed_plan():
     assert sample(m, "migrate_bot_preflight_failures_total", check="storage") == 1
     assert sample(m, "migrate_bot_preflight_failures_total", check="hosts") == 0
     assert sample(m, "migrate_bot_preflight_failures_total", check="facts_unavailable") == 1
-    assert sample(m, "migrate_bot_migrations_total", outcome="failed") == 3
+    # Preflight refusals have their own outcome (issue 16): "failed" is for migrations that ran and failed.
+    assert sample(m, "migrate_bot_migrations_total", outcome="failed") == 1
+    assert sample(m, "migrate_bot_migrations_total", outcome="preflight_failed") == 2
 
 
 async def test_a_failing_lookup_never_reaches_the_core():

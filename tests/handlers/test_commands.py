@@ -147,3 +147,37 @@ def test_idempotency_key_prefers_trigger_id_and_falls_back_to_a_minute_window():
     assert k1 == commands.idempotency_key(no_trigger, now_s=659.0)
     assert k1 != commands.idempotency_key(no_trigger, now_s=660.0)
     assert k1 != commands.idempotency_key({**no_trigger, "user_id": "U0BOB"}, now_s=600.0)
+
+
+class _Request:
+    def __init__(self, headers: dict[str, Any]) -> None:
+        self.headers = headers
+
+
+def test_retry_num_reads_slacks_header_in_both_transports():
+    assert commands.retry_num(None) == 0
+    assert commands.retry_num(_Request({})) == 0
+    assert commands.retry_num(_Request({"x-slack-retry-num": ["2"]})) == 2  # Bolt's normalised headers
+    assert commands.retry_num(_Request({"x-slack-retry-num": "1"})) == 1
+    assert commands.retry_num(_Request({"x-slack-retry-num": ["x"]})) == 0
+
+
+async def test_a_retry_of_a_delivery_already_taken_is_acked_silently():
+    """Issue 13 §5: Slack's retry (same trigger_id, X-Slack-Retry-Num) must not answer the person twice."""
+    listener, service, client = setup()
+    b = body("vm42 to hostB")
+    log: list[tuple[str, dict[str, Any]]] = []
+    first_ack, first_respond = Recorder(log, "ack"), Recorder(log, "respond")
+    await listener(ack=first_ack, body=b, respond=first_respond, client=client)
+    retry_ack, retry_respond = Recorder(log, "ack"), Recorder(log, "respond")
+    await listener(ack=retry_ack, body=b, respond=retry_respond, client=client,
+                   request=_Request({"x-slack-retry-num": ["1"]}))
+    await settle()
+    assert "Checking" in first_ack.calls[0]["text"]
+    assert retry_ack.calls == [{}] and retry_respond.calls == []  # an empty ack, nothing more
+    assert service.submits == 1 and len(client.of("chat_postMessage")) == 1
+    # A retry whose first delivery never arrived here is answered like a first delivery.
+    other = body("busy to hostB", trigger="333.444.def")
+    ack, respond = Recorder(log, "ack"), Recorder(log, "respond")
+    await listener(ack=ack, body=other, respond=respond, client=client, request=_Request({"x-slack-retry-num": ["1"]}))
+    assert "Checking" in ack.calls[0]["text"] and service.submits == 2

@@ -273,3 +273,70 @@ async def test_queue_moves_refresh_the_card_and_only_a_new_reason_gets_a_thread_
     await sink.emit(Notice(7, NoticeKind.INFO, "hostB is back", T0))
     await settle()
     assert len(client.of("chat_postMessage")) == 3
+
+
+async def test_the_progress_message_shows_100_percent_once_and_is_never_edited_after_the_end():
+    """Issue 13 §5: the "done" sample, verifying and the final state make one edit, the last one."""
+    from migration_core.models import Phase
+
+    t, client, svc, sink = make()
+    ts = await start_running(t, client, svc, sink)
+    await sink.emit(ProgressUpdated(sample(percent=50)))
+    await t.advance(2.0)
+    assert len(progress_edits(client, ts)) == 1
+    await sink.emit(ProgressUpdated(sample(percent=100, phase=Phase.DONE)))  # the executor's finish
+    svc.set_state(7, state=JobState.VERIFYING)
+    await sink.emit(state(JobState.VERIFYING, old=JobState.RUNNING))
+    await t.advance(2.0)
+    await t.advance(2.0)
+    assert len(progress_edits(client, ts)) == 1  # neither "done" nor "verifying" edits it on their own
+    svc.set_state(7, state=JobState.SUCCEEDED)
+    await sink.emit(state(JobState.SUCCEEDED, old=JobState.VERIFYING))
+    await sink.emit(SummaryReady(summary()))
+    await settle()
+    edits = progress_edits(client, ts)
+    assert len(edits) == 2
+    final = json.dumps(edits[-1]["blocks"], ensure_ascii=False)
+    assert "Succeeded" in final and "100%" in final and not any(b["type"] == "actions" for b in edits[-1]["blocks"])
+    # Whatever the core still says about the job afterwards, the message stays as it is.
+    await sink.emit(ProgressUpdated(sample(percent=100, phase=Phase.DONE)))
+    await sink.emit(DecisionMade(7, Decision(ControlAction.RAISE_DOWNTIME, "late", downtime_ms=500), T0))
+    await sink.emit(state(JobState.SUCCEEDED, old=JobState.VERIFYING))
+    for _ in range(5):
+        await t.advance(2.0)
+    assert len(progress_edits(client, ts)) == 2
+
+
+async def test_the_end_of_a_job_does_not_wait_behind_the_progress_edit_interval():
+    """Issue 13 §2: a progress edit waiting for its 2 s turn must not hold up the final edit and the summary."""
+    t, client, svc, sink = make()
+    ts = await start_running(t, client, svc, sink)  # the progress message was posted just now
+    await sink.emit(ProgressUpdated(sample(percent=60)))  # its edit must wait for the interval ...
+    await settle()
+    svc.set_state(7, state=JobState.SUCCEEDED)
+    await sink.emit(state(JobState.SUCCEEDED, old=JobState.VERIFYING))
+    await sink.emit(SummaryReady(summary()))
+    await settle()  # ... but the end does not: no time passes here
+    broadcasts = [kw for kw in client.of("chat_postMessage") if kw.get("reply_broadcast")]
+    assert len(broadcasts) == 1 and "succeeded" in broadcasts[0]["text"]
+    edits = progress_edits(client, ts)
+    assert len(edits) == 1 and "Succeeded" in json.dumps(edits[0]["blocks"], ensure_ascii=False)
+    await t.advance(10.0)
+    assert len(progress_edits(client, ts)) == 1 and not sink.pending()
+
+
+async def test_a_progress_edit_still_pending_when_the_job_verifies_is_dropped_for_the_final_one():
+    t, client, svc, sink = make()
+    ts = await start_running(t, client, svc, sink)
+    await sink.emit(ProgressUpdated(sample(percent=70)))  # waits for its turn ...
+    await settle()
+    svc.set_state(7, state=JobState.VERIFYING)
+    await sink.emit(state(JobState.VERIFYING, old=JobState.RUNNING))  # ... while the migration ends
+    await t.advance(2.0)
+    await t.advance(2.0)
+    assert progress_edits(client, ts) == []  # "verifying" would show 100 % before the end does
+    svc.set_state(7, state=JobState.SUCCEEDED)
+    await sink.emit(state(JobState.SUCCEEDED, old=JobState.VERIFYING))
+    await settle()
+    edits = progress_edits(client, ts)
+    assert len(edits) == 1 and "Succeeded" in json.dumps(edits[0]["blocks"], ensure_ascii=False)

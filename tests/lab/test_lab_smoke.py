@@ -273,3 +273,21 @@ def test_daemon_can_be_killed_while_its_guests_keep_running(lab: LabInfo) -> Non
         start_daemon(lab, "hostA")
     assert vm_location(lab, "vm42") == {"hostA": "running"}
     assert wait_console_line(lab, "vm42", after_t=during.t_s).ok
+
+
+def test_reset_vm_brings_back_a_vm_running_and_defined_only_on_hostB(lab: LabInfo) -> None:
+    """After a one-owner move (the bot's default) a lab VM lives on hostB only, with its copied disk there:
+    `reset-vm` still puts it back on hostA (fresh disk) and removes hostB's copy."""
+    reset_vm(lab, "disky")
+    virsh(
+        lab,
+        "hostA",
+        "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--copy-storage-all",
+        "disky", lab.host("hostB").peer_uri, f"tcp://{lab.host('hostB').ip}",
+        timeout_s=120,
+    )  # fmt: skip
+    assert vm_location(lab, "disky") == {"hostB": "running"}
+    assert (lab.host("hostB").images_dir / "disky.qcow2").exists()
+    reset_vm(lab, "disky")
+    assert vm_location(lab, "disky") == {"hostA": "running"}
+    assert not (lab.host("hostB").images_dir / "disky.qcow2").exists()

@@ -105,8 +105,10 @@ async def make_guest(
     start: bool = True,
     cmdline: str | None = None,
     memory_mib: int | None = None,
+    disk_mib: int = 64,
 ) -> Guest:
-    """Define (and start) a clone of a lab VM on hostA; waits for its first console line when started."""
+    """Define (and start) a clone of a lab VM on hostA; waits for its first console line when started.
+    A disky clone gets a qcow2 of `disk_mib` virtual MiB with 8 MiB of data (the rest is sparse)."""
     await remove_everywhere(hv, lab, name)
     uid = str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f"{name}.migrate-bot.test"))
     console = lab.console_path(name)
@@ -120,7 +122,7 @@ async def make_guest(
         for host in (A, B):  # a fresh image on A; nothing left over on B
             _disk_on(lab, host, name).unlink(missing_ok=True)
         disk.parent.mkdir(exist_ok=True)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), f"{disk_mib}M"], check=True)
         subprocess.run(
             ["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 8M", str(disk)], check=True, capture_output=True
         )
@@ -150,6 +152,14 @@ def healthy_link(lab: LabInfo) -> None:
 def disk_copy(lab: LabInfo, host: str, guest: Guest) -> Path:
     """The guest's private disk image on `host` (root-namespace path)."""
     return _disk_on(lab, host, guest.name)
+
+
+def allocated_bytes(path: Path) -> int | None:
+    """Bytes an image really uses on disk (what `du` reports), None when there is no such file."""
+    try:
+        return path.stat().st_blocks * 512
+    except FileNotFoundError:
+        return None
 
 
 # The lab's inventories: the bot reaches the hosts over their UNIX sockets, over qemu+ssh, or over qemu+tls

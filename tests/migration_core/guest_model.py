@@ -14,7 +14,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from migration_core.execution.convergence import ControllerState, ConvergenceController
-from migration_core.execution.progress import JobStatsReading, ProgressTracker, observation_from, parse_job_stats
+from migration_core.execution.progress import (
+    AnnouncedEta,
+    JobStatsReading,
+    ProgressTracker,
+    observation_from,
+    parse_job_stats,
+)
 from migration_core.models import ControlAction, Decision, ProgressSample
 
 MiB = 1024 * 1024
@@ -170,9 +176,10 @@ def drive(
     until_s: float = 300.0,
     controller: ConvergenceController | None = None,
     stall_after_s: float = 15.0,
+    announced: AnnouncedEta | None = None,
 ) -> Run:
     """Poll the model like the executor polls libvirt, feeding the tracker and (if given) the controller."""
-    tracker = ProgressTracker(7, stall_after_s=stall_after_s)
+    tracker = ProgressTracker(7, stall_after_s=stall_after_s, announced=announced)
     state = controller.initial_state() if controller else None
     if controller:
         model.max_downtime_ms = controller.initial_downtime_ms

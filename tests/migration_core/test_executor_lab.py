@@ -14,6 +14,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 
@@ -47,6 +48,7 @@ from tests.migration_core.executor_lab_support import (
     A,
     B,
     Guest,
+    allocated_bytes,
     disk_copy,
     drop_guest,
     forget_on,
@@ -79,6 +81,8 @@ def _guest_fixture(template: str, name: str, **kw: object):  # type: ignore[no-u
 
 idle = _guest_fixture("vm42", "xt-idle")
 disky = _guest_fixture("disky", "xt-disky")
+# 1 GiB virtual, 8 MiB of data: a thin disk must arrive thin.
+thin = _guest_fixture("disky", "xt-thin", disk_mib=1024)
 stopped = _guest_fixture("stopped", "xt-stopped", start=False)
 # A small working set that the guest rewrites faster than the capped link carries: only throttling helps.
 throttled = _guest_fixture("vm42", "xt-ac", cmdline="mem=8 rate=2000")
@@ -183,7 +187,15 @@ async def test_live_persistent(lab: LabInfo, hv: Hypervisor, idle: Guest) -> Non
     assert "persistent on hostB (asked: persistent)" in _check(trip.summary, "persistence")
     assert trip.summary.downtime_ms is not None and trip.summary.data_bytes and trip.summary.iterations
     assert trip.summary.total_s and trip.summary.throughput_mib_s
-    assert _check(trip.summary, "guest_agent") == "not checked: no guest agent configured"
+    agent = next(c for c in trip.summary.checks if c.name == "guest_agent")
+    assert agent.status is CheckStatus.SKIPPED and agent.reason == "no guest agent configured"
+    alive = next(c for c in trip.summary.checks if c.name == "guest_liveness")
+    assert alive.status is CheckStatus.PASS and "vCPU time +" in alive.reason and f"on {B}" in alive.reason
+    assert trip.summary.evidence == alive.reason
+    print(f"\nliveness evidence: {trip.summary.evidence}")
+    # one owner: the verified move removed A's shut-off definition (and the way home removed B's)
+    assert "removed hostA's shut-off definition" in _check(trip.summary, "source_definition")
+    assert not (await hv.domain(lab.host(B).uri, idle.uuid)).present
 
 
 async def test_undefine_source(lab: LabInfo, hv: Hypervisor, idle: Guest) -> None:
@@ -281,15 +293,63 @@ async def test_max_downtime_and_bandwidth_cap(lab: LabInfo, hv: Hypervisor, idle
     _passed(back)
 
 
+def _has_data(image: Path) -> bool:
+    """The lab disk's first 8 MiB still hold the pattern make_guest wrote (qemu-io reads it back)."""
+    proc = subprocess.run(
+        ["qemu-io", "-r", "-U", "-f", "qcow2", "-c", "read -P 0x5a 0 8M", str(image)], capture_output=True, text=True
+    )
+    return proc.returncode == 0 and "Pattern verification failed" not in proc.stdout
+
+
+async def _copy_leg(
+    ex: Executor, hv: Hypervisor, lab: LabInfo, guest: Guest, src: str, dst: str, opts: MigrationOptions
+) -> VerificationSummary:
+    before = allocated_bytes(disk_copy(lab, src, guest))
+    _, summary = await _go(ex, await _plan(hv, lab, guest, src, dst, opts, local_disks=("vda",)))
+    _passed(summary)
+    after = allocated_bytes(disk_copy(lab, dst, guest))
+    mib = 1024 * 1024
+    print(f"\n{guest.name} {src}->{dst}: source image {before / mib:.1f} MiB allocated, destination "
+          f"{(after or 0) / mib:.1f} MiB allocated after the copy")  # fmt: skip
+    assert before is not None and after is not None
+    assert after <= before + 4 * mib, f"the copy arrived fat: {after} bytes allocated for {before} on the source"
+    assert _has_data(disk_copy(lab, dst, guest))
+    await _console_clean(lab, guest)
+    return summary
+
+
 async def test_copy_storage_all(lab: LabInfo, hv: Hypervisor, disky: Guest) -> None:
-    trip = await _roundtrip(hv, lab, disky, MigrationOptions(copy_storage=CopyStorage.ALL), local_disks=("vda",))
-    assert "VIR_MIGRATE_NON_SHARED_DISK" in trip.plan.flags and trip.plan.params["migrate_disks"] == ["vda"]
-    assert disky.disk is not None
-    copy = disk_copy(lab, B, disky)
-    created = [e.text for e in trip.sink.events if isinstance(e, Notice) and "pre-created" in e.text]
-    assert created and "/var/lib/libvirt/xt-disks/xt-disky.qcow2 on hostB" in created[0]
-    compare = subprocess.run(["qemu-img", "compare", "-U", str(disky.disk), str(copy)], capture_output=True, text=True)
-    assert compare.returncode == 0 and "Images are identical" in compare.stdout, compare.stdout + compare.stderr
+    """A -> B -> A with --copy-storage all: each leg copies a thin image, and (one owner) the verified move
+    deletes the image it copied from the source, and says so."""
+    ex = Executor(hv, inventory(lab), RecordingSink())
+    opts = MigrationOptions(copy_storage=CopyStorage.ALL)
+    there = await _copy_leg(ex, hv, lab, disky, A, B, opts)
+    assert "/var/lib/libvirt/xt-disks/xt-disky.qcow2 (vda)" in _check(there, "source_images")
+    assert allocated_bytes(disk_copy(lab, A, disky)) is None, "the copied image stayed on the source"
+    assert not (await hv.domain(lab.host(A).uri, disky.uuid)).present
+    back = await _copy_leg(ex, hv, lab, disky, B, A, opts)
+    assert "deleted the images copied to hostA from hostB" in _check(back, "source_images")
+    assert allocated_bytes(disk_copy(lab, B, disky)) is None
+
+
+async def test_thin_disk_round_trip_keep_source_then_stale_image_replaced(
+    lab: LabInfo, hv: Hypervisor, thin: Guest
+) -> None:
+    """1 GiB virtual, 8 MiB used: arrives with about 8 MiB allocated. Out with --keep-source (A keeps its
+    definition and image: a stale copy), back with --copy-storage all: the stale image on A is recognised (not
+    shared storage) and replaced by a fresh thin copy."""
+    sink = RecordingSink()
+    ex = Executor(hv, inventory(lab), sink)
+    out = await _copy_leg(ex, hv, lab, thin, A, B, MigrationOptions(copy_storage=CopyStorage.ALL, keep_source=True))
+    kept = _check(out, "source_cleanup")
+    assert "kept on hostA (--keep-source)" in kept and "xt-thin.qcow2" in kept
+    assert (await hv.domain(lab.host(A).uri, thin.uuid)).present and allocated_bytes(disk_copy(lab, A, thin))
+    # Home: A's definition is this VM's own old copy (same UUID), its image a stale one.
+    back = await _copy_leg(ex, hv, lab, thin, B, A, MigrationOptions(copy_storage=CopyStorage.ALL))
+    notices = [e.text for e in sink.events if isinstance(e, Notice) and "pre-created" in e.text]
+    assert any("replacing a stale copy" in t and "on hostA" in t for t in notices), notices
+    assert "removed hostB's shut-off definition" in _check(back, "source_definition")
+    assert allocated_bytes(disk_copy(lab, B, thin)) is None
 
 
 async def test_local_disk_without_copy_storage_is_refused_clearly(lab: LabInfo, hv: Hypervisor, disky: Guest) -> None:

@@ -30,16 +30,18 @@ from migration_core.grammar.spec import OPTIONS
 from migration_core.models import CopyStorage, MigrationMode, MigrationOptions, MigrationRequest
 
 MIGRATE_KEYS = {
-    "command", "vm", "destination", "mode", "persistent", "undefine_source", "postcopy", "postcopy_after_s",
+    "command", "vm", "destination", "mode", "persistent", "undefine_source", "keep_source", "postcopy",
+    "postcopy_after_s",
     "auto_converge", "parallel_connections", "max_downtime_ms", "bandwidth_mib_s", "copy_storage",
-    "compressed", "tls", "timeout_s", "reason",
+    "compressed", "tls", "timeout_s", "reason", "ticket", "emergency", "not_before", "not_after",
 }  # fmt: skip
 
 DEFAULTS: dict[str, Any] = {
     "command": "migrate", "vm": "vm42", "destination": "hostB", "mode": None, "persistent": True,
-    "undefine_source": False, "postcopy": False, "postcopy_after_s": None, "auto_converge": False,
+    "undefine_source": False, "keep_source": False, "postcopy": False, "postcopy_after_s": None, "auto_converge": False,
     "parallel_connections": None, "max_downtime_ms": None, "bandwidth_mib_s": None, "copy_storage": None,
-    "compressed": False, "tls": False, "timeout_s": None, "reason": None,
+    "compressed": False, "tls": False, "timeout_s": None, "reason": None, "ticket": None, "emergency": False,
+    "not_before": None, "not_after": None,
 }  # fmt: skip
 
 
@@ -59,6 +61,9 @@ MIGRATE_CASES: list[tuple[str, dict[str, Any]]] = [
     ("vm42 to hostB --transient", {"persistent": False}),
     ("vm42 to hostB --undefine-source", {"undefine_source": True}),
     ("vm42 to hostB --undefinesource", {"undefine_source": True}),
+    ("vm42 to hostB --keep-source", {"keep_source": True}),
+    ("vm42 to hostB --keepsource", {"keep_source": True}),
+    ("disky to hostB --copy-storage all --keep-source", {"vm": "disky", "copy_storage": "all", "keep_source": True}),
     ("vm42 to hostB --offline --undefine-source", {"mode": "offline", "undefine_source": True}),
     ("vm42 to hostB --postcopy", {"postcopy": True}),
     ("vm42 to hostB --postcopy-after 30s", {"postcopy": True, "postcopy_after_s": 30.0}),
@@ -311,6 +316,8 @@ ERROR_CASES: list[tuple[str, str, str]] = [
     ("vm42 to hostB --live --offline", "--live and --offline contradict each other", "shut-off VM offline"),
     ("vm42 to hostB --persistent --transient", "contradict each other", "--persistent (the default)"),
     ("vm42 to hostB --transient --undefine-source", "would leave the VM defined nowhere", "drop --transient"),
+    ("vm42 to hostB --keep-source --undefine-source", "--keep-source contradicts --undefine-source", "drop"),
+    ("vm42 to hostB --transient --keep-source", "--keep-source with --transient does nothing", "drop --keep-source"),
     (
         "vm42 to hostB --offline --transient",
         "--offline cannot be combined with --transient",
@@ -561,3 +568,98 @@ def test_valid_migrate_commands_round_trip_through_text_and_json(cmd: MigrateCom
 def test_other_commands_round_trip_through_text_and_json(cmd: Command) -> None:
     assert parse_command(command_to_text(cmd)) == cmd
     assert command_from_json(json.loads(json.dumps(command_to_json(cmd)))) == cmd
+
+
+# ----- change control (issue 15) ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "changed"),
+    [
+        ("vm42 to hostB --ticket CHG0012345", {"ticket": "CHG0012345"}),
+        ("vm42 to hostB --ticket=CHG-7", {"ticket": "CHG-7"}),
+        (
+            'vm42 to hostB --emergency --reason "INC-42 disk failing"',
+            {"emergency": True, "reason": "INC-42 disk failing"},
+        ),
+        ("vm42 to hostB —emergency —reason x —ticket T1", {"emergency": True, "reason": "x", "ticket": "T1"}),
+    ],
+)
+def test_change_control_options(text: str, changed: dict[str, Any]) -> None:
+    assert as_json(text) == {**DEFAULTS, **changed}
+    cmd = parse_command(text)
+    assert parse_command(command_to_text(cmd)) == cmd
+    assert command_from_json(command_to_json(cmd)) == cmd
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "hint"),
+    [
+        ("vm42 to hostB --emergency", "--emergency needs --reason", "--emergency --reason"),
+        ('vm42 to hostB --ticket "CHG 1"', "--ticket `CHG 1` is not a ticket id", "no spaces"),
+        ("vm42 to hostB --ticket", "--ticket needs a value (ID)", "--ticket CHG0012345"),
+        ("vm42 to hostB --emergency=yes --reason x", "--emergency takes no value", ""),
+        ("freezes now", "freezes takes no arguments", "/migrate freezes"),
+        ("freezes --ticket X", "--ticket does not apply to `freezes`", ""),
+        ("freezs", "unknown command `freezs`", "/migrate freezes"),
+    ],
+)
+def test_change_control_errors(text: str, message: str, hint: str) -> None:
+    with pytest.raises(GrammarError) as err:
+        parse_command(text)
+    assert message in err.value.message
+    assert hint in err.value.hint
+
+
+def test_freezes_command_json_and_text() -> None:
+    cmd = parse_command("freezes")
+    assert command_to_json(cmd) == {"command": "freezes"}
+    assert command_to_text(cmd) == "freezes"
+    assert command_from_json({"command": "freezes"}) == cmd
+    assert "/migrate freezes" in help_text(None)
+    assert "--emergency" in help_text("emergency") and "--ticket" in help_text("options")
+    assert "in force now" in help_text("freezes")
+
+
+@pytest.mark.parametrize(
+    ("text", "changed"),
+    [
+        ("vm42 to hostB --at 2026-12-24T22:00Z", {"not_before": "2026-12-24T22:00:00+00:00"}),
+        ("vm42 to hostB --at 2026-12-24T23:00+01:00", {"not_before": "2026-12-24T23:00:00+01:00"}),
+        ("vm42 to hostB --at 2026-12-24T22:00", {"not_before": "2026-12-24T22:00:00"}),  # the policy's zone
+        (
+            "vm42 to hostB --window 2026-12-24T22:00Z/23:30",
+            {"not_before": "2026-12-24T22:00:00+00:00", "not_after": "2026-12-24T23:30:00+00:00"},
+        ),
+        (
+            "vm42 to hostB --window 2026-12-24T22:00+01:00..2026-12-25T02:00+01:00",
+            {"not_before": "2026-12-24T22:00:00+01:00", "not_after": "2026-12-25T02:00:00+01:00"},
+        ),
+    ],
+)
+def test_schedule_options(text: str, changed: dict[str, Any]) -> None:
+    assert as_json(text) == {**DEFAULTS, **changed}
+    cmd = parse_command(text)
+    assert parse_command(command_to_text(cmd)) == cmd
+    assert command_from_json(command_to_json(cmd)) == cmd
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "hint"),
+    [
+        ("vm42 to hostB --at tomorrow", "--at `tomorrow` is not a date and time", "2026-12-24T22:00Z"),
+        ("vm42 to hostB --at 2026-13-24T22:00Z", "--at `2026-13-24T22:00Z` is not a valid date and time", ""),
+        ("vm42 to hostB --window 2026-12-24T22:00Z", "--window `2026-12-24T22:00Z` is not a window", "START/END"),
+        ("vm42 to hostB --window 2026-12-24T22:00Z/21:00", "ends before it starts", "START/HH:MM"),
+        ("vm42 to hostB --window 2026-12-24T22:00Z/2026-12-25T01:00", "gives a zone for one end only", ""),
+        ("vm42 to hostB --window 2026-12-01T22:00Z/2026-12-24T01:00Z", "longer than 7 days", ""),
+        ("vm42 to hostB --window 2026-12-24T22:00Z/25:00", "end `25:00` is not a time of day", ""),
+        ("vm42 to hostB --at 2026-12-24T22:00Z --window 2026-12-24T22:00Z/23:00", "both say when to start", ""),
+        ("vm42 to hostB --window 2026-12-24T22:00Z/23:00 --at 2026-12-24T22:00Z", "both say when to start", ""),
+    ],
+)
+def test_schedule_errors(text: str, message: str, hint: str) -> None:
+    with pytest.raises(GrammarError) as err:
+        parse_command(text)
+    assert message in err.value.message
+    assert hint in err.value.hint

@@ -126,7 +126,7 @@ def test_ssh_targets_are_parsed(ssh: str, target: SshTarget) -> None:
     [
         "qemu:///system",
         "qemu+ssh://kvm1/system",
-        "qemu+ssh://root@kvm1.example.com:2222/system?keyfile=/etc/k/id&no_verify=1",
+        "qemu+ssh://root@kvm1.example.com:2222/system?keyfile=/etc/migrate-bot/id&no_tty=1",
         "qemu+tls://kvm1.example.com/system?pkipath=/etc/pki/mb",
         "qemu+tcp://10.213.7.2:16509/system",
         "qemu+tcp://[fd00::5]:16509/system",

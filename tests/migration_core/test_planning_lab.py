@@ -194,7 +194,9 @@ async def test_shut_off_vm_plans_an_offline_migration(lab: LabInfo, planning: Pr
     assert plan.mode is MigrationMode.OFFLINE
     assert plan.flags == ("VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST", "VIR_MIGRATE_OFFLINE")
     assert plan.params == {}  # no data connection: only the definition moves
-    assert plan.prediction is None and plan.recommendation is None  # nothing to converge
+    # Nothing to converge: the estimate is the definition's move, without downtime (issue 12).
+    assert plan.prediction is not None and plan.prediction.mode == "offline", plan.prediction
+    assert plan.prediction.downtime_ms is None and plan.prediction.total_s and plan.recommendation is None
     assert "offline migration" in one(plan, "vm.state").reason
     assert "network.ports" in by_name(plan)
     # Asking for a live migration of a shut-off VM is refused with the way out.
@@ -444,3 +446,134 @@ async def test_busy_vm_will_not_converge_on_a_throttled_link_but_idle_one_will(
     assert q.converges is True and q.downtime_ms is not None and q.downtime_ms <= MAX_DOWNTIME_MS, q
     assert q.dirty_rate_mib_s is not None and q.dirty_rate_mib_s < p.dirty_rate_mib_s
     assert idle.recommendation is None
+
+
+# ----- one owner per VM: definitions of the same VM elsewhere ---------------------------------------------
+
+
+def _copy_of_vm42_on_b(lab: LabInfo, tmp_path: Path, *, uuid: str | None = None) -> None:
+    """Define a shut-off copy of vm42 on hostB (its own old copy, or with another UUID: another VM)."""
+    xml = virsh(lab, A, "dumpxml", "--inactive", "vm42").stdout
+    if uuid is not None:
+        xml = re.sub(r"<uuid>[^<]+</uuid>", f"<uuid>{uuid}</uuid>", xml, count=1)
+    path = tmp_path / "vm42-copy.xml"
+    path.write_text(xml)
+    virsh(lab, B, "define", str(path))
+
+
+def _undefine_on_b(lab: LabInfo) -> None:
+    virsh(lab, B, "undefine", "vm42", check=False)
+
+
+async def test_own_old_copy_on_the_destination_is_information_and_needs_one_approver(
+    lab: LabInfo, planning: PreflightRunner, tmp_path: Path
+) -> None:
+    from migration_core.dispatch.policy import required_approvals
+
+    at_home(lab, "vm42")
+    _copy_of_vm42_on_b(lab, tmp_path)
+    try:
+        plan = await planning.make_plan(request("vm42"))
+        show(plan)
+        clash = one(plan, "vm.name_clash")
+        assert clash.status is CheckStatus.INFO and "this VM's own copy; the migration replaces it" in clash.reason
+        assert one(plan, "vm.other_definitions").status is PASS  # the destination's copy is not a hazard
+        assert "vm.name_clash" not in [c.name for c in plan.warnings]
+        if not [c for c in plan.warnings if c.name != "network.ports"]:
+            assert required_approvals(plan) == 1
+    finally:
+        _undefine_on_b(lab)
+
+
+async def test_same_name_with_another_uuid_fails(lab: LabInfo, planning: PreflightRunner, tmp_path: Path) -> None:
+    at_home(lab, "vm42")
+    _copy_of_vm42_on_b(lab, tmp_path, uuid="6c61622d-766d-4000-8000-0000000000ff")
+    try:
+        plan = await planning.make_plan(request("vm42"))
+        clash = one(plan, "vm.name_clash")
+        assert clash.status is FAIL and "a different VM named vm42" in clash.reason and not plan.executable
+    finally:
+        _undefine_on_b(lab)
+
+
+async def test_a_definition_on_a_third_host_is_a_split_brain_warning(lab: LabInfo, tmp_path: Path) -> None:
+    """hostC: a third inventory entry. The lab has two daemons, so it reaches hostB's daemon through another
+    spelling of its socket path (the inventory rightly refuses one URI under two names). The VM's copy on
+    hostB is neither the source nor the destination of vm42 -> hostC: a hazard, named."""
+    at_home(lab, "vm42")
+    text = lab.hosts_toml.read_text()
+    block = text[text.index("[hosts.hostB]") :]
+    alias = block.replace("[hosts.hostB]", "[hosts.hostC]").replace("/run/libvirt-sock", "/run/./libvirt-sock")
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text(text + "\n" + alias)
+    planning = planning_for(load_inventory(hosts))
+    _copy_of_vm42_on_b(lab, tmp_path)
+    try:
+        plan = await planning.make_plan(MigrationRequest("vm42", "hostC"))
+        show(plan)
+        hazard = one(plan, "vm.other_definitions")
+        assert hazard.status is WARN and "hostB (vm42, shut off)" in hazard.reason and "split-brain" in hazard.reason
+        assert hazard.fix and "virsh undefine vm42" in hazard.fix
+    finally:
+        _undefine_on_b(lab)
+        await planning.hypervisor.close()
+    assert vm_location(lab, "vm42") == {A: "running"}
+
+
+async def test_a_stale_image_at_the_destination_path_is_not_taken_for_shared_storage(
+    lab: LabInfo, planning: PreflightRunner
+) -> None:
+    """The copy-storage round trip's second leg, mirrored: an old copy of disky's image sits at the same path
+    on hostB (as the first leg leaves it with --keep-source). A file at the same path is no proof of shared
+    storage: the probe file tells, the plan keeps --copy-storage and says the old image is replaced."""
+    at_home(lab, "disky")
+    stale = lab.host(B).images_dir / "disky.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(stale), "64M"], check=True)
+    virsh(lab, B, "pool-refresh", "default")
+    try:
+        plan = await planning.make_plan(request("disky", copy_storage=CopyStorage.ALL))
+        show(plan)
+        assert fails(plan) == [], plan.failures
+        assert "VIR_MIGRATE_NON_SHARED_DISK" in plan.flags and plan.params["migrate_disks"] == ["vda"]
+        note = one(plan, "storage.stale_image")
+        assert note.status is CheckStatus.INFO and "a stale copy" in note.reason
+        assert "copied with --copy-storage all: vda" in one(plan, "storage").reason
+        leftovers = list(lab.host(B).images_dir.glob(".migrate-bot-shared-probe-*"))
+        assert leftovers == [], f"the probe file was left behind: {leftovers}"
+    finally:
+        stale.unlink(missing_ok=True)
+        virsh(lab, B, "pool-refresh", "default")
+async def test_the_recheck_reuses_a_recent_dirty_rate_and_reads_every_other_fact_again(lab: LabInfo) -> None:
+    """Issue 13 §2: the re-check before start (reuse_dirty_rate_s > 0) reuses a dirty rate measured less than
+    that long ago on the same source host; an older one, a plain preflight, or another VM measure again."""
+    now = [1000.0]
+    inventory = load_inventory(lab.hosts_toml)
+    planning = planning_for(inventory)
+    planning._monotonic = lambda: now[0]  # the runner's injected clock, advanced by hand below
+    try:
+        at_home(lab, "vm42")
+        first = await planning.make_plan(request("vm42"))
+        assert planning.dirty_rates_measured == 1 and first.prediction is not None
+        now[0] += 120.0
+        recheck = await planning.make_plan(request("vm42"), reuse_dirty_rate_s=300.0)
+        assert planning.dirty_rates_measured == 1  # reused ...
+        assert recheck.prediction is not None
+        assert recheck.prediction.dirty_rate_mib_s == first.prediction.dirty_rate_mib_s
+        assert recheck.hash == first.hash  # ... and the plan an approver agreed to is the same plan
+        # Host facts are read again every time: a destination that stops answering is seen at once.
+        kill_daemon(lab, B)
+        try:
+            gone = await planning.make_plan(request("vm42"), reuse_dirty_rate_s=300.0)
+            assert one(gone, "hosts.reachable").status is FAIL
+        finally:
+            start_daemon(lab, B)
+        await planning.make_plan(request("vm42"))  # a request (no reuse) always measures
+        assert planning.dirty_rates_measured == 2
+        now[0] += 301.0  # older than the re-check accepts
+        await planning.make_plan(request("vm42"), reuse_dirty_rate_s=300.0)
+        assert planning.dirty_rates_measured == 3
+        at_home(lab, "busy")
+        await planning.make_plan(request("busy"), reuse_dirty_rate_s=300.0)  # another VM: its own measurement
+        assert planning.dirty_rates_measured == 4
+    finally:
+        await planning.hypervisor.close()

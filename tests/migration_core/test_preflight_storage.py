@@ -64,12 +64,20 @@ def test_local_disk_with_copy_storage_reports_bytes_and_room() -> None:
     results = run(only("vda"), (LOCAL_VDA,), copy_storage=CopyStorage.ALL)
     assert statuses(results) == {"storage": PASS, "storage.space": PASS}
     assert "copied with --copy-storage all: vda" in one(results, "storage").reason
-    assert "will copy 3.0 GiB of the disks (vda 3.0 GiB); hostB has room" in one(results, "storage.space").reason
+    space = one(results, "storage.space").reason
+    # the allocation (3 GiB of data) counts, not the virtual size (20 GiB): the bot's images arrive thin
+    assert "will copy 3.0 GiB of the disks (allocated data, virtual size 20.0 GiB: images arrive thin" in space
+    assert "hostB has room" in space
 
 
-def test_copy_needs_a_pool_or_a_precreated_image() -> None:
+def test_copy_all_outside_a_pool_passes_since_the_bot_precreates_the_image() -> None:
     vis = replace(LOCAL_VDA, destination_pool=None)
-    r = one(run(only("vda"), (vis,), copy_storage=CopyStorage.ALL), "storage")
+    assert statuses(run(only("vda"), (vis,), copy_storage=CopyStorage.ALL))["storage"] is PASS
+
+
+def test_copy_inc_needs_a_pool_or_a_precreated_image() -> None:
+    vis = replace(LOCAL_VDA, destination_pool=None)
+    r = one(run(only("vda"), (vis,), copy_storage=CopyStorage.INC), "storage")
     assert r.status is FAIL and "in no storage pool there" in r.reason
     assert r.fix is not None and "qemu-img create -f qcow2 /var/lib/libvirt/images/vm42.qcow2 20.0 GiB" in r.fix
 
@@ -130,10 +138,27 @@ def test_copy_storage_inc_needs_the_backing_chain(backing: bool | None, expected
 
 
 def test_unknown_sharing_warns_and_is_not_copied() -> None:
-    results = run(only("vda"), (DiskVisibility("vda", error="ssh to hostB timed out"),), copy_storage=CopyStorage.ALL)
+    results = run(only("vda"), (DiskVisibility("vda", error="ssh to hostB timed out"),))
     r = one(results, "storage")
     assert r.status is WARN and "ssh to hostB timed out" in r.reason and "not copied" in r.reason
     assert storage.disks_to_copy(only("vda"), (DiskVisibility("vda"),)) == ()
+
+
+def test_unknown_sharing_with_an_explicit_copy_storage_fails_never_drops_the_copy() -> None:
+    """A probe that cannot decide is never treated as shared: the operator's --copy-storage is not dropped
+    silently (libvirt would refuse "Migration without shared storage is unsafe"); the plan says what to do."""
+    vis = DiskVisibility("vda", same_path_exists=True, error="probe failed")
+    r = one(run(only("vda"), (vis,), copy_storage=CopyStorage.ALL), "storage")
+    assert r.status is FAIL and "could not tell whether vda" in r.reason and "--copy-storage all" in r.reason
+    assert r.fix is not None and "virsh vol-delete /var/lib/libvirt/images/vm42.qcow2" in r.fix
+
+
+def test_a_stale_image_on_unshared_storage_is_replaced_and_said_so() -> None:
+    """The copy-storage round trip: an old image at the same path, on the destination's own storage."""
+    vis = replace(LOCAL_VDA, same_path_exists=True, shared=False)
+    results = run(only("vda"), (vis,), copy_storage=CopyStorage.ALL)
+    assert statuses(results) == {"storage": PASS, "storage.stale_image": CheckStatus.INFO, "storage.space": PASS}
+    assert "a stale copy" in one(results, "storage.stale_image").reason
 
 
 def test_missing_visibility_entry_warns() -> None:

@@ -1,12 +1,13 @@
-"""Preflight checks 3-4: VM exists, state vs mode, name/UUID clash, snapshots."""
+"""Preflight checks 3-4: VM exists, state vs mode, name/UUID clash, definitions elsewhere, snapshots."""
 
 from __future__ import annotations
 
 import pytest
 
-from migration_core.facts.gathered import DestinationDomain, VmState
+from migration_core.dispatch.policy import required_approvals, risk_reasons
+from migration_core.facts.gathered import DefinitionElsewhere, DestinationDomain, VmState
 from migration_core.hypervisor.types import DomainState
-from migration_core.models import CheckStatus, MigrationMode, MigrationOptions, MigrationRequest
+from migration_core.models import CheckStatus, CopyStorage, MigrationMode, MigrationOptions, MigrationRequest
 from migration_core.preflight import run_checks, vmstate
 from tests.migration_core.fixtures.build import facts, one
 
@@ -93,7 +94,8 @@ CLASHES = [
     ((), True, PASS, "no domain named tcgvm"),
     ((DestinationDomain("other", "11111111-2222-3333-4444-555555555555", True),), True, PASS, "no domain"),
     ((DestinationDomain("tcgvm", UUID, True),), True, FAIL, "already running on hostB"),
-    ((DestinationDomain("tcgvm", UUID, False),), True, WARN, "--persistent will replace it"),
+    # same name and UUID, shut off: this VM's own old copy, replaced: information, not a warning
+    ((DestinationDomain("tcgvm", UUID, False),), True, CheckStatus.INFO, "this VM's own copy; the migration replaces"),
     ((DestinationDomain("tcgvm", UUID, False),), False, WARN, "stays defined there"),
     (
         (DestinationDomain("tcgvm", "11111111-2222-3333-4444-555555555555", False),),
@@ -124,3 +126,65 @@ def test_snapshots_block(count: int | None, results: int) -> None:
     assert len(out) == results
     if out:
         assert out[0].status is FAIL and "2 snapshot(s) recorded in libvirt" in out[0].reason
+
+
+def test_the_old_copy_on_the_destination_does_not_make_the_plan_risky() -> None:
+    """A round trip: the VM's own shut-off copy on the destination is information, so one approver suffices."""
+    from migration_core.planning.planner import make_plan
+
+    f = facts(destination_domains=(DestinationDomain("tcgvm", UUID, False),), definitions_elsewhere=())
+    plan = make_plan(f, None, dest_peer_uri="qemu+tcp://10.213.7.2/system")
+    clash = next(c for c in plan.checks if c.name == "vm.name_clash")
+    assert clash.status is CheckStatus.INFO and plan.executable and not plan.warnings
+    assert risk_reasons(plan) == [] and required_approvals(plan) == 1
+
+
+@pytest.mark.parametrize(
+    ("elsewhere", "unanswered", "expected", "fragments"),
+    [
+        ((), (), PASS, ("no other host of the inventory defines tcgvm",)),
+        # the destination's own copy is the clash check's business (replaced), not a hazard
+        ((DefinitionElsewhere("hostB", "tcgvm", False),), (), PASS, ("no other host",)),
+        (
+            (DefinitionElsewhere("hostC", "tcgvm", False), DefinitionElsewhere("hostD", "old-tcgvm", True)),
+            (),
+            WARN,
+            ("hostC (tcgvm, shut off)", "hostD (old-tcgvm, running)", "split-brain hazard"),
+        ),
+        ((), ("hostC",), PASS, ("hostC did not answer",)),
+    ],
+)
+def test_definitions_of_the_same_uuid_elsewhere_are_a_hazard(
+    elsewhere: tuple[DefinitionElsewhere, ...], unanswered: tuple[str, ...], expected: CheckStatus,
+    fragments: tuple[str, ...],
+) -> None:
+    r = one(vmstate.check_other_definitions(facts(definitions_elsewhere=elsewhere, hosts_unanswered=unanswered)))
+    assert r.status is expected, r
+    for fragment in fragments:
+        assert fragment in r.reason
+    if expected is WARN:
+        assert r.fix and "virsh undefine" in r.fix
+
+
+def test_no_host_listing_means_no_hazard_check() -> None:
+    assert vmstate.check_other_definitions(facts(definitions_elsewhere=None)) == ()
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (MigrationOptions(), "hostA's definition of tcgvm is removed"),
+        (MigrationOptions(copy_storage=CopyStorage.ALL), "and the disk images copied from it is removed"),
+        (MigrationOptions(keep_source=True), "--keep-source: hostA keeps"),
+    ],
+)
+def test_the_plan_says_what_happens_to_the_source_definition(options: MigrationOptions, fragment: str) -> None:
+    r = one(vmstate.check_one_owner(facts(options=options)))
+    assert r.status is CheckStatus.INFO and fragment in r.reason
+
+
+@pytest.mark.parametrize(
+    "options", [MigrationOptions(persistent=False), MigrationOptions(undefine_source=True)]
+)
+def test_transient_and_undefine_source_moves_say_nothing_about_one_owner(options: MigrationOptions) -> None:
+    assert vmstate.check_one_owner(facts(options=options)) == ()

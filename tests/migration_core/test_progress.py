@@ -14,6 +14,7 @@ from migration_core.errors import HypervisorError
 from migration_core.execution import progress
 from migration_core.execution.convergence import ConvergenceController
 from migration_core.execution.progress import (
+    AnnouncedEta,
     JobStatsReading,
     JobType,
     ProgressTracker,
@@ -367,6 +368,30 @@ def test_throughput_is_an_ewma_of_libvirts_bps() -> None:
     assert out == [10.0, 14.0, 16.4, 16.4]  # a 0 reading (nothing reported) keeps the estimate
 
 
+def test_throughput_from_the_bytes_sent_while_libvirt_reports_no_rate_yet() -> None:
+    """Issue 13 §5: the first readings of a migration have memory_bps 0 while data already moves; they showed
+    "0.0 MiB/s". Until libvirt reports a rate, the bytes sent between readings over the time between them count."""
+    tracker = ProgressTracker(1)
+    out = []
+    for elapsed_ms, processed_mib, bps_mib in [(100, 0, 0), (600, 30, 0), (1100, 80, 0), (1600, 130, 90)]:
+        reading = parse_job_stats(
+            {
+                "type": 2,
+                "memory_iteration": 1,
+                "memory_processed": processed_mib * MiB,
+                "data_processed": processed_mib * MiB,
+                "data_remaining": 200 * MiB,
+                "memory_bps": bps_mib * MiB,
+                "time_elapsed": elapsed_ms,
+            }
+        )
+        assert reading is not None
+        sample = tracker.update(reading, at(elapsed_ms / 1000))
+        assert sample is not None
+        out.append(round(sample.throughput_mib_s, 1))
+    assert out == [0.0, 60.0, 100.0, 90.0]  # nothing moved yet; 30 MiB in 0.5 s; 50 MiB in 0.5 s; libvirt's own
+
+
 def test_none_samples_do_not_change_anything() -> None:
     tracker = ProgressTracker(1)
     replay(IDLE_P2P[:3], tracker)
@@ -410,3 +435,47 @@ def test_observation_for_the_controller_keeps_the_units() -> None:
     assert (o.now_s, o.elapsed_s, o.memory_iteration) == (123.0, 0.39, 1)
     assert o.data_remaining_bytes == 127 * MiB and o.memory_bps == 200 * MiB
     assert o.dirty_rate_pages_s == 1000 and o.page_size_bytes == 4096 and o.expected_downtime_ms == 635
+
+
+# ----- the ETA seeded by the card's estimate ----------------------------------------------------------
+
+
+def test_eta_starts_from_the_announced_estimate_and_moves_to_the_live_one() -> None:
+    announced = AnnouncedEta(1.0, 0.8, 1.3)
+    samples = replay(IDLE_P2P, ProgressTracker(42, announced=announced))
+    # In setup the live ETA has nothing to go on; the card's figure has (1.0 s total - 0.14 s elapsed).
+    assert samples[0].eta_s == pytest.approx(0.9, abs=0.05)
+    live = 127 / (200 - 3.906)
+    # 0.39 s into an announced 1 s: 39 % the live ETA, 61 % the announced remainder.
+    w, told = samples[1].elapsed_s, 1.0 - samples[1].elapsed_s
+    assert samples[1].eta_s == pytest.approx(w * live + (1 - w) * told, abs=0.05)
+    assert not any(s.eta_note for s in samples)
+
+
+def test_eta_improves_as_stats_come_in() -> None:
+    model = GuestModel(**SLOW)
+    plain = drive(GuestModel(**SLOW), stall_after_s=15.0)
+    end = plain.steps[-1].now_s
+    # A card that announced 30 % too much: the error of the implied finish shrinks as the run goes on.
+    run = drive(model, stall_after_s=15.0, announced=AnnouncedEta(end * 1.3, end * 1.1, end * 1.6))
+    errors = [abs(s.sample.elapsed_s + s.sample.eta_s - end) for s in run.steps if s.sample.eta_s is not None]
+    quarter = len(errors) // 4
+    assert errors[-1] < errors[0] and sum(errors[-quarter:]) < sum(errors[:quarter])
+    # ... and it is closer than the live ETA alone, which this slowly converging guest fools.
+    alone = [abs(s.sample.elapsed_s + s.sample.eta_s - end) for s in plain.steps if s.sample.eta_s is not None]
+    assert sum(errors) < sum(alone)
+    assert not any(s.sample.eta_note for s in run.steps)  # it only moved earlier: nothing to explain
+
+
+def test_eta_moving_later_than_the_announced_range_says_why() -> None:
+    # The busy guest on 16 MiB/s never converges; the card announced 20 s (16-25 s).
+    run = drive(GuestModel(**BUSY), until_s=60, announced=AnnouncedEta(20.0, 16.0, 25.0))
+    finishes = [(s.sample, s.sample.elapsed_s + s.sample.eta_s) for s in run.steps if s.sample.eta_s is not None]
+    late = [sample for sample, finish in finishes if finish > 25.0]
+    assert late and all(sample.eta_note and "later than announced" in sample.eta_note for sample in late)
+    assert any("dirties" in (sample.eta_note or "") or "stalled" in (sample.eta_note or "") for sample in late)
+    for (_, before), (sample, after) in itertools.pairwise(finishes):
+        if after - before > 9.0:  # more than the range's width
+            assert sample.eta_note, (before, after)
+    stalled = [s.sample for s in run.steps if s.sample.stalled]
+    assert stalled and all(s.eta_s is None and s.eta_note and "stalled" in s.eta_note for s in stalled)

@@ -149,8 +149,8 @@ class StallAfter:
         self.inner = inner
         self.stall_timeout_s = stall_timeout_s
 
-    async def make_plan(self, request: MigrationRequest) -> Plan:
-        plan: Plan = await self.inner.make_plan(request)  # type: ignore[attr-defined]
+    async def make_plan(self, request: MigrationRequest, *, reuse_dirty_rate_s: float = 0.0) -> Plan:
+        plan: Plan = await self.inner.make_plan(request, reuse_dirty_rate_s=reuse_dirty_rate_s)  # type: ignore[attr-defined]
         return replace(plan, policy=replace(plan.policy, stall_timeout_s=self.stall_timeout_s))
 
     async def host_status(self, name: str) -> tuple[bool, str, int | None]:

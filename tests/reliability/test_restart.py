@@ -71,8 +71,8 @@ async def test_kill_9_mid_migration_then_restart_finishes_the_job(
         events = await store.events(job_id)
         samples = await store.progress(job_id)
         await store.close()
-        # The truth on both hosts: running on B; the source keeps its shut-off definition (no --undefine-source).
-        assert where(lab, guest) == {A: "shut off", B: "running"}
+        # The truth on both hosts: running on B only (one owner: the verified move removed the source's definition).
+        assert where(lab, guest) == {B: "running"}  # one owner: A's definition removed
         assert_guest_intact(lab, guest)
     assert job.state is JobState.SUCCEEDED and job.error is None
     assert states_of(events) == [
@@ -125,7 +125,7 @@ async def test_kill_9_while_awaiting_approval_then_approve_after_restart(
         job = await store.get_job(job_id)
         events = await store.events(job_id)
         await store.close()
-        assert where(lab, guest) == {A: "shut off", B: "running"}
+        assert where(lab, guest) == {B: "running"}  # one owner: A's definition removed
         assert_guest_intact(lab, guest)
     assert job.state is JobState.SUCCEEDED and job.approvers == ("bob",)
     assert states_of(events)[-5:] == ["awaiting_approval", "approved", "running", "verifying", "succeeded"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -80,8 +81,10 @@ class BotProcess:
         metrics: bool = False,
         wait: bool = True,
         timeout_s: float = 60.0,
+        nofile: int | None = None,
     ) -> BotProcess:
-        """Start `migrate-bot serve` (HTTP mode) with `env` on top of a clean environment."""
+        """Start `migrate-bot serve` (HTTP mode) with `env` on top of a clean environment; `nofile` lowers its
+        open-files limit (soft and hard), as a small LimitNOFILE would."""
         port = free_port()
         metrics_port = free_port() if metrics else None
         full = {
@@ -95,7 +98,13 @@ class BotProcess:
         }
         log = log_path.open("ab")
         process = subprocess.Popen(
-            _bot_command(), cwd=REPO_ROOT, env=full, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            _bot_command(),
+            cwd=REPO_ROOT,
+            env=full,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None,
         )
         log.close()
         bot = cls(process, port, log_path, full, metrics_port)
@@ -114,6 +123,13 @@ class BotProcess:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def rss_kib(self) -> int:
+        """The process's resident memory (VmRSS), in KiB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS in /proc/PID/status")
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -32,6 +32,7 @@ def start_bot(tmp_path: Path, fake_slack: FakeSlack) -> Iterator[StartBot]:
         metrics: bool = False,
         signing_secret: str = SIGNING_SECRET,
         wait: bool = True,
+        nofile: int | None = None,
     ) -> BotProcess:
         full = {
             **fake_slack.env(signing_secret),
@@ -41,7 +42,7 @@ def start_bot(tmp_path: Path, fake_slack: FakeSlack) -> Iterator[StartBot]:
             **(env or {}),
         }
         log = tmp_path / f"bot-{len(started)}.log"
-        bot = BotProcess.start(full, log, metrics=metrics, wait=wait)
+        bot = BotProcess.start(full, log, metrics=metrics, wait=wait, nofile=nofile)
         started.append(bot)
         return bot
 

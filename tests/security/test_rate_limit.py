@@ -1,4 +1,5 @@
-"""Per-user rate limit on migration requests (MIGRATE_BOT_RATE_LIMIT=2): the third is refused ephemerally.
+"""Per-user rate limit on migration requests (MIGRATE_BOT_RATE_LIMIT=2): the third is refused ephemerally,
+in the ack itself (the edge gate, handlers.gate, counts it before anything runs), and `plan` counts too.
 
 The hosts are unreachable, so each accepted request fails its preflight at once (a job is created and ends
 `failed`), which frees the VM for the next request: only the rate limit can refuse the third one.
@@ -31,14 +32,6 @@ async def _active(db: str) -> bool:
         await store.close()
 
 
-async def _answers_to(fake: FakeSlack, user: str) -> list[str]:
-    return [
-        str((p.get("body") or {}).get("text", ""))
-        for p in await fake.response_posts()
-        if p.get("user") == user and isinstance(p.get("body"), dict)
-    ]
-
-
 async def test_the_third_request_within_the_hour_is_refused_with_a_clear_ephemeral_message(
     fake_slack: FakeSlack, start_bot: StartBot
 ):
@@ -48,21 +41,25 @@ async def test_the_third_request_within_the_hour_is_refused_with_a_clear_ephemer
     await _request(fake_slack, bot.url, U_ALICE, db, expect_jobs=2)
 
     ack = await fake_slack.slash_command_http(bot.url, SIGNING_SECRET, "vm42 to hostB", U_ALICE, C_OPS)
-    assert ack.status == 200
-    answers = await fake_slack.wait_for(
-        lambda: _limited(fake_slack), what="the rate-limit answer on alice's response_url"
-    )
-    text = answers[0]
+    assert ack.status == 200 and ack.payload is not None
+    text = str(ack.payload.get("text", ""))
     assert "2 migration requests" in text and "limit 2" in text and "try again in" in text
-    posts = [p for p in await fake_slack.response_posts() if "limit 2" in str(p.get("body"))]
-    assert all(p["body"].get("response_type") == "ephemeral" for p in posts)  # only alice sees it
+    assert ack.payload.get("response_type") == "ephemeral"  # only alice sees it
     assert await job_count(db) == 2  # no third job
     refused = [r for r in await events(db, None, [EventKind.REFUSED]) if r.actor == U_ALICE]
-    assert refused and refused[-1].data.get("action") == "request"
+    assert refused and refused[-1].data.get("action") == "/migrate (preflight)"
+    assert refused[-1].data.get("code") == "rate_limited"
 
     # The limit is per user: carol still gets her request in.
     await _request(fake_slack, bot.url, U_CAROL, db, expect_jobs=3)
 
 
-async def _limited(fake: FakeSlack) -> list[str]:
-    return [t for t in await _answers_to(fake, U_ALICE) if "limit 2" in t]
+async def test_plan_counts_against_the_same_limit(fake_slack: FakeSlack, start_bot: StartBot):
+    bot = start_bot({"MIGRATE_BOT_RATE_LIMIT": "2"})
+    db = bot.env["MIGRATE_BOT_DB"]
+    for _ in range(2):  # two live preflights (they fail at once: the hosts are unreachable)
+        ack = await fake_slack.slash_command_http(bot.url, SIGNING_SECRET, "plan vm42 to hostB", U_ALICE, C_OPS)
+        assert ack.payload is not None and "limit 2" not in str(ack.payload.get("text"))
+    ack = await fake_slack.slash_command_http(bot.url, SIGNING_SECRET, "vm42 to hostB", U_ALICE, C_OPS)
+    assert ack.payload is not None and "limit 2" in str(ack.payload.get("text"))
+    assert await job_count(db) == 0

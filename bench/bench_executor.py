@@ -15,6 +15,11 @@
    --copy-storage all by the executor (which pre-creates thin destination images), and the same image copied
    by raw `virsh migrate --copy-storage-all` into a pool (libvirt pre-creates the image itself). The image's
    allocation on the source and on the destination after each copy (`du`), and the copy time.
+4. Transports (`--transports`): the same idle VM moved by `virsh migrate` and by `Executor.run` with the same
+   URIs and flags from hosts.toml (unix), hosts-ssh.toml (qemu+ssh) and hosts-tls.toml (qemu+tls, peers on
+   TLS, and --tls); medians and ratio per transport.
+5. The cost of --tls (`--transports`): over qemu+tls, a 64 MiB and a 256 MiB guest moved with and without
+   --tls by the executor; median wall time, downtime and throughput of each.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from tests.migration_core.executor_lab_support import (
     allocated_bytes,
     disk_copy,
     drop_guest,
+    hypervisor_for,
     inventory,
     make_guest,
     plan_for,
@@ -145,6 +151,109 @@ async def busy(hv: Hypervisor, lab: LabInfo, rate_mib_s: int) -> None:
             print(f"      {err}")
 
 
+async def _virsh_via(lab: LabInfo, guest: Guest, transport: str, src: str, dst: str) -> float:
+    inv = inventory(lab, transport)
+    s, d = inv.get(src), inv.get(dst)
+    tls = ["--tls"] if transport == "tls" else []
+    argv = [
+        "virsh",
+        "-q",
+        "-c",
+        s.uri,
+        "migrate",
+        *FLAGS,
+        *tls,
+        guest.name,
+        d.peer_uri,
+        "--migrateuri",
+        f"tcp://{d.migration_address}",
+    ]
+    t0 = time.perf_counter()
+    proc = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=300)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"virsh migrate over {transport} failed: {proc.stderr.strip()}")
+    return wall
+
+
+async def _executor_via(
+    lab: LabInfo, guest: Guest, transport: str, src: str, dst: str, job: int, tls: bool
+) -> tuple[float, float | None, float | None]:
+    """(wall s, downtime ms, throughput MiB/s) of one executor migration over `transport`."""
+    inv = inventory(lab, transport)
+    hv = hypervisor_for(inv)
+    try:
+        xml = await hv.domain_xml(inv.get(src).uri, guest.name, migratable=False)
+        opts = MigrationOptions(undefine_source=True, tls=tls)
+        plan = plan_for(lab, guest, xml, source=src, destination=dst, options=opts, transport=transport)
+        t0 = time.perf_counter()
+        result = await Executor(hv, inv, RecordingSink()).run(job, plan)
+        wall = time.perf_counter() - t0
+    finally:
+        await hv.close()
+    if result.outcome is not JobState.SUCCEEDED:
+        raise SystemExit(f"executor migration over {transport} failed: {result.error}")
+    st = result.completed
+    downtime = rate = None
+    if st is not None:
+        # libvirt's completed-job stats (libvirt.md 3): downtime in ms, data in bytes, elapsed in ms.
+        downtime = float(st.get_int("downtime", -1)) if "downtime" in st.values else None
+        data, elapsed = st.get_int("data_processed"), st.get_int("time_elapsed")
+        rate = data / MIB / (elapsed / 1000) if data and elapsed else None
+    return wall, downtime, rate
+
+
+async def transports(hv: Hypervisor, lab: LabInfo, reps: int) -> None:
+    guest = await make_guest(hv, lab, "vm42", "xb-transport")
+    print(f"\n4. transports: idle VM (64 MiB), {reps} migrations per tool and transport, alternating A<->B")
+    try:
+        for transport in ("unix", "ssh", "tls"):
+            virsh_s: list[float] = []
+            executor_s: list[float] = []
+            where = A
+            for i in range(reps):
+                for tool in ("virsh", "executor") if i % 2 == 0 else ("executor", "virsh"):
+                    there = B if where == A else A
+                    if tool == "virsh":
+                        virsh_s.append(await _virsh_via(lab, guest, transport, where, there))
+                    else:
+                        job = 9500 + len(executor_s)
+                        wall, _, _ = await _executor_via(lab, guest, transport, where, there, job, transport == "tls")
+                        executor_s.append(wall)
+                    where = there
+            v, e = statistics.median(virsh_s), statistics.median(executor_s)
+            label = {"unix": "unix socket", "ssh": "qemu+ssh", "tls": "qemu+tls --tls"}[transport]
+            print(f"   {label:15} virsh {v:.3f} s   executor {e:.3f} s   ratio {e / v:.3f}")
+    finally:
+        await drop_guest(hv, lab, guest)
+
+
+async def tls_cost(hv: Hypervisor, lab: LabInfo, reps: int) -> None:
+    print(f"\n5. cost of --tls over qemu+tls (executor, {reps} migrations each, alternating A<->B)")
+    for label, mem, cmdline in (("64 MiB", None, None), ("256 MiB", 256, "mem=192 rate=1000")):
+        guest = await make_guest(hv, lab, "vm42", "xb-tlscost", memory_mib=mem, cmdline=cmdline)
+        rows: dict[bool, list[tuple[float, float | None, float | None]]] = {False: [], True: []}
+        where = A
+        try:
+            for i in range(reps):
+                for tls in (False, True) if i % 2 == 0 else (True, False):
+                    there = B if where == A else A
+                    rows[tls].append(await _executor_via(lab, guest, "tls", where, there, 9700 + i * 2 + tls, tls))
+                    where = there
+        finally:
+            await drop_guest(hv, lab, guest)
+        med = {k: statistics.median(r[0] for r in v) for k, v in rows.items()}
+        for tls in (False, True):
+            downs = [r[1] for r in rows[tls] if r[1] is not None]
+            rates = [r[2] for r in rows[tls] if r[2] is not None]
+            print(
+                f"   {label:7} {'--tls' if tls else 'plain':5}  wall {med[tls]:.3f} s   downtime "
+                f"{statistics.median(downs) if downs else float('nan'):.0f} ms   throughput "
+                f"{statistics.median(rates) if rates else float('nan'):.0f} MiB/s"
+            )
+        print(f"   {label:7} --tls / plain wall time = {med[True] / med[False]:.3f}")
+
+
 def _mib(n: int | None) -> str:
     return "none" if n is None else f"{n / MIB:.1f} MiB"
 
@@ -212,9 +321,15 @@ async def main() -> None:
     parser.add_argument("--skip-busy", action="store_true", help="only part 1")
     parser.add_argument("--rate", type=int, default=16, help="link rate for part 2, MiB/s (default 16)")
     parser.add_argument("--only-thin", action="store_true", help="only part 3 (thin disks)")
+    parser.add_argument("--transports", action="store_true", help="only parts 4 and 5 (ssh, tls, cost of --tls)")
     args = parser.parse_args()
     lab, _ = await asyncio.to_thread(bring_up)
     hv = Hypervisor({A: lab.host(A).uri, B: lab.host(B).uri})
+    if args.transports:
+        await transports(hv, lab, args.reps)
+        await tls_cost(hv, lab, args.reps)
+        await hv.close()
+        return
     if not args.only_thin:
         await overhead(hv, lab, args.reps)
         if not args.skip_busy:

@@ -1,4 +1,4 @@
-"""The `migrate-bot` command line: serve, console, parse, plan, status, history, export, hosts, version."""
+"""The `migrate-bot` command line: serve, console, parse, plan, status, history, export, hosts, doctor, version."""
 
 from __future__ import annotations
 
@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
 
     ho = sub.add_parser("hosts", help="list inventory hosts and whether each answers")
     ho.add_argument("--json", action="store_true")
+
+    d = sub.add_parser(
+        "doctor",
+        help="check every host: access, versions, identity, ports between hosts, TLS; exit 0 only when ready",
+    )
+    d.add_argument("--json", action="store_true", help="one JSON object: ready, hosts, findings (each with its fix)")
+    d.epilog = "Reads only: nothing on a host changes. Exit 0 when every host is ready, 1 when not, 2 on bad input."
 
     ca = sub.add_parser(
         "calibration",

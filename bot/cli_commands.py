@@ -1,4 +1,5 @@
-"""The CLI subcommands that need the core: serve, console, plan, status, history, export, hosts, calibration."""
+"""The CLI subcommands that need the core: serve, console, plan, status, history, export, hosts, calibration,
+audit, doctor."""
 
 from __future__ import annotations
 
@@ -64,6 +65,8 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return await _plan(settings, args, out, err)
     if args.cmd == "serve":
         return await _serve(settings)
+    if args.cmd == "doctor":
+        return await _doctor(settings, args, out)
     if args.cmd == "audit":
         return await _audit(settings, args, out)
     core = await open_core(settings)
@@ -110,6 +113,25 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise AssertionError(args.cmd)
     finally:
         await core.close()
+
+
+async def _doctor(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    """No database: only the hosts file and the hosts. A bad hosts file raises InventoryError (exit 1)."""
+    from migration_core.hypervisor.libvirt_adapter import Hypervisor
+    from migration_core.inventory.hosts import load_inventory
+    from migration_core.preflight.doctor import render_text, run_doctor
+    from migration_core.preflight.runner import PreflightRunner
+
+    inventory = load_inventory(settings.hosts_file)
+    hypervisor = Hypervisor({h.name: h.uri for h in inventory})
+    for host in inventory:
+        hypervisor.add_host(host.name, host.uri, host.peer_uri)
+    try:
+        report = await run_doctor(inventory, hypervisor, PreflightRunner(inventory, hypervisor))
+    finally:
+        await hypervisor.close()
+    out.write((json.dumps(report.to_json()) if args.json else render_text(report)) + "\n")
+    return 0 if report.ready else 1
 
 
 async def _calibration(core: Core, args: argparse.Namespace, out: TextIO) -> int:

@@ -19,6 +19,8 @@ APT_PACKAGES=(
   postgresql
   # ssh for qemu+ssh and the probes over asyncssh
   openssh-client openssh-server
+  # the lab CA and certificates for qemu+tls and QEMU migration TLS (certtool)
+  gnutls-bin
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }

@@ -141,6 +141,9 @@ class Endpoint:
     answered: bool = True
     error: str | None = None
     uri: str | None = None
+    peer_uri: str | None = None
+    # The hosts file says this host's QEMU has migration-TLS certificates (qemu.conf migrate_tls_x509_cert_dir).
+    migration_tls: bool = False
 
 
 @dataclass(frozen=True)

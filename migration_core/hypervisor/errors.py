@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from migration_core.errors import HostUnreachable, HypervisorError
+from migration_core.hypervisor.tlscheck import TlsDiagnosis, client_files
 from migration_core.hypervisor.types import DomainNotFound, JobAborted, VirErr
 
 # Text fragments of libvirt/socket errors that mean "the daemon at the other end is not there".
@@ -53,6 +54,8 @@ class ErrorContext:
     vm: str | None = None
     peer: str | None = None
     peer_uri: str | None = None
+    # For a qemu+tls:// certificate failure: the bot's own handshake, which names the cause libvirt only logs.
+    tls: TlsDiagnosis | None = None
 
 
 def strip_prefix(message: str) -> str:
@@ -93,10 +96,102 @@ def reachability_hint(uri: str) -> str:
     return f"is libvirtd running and port {port} open?"
 
 
+def is_tls_verify_failure(code: int | None, message: str) -> bool:
+    """libvirt's one message for every server-certificate problem (the cause is only in its log)."""
+    return code == VirErr.AUTH_FAILED and "verify peer's certificate" in message.lower()
+
+
+def _ssh_host(uri: str) -> str:
+    return urlsplit(uri).hostname or "the host"
+
+
+def access_error(code: int | None, message: str, ctx: ErrorContext) -> HypervisorError | None:
+    """ssh keys, TLS certificates, libvirt permissions and migration TLS: what real set-ups get wrong, each
+    with its fix (None: not one of these). Checked before the generic "does not answer" rules."""
+    low = message.lower()
+    text = strip_prefix(message).replace("\n", " ")
+    # The failing connection is the peer's when the source daemon dialled it (a P2P migration).
+    # A TLS failure during a migration is the source's connection to the peer: the bot's own is already open.
+    tls_failure = is_tls_verify_failure(code, message) or "unable to read tls confirmation" in low
+    dialled = (
+        ctx.peer is not None and ctx.peer_uri is not None and (tls_failure or _mentions_peer(message, ctx.peer_uri))
+    )
+    host, uri = (ctx.peer, ctx.peer_uri) if dialled and ctx.peer and ctx.peer_uri else (ctx.host, ctx.uri)
+    who = f"{ctx.host} (which dials {host} for the migration)" if dialled else "the bot"
+    addr = _ssh_host(uri)
+    if "remote host identification has changed" in low or ("host key for" in low and "has changed" in low):
+        return HostUnreachable(
+            f"{host}'s ssh host key is not the one {who} knows for {addr}: the host was reinstalled, or "
+            f"someone is in between ({ctx.op} refused)",
+            f"verify the new key's fingerprint on {host} (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`); "
+            f"if it matches, replace the line for {addr} in the bot's known_hosts (`ssh-keygen -R {addr}`, then "
+            f"`ssh-keyscan {addr} >> known_hosts`)",
+            code,
+        )
+    if "host key is known" in low or ("host key verification failed" in low and "changed" not in low):
+        return HostUnreachable(
+            f"{who} does not know {host}'s ssh host key ({addr} is not in its known_hosts), so it refuses "
+            f"to connect ({ctx.op})",
+            f"add the host's key after checking its fingerprint: `ssh-keyscan -t ed25519 {addr} >> "
+            "~/.ssh/known_hosts` as the bot's user (README: SSH keys)",
+            code,
+        )
+    if "permission denied (publickey" in low:
+        return HypervisorError(
+            f"{host} refused the ssh key of {who} ({text})",
+            f"put the bot's public key in the authorized_keys of the user in the uri on {host}, and point the "
+            "uri at the matching private key (keyfile=...)",
+            code,
+        )
+    if ctx.tls is not None and not ctx.tls.ok:
+        return HypervisorError(ctx.tls.detail, ctx.tls.fix or "run `migrate-bot doctor` for the details", code)
+    if is_tls_verify_failure(code, message):
+        return HypervisorError(
+            f"{who} does not trust the certificate {host}'s libvirtd at {uri} presents ({text})",
+            "run `migrate-bot doctor`: it names the cause (expired, made for another name, another CA)",
+            code,
+        )
+    if "unable to read tls confirmation" in low:
+        files = client_files(uri)
+        return HypervisorError(
+            f"{host}'s libvirtd refused the client certificate {files.cert} of {who} ({text})",
+            f"on {host}: allow its name in libvirtd.conf tls_allowed_dn_list and trust the CA that signed it "
+            "(ca_file), then restart libvirtd",
+            code,
+        )
+    if "cannot read ca certificate" in low or ("cannot read" in low and "certificate" in low):
+        return HypervisorError(
+            f"{who} has no TLS certificates to reach {host} ({text})",
+            "put cacert.pem, clientcert.pem and clientkey.pem in the uri's pkipath= directory (or /etc/pki, "
+            "README: TLS certificates)",
+            code,
+        )
+    if "unable to access credentials" in low or ("tls-creds" in low and "no such file" in low):
+        return HypervisorError(
+            f"a host of this migration has no QEMU migration-TLS certificates, so --tls cannot encrypt the "
+            f"stream ({text})",
+            "on both hosts: ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem and client-key.pem "
+            "in qemu.conf's migrate_tls_x509_cert_dir, then restart libvirtd (README: TLS certificates); "
+            "`migrate-bot doctor` checks both hosts",
+            code,
+        )
+    if "polkit" in low or "access denied" in low or "authentication unavailable" in low:
+        return HypervisorError(
+            f"the user the bot logs in as may not manage VMs on {host}'s libvirtd ({text})",
+            f"on {host}: add that user to the libvirt group (polkit's rule for org.libvirt.unix.manage), or, "
+            "with libvirt ACLs, grant it the domain and connect permissions the bot needs (README: permissions)",
+            code,
+        )
+    return None
+
+
 def translate(code: int | None, message: str, ctx: ErrorContext) -> HypervisorError:
     """One libvirt error -> one exception of the core's tree with an operator message and a hint."""
     text = strip_prefix(message)
     where = f"{ctx.host}'s libvirtd at {ctx.uri}"
+    access = access_error(code, message, ctx)
+    if access is not None:
+        return access
     if code == VirErr.NO_DOMAIN:
         name = ctx.vm or "that VM"
         return DomainNotFound(

@@ -42,8 +42,9 @@ import libvirt
 
 from migration_core import telemetry
 from migration_core.errors import HostUnreachable, HypervisorError
+from migration_core.hypervisor import tlscheck
 from migration_core.hypervisor.base import Param, VirConnect, VirDomain, lookup
-from migration_core.hypervisor.errors import ErrorContext, looks_unreachable, translate
+from migration_core.hypervisor.errors import ErrorContext, is_tls_verify_failure, looks_unreachable, translate
 from migration_core.hypervisor.fact_readers import HostFactReader
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.storage import StorageReader
@@ -186,7 +187,10 @@ class Hypervisor:
             conn: VirConnect = libvirt.open(uri)
         except libvirt.libvirtError as err:
             telemetry.connection_error(self.label(uri), err.get_error_code())
-            raise translate(err.get_error_code(), str(err), ErrorContext(self.label(uri), uri, "connect")) from err
+            code, text = err.get_error_code(), str(err)
+            # libvirt names no cause for a rejected server certificate: repeat the handshake to find it.
+            tls = tlscheck.diagnose(uri, self.label(uri)) if is_tls_verify_failure(code, text) else None
+            raise translate(code, text, ErrorContext(self.label(uri), uri, "connect", tls=tls)) from err
         try:
             conn.setKeepAlive(*self._keepalive)
         except libvirt.libvirtError:

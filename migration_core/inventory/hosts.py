@@ -5,7 +5,8 @@ Format (see deploy/hosts.example.toml, documented field by field):
     [defaults]                 # optional: link_mib_s, max_inbound, max_outbound, memory_reserve_mib
     [hosts.<name>]             # one table per host
     uri = "qemu+ssh://root@kvm1.example.com/system"      # required
-    peer_uri, migration_address, ssh, link_mib_s, max_inbound, max_outbound, memory_reserve_mib, labels
+    peer_uri, migration_address, ssh, link_mib_s, max_inbound, max_outbound, memory_reserve_mib, labels,
+    migration_tls
     [anti_affinity]            # optional: VMs that should not share a host
     groups = { db = ["db1", "db2"] }
 
@@ -49,7 +50,7 @@ BUILTIN_DEFAULTS: Mapping[str, Any] = {
 # ~112 MiB/s is what TCP actually carries on a 1 Gbit/s link; set link_mib_s for faster links.
 
 _DEFAULT_KEYS = ("link_mib_s", "max_inbound", "max_outbound", "memory_reserve_mib")
-_HOST_KEYS = ("uri", "peer_uri", "migration_address", "ssh", *_DEFAULT_KEYS, "labels")
+_HOST_KEYS = ("uri", "peer_uri", "migration_address", "ssh", *_DEFAULT_KEYS, "labels", "migration_tls")
 _TOP_KEYS = ("defaults", "hosts", "anti_affinity")
 _ANTI_AFFINITY_KEYS = ("groups",)
 _TOML_POSITION_RE = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)\s*$")
@@ -73,6 +74,10 @@ class HostConfig:
     @property
     def memory_reserve_bytes(self) -> int:
         return self.memory_reserve_mib * 1024 * 1024
+    # The operator's statement that this host's qemu.conf has migrate_tls_x509_cert_dir with certificates
+    # from the CA the other hosts trust (QEMU's TLS for the migration stream). No libvirt API reports it, so
+    # the file says it and preflight refuses --tls between hosts that do not (README "Operating it").
+    migration_tls: bool = False
 
     @property
     def migrate_uri(self) -> str | None:
@@ -220,7 +225,14 @@ def _host(name: str, table: object, defaults: Mapping[str, Any], source: str) ->
         max_outbound=int(numbers["max_outbound"]),
         labels=check_labels(table.get("labels", []), f"{where}: field 'labels'"),
         memory_reserve_mib=int(numbers["memory_reserve_mib"]),
+        migration_tls=_flag(table.get("migration_tls", False), f"{where}: field 'migration_tls'"),
     )
+
+
+def _flag(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InventoryError(f"{where}: must be true or false, not {value!r}", "write migration_tls = true (no quotes)")
+    return value
 
 
 def _ssh_text(value: object, where: str) -> str:

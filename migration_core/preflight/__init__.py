@@ -1,9 +1,10 @@
 """Preflight checks: one module per family; each check is a pure function over gathered facts.
 
 Package map: one module per family of checks (`hosts`, `vmstate`, `cpu`, `machine`, `storage`, `network`,
-`devices`, `numa`, `capacity`, `options`), `_common` helpers, and `runner` (PreflightRunner: gathers the facts
+`devices`, `numa`, `capacity`, `options`, `tls`), `_common` helpers, and `runner` (PreflightRunner: gathers the facts
 from both hosts through the hypervisor adapter, runs the checks, predicts and plans). The checks are pure and may
-import migration_core.errors, models, facts; only `runner` does I/O (hypervisor, inventory, planning).
+import migration_core.errors, models, facts; only `runner` and `doctor` (the `migrate-bot doctor` checks) do
+I/O (hypervisor, inventory, planning).
 
 `run_checks(facts)` runs every family in a fixed order and returns their results. It stops early when
 later checks would only repeat one root cause: unknown, unreachable or identical hosts, or a VM that is not
@@ -27,6 +28,7 @@ from migration_core.preflight import (
     numa,
     options,
     storage,
+    tls,
     vmstate,
 )
 from migration_core.preflight._common import Check, effective_mode, warned
@@ -56,6 +58,7 @@ _REST: tuple[Check, ...] = (
     vmstate.check_one_owner,
     vmstate.check_snapshots,
     options.check_options,
+    tls.check_tls,
     cpu.check_cpu,
     machine.check_machine,
     machine.check_versions,

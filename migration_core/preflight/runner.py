@@ -300,6 +300,8 @@ class PreflightRunner:
             answered=dest_cfg is not None and dest_cfg.name not in errors,
             error=errors.get(dest_cfg.name) if dest_cfg else None,
             uri=dest_cfg.uri if dest_cfg else None,
+            peer_uri=dest_cfg.peer_uri if dest_cfg else None,
+            migration_tls=dest_cfg.migration_tls if dest_cfg else False,
         )
         if src_cfg is None:
             searched = ", ".join(h for h in known if h not in errors) or "any host"
@@ -314,7 +316,9 @@ class PreflightRunner:
                 settings=self.settings,
             )
         assert dom is not None
-        source = Endpoint(name=src_cfg.name, uri=src_cfg.uri)
+        source = Endpoint(
+            name=src_cfg.name, uri=src_cfg.uri, peer_uri=src_cfg.peer_uri, migration_tls=src_cfg.migration_tls
+        )
         base = PreflightFacts(
             request=request,
             source=source,
@@ -542,6 +546,10 @@ class PreflightRunner:
             baseline_xml=baseline_xml,
             baseline_model=cpu_model_of(baseline_xml),
         )
+
+    async def probe_pair(self, src: HostConfig, dst: HostConfig) -> tuple[PortProbe, ...]:
+        """The port probes a live migration from `src` to `dst` needs (for `migrate-bot doctor`)."""
+        return await self._probes(src, dst, True)
 
     async def _probes(self, src: HostConfig, dst: HostConfig, live: bool) -> tuple[PortProbe, ...]:
         """The destination's libvirt and migration ports: from the source host over SSH when the hosts file

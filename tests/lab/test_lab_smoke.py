@@ -128,6 +128,21 @@ def test_hosts_file_is_the_bots_inventory(lab: LabInfo) -> None:
         assert (cfg.link_mib_s, cfg.max_inbound, cfg.max_outbound, cfg.labels) == (200.0, 2, 2, ("lab",))
 
 
+@pytest.mark.parametrize("name", ["hosts-ssh.toml", "hosts-tls.toml"])
+def test_hosts_answer_over_ssh_and_tls(lab: LabInfo, name: str) -> None:
+    """up's other inventories: the bot over qemu+ssh (key-only sshd per host) and over qemu+tls (lab CA)."""
+    inv = load_inventory(lab.root / name)
+    scheme = "qemu+ssh" if "ssh" in name else "qemu+tls"
+    for h in inv:
+        assert h.uri.startswith(f"{scheme}://") and h.migration_tls == (scheme == "qemu+tls")
+        out = subprocess.run(["virsh", "-q", "-c", h.uri, "hostname"], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout.strip() == lab.host(h.name).hostname, out.stderr
+        if scheme == "qemu+tls":  # the peers dial each other over TLS too, from inside the lab
+            peer = inv.get(PEER[h.name])
+            proc = host_exec(lab, h.name, ["virsh", "-q", "-c", peer.peer_uri, "hostname"])
+            assert proc.stdout.strip() == lab.host(peer.name).hostname, proc.stderr
+
+
 def test_hosts_reach_each_other_inside_the_lab(lab: LabInfo) -> None:
     for name in lab.hosts:
         proc = peer_hostname(lab, name)

@@ -162,8 +162,18 @@ def allocated_bytes(path: Path) -> int | None:
         return None
 
 
-def inventory(lab: LabInfo) -> Inventory:
-    return load_inventory(lab.hosts_toml)
+# The lab's inventories: the bot reaches the hosts over their UNIX sockets, over qemu+ssh, or over qemu+tls
+# (peers over TLS too, QEMU migration TLS on both hosts); `deploy/lab/lab up` writes all three.
+TRANSPORT_FILES = {"unix": "hosts.toml", "ssh": "hosts-ssh.toml", "tls": "hosts-tls.toml"}
+
+
+def inventory(lab: LabInfo, transport: str = "unix") -> Inventory:
+    return load_inventory(lab.hosts_toml.parent / TRANSPORT_FILES[transport])
+
+
+def hypervisor_for(inv: Inventory) -> Hypervisor:
+    """An adapter that reaches every host the way the inventory says (unix, ssh or tls)."""
+    return Hypervisor({h.name: h.uri for h in inv})
 
 
 def plan_for(
@@ -177,10 +187,11 @@ def plan_for(
     policy: ConvergencePolicy | None = None,
     local_disks: tuple[str, ...] = (),
     running: bool = True,
+    transport: str = "unix",
 ) -> Plan:
     """A plan as the planner builds it (flags, params, policy), with a passing preflight check."""
     request = MigrationRequest(guest.name, destination, options or MigrationOptions())
-    inv = inventory(lab)
+    inv = inventory(lab, transport)
     dst = inv.get(destination)
     vm = parse_domain(vm_xml)
     mode = choose_mode(request, VmState.RUNNING if running else VmState.SHUTOFF)

@@ -119,9 +119,7 @@ def test_invalid_policy_is_refused_with_a_hint(kw: dict[str, object]) -> None:
 
 
 def test_ramp_raises_at_stalling_iteration_boundaries_with_a_cooldown() -> None:
-    run = drive(
-        GuestModel(**BUSY), controller=ConvergenceController(policy(stall_timeout_s=1000.0)), until_s=120
-    )
+    run = drive(GuestModel(**BUSY), controller=ConvergenceController(policy(stall_timeout_s=1000.0)), until_s=120)
     raises = run.decisions(ControlAction.RAISE_DOWNTIME)
     assert [s.decision.downtime_ms for s in raises] == list(RAMP[1:])  # type: ignore[union-attr]
     for i, step in enumerate(run.steps):
@@ -183,9 +181,7 @@ def test_busy_guest_with_postcopy_switches_instead_and_completes() -> None:
 
 
 def test_switch_to_postcopy_after_postcopy_after_s_in_precopy() -> None:
-    run = drive(
-        GuestModel(**BUSY), controller=ConvergenceController(policy(allow_postcopy=True, postcopy_after_s=30))
-    )
+    run = drive(GuestModel(**BUSY), controller=ConvergenceController(policy(allow_postcopy=True, postcopy_after_s=30)))
     switch = run.decisions(ControlAction.SWITCH_POSTCOPY)
     assert len(switch) == 1
     # Pre-copy is first seen at the 0.5 s poll; 30 s later is the 30.5 s poll.
@@ -236,9 +232,7 @@ def test_slowly_converging_guest_is_not_called_stalled() -> None:
 
 
 def test_tracker_and_controller_agree_on_the_stall() -> None:
-    run = drive(
-        GuestModel(**BUSY), controller=ConvergenceController(policy(stall_timeout_s=1000.0)), until_s=90
-    )
+    run = drive(GuestModel(**BUSY), controller=ConvergenceController(policy(stall_timeout_s=1000.0)), until_s=90)
     for s in run.steps:
         assert s.state is not None
         assert s.sample.stalled_for_s == pytest.approx(s.state.stall.stalled_for_s(s.now_s), abs=0.06)
@@ -355,11 +349,7 @@ P = Phase.PRECOPY
 
 def sawtooth(shifts_mib: list[float]) -> list[tuple[float, Phase, int, float]]:
     """Pass k starts at 128 + shift MiB at t = 8k and empties at 16 MiB/s; iteration 2 is the first."""
-    return [
-        (8 * k + i / 2, P, 2 + k, 128 + shift - 8 * i)
-        for k, shift in enumerate(shifts_mib)
-        for i in range(16)
-    ]
+    return [(8 * k + i / 2, P, 2 + k, 128 + shift - 8 * i) for k, shift in enumerate(shifts_mib) for i in range(16)]
 
 
 @pytest.mark.parametrize(
@@ -385,7 +375,5 @@ def sawtooth(shifts_mib: list[float]) -> list[tuple[float, Phase, int, float]]:
         ("nothing watched in setup", [(0, Phase.SETUP, 0, 0), (100, Phase.SETUP, 0, 0)], 100, 0),
     ],
 )
-def test_stall_watch(
-    name: str, seq: list[tuple[float, Phase, int, float]], now: float, stalled_for: float
-) -> None:
+def test_stall_watch(name: str, seq: list[tuple[float, Phase, int, float]], now: float, stalled_for: float) -> None:
     assert watch(seq).stalled_for_s(now) == pytest.approx(stalled_for)

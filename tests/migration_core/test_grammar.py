@@ -437,9 +437,7 @@ def test_canonical_text_reads_back_as_the_same_command(text: str) -> None:
 
 
 def test_canonical_text_is_readable() -> None:
-    cmd = parse_command(
-        "plan vm42 to hostB --timeout 5400 --max-downtime 1.5s --bandwidth 2048 --reason 'a b'"
-    )
+    cmd = parse_command("plan vm42 to hostB --timeout 5400 --max-downtime 1.5s --bandwidth 2048 --reason 'a b'")
     assert (
         command_to_text(cmd)
         == "plan vm42 to hostB --max-downtime 1s500ms --bandwidth 2G --timeout 1h30m --reason 'a b'"
@@ -564,9 +562,7 @@ def test_valid_migrate_commands_round_trip_through_text_and_json(cmd: MigrateCom
 @settings(max_examples=100)
 @given(
     st.one_of(
-        st.builds(
-            StatusCommand, st.none() | st.integers(1, 10**12) | names.filter(lambda n: not n.isdigit())
-        ),
+        st.builds(StatusCommand, st.none() | st.integers(1, 10**12) | names.filter(lambda n: not n.isdigit())),
         st.builds(CancelCommand, st.integers(1, 10**12)),
         st.builds(HistoryCommand, st.none() | names, st.integers(1, 500)),
         st.just(HostsCommand()),

@@ -103,9 +103,7 @@ def test_lookup_ignores_case_and_unknown_hosts_get_the_known_names_and_a_suggest
      ("fd00::1", "tcp://[fd00::1]"), ("[fd00::2]", "tcp://[fd00::2]")],
 )  # fmt: skip
 def test_migration_address_becomes_migrate_uri(address: str, migrate_uri: str) -> None:
-    host = parse_inventory(one_host(f'uri = "qemu:///system"\nmigration_address = "{address}"'), SRC).get(
-        "h1"
-    )
+    host = parse_inventory(one_host(f'uri = "qemu:///system"\nmigration_address = "{address}"'), SRC).get("h1")
     assert host.migrate_uri == migrate_uri
 
 

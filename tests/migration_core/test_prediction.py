@@ -211,9 +211,7 @@ def test_postcopy_completes_where_precopy_does_not() -> None:
 
 def test_postcopy_uses_its_own_bandwidth_after_the_switch() -> None:
     slow = predict_postcopy(256 * MIB, 31.2, 16.0, working_set_bytes=128 * MIB)
-    fast = predict_postcopy(
-        256 * MIB, 31.2, 16.0, working_set_bytes=128 * MIB, postcopy_bandwidth_mib_s=128.0
-    )
+    fast = predict_postcopy(256 * MIB, 31.2, 16.0, working_set_bytes=128 * MIB, postcopy_bandwidth_mib_s=128.0)
     assert fast.total_s is not None and slow.total_s is not None
     assert fast.total_s == pytest.approx(slow.total_s - 8.0 + 1.0, abs=0.1)
 

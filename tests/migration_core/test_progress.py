@@ -98,9 +98,7 @@ def test_event_parameters_without_a_type_can_be_read_as_completed() -> None:
 
 
 def test_reading_from_the_adapters_job_stats() -> None:
-    reading = reading_from_job_stats(
-        JobStats(JobType.UNBOUNDED, {"memory_dirty_rate": 8000, "time_elapsed": 10})
-    )
+    reading = reading_from_job_stats(JobStats(JobType.UNBOUNDED, {"memory_dirty_rate": 8000, "time_elapsed": 10}))
     assert reading is not None and reading.dirty_rate_mib_s == 31.25 and reading.elapsed_s == 0.01
     assert reading_from_job_stats(JobStats(JobType.NONE, {})) is None
 
@@ -324,9 +322,7 @@ def test_stalled_signal_on_the_busy_guest() -> None:
     assert all(s.sample.stalled for s in run.steps if s.now_s >= first.now_s)  # it stays stalled
     assert all(s.sample.eta_s is None for s in flagged)  # no ETA for a migration that is not moving
     assert first.sample.stalled_for_s >= 15.0
-    assert run.steps[-1].sample.stalled_for_s == pytest.approx(
-        90 - (first.now_s - first.sample.stalled_for_s)
-    )
+    assert run.steps[-1].sample.stalled_for_s == pytest.approx(90 - (first.now_s - first.sample.stalled_for_s))
 
 
 def test_no_stall_signal_while_slowly_converging() -> None:

@@ -142,6 +142,14 @@ class Paths:
         return self.root / "hosts.toml"
 
     @property
+    def hosts_ssh_toml(self) -> Path:
+        return self.root / "hosts-ssh.toml"
+
+    @property
+    def hosts_tls_toml(self) -> Path:
+        return self.root / "hosts-tls.toml"
+
+    @property
     def net_mode(self) -> Path:
         return self.root / "net-mode"
 

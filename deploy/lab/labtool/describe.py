@@ -1,9 +1,10 @@
-"""The lab's two outputs for other programs: lab.json (for tests) and hosts.toml (the bot's inventory)."""
+"""The lab's outputs for other programs: lab.json (for tests) and the bot's inventories (unix, ssh, tls)."""
 
 from __future__ import annotations
 
 import json
 
+from . import access
 from .config import (
     HOSTS,
     LINK_MIB_S,
@@ -25,22 +26,31 @@ def toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string for the characters we write
 
 
-def hosts_toml(paths: Paths) -> str:
-    """The inventory in the foundation issue's format: the bot reaches each libvirtd over its UNIX socket."""
+def hosts_toml(paths: Paths, transport: str = "unix") -> str:
+    """The inventory in the foundation issue's format. `unix`: the bot reaches each libvirtd over its UNIX
+    socket (peers over TCP); `ssh`: over qemu+ssh (peers over TCP); `tls`: over qemu+tls, and the peers
+    reach each other over TLS too, with QEMU's migration TLS set up on both (migration_tls)."""
     parts = [
-        "# migrate-bot lab inventory: written by deploy/lab/lab up (do not edit; rewritten on every up)",
+        f"# migrate-bot lab inventory ({transport}): written by deploy/lab/lab up (do not edit; rewritten on every up)",
         "[defaults]",
         "max_inbound = 2",
         "max_outbound = 2",
         "",
     ]
     for h in HOSTS:
+        uri = {"unix": paths.uri(h), "ssh": access.ssh_uri(paths, h), "tls": access.tls_uri(paths, h)}[transport]
+        peer_uri = access.tls_peer_uri(paths, h) if transport == "tls" else h.peer_uri
         parts += [
             f"[hosts.{h.name}]",
-            f"uri = {toml_str(paths.uri(h))}   # how the bot reaches libvirt (root namespace)",
-            f"peer_uri = {toml_str(h.peer_uri)}   # how the OTHER host's libvirtd reaches this host (P2P dconnuri)",
+            f"uri = {toml_str(uri)}   # how the bot reaches libvirt (root namespace)",
+            f"peer_uri = {toml_str(peer_uri)}   # how the OTHER host's libvirtd reaches this host (P2P dconnuri)",
             f"migration_address = {toml_str(h.ip)}   # data address: migrate_uri = tcp://<addr>",
             f"link_mib_s = {LINK_MIB_S}   # link bandwidth for predictions (measured ~200 MiB/s unshaped)",
+            *(
+                ["migration_tls = true   # qemu.conf migrate_tls_x509_cert_dir holds the lab CA's certificates"]
+                if transport == "tls"
+                else []
+            ),
             'labels = ["lab"]',
             "",
         ]
@@ -56,6 +66,10 @@ def lab_description(paths: Paths, settings: Settings) -> dict[str, object]:
         "netns_prefix": NETNS_PREFIX,
         "virt": settings.virt,
         "hosts_toml": str(paths.hosts_toml),
+        "hosts_ssh_toml": str(paths.hosts_ssh_toml),
+        "hosts_tls_toml": str(paths.hosts_tls_toml),
+        "ssh_dir": str(access.ssh_dir(paths)),
+        "tls_dir": str(access.tls_dir(paths)),
         "console_dir": str(paths.console),
         "guest_kernel": str(paths.kernel),
         "shared_dir": str(paths.shared),
@@ -75,6 +89,11 @@ def lab_description(paths: Paths, settings: Settings) -> dict[str, object]:
                 "uri": paths.uri(h),
                 "peer_uri": h.peer_uri,
                 "tcp_uri": h.peer_uri,
+                "ssh_uri": access.ssh_uri(paths, h),
+                "tls_uri": access.tls_uri(paths, h),
+                "tls_peer_uri": access.tls_peer_uri(paths, h),
+                "server_pki": str(access.host_pki(paths, h)),
+                "qemu_pki": str(access.qemu_pki(paths, h)),
                 "ip": h.ip,
                 "hostname": h.hostname,
                 "uuid": h.uuid,
@@ -109,6 +128,7 @@ def write_outputs(paths: Paths, settings: Settings) -> None:
     tmp = paths.lab_json.with_suffix(".tmp")
     tmp.write_text(json.dumps(lab_description(paths, settings), indent=2) + "\n")
     tmp.replace(paths.lab_json)
-    tmp = paths.hosts_toml.with_suffix(".tmp")
-    tmp.write_text(hosts_toml(paths))
-    tmp.replace(paths.hosts_toml)
+    for target, transport in ((paths.hosts_toml, "unix"), (paths.hosts_ssh_toml, "ssh"), (paths.hosts_tls_toml, "tls")):
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(hosts_toml(paths, transport))
+        tmp.replace(target)

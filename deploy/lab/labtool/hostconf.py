@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import access
 from .config import (
     HOSTS,
     LIBVIRT_TCP_PORT,
@@ -22,10 +23,19 @@ HOST_SUBDIRS = (
 )
 
 
-def libvirtd_conf(host: HostSpec) -> str:
-    # reference/lab.md 4.6; every line is needed (P1: host_uuid, P11: listen_tcp with --listen).
+def libvirtd_conf(paths: Paths, host: HostSpec) -> str:
+    # reference/lab.md 4.6; every line is needed (P1: host_uuid, P11: listen_tcp with --listen). The TLS
+    # listener (qemu+tls) takes clients whose certificate the lab CA signed and whose name is the bot's or
+    # the hosts' peer identity: the permission the bot needs, and no one else gets in.
+    pki = access.host_pki(paths, host)
     return f"""# migrate-bot lab {host.name}: written by deploy/lab/lab up
-listen_tls = 0
+listen_tls = 1
+tls_port = "{access.LIBVIRT_TLS_PORT}"
+auth_tls = "none"
+key_file = "{pki / "serverkey.pem"}"
+cert_file = "{pki / "servercert.pem"}"
+ca_file = "{pki / "cacert.pem"}"
+tls_allowed_dn_list = ["O={access.ORG},CN={access.BOT_CN}", "O={access.ORG},CN={access.PEER_CN}"]
 listen_tcp = 1
 listen_addr = "{host.ip}"
 tcp_port = "{LIBVIRT_TCP_PORT}"
@@ -48,7 +58,7 @@ P2P_KEEPALIVE_INTERVAL_S = 2
 P2P_KEEPALIVE_COUNT = 4
 
 
-def qemu_conf(host: HostSpec) -> str:
+def qemu_conf(paths: Paths, host: HostSpec) -> str:
     # reference/lab.md 4.8: no chown of shared files, no security driver, QEMU stays in the daemon's mount
     # namespace (teardown finds it there), no cgroups, no virtlogd; migration data on the lab link.
     return f"""# migrate-bot lab {host.name}: written by deploy/lab/lab up
@@ -66,6 +76,8 @@ migration_port_min = {MIGRATION_PORT_MIN}
 migration_port_max = {MIGRATION_PORT_MAX}
 keepalive_interval = {P2P_KEEPALIVE_INTERVAL_S}
 keepalive_count = {P2P_KEEPALIVE_COUNT}
+migrate_tls_x509_cert_dir = "{access.qemu_pki(paths, host)}"
+migrate_tls_x509_verify = 1
 """
 
 
@@ -85,10 +97,23 @@ def write_host_tree(paths: Paths, host: HostSpec) -> None:
     base = paths.host(host)
     for sub in HOST_SUBDIRS:
         (base / sub).mkdir(parents=True, exist_ok=True)
-    (base / "etc" / "libvirtd.conf").write_text(libvirtd_conf(host))
-    (base / "etc" / "qemu.conf").write_text(qemu_conf(host))
+    (base / "etc" / "libvirtd.conf").write_text(libvirtd_conf(paths, host))
+    (base / "etc" / "qemu.conf").write_text(qemu_conf(paths, host))
     (base / "hosts").write_text(etc_hosts())
     (base / "etc" / "storage" / "default.xml").write_text(POOL_XML)
     link = base / "etc" / "storage" / "autostart" / "default.xml"
     if not link.is_symlink():
         link.symlink_to("../default.xml")
+
+
+def conf_changed(paths: Paths, host: HostSpec) -> bool:
+    """True when the host's libvirtd.conf or qemu.conf on disk differs from what this lab writes (an older
+    lab): the daemon must be restarted to read them. Rewrites both files when they differ."""
+    etc = paths.host(host) / "etc"
+    changed = False
+    for name, text in (("libvirtd.conf", libvirtd_conf(paths, host)), ("qemu.conf", qemu_conf(paths, host))):
+        f = etc / name
+        if not f.exists() or f.read_text() != text:
+            f.write_text(text)
+            changed = True
+    return changed

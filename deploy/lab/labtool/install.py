@@ -17,6 +17,8 @@ APT_PACKAGES = (
     "gcc",
     "binutils",
     "libc6-dev",
+    "openssh-server",  # one sshd per host (qemu+ssh)
+    "gnutls-bin",  # certtool: the lab CA and the TLS certificates
 )
 
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import daemons, net
+from . import access, daemons, net
 from .config import (
     ALL_NETNS,
     HOST_A,
@@ -22,9 +22,9 @@ from .config import (
 )
 from .describe import write_outputs
 from .guest import ensure_guest
-from .hostconf import write_host_tree
+from .hostconf import conf_changed, write_host_tree
 from .install import check_machine, ensure_packages
-from .proc import LabError, run, say, warn
+from .proc import LabError, run, say, terminate, warn
 from .vms import VMS, ensure_networks, ensure_vms, make_disk, place
 
 FORBIDDEN_ROOTS = (
@@ -135,6 +135,7 @@ def build(paths: Paths, settings: Settings) -> None:
     paths.net_mode.write_text("netns\n")
     for d in (paths.console, paths.shared, paths.storage, paths.images):
         d.mkdir(parents=True, exist_ok=True)
+    make_credentials(paths)
     for h in HOSTS:
         write_host_tree(paths, h)
     ensure_guest(paths)
@@ -155,6 +156,8 @@ def up(settings: Settings) -> Path:
     check_root(paths)
     check_machine(settings.virt)
     ensure_packages(settings.install)
+    if paths.marker.exists():
+        make_credentials(paths)  # a restarted daemon below reads its certificates
     problems = health(paths)
     dead = [p.split(":", 1)[1] for p in problems if p.startswith("daemon:")]
     if problems and len(dead) == len(problems):
@@ -175,8 +178,67 @@ def up(settings: Settings) -> Path:
             fixed.append("the management link")
         say("lab already up and healthy" + (f"; put back {', '.join(fixed)}" if fixed else ""))
         warn_link_changed()
+    ensure_access(paths)
     write_outputs(paths, settings)
     return paths.hosts_toml
+
+
+def make_credentials(paths: Paths) -> None:
+    """The lab's ssh keys and TLS certificates (once per lab; cached under $LAB_ROOT)."""
+    made = [
+        what
+        for what, fresh in (("ssh keys", access.ensure_ssh(paths)), ("TLS certificates", access.ensure_tls(paths)))
+        if fresh
+    ]
+    if made:
+        say(f"made the lab's {' and '.join(made)} in {paths.root}")
+
+
+def ensure_access(paths: Paths) -> None:
+    """ssh keys, the lab CA and certificates, each host's TLS listener, migration TLS and sshd.
+
+    Additive on a running lab: a daemon whose libvirtd.conf/qemu.conf predates them is restarted once
+    inside its namespaces (its QEMUs keep running and are reattached); sshd is started where missing."""
+    make_credentials(paths)
+    stale = tuple(h for h in HOSTS if conf_changed(paths, h))
+    for h in stale:
+        pid = daemons.daemon_pid(paths, h)
+        if pid:
+            say(f"restarting libvirtd of {h.name} to read its new configuration (TLS listener, migration TLS)")
+            terminate([pid], grace_s=10)
+    if stale:
+        start_daemons(paths, stale)
+    started = []
+    for h in HOSTS:
+        pid = daemons.daemon_pid(paths, h)
+        if pid is None:
+            raise LabError(f"libvirtd of {h.name} is not running; run `deploy/lab/lab start-daemon {h.name}`")
+        if access.ensure_sshd(paths, h, pid):
+            started.append(h.name)
+    if started:
+        say(f"sshd started on {', '.join(started)} (key-only, port {access.SSH_PORT} on the lab address)")
+    check_remote_access(paths)
+
+
+def check_remote_access(paths: Paths) -> None:
+    """The bot's qemu+ssh and qemu+tls URIs answer from the root namespace (one virsh each, in parallel)."""
+
+    def ask(item: tuple[HostSpec, str]) -> str | None:
+        h, uri = item
+        out = run(["virsh", "-q", "-c", uri, "hostname"], timeout_s=30, check=False)
+        if out.returncode == 0 and out.stdout.strip() == h.hostname:
+            return None
+        return f"{h.name} does not answer at {uri}: {(out.stderr or out.stdout).strip()}"
+
+    items = [(h, uri) for h in HOSTS for uri in (access.ssh_uri(paths, h), access.tls_uri(paths, h))]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        problems = [p for p in pool.map(ask, items) if p]
+    if problems:
+        link_up = all((st := net.link_state(h.netns, h.link_dev)).admin_up and st.carrier for h in HOSTS)
+        if not link_up:  # hostB is reached through the link: a test may have cut it on purpose
+            warn(f"remote access not checked end to end while the migration link is down: {'; '.join(problems)}")
+            return
+        raise LabError("; ".join(problems))
 
 
 def warn_link_changed() -> None:

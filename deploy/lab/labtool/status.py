@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import daemons, net
+from . import access, daemons, net
 from .config import HOSTS, NETNS_STORAGE, STORAGE_BRIDGE, Paths
 from .proc import LabError
 from .vms import VMS, list_domains
@@ -21,6 +21,7 @@ def collect(paths: Paths) -> dict[str, Any]:
             "running": pid is not None,
             "netns": net.netns_exists(h.netns),
             "uri": paths.uri(h),
+            "sshd_pid": access.sshd_pid(paths, h),
         }
         if pid is not None:
             try:
@@ -51,6 +52,7 @@ def render(info: dict[str, Any]) -> str:
     lines = [f"lab state: {info['root']}"]
     for name, h in info["hosts"].items():
         daemon = f"libvirtd pid {h['pid']}" if h["running"] else "libvirtd NOT RUNNING"
+        daemon += f", sshd pid {h['sshd_pid']}" if h.get("sshd_pid") else ", no sshd"
         link = h.get("link")
         link_text = net.LinkState(**link).describe() if link else "no namespace"
         lines.append(f"  {name}: {daemon}; link {link_text}" + (f"; {h['error']}" if "error" in h else ""))

@@ -348,7 +348,7 @@ def test_capacity_slots_and_anti_affinity_are_never_violated(fleet: SynFleet, po
 def test_worked_examples_in_docstrings_hold() -> None:
     import doctest
 
-    from migration_core.preflight.runner import drain, estimates
+    from migration_core.planning import drain, estimates
 
     for module in (drain, estimates):
         result = doctest.testmod(module)

@@ -71,9 +71,10 @@ def sshd_config_path(paths: Paths, host: HostSpec) -> Path:
 
 
 def ssh_uri(paths: Paths, host: HostSpec) -> str:
-    """How the bot reaches `host` over ssh: the lab key by keyfile=, strict host keys from the lab's known_hosts
-    (the ssh client config drop-in below; the hosts file may not name a program with command=, issue 16)."""
-    return f"qemu+ssh://root@{host.ip}/system?keyfile={ssh_dir(paths) / 'id_ed25519'}&no_tty=1"
+    """How the bot reaches `host` over ssh: the lab key and strict host keys from the lab's known_hosts come from
+    the ssh client drop-in below (the hosts file may name neither a program with command= nor a keyfile outside
+    /etc/migrate-bot, issue 16; production keeps them in the bot user's ~/.ssh)."""
+    return f"qemu+ssh://root@{host.ip}/system?no_tty=1"
 
 
 def ssh_dropin_path() -> Path:
@@ -88,6 +89,8 @@ def ssh_dropin(paths: Paths) -> str:
     addrs = ",".join(h.ip for h in HOSTS)
     return f"""# migrate-bot lab ({paths.root}): written by deploy/lab/lab up, removed by lab down
 Match host {addrs}
+  IdentityFile {ssh_dir(paths) / "id_ed25519"}
+  IdentitiesOnly yes
   UserKnownHostsFile {ssh_dir(paths) / "known_hosts"}
   GlobalKnownHostsFile /dev/null
   StrictHostKeyChecking yes

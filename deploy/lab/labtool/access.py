@@ -71,8 +71,44 @@ def sshd_config_path(paths: Paths, host: HostSpec) -> Path:
 
 
 def ssh_uri(paths: Paths, host: HostSpec) -> str:
-    """How the bot reaches `host` over ssh: strict host keys and the lab key via `command=` (see above)."""
-    return f"qemu+ssh://root@{host.ip}/system?command={ssh_command(paths)}&no_tty=1"
+    """How the bot reaches `host` over ssh: the lab key and strict host keys from the lab's known_hosts come from
+    the ssh client drop-in below (the hosts file may name neither a program with command= nor a keyfile outside
+    /etc/migrate-bot, issue 16; production keeps them in the bot user's ~/.ssh)."""
+    return f"qemu+ssh://root@{host.ip}/system?no_tty=1"
+
+
+def ssh_dropin_path() -> Path:
+    """The machine's ssh client settings for the lab addresses only (removed by `lab down`)."""
+    from .config import NETNS_PREFIX
+
+    return Path("/etc/ssh/ssh_config.d") / f"{NETNS_PREFIX}-migrate-bot-lab.conf"
+
+
+def ssh_dropin(paths: Paths) -> str:
+    """What production puts in the bot user's ~/.ssh/config, limited to the lab hosts' addresses."""
+    addrs = ",".join(h.ip for h in HOSTS)
+    return f"""# migrate-bot lab ({paths.root}): written by deploy/lab/lab up, removed by lab down
+Match host {addrs}
+  IdentityFile {ssh_dir(paths) / "id_ed25519"}
+  IdentitiesOnly yes
+  UserKnownHostsFile {ssh_dir(paths) / "known_hosts"}
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  BatchMode yes
+"""
+
+
+def ensure_ssh_dropin(paths: Paths) -> None:
+    target = ssh_dropin_path()
+    text = ssh_dropin(paths)
+    if target.parent.is_dir() and (not target.exists() or target.read_text() != text):
+        target.write_text(text)
+
+
+def remove_ssh_dropin(paths: Paths) -> None:
+    target = ssh_dropin_path()
+    if target.exists() and str(paths.root) in target.read_text():
+        target.unlink()
 
 
 def tls_uri(paths: Paths, host: HostSpec) -> str:

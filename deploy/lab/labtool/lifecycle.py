@@ -200,6 +200,7 @@ def ensure_access(paths: Paths) -> None:
     Additive on a running lab: a daemon whose libvirtd.conf/qemu.conf predates them is restarted once
     inside its namespaces (its QEMUs keep running and are reattached); sshd is started where missing."""
     make_credentials(paths)
+    access.ensure_ssh_dropin(paths)
     stale = tuple(h for h in HOSTS if conf_changed(paths, h))
     for h in stale:
         pid = daemons.daemon_pid(paths, h)
@@ -258,6 +259,7 @@ def down(settings: Settings, quiet: bool = False, keep: bool | None = None) -> N
         list(pool.map(lambda h: daemons.stop_host(paths, h), HOSTS))
     daemons.stop_storage(paths)
     net.delete_network()
+    access.remove_ssh_dropin(paths)
     if paths.root.exists():
         if not paths.marker.exists() and any(paths.root.iterdir()):
             warn(f"{paths.root} has no lab marker: not deleting it (remove it by hand if it is yours)")

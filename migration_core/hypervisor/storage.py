@@ -242,6 +242,10 @@ class StorageReader:
         the pool caches stay right: lab.md P5); False when there is no such file."""
         await self.refresh_pools(uri)
         directory, name = os.path.split(path)
+        if await self.volume_by_path(uri, path) is None and await self.pool_for_directory(uri, directory):
+            # A pool already covers the directory (just refreshed) and holds no such volume: nothing to
+            # delete. A transient pool on the same directory would be refused ("Storage source conflict").
+            return False
 
         def delete(c: VirConnect) -> bool:
             try:

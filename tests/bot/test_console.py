@@ -331,7 +331,7 @@ async def test_drain_dry_run_and_to_any_in_the_console_change_nothing():
     code, out, _ = await run_script("plan drain hostA\nplan vm42 to any\ndrain hostA\nreturn hostA\n")
     assert code == 0  # no job was started
     assert "Dry run: drain hostA" in out and "Left behind" in out and "nothing was changed" in out
-    assert "Placement" in out and "hostB: most free memory" in out
+    assert "Placement" in out and "hostB: the only host that can take it" in out
     assert out.count("drain execution is not available yet") >= 2 and "job 1" not in out
 
 

@@ -122,7 +122,7 @@ async def breakdown(inventory: Inventory, request: MigrationRequest) -> None:
     planning = NoDirtyRate(inventory, hv)
     await planning.make_plan(request)  # connections open
     calls: dict[str, list[float]] = defaultdict(list)
-    names = [n for n in dir(Hypervisor) if not n.startswith("_") and asyncio.iscoroutinefunction(getattr(hv, n))]
+    names = [n for n in dir(hv) if not n.startswith("_") and asyncio.iscoroutinefunction(getattr(hv, n))]
     for name in names:
         original: Callable[..., Awaitable[Any]] = getattr(hv, name)
 

@@ -18,6 +18,7 @@ from typing import TextIO
 
 from bot.blocks.answers import hosts_message, jobs_message, status_message
 from bot.blocks.card import plan_message
+from bot.blocks.drain import drain_plan_message, placed_plan_message
 from bot.blocks.ir import Dialect, Message
 from bot.console_render import render_plain
 from bot.logging_setup import setup_logging, url_password
@@ -25,7 +26,7 @@ from bot.settings import Settings, Transport, load_settings
 from bot.wiring import Core, make_service, open_core
 from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.events import FanoutSink, RecordingSink
-from migration_core.grammar.parser import MigrateCommand, parse_command
+from migration_core.grammar.parser import DrainCommand, MigrateCommand, PlaceCommand, parse_command
 from migration_core.models import Job
 from migration_core.planning.estimate import calibration_report
 from migration_core.service import MigrationService
@@ -235,8 +236,13 @@ async def _plan(settings: Settings, args: argparse.Namespace, out: TextIO, err: 
         else:
             err.write(f"error: {e.message}\nhint: {e.hint}\n")
         return 2
+    if isinstance(command, DrainCommand | PlaceCommand):
+        return await _plan_many(settings, command, args.json, out, err)
     if not isinstance(command, MigrateCommand):
-        err.write("error: `plan` takes a migration: VM to HOST [options]\nhint: e.g. migrate-bot plan vm42 to hostB\n")
+        err.write(
+            "error: `plan` takes a migration: VM to HOST [options], VM to any, or drain HOST\n"
+            "hint: e.g. migrate-bot plan vm42 to hostB, migrate-bot plan drain hostA\n"
+        )
         return 2
     core = await open_core(settings)
     try:
@@ -254,6 +260,36 @@ async def _plan(settings: Settings, args: argparse.Namespace, out: TextIO, err: 
         out.write(json.dumps(plan.to_json(), default=str) + "\n")
     else:
         out.write(render_plain(plan_message(plan, _PLAIN)) + "\n")
+    return 0
+
+
+async def _plan_many(
+    settings: Settings, command: DrainCommand | PlaceCommand, as_json: bool, out: TextIO, err: TextIO
+) -> int:
+    """`plan drain HOST ...` and `plan VM to any`: dry runs (the CLI's `plan` never executes anything)."""
+    core = await open_core(settings)
+    try:
+        if isinstance(command, DrainCommand):
+            drain = await core.planning.plan_drain(
+                core.inventory.get(command.host).name,
+                command.options,
+                to=[core.inventory.get(h).name for h in command.to],
+                except_vms=command.except_vms,
+                include_stopped=command.include_stopped,
+            )
+            data, msg = drain.to_json(), drain_plan_message(drain, _PLAIN)
+        else:
+            placed = await core.planning.plan_any(command.vm, command.options)
+            data, msg = placed.to_json(), placed_plan_message(placed, _PLAIN)
+    except MigrateBotError as e:
+        if as_json:
+            out.write(json.dumps({"error": e.message, "hint": e.hint}) + "\n")
+        else:
+            err.write(f"error: {e.message}\n" + (f"hint: {e.hint}\n" if e.hint else ""))
+        return 1
+    finally:
+        await core.close()
+    _emit(out, as_json, data, msg)
     return 0
 
 

@@ -29,6 +29,7 @@ from bot.blocks.answers import (
     text_message,
 )
 from bot.blocks.card import card_message, plan_message, status_line
+from bot.blocks.drain import NOT_YET, drain_plan_message, placed_plan_message
 from bot.blocks.ir import CONSOLE, Message
 from bot.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
 from bot.blocks.summary import summary_message
@@ -51,16 +52,21 @@ from bot.settings import Settings
 from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError
 from migration_core.grammar.parser import (
     CancelCommand,
+    CancelDrainCommand,
+    DrainCommand,
     FreezesCommand,
     HelpCommand,
     HistoryCommand,
     HostsCommand,
     MigrateCommand,
+    PlaceCommand,
+    ReturnCommand,
     StatusCommand,
+    command_to_text,
     help_text,
     parse_command,
 )
-from migration_core.models import Job, JobState, ProgressSample
+from migration_core.models import Job, JobState, MigrationRequest, ProgressSample
 from migration_core.service_api import ApproverCheck, MigrationServiceAPI
 
 log = logging.getLogger(__name__)
@@ -265,6 +271,24 @@ class _Session:
         elif isinstance(cmd, CancelCommand):
             job = await svc.cancel(cmd.job_id, self.user)
             self.out.line(f"[job {job.id}] withdrawn by {self.user} ({job.state.value})")
+        elif isinstance(cmd, DrainCommand) and cmd.plan_only:
+            self.out.line(f"planning the drain of {cmd.host}… (preflight on every host)")
+            drain = await svc.plan_drain(
+                cmd.host, cmd.options, to=cmd.to, except_vms=cmd.except_vms, include_stopped=cmd.include_stopped
+            )
+            self.show(drain_plan_message(drain, CONSOLE))
+        elif isinstance(cmd, PlaceCommand) and cmd.plan_only:
+            self.show(placed_plan_message(await svc.plan_any(cmd.vm, cmd.options), CONSOLE))
+        elif isinstance(cmd, PlaceCommand):
+            placed = await svc.plan_any(cmd.vm, cmd.options)
+            if placed.destination is None:
+                self.show(placed_plan_message(placed, CONSOLE))
+            else:
+                self.out.line(f"{cmd.vm} goes to {placed.why}")
+                chosen = MigrateCommand(MigrationRequest(cmd.vm, placed.destination, cmd.options))
+                await self._slash(command_to_text(chosen))  # the same request as typed with that host
+        elif isinstance(cmd, DrainCommand | ReturnCommand | CancelDrainCommand):
+            self.out.line(f"{NOT_YET}. Nothing was changed.")
 
     async def _status(self, cmd: StatusCommand) -> None:
         svc = self.service

@@ -72,6 +72,7 @@ ConsoleCommand = Slash | ActAs | Control | SetValue | ConsoleHelp | Quit | Blank
 CONSOLE_HELP = """\
 Console commands (everything else is /migrate text, with or without the slash):
   /migrate <vm> to <host> [options]   request a migration; prints the card and the job id
+  /migrate plan drain <host> [...]    dry run of emptying a host (destinations, waves, ETA)
   as <user>                           act as another local user (a second user approves)
   approve <job-id|last>               approve (not your own request)
   deny <job-id|last>                  deny

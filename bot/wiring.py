@@ -9,6 +9,7 @@ from bot.settings import Settings
 from migration_core.events import EventSink
 from migration_core.execution.executor import Executor
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.hypervisor.port import HypervisorPort
 from migration_core.inventory.hosts import Inventory, load_inventory
 from migration_core.inventory.policy_file import Policy, load_policy
 from migration_core.models import MoveSample
@@ -25,7 +26,7 @@ class Core:
     settings: Settings
     inventory: Inventory
     store: Store
-    hypervisor: Hypervisor
+    hypervisor: HypervisorPort
     planning: PreflightRunner
     policy: Policy = field(default_factory=Policy.default)
 

@@ -20,6 +20,7 @@ from bot.blocks.answers import (
     text_message,
 )
 from bot.blocks.card import card_message, plan_message
+from bot.blocks.drain import NOT_YET, drain_plan_message, placed_plan_message
 from bot.blocks.ir import SLACK, Message
 from bot.blocks.slack import message_payload
 from handlers.deps import Deps, bug_reference, ephemeral
@@ -28,17 +29,21 @@ from handlers.slack_io import post_message
 from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.grammar.parser import (
     CancelCommand,
+    CancelDrainCommand,
     Command,
+    DrainCommand,
     FreezesCommand,
     HelpCommand,
     HistoryCommand,
     HostsCommand,
     MigrateCommand,
+    PlaceCommand,
+    ReturnCommand,
     StatusCommand,
     help_text,
     parse_command,
 )
-from migration_core.models import Job, JobState
+from migration_core.models import Job, JobState, MigrationRequest
 
 log = logging.getLogger(__name__)
 DUPLICATE_WINDOW_S = (
@@ -132,6 +137,13 @@ async def handle_migrate(
         req = cmd.request
         what = "Planning" if cmd.plan_only else "Checking"
         await ack(response_type="ephemeral", text=f"{what} {req.vm} → {req.destination}… (preflight checks)")
+    elif isinstance(cmd, DrainCommand) and cmd.plan_only:
+        await ack(response_type="ephemeral", text=f"Planning the drain of {cmd.host}… (preflight on every host)")
+    elif isinstance(cmd, PlaceCommand):
+        await ack(response_type="ephemeral", text=f"Finding a host for {cmd.vm}… (preflight on every host)")
+    elif isinstance(cmd, DrainCommand | ReturnCommand | CancelDrainCommand):
+        await ack(**ephemeral(_not_yet(cmd)))  # nothing is changed
+        return
     else:
         await ack()
     try:
@@ -187,6 +199,19 @@ async def _answer(
         await respond(**_ephemeral_msg(plan_message(plan, SLACK)))
     elif isinstance(cmd, MigrateCommand):
         await _request(deps, cmd, body, respond, client, retry=retry)
+    elif isinstance(cmd, DrainCommand):
+        drain = await svc.plan_drain(
+            cmd.host, cmd.options, to=cmd.to, except_vms=cmd.except_vms, include_stopped=cmd.include_stopped
+        )
+        await respond(**_ephemeral_msg(drain_plan_message(drain, SLACK)))
+    elif isinstance(cmd, PlaceCommand):
+        placed = await svc.plan_any(cmd.vm, cmd.options)
+        if cmd.plan_only or placed.destination is None:
+            await respond(**_ephemeral_msg(placed_plan_message(placed, SLACK)))
+        else:
+            await respond(**ephemeral(f"{cmd.vm} goes to {placed.why}"))
+            chosen = MigrateCommand(MigrationRequest(cmd.vm, placed.destination, cmd.options))
+            await _request(deps, chosen, body, respond, client, retry=retry)
     elif isinstance(cmd, StatusCommand):
         await respond(**_ephemeral_msg(await _status(deps, cmd)))
     elif isinstance(cmd, HistoryCommand):
@@ -203,6 +228,15 @@ async def _answer(
         await respond(**_ephemeral_msg(text_message(f"Job #{job.id} withdrawn ({job.state.value}).", SLACK)))
     else:  # pragma: no cover - the grammar has no other commands
         raise AssertionError(f"unhandled command {cmd!r}")
+
+
+def _not_yet(cmd: DrainCommand | ReturnCommand | CancelDrainCommand) -> str:
+    """Executing drains comes in the next round: say so plainly, point at the dry run, change nothing."""
+    if isinstance(cmd, DrainCommand):
+        return f"{NOT_YET} (e.g. `/migrate plan drain {cmd.host}`). Nothing was changed."
+    if isinstance(cmd, ReturnCommand):
+        return f"return is not available yet: it needs drain execution. Nothing was changed. ({NOT_YET})"
+    return f"there are no drains to cancel yet: {NOT_YET}. Nothing was changed."
 
 
 async def _status(deps: Deps, cmd: StatusCommand) -> Message:

@@ -12,26 +12,52 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from migration_core import logctx
 from migration_core.dispatch import policy, windows
 from migration_core.dispatch.approvals import ApprovalSubject, required_approvals
 from migration_core.dispatch.dispatcher import Dispatcher, DispatcherConfig, JobMover
-from migration_core.errors import MigrateBotError, PolicyError, StateError
+from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError
 from migration_core.events import EventSink, Notice, NoticeKind
 from migration_core.execution.executor import Executor
 from migration_core.inventory.hosts import Inventory
 from migration_core.inventory.policy_file import Policy
-from migration_core.models import Job, JobState, MigrationRequest, Plan
+from migration_core.models import Job, JobState, MigrationOptions, MigrationRequest, Plan
+from migration_core.planning.drain import DrainPlan, PlacedPlan
 from migration_core.service_api import ApproverCheck, FreezeStatus, GroupCheck, HostStatus, QueuePosition
 from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Journal, Store
 from migration_core.store.states import CANCELLABLE_STATES
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class HostPlanner(Protocol):
+    """Plans many moves at once (drains, `to any`); PreflightRunner implements it."""
+
+    async def plan_drain(
+        self,
+        host: str,
+        options: MigrationOptions,
+        *,
+        to: Sequence[str] = (),
+        except_vms: Sequence[str] = (),
+        include_stopped: bool = False,
+    ) -> DrainPlan: ...
+
+    async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan: ...
+
+
+def _host_planner(planner: object) -> HostPlanner:
+    if not isinstance(planner, HostPlanner):
+        raise RequestError(
+            "this bot's planner cannot place VMs (drain, `to any`)", "run the bot with the standard preflight runner"
+        )
+    return planner
 
 
 class PlanMaker(Protocol):
@@ -132,6 +158,32 @@ class MigrationService:
     async def plan(self, request: MigrationRequest) -> Plan:
         self.inventory.get(request.destination)  # an unknown host is bad input: say so before any I/O
         return await self.planner.make_plan(request)
+
+    async def plan_drain(
+        self,
+        host: str,
+        options: MigrationOptions,
+        *,
+        to: Sequence[str] = (),
+        except_vms: Sequence[str] = (),
+        include_stopped: bool = False,
+    ) -> DrainPlan:
+        """The dry run of `drain <host>`: nothing changes. Unknown hosts are bad input, refused before any I/O."""
+        source = self.inventory.get(host)
+        for name in to:
+            self.inventory.get(name)
+        if len(self.inventory) < 2:
+            raise RequestError(
+                f"{source.name} is the only host in {self.inventory.path}: there is nowhere to drain it to",
+                "add the other hosts to the hosts file",
+            )
+        return await _host_planner(self.planner).plan_drain(
+            source.name, options, to=to, except_vms=except_vms, include_stopped=include_stopped
+        )
+
+    async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan:
+        """`<vm> to any`: the single move's plan to the host placement chooses, with the reason."""
+        return await _host_planner(self.planner).plan_any(vm, options)
 
     async def submit(
         self,

@@ -8,12 +8,13 @@ the `EventSink` given to the service at construction, not through return values.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from migration_core.models import Job, MigrationRequest, Plan
+from migration_core.models import Job, MigrationOptions, MigrationRequest, Plan
+from migration_core.planning.drain import DrainPlan, PlacedPlan
 
 # Answers "is this user an approver?" (the Slack layer resolves user groups; the console uses a static list).
 ApproverCheck = Callable[[str], Awaitable[bool]]
@@ -63,6 +64,22 @@ class MigrationServiceAPI(Protocol):
 
     async def plan(self, request: MigrationRequest) -> Plan:
         """Preflight + prediction only; changes nothing. Raises PreflightError when hosts cannot be reached."""
+        ...
+
+    async def plan_drain(
+        self,
+        host: str,
+        options: MigrationOptions,
+        *,
+        to: Sequence[str] = (),
+        except_vms: Sequence[str] = (),
+        include_stopped: bool = False,
+    ) -> DrainPlan:
+        """The dry run of `drain <host>`: every VM placed, ordered and timed; changes nothing."""
+        ...
+
+    async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan:
+        """`<vm> to any`: the single move's plan to the host placement chooses, with the reason."""
         ...
 
     async def submit(

@@ -16,7 +16,7 @@ from migration_core.execution.convergence import ControllerState, ConvergenceCon
 from migration_core.execution.prep import Route
 from migration_core.execution.progress import ProgressTracker
 from migration_core.execution.types import ControlRecord, ProgressRecorder, WallClock
-from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import DomainInfo, DomainState
 from migration_core.inventory.hosts import Inventory
 from migration_core.models import Decision, Plan, ProgressSample
@@ -52,7 +52,7 @@ class ExecutorBase:
 
     def __init__(
         self,
-        hypervisor: Hypervisor,
+        hypervisor: HypervisorPort,
         inventory: Inventory,
         sink: EventSink,
         clock: WallClock | None = None,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from migration_core.errors import MigrateBotError
 from migration_core.facts.domxml import parse_domain
 from migration_core.facts.gathered import DiskSourceKind
-from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import DomainInfo
 from migration_core.models import CheckResult, CheckStatus, JobState, Plan, VerificationSummary
 
@@ -55,7 +55,7 @@ def cleanup_plan(plan: Plan, summary: VerificationSummary, source: DomainInfo | 
 
 
 async def remove_source_copies(
-    plan: Plan, summary: VerificationSummary, hypervisor: Hypervisor, source_uri: str, destination_uri: str
+    plan: Plan, summary: VerificationSummary, hypervisor: HypervisorPort, source_uri: str, destination_uri: str
 ) -> tuple[CheckResult, ...]:
     """Carry out `cleanup_plan` and say what was removed and what was kept (INFO), or what failed (WARN)."""
     vm, a = plan.request.vm, plan.source
@@ -129,7 +129,7 @@ async def remove_source_copies(
 
 
 async def _copied_paths(
-    hypervisor: Hypervisor, destination_uri: str, vm: str, targets: tuple[str, ...]
+    hypervisor: HypervisorPort, destination_uri: str, vm: str, targets: tuple[str, ...]
 ) -> list[tuple[str, str]]:
     """(target, path) of the copied file disks, read from the destination's definition (the same paths)."""
     if not targets:

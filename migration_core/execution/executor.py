@@ -123,15 +123,7 @@ class Executor(ControlsMixin):
         resumes and finishes. Never pause while the link is down: in the lab (QEMU 7.2) the destination's
         QEMU crashed when the link came back, and a reset stream crashes it too (docs/reliability.md)."""
         try:
-            await self.hypervisor.migrate(
-                r.source.uri,
-                r.vm,
-                flags=(*r.flags, "VIR_MIGRATE_POSTCOPY_RESUME"),
-                params=r.params,
-                peer_uri=r.destination.peer_uri,
-                destination_uri=r.destination.uri,
-                destination=r.destination.name,
-            )
+            await self.hypervisor.migrate(r.source.uri, r.vm, r.call("VIR_MIGRATE_POSTCOPY_RESUME"))
         except HostUnreachable as err:
             log.info("post-copy recovery of %s: %s", r.vm, err.message)
             return False
@@ -174,17 +166,7 @@ class Executor(ControlsMixin):
                         await self._notice(run, NoticeKind.INFO, text)
             if run.controller is not None and not resume:
                 await self.hypervisor.set_max_downtime(r.source.uri, r.vm, run.controller.initial_downtime_ms)
-            task = asyncio.ensure_future(
-                self.hypervisor.migrate(
-                    r.source.uri,
-                    r.vm,
-                    flags=r.flags,
-                    params=r.params,
-                    peer_uri=r.destination.peer_uri,
-                    destination_uri=r.destination.uri,
-                    destination=r.destination.name,
-                )
-            )
+            task = asyncio.ensure_future(self.hypervisor.migrate(r.source.uri, r.vm, r.call()))
             started = True
             # If this run is cancelled (replica stopping, lease lost), the call's end is nobody's business.
             task.add_done_callback(lambda t: t.cancelled() or t.exception())

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from migration_core.errors import StateError
 from migration_core.facts.domxml import parse_domain
 from migration_core.facts.gathered import DiskSourceKind
-from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.hypervisor.port import HypervisorPort
+from migration_core.hypervisor.types import MigrationCall
 from migration_core.inventory.hosts import HostConfig, Inventory
 from migration_core.models import MigrationMode, ParamValue, Plan
 
@@ -39,8 +40,13 @@ class Route:
     def live(self) -> bool:
         return "OFFLINE" not in self.flag_set
 
+    def call(self, *extra_flags: str) -> MigrationCall:
+        """The port's migrate arguments for this route (plus e.g. VIR_MIGRATE_POSTCOPY_RESUME)."""
+        d = self.destination
+        return MigrationCall((*self.flags, *extra_flags), self.params, d.peer_uri, d.uri, d.name)
 
-def route(plan: Plan, inventory: Inventory, hypervisor: Hypervisor) -> Route:
+
+def route(plan: Plan, inventory: Inventory, hypervisor: HypervisorPort) -> Route:
     """Resolve both hosts (InventoryError if unknown) and complete the params from the inventory.
 
     The migration data goes to the destination's `migration_address` (`migrate_uri`) unless the plan set
@@ -66,7 +72,7 @@ class PreparedDisk:
     action: str  # "created" (thin, by the bot), "replaced" (a stale image was there), "exists" (inc), "in pool"
 
 
-async def prepare_storage(hypervisor: Hypervisor, r: Route) -> tuple[PreparedDisk, ...]:
+async def prepare_storage(hypervisor: HypervisorPort, r: Route) -> tuple[PreparedDisk, ...]:
     """For --copy-storage: make sure every disk to copy can be written at the same path on the destination.
 
     --copy-storage all: the bot pre-creates every destination image itself, thin (no preallocation, qcow2 v3),
@@ -109,7 +115,7 @@ async def prepare_storage(hypervisor: Hypervisor, r: Route) -> tuple[PreparedDis
     return tuple(done)
 
 
-async def _stale_or_stop(hypervisor: Hypervisor, r: Route, path: str) -> None:
+async def _stale_or_stop(hypervisor: HypervisorPort, r: Route, path: str) -> None:
     """Raise unless the image at `path` on the destination is provably a separate (stale) copy."""
     dst, where = r.destination.name, os.path.dirname(path)
     shared = await hypervisor.same_storage(r.destination.uri, r.source.uri, where)

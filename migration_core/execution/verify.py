@@ -24,7 +24,7 @@ from migration_core.execution.verify_checks import (
     success_checks,
     target_ms,
 )
-from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import DomainInfo, DomainState, JobStats
 from migration_core.models import (
     CheckResult,
@@ -43,7 +43,7 @@ def _flags(plan: Plan) -> frozenset[str]:
 
 
 async def verify(
-    plan: Plan, hypervisor: Hypervisor, result: ExecutionResult, *, liveness_window_s: float = 1.0
+    plan: Plan, hypervisor: HypervisorPort, result: ExecutionResult, *, liveness_window_s: float = 1.0
 ) -> VerificationSummary:
     """Check the outcome on both hosts and build the summary (never raises for an unreachable host).
 
@@ -70,7 +70,9 @@ async def verify(
     return judge(plan, result, observed)
 
 
-async def _cpu_advance_ns(hypervisor: Hypervisor, uri: str, vm: str, window_s: float) -> tuple[int | None, str | None]:
+async def _cpu_advance_ns(
+    hypervisor: HypervisorPort, uri: str, vm: str, window_s: float
+) -> tuple[int | None, str | None]:
     try:
         before = await hypervisor.cpu_time_ns(uri, vm)
         await asyncio.sleep(window_s)
@@ -79,7 +81,7 @@ async def _cpu_advance_ns(hypervisor: Hypervisor, uri: str, vm: str, window_s: f
         return None, f"could not read the vCPU time ({err.message})"
 
 
-async def _agent_configured(hypervisor: Hypervisor, uri: str, vm: str) -> bool:
+async def _agent_configured(hypervisor: HypervisorPort, uri: str, vm: str) -> bool:
     try:
         return await hypervisor.guest_agent_configured(uri, vm)
     except HypervisorError:

@@ -28,6 +28,7 @@ from migration_core.facts.domxml_host import (
     parse_mdev_nodedev,
     parse_pci_nodedev,
 )
+from migration_core.facts.metadata import parse_placement_metadata
 from migration_core.facts.vm import (
     BackingLayer,
     CpuFacts,
@@ -114,6 +115,7 @@ def parse_domain(xml: str | bytes) -> VmFacts:
         shmems=tuple(ShmemFacts(s.get("name") or "?", s.get("role")) for s in _all(devices, "shmem")),
         tsc_frequency_hz=_tsc_frequency(root),
         launch_security=attr(root, "launchSecurity", "type"),
+        anti_affinity_groups=parse_placement_metadata(root).anti_affinity_groups,
     )
 
 

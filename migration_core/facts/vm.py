@@ -229,6 +229,8 @@ class VmFacts:
     shmems: tuple[ShmemFacts, ...] = ()
     tsc_frequency_hz: int | None = None
     launch_security: str | None = None
+    # from the bot's own <metadata> section (facts/metadata.py): groups whose VMs placement keeps apart
+    anti_affinity_groups: tuple[str, ...] = ()
 
     @property
     def accelerator(self) -> str:

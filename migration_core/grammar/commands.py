@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -59,14 +59,60 @@ class HelpCommand:
     topic: str | None = None
 
 
+@dataclass(frozen=True)
+class PlaceCommand:
+    """`<vm> to any [options]` or `<vm>` alone (plan_only: `plan <vm> to any`): the bot picks the destination."""
+
+    vm: str
+    options: MigrationOptions = field(default_factory=MigrationOptions)
+    plan_only: bool = False
+
+
+@dataclass(frozen=True)
+class DrainCommand:
+    """`drain <host> [--to h1,h2] [--except vm1,vm2] [--include-stopped] [options]` (plan_only: `plan drain`).
+
+    `to` empty means every other host of the inventory; the migration options apply to every move.
+    """
+
+    host: str
+    to: tuple[str, ...] = ()
+    except_vms: tuple[str, ...] = ()
+    include_stopped: bool = False
+    options: MigrationOptions = field(default_factory=MigrationOptions)
+    plan_only: bool = False
+
+
+@dataclass(frozen=True)
+class ReturnCommand:
+    """`return <host> [--reason TEXT]`: move back the VMs the last completed drain took off `host`."""
+
+    host: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class CancelDrainCommand:
+    """`cancel drain <id>`: cancel a drain (moves not started never start)."""
+
+    drain_id: int
+
+
 Command: TypeAlias = (
     MigrateCommand | StatusCommand | CancelCommand | HistoryCommand | HostsCommand | FreezesCommand | HelpCommand
-)
-COMMAND_WORDS = ("plan", "status", "cancel", "history", "hosts", "freezes", "help")
+    | PlaceCommand | DrainCommand | ReturnCommand | CancelDrainCommand
+)  # fmt: skip
+COMMAND_WORDS = ("plan", "status", "cancel", "history", "hosts", "freezes", "help", "drain", "return")
+# The destination word that asks the bot to choose (`vm42 to any`); no host may be called this.
+ANY_HOST = "any"
 
 
 def command_to_json(cmd: Command) -> dict[str, Any]:
     """The `migrate-bot parse TEXT --json` contract: one flat object per command (keys are relied on)."""
+    extra = _drain_family_to_json(cmd)
+    if extra is not None:
+        return extra
+    assert not isinstance(cmd, PlaceCommand | DrainCommand | ReturnCommand | CancelDrainCommand)
     if isinstance(cmd, MigrateCommand):
         o = cmd.request.options
         return {
@@ -113,6 +159,10 @@ def error_to_json(err: GrammarError) -> dict[str, str]:
 
 def command_to_text(cmd: Command) -> str:
     """The canonical text of a command (what goes after `/migrate`); parsing it gives the same command."""
+    extra = _drain_family_to_text(cmd)
+    if extra is not None:
+        return extra
+    assert not isinstance(cmd, PlaceCommand | DrainCommand | ReturnCommand | CancelDrainCommand)
     if isinstance(cmd, MigrateCommand):
         r, o = cmd.request, cmd.request.options
         parts = ["plan"] if cmd.plan_only else []
@@ -179,8 +229,17 @@ def command_from_json_unchecked(data: dict[str, Any]) -> Command:
     """Inverse of `command_to_json`, checking keys and types only (command_from_json checks the rest)."""
     kind = data.get("command")
     try:
-        if kind in ("migrate", "plan"):
-            cmd: Command = _migrate_from_json(data)
+        if kind in ("migrate", "plan") and data.get("destination", "") is None:
+            as_migrate = _migrate_from_json({**data, "destination": ANY_HOST})
+            cmd: Command = PlaceCommand(as_migrate.request.vm, as_migrate.request.options, as_migrate.plan_only)
+        elif kind in ("drain", "plan drain"):
+            cmd = _drain_from_json(data)
+        elif kind == "return":
+            cmd = ReturnCommand(data["host"], data["reason"])
+        elif kind == "cancel drain":
+            cmd = CancelDrainCommand(data["drain_id"])
+        elif kind in ("migrate", "plan"):
+            cmd = _migrate_from_json(data)
         elif kind == "status":
             cmd = StatusCommand(data["target"])
         elif kind == "cancel":
@@ -194,7 +253,7 @@ def command_from_json_unchecked(data: dict[str, Any]) -> Command:
         elif kind == "help":
             cmd = HelpCommand(data["topic"])
         else:
-            known = ", ".join(("migrate", *COMMAND_WORDS))
+            known = ", ".join(("migrate", *COMMAND_WORDS, "plan drain", "cancel drain"))
             raise GrammarError(f"unknown command {kind!r} in JSON", f"one of: {known}")
     except (KeyError, ValueError, TypeError) as exc:
         raise GrammarError(
@@ -249,3 +308,73 @@ def _instant_or_none(value: str | None) -> datetime | None:
 
 def _float_or_none(value: int | float | None) -> float | None:
     return None if value is None else float(value)
+
+
+# ----- the drain family (issue 11): drain, plan drain, return, cancel drain, <vm> to any ----------------------
+# Their option keys and option text are derived from the single-move forms, so an option added there (by
+# another change) is carried by a drain and by `to any` without editing this block.
+
+
+def _options_json(options: MigrationOptions) -> dict[str, Any]:
+    data = command_to_json(MigrateCommand(MigrationRequest("v", "h", options)))
+    for key in ("command", "vm", "destination"):
+        del data[key]
+    return data
+
+
+def _options_text(options: MigrationOptions) -> str:
+    """The option part of the canonical text (" --postcopy --reason x"), or ""."""
+    return command_to_text(MigrateCommand(MigrationRequest("v", "h", options)))[len("v to h") :]
+
+
+def _drain_family_to_json(cmd: Command) -> dict[str, Any] | None:
+    if isinstance(cmd, PlaceCommand):
+        data = command_to_json(MigrateCommand(MigrationRequest(cmd.vm, ANY_HOST, cmd.options), cmd.plan_only))
+        return {**data, "destination": None}  # null: the bot chooses
+    if isinstance(cmd, DrainCommand):
+        return {
+            "command": "plan drain" if cmd.plan_only else "drain",
+            "host": cmd.host,
+            "to": list(cmd.to),
+            "except": list(cmd.except_vms),
+            "include_stopped": cmd.include_stopped,
+            **_options_json(cmd.options),
+        }
+    if isinstance(cmd, ReturnCommand):
+        return {"command": "return", "host": cmd.host, "reason": cmd.reason}
+    if isinstance(cmd, CancelDrainCommand):
+        return {"command": "cancel drain", "drain_id": cmd.drain_id}
+    return None
+
+
+def _drain_family_to_text(cmd: Command) -> str | None:
+    if isinstance(cmd, PlaceCommand):
+        return ("plan " if cmd.plan_only else "") + f"{cmd.vm} to {ANY_HOST}" + _options_text(cmd.options)
+    if isinstance(cmd, DrainCommand):
+        parts = ["plan drain" if cmd.plan_only else "drain", cmd.host]
+        parts += ["--to", ",".join(cmd.to)] if cmd.to else []
+        parts += ["--except", ",".join(cmd.except_vms)] if cmd.except_vms else []
+        parts += ["--include-stopped"] if cmd.include_stopped else []
+        return " ".join(parts) + _options_text(cmd.options)
+    if isinstance(cmd, ReturnCommand):
+        return f"return {cmd.host}" + _options_text(MigrationOptions(reason=cmd.reason))
+    if isinstance(cmd, CancelDrainCommand):
+        return f"cancel drain {cmd.drain_id}"
+    return None
+
+
+def _drain_from_json(data: dict[str, Any]) -> DrainCommand:
+    options = _migrate_from_json({**data, "command": "migrate", "vm": "v", "destination": "h"}).request.options
+    for key in ("to", "except"):
+        if not isinstance(data[key], list) or not all(isinstance(n, str) for n in data[key]):
+            raise TypeError(f"{key} must be a list of names, not {data[key]!r}")
+    if not isinstance(data["include_stopped"], bool) or not isinstance(data["host"], str):
+        raise TypeError("host must be a string and include_stopped a boolean")
+    return DrainCommand(
+        data["host"],
+        tuple(data["to"]),
+        tuple(data["except"]),
+        data["include_stopped"],
+        options,
+        plan_only=data["command"] == "plan drain",
+    )

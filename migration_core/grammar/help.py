@@ -12,6 +12,11 @@ _USAGE = """\
 /migrate cancel <job-id>                 withdraw a request that has not started yet
 /migrate history [<vm>|<host>] [--limit N]   recent jobs, newest first (default 20, at most 500)
 /migrate hosts                           the hosts in the inventory and whether each answers
+/migrate <vm> to any [options]           the bot picks the destination (also: /migrate <vm>)
+/migrate plan drain <host> [options]     dry run of emptying a host: every VM's destination, order, ETA
+/migrate drain <host> [options]          empty a host for maintenance (see `/migrate help drain`)
+/migrate return <host> [--reason TEXT]   move back the VMs the last drain took off <host>
+/migrate cancel drain <id>               cancel a drain
 /migrate freezes                         the change freezes in force now and the next ones
 /migrate help [<topic>]                  topics: commands, options, examples, durations, names,
                                          a command (status...) or an option (postcopy...)"""
@@ -66,6 +71,27 @@ A running migration is stopped with the Abort button in its thread instead.""",
     "history": """\
 /migrate history                    the 20 most recent jobs
 /migrate history vm42 --limit 50    the last 50 jobs of VM vm42 (or of a host: history hostB)""",
+    "drain": """\
+/migrate plan drain <host> [--to HOST,...] [--except VM,...] [--include-stopped] [options] [--reason TEXT]
+/migrate drain <host> [same options]
+Empties a host for maintenance. Every VM on it gets a destination, checked with the same preflight as a
+single move, with memory counted across the whole plan (each host's memory_reserve is kept free) and
+anti-affinity groups spread over hosts; a VM no host can take is listed with the reason and the fix and
+does not hold up the others. The plan orders the moves longest first in waves and lets moves share the
+link only while each VM still meets its downtime target; it shows the total ETA and a hash.
+  --to HOST[,HOST...]     only these destinations (default: every other host of the inventory)
+  --except VM[,VM...]     leave these VMs where they are
+  --include-stopped       also move shut-off VMs (offline); without it they stay
+Migration options (--postcopy, --bandwidth, --max-downtime, --copy-storage...) apply to every move.
+`plan drain` is the dry run and changes nothing. Executing a drain is not available yet: use `plan drain`.""",
+    "return": """\
+/migrate return <host> [--reason TEXT]
+Moves back the VMs that the last completed drain took off <host>. Not available yet.""",
+    "any": """\
+/migrate <vm> to any [options]      (also: /migrate <vm>, and /migrate plan <vm> to any)
+The bot picks the destination: every host is checked with the same preflight as a single move and the one
+with the most free memory left (after its memory_reserve) among those that pass is chosen; the plan says
+why, and why each other host was not.""",
     "hosts": """\
 /migrate hosts
 Lists the hosts of the inventory (hosts file), whether each one's libvirt answers, and its limits on
@@ -120,6 +146,10 @@ _OPTION_DETAILS: dict[str, str] = {
         'emergency number of approvers. Example: --emergency --reason "INC-42 host failing"'
     ),
     "limit": "Example: /migrate history hostB --limit 100",
+    "to": "Example: /migrate plan drain hostA --to hostB,hostC",
+    "except": "Example: /migrate plan drain hostA --except db1,db2",
+    "include-stopped": "Shut-off VMs move offline (only their definition). Example: /migrate plan drain hostA "
+    "--include-stopped",
 }
 
 TOPICS: tuple[str, ...] = (
@@ -142,7 +172,7 @@ def _option_line(spec: OptionSpec) -> str:
 
 
 def _options_text() -> str:
-    migrate_opts = [o for o in OPTIONS if not o.history_only]
+    migrate_opts = [o for o in OPTIONS if not o.history_only and not o.drain_only]
     lines = ["Options (virsh's names). Live-only options cannot be combined with --offline:"]
     lines += [_option_line(o) + (" [live]" if o.live_only else "") for o in migrate_opts]
     lines.append("Values may also be written --option=value. virsh spellings work too: "

@@ -18,6 +18,7 @@ from migration_core.grammar.spec import (
     OptionSpec,
 )
 from migration_core.grammar.values import (
+    check_name,
     looks_like_int,
     parse_duration_s,
     parse_instant,
@@ -28,6 +29,9 @@ from migration_core.grammar.values import (
 from migration_core.models import CopyStorage, MigrationMode, MigrationOptions
 
 _LIMIT_DEFAULT = 20
+_DRAFT_OWN = frozenset({"drain_to", "drain_except", "include_stopped"})
+# Commands that take the migration options (a drain applies them to every move).
+MIGRATING_COMMANDS = ("migrate", "plan", "drain")
 
 
 @dataclass
@@ -40,8 +44,14 @@ class Draft:
     limit: int = _LIMIT_DEFAULT
     given: dict[str, str] = field(default_factory=dict)
     options_seen: list[str] = field(default_factory=list)
+    # drain only (issue 11): --to, --except, --include-stopped
+    drain_to: tuple[str, ...] = ()
+    drain_except: tuple[str, ...] = ()
+    include_stopped: bool = False
 
     def value(self, name: str) -> object:
+        if name in _DRAFT_OWN:
+            return getattr(self, name)
         return self.limit if name == "limit" else getattr(self.options, name)
 
     def set(self, name: str, value: object, given: str) -> None:
@@ -54,7 +64,9 @@ class Draft:
 
     def imply(self, name: str, value: Any) -> None:
         """Set a field without recording it as given (an option implied by another)."""
-        if name == "limit":
+        if name in _DRAFT_OWN:
+            setattr(self, name, value)
+        elif name == "limit":
             self.limit = int(value)
         else:
             self.options = replace(self.options, **{name: value})
@@ -92,6 +104,18 @@ def resolve(name: str, text: str, command: str) -> tuple[OptionSpec, str | None]
         else:
             hint = "see `/migrate help options` for the list"
         raise GrammarError(f"unknown option `{text}`", hint)
+    if spec.drain_only and command != "drain":
+        raise GrammarError(
+            f"--{spec.name} applies only to `drain`", f"e.g. /migrate plan drain hostA --{spec.name}"
+            + {"to": " hostB,hostC", "except": " vm42"}.get(spec.name, "")
+        )
+    if command == "return" and spec.name != "reason":
+        raise GrammarError(
+            f"--{spec.name} does not apply to `return`",
+            "return takes only --reason; the VMs go back with the options of the drain that moved them",
+        )
+    if command in ("drain", "return") and not spec.history_only:
+        return spec, implied
     if command == "history" and not spec.history_only:
         raise GrammarError(f"--{spec.name} does not apply to `history`", "history takes only --limit N")
     if command != "history" and spec.history_only:
@@ -190,6 +214,26 @@ def _reason(draft: Draft, raw: str | None, given: str) -> None:
     draft.set("reason", text, given)
 
 
+def _name_list(field_name: str, what: str, example: str) -> Callable[[Draft, str | None, str], None]:
+    """`--to hostB,hostC`: comma-separated names, each checked, no repeats."""
+
+    def handler(draft: Draft, raw: str | None, given: str) -> None:
+        words = [w.strip() for w in (raw or "").split(",")]
+        if not any(words) or not all(words):
+            raise GrammarError(
+                f"{given.split(' ')[0]} needs a comma-separated list of {what} names, got `{raw}`",
+                f"e.g. {given.split(' ')[0]} {example} (no spaces, no empty entries)",
+            )
+        names = tuple(check_name(w, what) for w in words)
+        lowered = [n.lower() for n in names]
+        dupes = sorted({n for n in lowered if lowered.count(n) > 1})
+        if dupes:
+            raise GrammarError(f"{given.split(' ')[0]} names `{dupes[0]}` twice", "give each name once")
+        draft.set(field_name, names, given)
+
+    return handler
+
+
 _TICKET_MAX = 64
 
 
@@ -256,6 +300,9 @@ _HANDLERS: dict[str, Callable[[Draft, str | None, str], None]] = {
     "at": _at,
     "window": _window,
     "limit": _limit,
+    "to": _name_list("drain_to", "host", "hostB,hostC"),
+    "except": _name_list("drain_except", "VM", "vm42,db1"),
+    "include-stopped": _flag("include_stopped", True),
 }
 
 

@@ -14,14 +14,19 @@ from typing import Any
 
 from migration_core.errors import GrammarError
 from migration_core.grammar.commands import (
+    ANY_HOST,
     COMMAND_WORDS,
     CancelCommand,
+    CancelDrainCommand,
     Command,
+    DrainCommand,
     FreezesCommand,
     HelpCommand,
     HistoryCommand,
     HostsCommand,
     MigrateCommand,
+    PlaceCommand,
+    ReturnCommand,
     StatusCommand,
     command_from_json_unchecked,
     command_to_json,
@@ -33,18 +38,23 @@ from migration_core.grammar.lex import is_lone_dash, option_token, tokenize
 from migration_core.grammar.options import Draft, apply, build_options, resolve, takes_next_token
 from migration_core.grammar.spec import OPTIONS_BY_NAME, Arity, OptionSpec
 from migration_core.grammar.values import NAME_RULE, check_name, is_valid_name, parse_job_id
-from migration_core.models import MigrationRequest
+from migration_core.models import MigrationMode, MigrationRequest
 
 __all__ = [
+    "ANY_HOST",
     "COMMAND_WORDS",
     "NAME_RULE",
     "CancelCommand",
+    "CancelDrainCommand",
     "Command",
+    "DrainCommand",
     "FreezesCommand",
     "HelpCommand",
     "HistoryCommand",
     "HostsCommand",
     "MigrateCommand",
+    "PlaceCommand",
+    "ReturnCommand",
     "StatusCommand",
     "command_from_json",
     "command_to_json",
@@ -76,7 +86,16 @@ def parse_command(text: str) -> Command:
     if word in ("help", "?") and not names_a_vm:
         return _parse_help(tokens[1:])
     if word == "plan" and not names_a_vm:
+        # `plan drain hostA` (but `plan drain to hostB` plans moving a VM called "drain")
+        if len(tokens) >= 2 and tokens[1].lower() == "drain" and not (len(tokens) >= 4 and tokens[2].lower() == "to"):
+            return _parse_drain(tokens[2:], plan_only=True)
         return _parse_migrate(tokens[1:], plan_only=True)
+    if word == "drain" and not names_a_vm:
+        return _parse_drain(tokens[1:], plan_only=False)
+    if word == "return" and not names_a_vm:
+        return _parse_return(tokens[1:])
+    if word == "cancel" and not names_a_vm and len(tokens) >= 2 and tokens[1].lower() == "drain":
+        return _parse_cancel_drain(tokens[2:])
     if word in COMMAND_WORDS and not names_a_vm:
         scan = _scan(tokens[1:], word)
         words = [t for _, t in scan.positionals]
@@ -162,7 +181,7 @@ def _is_option(token: str, spec: OptionSpec) -> bool:
     return spec.name != "reason" or opt.name in OPTIONS_BY_NAME
 
 
-def _parse_migrate(tokens: list[str], *, plan_only: bool) -> MigrateCommand:
+def _parse_migrate(tokens: list[str], *, plan_only: bool) -> MigrateCommand | PlaceCommand:
     command = "plan" if plan_only else "migrate"
     scan = _scan(tokens, command)
     words = [t for _, t in scan.positionals]
@@ -171,11 +190,8 @@ def _parse_migrate(tokens: list[str], *, plan_only: bool) -> MigrateCommand:
     if "to" not in lowered:
         if not words:
             raise GrammarError(f"missing the VM and the destination host for `{command}`", f"e.g. {example}")
-        if len(words) == 1:
-            raise GrammarError(
-                f"missing the destination: say where `{words[0]}` should go",
-                f"example: /migrate {words[0]} to hostB",
-            )
+        if len(words) == 1:  # `/migrate vm42`: the bot chooses the destination, as for `vm42 to any`
+            return PlaceCommand(check_name(words[0], "VM"), build_options(scan.draft), plan_only)
         if len(words) == 2:
             raise GrammarError(
                 "missing the word `to` between the VM and the host",
@@ -196,8 +212,58 @@ def _parse_migrate(tokens: list[str], *, plan_only: bool) -> MigrateCommand:
     if len(after) > 1:
         raise GrammarError(f"unexpected extra words: `{' '.join(after[1:])}`", _extra_words_hint(scan))
     options = build_options(scan.draft)
+    if after[0].lower() == ANY_HOST:
+        return PlaceCommand(check_name(before[0], "VM"), options, plan_only)
     request = MigrationRequest(check_name(before[0], "VM"), check_name(after[0], "host"), options)
     return MigrateCommand(request, plan_only)
+
+
+def _parse_drain(tokens: list[str], *, plan_only: bool) -> DrainCommand:
+    scan = _scan(tokens, "drain")
+    words = [t for _, t in scan.positionals]
+    command = "plan drain" if plan_only else "drain"
+    if not words:
+        raise GrammarError(f"`{command}` needs the host to empty", f"example: /migrate {command} hostA")
+    if len(words) > 1:
+        if words[1].lower() == "to":
+            dests = ",".join(words[2:]) or "hostB"
+            hint = f"name the destinations with --to: /migrate {command} {words[0]} --to {dests}"
+        else:
+            hint = f"one host per drain; {_extra_words_hint(scan)}"
+        raise GrammarError(f"unexpected extra words: `{' '.join(words[1:])}`", hint)
+    host = check_name(words[0], "host")
+    draft = scan.draft
+    if host.lower() in (h.lower() for h in draft.drain_to):
+        raise GrammarError(
+            f"--to names {host}, the host being drained", f"list only the hosts the VMs may go to, not {host}"
+        )
+    if draft.options.mode is not None:
+        flag = "--offline" if draft.options.mode is MigrationMode.OFFLINE else "--live"
+        raise GrammarError(
+            f"{flag} does not apply to a drain",
+            "a drain moves each running VM live; add --include-stopped to also move shut-off VMs (offline)",
+        )
+    options = build_options(draft)
+    return DrainCommand(host, draft.drain_to, draft.drain_except, draft.include_stopped, options, plan_only)
+
+
+def _parse_return(tokens: list[str]) -> ReturnCommand:
+    scan = _scan(tokens, "return")
+    words = [t for _, t in scan.positionals]
+    if not words:
+        raise GrammarError("`return` needs the host to fill again", "example: /migrate return hostA")
+    _at_most(words, 1, "return takes one host", "example: /migrate return hostA --reason \"CHG-1234 done\"")
+    return ReturnCommand(check_name(words[0], "host"), scan.draft.options.reason)
+
+
+def _parse_cancel_drain(words: list[str]) -> CancelDrainCommand:
+    if not words:
+        raise GrammarError("cancel drain needs the drain's id", "example: /migrate cancel drain 7")
+    _at_most(words, 1, "cancel drain takes one id", "example: /migrate cancel drain 7")
+    drain_id = parse_job_id(words[0])
+    if drain_id is None:
+        raise GrammarError(f"cancel drain takes the drain's id, not `{words[0]}`", "like: /migrate cancel drain 7")
+    return CancelDrainCommand(drain_id)
 
 
 def _extra_words_hint(scan: _Scan) -> str:
@@ -266,6 +332,10 @@ def command_from_json(data: dict[str, Any]) -> Command:
         if isinstance(cmd, MigrateCommand):
             check_name(cmd.request.vm, "VM")
             check_name(cmd.request.destination, "host")
+        if isinstance(cmd, PlaceCommand):
+            check_name(cmd.vm, "VM")
+        if isinstance(cmd, DrainCommand | ReturnCommand):
+            check_name(cmd.host, "host")
         text = command_to_text(cmd)
         same = parse_command(text) == cmd
     except GrammarError as err:

@@ -24,6 +24,7 @@ class OptionSpec:
     summary: str
     live_only: bool = False
     history_only: bool = False
+    drain_only: bool = False
 
 
 # Order is the order `help options` lists them and `command_to_text` writes them.
@@ -62,6 +63,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "bypass a change freeze (needs --reason; the policy's emergency number of approvers)"),
     OptionSpec("limit", Arity.VALUE, "N", "history only: how many jobs to list (1..500, default 20)",
                history_only=True),
+    OptionSpec("to", Arity.VALUE, "HOST[,HOST...]", "drain only: the hosts the VMs may go to (default: any other)",
+               drain_only=True),
+    OptionSpec("except", Arity.VALUE, "VM[,VM...]", "drain only: VMs to leave where they are", drain_only=True),
+    OptionSpec("include-stopped", Arity.FLAG, "", "drain only: also move shut-off VMs (offline)",
+               drain_only=True),
 )  # fmt: skip
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 LIVE_ONLY = tuple(o.name for o in OPTIONS if o.live_only)

@@ -1,7 +1,11 @@
-"""Everything that talks to a hypervisor: the libvirt adapter, its typed results, error translation, host probes.
+"""Everything that talks to a hypervisor: THE port, the libvirt adapter, the in-memory fleet, error translation.
 
-Owns: `libvirt_adapter` (the ONLY module of the project that imports libvirt), `types` (typed values it returns),
+Owns: `port` (`HypervisorPort`, the Protocol the executor, preflight runner, verification, dispatcher and service
+depend on; typed values only), `types` (those typed values), `libvirt_adapter` (the ONLY module of the project
+that imports libvirt) and its parts by composition, `base` (the typed Session and libvirt object Protocols the
+parts are written against), `fact_readers` (host/domain/CPU facts), `storage` (pools, volumes, networks),
 `errors` (libvirt errors -> the core's exception tree, by code), `jobstats` (job statistics -> typed readings),
-`sshprobe` (the ONLY asyncssh importer: port probes from the source host).
+`sshprobe` (the ONLY asyncssh importer: port probes from the source host), `fleet/` (simulated hosts, VMs and
+migrations on virtual time behind the same port: fast tests and scale benchmarks).
 May import: migration_core.errors, models, telemetry, facts (to hand back typed facts), inventory.
 """

@@ -1,10 +1,12 @@
 """The libvirt adapter: the only module of the core that imports libvirt. Async-friendly, typed, translated.
 
-The adapter is one class, `Hypervisor`, assembled from parts: this module (connections, events, the one
-place errors are translated, migration and its controls), hypervisor_facts.py (host/domain/CPU facts, dirty
-rate) and hypervisor_storage.py (pools, volumes, networks). The parts reach libvirt only through `_run` and
-the `_lv` module handle set here, so `import libvirt` stays in this one file. Results are the frozen
-dataclasses of hypervisor_types.py; errors are translated by hypervisor_errors.translate.
+The adapter is one class, `Hypervisor`, implementing the port (hypervisor/port.py) by composition: this module
+owns connections, events, the one place errors are translated, migration and its controls; it is the
+`Session` (hypervisor/base.py) its two parts run their calls through: `HostFactReader` (fact_readers.py:
+host/domain/CPU facts, dirty rate) and `StorageReader` (storage.py: pools, volumes, networks). The parts see
+libvirt only as the typed Protocols of base.py and constants by name (`constant`), so `import libvirt` stays in
+this one file. Results are the frozen dataclasses of hypervisor/types.py; errors are translated by
+hypervisor/errors.translate.
 
 Threads: every short libvirt call runs on this adapter's thread pool (the event loop never blocks); each
 migration runs on a dedicated thread with its own connection (it blocks for minutes). libvirt's event loop
@@ -34,17 +36,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import libvirt
 
 from migration_core import telemetry
 from migration_core.errors import HostUnreachable, HypervisorError
 from migration_core.hypervisor import tlscheck
+from migration_core.hypervisor.base import Param, VirConnect, VirDomain, lookup
 from migration_core.hypervisor.errors import ErrorContext, is_tls_verify_failure, looks_unreachable, translate
-from migration_core.hypervisor.fact_readers import HostFactsMixin
-from migration_core.hypervisor.storage import StorageMixin
-from migration_core.hypervisor.types import JobStats, JobType, StatValue, VirErr
+from migration_core.hypervisor.fact_readers import HostFactReader
+from migration_core.hypervisor.port import HypervisorPort
+from migration_core.hypervisor.storage import StorageReader
+from migration_core.hypervisor.types import JobStats, JobType, MigrationCall, StatValue, VirErr
 from migration_core.models import ParamValue
 
 log = logging.getLogger(__name__)
@@ -94,12 +98,12 @@ def migration_flags(names: Sequence[str]) -> int:
     return value
 
 
-def _typed_params(params: Mapping[str, ParamValue]) -> dict[str, Any]:
+def _typed_params(params: Mapping[str, ParamValue]) -> dict[str, object]:
     """Plan params -> the dict libvirt-python turns into typed params (lists become multi-value keys)."""
     return {key: (list(value) if isinstance(value, list | tuple) else value) for key, value in params.items()}
 
 
-def _stats(raw: Mapping[str, Any]) -> JobStats:
+def _stats(raw: Mapping[str, Param]) -> JobStats:
     values: dict[str, StatValue] = {k: v for k, v in raw.items() if k != "type"}
     try:
         job_type = JobType(int(raw.get("type", 0)))
@@ -108,10 +112,8 @@ def _stats(raw: Mapping[str, Any]) -> JobStats:
     return JobStats(job_type, values)
 
 
-class Hypervisor(HostFactsMixin, StorageMixin):
+class Hypervisor:
     """Async facade over libvirt-python for many hosts (addressed by URI). Safe to share; call `close()`."""
-
-    _lv = libvirt
 
     def __init__(
         self,
@@ -125,9 +127,35 @@ class Hypervisor(HostFactsMixin, StorageMixin):
         self._labels = {uri: name for name, uri in (hosts or {}).items()}
         self._keepalive = (keepalive_interval_s, keepalive_count)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="libvirt")
-        self._conns: dict[str, Any] = {}
+        self._conns: dict[str, VirConnect] = {}
         self._conn_lock = threading.Lock()
         self._completed: dict[str, tuple[float, JobStats]] = {}  # domain uuid -> (when, stats)
+        # The port's fact and storage calls are its parts' own methods (composition over this session).
+        facts, storage = HostFactReader(self), StorageReader(self)
+        self.ping, self.hostname, self.capabilities = facts.ping, facts.hostname, facts.capabilities
+        self.versions, self.node_memory = facts.versions, facts.node_memory
+        self.domain_capabilities, self.compare_cpu, self.baseline_cpu = (
+            facts.domain_capabilities,
+            facts.compare_cpu,
+            facts.baseline_cpu,
+        )
+        self.list_domains, self.domain, self.domain_xml = facts.list_domains, facts.domain, facts.domain_xml
+        self.snapshot_count, self.dirty_rate = facts.snapshot_count, facts.dirty_rate
+        self.memory_rss_bytes, self.cpu_time_ns = facts.memory_rss_bytes, facts.cpu_time_ns
+        self.guest_agent_configured, self.guest_agent_ping = facts.guest_agent_configured, facts.guest_agent_ping
+        self.networks, self.interfaces, self.refresh_pools = storage.networks, storage.interfaces, storage.refresh_pools
+        self.pools, self.volume_by_path, self.pool_for_directory = (
+            storage.pools,
+            storage.volume_by_path,
+            storage.pool_for_directory,
+        )
+        self.path_exists, self.create_volume, self.delete_volume = (
+            storage.path_exists,
+            storage.create_volume,
+            storage.delete_volume,
+        )
+        self.disk_capacity_bytes, self.same_storage = storage.disk_capacity_bytes, storage.same_storage
+        self.volume_allocation_bytes = storage.volume_allocation_bytes
 
     # ----- connections and the one place errors are translated -------------------------------------------
 
@@ -141,9 +169,22 @@ class Hypervisor(HostFactsMixin, StorageMixin):
             if uri:
                 self._labels[uri] = name
 
-    def _open(self, uri: str) -> Any:
+    def constant(self, name: str) -> int:
+        """A libvirt constant by name (Session): the parts never see the libvirt module."""
+        value = getattr(libvirt, name, None)
+        if not isinstance(value, int):
+            raise HypervisorError(f"libvirt has no constant {name}", "this libvirt-python is too old for migrate-bot")
+        return value
+
+    def error_code(self, err: BaseException) -> int | None:
+        """libvirt error code of an exception raised inside a call (None for anything else)."""
+        if isinstance(err, libvirt.libvirtError):
+            return int(err.get_error_code())
+        return None
+
+    def _open(self, uri: str) -> VirConnect:
         try:
-            conn = libvirt.open(uri)
+            conn: VirConnect = libvirt.open(uri)
         except libvirt.libvirtError as err:
             telemetry.connection_error(self.label(uri), err.get_error_code())
             code, text = err.get_error_code(), str(err)
@@ -156,7 +197,7 @@ class Hypervisor(HostFactsMixin, StorageMixin):
             log.debug("keepalive not supported on %s", uri)
         return conn
 
-    def _conn(self, uri: str) -> Any:
+    def _conn(self, uri: str) -> VirConnect:
         with self._conn_lock:
             conn = self._conns.get(uri)
             if conn is not None:
@@ -177,8 +218,8 @@ class Hypervisor(HostFactsMixin, StorageMixin):
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
 
-    def _register_events(self, uri: str, conn: Any) -> None:
-        def completed(_conn: Any, dom: Any, params: dict[str, Any], _opaque: Any) -> None:
+    def _register_events(self, uri: str, conn: VirConnect) -> None:
+        def completed(_conn: VirConnect, dom: VirDomain, params: Mapping[str, Param], _opaque: object) -> None:
             # Fires on the source (and the destination) when a job ends: the final downtime, time and bytes.
             stats = _stats({"type": int(JobType.COMPLETED), **params})
             self._completed[dom.UUIDString()] = (time.monotonic(), stats)
@@ -188,7 +229,9 @@ class Hypervisor(HostFactsMixin, StorageMixin):
         except libvirt.libvirtError:
             log.debug("JOB_COMPLETED events unavailable on %s", uri)
 
-    def _call(self, uri: str, op: str, fn: Callable[[Any], T], *, vm: str | None = None, retry: bool = True) -> T:
+    def _call(
+        self, uri: str, op: str, fn: Callable[[VirConnect], T], *, vm: str | None = None, retry: bool = True
+    ) -> T:
         """Run fn(conn) here (a worker thread); translate libvirt errors; reconnect once if the link died."""
         ctx = ErrorContext(self.label(uri), uri, op, vm)
         # A read survives a daemon restart (about a second): reconnect and retry with a short backoff.
@@ -216,7 +259,10 @@ class Hypervisor(HostFactsMixin, StorageMixin):
                 raise translate(code, str(err), ctx) from err
         raise AssertionError("unreachable")
 
-    async def _run(self, uri: str, op: str, fn: Callable[[Any], T], *, vm: str | None = None, retry: bool = True) -> T:
+    async def run(
+        self, uri: str, op: str, fn: Callable[[VirConnect], T], *, vm: str | None = None, retry: bool = True
+    ) -> T:
+        """Run fn(connection to uri) on this adapter's threads; libvirt errors come out translated (Session)."""
         loop = asyncio.get_running_loop()
         # run_in_executor (unlike asyncio.to_thread) does not carry context variables: copy them, so log
         # lines written on the worker thread keep the job they belong to (migration_core.logctx).
@@ -237,41 +283,30 @@ class Hypervisor(HostFactsMixin, StorageMixin):
 
     # ----- migration ---------------------------------------------------------------------------------------
 
-    async def migrate(
-        self,
-        source_uri: str,
-        vm: str,
-        *,
-        flags: Sequence[str],
-        params: Mapping[str, ParamValue],
-        peer_uri: str | None = None,
-        destination_uri: str | None = None,
-        destination: str | None = None,
-    ) -> None:
+    async def migrate(self, source_uri: str, vm: str, call: MigrationCall) -> None:
         """Run one migration to the end on a dedicated thread; returns when libvirt's call returns.
 
-        With VIR_MIGRATE_PEER2PEER, `peer_uri` is the destination URI as the *source daemon* dials it; without
-        it the bot drives both ends and needs `destination_uri` (its own URI for the destination).
+        P2P (`call.peer_uri`) or client-managed (`call.destination_uri`): see MigrationCall.
         Raises the translated error (JobAborted after abortJob, HostUnreachable, HypervisorError).
         """
-        mask = migration_flags(flags)
+        mask = migration_flags(call.flags)
         p2p = bool(mask & libvirt.VIR_MIGRATE_PEER2PEER)
-        target = peer_uri if p2p else destination_uri
+        target = call.peer_uri if p2p else call.destination_uri
         if not target:
             raise HypervisorError(
                 "no destination URI for this migration",
                 "the inventory needs peer_uri (P2P) or uri (client-managed) for the destination host",
             )
-        dest_label = destination or self.label(target)
+        dest_label = call.destination or self.label(target)
         ctx = ErrorContext(self.label(source_uri), source_uri, f"migrate {vm}", vm, dest_label or target, target)
-        typed = _typed_params(params)
+        typed = _typed_params(call.params)
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         def run() -> None:
             sconn = dconn = None
             try:
                 sconn = self._open(source_uri)
-                dom = self._lookup(sconn, vm)
+                dom = lookup(sconn, vm)
                 if p2p:
                     dom.migrateToURI3(target, typed, mask)
                 else:
@@ -293,7 +328,7 @@ class Hypervisor(HostFactsMixin, StorageMixin):
 
     async def job_stats(self, uri: str, vm: str) -> JobStats:
         """The VM's current job on that host (type NONE when idle). Raises DomainNotFound when it is gone."""
-        return await self._run(uri, "read job statistics", lambda c: _stats(self._lookup(c, vm).jobStats(0)), vm=vm)
+        return await self.run(uri, "read job statistics", lambda c: _stats(lookup(c, vm).jobStats(0)), vm=vm)
 
     async def completed_job_stats(
         self, vm_uuid: str, *, source_uri: str, destination_uri: str, wait_s: float = 1.0
@@ -309,10 +344,10 @@ class Hypervisor(HostFactsMixin, StorageMixin):
             await asyncio.sleep(0.05)
         for uri in (destination_uri, source_uri):
             try:
-                stats = await self._run(
+                stats = await self.run(
                     uri,
                     "read completed job statistics",
-                    lambda c: _stats(self._lookup(c, vm_uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)),
+                    lambda c: _stats(lookup(c, vm_uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)),
                     vm=vm_uuid,
                 )
             except HypervisorError:
@@ -327,60 +362,60 @@ class Hypervisor(HostFactsMixin, StorageMixin):
 
     async def abort_job(self, uri: str, vm: str) -> None:
         """Cancel the VM's running job (abortJob). In post-copy it would lose the VM: callers must refuse."""
-        await self._run(uri, "abort the migration", lambda c: self._lookup(c, vm).abortJob(), vm=vm, retry=False)
+        await self.run(uri, "abort the migration", lambda c: lookup(c, vm).abortJob(), vm=vm, retry=False)
 
     async def pause_postcopy(self, uri: str, vm: str) -> None:
         """abortJobFlags(POSTCOPY): pause a post-copy migration so it can be resumed with POSTCOPY_RESUME."""
-        await self._run(
+        await self.run(
             uri,
             "pause the post-copy migration",
-            lambda c: self._lookup(c, vm).abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY),
+            lambda c: lookup(c, vm).abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY),
             vm=vm,
             retry=False,
         )
 
     async def start_postcopy(self, uri: str, vm: str) -> None:
         """Switch a running migration (started with VIR_MIGRATE_POSTCOPY) to post-copy."""
-        await self._run(
+        await self.run(
             uri,
             "switch to post-copy",
-            lambda c: self._lookup(c, vm).migrateStartPostCopy(0),
+            lambda c: lookup(c, vm).migrateStartPostCopy(0),
             vm=vm,
             retry=False,
         )
 
     async def set_max_downtime(self, uri: str, vm: str, downtime_ms: int) -> None:
-        await self._run(
+        await self.run(
             uri,
             "set the maximum downtime",
-            lambda c: self._lookup(c, vm).migrateSetMaxDowntime(int(downtime_ms), 0),
+            lambda c: lookup(c, vm).migrateSetMaxDowntime(int(downtime_ms), 0),
             vm=vm,
         )
 
     async def get_max_downtime(self, uri: str, vm: str) -> int:
-        return await self._run(
+        return await self.run(
             uri,
             "read the maximum downtime",
-            lambda c: int(self._lookup(c, vm).migrateGetMaxDowntime(0)),
+            lambda c: int(lookup(c, vm).migrateGetMaxDowntime(0)),
             vm=vm,
         )
 
     async def set_max_speed(self, uri: str, vm: str, bandwidth_mib_s: int, *, postcopy: bool = False) -> None:
         """Bandwidth cap in MiB/s for pre-copy (or for post-copy with `postcopy=True`)."""
         flags = libvirt.VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY if postcopy else 0
-        await self._run(
+        await self.run(
             uri,
             "set the migration bandwidth",
-            lambda c: self._lookup(c, vm).migrateSetMaxSpeed(int(bandwidth_mib_s), flags),
+            lambda c: lookup(c, vm).migrateSetMaxSpeed(int(bandwidth_mib_s), flags),
             vm=vm,
         )
 
     async def get_max_speed(self, uri: str, vm: str, *, postcopy: bool = False) -> int:
         flags = libvirt.VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY if postcopy else 0
-        return await self._run(
+        return await self.run(
             uri,
             "read the migration bandwidth",
-            lambda c: int(self._lookup(c, vm).migrateGetMaxSpeed(flags)),
+            lambda c: int(lookup(c, vm).migrateGetMaxSpeed(flags)),
             vm=vm,
         )
 
@@ -389,39 +424,43 @@ class Hypervisor(HostFactsMixin, StorageMixin):
     async def destroy(self, uri: str, vm: str) -> None:
         """Power the VM off hard on that host (no-op when it is not running)."""
 
-        def destroy(c: Any) -> None:
-            dom = self._lookup(c, vm)
+        def destroy(c: VirConnect) -> None:
+            dom = lookup(c, vm)
             if dom.isActive():
                 dom.destroy()
 
-        await self._run(uri, "destroy the VM", destroy, vm=vm, retry=False)
+        await self.run(uri, "destroy the VM", destroy, vm=vm, retry=False)
 
     async def undefine(self, uri: str, vm: str) -> None:
         """Remove the VM's persistent definition on that host (a running transient VM is unaffected)."""
-        await self._run(uri, "undefine the VM", lambda c: self._lookup(c, vm).undefine(), vm=vm, retry=False)
+        await self.run(uri, "undefine the VM", lambda c: lookup(c, vm).undefine(), vm=vm, retry=False)
 
     async def undefine_inactive(self, uri: str, vm: str) -> None:
         """Remove the (shut-off) VM's persistent definition there, with its managed-save image and snapshot and
         checkpoint metadata; the disk images and NVRAM stay. Refused for a running VM (it would turn transient)."""
-        lv = self._lv
         flags = (
-            lv.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-            | lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-            | lv.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
-            | lv.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+            libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
         )
 
-        def run(c: Any) -> None:
-            dom = self._lookup(c, vm)
+        def run(c: VirConnect) -> None:
+            dom = lookup(c, vm)
             if dom.isActive():
-                raise lv.libvirtError(f"{vm} is running there; only a shut-off definition is removed")
+                raise libvirt.libvirtError(f"{vm} is running there; only a shut-off definition is removed")
             dom.undefineFlags(flags)
 
-        await self._run(uri, "undefine the VM", run, vm=vm, retry=False)
+        await self.run(uri, "undefine the VM", run, vm=vm, retry=False)
 
     async def define(self, uri: str, xml: str) -> str:
         """Define a VM from XML; returns its name."""
-        return await self._run(uri, "define a VM", lambda c: str(c.defineXML(xml).name()), retry=False)
+        return await self.run(uri, "define a VM", lambda c: str(c.defineXML(xml).name()), retry=False)
 
     async def start(self, uri: str, vm: str) -> None:
-        await self._run(uri, "start the VM", lambda c: self._lookup(c, vm).create(), vm=vm, retry=False)
+        await self.run(uri, "start the VM", lambda c: lookup(c, vm).create(), vm=vm, retry=False)
+
+
+def _implements_the_port(hypervisor: Hypervisor) -> HypervisorPort:
+    """mypy proves here that the adapter implements the port (a structural check; never called)."""
+    return hypervisor

@@ -1,6 +1,7 @@
 """The adapter's storage and network facts: pools, volumes by path, pre-creating images, networks, host interfaces.
 
-Part of `hypervisor.Hypervisor` (a mixin over hypervisor_base.HypervisorBase).
+A part of `libvirt_adapter.Hypervisor` by composition, over the `Session` it is given (hypervisor/base.py).
+libvirt's pool, volume, interface and node-device XML is parsed by facts/storage_xml.py (lxml).
 
 libvirt has no "does this file exist on that host" call: a path is known when a storage pool holds it
 (`storageVolLookupByPath` after refreshing the pools, since libvirt's pool cache goes stale: lab.md P5).
@@ -16,90 +17,132 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import uuid as uuidlib
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 from xml.sax.saxutils import escape, quoteattr
 
 from migration_core.errors import MigrateBotError
-from migration_core.hypervisor.base import HypervisorBase
+from migration_core.facts.storage_xml import interface_kind, nodedev_interface, parse_pool, volume_format
+from migration_core.hypervisor.base import Session, VirConnect, VirStoragePool, lookup
 from migration_core.hypervisor.types import InterfaceInfo, NetworkInfo, PoolInfo, VirErr, VolumeInfo
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _NOT_IN_A_POOL = (VirErr.NO_STORAGE_VOL, VirErr.NO_STORAGE_POOL)
 
 
-def _attr(xml: str, pattern: str) -> str | None:
-    match = re.search(pattern, xml)
-    return match.group(1) if match else None
+def _transient_pool(c: VirConnect, directory: str, flags: int = 0) -> VirStoragePool:
+    """A transient dir pool on `directory` (libvirt sees files outside its pools only through one, lab.md P4)."""
+    name = f"migrate-bot-{uuidlib.uuid4().hex[:8]}"
+    return c.storagePoolCreateXML(
+        f"<pool type='dir'><name>{name}</name><target><path>{escape(directory)}</path></target></pool>", flags
+    )
 
 
-class StorageMixin(HypervisorBase):
+class StorageReader:
     """Storage pools and volumes; libvirt networks and host interfaces."""
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def _is(self, err: BaseException, *codes: int) -> bool:
+        return self._s.error_code(err) in codes
+
+    def _in_directory(
+        self,
+        c: VirConnect,
+        directory: str,
+        use: Callable[[VirStoragePool], T],
+        unopened: Callable[[BaseException], T],
+        failed: T,
+    ) -> T:
+        """use(a transient dir pool on `directory`), destroyed after (its files stay). A libvirt error opening
+        the pool -> unopened(err); in `use` -> `failed`. Anything else is a bug and propagates."""
+        try:
+            pool = _transient_pool(c, directory)
+        except Exception as err:
+            if self._s.error_code(err) is None:
+                raise
+            return unopened(err)
+        try:
+            return use(pool)
+        except Exception as err:
+            if self._s.error_code(err) is None:
+                raise
+            return failed
+        finally:
+            pool.destroy()
 
     async def networks(self, uri: str) -> tuple[NetworkInfo, ...]:
         """libvirt virtual networks and their bridges."""
 
-        def read(c: Any) -> tuple[NetworkInfo, ...]:
+        def read(c: VirConnect) -> tuple[NetworkInfo, ...]:
             out = []
             for net in c.listAllNetworks(0):
                 try:
                     bridge: str | None = str(net.bridgeName())
-                except self._lv.libvirtError:  # e.g. a macvtap or hostdev network has no bridge
+                except Exception as err:  # e.g. a macvtap or hostdev network has no bridge
+                    if self._s.error_code(err) is None:
+                        raise
                     bridge = None
                 out.append(NetworkInfo(str(net.name()), bool(net.isActive()), bridge))
             return tuple(sorted(out, key=lambda n: n.name))
 
-        return await self._run(uri, "list networks", read)
+        return await self._s.run(uri, "list networks", read)
 
     async def interfaces(self, uri: str) -> tuple[InterfaceInfo, ...]:
         """Host interfaces: the interface driver, else nodedev net devices (see the module docstring)."""
-        cap_net = self._lv.VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET
+        cap_net = self._s.constant("VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET")
 
-        def read(c: Any) -> tuple[InterfaceInfo, ...]:
+        def read(c: VirConnect) -> tuple[InterfaceInfo, ...]:
             found: dict[str, InterfaceInfo] = {}
             try:
                 for iface in c.listAllInterfaces(0):
-                    kind = _attr(str(iface.XMLDesc(0)), r"<interface[^>]*type=['\"](\w+)") or "unknown"
+                    kind = interface_kind(str(iface.XMLDesc(0)))
                     found[str(iface.name())] = InterfaceInfo(str(iface.name()), bool(iface.isActive()), kind)
-            except self._lv.libvirtError:
+            except Exception as err:
+                if self._s.error_code(err) is None:
+                    raise
                 log.debug("interface driver unavailable on %s", uri)
             if not found:
                 for dev in c.listAllDevices(cap_net):
-                    name = _attr(str(dev.XMLDesc(0)), r"<interface>([^<]+)</interface>")
+                    name = nodedev_interface(str(dev.XMLDesc(0)))
                     if name:
                         found[name] = InterfaceInfo(name, True, "net")
             return tuple(sorted(found.values(), key=lambda i: i.name))
 
-        return await self._run(uri, "list host interfaces", read)
+        return await self._s.run(uri, "list host interfaces", read)
 
     async def refresh_pools(self, uri: str) -> None:
         """Re-scan every active pool so libvirt's volume cache matches the disk (lab.md P5)."""
-        active = self._lv.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE
+        active = self._s.constant("VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE")
 
-        def refresh(c: Any) -> None:
+        def refresh(c: VirConnect) -> None:
             for pool in c.listAllStoragePools(active):
                 try:
                     pool.refresh(0)
-                except self._lv.libvirtError as err:  # one broken pool must not hide the others
+                except Exception as err:  # one broken pool must not hide the others
+                    if self._s.error_code(err) is None:
+                        raise
                     log.debug("refresh of pool %s on %s failed: %s", pool.name(), uri, err)
 
-        await self._run(uri, "refresh storage pools", refresh)
+        await self._s.run(uri, "refresh storage pools", refresh)
 
     async def pools(self, uri: str) -> tuple[PoolInfo, ...]:
         """Storage pools with target directory and capacity/allocation/available bytes."""
 
-        def read(c: Any) -> tuple[PoolInfo, ...]:
+        def read(c: VirConnect) -> tuple[PoolInfo, ...]:
             out = []
             for pool in c.listAllStoragePools(0):
-                xml = str(pool.XMLDesc(0))
-                _state, capacity, allocation, available = pool.info()
+                described = parse_pool(str(pool.XMLDesc(0)))
+                _state, capacity, allocation, available = pool.info()[:4]
                 out.append(
                     PoolInfo(
                         name=str(pool.name()),
                         active=bool(pool.isActive()),
-                        pool_type=_attr(xml, r"<pool[^>]*type=['\"](\w+)") or "unknown",
-                        target_path=_attr(xml, r"<target>\s*<path>([^<]+)</path>"),
+                        pool_type=described.pool_type,
+                        target_path=described.target_path,
                         capacity_bytes=int(capacity),
                         allocation_bytes=int(allocation),
                         available_bytes=int(available),
@@ -107,31 +150,31 @@ class StorageMixin(HypervisorBase):
                 )
             return tuple(sorted(out, key=lambda p: p.name))
 
-        return await self._run(uri, "list storage pools", read)
+        return await self._s.run(uri, "list storage pools", read)
 
     async def volume_by_path(self, uri: str, path: str, *, refresh: bool = True) -> VolumeInfo | None:
         """The pool volume at `path` on that host; None when no pool holds it (it may exist outside pools)."""
         if refresh:
             await self.refresh_pools(uri)
 
-        def read(c: Any) -> VolumeInfo | None:
+        def read(c: VirConnect) -> VolumeInfo | None:
             try:
                 vol = c.storageVolLookupByPath(path)
-            except self._lv.libvirtError as err:
-                if err.get_error_code() in _NOT_IN_A_POOL:
+            except Exception as err:
+                if self._is(err, *_NOT_IN_A_POOL):
                     return None
                 raise
-            _kind, capacity, allocation = vol.info()
+            _kind, capacity, allocation = vol.info()[:3]
             return VolumeInfo(
                 path=path,
                 pool=str(vol.storagePoolLookupByVolume().name()),
                 name=str(vol.name()),
-                format=_attr(str(vol.XMLDesc(0)), r"<format type=['\"](\w+)"),
+                format=volume_format(str(vol.XMLDesc(0))),
                 capacity_bytes=int(capacity),
                 allocation_bytes=int(allocation),
             )
 
-        return await self._run(uri, "look up a disk image", read)
+        return await self._s.run(uri, "look up a disk image", read)
 
     async def pool_for_directory(self, uri: str, directory: str) -> PoolInfo | None:
         """The active pool whose target is `directory` (where libvirt pre-creates copy-storage images)."""
@@ -153,23 +196,17 @@ class StorageMixin(HypervisorBase):
         if await self.pool_for_directory(uri, directory) is not None:
             return False  # that pool was just refreshed and does not hold it
 
-        def probe(c: Any) -> bool | None:
-            xml = f"<pool type='dir'><name>migrate-bot-probe-{uuidlib.uuid4().hex[:8]}</name>" + (
-                f"<target><path>{escape(directory)}</path></target></pool>"
-            )
-            try:
-                pool = c.storagePoolCreateXML(xml, 0)
-            except self._lv.libvirtError as err:
+        def probe(c: VirConnect) -> bool | None:
+            def unopened(err: BaseException) -> bool | None:
                 return False if "No such file or directory" in str(err) else None
-            try:
-                pool.storageVolLookupByName(name)
-                return True
-            except self._lv.libvirtError:
-                return False
-            finally:
-                pool.destroy()
 
-        return await self._run(uri, f"look for {path}", probe, retry=False)
+            def found(p: VirStoragePool) -> bool | None:
+                return bool(p.storageVolLookupByName(name))
+
+            absent: bool | None = False
+            return self._in_directory(c, directory, found, unopened, absent)
+
+        return await self._s.run(uri, f"look for {path}", probe, retry=False)
 
     async def create_volume(self, uri: str, path: str, capacity_bytes: int, fmt: str = "qcow2") -> VolumeInfo:
         """Create an empty, thin image at `path` on that host (pre-creation for --copy-storage, lab.md P4)."""
@@ -183,23 +220,21 @@ class StorageMixin(HypervisorBase):
             f"<target><format type={quoteattr(fmt)}/>{compat}</target></volume>"
         )
         pool_name = (await self.pool_for_directory(uri, directory) or PoolInfo("", False, "", None, 0, 0, 0)).name
-        build = self._lv.VIR_STORAGE_POOL_CREATE_WITH_BUILD
+        build = self._s.constant("VIR_STORAGE_POOL_CREATE_WITH_BUILD")
 
-        def create(c: Any) -> None:
+        def create(c: VirConnect) -> None:
             if pool_name:
                 pool = c.storagePoolLookupByName(pool_name)
                 pool.refresh(0)
                 pool.createXML(vol_xml, 0)
                 return
-            tmp = f"migrate-bot-{uuidlib.uuid4().hex[:8]}"
-            pool_xml = f"<pool type='dir'><name>{tmp}</name><target><path>{escape(directory)}</path></target></pool>"
-            pool = c.storagePoolCreateXML(pool_xml, build)
+            transient = _transient_pool(c, directory, build)
             try:
-                pool.createXML(vol_xml, 0)
+                transient.createXML(vol_xml, 0)
             finally:
-                pool.destroy()  # a transient dir pool: destroying it removes the pool, not the files
+                transient.destroy()  # a transient dir pool: destroying it removes the pool, not the files
 
-        await self._run(uri, f"create disk image {path}", create, retry=False)
+        await self._s.run(uri, f"create disk image {path}", create, retry=False)
         return await self.volume_by_path(uri, path) or VolumeInfo(path, "", name, fmt, capacity_bytes, 0)
 
     async def delete_volume(self, uri: str, path: str) -> bool:
@@ -208,32 +243,29 @@ class StorageMixin(HypervisorBase):
         await self.refresh_pools(uri)
         directory, name = os.path.split(path)
 
-        def delete(c: Any) -> bool:
+        def delete(c: VirConnect) -> bool:
             try:
                 vol = c.storageVolLookupByPath(path)
-            except self._lv.libvirtError as err:
-                if err.get_error_code() not in _NOT_IN_A_POOL:
+            except Exception as err:
+                if not self._is(err, *_NOT_IN_A_POOL):
                     raise
                 vol = None
             if vol is not None:
                 vol.delete(0)
                 return True
-            tmp = f"migrate-bot-{uuidlib.uuid4().hex[:8]}"
-            pool = c.storagePoolCreateXML(
-                f"<pool type='dir'><name>{tmp}</name><target><path>{escape(directory)}</path></target></pool>", 0
-            )
+            pool = _transient_pool(c, directory)
             try:
                 try:
                     pool.storageVolLookupByName(name).delete(0)
-                except self._lv.libvirtError as err:
-                    if err.get_error_code() in _NOT_IN_A_POOL:
+                except Exception as err:
+                    if self._is(err, *_NOT_IN_A_POOL):
                         return False
                     raise
                 return True
             finally:
                 pool.destroy()
 
-        return await self._run(uri, f"delete disk image {path}", delete, retry=False)
+        return await self._s.run(uri, f"delete disk image {path}", delete, retry=False)
 
     async def same_storage(self, uri: str, other_uri: str, directory: str) -> bool | None:
         """Do both hosts see one and the same `directory`? Nova's shared-storage test, through libvirt: create
@@ -264,28 +296,18 @@ class StorageMixin(HypervisorBase):
             return vol.allocation_bytes
         directory, name = os.path.split(path)
 
-        def read(c: Any) -> int | None:
-            tmp = f"migrate-bot-{uuidlib.uuid4().hex[:8]}"
-            try:
-                pool = c.storagePoolCreateXML(
-                    f"<pool type='dir'><name>{tmp}</name><target><path>{escape(directory)}</path></target></pool>", 0
-                )
-            except self._lv.libvirtError:
-                return None
-            try:
-                return int(pool.storageVolLookupByName(name).info()[2])
-            except self._lv.libvirtError:
-                return None
-            finally:
-                pool.destroy()
+        def read(c: VirConnect) -> int | None:
+            return self._in_directory(
+                c, directory, lambda p: int(p.storageVolLookupByName(name).info()[2]), lambda _err: None, None
+            )
 
-        return await self._run(uri, f"read the allocation of {path}", read, retry=False)
+        return await self._s.run(uri, f"read the allocation of {path}", read, retry=False)
 
     async def disk_capacity_bytes(self, uri: str, vm: str, disk: str) -> int:
         """Virtual size of one of the VM's disks (target like "vda", or its source path), via blockInfo."""
-        return await self._run(
+        return await self._s.run(
             uri,
             f"read the size of disk {disk}",
-            lambda c: int(self._lookup(c, vm).blockInfo(disk, 0)[0]),
+            lambda c: int(lookup(c, vm).blockInfo(disk, 0)[0]),
             vm=vm,
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
 from migration_core.errors import HypervisorError
+from migration_core.models import ParamValue
 
 # A value in a job-stats dict: libvirt typed params are ints, floats, strings or booleans.
 StatValue = int | float | str | bool
@@ -258,6 +259,41 @@ class VolumeInfo:
     format: str | None
     capacity_bytes: int
     allocation_bytes: int
+
+
+@dataclass(frozen=True)
+class MigrationCall:
+    """How to call one migration: libvirt flag names, typed params, and where the destination is.
+
+    With VIR_MIGRATE_PEER2PEER, `peer_uri` is the destination URI as the *source daemon* dials it; without it
+    the bot drives both ends and needs `destination_uri` (its own URI for the destination). `destination`
+    names the host in messages.
+    """
+
+    flags: tuple[str, ...]
+    params: Mapping[str, ParamValue] = field(default_factory=dict)
+    peer_uri: str | None = None
+    destination_uri: str | None = None
+    destination: str | None = None
+
+    @property
+    def flag_names(self) -> frozenset[str]:
+        """The flags without their VIR_MIGRATE_ prefix: {"LIVE", "PEER2PEER", ...}."""
+        return frozenset(f.removeprefix("VIR_MIGRATE_") for f in self.flags)
+
+
+@dataclass(frozen=True)
+class EmulatorTarget:
+    """Which emulator, architecture, machine type and virt type a CPU or domain-capabilities question is
+    about (libvirt's four optional arguments; None: the host's default)."""
+
+    emulator: str | None = None
+    arch: str | None = None
+    machine: str | None = None
+    virttype: str | None = None
+
+
+HOST_DEFAULT = EmulatorTarget()
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,8 @@ NUMBER_BOUNDS: dict[str, tuple[float, float, str]] = {
     # being drained for maintenance, without removing it from the file.
     "max_inbound": (0, 64, "a whole number from 0 (none) to 64"),
     "max_outbound": (0, 64, "a whole number from 0 (none) to 64"),
+    # Memory the host keeps for itself and its own daemons: placement (drains, `to any`) never counts it free.
+    "memory_reserve_mib": (0, 16 * 1024 * 1024, "MiB from 0 to 16777216 (16 TiB), e.g. 4096 for 4 GiB"),
 }
 
 
@@ -251,3 +253,26 @@ def check_labels(value: object, where: str) -> tuple[str, ...]:
     if len(set(value)) != len(value):
         _fail(where, "lists a label twice", "remove the duplicate")
     return tuple(value)
+
+
+def check_groups(value: object, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`groups = { db = ["db1", "db2"] }`: named groups of at least two distinct VM names (file order kept)."""
+    example = 'e.g. groups = { db = ["db1", "db2"], web = ["web1", "web2", "web3"] }'
+    if not isinstance(value, dict):
+        _fail(f"{where}: field 'groups'", f"must be a table of group name -> VM list, not {value!r}", example)
+    groups = []
+    for name, vms in value.items():
+        at = f"{where}: group '{name}'"
+        if not is_valid_name(name):
+            _fail(at, "invalid group name", f"a group name is {NAME_RULE}")
+        if not isinstance(vms, list) or not all(isinstance(v, str) for v in vms):
+            _fail(at, f"must be a list of VM names, not {vms!r}", example)
+        for vm in vms:
+            if not is_valid_name(vm):
+                _fail(at, f"VM name {vm!r} is not valid", f"a VM name is {NAME_RULE}")
+        if len({v.lower() for v in vms}) != len(vms):
+            _fail(at, "lists a VM twice", "remove the duplicate")
+        if len(vms) < 2:
+            _fail(at, f"has {len(vms)} VM: anti-affinity needs at least two", "add the VMs to keep apart, or remove it")
+        groups.append((name, tuple(vms)))
+    return tuple(groups)

@@ -2,10 +2,13 @@
 
 Format (see deploy/hosts.example.toml, documented field by field):
 
-    [defaults]                 # optional: link_mib_s, max_inbound, max_outbound for every host
+    [defaults]                 # optional: link_mib_s, max_inbound, max_outbound, memory_reserve_mib
     [hosts.<name>]             # one table per host
     uri = "qemu+ssh://root@kvm1.example.com/system"      # required
-    peer_uri, migration_address, ssh, link_mib_s, max_inbound, max_outbound, labels, migration_tls   # optional
+    peer_uri, migration_address, ssh, link_mib_s, max_inbound, max_outbound, memory_reserve_mib, labels,
+    migration_tls
+    [anti_affinity]            # optional: VMs that should not share a host
+    groups = { db = ["db1", "db2"] }
 
 Everything is validated when the file is loaded, and every error names the file, the host and the field,
 because a typo here otherwise surfaces as a confusing libvirt failure in the middle of a migration.
@@ -28,6 +31,7 @@ from migration_core.grammar.values import NAME_RULE, is_valid_name
 from migration_core.inventory.fields import (
     SshTarget,
     check_address,
+    check_groups,
     check_labels,
     check_number,
     check_ssh,
@@ -40,12 +44,15 @@ ENV_VAR = "MIGRATE_BOT_HOSTS"
 
 # Built-in defaults when neither the host nor [defaults] says otherwise. One migration in and one out
 # at a time is Nova's default too: concurrent migrations share the link and converge worse.
-BUILTIN_DEFAULTS: Mapping[str, Any] = {"max_inbound": 1, "max_outbound": 1, "link_mib_s": 112.0}
+BUILTIN_DEFAULTS: Mapping[str, Any] = {
+    "max_inbound": 1, "max_outbound": 1, "link_mib_s": 112.0, "memory_reserve_mib": 0,
+}  # fmt: skip
 # ~112 MiB/s is what TCP actually carries on a 1 Gbit/s link; set link_mib_s for faster links.
 
-_DEFAULT_KEYS = ("link_mib_s", "max_inbound", "max_outbound")
+_DEFAULT_KEYS = ("link_mib_s", "max_inbound", "max_outbound", "memory_reserve_mib")
 _HOST_KEYS = ("uri", "peer_uri", "migration_address", "ssh", *_DEFAULT_KEYS, "labels", "migration_tls")
-_TOP_KEYS = ("defaults", "hosts")
+_TOP_KEYS = ("defaults", "hosts", "anti_affinity")
+_ANTI_AFFINITY_KEYS = ("groups",)
 _TOML_POSITION_RE = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)\s*$")
 
 
@@ -62,6 +69,11 @@ class HostConfig:
     max_inbound: int
     max_outbound: int
     labels: tuple[str, ...] = ()
+    memory_reserve_mib: int = 0
+
+    @property
+    def memory_reserve_bytes(self) -> int:
+        return self.memory_reserve_mib * 1024 * 1024
     # The operator's statement that this host's qemu.conf has migrate_tls_x509_cert_dir with certificates
     # from the CA the other hosts trust (QEMU's TLS for the migration stream). No libvirt API reports it, so
     # the file says it and preflight refuses --tls between hosts that do not (README "Operating it").
@@ -84,6 +96,12 @@ class Inventory:
 
     path: str
     hosts: tuple[HostConfig, ...]
+    # [anti_affinity] groups: (group name, its VMs), in file order
+    anti_affinity: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def groups_of(self, vm: str) -> tuple[str, ...]:
+        """The anti-affinity groups the inventory puts `vm` in."""
+        return tuple(name for name, vms in self.anti_affinity if vm in vms)
 
     def names(self) -> tuple[str, ...]:
         return tuple(h.name for h in self.hosts)
@@ -164,7 +182,12 @@ def parse_inventory(text: str, source: str) -> Inventory:
         )
     hosts = tuple(_host(name, table, defaults, source) for name, table in raw_hosts.items())
     _reject_collisions(hosts, source)
-    return Inventory(path=source, hosts=hosts)
+    raw_aa = data.get("anti_affinity", {})
+    if not isinstance(raw_aa, dict):
+        raise InventoryError(f"{source}: 'anti_affinity' must be a table", "write it as an [anti_affinity] section")
+    _reject_unknown(raw_aa, _ANTI_AFFINITY_KEYS, source, "[anti_affinity]")
+    groups = check_groups(raw_aa.get("groups", {}), f"{source}: [anti_affinity]")
+    return Inventory(path=source, hosts=hosts, anti_affinity=groups)
 
 
 def _host(name: str, table: object, defaults: Mapping[str, Any], source: str) -> HostConfig:
@@ -201,6 +224,7 @@ def _host(name: str, table: object, defaults: Mapping[str, Any], source: str) ->
         max_inbound=int(numbers["max_inbound"]),
         max_outbound=int(numbers["max_outbound"]),
         labels=check_labels(table.get("labels", []), f"{where}: field 'labels'"),
+        memory_reserve_mib=int(numbers["memory_reserve_mib"]),
         migration_tls=_flag(table.get("migration_tls", False), f"{where}: field 'migration_tls'"),
     )
 

@@ -9,16 +9,18 @@ all" raises (HostUnreachable), so the CLI can tell "the plan says no" from "noth
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import difflib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from migration_core.errors import HostUnreachable, MigrateBotError
+from migration_core.errors import HostUnreachable, MigrateBotError, PreflightError
 from migration_core.facts.domxml import parse_domain
 from migration_core.facts.domxml_host import (
     cpu_model_of,
@@ -44,11 +46,22 @@ from migration_core.facts.gathered import (
     VmFacts,
     VmState,
 )
-from migration_core.hypervisor.libvirt_adapter import Hypervisor
-from migration_core.hypervisor.types import DomainInfo, NetworkInfo
+from migration_core.hypervisor.port import HypervisorPort
+from migration_core.hypervisor.types import DomainInfo, EmulatorTarget, NetworkInfo
 from migration_core.inventory.hosts import HostConfig, Inventory
-from migration_core.models import MigrationMode, MigrationRequest, MoveSample, Plan, Prediction
+from migration_core.models import MigrationMode, MigrationOptions, MigrationRequest, MoveSample, Plan, Prediction
+from migration_core.planning.drain import (
+    DrainPlan,
+    DrainSource,
+    DrainVm,
+    PlacedPlan,
+    options_for,
+    plan_drain,
+    plan_to_any,
+)
 from migration_core.planning.estimate import MoveInputs, estimate, mode_of, to_prediction, transferable_from_rss
+from migration_core.planning.estimates import CalibratedEstimator, MoveEstimator
+from migration_core.planning.placement import Candidacy, Destination, evaluate
 from migration_core.planning.planner import choose_mode, make_plan
 from migration_core.planning.prediction import mb_s_to_mib_s
 from migration_core.preflight import disks_to_copy
@@ -75,6 +88,11 @@ async def _maybe(what: str, aw: Awaitable[T]) -> tuple[T | None, str | None]:
         return None, str(err)
 
 
+def _target(vm: VmFacts) -> EmulatorTarget:
+    """The emulator, arch, machine and virt type the VM runs with: what CPU questions are asked about."""
+    return EmulatorTarget(vm.emulator, vm.arch, vm.machine, vm.domain_type)
+
+
 def _uses_netdev(vm: VmFacts) -> bool:
     """Whether a NIC is a macvtap on a host interface (type='direct'), which the destination must have too."""
     return any(i.type == "direct" and i.source_dev for i in vm.interfaces)
@@ -96,6 +114,12 @@ def _bridges_found(
         elif bridge in interfaces:
             found.add(bridge)
     return frozenset(found)
+
+
+# A TCP port probe from where the bot runs: (open?, detail); None when it cannot be told.
+Prober = Callable[[str, int, float], Awaitable[tuple[bool | None, str]]]
+async def _none() -> tuple[None, None]:
+    return None, None
 
 
 async def probe_tcp(host: str, port: int, timeout_s: float) -> tuple[bool | None, str]:
@@ -124,7 +148,7 @@ class PreflightRunner:
     def __init__(
         self,
         inventory: Inventory,
-        hypervisor: Hypervisor,
+        hypervisor: HypervisorPort,
         *,
         dirty_rate_window_s: float = 3.0,
         probe_timeout_s: float = 2.0,
@@ -132,6 +156,7 @@ class PreflightRunner:
         history: HistorySource | None = None,
         clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        prober: Prober | None = None,
     ) -> None:
         self.inventory = inventory
         self.history = history  # the store's move_samples for (vm_uuid, source, destination); None: model only
@@ -139,7 +164,10 @@ class PreflightRunner:
         self.hypervisor = hypervisor
         self.dirty_rate_window_s = dirty_rate_window_s
         self.probe_timeout_s = probe_timeout_s
+        self.prober: Prober = prober or probe_tcp  # the fleet answers for its simulated hosts
         self.settings = settings or PreflightSettings()
+        # how long a move takes on a share of the link (drains): None = the calibrated prediction with history
+        self.estimator: MoveEstimator | None = None
         self._monotonic = monotonic
         # (source URI, VM UUID) -> (when measured, the measurement): what a re-check may reuse.
         self._dirty_rates: dict[tuple[str, str], tuple[float, DirtyRateSample]] = {}
@@ -420,9 +448,7 @@ class PreflightRunner:
     async def _domcaps(self, dst: HostConfig, vm: VmFacts) -> tuple[DomainCapsFacts | None, str | None]:
         xml, err = await _maybe(
             "read domain capabilities",
-            self.hypervisor.domain_capabilities(
-                dst.uri, emulator=vm.emulator, arch=vm.arch, machine=vm.machine, virttype=vm.domain_type
-            ),
+            self.hypervisor.domain_capabilities(dst.uri, _target(vm)),
         )
         if xml is None:
             return None, err
@@ -494,8 +520,8 @@ class PreflightRunner:
         if not vm.cpu.xml or vm.cpu.mode == "host-passthrough":
             return None  # the check reports what a missing or passthrough CPU definition means
         hyp = self.hypervisor
-        kw = {"emulator": vm.emulator, "arch": vm.arch, "machine": vm.machine, "virttype": vm.domain_type}
-        result, err = await _maybe("compare CPUs", hyp.compare_cpu(dst.uri, vm.cpu.xml, **kw))
+        target = _target(vm)
+        result, err = await _maybe("compare CPUs", hyp.compare_cpu(dst.uri, vm.cpu.xml, target))
         if result is None:
             return CpuComparison(compatible=None, error=err)
         if result.compatible:
@@ -505,24 +531,14 @@ class PreflightRunner:
         # whose baseline the lab proved unrunnable).
         baseline_xml: str | None = None
         src_caps, dst_caps = await asyncio.gather(
-            _maybe("read domain capabilities", hyp.domain_capabilities(src.uri, **kw)),
-            _maybe("read domain capabilities", hyp.domain_capabilities(dst.uri, **kw)),
+            _maybe("read domain capabilities", hyp.domain_capabilities(src.uri, target)),
+            _maybe("read domain capabilities", hyp.domain_capabilities(dst.uri, target)),
         )
         cpus = [c for c, _ in (src_caps, dst_caps) if c]
         if len(cpus) == 2:
             host_cpus = [x for x in (host_model_cpu_xml(c) for c in cpus) if x]
             if len(host_cpus) == 2:
-                baseline_xml, _ = await _maybe(
-                    "compute a baseline CPU",
-                    hyp.baseline_cpu(
-                        dst.uri,
-                        host_cpus,
-                        emulator=vm.emulator,
-                        arch=vm.arch,
-                        machine=vm.machine,
-                        virttype=vm.domain_type,
-                    ),
-                )
+                baseline_xml, _ = await _maybe("compute a baseline CPU", hyp.baseline_cpu(dst.uri, host_cpus, target))
         return CpuComparison(
             compatible=False,
             result=result.message,
@@ -552,7 +568,7 @@ class PreflightRunner:
             results = await asyncio.gather(*(probe_from(via, h, p, self.probe_timeout_s) for _, h, p in targets))
             origin = "source"
         else:
-            results = await asyncio.gather(*(probe_tcp(h, p, self.probe_timeout_s) for _, h, p in targets))
+            results = await asyncio.gather(*(self.prober(h, p, self.probe_timeout_s) for _, h, p in targets))
             origin = "bot"
         probes = []
         for (what, host, port), (ok, detail) in zip(targets, results, strict=True):
@@ -588,3 +604,273 @@ class PreflightRunner:
         while len(self._dirty_rates) > _DIRTY_RATES_KEPT:
             del self._dirty_rates[next(iter(self._dirty_rates))]
         return sample
+
+
+    # ----- many moves at once: drains and `<vm> to any` (issue 11) -----------------------------------------
+
+    async def plan_drain(
+        self,
+        host: str,
+        options: MigrationOptions,
+        *,
+        to: Sequence[str] = (),
+        except_vms: Sequence[str] = (),
+        include_stopped: bool = False,
+    ) -> DrainPlan:
+        """The dry run of draining `host`: facts gathered once, then the pure planner (planning/drain.py)."""
+        src = self.inventory.get(host)
+        facts = await self.gather_host_moves(src, None, self._candidates(src, to), options)
+        return plan_drain(
+            DrainSource(src.name, src.link_mib_s, src.max_outbound),
+            facts.vms,
+            facts.destinations,
+            facts.candidacy,
+            options,
+            await self._estimator_for(facts),
+            include_stopped=include_stopped,
+            except_vms=except_vms,
+        )
+
+    async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan:
+        """`<vm> to any`: every other host checked as for a single move; the best one's plan, and why."""
+        src_cfg, dom, errors, _names, _listing = await self._locate(vm)
+        if src_cfg is None or dom is None:
+            if len(errors) == len(self.inventory):
+                raise HostUnreachable(
+                    f"no host in {self.inventory.path} answers", "check that libvirtd runs on the hosts"
+                )
+            close = difflib.get_close_matches(vm, _names, n=1, cutoff=0.6)
+            hint = f"did you mean `{close[0]}`?" if close else "check the VM's name with `virsh list --all`"
+            raise PreflightError(f"no host has a VM named `{vm}`", hint)
+        facts = await self.gather_host_moves(src_cfg, (dom,), self._candidates(src_cfg, ()), options)
+        return plan_to_any(
+            facts.vms[0],
+            DrainSource(src_cfg.name, src_cfg.link_mib_s, src_cfg.max_outbound),
+            facts.destinations,
+            facts.candidacy,
+            options,
+            await self._estimator_for(facts),
+        )
+
+    async def _estimator_for(self, facts: HostMoveFacts) -> MoveEstimator:
+        """`self.estimator` if one was set; else the calibrated prediction with each pair's history, read once."""
+        if self.estimator is not None:
+            return self.estimator
+        keys = sorted(
+            {(c.facts.vm.uuid, c.facts.source.name, c.facts.destination.name) for c in facts.candidacy.values()
+             if c.facts.vm is not None}
+        )  # fmt: skip
+        history: dict[tuple[str, str, str], Sequence[MoveSample]] = {}
+        if self.history is not None and keys:
+            found = await asyncio.gather(*(_maybe("read the migration history", self.history(*k)) for k in keys))
+            history = {k: samples for k, (samples, _e) in zip(keys, found, strict=True) if samples}
+        return CalibratedEstimator(history)
+
+    def _candidates(self, src: HostConfig, to: Sequence[str]) -> list[HostConfig]:
+        if to:
+            return [self.inventory.get(name) for name in to if self.inventory.get(name).name != src.name]
+        return [h for h in self.inventory if h.name != src.name]
+
+    async def gather_host_moves(
+        self,
+        src: HostConfig,
+        only: Sequence[DomainInfo] | None,
+        candidates: Sequence[HostConfig],
+        options: MigrationOptions,
+    ) -> HostMoveFacts:
+        """Facts for moving one source host's VMs (or `only` these) to each candidate, every fact asked once.
+
+        Per VM once: its XML, snapshots, dirty rate (the 3 s sample; all VMs sampled at the same time). Per
+        destination once: host facts, its domains (and their anti-affinity groups), networks, interfaces, the
+        port probes. Per (VM, destination): storage visibility, the CPU comparison, domain capabilities. Then
+        the single move's checks run once per pair (placement.evaluate).
+        """
+        hyp = self.hypervisor
+        if only is None:
+            domains, error = await _maybe(f"list {src.name}'s VMs", hyp.list_domains(src.uri))
+            if domains is None:
+                raise HostUnreachable(
+                    f"{src.name} does not answer: {error}",
+                    f"check libvirtd on {src.name} and its uri in the hosts file",
+                )
+        else:
+            domains = tuple(only)
+        source = Endpoint(name=src.name, uri=src.uri)
+        names = tuple(d.name for d in domains)
+
+        async def one_vm(dom: DomainInfo) -> tuple[VmFacts | None, DirtyRateSample | None, int | None, int | None]:
+            xml, _err = await _maybe("read the VM's XML", hyp.domain_xml(src.uri, dom.name, migratable=True))
+            vm: VmFacts | None = None
+            if xml is not None:
+                try:
+                    vm = parse_domain(xml)
+                except MigrateBotError as err:
+                    log.warning("drain: %s's XML does not parse: %s", dom.name, err)
+            if vm is None:
+                return None, None, None, None
+            state = VmState.of(dom.state)
+            live = choose_mode(MigrationRequest(dom.name, "any", options), state) is MigrationMode.LIVE
+            (dirty, (snaps, _e), (rss, _e2)) = await asyncio.gather(
+                self._dirty_rate(src, vm, state, live),
+                _maybe("count the VM's snapshots", hyp.snapshot_count(src.uri, dom.name)),
+                _maybe("read the VM's memory stats", hyp.memory_rss_bytes(src.uri, dom.name))
+                if live
+                else _none(),
+            )
+            return vm, dirty, snaps, transferable_from_rss(vm.memory_bytes, rss) if rss is not None else None
+
+        async def one_dest(dst: HostConfig) -> _DestFacts:
+            answered, err = await _maybe(f"reach {dst.name}", hyp.list_domains(dst.uri))
+            if answered is None:
+                return _DestFacts(dst, error=err or "no answer")
+            (host, (networks, _e1), (ifaces, _e2), groups) = await asyncio.gather(
+                self._host(dst),
+                _maybe("list the destination's networks", hyp.networks(dst.uri)),
+                _maybe("list the destination's interfaces", hyp.interfaces(dst.uri)),
+                self._resident_groups(dst, answered),
+            )
+            interfaces = None if ifaces is None else frozenset(i.name for i in ifaces)
+            return _DestFacts(dst, answered, host, networks, interfaces, groups)
+
+        vm_results, dest_results, src_host = await asyncio.gather(
+            asyncio.gather(*(one_vm(d) for d in domains)),
+            asyncio.gather(*(one_dest(h) for h in candidates)),
+            self._host(src),
+        )
+        pairs = [
+            (dom, vm_r, dest_r)
+            for dom, vm_r in zip(domains, vm_results, strict=True)
+            for dest_r in dest_results
+            if dest_r.error is None
+        ]
+        listing = {d.cfg.name: d.domains for d in dest_results if d.error is None}
+        unanswered = tuple(sorted(d.cfg.name for d in dest_results if d.error is not None))
+        pair_facts = await asyncio.gather(
+            *(
+                self._pair(source, src, src_host, dom, vm_r, d, options, names, listing, unanswered)
+                for dom, vm_r, d in pairs
+            )
+        )
+        candidacy = {(dom.name, d.cfg.name): evaluate(f) for (dom, _v, d), f in zip(pairs, pair_facts, strict=True)}
+        vms = tuple(
+            DrainVm(
+                dom.name,
+                VmState.of(dom.state),
+                vm.memory_bytes if vm else 0,
+                tuple(dict.fromkeys((*self.inventory.groups_of(dom.name), *(vm.anti_affinity_groups if vm else ())))),
+                dirty.rate_mib_s if dirty else None,
+                transferable,
+            )
+            for dom, (vm, dirty, _s, transferable) in zip(domains, vm_results, strict=True)
+        )
+        destinations = tuple(
+            Destination(
+                d.cfg.name,
+                reserve_bytes=d.cfg.memory_reserve_bytes,
+                max_inbound=d.cfg.max_inbound,
+                link_mib_s=d.cfg.link_mib_s,
+                peer_uri=d.cfg.peer_uri,
+                migration_address=d.cfg.migration_address,
+                resident_groups=d.groups,
+                error=d.error,
+            )
+            for d in dest_results
+        )
+        return HostMoveFacts(vms, destinations, candidacy)
+
+    async def _resident_groups(self, dst: HostConfig, domains: Sequence[DomainInfo]) -> tuple[tuple[str, str], ...]:
+        """(group, VM) for the VMs on a destination: from the inventory and from each VM's own metadata."""
+        xmls = await asyncio.gather(
+            *(_maybe("read a VM", self.hypervisor.domain_xml(dst.uri, d.name, migratable=False)) for d in domains)
+        )
+        found: list[tuple[str, str]] = []
+        for d, (xml, _err) in zip(domains, xmls, strict=True):
+            groups = list(self.inventory.groups_of(d.name))
+            if xml is not None:
+                with contextlib.suppress(MigrateBotError):  # an unreadable resident only loses its metadata
+                    groups += parse_domain(xml).anti_affinity_groups
+            found += [(g, d.name) for g in dict.fromkeys(groups)]
+        return tuple(found)
+
+    async def _pair(
+        self,
+        source: Endpoint,
+        src: HostConfig,
+        src_host: HostFacts | None,
+        dom: DomainInfo,
+        vm_r: tuple[VmFacts | None, DirtyRateSample | None, int | None, int | None],
+        d: _DestFacts,
+        options: MigrationOptions,
+        names: tuple[str, ...],
+        listing: Mapping[str, Sequence[DomainInfo]],
+        unanswered: tuple[str, ...],
+    ) -> PreflightFacts:
+        vm, dirty, snaps, _transferable = vm_r
+        state = VmState.of(dom.state)
+        request = MigrationRequest(dom.name, d.cfg.name, options_for(options, state))
+        base = PreflightFacts(
+            request=request,
+            source=source,
+            destination=Endpoint(name=d.cfg.name, uri=d.cfg.uri),
+            known_hosts=tuple(self.inventory.names()),
+            known_vms=names,
+            vm_state=state,
+            vm_persistent=dom.persistent,
+            settings=self.settings,
+            vm=vm,
+            # the candidates' listings only: hosts outside --to were not asked
+            definitions_elsewhere=tuple(
+                DefinitionElsewhere(host, x.name, x.active)
+                for host, domains in sorted(listing.items())
+                for x in domains
+                if dom.uuid and x.uuid.lower() == dom.uuid.lower()
+            ),
+            hosts_unanswered=unanswered,
+        )
+        if vm is None:
+            return base
+        live = choose_mode(request, state) is MigrationMode.LIVE
+        (domcaps, domcaps_error), disks, cpu, probes = await asyncio.gather(
+            self._domcaps(d.cfg, vm),
+            self._disks(src, d.cfg, vm),
+            self._cpu(src, d.cfg, vm),
+            self._probes(src, d.cfg, live),
+        )
+        return replace(
+            base,
+            source_host=src_host,
+            destination_host=d.host,
+            destination_domcaps=domcaps,
+            destination_domcaps_error=domcaps_error,
+            destination_domains=tuple(DestinationDomain(x.name, x.uuid, x.active, x.persistent) for x in d.domains),
+            destination_networks=tuple(DestinationNetwork(n.name, n.active, n.bridge) for n in d.networks)
+            if d.networks is not None
+            else None,
+            destination_bridges=_bridges_found(vm, d.networks, d.interfaces),
+            destination_netdevs=d.interfaces if _uses_netdev(vm) else frozenset(),
+            vm_snapshots=snaps,
+            disks=disks,
+            cpu=cpu,
+            probes=probes,
+            dirty_rate=dirty,
+        )
+
+
+@dataclass(frozen=True)
+class _DestFacts:
+    cfg: HostConfig
+    domains: tuple[DomainInfo, ...] = ()
+    host: HostFacts | None = None
+    networks: Sequence[NetworkInfo] | None = None
+    interfaces: frozenset[str] | None = None
+    groups: tuple[tuple[str, str], ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class HostMoveFacts:
+    """What `gather_host_moves` found: the source's VMs, the candidates, and each (VM, host) pair's checks."""
+
+    vms: tuple[DrainVm, ...]
+    destinations: tuple[Destination, ...]
+    candidacy: Mapping[tuple[str, str], Candidacy]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from migration_core.facts.gathered import VmState
 from migration_core.models import (
     Approval,
     CheckResult,
@@ -22,6 +23,7 @@ from migration_core.models import (
     ProgressSample,
     VerificationSummary,
 )
+from migration_core.planning.drain import DrainPlan, PlacedPlan
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 GIB = 1024**3
@@ -193,3 +195,46 @@ def summary(*, job_id: int = 7, outcome: JobState = JobState.SUCCEEDED) -> Verif
 
 def with_state(j: Job, state: JobState, **kw: object) -> Job:
     return replace(j, state=state, **kw)  # type: ignore[arg-type]
+
+
+# ----- drain dry runs (issue 11): built by the real pure planner over a small synthetic fleet ---------------
+
+
+def drain_plan(host: str = "hostA") -> DrainPlan:
+    from migration_core.planning.drain import plan_drain
+    from migration_core.planning.estimates import ModelEstimator
+    from tests.migration_core.drain_support import SynFleet, SynHost, SynVm
+
+    fleet = SynFleet(
+        source=host,
+        source_link_mib_s=200.0,
+        max_outbound=2,
+        hosts=[SynHost("hostB", free_gib=12, reserve_gib=2), SynHost("hostC", free_gib=6, cpu_family="old")],
+        vms=[
+            SynVm("vm42", 0.25, 2.0),
+            SynVm("web1", 0.5, 1.0),
+            SynVm("db1", 2, 20.0, groups=("db",)),
+            SynVm("db2", 2, 20.0, groups=("db",)),
+            SynVm("gpu", 4, 1.0, cpu_family="new"),
+            SynVm("huge", 64),
+            SynVm("stopped", 1, state=VmState.SHUTOFF),
+        ],
+    )
+    return plan_drain(
+        fleet.drain_source(), fleet.drain_vms(), fleet.destinations(), fleet.candidacy(), MigrationOptions(),
+        ModelEstimator(),
+    )  # fmt: skip
+
+
+def placed_plan(vm: str = "vm42", *, nowhere: bool = False) -> PlacedPlan:
+    from migration_core.planning.drain import plan_to_any
+    from migration_core.planning.estimates import ModelEstimator
+    from tests.migration_core.drain_support import SynFleet, SynHost, SynVm
+
+    size = 64 if nowhere else 0.25
+    fleet = SynFleet(source="hostA", hosts=[SynHost("hostB", free_gib=8), SynHost("hostC", free_gib=4)],
+                     vms=[SynVm(vm, size)])  # fmt: skip
+    return plan_to_any(
+        fleet.drain_vms()[0], fleet.drain_source(), fleet.destinations(), fleet.candidacy(), MigrationOptions(),
+        ModelEstimator(),
+    )  # fmt: skip

@@ -16,7 +16,7 @@ from bot.app import SlackApproverCheck, build_app, make_web_client
 from bot.settings import Settings, Transport
 from bot.slack_runner import run_http
 from migration_core.events import RecordingSink
-from tests.bot.fake_service import InMemoryService
+from tests.bot.fleet_service import open_fleet_service
 from tests.handlers.fakes import slack_error
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -50,8 +50,10 @@ def test_web_client_uses_the_configured_base_url_and_retry_handlers():
     assert rate.max_retry_count >= 2
 
 
-def test_build_app_registers_every_listener():
-    app = build_app(settings(), InMemoryService(RecordingSink(), _nobody), approver_check=_nobody)
+async def test_build_app_registers_every_listener():
+    # the real service (on the in-memory fleet), not started: these tests only wire and serve HTTP
+    async with await open_fleet_service(RecordingSink(), _nobody, start=False) as service:
+        app = build_app(settings(), service, approver_check=_nobody)
     assert isinstance(app, AsyncApp)
     # /migrate, 6 buttons, 2 modals, app_home_opened, and the catch-alls for unknown commands, controls,
     # forms and events
@@ -65,7 +67,8 @@ def _sign(body: str, ts: int, secret: str = SECRET) -> str:
 
 async def test_http_mode_health_and_signature_checks():
     s = settings()
-    app = build_app(s, InMemoryService(RecordingSink(), _nobody), approver_check=_nobody)
+    fs = await open_fleet_service(RecordingSink(), _nobody, start=False)
+    app = build_app(s, fs.service, approver_check=_nobody)
     stop = asyncio.Event()
     port_box: list[int] = []
     server = asyncio.create_task(run_http(app, s, host="127.0.0.1", stop=stop, on_listening=port_box.append))
@@ -97,6 +100,7 @@ async def test_http_mode_health_and_signature_checks():
     finally:
         stop.set()
         await server
+        await fs.close()
 
 
 class GroupClient:

@@ -18,6 +18,7 @@ from slack_sdk.models.views import View
 
 from bot.blocks.answers import freezes_message, help_message, hosts_message, jobs_message, status_message
 from bot.blocks.card import card_message, plan_message
+from bot.blocks.drain import drain_plan_message, placed_plan_message
 from bot.blocks.home import home_message
 from bot.blocks.ir import CONSOLE, SLACK, Message
 from bot.blocks.modals import ModalTarget, bandwidth_modal, downtime_modal
@@ -34,10 +35,11 @@ from migration_core.models import (
     Decision,
     GroupNeed,
     JobState,
+    MigrationOptions,
     Phase,
 )
 from migration_core.service_api import FreezeStatus, HostStatus, QueuePosition
-from tests.bot.factories import PASSING, T0, job, plan, sample, summary
+from tests.bot.factories import PASSING, T0, drain_plan, job, placed_plan, plan, sample, summary
 
 GOLDEN = Path(__file__).parent / "golden"
 TTL = 1800.0
@@ -80,6 +82,9 @@ POLICY_PLAN = replace(
 def _cases() -> dict[str, dict[str, Any]]:
     m = message_payload
     return {
+        "drain_plan": m(drain_plan_message(drain_plan(), SLACK)),
+        "plan_any": m(placed_plan_message(placed_plan(), SLACK)),
+        "plan_any_nowhere": m(placed_plan_message(placed_plan(nowhere=True), SLACK)),
         "card_awaiting": m(card_message(job(), SLACK, ttl_s=TTL)),
         "card_awaiting_risky_one_of_two": m(
             card_message(job(p=RISKY, approvers=("U0BOB",)), SLACK, ttl_s=TTL)
@@ -393,3 +398,40 @@ def test_card_past_its_window_shows_expired_without_buttons_even_before_the_stor
     assert set(_actions(inside)) == {"approve", "deny"}
     past = message_payload(card_message(job(), SLACK, ttl_s=TTL, now=T0 + timedelta(minutes=30)))
     assert _actions(past) == {} and "Expired* at" in _all_text(past)
+
+
+def test_drain_dry_run_shows_every_vm_with_a_host_or_a_reason_and_changes_nothing():
+    plan = drain_plan()
+    text = _all_text(CASES["drain_plan"])
+    assert _actions(CASES["drain_plan"]) == {}  # a dry run has nothing to approve
+    for m in plan.moves:
+        assert m.vm in text and m.destination in text
+    for lb in plan.left_behind:
+        assert f"*{lb.vm}*" in text and "fix:" in text
+    assert "nothing was changed" in text and "ETA" in text and plan.hash in text
+    assert {lb.vm for lb in plan.left_behind} == {"huge", "stopped"}
+    assert "drain execution is not available yet" in text
+
+
+def test_plan_to_any_says_why_the_host_was_chosen():
+    text = _all_text(CASES["plan_any"])
+    assert "*Placement*" in text and "hostB: most free memory after the moves already placed" in text
+    nowhere = _all_text(CASES["plan_any_nowhere"])
+    assert "No host can take vm42" in nowhere and "fix:" in nowhere
+
+
+def test_a_big_drain_fits_slack_limits():
+    from migration_core.planning.drain import plan_drain
+    from migration_core.planning.estimates import ModelEstimator
+    from tests.migration_core.drain_support import SynFleet, SynHost, SynVm
+
+    fleet = SynFleet(hosts=[SynHost(f"host{i:02d}", free_gib=64) for i in range(20)],
+                     vms=[SynVm(f"a-rather-long-vm-name-{j:03d}", 1) for j in range(120)])  # fmt: skip
+    plan = plan_drain(fleet.drain_source(), fleet.drain_vms(), fleet.destinations(), fleet.candidacy(),
+                      MigrationOptions(),
+                      ModelEstimator())  # fmt: skip
+    payload = message_payload(drain_plan_message(plan, SLACK))
+    for b in payload["blocks"]:
+        assert Block.parse(b).to_dict()
+    assert problems(payload["blocks"]) == []
+    assert "more: see `migrate-bot plan drain h00 --json`" in _all_text(payload)

@@ -1,10 +1,17 @@
-"""/migrate listener at unit level: ack first, ephemeral answers, one card per request, idempotency."""
+"""/migrate listener at unit level: ack first, ephemeral answers, one card per request, idempotency.
+
+The listener talks to the real MigrationService on the in-memory fleet (tests/bot/fleet_service.py), on
+virtual time.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
+
+import pytest
 
 from bot.settings import Settings
 from handlers import commands
@@ -13,16 +20,25 @@ from handlers.progress import SlackProgressSink
 from migration_core.errors import PolicyError
 from migration_core.events import RecordingSink
 from tests.bot.factories import T0
-from tests.bot.fake_service import InMemoryService
+from tests.bot.fleet_service import FleetService, open_fleet_service
 from tests.handlers.fakes import FakeBoltApp, Recorder, RecordingClient, settle
+
+pytestmark = pytest.mark.virtual_time
 
 
 async def _approver(user: str) -> bool:
     return user in ("U0BOB", "U0CAROL")
 
 
-def setup(**settings: Any):
-    service = InMemoryService(RecordingSink(), _approver)
+@pytest.fixture
+async def fleet() -> AsyncIterator[FleetService]:
+    fs = await open_fleet_service(RecordingSink(), _approver)
+    yield fs
+    await fs.close()
+
+
+def setup(fleet: FleetService, **settings: Any):
+    service = fleet.service
     client = RecordingClient()
     sink = SlackProgressSink(client, service, now=lambda: T0)
     deps = Deps(
@@ -48,47 +64,48 @@ async def call(listener, b, client):
     return ack, respond, log
 
 
-async def test_grammar_error_is_acked_ephemerally_with_the_hint():
-    listener, service, client = setup()
+async def test_grammar_error_is_acked_ephemerally_with_the_hint(fleet: FleetService):
+    listener, service, client = setup(fleet)
     ack, respond, _ = await call(listener, body("vm42 too hostB"), client)
     assert len(ack.calls) == 1 and ack.calls[0]["response_type"] == "ephemeral"
     assert "⚠️" in ack.calls[0]["text"]
-    assert respond.calls == [] and service.submits == 0 and client.calls == []
+    assert respond.calls == [] and await service.history() == [] and client.calls == []
 
 
-async def test_help_is_the_ack():
-    listener, _, client = setup()
+async def test_help_is_the_ack(fleet: FleetService):
+    listener, _, client = setup(fleet)
     ack, respond, _ = await call(listener, body("help"), client)
     assert "/migrate &lt;vm&gt; to &lt;host&gt; [options]" in ack.text() and respond.calls == []
 
 
-async def test_request_acks_first_then_posts_one_card_and_remembers_it():
-    listener, service, client = setup()
+async def test_request_acks_first_then_posts_one_card_and_remembers_it(fleet: FleetService):
+    listener, service, client = setup(fleet)
     _ack, respond, log = await call(listener, body("vm42 to hostB --reason CHG-9"), client)
     assert log[0][0] == "ack" and "Checking vm42 → hostB" in log[0][1]["text"]
     (card,) = client.of("chat_postMessage")
     assert card["channel"] == "C0OPS" and card["text"].startswith("Approval needed: migrate vm42")
     actions = [b for b in card["blocks"] if b["type"] == "actions"]
     assert actions[0]["block_id"] == "approval:1"
-    job = service.jobs[1]
+    job = await service.get_job(1)
     assert (job.chat_channel, job.chat_thread) == ("C0OPS", card["_ts"])
-    assert service.keys == {"slack:T1:111.222.abc": 1}
+    keyed = await service.store.find_by_idempotency_key("slack:T1:111.222.abc")
+    assert keyed is not None and keyed.id == 1
     assert respond.calls == []
 
 
-async def test_duplicate_delivery_posts_a_single_card():
-    listener, service, client = setup()
+async def test_duplicate_delivery_posts_a_single_card(fleet: FleetService):
+    listener, service, client = setup(fleet)
     b = body("vm42 to hostB")
     results = await asyncio.gather(call(listener, b, client), call(listener, dict(b), client))
     await settle()
     assert len(client.of("chat_postMessage")) == 1
-    assert len(service.jobs) == 1
+    assert len(await service.history()) == 1
     responds = [r for _, r, _ in results]
     assert sum("Already requested: job #1" in r.text() for r in responds) == 1
 
 
-async def test_refusal_from_the_service_goes_back_ephemerally():
-    listener, service, client = setup()
+async def test_refusal_from_the_service_goes_back_ephemerally(fleet: FleetService):
+    listener, service, client = setup(fleet)
 
     async def refuse(*a: Any, **k: Any):
         raise PolicyError("you made 30 migration requests in the last hour (limit 30); try again in 12 min")
@@ -99,8 +116,8 @@ async def test_refusal_from_the_service_goes_back_ephemerally():
     assert client.calls == []
 
 
-async def test_unexpected_error_gets_a_reference_not_a_traceback():
-    listener, service, client = setup()
+async def test_unexpected_error_gets_a_reference_not_a_traceback(fleet: FleetService):
+    listener, service, client = setup(fleet)
 
     async def boom(*a: Any, **k: Any):
         raise RuntimeError("secret internals")
@@ -111,8 +128,8 @@ async def test_unexpected_error_gets_a_reference_not_a_traceback():
     assert "error reference ERR-" in text and "secret internals" not in text
 
 
-async def test_plan_status_history_hosts_cancel_answer_ephemerally():
-    listener, _service, client = setup()
+async def test_plan_status_history_hosts_cancel_answer_ephemerally(fleet: FleetService):
+    listener, _service, client = setup(fleet)
     await call(listener, body("vm42 to hostB"), client)
     for text, needle in [
         ("plan vm42 to hostB", "Plan: live migration of vm42"),
@@ -122,7 +139,7 @@ async def test_plan_status_history_hosts_cancel_answer_ephemerally():
         ("status", "Active migrations"),
         ("history", "#1"),
         ("hosts", "hostA"),
-        ("status 99", "there is no job 99"),
+        ("status 99", "there is no job #99"),
     ]:
         _, respond, _ = await call(listener, body(text), client)
         assert needle in respond.text(), (text, respond.text()[:500])
@@ -133,8 +150,8 @@ async def test_plan_status_history_hosts_cancel_answer_ephemerally():
     assert "Job #1 withdrawn (aborted)" in respond.text()
 
 
-async def test_card_blocks_in_the_post_are_valid_json():
-    listener, _, client = setup()
+async def test_card_blocks_in_the_post_are_valid_json(fleet: FleetService):
+    listener, _, client = setup(fleet)
     await call(listener, body("vm42 to hostB"), client)
     json.dumps(client.of("chat_postMessage")[0]["blocks"])
 
@@ -147,6 +164,31 @@ def test_idempotency_key_prefers_trigger_id_and_falls_back_to_a_minute_window():
     assert k1 == commands.idempotency_key(no_trigger, now_s=659.0)
     assert k1 != commands.idempotency_key(no_trigger, now_s=660.0)
     assert k1 != commands.idempotency_key({**no_trigger, "user_id": "U0BOB"}, now_s=600.0)
+
+
+async def test_drain_dry_run_and_to_any_answer_ephemerally_and_drain_execution_changes_nothing():
+    listener, service, client = setup()
+    ack, respond, _ = await call(listener, body("plan drain hostA"), client)
+    assert "Planning the drain of hostA" in ack.calls[0]["text"]
+    assert "Dry run: drain hostA" in respond.text() and "Left behind" in respond.text()
+    assert all(c["response_type"] == "ephemeral" for c in respond.calls)
+    ack, respond, _ = await call(listener, body("plan vm42 to any"), client)
+    assert "Finding a host for vm42" in ack.calls[0]["text"] and "*Placement*" in respond.text()
+    _, respond, _ = await call(listener, body("plan huge"), client)
+    assert "No host can take huge" in respond.text()
+    for text in ("drain hostA", "return hostA", "cancel drain 3"):
+        ack, respond, _ = await call(listener, body(text), client)
+        assert "drain execution is not available yet" in ack.calls[0]["text"], text
+        assert "Nothing was changed" in ack.calls[0]["text"] and respond.calls == []
+    assert service.jobs == {} and client.calls == []
+
+
+async def test_vm_to_any_requests_the_move_to_the_chosen_host():
+    listener, service, client = setup()
+    _, respond, _ = await call(listener, body("vm42 to any"), client)
+    assert "vm42 goes to hostB: most free memory" in respond.text()
+    (job,) = service.jobs.values()
+    assert (job.vm, job.destination) == ("vm42", "hostB")
 
 
 class _Request:
@@ -162,9 +204,9 @@ def test_retry_num_reads_slacks_header_in_both_transports():
     assert commands.retry_num(_Request({"x-slack-retry-num": ["x"]})) == 0
 
 
-async def test_a_retry_of_a_delivery_already_taken_is_acked_silently():
+async def test_a_retry_of_a_delivery_already_taken_is_acked_silently(fleet: FleetService):
     """Issue 13 §5: Slack's retry (same trigger_id, X-Slack-Retry-Num) must not answer the person twice."""
-    listener, service, client = setup()
+    listener, service, client = setup(fleet)
     b = body("vm42 to hostB")
     log: list[tuple[str, dict[str, Any]]] = []
     first_ack, first_respond = Recorder(log, "ack"), Recorder(log, "respond")
@@ -175,9 +217,10 @@ async def test_a_retry_of_a_delivery_already_taken_is_acked_silently():
     await settle()
     assert "Checking" in first_ack.calls[0]["text"]
     assert retry_ack.calls == [{}] and retry_respond.calls == []  # an empty ack, nothing more
-    assert service.submits == 1 and len(client.of("chat_postMessage")) == 1
+    assert len(await service.history()) == 1 and len(client.of("chat_postMessage")) == 1
     # A retry whose first delivery never arrived here is answered like a first delivery.
     other = body("busy to hostB", trigger="333.444.def")
     ack, respond = Recorder(log, "ack"), Recorder(log, "respond")
     await listener(ack=ack, body=other, respond=respond, client=client, request=_Request({"x-slack-retry-num": ["1"]}))
-    assert "Checking" in ack.calls[0]["text"] and service.submits == 2
+    await settle()
+    assert "Checking" in ack.calls[0]["text"] and len(await service.history()) == 2

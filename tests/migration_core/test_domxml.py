@@ -457,3 +457,38 @@ def test_nodedev_of_the_wrong_kind() -> None:
         domxml.parse_pci_nodedev(xml("nodedev_nvidia_mdev.xml"))
     with pytest.raises(PreflightError, match="not a mediated device"):
         domxml.parse_mdev_nodedev(xml("nodedev_intel_nic.xml"))
+
+
+# ----- the bot's placement metadata (issue 11) ------------------------------------------------------------
+from migration_core.facts.metadata import parse_placement_metadata  # noqa: E402
+from migration_core.facts.xmlutil import parse_xml  # noqa: E402
+
+_META_CASES = [
+    ("", (), ()),
+    ("<metadata/>", (), ()),
+    (
+        '<metadata><mb:placement xmlns:mb="urn:migrate-bot:placement:1"><mb:anti-affinity group="db"/>'
+        '<mb:anti-affinity group="web"/><mb:anti-affinity group="db"/></mb:placement></metadata>',
+        ("db", "web"),
+        (),
+    ),
+    # another tool's element of the same local name is not ours
+    ('<metadata><x:anti-affinity xmlns:x="urn:other" group="db"/></metadata>', (), ()),
+    (
+        '<metadata><mb:placement xmlns:mb="urn:migrate-bot:placement:1"><mb:anti-affinity group="a b"/>'
+        "</mb:placement></metadata>",
+        (),
+        ("metadata anti-affinity group 'a b' ignored: a group name is 1 to 64 characters",),
+    ),
+]
+
+
+@pytest.mark.parametrize(("metadata", "groups", "problems"), _META_CASES)
+def test_placement_metadata_names_the_anti_affinity_groups(
+    metadata: str, groups: tuple[str, ...], problems: tuple[str, ...]
+) -> None:
+    xml = f"<domain type='kvm'><name>db1</name><uuid>u</uuid>{metadata}</domain>"
+    found = parse_placement_metadata(parse_xml(xml, "test"))
+    assert found.anti_affinity_groups == groups
+    assert [p[: len(q)] for p, q in zip(found.problems, problems, strict=True)] == list(problems)
+    assert domxml.parse_domain(xml).anti_affinity_groups == groups

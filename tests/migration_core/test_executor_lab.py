@@ -486,11 +486,12 @@ async def test_destination_daemon_killed_mid_migration(lab: LabInfo, hv: Hypervi
 _STARTER = textwrap.dedent("""
     import asyncio, sys
     from migration_core.hypervisor.libvirt_adapter import Hypervisor
+    from migration_core.hypervisor.types import MigrationCall
     src, vm, peer, migrate_uri = sys.argv[1:5]
     flags = ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST", "VIR_MIGRATE_UNDEFINE_SOURCE"]
     print("starting", flush=True)
-    asyncio.run(Hypervisor().migrate(src, vm, flags=flags, params={"bandwidth": 24, "migrate_uri": migrate_uri},
-                                     peer_uri=peer))
+    call = MigrationCall(tuple(flags), {"bandwidth": 24, "migrate_uri": migrate_uri}, peer_uri=peer)
+    asyncio.run(Hypervisor().migrate(src, vm, call))
 """)
 
 

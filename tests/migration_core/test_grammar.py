@@ -13,11 +13,15 @@ from migration_core.errors import GrammarError
 from migration_core.grammar.help import TOPICS
 from migration_core.grammar.parser import (
     CancelCommand,
+    CancelDrainCommand,
     Command,
+    DrainCommand,
     HelpCommand,
     HistoryCommand,
     HostsCommand,
     MigrateCommand,
+    PlaceCommand,
+    ReturnCommand,
     StatusCommand,
     command_from_json,
     command_to_json,
@@ -247,11 +251,9 @@ ERROR_CASES: list[tuple[str, str, str]] = [
     ("hots", "unknown command `hots`", "/migrate hosts"),
     # the shape <vm> to <host>
     ("vm42 hostB", "missing the word `to`", "/migrate vm42 to hostB"),
-    ("vm42", "missing the destination", "/migrate vm42 to hostB"),
     ("vm42 to", "missing the destination host", "vm42 to hostB"),
     ("to hostB", "missing the VM name", "vm42 to hostB"),
     ("plan", "missing the VM and the destination host", "plan vm42 to hostB"),
-    ("plan vm42", "missing the destination", "vm42 to hostB"),
     ("--postcopy", "missing the VM and the destination", "vm42 to hostB"),
     ("vm42 to hostB hostC", "unexpected extra words: `hostC`", "options start with --"),
     ("vm42 vm43 to hostB", "one VM per request", "one /migrate per VM"),
@@ -384,7 +386,7 @@ def test_overview_help_lists_every_command() -> None:
 def test_options_help_lists_every_option_and_the_live_only_marker() -> None:
     text = help_text("options")
     for spec in OPTIONS:
-        if not spec.history_only:
+        if not spec.history_only and not spec.drain_only:
             assert f"--{spec.name}" in text
     assert "--postcopy" in text and "[live]" in text
 
@@ -508,8 +510,10 @@ def test_command_like_text_parses_to_a_stable_command_or_a_grammar_error(text: s
     assert command_from_json(command_to_json(cmd)) == cmd
 
 
-_RESERVED = {"to", "?", "/migrate", "plan", "status", "cancel", "history", "hosts", "help"}
-names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", fullmatch=True).filter(lambda n: n.lower() not in _RESERVED)
+_RESERVED = {"to", "?", "/migrate", "plan", "status", "cancel", "history", "hosts", "help", "any", "drain", "return"}
+names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", fullmatch=True).filter(
+    lambda n: n.lower() not in _RESERVED
+)
 reasons = st.text(
     alphabet=st.sampled_from("abcXYZ019 -_.,:;!?#@/()[]{}<>$&*'\"`\\|~^%+=éßø—"), min_size=1, max_size=60
 ).filter(lambda r: r.strip() == r)
@@ -566,6 +570,117 @@ def test_valid_migrate_commands_round_trip_through_text_and_json(cmd: MigrateCom
     )
 )
 def test_other_commands_round_trip_through_text_and_json(cmd: Command) -> None:
+    assert parse_command(command_to_text(cmd)) == cmd
+    assert command_from_json(json.loads(json.dumps(command_to_json(cmd)))) == cmd
+
+
+# ----- the drain family (issue 11) ------------------------------------------------------------------------
+
+DRAIN_CASES: list[tuple[str, Command]] = [
+    ("vm42 to any", PlaceCommand("vm42")),
+    ("vm42 TO ANY", PlaceCommand("vm42")),
+    ("vm42", PlaceCommand("vm42")),
+    ("plan vm42", PlaceCommand("vm42", plan_only=True)),
+    ("plan vm42 to any --postcopy", PlaceCommand("vm42", MigrationOptions(postcopy=True), plan_only=True)),
+    ("vm42 --copy-storage all", PlaceCommand("vm42", MigrationOptions(copy_storage=CopyStorage.ALL))),
+    ("drain hostA", DrainCommand("hostA")),
+    ("plan drain hostA", DrainCommand("hostA", plan_only=True)),
+    ("/migrate plan drain hostA --to hostB,hostC", DrainCommand("hostA", ("hostB", "hostC"), plan_only=True)),
+    ("drain hostA --except vm1,vm2 --include-stopped", DrainCommand("hostA", (), ("vm1", "vm2"), True)),
+    ("drain hostA --to=hostB --postcopy --reason 'CHG-1 patching'",
+     DrainCommand("hostA", ("hostB",), options=MigrationOptions(postcopy=True, reason="CHG-1 patching"))),
+    ("drain hostA —to hostB", DrainCommand("hostA", ("hostB",))),
+    ("plan drain hostA --copy-storage all --max-downtime 500ms",
+     DrainCommand("hostA", plan_only=True,
+                  options=MigrationOptions(copy_storage=CopyStorage.ALL, max_downtime_ms=500))),
+    ("return hostA", ReturnCommand("hostA")),
+    ("return hostA --reason done", ReturnCommand("hostA", "done")),
+    ("cancel drain 7", CancelDrainCommand(7)),
+    ("cancel drain #7", CancelDrainCommand(7)),
+    # a VM may be named like the new words
+    ("drain to hostB", MigrateCommand(MigrationRequest("drain", "hostB"))),
+    ("plan drain to hostB", MigrateCommand(MigrationRequest("drain", "hostB"), plan_only=True)),
+    ("return to hostB", MigrateCommand(MigrationRequest("return", "hostB"))),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "expected"), DRAIN_CASES)
+def test_drain_family_commands(text: str, expected: Command) -> None:
+    cmd = parse_command(text)
+    assert cmd == expected
+    assert parse_command(command_to_text(cmd)) == cmd
+    assert command_from_json(json.loads(json.dumps(command_to_json(cmd)))) == cmd
+
+
+def test_drain_json_carries_every_migration_option_key() -> None:
+    data = as_json("plan drain hostA --to hostB --except vm1 --postcopy")
+    assert set(data) == (MIGRATE_KEYS - {"vm", "destination"}) | {"host", "to", "except", "include_stopped"}
+    assert data["command"] == "plan drain" and data["to"] == ["hostB"] and data["except"] == ["vm1"]
+    place = as_json("vm42 to any")
+    assert set(place) == MIGRATE_KEYS and place["destination"] is None
+    assert as_json("cancel drain 3") == {"command": "cancel drain", "drain_id": 3}
+    assert as_json("return hostA") == {"command": "return", "host": "hostA", "reason": None}
+
+
+DRAIN_ERRORS: list[tuple[str, str, str]] = [
+    ("drain", "`drain` needs the host to empty", "/migrate drain hostA"),
+    ("plan drain", "`plan drain` needs the host to empty", "/migrate plan drain hostA"),
+    ("drain hostA to hostB", "unexpected extra words: `to hostB`", "--to hostB"),
+    ("drain hostA hostB", "unexpected extra words: `hostB`", "one host per drain"),
+    ("drain hostA --to", "--to needs a value", "--to"),
+    ("drain hostA --to hostB,,hostC", "comma-separated list of host names", "hostB,hostC"),
+    ("drain hostA --to hostB,hostB", "names `hostb` twice", "once"),
+    ("drain hostA --to host;B", "not a valid host name", "1 to 64"),
+    ("drain hostA --except vm/1", "not a valid VM name", "1 to 64"),
+    ("drain hostA --to hostA", "--to names hostA, the host being drained", "not hostA"),
+    ("drain hostA --offline", "--offline does not apply to a drain", "--include-stopped"),
+    ("drain hostA --limit 3", "--limit applies only to `history`", "history"),
+    ("vm42 to hostB --to hostC", "--to applies only to `drain`", "plan drain hostA --to"),
+    ("vm42 to hostB --include-stopped", "--include-stopped applies only to `drain`", "plan drain"),
+    ("return", "`return` needs the host", "/migrate return hostA"),
+    ("return hostA hostB", "unexpected extra words: `hostB`", "return hostA"),
+    ("return hostA --postcopy", "--postcopy does not apply to `return`", "only --reason"),
+    ("cancel drain", "cancel drain needs the drain's id", "cancel drain 7"),
+    ("cancel drain x", "cancel drain takes the drain's id, not `x`", "cancel drain 7"),
+    ("drian hostA", "unknown command `drian`", "/migrate drain"),
+]
+
+
+@pytest.mark.parametrize(("text", "message", "hint"), DRAIN_ERRORS)
+def test_drain_family_errors(text: str, message: str, hint: str) -> None:
+    with pytest.raises(GrammarError) as info:
+        parse_command(text)
+    assert message in info.value.message
+    assert hint in info.value.hint
+
+
+def test_drain_help_explains_the_dry_run_and_the_options() -> None:
+    text = help_text("drain")
+    for fragment in ("plan drain", "--to", "--except", "--include-stopped", "memory_reserve", "anti-affinity"):
+        assert fragment in text
+    assert "drain" in help_text(None) and "to any" in help_text(None)
+    assert "--include-stopped" not in help_text("options")  # drain-only options are listed under drain
+
+
+@settings(max_examples=150)
+@given(
+    st.one_of(
+        st.builds(PlaceCommand, names, st.just(MigrationOptions()), st.booleans()),
+        migrate_commands().map(lambda c: PlaceCommand(c.request.vm, c.request.options, c.plan_only)),
+        st.builds(
+            DrainCommand,
+            names,
+            st.lists(names, max_size=3, unique_by=str.lower).map(tuple),
+            st.lists(names, max_size=3, unique_by=str.lower).map(tuple),
+            st.booleans(),
+            st.builds(MigrationOptions, postcopy=st.booleans(), reason=st.none() | reasons),
+            st.booleans(),
+        ).filter(lambda d: d.host.lower() not in {h.lower() for h in d.to}),
+        st.builds(ReturnCommand, names, st.none() | reasons),
+        st.builds(CancelDrainCommand, st.integers(1, 10**12)),
+    )
+)
+def test_drain_family_round_trips_through_text_and_json(cmd: Command) -> None:
     assert parse_command(command_to_text(cmd)) == cmd
     assert command_from_json(json.loads(json.dumps(command_to_json(cmd)))) == cmd
 

@@ -16,7 +16,7 @@ import pytest
 
 from migration_core.errors import HostUnreachable, HypervisorError
 from migration_core.hypervisor.libvirt_adapter import Hypervisor, migration_flags
-from migration_core.hypervisor.types import DomainNotFound, DomainState, JobType
+from migration_core.hypervisor.types import DomainNotFound, DomainState, EmulatorTarget, JobType, MigrationCall
 from tests.labkit import REPO, LabInfo
 from tests.migration_core.executor_lab_support import A, B, Guest, drop_guest, healthy_link, make_guest
 
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.lab
 
 QEMU64 = "<cpu><arch>x86_64</arch><model>qemu64</model></cpu>"
 KVM64 = "<cpu><arch>x86_64</arch><model>kvm64</model></cpu>"
+Q35_KVM = EmulatorTarget(arch="x86_64", machine="q35", virttype="kvm")
 LIVE_P2P = (
     "VIR_MIGRATE_LIVE",
     "VIR_MIGRATE_PEER2PEER",
@@ -51,7 +52,7 @@ def guest(lab: LabInfo, hv: Hypervisor) -> Iterator[Guest]:
 async def _home(hv: Hypervisor, lab: LabInfo, guest: Guest) -> None:
     """Bring the guest back to hostA if a test left it on hostB."""
     if (await hv.domain(lab.host(B).uri, guest.uuid)).active:
-        await hv.migrate(lab.host(B).uri, guest.uuid, flags=LIVE_P2P, params={}, peer_uri=lab.host(A).peer_uri)
+        await hv.migrate(lab.host(B).uri, guest.uuid, MigrationCall(LIVE_P2P, peer_uri=lab.host(A).peer_uri))
 
 
 async def test_host_facts(lab: LabInfo, hv: Hypervisor) -> None:
@@ -64,7 +65,7 @@ async def test_host_facts(lab: LabInfo, hv: Hypervisor) -> None:
     assert f"<uuid>{b.uuid}</uuid>" in await hv.capabilities(b.uri)
     memory = await hv.node_memory(b.uri)
     assert memory.total_bytes > memory.available_bytes >= memory.free_bytes > 0
-    domcaps = await hv.domain_capabilities(b.uri, arch="x86_64", machine="q35", virttype="kvm")
+    domcaps = await hv.domain_capabilities(b.uri, EmulatorTarget(arch="x86_64", machine="q35", virttype="kvm"))
     assert "<domainCapabilities>" in domcaps and "<machine>pc-q35" in domcaps
     pools = {p.name: p for p in await hv.pools(b.uri)}
     assert pools["default"].target_path == "/var/lib/libvirt/images" and pools["default"].available_bytes > 0
@@ -94,11 +95,11 @@ async def test_domains_by_name_and_uuid(lab: LabInfo, hv: Hypervisor, guest: Gue
 async def test_cpu_compare_names_missing_features_and_baseline(lab: LabInfo, hv: Hypervisor) -> None:
     b = lab.host(B).uri
     # kvm-pvm lacks pni (lab.md §3): the comparison must fail and name the feature, not raise.
-    kvm = await hv.compare_cpu(b, QEMU64, arch="x86_64", machine="q35", virttype="kvm")
+    kvm = await hv.compare_cpu(b, QEMU64, Q35_KVM)
     assert not kvm.compatible and "pni" in kvm.missing_features and "pni" in kvm.message
-    tcg = await hv.compare_cpu(b, QEMU64, arch="x86_64", machine="q35", virttype="qemu")
+    tcg = await hv.compare_cpu(b, QEMU64, EmulatorTarget(arch="x86_64", machine="q35", virttype="qemu"))
     assert tcg.compatible and tcg.result > 0 and tcg.missing_features == ()
-    baseline = await hv.baseline_cpu(b, [QEMU64, KVM64], arch="x86_64", machine="q35", virttype="kvm")
+    baseline = await hv.baseline_cpu(b, [QEMU64, KVM64], Q35_KVM)
     assert "<model fallback='forbid'>kvm64</model>" in baseline
 
 
@@ -138,7 +139,7 @@ async def test_migration_stats_controls_and_completed_stats(lab: LabInfo, hv: Hy
     await _home(hv, lab, guest)
     hv.forget_completed(guest.uuid)
     task = asyncio.ensure_future(
-        hv.migrate(a.uri, guest.uuid, flags=LIVE_P2P, params={"bandwidth": 16}, peer_uri=b.peer_uri)
+        hv.migrate(a.uri, guest.uuid, MigrationCall(LIVE_P2P, {"bandwidth": 16}, peer_uri=b.peer_uri))
     )
     stats = await hv.job_stats(a.uri, guest.uuid)
     for _ in range(100):
@@ -167,7 +168,7 @@ async def test_error_translation(lab: LabInfo, hv: Hypervisor, guest: Guest) -> 
     a = lab.host(A)
     await _home(hv, lab, guest)
     with pytest.raises(HypervisorError, match=r"same host \(same host UUID 6c61622d-0000-4000-8000-00000000000a\)"):
-        await hv.migrate(a.uri, guest.name, flags=LIVE_P2P, params={}, peer_uri=a.peer_uri)
+        await hv.migrate(a.uri, guest.name, MigrationCall(LIVE_P2P, peer_uri=a.peer_uri))
     with pytest.raises(HostUnreachable) as refused:
         await hv.hostname("qemu+tcp://127.0.0.1:1/system")
     assert "does not answer" in refused.value.message and "port 1 open" in refused.value.hint
@@ -182,13 +183,14 @@ async def test_error_translation(lab: LabInfo, hv: Hypervisor, guest: Guest) -> 
 _CHILD = textwrap.dedent("""
     import asyncio, sys
     from migration_core.hypervisor.libvirt_adapter import Hypervisor
+    from migration_core.hypervisor.types import MigrationCall
     src, vm, mode, target = sys.argv[1:5]
     flags = ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_PERSIST_DEST", "VIR_MIGRATE_UNDEFINE_SOURCE"]
     if mode == "p2p":
         flags.append("VIR_MIGRATE_PEER2PEER")
     kw = {"peer_uri": target} if mode == "p2p" else {"destination_uri": target}
     print("starting", flush=True)
-    asyncio.run(Hypervisor().migrate(src, vm, flags=flags, params={"bandwidth": 40}, **kw))
+    asyncio.run(Hypervisor().migrate(src, vm, MigrationCall(tuple(flags), {"bandwidth": 40}, **kw)))
     print("returned", flush=True)
 """)
 

@@ -280,3 +280,55 @@ def test_inventory_is_immutable_and_iterates_in_file_order() -> None:
     with pytest.raises(AttributeError):
         inv.path = "x"  # type: ignore[misc]
     assert hash(inv) == hash(parse_inventory(LAB, SRC))
+
+
+# ----- memory reserve and anti-affinity groups (issue 11) ------------------------------------------------
+
+
+def test_memory_reserve_per_host_and_in_defaults_and_anti_affinity_groups() -> None:
+    text = (
+        "[defaults]\nmemory_reserve_mib = 2048\n"
+        + one_host(LOCAL + "memory_reserve_mib = 512", "a")
+        + one_host('uri = "qemu+tcp://b/system"', "b")
+        + '[anti_affinity]\ngroups = { db = ["db1", "db2"], web = ["web1", "web2", "db1"] }\n'
+    )
+    inv = parse_inventory(text, SRC)
+    assert (inv.get("a").memory_reserve_mib, inv.get("b").memory_reserve_mib) == (512, 2048)
+    assert inv.get("a").memory_reserve_bytes == 512 * 2**20
+    assert inv.anti_affinity == (("db", ("db1", "db2")), ("web", ("web1", "web2", "db1")))
+    assert inv.groups_of("db1") == ("db", "web") and inv.groups_of("vm42") == ()
+    assert parse_inventory(one_host(LOCAL), SRC).get("h1").memory_reserve_mib == 0
+
+
+RESERVE_AND_GROUP_ERRORS: list[tuple[str, str, str]] = [
+    (one_host(LOCAL + "memory_reserve_mib = -1"), "host 'h1': field 'memory_reserve_mib': -1 is out of range",
+     "4096 for 4 GiB"),
+    (one_host(LOCAL + 'memory_reserve_mib = "4G"'), "field 'memory_reserve_mib': must be a whole number",
+     "without quotes"),
+    (one_host(LOCAL + "memory_reserve_mib = 1.5"), "must be a whole number", "MiB"),
+    ("[defaults]\nmemory_reserve_mb = 1\n" + one_host(LOCAL), "[defaults]: unknown field 'memory_reserve_mb'",
+     "did you mean 'memory_reserve_mib'?"),
+    ("anti_affinity = 3\n" + one_host(LOCAL), "'anti_affinity' must be a table", "[anti_affinity]"),
+    (one_host(LOCAL) + "[anti_affinity]\ngroup = {}\n", "[anti_affinity]: unknown field 'group'",
+     "did you mean 'groups'?"),
+    (one_host(LOCAL) + '[anti_affinity]\ngroups = ["db1"]\n', "[anti_affinity]: field 'groups': must be a table",
+     "groups = { db ="),
+    (one_host(LOCAL) + '[anti_affinity]\ngroups = { db = "db1" }\n', "[anti_affinity]: group 'db': must be a list",
+     "groups = { db ="),
+    (one_host(LOCAL) + '[anti_affinity]\ngroups = { db = ["db1"] }\n', "group 'db': has 1 VM", "add the VMs"),
+    (one_host(LOCAL) + '[anti_affinity]\ngroups = { db = ["db1", "db1"] }\n', "group 'db': lists a VM twice",
+     "duplicate"),
+    (one_host(LOCAL) + '[anti_affinity]\ngroups = { db = ["db1", "a b"] }\n', "VM name 'a b' is not valid",
+     "1 to 64"),
+    (one_host(LOCAL) + '[anti_affinity]\ngroups = { "-x" = ["a", "b"] }\n', "group '-x': invalid group name",
+     "starting with"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "message", "hint"), RESERVE_AND_GROUP_ERRORS)
+def test_reserve_and_group_mistakes_are_named_by_file_entry_and_field(text: str, message: str, hint: str) -> None:
+    with pytest.raises(InventoryError) as info:
+        parse_inventory(text, SRC)
+    assert info.value.message.startswith(SRC + ":")
+    assert message in info.value.message
+    assert hint in info.value.hint

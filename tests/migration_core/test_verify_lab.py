@@ -16,7 +16,7 @@ from migration_core.execution.executor import Executor
 from migration_core.execution.types import ExecutionResult
 from migration_core.execution.verify import verify
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
-from migration_core.hypervisor.types import DomainState
+from migration_core.hypervisor.types import DomainState, MigrationCall
 from migration_core.models import CheckStatus, JobState, MigrationOptions, Phase, Plan, ProgressSample
 from tests.labkit import LabInfo, console_status, link_down, link_reset, link_up
 from tests.migration_core.executor_lab_support import (
@@ -84,7 +84,7 @@ def _status(summary_checks: object, name: str) -> CheckStatus:
 
 async def _home(hv: Hypervisor, lab: LabInfo, guest: Guest) -> None:
     if (await hv.domain(lab.host(B).uri, guest.uuid)).active:
-        await hv.migrate(lab.host(B).uri, guest.name, flags=LIVE_P2P, params={}, peer_uri=lab.host(A).peer_uri)
+        await hv.migrate(lab.host(B).uri, guest.name, MigrationCall(LIVE_P2P, peer_uri=lab.host(A).peer_uri))
 
 
 async def test_split_brain_is_flagged(lab: LabInfo, hv: Hypervisor, guest: Guest) -> None:
@@ -111,7 +111,7 @@ async def test_reported_failure_but_vm_moved_is_a_success(lab: LabInfo, hv: Hype
     migrate call said."""
     await _home(hv, lab, guest)
     plan = await _plan(hv, lab, guest, MigrationOptions(undefine_source=True))
-    await hv.migrate(lab.host(A).uri, guest.name, flags=LIVE_P2P, params={}, peer_uri=lab.host(B).peer_uri)
+    await hv.migrate(lab.host(A).uri, guest.name, MigrationCall(LIVE_P2P, peer_uri=lab.host(B).peer_uri))
     summary = await verify(plan, hv, _result(lab, JobState.FAILED, error="client socket is closed"))
     assert summary.outcome is JobState.SUCCEEDED
     assert _status(summary.checks, "outcome") is CheckStatus.WARN

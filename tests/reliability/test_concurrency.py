@@ -63,9 +63,16 @@ async def test_a_second_request_for_the_same_vm_is_refused_naming_the_job(
 
 
 def _span(events: list[EventRecord], job: Job) -> tuple[float, float]:
-    """When the job started running and when it reached its end state (event log timestamps)."""
+    """When the job started running and when its migration left the host slots (event log timestamps).
+
+    A job holds its hosts' slots while it runs (store.leases.host_load); verification afterwards (which
+    watches the guest's vCPU time for a second) no longer moves data, so the next queued job may start."""
     start = next(e.at for e in events if e.new_state is JobState.RUNNING)
-    end = next(e.at for e in events if e.new_state is not None and e.new_state.terminal)
+    end = next(
+        e.at
+        for e in events
+        if e.new_state is not None and (e.new_state is JobState.VERIFYING or e.new_state.terminal)
+    )
     assert job.state.terminal
     return start.timestamp(), end.timestamp()
 

@@ -1,0 +1,92 @@
+"""The real MigrationService on the in-memory fleet, for the front ends' unit tests (console, handlers, app).
+
+Replaces the hand-written in-memory service: what the console and the Slack handlers talk to is the real
+service (policy, store on SQLite, dispatcher, executor, verification) over simulated hosts hostA and hostB,
+on virtual time (modules mark themselves `virtual_time`; tests/conftest.py gives them a VirtualTimeLoop).
+VM names steer the fleet as they steered the old fake:
+
+- `vm42`: a calm 1 GiB guest on hostA, migrates in a few virtual seconds (a name the fleet lacks fails preflight);
+- `slowvm`: a guest whose migration is capped at 1 MiB/s (hours of virtual time): runs until aborted;
+- `brokenvm`: its CPU model is one hostB cannot run: preflight fails the cpu check;
+- `failingvm`: its migration fails (an injected libvirt failure) and it stays on hostA.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from migration_core.events import EventSink
+from migration_core.execution.executor import Executor
+from migration_core.hypervisor.fleet import Fleet, HostSpec, VirtualClock, VmSpec
+from migration_core.models import Job
+from migration_core.preflight.runner import PreflightRunner
+from migration_core.service import MigrationService, ServiceConfig
+from migration_core.service_api import ApproverCheck
+from migration_core.store import Store
+
+A, B = "hostA", "hostB"
+
+
+def lab_like_fleet() -> Fleet:
+    fleet = Fleet.build(
+        hosts=[HostSpec(A, link_mib_s=1000), HostSpec(B, link_mib_s=1000)],
+        vms=[
+            VmSpec("vm42", host=A, memory_mib=1024, transferable_mib=512, dirty_mib_s=5),
+            VmSpec("slowvm", host=A, memory_mib=8192, dirty_mib_s=1),
+            VmSpec("brokenvm", host=A, memory_mib=1024, cpu_model="Sapphirerapids"),
+            VmSpec("failingvm", host=A, memory_mib=1024, dirty_mib_s=5),
+        ],
+    )
+    fleet.vms["slowvm"].max_speed_mib_s = 1
+    fleet.fail_migration("failingvm")
+    return fleet
+
+
+@dataclass
+class FleetService:
+    """The service, its fleet and store; `close()` when done (tests use `async with`)."""
+
+    service: MigrationService
+    fleet: Fleet
+    tmp: tempfile.TemporaryDirectory[str]
+
+    async def job(self, job_id: int) -> Job:
+        return await self.service.get_job(job_id)
+
+    async def close(self) -> None:
+        await self.service.close()
+        await self.service.store.close()
+        self.tmp.cleanup()
+
+    async def __aenter__(self) -> MigrationService:
+        return self.service
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+
+async def open_fleet_service(
+    sink: EventSink, approver_check: ApproverCheck, *, ttl_s: float = 1800.0, start: bool = True
+) -> FleetService:
+    fleet = lab_like_fleet()
+    inventory = fleet.inventory("hosts.toml")
+    clock = VirtualClock()
+    tmp = tempfile.TemporaryDirectory(prefix="mb-fleet-")
+    store = await Store.open(f"sqlite:///{Path(tmp.name) / 'jobs.db'}", clock=clock.now)
+    planner = PreflightRunner(inventory, fleet, dirty_rate_window_s=1.0, prober=fleet.probe)
+    service = MigrationService(
+        store=store,
+        inventory=inventory,
+        planner=planner,
+        executor=Executor(fleet, inventory, sink, clock.now, poll_interval_s=0.5),
+        sink=sink,
+        approver_check=approver_check,
+        config=ServiceConfig(approval_ttl_s=ttl_s, replica_id="test", wait_poll_s=0.5),
+        clock=clock.now,
+        monotonic=clock.monotonic,
+    )
+    if start:
+        await service.start()
+    return FleetService(service, fleet, tmp)

@@ -31,6 +31,22 @@ def volume_format(xml: str | bytes) -> str | None:
     return attr(parse_xml(xml, "storage volume XML"), "target/format", "type")
 
 
+def volume_ctime(xml: str | bytes) -> float | None:
+    """`virsh vol-dumpxml` of a file volume: <timestamps><ctime>1796398883.623909015</ctime> (the HOST's clock,
+    seconds since the epoch; mtime when ctime is absent). None when the pool type gives no timestamps."""
+    root = parse_xml(xml, "storage volume XML")
+    for tag in ("ctime", "mtime"):
+        value = text(root, f"target/timestamps/{tag}")
+        if value:
+            try:
+                seconds = float(value)
+            except ValueError:
+                continue
+            if seconds > 0:
+                return seconds
+    return None
+
+
 def interface_kind(xml: str | bytes) -> str:
     """`virsh iface-dumpxml`: the interface's type (ethernet, bridge, bond, vlan), "unknown" when absent."""
     return parse_xml(xml, "host interface XML").get("type") or "unknown"

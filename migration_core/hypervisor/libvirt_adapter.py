@@ -155,7 +155,7 @@ class Hypervisor:
             storage.delete_volume,
         )
         self.disk_capacity_bytes, self.same_storage = storage.disk_capacity_bytes, storage.same_storage
-        self.volume_allocation_bytes = storage.volume_allocation_bytes
+        self.volume_allocation_bytes, self.clock_reading = storage.volume_allocation_bytes, storage.clock_reading
 
     # ----- connections and the one place errors are translated -------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from migration_core.hypervisor.types import (
     HOST_DEFAULT,
+    ClockReading,
     CpuComparison,
     DirtyRate,
     DomainInfo,
@@ -117,6 +118,11 @@ class StorageAndNetworks(Protocol):
         ...
 
     async def volume_allocation_bytes(self, uri: str, path: str) -> int | None: ...
+
+    async def clock_reading(self, uri: str) -> ClockReading:
+        """The host's wall clock against the bot's (a probe file's ctime through libvirt); raises when it
+        cannot be measured (no permission to create a volume, no usable pool)."""
+        ...
 
 
 class Migrations(Protocol):

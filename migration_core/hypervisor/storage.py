@@ -17,19 +17,30 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid as uuidlib
 from collections.abc import Callable
 from typing import TypeVar
 from xml.sax.saxutils import escape, quoteattr
 
-from migration_core.errors import MigrateBotError
-from migration_core.facts.storage_xml import interface_kind, nodedev_interface, parse_pool, volume_format
+from migration_core.errors import HypervisorError, MigrateBotError
+from migration_core.facts.storage_xml import (
+    interface_kind,
+    nodedev_interface,
+    parse_pool,
+    volume_ctime,
+    volume_format,
+)
 from migration_core.hypervisor.base import Session, VirConnect, VirStoragePool, lookup
-from migration_core.hypervisor.types import InterfaceInfo, NetworkInfo, PoolInfo, VirErr, VolumeInfo
+from migration_core.hypervisor.types import ClockReading, InterfaceInfo, NetworkInfo, PoolInfo, VirErr, VolumeInfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _NOT_IN_A_POOL = (VirErr.NO_STORAGE_VOL, VirErr.NO_STORAGE_POOL)
+# Where the clock probe goes when the host has no active dir pool: a directory every Linux host has.
+CLOCK_PROBE_DIR = "/var/tmp"
+# The kernel stamps files from its coarse clock, up to one tick (<= 10 ms at HZ=100) behind the fine one.
+_FILE_TIMESTAMP_TICK_S = 0.01
 
 
 def _transient_pool(c: VirConnect, directory: str, flags: int = 0) -> VirStoragePool:
@@ -292,6 +303,46 @@ class StorageReader:
                 await self.delete_volume(uri, probe)
             except MigrateBotError as err:
                 log.warning("shared-storage probe: could not delete %s on %s: %s", probe, uri, err)
+
+    async def clock_reading(self, uri: str) -> ClockReading:
+        """The host's wall clock against the bot's, through libvirt alone (the bot runs no remote commands).
+
+        A uniquely named empty file is created in a local dir pool (an active one, else a transient one on
+        CLOCK_PROBE_DIR) and deleted right after; its volume XML carries the ctime the HOST's kernel stamped.
+        offset = ctime - the midpoint of the bot's clock just before and after the create call, to within half
+        that call's round trip (plus the kernel's timestamp tick). A network pool (netfs...) is not used: its
+        timestamps come from the file server's clock. Raises HypervisorError when it cannot be measured.
+        """
+        pools = [p for p in await self.pools(uri) if p.active and p.pool_type == "dir" and p.target_path]
+        pool_name = pools[0].name if pools else ""
+        name = f".migrate-bot-clock-probe-{uuidlib.uuid4().hex[:12]}"
+        vol_xml = (
+            f"<volume><name>{name}</name><capacity unit='bytes'>0</capacity>"
+            "<target><format type='raw'/></target></volume>"
+        )
+
+        def probe(c: VirConnect) -> tuple[float, float, str]:
+            pool = c.storagePoolLookupByName(pool_name) if pool_name else _transient_pool(c, CLOCK_PROBE_DIR)
+            try:
+                before = time.time()
+                vol = pool.createXML(vol_xml, 0)
+                after = time.time()
+                try:
+                    return before, after, str(vol.XMLDesc(0))
+                finally:
+                    vol.delete(0)
+            finally:
+                if not pool_name:
+                    pool.destroy()  # transient: removes the pool, not the directory
+
+        before, after, xml = await self._s.run(uri, "read the host's clock (probe file)", probe, retry=False)
+        stamped = volume_ctime(xml)
+        if stamped is None:
+            raise HypervisorError(
+                f"{self._s.label(uri)}: libvirt's volume XML carries no file timestamps",
+                "give the host an active dir storage pool (virsh pool-list --all)",
+            )
+        return ClockReading(stamped - (before + after) / 2, (after - before) / 2 + _FILE_TIMESTAMP_TICK_S)
 
     async def volume_allocation_bytes(self, uri: str, path: str) -> int | None:
         """Bytes the image at `path` really uses on that host's storage (None: no such file, or unreadable)."""

@@ -188,6 +188,15 @@ class JobStats:
 
 
 @dataclass(frozen=True)
+class ClockReading:
+    """A host's wall clock against the bot's: `offset_s` = host - bot (positive: the host is ahead), known to
+    within +/- `uncertainty_s` (half the round trip of the call that read it, plus the file-timestamp tick)."""
+
+    offset_s: float
+    uncertainty_s: float
+
+
+@dataclass(frozen=True)
 class HostVersions:
     """libvirt and hypervisor versions of one host, as libvirt's packed integers and as text."""
 

@@ -1,26 +1,31 @@
 """`migrate-bot doctor`: is every host of the inventory ready for migrations, and if not, what to fix.
 
 Per host: does it answer and accept the bot (ssh key / TLS certificates / libvirt permission), its libvirt and
-QEMU versions, host name and host UUID (two hosts with one UUID are "the same host" to libvirt), TLS readiness
+QEMU versions, host name and host UUID (two hosts with one UUID are "the same host" to libvirt), its clock against
+the bot's (a probe file's ctime through libvirt; judged across hosts by preflight.clockskew), TLS readiness
 (the bot's handshake with its listener for qemu+tls, and QEMU migration TLS declared for --tls). Per ordered
 pair: can the source reach the destination's libvirt and migration ports (probed from the source over SSH when
 the hosts file gives it an ssh target, else from the bot). The report is typed; `ready` is what the exit code
-says. The checks only read: nothing on a host changes.
+says. The checks only read (the clock probe's empty file is deleted at once): nothing on a host changes.
+Runs on any `HypervisorPort`: the libvirt adapter, or the in-memory fleet in tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from urllib.parse import urlsplit
 
 from migration_core.errors import MigrateBotError
 from migration_core.facts.domxml_host import parse_capabilities
 from migration_core.hypervisor import tlscheck
-from migration_core.hypervisor.libvirt_adapter import Hypervisor
+from migration_core.hypervisor.port import HypervisorPort
+from migration_core.hypervisor.types import ClockReading
 from migration_core.inventory.hosts import HostConfig, Inventory
+from migration_core.preflight import clockskew
+from migration_core.preflight.clockskew import SkewJudgement, Verdict
 from migration_core.preflight.runner import PreflightRunner
 from migration_core.preflight.tls import FIX as MIGRATION_TLS_FIX
 
@@ -54,12 +59,15 @@ class HostReport:
     uuid: str | None = None
     libvirt_version: int | None = None
     qemu_version: int | None = None
+    clock_offset_s: float | None = None  # host clock - bot clock (None: not measured, see the "clock" finding)
+    clock_uncertainty_s: float | None = None
 
 
 @dataclass(frozen=True)
 class DoctorReport:
     hosts: tuple[HostReport, ...]
     findings: tuple[Finding, ...]
+    clock: SkewJudgement = field(default_factory=lambda: SkewJudgement(Verdict.NOT_CHECKED, None, None, (), ()))
 
     @property
     def ready(self) -> bool:
@@ -71,6 +79,7 @@ class DoctorReport:
             "ready": self.ready,
             "hosts": [asdict(h) for h in self.hosts],
             "findings": [{**asdict(f), "status": f.status.value} for f in self.findings],
+            "clock_skew": {**asdict(self.clock), "verdict": self.clock.verdict.value},
         }
 
 
@@ -81,7 +90,17 @@ def version_text(packed: int | None) -> str:
     return f"{packed // 1_000_000}.{packed // 1000 % 1000}.{packed % 1000}"
 
 
-async def _host(hv: Hypervisor, cfg: HostConfig) -> tuple[HostReport, list[Finding]]:
+async def _clock(hv: HypervisorPort, cfg: HostConfig) -> tuple[ClockReading | None, Finding]:
+    """This host's clock against the bot's; "not checked" (never "ok") with the reason when it cannot be read."""
+    try:
+        reading = await hv.clock_reading(cfg.uri)
+    except MigrateBotError as err:
+        fix = err.hint or "let the bot's libvirt account create volumes in a dir storage pool (virsh pool-list)"
+        return None, Finding(cfg.name, "clock", Status.WARN, f"not checked: {err.message}", fix)
+    return reading, Finding(cfg.name, "clock", Status.OK, clockskew.offset_text(reading))
+
+
+async def _host(hv: HypervisorPort, cfg: HostConfig) -> tuple[HostReport, list[Finding]]:
     transport = urlsplit(cfg.uri).scheme
     findings: list[Finding] = []
     try:
@@ -123,7 +142,12 @@ async def _host(hv: Hypervisor, cfg: HostConfig) -> tuple[HostReport, list[Findi
                 MIGRATION_TLS_FIX.format(host=cfg.name),
             )
         )
-    report = HostReport(cfg.name, cfg.uri, transport, True, hostname, uuid, libvirt_v, qemu_v)
+    reading, clock_finding = await _clock(hv, cfg)
+    findings.append(clock_finding)
+    report = HostReport(
+        cfg.name, cfg.uri, transport, True, hostname, uuid, libvirt_v, qemu_v,
+        reading.offset_s if reading else None, reading.uncertainty_s if reading else None,
+    )  # fmt: skip
     return report, findings
 
 
@@ -141,6 +165,37 @@ def duplicates(hosts: tuple[HostReport, ...]) -> list[Finding]:
                 names = ", ".join(h.name for h in hosts if getattr(h, attr) == value)
                 out.append(Finding(names, f"duplicate.{attr}", Status.FAIL, f"{names} share the {attr} {value}", why))
     return out
+
+
+def skew_findings(hosts: tuple[HostReport, ...]) -> tuple[SkewJudgement, list[Finding]]:
+    """The clock skew across the hosts whose clock was read (pure); no finding with fewer than two hosts."""
+    readings = {
+        h.name: ClockReading(h.clock_offset_s, h.clock_uncertainty_s or 0.0)
+        for h in hosts
+        if h.clock_offset_s is not None
+    }
+    judged = clockskew.judge(readings)
+    up = [h.name for h in hosts if h.reachable]
+    if len(up) < 2:
+        return judged, []
+    limit = f"threshold {judged.threshold_s:g} s"
+    if judged.verdict is Verdict.NOT_CHECKED:
+        unread = ", ".join(h for h in up if h not in readings)
+        detail = f"not checked: the clocks of {unread} could not be read (see their clock findings)"
+        return judged, [Finding(", ".join(up), "clock.skew", Status.WARN, detail, None)]
+    assert judged.max_skew_s is not None and judged.uncertainty_s is not None
+    a, b = judged.between
+    measured = f"{judged.max_skew_s:.3f} s (± {judged.uncertainty_s:.3f} s) between {a} and {b}"
+    fix = "; ".join(clockskew.FIX.format(host=h) for h in judged.to_fix) or None
+    if judged.verdict is Verdict.TOO_LARGE:
+        status, detail = Status.FAIL, f"clocks differ by {measured}, over the {limit}: {', '.join(judged.to_fix)} off"
+    elif judged.verdict is Verdict.UNSURE:
+        status, detail = Status.WARN, f"clocks differ by {measured}: cannot tell against the {limit}"
+    else:
+        status, detail, fix = Status.OK, f"largest clock difference {measured} ({limit})", None
+    if len(readings) < len(up):
+        detail += f"; not read: {', '.join(h for h in up if h not in readings)}"
+    return judged, [Finding(", ".join(sorted(readings)), "clock.skew", status, detail, fix)]
 
 
 async def _pair(runner: PreflightRunner, src: HostConfig, dst: HostConfig) -> list[Finding]:
@@ -173,16 +228,18 @@ async def _pair(runner: PreflightRunner, src: HostConfig, dst: HostConfig) -> li
     return out
 
 
-async def run_doctor(inventory: Inventory, hv: Hypervisor, runner: PreflightRunner) -> DoctorReport:
+async def run_doctor(inventory: Inventory, hv: HypervisorPort, runner: PreflightRunner) -> DoctorReport:
     """Every check on every host and every ordered pair of answering hosts."""
     results = await asyncio.gather(*(_host(hv, cfg) for cfg in inventory))
     hosts = tuple(r for r, _ in results)
     findings = [f for _, fs in results for f in fs]
     findings += duplicates(hosts)
+    clock, skew = skew_findings(hosts)
+    findings += skew
     up = [cfg for cfg, rep in zip(inventory, hosts, strict=True) if rep.reachable]
     pairs = await asyncio.gather(*(_pair(runner, s, d) for s in up for d in up if s.name != d.name))
     findings += [f for fs in pairs for f in fs]
-    return DoctorReport(hosts, tuple(findings))
+    return DoctorReport(hosts, tuple(findings), clock)
 
 
 def render_text(report: DoctorReport) -> str:

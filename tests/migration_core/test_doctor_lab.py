@@ -44,6 +44,13 @@ def test_doctor_json_ready_over_each_transport(lab: LabInfo, name: str) -> None:
     tls = name == "hosts-tls.toml"
     assert checks[("hostB", "tls.migration")]["status"] == ("ok" if tls else "warn")
     assert (("hostA", "tls.listener") in checks) == tls
+    # The lab's hosts share the machine's one kernel clock: each offset from the bot's clock, and the skew
+    # between them, is the measurement's own error (a local libvirt call), well under the 2 s threshold.
+    skew = report["clock_skew"]
+    assert skew["verdict"] == "ok" and skew["threshold_s"] == 2.0 and sorted(skew["between"]) == ["hostA", "hostB"]
+    assert 0 <= skew["max_skew_s"] < 0.1 and skew["uncertainty_s"] < 0.5, skew
+    assert all(abs(h["clock_offset_s"]) < 0.1 for h in hosts.values()), hosts
+    assert checks[("hostA, hostB", "clock.skew")]["status"] == "ok"
 
 
 def test_doctor_names_an_untrusted_certificate_and_fails(lab: LabInfo, tmp_path: Path) -> None:

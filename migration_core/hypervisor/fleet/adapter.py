@@ -35,6 +35,7 @@ from migration_core.hypervisor.types import (
     PAUSED_POSTCOPY,
     PAUSED_POSTCOPY_FAILED,
     RUNNING_POSTCOPY,
+    ClockReading,
     CpuComparison,
     DirtyRate,
     DomainInfo,
@@ -412,6 +413,10 @@ class Fleet:
         if mine is None or theirs is None:
             return None
         return mine.pool_type in _SHARED_POOLS and theirs.pool_type in _SHARED_POOLS
+
+    async def clock_reading(self, uri: str) -> ClockReading:
+        """The host spec's clock offset, measured exactly (no round trip in memory)."""
+        return ClockReading(self._host(uri, "read the host's clock (probe file)").spec.clock_offset_s, 0.0)
 
     async def volume_allocation_bytes(self, uri: str, path: str) -> int | None:
         vol = await self.volume_by_path(uri, path)

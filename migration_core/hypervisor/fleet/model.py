@@ -48,6 +48,7 @@ class HostSpec:
     libvirt_version: int = 9_000_000
     qemu_version: int = 7_002_000
     labels: tuple[str, ...] = ()
+    clock_offset_s: float = 0.0  # this host's wall clock minus the bot's (what `clock_reading` reports)
 
     @property
     def uri(self) -> str:

@@ -32,26 +32,6 @@ LAST_CHANCE_FACTOR = 1.5  # KubeVirt's precopyPossibleFactor
 SHRINKING_PASS = 0.9  # a pass that starts 10 % smaller than the previous one is converging on its own
 
 
-def downtime_steps_ms(max_downtime_ms: int, steps: int = 5) -> tuple[int, ...]:
-    """Nova's linear downtime ramp: `steps + 1` values from max/steps up to max (fill a policy's ramp).
-
-    Nova's docstring example, 10 steps to 400 ms: 40, 76, 112, ... 400 ms.
-
-    >>> downtime_steps_ms(400, steps=10)
-    (40, 76, 112, 148, 184, 220, 256, 292, 328, 364, 400)
-    >>> downtime_steps_ms(300)
-    (60, 108, 156, 204, 252, 300)
-    """
-    if max_downtime_ms <= 0 or steps <= 0:
-        raise RequestError(
-            f"cannot build a downtime ramp to {max_downtime_ms} ms in {steps} steps",
-            "the max downtime and the number of steps must both be positive",
-        )
-    base = max_downtime_ms / steps
-    offset = (max_downtime_ms - base) / steps
-    return tuple(int(base + offset * i) for i in range(steps + 1))
-
-
 @dataclass(frozen=True)
 class Observation:
     """One poll of the running job, as the controller needs it (build it with progress.observation_from)."""

@@ -155,14 +155,8 @@ class _Session:
             await self._control(cmd)
         elif isinstance(cmd, SetValue):
             job_id = await self.job_id(cmd.job)
-            try:
-                value = (
-                    parse_downtime_ms(cmd.value)
-                    if cmd.verb == "downtime"
-                    else parse_bandwidth_mib_s(cmd.value)
-                )
-            except ValueError as err:
-                raise RequestError(str(err)) from None
+            # A RequestError (LimitError when out of range) is answered like any other refusal.
+            value = parse_downtime_ms(cmd.value) if cmd.verb == "downtime" else parse_bandwidth_mib_s(cmd.value)
             if cmd.verb == "downtime":
                 await svc.set_max_downtime(job_id, value, self.user)
                 self.out.line(f"[job {job_id}] max downtime set to {value} ms by {self.user}")

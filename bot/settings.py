@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from migration_core.errors import RequestError
+from migration_core.limits import APPROVAL_TTL_S, DEFAULT_APPROVAL_TTL_S, human_s
 
 
 class SettingsError(RequestError):
@@ -58,7 +59,7 @@ class Settings:
     approver_group: str | None = None
     requesters: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
-    approval_ttl_s: float = 30 * 60
+    approval_ttl_s: float = DEFAULT_APPROVAL_TTL_S
     dirty_rate_window_s: float = 3.0
     requests_per_user_per_hour: int = 30
     log_format: LogFormat = LogFormat.TEXT
@@ -172,7 +173,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise bad("MIGRATE_BOT_CHANNELS", v, f"comma-separated Slack channel ids like C012ABC (not {wrong[0]!r})")
         kwargs["channels"] = chans
     for name, key, lo, hi in (
-        ("MIGRATE_BOT_APPROVAL_TTL", "approval_ttl_s", 10.0, 7 * 86400.0),
+        ("MIGRATE_BOT_APPROVAL_TTL", "approval_ttl_s", APPROVAL_TTL_S.minimum, APPROVAL_TTL_S.maximum),
         ("MIGRATE_BOT_DIRTY_RATE_WINDOW", "dirty_rate_window_s", 1.0, 60.0),
         # A replica renews its leases every second; a dead one's jobs are taken over after this long.
         ("MIGRATE_BOT_LEASE", "lease_s", 3.0, 600.0),
@@ -183,7 +184,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             except ValueError:
                 raise bad(name, v, "a duration such as 30s, 5m or 1h") from None
             if not lo <= seconds <= hi:
-                raise bad(name, v, f"a duration between {lo:g} s and {hi:g} s")
+                raise bad(name, v, f"a duration between {human_s(lo)} and {human_s(hi)}")
             kwargs[key] = seconds
     if (v := get("MIGRATE_BOT_RATE_LIMIT")) is not None:
         if not v.isdigit() or not 1 <= int(v) <= 10000:

@@ -34,7 +34,7 @@ from handlers.deps import Deps, bug_reference, ephemeral
 from handlers.gate import GateKind
 from handlers.slack_io import post_message
 from migration_core.dispatch.policy import may_control, required_approvals, still_needed
-from migration_core.errors import MigrateBotError, StateError, UnknownJobError
+from migration_core.errors import MigrateBotError, RequestError, StateError, UnknownJobError
 from migration_core.models import Job, JobState
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ async def handle_value_submission(
         return
     try:
         value = parse(submitted_value(body))
-    except ValueError as err:
+    except RequestError as err:  # unparseable, or out of range (LimitError, as the grammar and the service say)
         await ack(response_action="errors", errors={VALUE_BLOCK: str(err)[:150]})
         return
     task = asyncio.ensure_future(apply(target.job_id, value, user))

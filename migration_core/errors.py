@@ -3,6 +3,7 @@
     MigrateBotError                 base: `message` (what went wrong) + `hint` (what to do)
     ├── RequestError                bad input from a person or a file
     │   ├── GrammarError            the /migrate text could not be parsed
+    │   │   └── LimitError          a value is outside its limit's range (migration_core.limits), wherever given
     │   ├── InventoryError          the hosts file is missing, unreadable or wrong
     │   └── UnknownJobError         no job with that id
     ├── PolicyError                 the actor may not do this (not an approver, self-approval, rate limit...)
@@ -40,6 +41,14 @@ class RequestError(MigrateBotError):
 
 class GrammarError(RequestError):
     """The /migrate text could not be parsed; `hint` shows the right form."""
+
+
+class LimitError(GrammarError):
+    """A value is outside its limit's range (migration_core.limits); `hint` names the range.
+
+    Raised the same by the grammar, the modals, the console and the service's controls. A GrammarError, because
+    the value was typed by a person: every front end already answers those as usage errors.
+    """
 
 
 class InventoryError(RequestError):

@@ -14,6 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
+
 # A libvirt typed-parameter value as the planner produces it (ints, strings, or a list for multi-value keys).
 ParamValue = int | str | list[str]
 
@@ -204,7 +206,7 @@ class MoveSample:
 class ConvergencePolicy:
     """What the convergence controller may do during the run, fixed at plan time (and so approved)."""
 
-    max_downtime_ms: int = 300
+    max_downtime_ms: int = DEFAULT_MAX_DOWNTIME_MS
     downtime_ramp_ms: tuple[int, ...] = ()
     allow_postcopy: bool = False
     postcopy_after_s: float | None = None

@@ -26,6 +26,7 @@ from migration_core.events import EventSink, Notice, NoticeKind
 from migration_core.execution.executor import Executor
 from migration_core.inventory.hosts import Inventory
 from migration_core.inventory.policy_file import Policy
+from migration_core.limits import BANDWIDTH_MIB_S, DEFAULT_APPROVAL_TTL_S, MAX_DOWNTIME_MS
 from migration_core.models import Job, JobState, MigrationOptions, MigrationRequest, Plan
 from migration_core.planning.drain import DrainPlan, PlacedPlan
 from migration_core.service_api import ApproverCheck, FreezeStatus, GroupCheck, HostStatus, QueuePosition
@@ -72,7 +73,7 @@ class PlanMaker(Protocol):
 class ServiceConfig:
     """Policy and timing knobs of the service (filled from bot.settings.Settings)."""
 
-    approval_ttl_s: float = 30 * 60
+    approval_ttl_s: float = DEFAULT_APPROVAL_TTL_S
     requesters: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
     requests_per_user_per_hour: int = 30
@@ -406,8 +407,7 @@ class MigrationService:
 
     @logctx.scoped(job_id="job_id", actor="actor")
     async def set_max_downtime(self, job_id: int, downtime_ms: int, actor: str) -> Job:
-        if not 1 <= downtime_ms <= 60_000:
-            raise PolicyError(f"{downtime_ms} ms is not a usable max downtime", "give 1 ms to 60000 ms")
+        MAX_DOWNTIME_MS.check(downtime_ms, "max downtime", f"{downtime_ms} ms")
         return await self._run_control(
             job_id,
             actor,
@@ -418,8 +418,7 @@ class MigrationService:
 
     @logctx.scoped(job_id="job_id", actor="actor")
     async def set_bandwidth(self, job_id: int, bandwidth_mib_s: int, actor: str) -> Job:
-        if not 1 <= bandwidth_mib_s <= 100 * 1024:
-            raise PolicyError(f"{bandwidth_mib_s} MiB/s is not a usable bandwidth", "give 1 to 102400 MiB/s")
+        BANDWIDTH_MIB_S.check(bandwidth_mib_s, "bandwidth", f"{bandwidth_mib_s} MiB/s")
         return await self._run_control(
             job_id,
             actor,

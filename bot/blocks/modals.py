@@ -7,17 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.blocks.fmt import cut, fmt_ms
-from migration_core.errors import GrammarError
+from migration_core.errors import RequestError
 from migration_core.grammar.values import parse_duration_s, parse_rate_mib_s
+from migration_core.limits import BANDWIDTH_MIB_S, MAX_DOWNTIME_MS
 from migration_core.models import Job
 
 DOWNTIME_CALLBACK = "set_downtime"
 BANDWIDTH_CALLBACK = "set_bandwidth"
 VALUE_BLOCK = "value"
 VALUE_ACTION = "value_input"
-
-MAX_DOWNTIME_MS = 60_000  # beyond a minute of pause, offline migration is the honest choice
-MAX_BANDWIDTH_MIB_S = 100_000
 
 
 @dataclass(frozen=True)
@@ -46,31 +44,25 @@ class ModalTarget:
 
 
 def parse_downtime_ms(text: str | None) -> int:
-    """'500' (ms), '500ms', '1.5s' -> whole milliseconds; ValueError with the operator's message otherwise."""
+    """'500' (ms), '500ms', '1.5s' -> whole milliseconds.
+
+    Raises RequestError with the operator's message otherwise: GrammarError for text that is no duration,
+    LimitError (limits.MAX_DOWNTIME_MS, as the grammar and the service) for one out of range.
+    """
     text = (text or "").strip()
     if not text:
-        raise ValueError("enter a max downtime, e.g. 500 (milliseconds) or 1.5s")
-    try:
-        ms = round(parse_duration_s(text, "max downtime", bare_unit_s=0.001) * 1000)
-    except GrammarError as err:
-        raise ValueError(str(err)) from None
-    if not 1 <= ms <= MAX_DOWNTIME_MS:
-        raise ValueError(f"max downtime must be between 1 ms and {fmt_ms(MAX_DOWNTIME_MS)}")
-    return ms
+        raise RequestError("enter a max downtime, e.g. 500 (milliseconds) or 1.5s")
+    ms = parse_duration_s(text, "max downtime", bare_unit_s=0.001) * 1000
+    return round(MAX_DOWNTIME_MS.check(ms, "max downtime", text))
 
 
 def parse_bandwidth_mib_s(text: str | None) -> int:
-    """'200' (MiB/s), '200M', '1G' -> whole MiB/s; ValueError with the operator's message otherwise."""
+    """'200' (MiB/s), '200M', '1G' -> whole MiB/s; RequestError as `parse_downtime_ms` otherwise
+    (limits.BANDWIDTH_MIB_S)."""
     text = (text or "").strip()
     if not text:
-        raise ValueError("enter a bandwidth in MiB/s, e.g. 200 or 1G")
-    try:
-        rate = parse_rate_mib_s(text, "bandwidth")
-    except GrammarError as err:
-        raise ValueError(str(err)) from None
-    if not 1 <= rate <= MAX_BANDWIDTH_MIB_S:
-        raise ValueError(f"bandwidth must be between 1 and {MAX_BANDWIDTH_MIB_S} MiB/s")
-    return rate
+        raise RequestError("enter a bandwidth in MiB/s, e.g. 200 or 1G")
+    return BANDWIDTH_MIB_S.check(parse_rate_mib_s(text, "bandwidth"), "bandwidth", text)
 
 
 def _modal(

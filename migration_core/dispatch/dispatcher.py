@@ -33,6 +33,7 @@ from migration_core.execution.executor import Executor
 from migration_core.execution.types import ExecutionResult
 from migration_core.inventory.hosts import Inventory
 from migration_core.inventory.policy_file import FreezeWindow
+from migration_core.limits import DEFAULT_APPROVAL_TTL_S
 from migration_core.models import Job, JobState, MigrationRequest, Plan, VerificationSummary
 from migration_core.planning.estimate import sample_from_run
 from migration_core.service_api import QueuePosition
@@ -57,7 +58,7 @@ class DispatcherConfig:
     replica_id: str = "migrate-bot"
     lease_s: float = 30.0
     interval_s: float = 1.0
-    approval_ttl_s: float = 30 * 60
+    approval_ttl_s: float = DEFAULT_APPROVAL_TTL_S
     preflight_stale_s: float = 120.0  # a preflight older than this was interrupted (its bot died): fail it
     postcopy_retry_s: float = 10.0  # a broken post-copy is resumed every this long ...
     postcopy_give_up_s: float = 30 * 60.0  # ... until this long has passed (then: the summary's manual steps)

@@ -7,9 +7,10 @@ with the reason; every applied control becomes a Notice in the job's thread and 
 
 from __future__ import annotations
 
-from migration_core.errors import RequestError, StateError
+from migration_core.errors import StateError
 from migration_core.events import NoticeKind
 from migration_core.execution.base import ExecutorBase
+from migration_core.limits import BANDWIDTH_MIB_S, MAX_DOWNTIME_MS
 
 
 class ControlsMixin(ExecutorBase):
@@ -75,8 +76,7 @@ class ControlsMixin(ExecutorBase):
 
     async def set_max_downtime(self, job_id: int, downtime_ms: int, actor: str) -> None:
         """Set the max downtime (ms) of a pre-copy migration; the controller's ramp continues from it."""
-        if downtime_ms <= 0:
-            raise RequestError(f"max downtime must be positive, not {downtime_ms} ms", "e.g. 300ms or 1s")
+        MAX_DOWNTIME_MS.check(downtime_ms, "max downtime", f"{downtime_ms} ms")
         run = self._active(job_id, "change its max downtime")
         if run.postcopy:
             raise StateError(f"job {job_id} is in post-copy: the max downtime no longer applies", "")
@@ -87,8 +87,7 @@ class ControlsMixin(ExecutorBase):
 
     async def set_bandwidth(self, job_id: int, bandwidth_mib_s: int, actor: str) -> None:
         """Cap the migration bandwidth (MiB/s); in post-copy the post-copy cap is set."""
-        if bandwidth_mib_s <= 0:
-            raise RequestError(f"bandwidth must be positive, not {bandwidth_mib_s} MiB/s", "e.g. 100M or 1G")
+        BANDWIDTH_MIB_S.check(bandwidth_mib_s, "bandwidth", f"{bandwidth_mib_s} MiB/s")
         run = self._active(job_id, "change its bandwidth")
         await self.hypervisor.set_max_speed(run.route.source.uri, run.route.vm, bandwidth_mib_s, postcopy=run.postcopy)
         phase = "post-copy" if run.postcopy else "pre-copy"

@@ -14,7 +14,8 @@ Rules, in order (KubeVirt's legacy monitor, oVirt's stalling schedule and Nova's
    downtime when the final pass would fit within 1.5x of it (KubeVirt's "soft stop-and-copy"); else abort.
 5. At a pre-copy iteration boundary, from `ramp_start_iteration` on, at most once per `ramp_cooldown_s`, and
    only when the new pass does not start at least 10 % smaller than the previous one ("stalling iteration",
-   oVirt): raise the max downtime one step of the policy's ramp (never above `max_downtime_ms`).
+   oVirt): raise the max downtime one step of the policy's ramp (never above `max_downtime_ms`); the ramp is
+   `planning.planner.downtime_ramp_ms`, fixed in the approved plan (the only ramp formula).
 6. Otherwise continue.
 """
 
@@ -30,26 +31,6 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 LAST_CHANCE_FACTOR = 1.5  # KubeVirt's precopyPossibleFactor
 SHRINKING_PASS = 0.9  # a pass that starts 10 % smaller than the previous one is converging on its own
-
-
-def downtime_steps_ms(max_downtime_ms: int, steps: int = 5) -> tuple[int, ...]:
-    """Nova's linear downtime ramp: `steps + 1` values from max/steps up to max (fill a policy's ramp).
-
-    Nova's docstring example, 10 steps to 400 ms: 40, 76, 112, ... 400 ms.
-
-    >>> downtime_steps_ms(400, steps=10)
-    (40, 76, 112, 148, 184, 220, 256, 292, 328, 364, 400)
-    >>> downtime_steps_ms(300)
-    (60, 108, 156, 204, 252, 300)
-    """
-    if max_downtime_ms <= 0 or steps <= 0:
-        raise RequestError(
-            f"cannot build a downtime ramp to {max_downtime_ms} ms in {steps} steps",
-            "the max downtime and the number of steps must both be positive",
-        )
-    base = max_downtime_ms / steps
-    offset = (max_downtime_ms - base) / steps
-    return tuple(int(base + offset * i) for i in range(steps + 1))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from migration_core.grammar.spec import ALIASES, OPTIONS, OPTIONS_BY_NAME, Arity, OptionSpec
 from migration_core.grammar.values import NAME_RULE
+from migration_core.limits import BANDWIDTH_MIB_S, DEFAULT_MAX_DOWNTIME_MS, MAX_DOWNTIME_MS, TIMEOUT_S
 
 _USAGE = """\
 /migrate <vm> to <host> [options]        request a migration (preflight, then an approval card)
@@ -126,10 +127,11 @@ _OPTION_DETAILS: dict[str, str] = {
     ),
     "postcopy-after": "Like virsh's --timeout N --timeout-postcopy. Example: --postcopy-after 45s",
     "parallel": "Roughly one connection per 10 Gbit/s of link helps. Example: --parallel 4",
-    "max-downtime": "Example: --max-downtime 500ms (or 500). At most 60 s.",
-    "bandwidth": "Example: --bandwidth 1G. Bytes, not bits: 10 Gbit/s is about 1192M.",
+    "max-downtime": f"Example: --max-downtime 500ms (or 500). {MAX_DOWNTIME_MS.range_text}, default "
+    f"{DEFAULT_MAX_DOWNTIME_MS} ms.",
+    "bandwidth": f"Example: --bandwidth 1G. Bytes, not bits: 10 Gbit/s is about 1192M. {BANDWIDTH_MIB_S.range_text}.",
     "copy-storage": "Needed when a disk is not on storage both hosts share. Example: --copy-storage all",
-    "timeout": "Example: --timeout 20m",
+    "timeout": f"Example: --timeout 20m. {TIMEOUT_S.range_text}.",
     "reason": "Shown on the approval card and kept in the history. Also --reason=TEXT.",
     "ticket": "Shown on the card and the summary, stored and exported. Example: --ticket CHG0012345",
     "at": (

@@ -26,6 +26,7 @@ from migration_core.grammar.values import (
     parse_rate_mib_s,
     parse_window,
 )
+from migration_core.limits import BANDWIDTH_MIB_S, MAX_DOWNTIME_MS, POSTCOPY_AFTER_S, TIMEOUT_S, Limit, human_s
 from migration_core.models import CopyStorage, MigrationMode, MigrationOptions
 
 _LIMIT_DEFAULT = 20
@@ -146,36 +147,23 @@ def _flag(field_name: str, value: object) -> Callable[[Draft, str | None, str], 
 
 
 def _duration(
-    option: str, field_name: str, lo_s: float, hi_s: float, *, bare_unit_s: float = 1.0
+    option: str, field_name: str, limit: Limit, *, bare_unit_s: float = 1.0
 ) -> Callable[[Draft, str | None, str], None]:
     def handler(draft: Draft, raw: str | None, given: str) -> None:
         seconds = parse_duration_s(raw or "", option, bare_unit_s=bare_unit_s)
-        bare = "milliseconds" if bare_unit_s == 0.001 else "seconds"
-        bounds = f"{option} takes {_human_s(lo_s)} to {_human_s(hi_s)}; a bare number is {bare}"
-        if seconds < lo_s:
-            raise GrammarError(f"{option} {raw} is too short", bounds)
-        if seconds > hi_s:
-            raise GrammarError(f"{option} {raw} is too long", bounds)
         if field_name.endswith("_ms"):
-            draft.set(field_name, round(seconds * 1000), given)
+            # Compare in the limit's unit before rounding: 0.4ms is refused, not rounded to 0 and then refused.
+            ms = seconds * 1000
+            limit.check(ms, option, raw)
+            draft.set(field_name, round(ms), given)
         else:
-            draft.set(field_name, seconds, given)
+            draft.set(field_name, limit.check(seconds, option, raw), given)
 
     return handler
 
 
-def _human_s(seconds: float) -> str:
-    if seconds < 1:
-        return f"{round(seconds * 1000)} ms"
-    if seconds <= 60:
-        return f"{seconds:g} s"
-    if seconds < 3600:
-        return f"{seconds / 60:g} min"
-    return f"{seconds / 3600:g} h"
-
-
 def _postcopy_after(draft: Draft, raw: str | None, given: str) -> None:
-    _duration("--postcopy-after", "postcopy_after_s", 1.0, 86400.0)(draft, raw, given)
+    _duration("--postcopy-after", "postcopy_after_s", POSTCOPY_AFTER_S)(draft, raw, given)
     draft.imply("postcopy", True)  # implied, not "given": an explicit --postcopy alongside is no conflict
 
 
@@ -185,12 +173,7 @@ def _parallel(draft: Draft, raw: str | None, given: str) -> None:
 
 
 def _bandwidth(draft: Draft, raw: str | None, given: str) -> None:
-    mib_s = parse_rate_mib_s(raw or "", "--bandwidth")
-    if not 1 <= mib_s <= 102_400:
-        raise GrammarError(
-            f"--bandwidth {raw} is out of range",
-            "--bandwidth takes 1 MiB/s to 100 GiB/s (102400M); leave it out for no cap",
-        )
+    mib_s = BANDWIDTH_MIB_S.check(parse_rate_mib_s(raw or "", "--bandwidth"), "--bandwidth", raw)
     draft.set("bandwidth_mib_s", mib_s, given)
 
 
@@ -288,12 +271,12 @@ _HANDLERS: dict[str, Callable[[Draft, str | None, str], None]] = {
     "postcopy-after": _postcopy_after,
     "auto-converge": _flag("auto_converge", True),
     "parallel": _parallel,
-    "max-downtime": _duration("--max-downtime", "max_downtime_ms", 0.001, 60.0, bare_unit_s=0.001),
+    "max-downtime": _duration("--max-downtime", "max_downtime_ms", MAX_DOWNTIME_MS, bare_unit_s=0.001),
     "bandwidth": _bandwidth,
     "copy-storage": _copy_storage,
     "compressed": _flag("compressed", True),
     "tls": _flag("tls", True),
-    "timeout": _duration("--timeout", "timeout_s", 1.0, 86400.0),
+    "timeout": _duration("--timeout", "timeout_s", TIMEOUT_S),
     "reason": _reason,
     "ticket": _ticket,
     "emergency": _flag("emergency", True),
@@ -349,8 +332,8 @@ def build_options(draft: Draft) -> MigrationOptions:
         and opts.postcopy_after_s >= opts.timeout_s
     ):
         raise GrammarError(
-            f"--postcopy-after ({_human_s(opts.postcopy_after_s)}) is not shorter than --timeout "
-            f"({_human_s(opts.timeout_s)}): the timeout would act first",
+            f"--postcopy-after ({human_s(opts.postcopy_after_s)}) is not shorter than --timeout "
+            f"({human_s(opts.timeout_s)}): the timeout would act first",
             "make --postcopy-after shorter than --timeout, or drop one of them",
         )
     return opts

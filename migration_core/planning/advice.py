@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from migration_core.facts.gathered import VmFacts
+from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
 from migration_core.models import CheckResult, CheckStatus, MigrationRequest, Prediction
 from migration_core.planning.estimate import Estimate, MoveInputs, MoveMode, estimate
 from migration_core.planning.prediction import mib_s_to_gbit_s, parallel_connections_for
 from migration_core.preflight import postcopy_blockers
 
-DEFAULT_MAX_DOWNTIME_MS = 300  # QEMU's own default downtime-limit
 # Auto-converge throttle. QEMU's defaults (20 %, +10 %) did not converge the lab's busy guest in 40 s at
 # 16 MiB/s; 50 %/+25 % did (lab.md §7). An operator asks for auto-converge when a VM will not converge, so
 # the bot starts firm.

@@ -55,6 +55,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 
+from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
 from migration_core.models import MoveSample, Prediction
 
 MIB = 1024 * 1024
@@ -103,7 +104,7 @@ class MoveInputs:
     parallel_connections: int | None = None
     disk_bytes: int = 0
     disk_virtual_bytes: int = 0  # their virtual size (the mirror walks it all)
-    max_downtime_ms: int = 300
+    max_downtime_ms: int = DEFAULT_MAX_DOWNTIME_MS
     postcopy_after_s: float | None = None
     vm_uuid: str = ""
     vm: str = ""

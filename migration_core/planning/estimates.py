@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from migration_core.errors import MigrateBotError
+from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
 from migration_core.models import MigrationMode, MigrationOptions, MoveSample, Prediction
 from migration_core.planning.advice import (
     AUTO_CONVERGE_INCREMENT_PCT,
     AUTO_CONVERGE_INITIAL_PCT,
-    DEFAULT_MAX_DOWNTIME_MS,
 )
 from migration_core.planning.estimate import MoveInputs, estimate, mode_of, to_prediction
 from migration_core.planning.prediction import (

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from migration_core.errors import PreflightError
 from migration_core.facts.gathered import GIB, DiskVisibility, PreflightFacts, VmFacts, VmState
+from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
 from migration_core.models import (
     CheckResult,
     CheckStatus,
@@ -28,7 +29,6 @@ from migration_core.models import (
 from migration_core.planning.advice import (
     AUTO_CONVERGE_INCREMENT_PCT,
     AUTO_CONVERGE_INITIAL_PCT,
-    DEFAULT_MAX_DOWNTIME_MS,
     recommend,
 )
 from migration_core.preflight import disks_to_copy, effective_mode, placements, postcopy_blockers, run_checks
@@ -36,7 +36,6 @@ from migration_core.preflight import disks_to_copy, effective_mode, placements, 
 __all__ = [
     "AUTO_CONVERGE_INCREMENT_PCT",
     "AUTO_CONVERGE_INITIAL_PCT",
-    "DEFAULT_MAX_DOWNTIME_MS",
     "FLAG_ORDER",
     "assemble_plan",
     "build_flags_and_params",

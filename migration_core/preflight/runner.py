@@ -49,6 +49,7 @@ from migration_core.facts.gathered import (
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import DomainInfo, EmulatorTarget, NetworkInfo
 from migration_core.inventory.hosts import HostConfig, Inventory
+from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
 from migration_core.models import MigrationMode, MigrationOptions, MigrationRequest, MoveSample, Plan, Prediction
 from migration_core.planning.drain import (
     DrainPlan,
@@ -75,7 +76,6 @@ HistorySource = Callable[[str, str, str], Awaitable[Sequence[MoveSample]]]
 _SHARED_POOL_TYPES = frozenset({"netfs", "gluster", "rbd", "iscsi", "iscsi-direct", "mpath", "vstorage"})
 _DEFAULT_PORTS = {"qemu+tcp": 16509, "qemu+tls": 16514, "qemu+ssh": 22, "qemu+libssh2": 22, "qemu+libssh": 22}
 _MIGRATION_PORT = 49152
-DEFAULT_MAX_DOWNTIME_MS = 300
 _DIRTY_RATES_KEPT = 1024  # measurements remembered (one per VM and source host; the oldest go first)
 
 

@@ -187,7 +187,7 @@ def submission(value: str | None, user: str = "U0BOB", metadata: str | None = No
     [
         ("", "U0BOB", None, "enter a max downtime"),
         ("fast", "U0BOB", None, "bad duration"),
-        ("0", "U0BOB", None, "between 1 ms"),
+        ("0", "U0BOB", None, "max downtime takes 1 ms to 60 s"),
         ("500", "U0BOB", "{}", "lost track of its job"),
         ("500", "U0BOB", "not json", "lost track of its job"),
         ("500", "U0EVE", None, "only the requester"),

@@ -17,6 +17,7 @@ import pytest
 
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.inventory.hosts import Inventory, load_inventory
+from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
 from migration_core.models import (
     CheckResult,
     CheckStatus,
@@ -28,7 +29,7 @@ from migration_core.models import (
 )
 from migration_core.planning.prediction import PRECOPY_SWITCHOVER_MS
 from migration_core.preflight._common import human_bytes
-from migration_core.preflight.runner import DEFAULT_MAX_DOWNTIME_MS, PreflightRunner
+from migration_core.preflight.runner import PreflightRunner
 from tests.labkit import (
     LabInfo,
     host_exec,

@@ -53,6 +53,7 @@ from migration_core.hypervisor.types import (
     VolumeInfo,
 )
 from migration_core.inventory.hosts import Inventory
+from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
 from migration_core.models import ParamValue
 
 GIB = 1024 * MIB
@@ -80,7 +81,7 @@ class _Job:
 class _Vm:
     spec: VmSpec
     home: str  # the host that runs it (or holds its definition)
-    max_downtime_ms: int = 300
+    max_downtime_ms: int = DEFAULT_MAX_DOWNTIME_MS  # what QEMU starts with
     max_speed_mib_s: int = 0
     postcopy_speed_mib_s: int = 0
     completed: JobStats | None = None

@@ -332,12 +332,13 @@ async def test_tls_expired_or_misnamed_server_certificate(lab: LabInfo, tmp_path
 _STARTER = textwrap.dedent("""
     import asyncio, sys
     from migration_core.hypervisor.libvirt_adapter import Hypervisor
+    from migration_core.hypervisor.types import MigrationCall
     src, vm, peer, migrate_uri, tls = sys.argv[1:6]
     flags = ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST", "VIR_MIGRATE_UNDEFINE_SOURCE"]
     flags += ["VIR_MIGRATE_TLS"] if tls == "1" else []
     print("starting", flush=True)
-    asyncio.run(Hypervisor().migrate(src, vm, flags=flags, params={"bandwidth": 24, "migrate_uri": migrate_uri},
-                                     peer_uri=peer))
+    call = MigrationCall(tuple(flags), {"bandwidth": 24, "migrate_uri": migrate_uri}, peer_uri=peer)
+    asyncio.run(Hypervisor().migrate(src, vm, call))
 """)
 
 

@@ -579,6 +579,10 @@ def sample_from_run(
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
     bps = num("memory_bps")
+    if not bps and num("time_elapsed") > 0:
+        # libvirt reports memory_bps 0 for a move that ended within QEMU's first rate interval (short lab moves):
+        # the bytes it sent over the job's elapsed time is the throughput it got.
+        bps = (num("memory_processed") or num("memory_normal_bytes")) / (num("time_elapsed") / 1000)
     return MoveSample(
         vm_uuid=vm_uuid,
         vm=vm,

@@ -47,7 +47,10 @@ host_uuid = "{host.uuid}"
 log_filters = "1:qemu.qemu_migration 1:qemu.qemu_capabilities 1:util.filecache 1:qemu.qemu_monitor_json \
 3:rpc 3:util 3:conf 3:security"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log 1:file:/var/log/libvirt/libvirtd-debug.log"
-max_clients = 50
+# One test process opens many connections over a lab run (one adapter per test, several per in-process bot);
+# at 50 clients new connections queued and a migration's own connect waited (issue 10 integration run).
+max_clients = 1000
+max_client_requests = 20
 """
 
 

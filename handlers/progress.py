@@ -35,10 +35,10 @@ from handlers.slack_rate import EDITS_PER_MIN, EditGate, edit_client, is_rate_li
 from migration_core.dispatch.queue import queue_notice_reason
 from migration_core.errors import MigrateBotError
 from migration_core.events import (
+    DecisionMade,
     DrainChanged,
     DrainMoveEnded,
     DrainRollup,
-    DecisionMade,
     JobEvent,
     Notice,
     NoticeKind,

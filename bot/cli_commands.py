@@ -404,6 +404,8 @@ async def _serve(settings: Settings) -> int:
         await stop_ops()
         ops.close()
         await bot.sink.aclose()
+        if bot.drain_sink is not None:
+            await bot.drain_sink.aclose()
         await service.close()
         await core.close()
     return 0

@@ -115,6 +115,11 @@ class SlackProgressSink:
         self._summarized: dict[int, None] = {}  # job ids whose summary is posted (insertion-ordered, bounded)
         self._final_shown: dict[int, None] = {}  # job ids whose progress message got its final edit (bounded)
 
+    @property
+    def edit_gate(self) -> EditGate:
+        """The workspace's chat.update budget; the drain sink shares it."""
+        return self._gate
+
     # ---- EventSink -------------------------------------------------------------------------------------
     async def emit(self, event: JobEvent) -> None:
         try:
@@ -305,8 +310,11 @@ class SlackProgressSink:
 
     async def _run_op(self, st: _JobState, op: _Op) -> None:
         job = await self._fresh_job(st)
-        if job is None or not (job.chat_channel and job.chat_thread):
-            return  # not a Slack job (console, CLI) or its card is not posted yet: nothing to mirror
+        if job is None or not (job.chat_channel and job.chat_thread) or job.drain_id is not None:
+            # not a Slack job (console, CLI), its card is not posted yet, or a move of a drain (no card of
+            # its own: the drain's thread tells its story, handlers/drain_progress.py): nothing to mirror
+            st.finished = st.finished or bool(job is not None and job.drain_id is not None and job.state.terminal)
+            return
         ev = op.event
         if op.kind == "progress_start":
             if st.progress_ts is None:
@@ -342,7 +350,7 @@ class SlackProgressSink:
 
     async def _edit_card(self, st: _JobState) -> None:
         job = await self._fresh_job(st)
-        if job is None or not (job.chat_channel and job.chat_thread):
+        if job is None or not (job.chat_channel and job.chat_thread) or job.drain_id is not None:
             return
         queue = None
         if job.state is JobState.QUEUED:

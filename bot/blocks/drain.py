@@ -7,7 +7,6 @@ from bot.blocks.fmt import cut, fmt_duration_s, fmt_ms
 from bot.blocks.ir import Context, Dialect, Fields, Header, Message, Part, Text, paragraphs
 from migration_core.planning.drain import DrainPlan, PlacedPlan
 
-NOT_YET = "drain execution is not available yet: use `/migrate plan drain <host>` for the dry run"
 
 
 def drain_plan_message(plan: DrainPlan, d: Dialect) -> Message:
@@ -56,7 +55,7 @@ def drain_plan_message(plan: DrainPlan, d: Dialect) -> Message:
     if plan.left_behind:
         lines = [f"*{d.esc(lb.vm)}*: {d.esc(lb.reason)}\n      fix: {d.esc(lb.fix)}" for lb in plan.left_behind]
         parts += paragraphs(["*Left behind*", *lines], max_parts=2, pointer="`migrate-bot plan drain --json`")
-    parts.append(Context((f"Order: {plan.rule}.", f"Executing: {NOT_YET}.")))
+    parts.append(Context((f"Order: {plan.rule}.", f"To run it: /migrate drain {plan.host} (posts a card to approve).")))
     return Message(f"Dry run: drain {plan.host}: {verdict}{behind}", tuple(parts))
 
 

@@ -19,6 +19,7 @@ from typing import TextIO
 from bot.blocks.answers import hosts_message, jobs_message, status_message
 from bot.blocks.card import plan_message
 from bot.blocks.drain import drain_plan_message, placed_plan_message
+from bot.blocks.drain_card import drain_status_message
 from bot.blocks.ir import Dialect, Message
 from bot.console_render import render_plain
 from bot.logging_setup import setup_logging, url_password
@@ -26,7 +27,14 @@ from bot.settings import Settings, Transport, load_settings
 from bot.wiring import Core, make_service, open_core
 from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.events import FanoutSink, RecordingSink
-from migration_core.grammar.parser import DrainCommand, MigrateCommand, PlaceCommand, parse_command
+from migration_core.grammar.parser import (
+    DrainCommand,
+    MigrateCommand,
+    PlaceCommand,
+    ReturnCommand,
+    parse_command,
+)
+from migration_core.grammar.values import parse_drain_ref
 from migration_core.models import Job
 from migration_core.planning.estimate import calibration_report
 from migration_core.service import MigrationService
@@ -74,6 +82,10 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.cmd == "console":
             return await _console(core, args, out)
         service = make_service(core, RecordingSink(), _nobody)  # read-only use: no dispatcher started
+        if args.cmd == "status" and args.target and parse_drain_ref(args.target) is not None:
+            status = await service.drain_status(int(args.target[1:]))  # `status D7`: a drain
+            _emit(out, args.json, status.to_json(), drain_status_message(status, _PLAIN))
+            return 0
         if args.cmd == "status":
             target = args.target.lstrip("#") if args.target else None
             if target is None:
@@ -236,11 +248,11 @@ async def _plan(settings: Settings, args: argparse.Namespace, out: TextIO, err: 
         else:
             err.write(f"error: {e.message}\nhint: {e.hint}\n")
         return 2
-    if isinstance(command, DrainCommand | PlaceCommand):
+    if isinstance(command, DrainCommand | PlaceCommand | ReturnCommand):
         return await _plan_many(settings, command, args.json, out, err)
     if not isinstance(command, MigrateCommand):
         err.write(
-            "error: `plan` takes a migration: VM to HOST [options], VM to any, or drain HOST\n"
+            "error: `plan` takes a migration: VM to HOST [options], VM to any, drain HOST or return HOST\n"
             "hint: e.g. migrate-bot plan vm42 to hostB, migrate-bot plan drain hostA\n"
         )
         return 2
@@ -264,12 +276,17 @@ async def _plan(settings: Settings, args: argparse.Namespace, out: TextIO, err: 
 
 
 async def _plan_many(
-    settings: Settings, command: DrainCommand | PlaceCommand, as_json: bool, out: TextIO, err: TextIO
+    settings: Settings, command: DrainCommand | PlaceCommand | ReturnCommand, as_json: bool, out: TextIO, err: TextIO
 ) -> int:
-    """`plan drain HOST ...` and `plan VM to any`: dry runs (the CLI's `plan` never executes anything)."""
+    """`plan drain HOST ...`, `plan return HOST` and `plan VM to any`: dry runs (the CLI's `plan` never executes
+    anything)."""
     core = await open_core(settings)
     try:
-        if isinstance(command, DrainCommand):
+        if isinstance(command, ReturnCommand):  # where the last completed drain of HOST took its VMs, back
+            service = make_service(core, RecordingSink(), _nobody)  # read-only: no dispatcher started
+            back = await service.plan_return(core.inventory.get(command.host).name)
+            data, msg = back.to_json(), drain_plan_message(back, _PLAIN, verb="return to")
+        elif isinstance(command, DrainCommand):
             drain = await core.planning.plan_drain(
                 core.inventory.get(command.host).name,
                 command.options,

@@ -10,13 +10,22 @@ from typing import TextIO
 
 from rich.console import Console
 
+from bot.blocks.drain_card import DRAIN_ICON, DRAIN_LABEL
 from bot.blocks.fmt import STATE_ICON, STATE_LABEL
 from bot.blocks.ir import CONSOLE, Message
 from bot.blocks.progress import decision_text, notice_message, progress_line, state_change_message
 from bot.blocks.summary import summary_message
 from bot.console_render import inline, render, render_plain
 from migration_core.errors import MigrateBotError
-from migration_core.events import DecisionMade, JobEvent, Notice, ProgressUpdated, StateChanged, SummaryReady
+from migration_core.events import (
+    DecisionMade,
+    DrainChanged,
+    JobEvent,
+    Notice,
+    ProgressUpdated,
+    StateChanged,
+    SummaryReady,
+)
 from migration_core.models import ProgressSample, VerificationSummary
 from migration_core.service_api import MigrationServiceAPI
 
@@ -95,6 +104,12 @@ class ConsoleSink:
             icon = STATE_ICON[event.new]
             text = msg.text if msg is not None else f"{icon} {STATE_LABEL[event.new]}"
             out.line(f"[job {event.job_id}] {text}")
+        elif isinstance(event, DrainChanged):
+            # Approvals, the start, the cancel report, the end. The roll-up and each move's outcome are shown
+            # by `wait D7` / `wait last` (and at the end of input), not between other commands' output.
+            if event.detail != "requested":
+                drain = event.status.drain
+                out.line(f"[{drain.ref}] {DRAIN_ICON[drain.state]} {DRAIN_LABEL[drain.state]}: {event.detail}")
         elif isinstance(event, DecisionMade):
             out.line(f"[job {event.job_id}] {decision_text(event.decision, CONSOLE)}")
         elif isinstance(event, Notice):

@@ -149,7 +149,7 @@ def drain_card_message(status: DrainStatus, d: Dialect, *, now: datetime | None 
     parts.append(Context(tuple(small)))
     text = f"{drain.title}: {DRAIN_LABEL[drain.state].lower()}, {progress_count(status)}"
     if drain.state is DrainState.AWAITING_APPROVAL:
-        text = f"Approval needed: {drain.title.lower()}, {len(plan.moves)} move(s)"
+        text = f"Approval needed: {drain.title}, {len(plan.moves)} move(s)"
     return Message(text, tuple(parts), more=f"/migrate status {drain.ref}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from migration_core.drains import DrainStatus
 from migration_core.facts.gathered import VmState
 from migration_core.models import (
     Approval,
@@ -23,7 +24,6 @@ from migration_core.models import (
     ProgressSample,
     VerificationSummary,
 )
-from migration_core.drains import DrainStatus
 from migration_core.planning.drain import DrainPlan, PlacedPlan
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

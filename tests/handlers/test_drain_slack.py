@@ -9,6 +9,7 @@ time of every call, so the roll-up's edit rhythm can be checked.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -208,7 +209,7 @@ async def test_two_approvers_run_the_drain_with_one_rollup_edited_in_place_lines
     # the roll-up is edited in place, at least every 10 s (virtual) from its post to its final edit
     timed = [(t, kw) for t, m, kw in rig.client.timed() if kw.get("ts") == rollup_ts or kw.get("_ts") == rollup_ts]
     assert len(timed) >= 3, [kw.get("text") for _, kw in timed]
-    gaps = [b[0] - a[0] for a, b in zip(timed, timed[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(timed)]
     assert max(gaps) <= 10.0, gaps
     final = timed[-1][1]
     assert final["text"].startswith("D1 done: 3 of 3 done")

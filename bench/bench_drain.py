@@ -72,7 +72,7 @@ def breaches(status: DrainStatus) -> int:
 async def run_plan(service: MigrationService, plan: DrainPlan, way: str, clock: object) -> Run:
     """Put `plan` up as a drain, approve it twice, and time it on the service's clock."""
     desk = service.drains
-    drain = await desk._create(DrainKind.DRAIN, plan, "bench", f"benchmark: {way}", None, None)  # noqa: SLF001
+    drain = await desk._create(DrainKind.DRAIN, plan, "bench", f"benchmark: {way}", None, None)
     loop = asyncio.get_running_loop()
     for who in ("approver-1", "approver-2"):
         if (await service.get_drain(drain.id)).state is DrainState.AWAITING_APPROVAL:
@@ -140,7 +140,8 @@ def fleet_part(n_hosts: int, n_vms: int, big: int) -> None:
         eta = f"{run.eta_s:.0f}" if run.eta_s else "-"
         gain = f"{(1 - run.total_s / one) * 100:+.0f} %" if one else "-"
         print(
-            f"  | {run.way} | {run.moves} | {eta} | {run.total_s:.0f} | {gain} | {run.breaches} | {run.parked} | {wall:.1f} |"
+            f"  | {run.way} | {run.moves} | {eta} | {run.total_s:.0f} | {gain} | {run.breaches} | {run.parked} "
+            f"| {wall:.1f} |"
         )
     print(f"  ETA error of the bot's plan: {bot.eta_error * 100:.0f} %")
 

@@ -37,7 +37,6 @@ from migration_core.planning.placement import Candidacy, Choice, Destination, Vm
 from migration_core.planning.planner import make_plan
 from migration_core.preflight import disks_to_copy
 
-
 # What a wave costs beyond its longest migration: the re-check before each move starts, the verification after
 # it (the guest's vCPU time sampled for 1 s, both hosts asked), and the hand-over to the next wave (the
 # conductor looks every second). Measured: 0.9 s per wave on the fleet (bench_drain), 1-2 s on the lab.

@@ -45,7 +45,7 @@ from migration_core.errors import MigrateBotError, RequestError
 from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup, EventSink
 from migration_core.inventory.policy_file import Policy
 from migration_core.models import Approval, Job, JobState, MigrationOptions, Phase
-from migration_core.planning.drain import DrainPlan, LeftBehind, PlannedMove, run_after_another
+from migration_core.planning.drain import WAVE_OVERHEAD_S, DrainPlan, LeftBehind, PlannedMove, run_after_another
 from migration_core.store import ActiveJobExists, DrainStateError, DuplicateRequestError, Store
 from migration_core.store.states import CANCELLABLE_STATES
 
@@ -597,4 +597,4 @@ def _remaining(moves: Sequence[MoveStatus]) -> float:
         else:
             left = m.planned.predicted_total_s
         by_wave[m.planned.wave] = max(by_wave.get(m.planned.wave, 0.0), left)
-    return round(sum(by_wave.values()), 1)
+    return round(sum(left + WAVE_OVERHEAD_S for left in by_wave.values() if left > 0), 1)

@@ -29,7 +29,7 @@ from migration_core.events import FanoutSink
 from migration_core.models import JobState
 from tests.bot.factories import T0
 from tests.bot.fleet_service import DRAIN_VMS, FleetService, open_fleet_service
-from tests.handlers.fakes import FakeBoltApp, Recorder, RecordingClient, settle
+from tests.handlers.fakes import FakeBoltApp, Recorder, RecordingClient, settle, slack_error
 
 pytestmark = pytest.mark.virtual_time
 
@@ -62,12 +62,26 @@ class TimedClient(RecordingClient):
         return [(t, m, kw) for t, (m, kw) in zip(self.times, calls, strict=True)]
 
 
+class Switch:
+    """A sink that forwards to whichever drain sink is current (a bot restart replaces it)."""
+
+    def __init__(self, target: SlackDrainSink) -> None:
+        self.target = target
+
+    async def emit(self, event: Any) -> None:
+        await self.target.emit(event)
+
+
 @dataclass
 class Rig:
     fs: FleetService
     client: TimedClient
     app: FakeBoltApp
-    drains: SlackDrainSink
+    switch: Switch
+
+    @property
+    def drains(self) -> SlackDrainSink:
+        return self.switch.target
 
     @property
     def service(self) -> Any:
@@ -81,8 +95,9 @@ async def rig() -> AsyncIterator[Rig]:
     client = TimedClient()
     jobs = SlackProgressSink(client, fs.service, now=lambda: T0)
     drains = SlackDrainSink(client, fs.service, now=lambda: T0)
+    switch = Switch(drains)
     fan.add(jobs)
-    fan.add(drains)
+    fan.add(switch)
     deps = Deps(
         service=fs.service, now=lambda: T0, settings=Settings(), approver_check=_approver, progress=jobs, drains=drains
     )
@@ -90,8 +105,8 @@ async def rig() -> AsyncIterator[Rig]:
     commands.register(app, deps)
     drain_actions.register(app, deps)
     actions.register(app, deps)
-    yield Rig(fs, client, app, drains)
-    await drains.aclose()
+    yield Rig(fs, client, app, switch)
+    await switch.target.aclose()
     await jobs.aclose()
     await fs.close()
 
@@ -340,3 +355,50 @@ async def test_job_sink_posts_nothing_for_a_move_job(rig: Rig):
     assert len(jobs) == 3 and all(j.drain_id == 1 and j.state is JobState.SUCCEEDED for j in jobs)
     texts = [p["text"] for p in rig.client.of("chat_postMessage")]
     assert not any("Migration succeeded" in t or "Approval needed: migrate" in t for t in texts), texts
+
+
+async def test_a_new_sink_after_a_restart_keeps_editing_the_same_rollup(rig: Rig):
+    rig.fs.fleet.vms["web1"].max_speed_mib_s = 20  # the last move takes a while: the restart happens before it
+    card = await request_drain(rig)
+    for user in ("U0BOB", "U0CAROL"):
+        await press(rig, APPROVE_DRAIN, real_click(card, APPROVE_DRAIN, user))
+    for _ in range(600):
+        if (await rig.service.drain_status(1)).count(MoveOutcome.SUCCEEDED) >= 1:
+            break
+        await asyncio.sleep(0.5)
+    await idle(rig)
+    rollup_ts = (await rig.service.get_drain(1)).chat_progress
+    assert rollup_ts is not None
+    # the restart: the old sink is gone, a new one (no memory of the roll-up) gets the events from now on
+    await rig.drains.aclose()
+    rig.switch.target = SlackDrainSink(rig.client, rig.service, now=lambda: T0)
+    before = len(rig.client.calls)
+    status = await rig.service.wait_drain(1, timeout_s=3600)
+    assert status.drain.state is DrainState.DONE
+    await idle(rig)
+    posts = rig.client.of("chat_postMessage")
+    assert sum(1 for p in posts if p["text"].startswith("D1 running")) == 1  # never a second roll-up
+    after = [kw["text"] for m, kw in rig.client.calls[before:] if m == "chat_postMessage"]
+    assert any(t.startswith("✅ web1 → host") for t in after), after  # a move ended after the restart
+    later = [kw for m, kw in rig.client.calls[before:] if m == "chat_update" and kw["ts"] == rollup_ts]
+    assert later and later[-1]["text"].startswith("D1 done: 3 of 3 done")
+    assert sum(1 for p in posts if p.get("reply_broadcast")) == 1
+
+
+async def test_rate_limited_edits_are_retried_and_the_rollup_still_ends_right(rig: Rig):
+    card = await request_drain(rig)
+    for user in ("U0BOB", "U0CAROL"):
+        await press(rig, APPROVE_DRAIN, real_click(card, APPROVE_DRAIN, user))
+    rig.client.fail["chat_update"] = [slack_error("ratelimited", 429) for _ in range(3)]
+    rig.client.fail["chat_postMessage"] = [slack_error("ratelimited", 429)]
+    status = await rig.service.wait_drain(1, timeout_s=3600)
+    assert status.drain.state is DrainState.DONE
+    await idle(rig)
+    assert rig.client.fail["chat_update"] == [] and rig.client.fail["chat_postMessage"] == []  # all were hit
+    posts = rig.client.of("chat_postMessage")
+    for vm in DRAIN_VMS:  # no line was lost to the 429
+        assert sum(1 for p in posts if p["text"].startswith(f"✅ {vm} → host")) == 1
+    rollup_ts = (await rig.service.get_drain(1)).chat_progress
+    edits = [kw for kw in rig.client.of("chat_update") if kw["ts"] == rollup_ts]
+    assert edits[-1]["text"].startswith("D1 done: 3 of 3 done")
+    assert sum(1 for p in posts if p.get("reply_broadcast")) == 1

@@ -255,7 +255,7 @@ def build_slack(
     sink = SlackProgressSink(client, service, ttl_s=settings.approval_ttl_s)
     fanout.add(sink)
     # Drains: one card, one roll-up edited in place, a line per VM; edits share the workspace's budget.
-    drain_sink = SlackDrainSink(client, service, gate=sink.edit_gate)
+    drain_sink = SlackDrainSink(client, service, gate=sink.edit_gate, ttl_s=settings.approval_ttl_s)
     fanout.add(drain_sink)
     workspace = WorkspaceBinding()
     app = build_app(

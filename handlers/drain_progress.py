@@ -12,7 +12,10 @@ into the drain's thread instead. One worker task per drain does that drain's Sla
   one every `drain_rollup_s`, 5 s) edits it in place, at most once per `min_interval_s` and through the
   workspace-wide EditGate shared with the job sink (handlers/slack_rate.py: chat.update is Tier 3);
 - every DrainMoveEnded posts one line (the VM, where it went, how long, its downtime, or why it was parked);
-- the end edits the roll-up one last time and posts the summary with reply_broadcast, once.
+- the end edits the roll-up one last time and posts the summary with reply_broadcast, once;
+- a move whose re-check before its start found different facts waits for a new approval of that move alone
+  (the drain waits for it): its own job card is posted in the channel, with the job's buttons, and the drain's
+  thread says so. From then on that job is an ordinary Slack job (card edits, progress, summary in its thread).
 
 A transient Slack error (429, 5xx, network) is retried with back-off; a 429 pauses every edit for its
 Retry-After. `emit` never raises and never waits for Slack.
@@ -27,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bot.blocks.card import card_message
 from bot.blocks.drain_card import (
     DRAIN_ICON,
     drain_card_message,
@@ -37,9 +41,10 @@ from bot.blocks.drain_card import (
 from bot.blocks.ir import SLACK, Message, Text
 from handlers.slack_io import is_transient, post_message, update_message
 from handlers.slack_rate import EditGate, edit_client, is_rate_limited, retry_after_s
-from migration_core.drains import Drain, DrainState, DrainStatus
+from migration_core.drains import Drain, DrainState, DrainStatus, MoveStatus
 from migration_core.errors import MigrateBotError
 from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup, JobEvent
+from migration_core.models import JobState
 from migration_core.service_api import MigrationServiceAPI
 
 log = logging.getLogger(__name__)
@@ -50,9 +55,10 @@ FINISHED_REMEMBERED = 1000
 
 @dataclass
 class _Op:
-    kind: str  # "changed" | "move"
-    event: DrainChanged | DrainMoveEnded
+    kind: str  # "changed" | "move" | "reapprove"
+    event: DrainChanged | DrainMoveEnded | DrainRollup
     attempts: int = 0
+    job_id: int = 0  # "reapprove": the move's job
 
 
 @dataclass
@@ -68,9 +74,23 @@ class _DrainState:
     last_edit: float | None = None
     backoff_s: float = 0.0
     finished: bool = False
+    asked: set[int] = field(default_factory=set)  # move jobs whose own card was posted for a new approval
 
     def busy(self) -> bool:
         return bool(self.ops) or self.card_dirty or (self.rollup_dirty and self.rollup_ts is not None)
+
+
+def needs_new_approval(m: MoveStatus) -> bool:
+    """The move's job waits for an approval of a plan that is not the drain's (its re-check found different
+    facts), and it has no card of its own yet."""
+    job = m.job
+    return (
+        job is not None
+        and job.state is JobState.AWAITING_APPROVAL
+        and job.plan is not None
+        and job.plan.hash != m.planned.plan.hash
+        and not job.chat_thread
+    )
 
 
 class SlackDrainSink:
@@ -82,6 +102,7 @@ class SlackDrainSink:
         service: MigrationServiceAPI,
         *,
         gate: EditGate | None = None,
+        ttl_s: float = 1800.0,
         min_interval_s: float = 2.0,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -93,6 +114,7 @@ class SlackDrainSink:
         self._clock = clock or (lambda: asyncio.get_running_loop().time())
         self._gate = gate or EditGate(clock=self._clock, sleep=sleep)
         self._service = service
+        self._ttl_s = ttl_s
         self._interval_s = min_interval_s
         self._sleep = sleep
         self._now = now
@@ -122,6 +144,10 @@ class SlackDrainSink:
             st.rollup_dirty = True
         else:
             st.rollup_dirty = True
+        for m in event.status.moves:
+            if m.job is not None and m.job.id not in st.asked and needs_new_approval(m):
+                st.asked.add(m.job.id)
+                st.ops.append(_Op("reapprove", event, job_id=m.job.id))
         self._kick(st)
 
     async def refresh_card(self, drain_id: int) -> None:
@@ -232,6 +258,11 @@ class SlackDrainSink:
         if drain is None:
             return  # not a Slack drain (console, CLI), or its card is not posted yet
         ev = op.event
+        if op.kind == "reapprove":
+            await self._ask_again(drain, op.job_id)
+            return
+        if isinstance(ev, DrainRollup):
+            return
         if isinstance(ev, DrainMoveEnded):
             await self._reply(drain, drain_move_message(ev.move, SLACK))
             return
@@ -249,6 +280,20 @@ class SlackDrainSink:
             icon = "👍" if new is DrainState.AWAITING_APPROVAL else DRAIN_ICON[new]
             text = f"{icon} {SLACK.esc(ev.detail)}"
             await self._reply(drain, Message(text, (Text(text[:2900]),)))
+
+    async def _ask_again(self, drain: Drain, job_id: int) -> None:
+        """The move's own card in the channel (its Approve/Deny), and a line in the drain's thread."""
+        job = await self._service.get_job(job_id)
+        if job.state is not JobState.AWAITING_APPROVAL or job.chat_thread or not drain.chat_channel:
+            return  # decided meanwhile, or its card is out already (a retry of this step)
+        card = card_message(job, SLACK, ttl_s=self._ttl_s, now=self._now())
+        ts = await post_message(self._client, drain.chat_channel, card)
+        await self._service.set_chat_refs(job.id, channel=drain.chat_channel, thread=ts)
+        text = (
+            f"⏳ {SLACK.esc(job.vm)} needs a new approval: the re-check before its start found different facts. "
+            f"Approve or deny job #{job.id} on its own card; {drain.ref} waits for it."
+        )
+        await self._reply(drain, Message(text, (Text(text),)))
 
     async def _finish(self, st: _DrainState, drain: Drain, status: DrainStatus) -> None:
         if st.finished:

@@ -310,10 +310,12 @@ class SlackProgressSink:
 
     async def _run_op(self, st: _JobState, op: _Op) -> None:
         job = await self._fresh_job(st)
-        if job is None or not (job.chat_channel and job.chat_thread) or job.drain_id is not None:
-            # not a Slack job (console, CLI), its card is not posted yet, or a move of a drain (no card of
-            # its own: the drain's thread tells its story, handlers/drain_progress.py): nothing to mirror
-            st.finished = st.finished or bool(job is not None and job.drain_id is not None and job.state.terminal)
+        if job is None or not (job.chat_channel and job.chat_thread):
+            # Not a Slack job (console, CLI), its card is not posted yet, or a move of a drain: those have no
+            # card of their own (the drain's thread tells their story, handlers/drain_progress.py) unless a
+            # re-check asked for a new approval of that move alone. Nothing to mirror; an ended job's worker
+            # may go (a 40-VM drain must not leave 40 idle workers behind).
+            st.finished = st.finished or bool(job is not None and job.state.terminal)
             return
         ev = op.event
         if op.kind == "progress_start":
@@ -350,7 +352,7 @@ class SlackProgressSink:
 
     async def _edit_card(self, st: _JobState) -> None:
         job = await self._fresh_job(st)
-        if job is None or not (job.chat_channel and job.chat_thread) or job.drain_id is not None:
+        if job is None or not (job.chat_channel and job.chat_thread):
             return
         queue = None
         if job.state is JobState.QUEUED:

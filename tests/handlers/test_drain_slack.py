@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -344,8 +344,8 @@ async def test_bad_drain_input_gets_a_clear_error_and_changes_nothing(rig: Rig, 
 
 
 async def test_job_sink_posts_nothing_for_a_move_job(rig: Rig):
-    """Decision: a drain's move jobs are folded into the drain's thread; the job sink skips them even if a move
-    job somehow carried a thread (it never does: only the drain has a card)."""
+    """Decision: a drain's move jobs are folded into the drain's thread: they get no card (no chat thread), so
+    the job sink has nothing to mirror for them."""
     card = await request_drain(rig)
     for user in ("U0BOB", "U0CAROL"):
         await press(rig, APPROVE_DRAIN, real_click(card, APPROVE_DRAIN, user))
@@ -402,3 +402,43 @@ async def test_rate_limited_edits_are_retried_and_the_rollup_still_ends_right(ri
     edits = [kw for kw in rig.client.of("chat_update") if kw["ts"] == rollup_ts]
     assert edits[-1]["text"].startswith("D1 done: 3 of 3 done")
     assert sum(1 for p in posts if p.get("reply_broadcast")) == 1
+
+
+async def test_a_move_whose_recheck_differs_gets_its_own_card_and_the_drain_waits_for_it(rig: Rig):
+    card = await request_drain(rig)
+    vm = rig.fs.fleet.vms["web2"]  # the guest grows after the plan: its re-check before start differs
+    vm.spec = replace(vm.spec, memory_mib=8192, transferable_mib=6000)
+    for user in ("U0BOB", "U0CAROL"):
+        await press(rig, APPROVE_DRAIN, real_click(card, APPROVE_DRAIN, user))
+    own: list[dict[str, Any]] = []
+    for _ in range(600):
+        own = [p for p in rig.client.of("chat_postMessage") if "thread_ts" not in p and p is not card and p != card]
+        if own:
+            break
+        await asyncio.sleep(0.5)
+    assert len(own) == 1, [p["text"] for p in rig.client.of("chat_postMessage")]
+    job = next(j for j in await rig.service.history() if j.vm == "web2")
+    assert job.state is JobState.AWAITING_APPROVAL and job.drain_id == 1
+    assert own[0]["text"].startswith("Approval needed") and "web2" in own[0]["text"]
+    assert (job.chat_channel, job.chat_thread) == (CHANNEL, own[0]["_ts"])
+    await idle(rig)
+    said = [p["text"] for p in rig.client.of("chat_postMessage") if p.get("thread_ts") == card["_ts"]]
+    assert any("web2 needs a new approval" in t and f"job #{job.id}" in t for t in said), said
+    assert (await rig.service.drain_status(1)).drain.state is DrainState.RUNNING  # it waits for that move
+    # the move's own buttons, as rendered on its card, by the approvers it needs
+    job_buttons = buttons(own[0])
+    for user in ("U0BOB", "U0CAROL"):
+        if (await rig.service.get_job(job.id)).state is not JobState.AWAITING_APPROVAL:
+            break
+        b = job_buttons["approve"]
+        ack, respond = Recorder(), Recorder()
+        payload = click("approve", user, b["block_id"], b["value"])
+        await rig.app.actions["approve"](ack=ack, body=payload, respond=respond, client=rig.client)
+        await settle()
+    status = await rig.service.wait_drain(1, timeout_s=3600)
+    assert status.drain.state is DrainState.DONE, status.drain.detail
+    assert rig.fs.fleet.where("web2") in ("hostA", "hostB")
+    await idle(rig)
+    # from its approval on, that move is an ordinary Slack job: its summary goes to its own card's thread
+    in_own_thread = [p["text"] for p in rig.client.of("chat_postMessage") if p.get("thread_ts") == own[0]["_ts"]]
+    assert any("succeeded" in t.lower() for t in in_own_thread), in_own_thread

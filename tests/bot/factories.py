@@ -195,6 +195,21 @@ def with_state(j: Job, state: JobState, **kw: object) -> Job:
 # ----- drain dry runs (issue 11): built by the real pure planner over a small synthetic fleet ---------------
 
 
+def big_drain_plan(n: int = 45) -> DrainPlan:
+    """A drain of `n` VMs with long names, a third of them left behind: the card must stay within Slack's limits."""
+    from migration_core.planning.drain import plan_drain
+    from migration_core.planning.estimates import ModelEstimator
+    from tests.migration_core.drain_support import SynFleet, SynHost, SynVm
+
+    vms = [SynVm(f"web-frontend-production-{i:03d}", 1.0 + i % 3) for i in range(n)]
+    vms += [SynVm(f"huge-analytics-node-{i:03d}", 512) for i in range(n // 3)]
+    fleet = SynFleet(source="hostA", hosts=[SynHost(f"host{c}", free_gib=200) for c in "BCDE"], vms=vms)
+    return plan_drain(
+        fleet.drain_source(), fleet.drain_vms(), fleet.destinations(), fleet.candidacy(), MigrationOptions(),
+        ModelEstimator(),
+    )  # fmt: skip
+
+
 def drain_plan(host: str = "hostA") -> DrainPlan:
     from migration_core.planning.drain import plan_drain
     from migration_core.planning.estimates import ModelEstimator
@@ -241,12 +256,14 @@ def drain_status(
     approvers: tuple[str, ...] = (),
     outcomes: dict[str, str] | None = None,
     detail: str = "",
+    plan: DrainPlan | None = None,
 ) -> DrainStatus:
-    """D7, a drain of hostA with drain_plan()'s moves, in `state`; `outcomes` sets moves' outcomes by VM."""
+    """D7, a drain of hostA with drain_plan()'s moves (or `plan`'s), in `state`; `outcomes` sets moves' outcomes
+    by VM."""
     from migration_core.drains import Drain, DrainKind, DrainState, DrainStatus, MoveOutcome, MoveStatus
     from migration_core.models import Approval, ApprovalRequirement
 
-    p = drain_plan()
+    p = plan or drain_plan()
     drain = Drain(
         id=7,
         kind=DrainKind.DRAIN,

@@ -40,7 +40,18 @@ from migration_core.models import (
     Phase,
 )
 from migration_core.service_api import FreezeStatus, HostStatus, QueuePosition
-from tests.bot.factories import PASSING, T0, drain_plan, drain_status, job, placed_plan, plan, sample, summary
+from tests.bot.factories import (
+    PASSING,
+    T0,
+    big_drain_plan,
+    drain_plan,
+    drain_status,
+    job,
+    placed_plan,
+    plan,
+    sample,
+    summary,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 TTL = 1800.0
@@ -256,6 +267,25 @@ def test_valid_block_kit(name: str) -> None:
     for b in payload["blocks"]:
         assert Block.parse(b).to_dict()  # raises SlackObjectFormationError past a limit
     assert problems(payload["blocks"]) == []
+
+
+def test_a_big_drain_stays_within_slack_limits_and_points_at_the_rest() -> None:
+    big = big_drain_plan()
+    assert len(big.moves) >= 40 and len(big.left_behind) >= 10
+    outcomes = {m.vm: "running" for m in big.moves[:4]}
+    payloads = [
+        message_payload(drain_card_message(drain_status(plan=big), SLACK, now=T0)),
+        message_payload(drain_card_message(drain_status("running", outcomes=outcomes, plan=big), SLACK, now=T0)),
+        message_payload(drain_rollup_message(drain_status("running", outcomes=outcomes, plan=big), SLACK)),
+        message_payload(drain_summary_message(drain_status("partially_done", plan=big), SLACK)),
+    ]
+    for payload in payloads:
+        for b in payload["blocks"]:
+            assert Block.parse(b).to_dict()
+        assert problems(payload["blocks"]) == []
+    card = json.dumps(payloads[0]["blocks"], ensure_ascii=False)
+    assert "more: see `migrate-bot status D7 --json`" in card and "/migrate status D7" in card
+    assert _actions(payloads[0])["drain_approve"]["value"] == f"7:{big.hash}"
 
 
 def _actions(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:

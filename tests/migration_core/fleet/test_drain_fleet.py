@@ -9,6 +9,7 @@ and a new one that finishes it; the host marks that keep placement away from a d
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,44 @@ def test_a_second_drain_never_places_on_a_draining_host(tmp_path: Path) -> None:
                 DrainState.AWAITING_APPROVAL,
             ]
             await service.wait_drain(drain.id, timeout_s=3600)
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+def test_a_recheck_that_finds_different_facts_asks_again_for_that_move_alone(tmp_path: Path) -> None:
+    vms = [_idle("first", 4096), _idle("second", 512)]
+    hosts = (HostSpec(A, link_mib_s=50, max_outbound=1), HostSpec(B, link_mib_s=50))
+    r = rig(*vms, hosts=hosts)
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        try:
+            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            assert [m.vm for m in drain.plan.moves] == ["first", "second"] and drain.plan.waves == 2
+            await _approve_drain(service, drain.id)
+            await when(lambda: r.fleet.job_phase("first") is not None, limit_s=600)
+            # while the first move runs, hB's libvirt is downgraded: the second move's plan gains a warning
+            state = r.fleet.hosts[B]
+            state.spec = replace(state.spec, libvirt_version=state.spec.libvirt_version - 1_000_000)
+            second = None
+            for _ in range(3600):
+                status = await service.drain_status(drain.id)
+                second = next(m for m in status.moves if m.vm == "second")
+                if second.job is not None and second.job.state is JobState.AWAITING_APPROVAL and second.why:
+                    break
+                await asyncio.sleep(1)
+            assert second is not None and second.job is not None
+            assert second.outcome is MoveOutcome.WAITING and "new approval" in second.why
+            assert second.job.plan is not None and second.job.plan.hash != second.planned.plan.hash
+            assert status.drain.state is DrainState.RUNNING  # the drain waits for that move, nothing else
+            assert r.fleet.where("second") == A
+            for who in ("bob", "carol"):  # the new plan has a warning: a risky plan's two approvers
+                await service.approve(second.job.id, who)
+            done = await service.wait_drain(drain.id, timeout_s=3600)
+            assert done.drain.state is DrainState.DONE, done.drain.detail
+            assert r.fleet.where("second") == B
         finally:
             await close_service(service)
 

@@ -19,7 +19,7 @@ from typing import TextIO
 from bot.blocks.answers import hosts_message, jobs_message, status_message
 from bot.blocks.card import plan_message
 from bot.blocks.drain import drain_plan_message, placed_plan_message
-from bot.blocks.drain_card import drain_status_message
+from bot.blocks.drain_card import drain_status_message, with_drains
 from bot.blocks.ir import Dialect, Message
 from bot.console_render import render_plain
 from bot.logging_setup import setup_logging, url_password
@@ -114,7 +114,11 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 return 2
             jobs = await service.history(args.subject, args.limit)
             title = f"History of {args.subject}" if args.subject else "History"
-            _emit(out, args.json, [_job_json(j) for j in jobs], jobs_message(title, jobs, _PLAIN, empty="no jobs yet"))
+            msg = jobs_message(title, jobs, _PLAIN, empty="no jobs yet")
+            if not args.json:  # the recent drains too (the JSON stays the list of jobs other tools read)
+                drains = [d for d in await service.recent_drains(args.limit) if args.subject in (None, d.host)]
+                msg = with_drains(msg, [await service.drain_status(d.id) for d in drains], _PLAIN)
+            _emit(out, args.json, [_job_json(j) for j in jobs], msg)
             return 0
         if args.cmd == "calibration":
             return await _calibration(core, args, out)

@@ -31,7 +31,7 @@ from bot.blocks.answers import (
 )
 from bot.blocks.card import card_message, plan_message, status_line
 from bot.blocks.drain import drain_plan_message, placed_plan_message
-from bot.blocks.drain_card import drain_card_message, drain_status_message, move_line, rollup_text
+from bot.blocks.drain_card import drain_card_message, drain_status_message, move_line, rollup_text, with_drains
 from bot.blocks.ir import CONSOLE, Message
 from bot.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
 from bot.blocks.summary import summary_message
@@ -389,7 +389,8 @@ class _Session:
         svc = self.service
         if cmd.target is None:
             active = await svc.active_jobs()
-            self.show(jobs_message("Active migrations", active, CONSOLE, empty="Nothing active."))
+            listed = jobs_message("Active migrations", active, CONSOLE, empty="Nothing active.")
+            self.show(with_drains(listed, await svc.active_drains(), CONSOLE))
             newest = [] if active else await svc.history(None, 1)
             if newest:  # "nothing active" alone leaves a person wondering what happened to their job
                 self.out.line(f"latest: {job_line(newest[0], CONSOLE)} (`status {newest[0].id}` for details)")

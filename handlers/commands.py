@@ -21,7 +21,7 @@ from bot.blocks.answers import (
 )
 from bot.blocks.card import card_message, plan_message
 from bot.blocks.drain import drain_plan_message, placed_plan_message
-from bot.blocks.drain_card import drain_card_message, drain_status_message
+from bot.blocks.drain_card import drain_card_message, drain_status_message, with_drains
 from bot.blocks.ir import SLACK, Message
 from bot.blocks.slack import message_payload
 from handlers.deps import Deps, bug_reference, ephemeral
@@ -285,7 +285,8 @@ async def _status(deps: Deps, cmd: StatusCommand) -> Message:
     target = cmd.target
     if target is None:
         jobs = await svc.active_jobs()
-        return jobs_message("Active migrations", jobs, SLACK, empty="No migration is active.")
+        msg = jobs_message("Active migrations", jobs, SLACK, empty="No migration is active.")
+        return with_drains(msg, await svc.active_drains(), SLACK)
     job: Job | None
     if isinstance(target, int):
         job = await svc.get_job(target)

@@ -258,3 +258,12 @@ def drain_home_line(status: DrainStatus, d: Dialect) -> str:
     if drain.state is DrainState.AWAITING_APPROVAL:
         line += f"\n      ↳ requested by {d.user(drain.requester)}; needs {d.esc(still_needed(drain))}"
     return line
+
+
+def with_drains(msg: Message, drains: list[DrainStatus], d: Dialect) -> Message:
+    """`/migrate status` (everything active): the jobs, then the drains awaiting approval or running."""
+    if not drains:
+        return msg
+    lines = [drain_home_line(s, d) for s in drains]
+    extra = paragraphs(["*Drains*", *lines], max_parts=2, pointer="`/migrate status D<id>`")
+    return Message(f"{msg.text}; {len(drains)} drain(s)", (*msg.parts, *extra), more=msg.more)

@@ -56,13 +56,15 @@ def test_console_words_take_a_drain(line: str, expected: object) -> None:
 
 async def test_approve_wait_and_status_last_on_a_drain_exit_0_when_every_move_succeeds() -> None:
     code, out, where = await run_drain_script(
-        "drain hostC --reason CHG-7\napprove last\nas bob\napprove last\nas carol\napprove last\n"
+        "drain hostC --reason CHG-7\nstatus\napprove last\nas bob\napprove last\nas carol\napprove last\n"
         "wait last\nstatus last\n"
     )
     assert code == 0, out
     assert "D1 created: drain of hostC, 3 move(s), awaiting_approval; last now means D1" in out
     assert "── Drain of hostC (D1) ──" in out and "Approve: approve D1   Deny: deny D1" in out  # the card
     assert "refused: you requested this" in out  # alice cannot approve her own drain
+    listed = out.split("alice> status\n")[1].split("alice> approve last")[0]
+    assert "Drains" in listed and "D1 awaiting approval: 0 of 3 done" in listed
     assert "[D1] ⏳ Awaiting approval: approved by bob; needs 1 more approval" in out
     assert "[D1] 🚚 Running: approved by bob, carol" in out
     wait = out.split("carol> wait last")[1].split("carol> status last")[0]

@@ -62,6 +62,10 @@ async def test_status_of_a_finished_drain_as_json_and_text(tmp_path: Path) -> No
             assert m["total_s"] > 0 and m["downtime_ms"] is not None and isinstance(m["job_id"], int)
         text = run("status", "d1", env=env)  # people write it both ways
         assert text.returncode == 0 and "Drain of hostC (D1)" in text.stdout and "Done" in text.stdout
+        history = run("history", env=env)
+        assert history.returncode == 0 and "Drains" in history.stdout and "D1" in history.stdout
+        assert "3 of 3 done" in history.stdout
+        assert "D1" not in run("history", "--json", env=env).stdout  # the JSON stays the list of jobs
         for bad, said in (("D999", "there is no drain D999"), ("D0", "`D0` is not a drain")):
             proc = run("status", bad, "--json", env=env)
             assert proc.returncode != 0 and said in proc.stderr, (bad, proc.stderr)

@@ -314,6 +314,8 @@ async def test_status_of_a_drain_and_the_app_home_list_it(rig: Rig):
     text = respond.text()
     assert "Drain of hostC (D1)" in text and all(vm in text for vm in DRAIN_VMS)
     assert respond.calls[0]["response_type"] == "ephemeral"
+    _ack, respond = await slash(rig, "status")  # everything active: the drains too
+    assert "*Drains*" in respond.text() and "*D1*" in respond.text() and "0 of 3 done" in respond.text()
     deps = Deps(service=rig.service, now=lambda: T0, settings=Settings(), approver_check=_approver)
     await publish_home(deps, rig.client, "U0BOB")
     (view,) = rig.client.of("views_publish")

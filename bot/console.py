@@ -53,7 +53,7 @@ from bot.console_commands import (
 from bot.console_sink import ConsoleOut, ConsoleSink
 from bot.settings import Settings
 from migration_core.dispatch.drain_policy import still_needed
-from migration_core.drains import Drain, DrainState, DrainStatus
+from migration_core.drains import Drain, DrainState, DrainStatus, MoveOutcome
 from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError
 from migration_core.grammar.parser import (
     CancelCommand,
@@ -254,7 +254,7 @@ class _Session:
         if status.drain.state.finished:
             for m in status.moves:
                 self.out.line(f"[{ref}] {move_line(m, CONSOLE)}")
-            moved = sum(1 for m in status.moves if m.outcome.value == "succeeded")
+            moved = status.count(MoveOutcome.SUCCEEDED)
             self.out.line(f"[{ref}] ended: {status.drain.state.value} ({moved} of {len(status.moves)} moved)")
         return status
 

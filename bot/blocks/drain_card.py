@@ -12,7 +12,7 @@ from datetime import datetime
 from bot.blocks.fmt import cut, fmt_bytes, fmt_duration_s, fmt_ms
 from bot.blocks.ir import Actions, Button, Confirm, Context, Dialect, Fields, Header, Message, Part, Text, paragraphs
 from migration_core.dispatch.drain_policy import still_needed
-from migration_core.drains import Drain, DrainState, DrainStatus, MoveOutcome, MoveStatus
+from migration_core.drains import Drain, DrainKind, DrainState, DrainStatus, MoveOutcome, MoveStatus
 
 DRAIN_BLOCK = "drain_approval"  # block_id: drain_approval:<drain id>
 APPROVE_DRAIN = "drain_approve"
@@ -235,7 +235,7 @@ def drain_summary_message(status: DrainStatus, d: Dialect) -> Message:
     lines += [move_line(m, d) for m in status.moves if m.outcome is not MoveOutcome.SUCCEEDED]
     if drain.plan.left_behind:
         lines.append("Left behind: " + ", ".join(d.esc(lb.vm) for lb in drain.plan.left_behind))
-    if drain.kind.value == "drain" and drain.state in (DrainState.DONE, DrainState.PARTIALLY_DONE):
+    if drain.kind is DrainKind.DRAIN and drain.state in (DrainState.DONE, DrainState.PARTIALLY_DONE):
         lines.append(f"{d.esc(drain.host)} stays marked drained until `/migrate return {d.esc(drain.host)}`.")
     parts = paragraphs(lines, max_parts=2, pointer=f"`/migrate status {drain.ref}`")
     return Message(f"{drain.title} {DRAIN_LABEL[drain.state].lower()}: {moved} of {len(status.moves)} moved",

@@ -94,12 +94,13 @@ def _approval_actions(drain: Drain) -> Actions | None:
     if drain.state is not DrainState.AWAITING_APPROVAL:
         return None
     value = approval_value(drain)
+    where = f"off {drain.host}" if drain.kind is DrainKind.DRAIN else f"back to {drain.host}"
     deny = Button("Deny", DENY_DRAIN, value, style="danger")
     if not drain.plan.executable:
         return Actions(f"{DRAIN_BLOCK}:{drain.id}", (deny,))
     confirm = Confirm(
         title=f"Approve {drain.ref}?",
-        text=cut(f"{len(drain.plan.moves)} live migration(s) off {drain.host}; one approval covers every move.", 300),
+        text=cut(f"{len(drain.plan.moves)} migration(s) {where}; one approval covers every move.", 300),
         confirm="Approve",
     )
     approve = Button("Approve", APPROVE_DRAIN, value, style="primary", confirm=confirm)

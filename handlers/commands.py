@@ -161,7 +161,7 @@ async def handle_migrate(
 def _gate_kind(cmd: Command) -> GateKind:
     if isinstance(cmd, MigrateCommand):
         return GateKind.PREFLIGHT  # `plan` too: a live preflight (dirty-rate measurement) on the hypervisors
-    if isinstance(cmd, DrainCommand | ReturnCommand) and not (isinstance(cmd, DrainCommand) and cmd.plan_only):
+    if isinstance(cmd, ReturnCommand) or (isinstance(cmd, DrainCommand) and not cmd.plan_only):
         return GateKind.PREFLIGHT  # a drain request plans every move live, like a request
     if isinstance(cmd, CancelCommand | CancelDrainCommand):
         return GateKind.CONTROL

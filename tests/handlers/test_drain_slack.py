@@ -444,3 +444,21 @@ async def test_a_move_whose_recheck_differs_gets_its_own_card_and_the_drain_wait
     # from its approval on, that move is an ordinary Slack job: its summary goes to its own card's thread
     in_own_thread = [p["text"] for p in rig.client.of("chat_postMessage") if p.get("thread_ts") == own[0]["_ts"]]
     assert any("succeeded" in t.lower() for t in in_own_thread), in_own_thread
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("drain hostA", "preflight"),  # plans every move live: counted like a request
+        ("return hostA", "preflight"),
+        ("plan drain hostA", "read"),
+        ("cancel D7", "control"),
+        ("cancel drain 7", "control"),
+        ("status D7", "read"),
+    ],
+)
+def test_drain_commands_pass_the_edge_gate_as(text: str, kind: str) -> None:
+    from handlers.commands import _gate_kind
+    from migration_core.grammar.parser import parse_command
+
+    assert _gate_kind(parse_command(text)).value == kind

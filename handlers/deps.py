@@ -1,4 +1,4 @@
-"""What every listener needs, in one object given to each module's `register(app, deps)`."""
+"""What every listener needs, in one object that each module's `register(app, deps)` binds to its listeners."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -20,6 +20,10 @@ from handlers.progress import SlackProgressSink
 from migration_core.service_api import ApproverCheck, MigrationServiceAPI
 
 log = logging.getLogger(__name__)
+
+# A Bolt listener of this package: a module-level coroutine function taking Bolt's arguments by name
+# (ack, body, respond, client...) and `deps` by keyword, which register() binds with functools.partial.
+Listener = Callable[..., Awaitable[None]]
 
 
 def _utcnow() -> datetime:
@@ -70,6 +74,8 @@ class Deps:
     # One lock per job id: a duplicate delivery of the same command must not post a second card.
     _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
     deliveries: RecentDeliveries = field(default_factory=RecentDeliveries)
+    # job id -> when a click last re-rendered its stale card (handlers.actions; bounded there)
+    stale_card_refreshes: dict[int, float] = field(default_factory=dict)
 
     def lock(self, job_id: int) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())

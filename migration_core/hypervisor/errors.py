@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from migration_core.errors import HostUnreachable, HypervisorError
+from migration_core.errors import DomainNotFound, HostUnreachable, HypervisorError, JobAborted
 from migration_core.hypervisor.tlscheck import TlsDiagnosis, client_files
-from migration_core.hypervisor.types import DomainNotFound, JobAborted, VirErr
+from migration_core.hypervisor.types import VirErr
 
 # Text fragments of libvirt/socket errors that mean "the daemon at the other end is not there".
 _UNREACHABLE = (

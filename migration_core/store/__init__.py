@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from migration_core.errors import ActiveJobExists, DuplicateRequestError  # the store raises them
 from migration_core.store.base import utc_now
 from migration_core.store.job_ops import JobOps
 from migration_core.store.job_record import SUMMARY_DETAIL, JobRecord, job_record
@@ -37,8 +38,6 @@ from migration_core.store.records import RecordOps
 from migration_core.store.samples import SampleOps
 from migration_core.store.types import (
     NO_RETRY,
-    ActiveJobExists,
-    DuplicateRequestError,
     EventKind,
     EventRecord,
     HostLimit,

@@ -101,15 +101,8 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-class _Invalid(ValueError):
-    """A parser's refusal; `want` says what a valid value looks like (the fix the operator reads)."""
-
-    def __init__(self, want: str) -> None:
-        super().__init__(want)
-        self.want = want
-
-
-# A parser turns the variable's trimmed, non-empty text into the Settings field's value, or raises _Invalid.
+# A parser turns the variable's trimmed, non-empty text into the Settings field's value, or raises
+# ValueError(what a valid value looks like): the fix the operator reads after "expected".
 Parser = Callable[[str], object]
 
 
@@ -123,7 +116,7 @@ def _user_group(value: str) -> str:
 
 def _database_url(value: str) -> str:
     if not re.match(r"^(sqlite|postgresql(\+psycopg)?)://", value):
-        raise _Invalid(
+        raise ValueError(
             "a database URL: sqlite:///./migrate-bot.db or postgresql+psycopg://user:password@host/dbname"
         )
     return value.replace("postgresql://", "postgresql+psycopg://", 1)
@@ -131,13 +124,13 @@ def _database_url(value: str) -> str:
 
 def _slack_api_url(value: str) -> str:
     if not re.match(r"^https?://[^\s]+$", value):
-        raise _Invalid("an http(s) URL such as https://slack.com/api/")
+        raise ValueError("an http(s) URL such as https://slack.com/api/")
     return value if value.endswith("/") else value + "/"
 
 
 def _log_level(value: str) -> str:
     if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise _Invalid("DEBUG, INFO, WARNING or ERROR")
+        raise ValueError("DEBUG, INFO, WARNING or ERROR")
     return value.upper()
 
 
@@ -145,13 +138,13 @@ def _ip_address(value: str) -> str:
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        raise _Invalid("an IP address to listen on, e.g. 0.0.0.0 (all) or 127.0.0.1") from None
+        raise ValueError("an IP address to listen on, e.g. 0.0.0.0 (all) or 127.0.0.1") from None
     return value
 
 
 def _replica_id(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
-        raise _Invalid("1-64 letters, digits, '.', '_' or '-'")
+        raise ValueError("1-64 letters, digits, '.', '_' or '-'")
     return value
 
 
@@ -162,7 +155,7 @@ def _choice(kind: type[StrEnum], want: str) -> Parser:
         try:
             return kind(value.lower())
         except ValueError:
-            raise _Invalid(want) from None
+            raise ValueError(want) from None
 
     return parse
 
@@ -171,8 +164,9 @@ def _integer(minimum: int, maximum: int, want: str) -> Parser:
     """A whole number within [minimum, maximum]."""
 
     def parse(value: str) -> int:
-        if not value.isdigit() or not minimum <= int(value) <= maximum:
-            raise _Invalid(want)
+        # isascii: str.isdigit() is also true for digits int() refuses, such as "²"
+        if not (value.isascii() and value.isdigit()) or not minimum <= int(value) <= maximum:
+            raise ValueError(want)
         return int(value)
 
     return parse
@@ -181,7 +175,7 @@ def _integer(minimum: int, maximum: int, want: str) -> Parser:
 def _token(prefix: str) -> Parser:
     def parse(value: str) -> str:
         if not value.startswith(prefix):
-            raise _Invalid(f"a token starting with {prefix}")
+            raise ValueError(f"a token starting with {prefix}")
         return value
 
     return parse
@@ -194,7 +188,7 @@ def _slack_ids(pattern: re.Pattern[str], want: str) -> Parser:
         ids = _csv(value)
         wrong = [i for i in ids if not pattern.match(i)]
         if wrong:
-            raise _Invalid(f"{want} (not {wrong[0]!r})")
+            raise ValueError(f"{want} (not {wrong[0]!r})")
         return ids
 
     return parse
@@ -207,9 +201,9 @@ def _duration(minimum: float, maximum: float) -> Parser:
         try:
             seconds = parse_duration_s(value)
         except ValueError:
-            raise _Invalid("a duration such as 30s, 5m or 1h") from None
+            raise ValueError("a duration such as 30s, 5m or 1h") from None
         if not minimum <= seconds <= maximum:
-            raise _Invalid(f"a duration between {human_s(minimum)} and {human_s(maximum)}")
+            raise ValueError(f"a duration between {human_s(minimum)} and {human_s(maximum)}")
         return seconds
 
     return parse
@@ -242,8 +236,8 @@ class Setting:
         """The field's value from the variable's text, or SettingsError naming the variable, value and fix."""
         try:
             return self.parse(value)
-        except _Invalid as err:
-            raise SettingsError(f"{self.variable}={self.show(value)} is not valid", f"expected {err.want}") from None
+        except ValueError as err:
+            raise SettingsError(f"{self.variable}={self.show(value)} is not valid", f"expected {err}") from None
 
 
 # Every environment variable the bot reads, in the README's order (the README table is rendered from this one;

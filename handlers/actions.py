@@ -36,7 +36,7 @@ from bot.blocks.modals import (
     parse_downtime_ms,
 )
 from bot.blocks.slack import message_payload
-from handlers.deps import Deps, Listener, bug_reference, ephemeral
+from handlers.deps import Deps, Listener, bind, bug_reference, ephemeral
 from handlers.gate import GateKind
 from handlers.slack_io import post_message
 from migration_core.dispatch.policy import may_control, required_approvals, still_needed
@@ -319,9 +319,9 @@ VIEWS: tuple[tuple[str | re.Pattern[str], Listener], ...] = (
 def register(app: AsyncApp, deps: Deps) -> None:
     """Bind `deps` to each listener of the tables, in order (Bolt tries listeners in registration order)."""
     for matcher, listener in ACTIONS:
-        app.action(matcher)(functools.partial(listener, deps=deps))
+        app.action(matcher)(bind(listener, deps))
     for matcher, listener in VIEWS:
-        app.view(matcher)(functools.partial(listener, deps=deps))
+        app.view(matcher)(bind(listener, deps))
 
 
 async def _thread_reply(client: AsyncWebClient, job: Job, text: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import logging
 import re
@@ -30,7 +29,7 @@ from bot.blocks.card import card_message, plan_message
 from bot.blocks.drain import NOT_YET, drain_plan_message, placed_plan_message
 from bot.blocks.ir import SLACK, Message
 from bot.blocks.slack import message_payload
-from handlers.deps import Deps, Listener, bug_reference, ephemeral
+from handlers.deps import Deps, Listener, bind, bug_reference, ephemeral
 from handlers.gate import GateKind, team_of
 from handlers.slack_io import post_message
 from migration_core.errors import GrammarError, MigrateBotError
@@ -116,7 +115,7 @@ COMMANDS: tuple[tuple[str | re.Pattern[str], Listener], ...] = (
 def register(app: AsyncApp, deps: Deps) -> None:
     """Bind `deps` to each listener of the table, in order (Bolt tries listeners in registration order)."""
     for matcher, listener in COMMANDS:
-        app.command(matcher)(functools.partial(listener, deps=deps))
+        app.command(matcher)(bind(listener, deps))
 
 
 def _safe_respond(respond: AsyncRespond | None) -> Respond:

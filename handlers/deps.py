@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -22,8 +23,14 @@ from migration_core.service_api import ApproverCheck, MigrationServiceAPI
 log = logging.getLogger(__name__)
 
 # A Bolt listener of this package: a module-level coroutine function taking Bolt's arguments by name
-# (ack, body, respond, client...) and `deps` by keyword, which register() binds with functools.partial.
+# (ack, body, respond, client...) and `deps` by keyword, which register() binds with bind().
 Listener = Callable[..., Awaitable[None]]
+
+
+def bind(listener: Listener, deps: Deps) -> Listener:
+    """`listener` with `deps` bound by keyword. Bolt passes the arguments named in its signature (`deps` is
+    keyword-only, so it does not ask for it) and logs it by its own name, hence update_wrapper."""
+    return functools.update_wrapper(functools.partial(listener, deps=deps), listener)
 
 
 def _utcnow() -> datetime:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from typing import Any
@@ -14,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks.home import home_message
 from bot.blocks.ir import SLACK
 from bot.blocks.slack import home_view
-from handlers.deps import Deps, Listener
+from handlers.deps import Deps, Listener, bind
 from handlers.slack_io import error_code
 from migration_core.models import JobState
 
@@ -70,4 +69,4 @@ EVENTS: tuple[tuple[str | re.Pattern[str], Listener], ...] = (
 def register(app: AsyncApp, deps: Deps) -> None:
     """Bind `deps` to each listener of the table, in order (Bolt tries listeners in registration order)."""
     for matcher, listener in EVENTS:
-        app.event(matcher)(functools.partial(listener, deps=deps))
+        app.event(matcher)(bind(listener, deps))

@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
+# Defined in the core's one exception tree; importable from here as before.
+from migration_core.errors import DomainNotFound as DomainNotFound
+from migration_core.errors import JobAborted as JobAborted
 from migration_core.models import ParamValue
 
 # A value in a job-stats dict: libvirt typed params are ints, floats, strings or booleans.

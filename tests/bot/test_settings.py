@@ -65,6 +65,12 @@ README = Path(__file__).resolve().parents[2] / "README.md"
             "0",
             "MIGRATE_BOT_RATE_LIMIT='0' is not valid (expected requests per user per hour, 1-10000)",
         ),
+        # a digit to str.isdigit() but not to int(): refused like any other bad number, not a traceback
+        (
+            "MIGRATE_BOT_RATE_LIMIT",
+            "²",
+            "MIGRATE_BOT_RATE_LIMIT='²' is not valid (expected requests per user per hour, 1-10000)",
+        ),
         ("MIGRATE_BOT_LOG_FORMAT", "xml", "MIGRATE_BOT_LOG_FORMAT='xml' is not valid (expected 'text' or 'json')"),
         (
             "MIGRATE_BOT_LOG_LEVEL",
@@ -171,4 +177,5 @@ def test_the_readme_settings_table_lists_exactly_the_variables_of_the_table() ->
 
 
 def test_the_readme_settings_table_is_the_one_rendered_from_the_table() -> None:
-    assert readme_table() in README.read_text(encoding="utf-8")  # regenerate: python -c 'import bot.settings as s; print(s.readme_table())'
+    # After a change to bot.settings.SETTINGS: python -c 'import bot.settings as s; print(s.readme_table())'
+    assert readme_table() in README.read_text(encoding="utf-8")

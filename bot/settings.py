@@ -1,7 +1,8 @@
 """Settings from the environment: the only place in the project that reads os.environ.
 
-Every variable is documented in README.md. A wrong value raises SettingsError naming the variable, the bad value
-(secrets are never echoed) and what a valid one looks like.
+Every variable is one row of SETTINGS (variable, Settings field, parser with its range, README line), applied by
+one loop in load_settings; README.md's table is rendered from it. A wrong value raises SettingsError naming the
+variable, the bad value (secrets are never echoed, a database password is masked) and what a valid one looks like.
 """
 
 from __future__ import annotations

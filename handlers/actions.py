@@ -36,7 +36,7 @@ from bot.blocks.modals import (
     parse_downtime_ms,
 )
 from bot.blocks.slack import message_payload
-from handlers.deps import Deps, Listener, bind, bug_reference, ephemeral
+from handlers.deps import Deps, Listener, Matcher, bug_reference, ephemeral, register_table
 from handlers.gate import GateKind
 from handlers.slack_io import post_message
 from migration_core.dispatch.policy import may_control, required_approvals, still_needed
@@ -130,42 +130,6 @@ async def _refresh_stale(deps: Deps, job_id: int) -> None:
 ButtonRun = Callable[[Deps, int, str, dict[str, Any], AsyncRespond | None, AsyncWebClient], Awaitable[None]]
 
 
-async def _button(
-    deps: Deps,
-    action_id: str,
-    run: ButtonRun,
-    ack: AsyncAck,
-    body: dict[str, Any],
-    respond: AsyncRespond | None,
-    client: AsyncWebClient,
-) -> None:
-    """Every button: ack, the edge gates, the job from the block_id, then `run`; refusals go to the clicker."""
-    await ack()
-    if (refusal := await _refusal(deps, body, action_id, _channel(body))) is not None:
-        await _say(respond, refusal)
-        return
-    job_id = job_id_of(body)
-    user = _user(body)
-    if job_id is None or not user:
-        why = "the button does not belong to a migration card"
-        await deps.refused(None, user, action_id, why, click_data(body))
-        await _say(respond, f"{why}; use `/migrate status`")
-        return
-    try:
-        await run(deps, job_id, user, body, respond, client)
-    except UnknownJobError as err:  # recorded by the service; there is no card to refresh
-        await _say(respond, str(err))
-    except StateError as err:
-        deps.count_refusal(action_id, "state")
-        await _say(respond, str(err))
-        await _refresh_stale(deps, job_id)  # the card may be stale (that is why they could click)
-    except MigrateBotError as err:  # a refusal of the person: the card is right as it is, no update
-        deps.count_refusal(action_id, "policy")
-        await _say(respond, str(err))
-    except Exception:
-        await _say(respond, bug_reference(f"button {action_id}"))
-
-
 async def _approve(
     deps: Deps, job_id: int, user: str, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient
 ) -> None:
@@ -231,43 +195,45 @@ async def _open_modal(
     await client.views_open(trigger_id=trigger, view=view)
 
 
-# The listeners Bolt calls: module-level, typed with Bolt's own types; `deps` is bound by register().
+# The listeners Bolt calls: module-level, typed with Bolt's own types; `deps` (and a button's `action_id` and
+# `run`) are bound by register().
 
 
-async def on_approve(
-    ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient, *, deps: Deps
+async def on_button(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    respond: AsyncRespond | None,
+    client: AsyncWebClient,
+    *,
+    deps: Deps,
+    action_id: str,
+    run: ButtonRun,
 ) -> None:
-    await _button(deps, "approve", _approve, ack, body, respond, client)
-
-
-async def on_deny(
-    ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient, *, deps: Deps
-) -> None:
-    await _button(deps, "deny", _deny, ack, body, respond, client)
-
-
-async def on_abort(
-    ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient, *, deps: Deps
-) -> None:
-    await _button(deps, "abort", _abort, ack, body, respond, client)
-
-
-async def on_postcopy(
-    ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient, *, deps: Deps
-) -> None:
-    await _button(deps, "postcopy", _postcopy, ack, body, respond, client)
-
-
-async def on_downtime_button(
-    ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient, *, deps: Deps
-) -> None:
-    await _button(deps, "downtime", functools.partial(_open_modal, "downtime"), ack, body, respond, client)
-
-
-async def on_bandwidth_button(
-    ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient, *, deps: Deps
-) -> None:
-    await _button(deps, "bandwidth", functools.partial(_open_modal, "bandwidth"), ack, body, respond, client)
+    """Every button: ack, the edge gates, the job from the block_id, then `run`; refusals go to the clicker."""
+    await ack()
+    if (refusal := await _refusal(deps, body, action_id, _channel(body))) is not None:
+        await _say(respond, refusal)
+        return
+    job_id = job_id_of(body)
+    user = _user(body)
+    if job_id is None or not user:
+        why = "the button does not belong to a migration card"
+        await deps.refused(None, user, action_id, why, click_data(body))
+        await _say(respond, f"{why}; use `/migrate status`")
+        return
+    try:
+        await run(deps, job_id, user, body, respond, client)
+    except UnknownJobError as err:  # recorded by the service; there is no card to refresh
+        await _say(respond, str(err))
+    except StateError as err:
+        deps.count_refusal(action_id, "state")
+        await _say(respond, str(err))
+        await _refresh_stale(deps, job_id)  # the card may be stale (that is why they could click)
+    except MigrateBotError as err:  # a refusal of the person: the card is right as it is, no update
+        deps.count_refusal(action_id, "policy")
+        await _say(respond, str(err))
+    except Exception:
+        await _say(respond, bug_reference(f"button {action_id}"))
 
 
 async def on_downtime(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, *, deps: Deps) -> None:
@@ -298,18 +264,22 @@ async def unknown_view(ack: AsyncAck, body: dict[str, Any], *, deps: Deps) -> No
     await deps.refused(None, _user(body), "unknown form", f"no form {callback!r}", {"callback_id": callback})
 
 
+# The buttons of the card: action_id -> what a click does once it names a job and a person.
+BUTTONS: tuple[tuple[str, ButtonRun], ...] = (
+    ("approve", _approve),
+    ("deny", _deny),
+    ("abort", _abort),
+    ("postcopy", _postcopy),
+    ("downtime", functools.partial(_open_modal, "downtime")),
+    ("bandwidth", functools.partial(_open_modal, "bandwidth")),
+)
 # The catch-alls come last, so they only see what no listener above claimed: controls and forms the bot never
 # rendered (forged, or left over from an older version). Acked, refused, recorded.
-ACTIONS: tuple[tuple[str | re.Pattern[str], Listener], ...] = (
-    ("approve", on_approve),
-    ("deny", on_deny),
-    ("abort", on_abort),
-    ("postcopy", on_postcopy),
-    ("downtime", on_downtime_button),
-    ("bandwidth", on_bandwidth_button),
+ACTIONS: tuple[tuple[Matcher, Listener], ...] = (
+    *((action_id, functools.partial(on_button, action_id=action_id, run=run)) for action_id, run in BUTTONS),
     (re.compile(r".*"), unknown_action),
 )
-VIEWS: tuple[tuple[str | re.Pattern[str], Listener], ...] = (
+VIEWS: tuple[tuple[Matcher, Listener], ...] = (
     (DOWNTIME_CALLBACK, on_downtime),
     (BANDWIDTH_CALLBACK, on_bandwidth),
     (re.compile(r".*"), unknown_view),
@@ -317,11 +287,8 @@ VIEWS: tuple[tuple[str | re.Pattern[str], Listener], ...] = (
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
-    """Bind `deps` to each listener of the tables, in order (Bolt tries listeners in registration order)."""
-    for matcher, listener in ACTIONS:
-        app.action(matcher)(bind(listener, deps))
-    for matcher, listener in VIEWS:
-        app.view(matcher)(bind(listener, deps))
+    register_table(app.action, ACTIONS, deps)
+    register_table(app.view, VIEWS, deps)
 
 
 async def _thread_reply(client: AsyncWebClient, job: Job, text: str) -> None:

@@ -29,7 +29,7 @@ from bot.blocks.card import card_message, plan_message
 from bot.blocks.drain import NOT_YET, drain_plan_message, placed_plan_message
 from bot.blocks.ir import SLACK, Message
 from bot.blocks.slack import message_payload
-from handlers.deps import Deps, Listener, bind, bug_reference, ephemeral
+from handlers.deps import Deps, Listener, Matcher, bug_reference, ephemeral, register_table
 from handlers.gate import GateKind, team_of
 from handlers.slack_io import post_message
 from migration_core.errors import GrammarError, MigrateBotError
@@ -106,16 +106,14 @@ async def unknown_command(ack: AsyncAck, body: dict[str, Any], *, deps: Deps) ->
 
 
 # The catch-all comes after /migrate, so it only sees what /migrate did not take.
-COMMANDS: tuple[tuple[str | re.Pattern[str], Listener], ...] = (
+COMMANDS: tuple[tuple[Matcher, Listener], ...] = (
     ("/migrate", on_migrate),
     (re.compile(r".*"), unknown_command),
 )
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
-    """Bind `deps` to each listener of the table, in order (Bolt tries listeners in registration order)."""
-    for matcher, listener in COMMANDS:
-        app.command(matcher)(bind(listener, deps))
+    register_table(app.command, COMMANDS, deps)
 
 
 def _safe_respond(respond: AsyncRespond | None) -> Respond:

@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks.home import home_message
 from bot.blocks.ir import SLACK
 from bot.blocks.slack import home_view
-from handlers.deps import Deps, Listener, bind
+from handlers.deps import Deps, Listener, Matcher, register_table
 from handlers.slack_io import error_code
 from migration_core.models import JobState
 
@@ -60,13 +60,11 @@ async def other_event(event: dict[str, Any], *, deps: Deps) -> None:
 
 
 # The catch-all comes after app_home_opened, so it only sees the events no listener above took.
-EVENTS: tuple[tuple[str | re.Pattern[str], Listener], ...] = (
+EVENTS: tuple[tuple[Matcher, Listener], ...] = (
     ("app_home_opened", on_home_opened),
     (re.compile(r".*"), other_event),
 )
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
-    """Bind `deps` to each listener of the table, in order (Bolt tries listeners in registration order)."""
-    for matcher, listener in EVENTS:
-        app.event(matcher)(bind(listener, deps))
+    register_table(app.event, EVENTS, deps)

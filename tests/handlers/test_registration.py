@@ -37,12 +37,7 @@ def test_every_listener_is_a_module_level_function_bolt_knows_by_name():
     assert names == [
         "on_migrate",
         "unknown_command",
-        "on_approve",
-        "on_deny",
-        "on_abort",
-        "on_postcopy",
-        "on_downtime_button",
-        "on_bandwidth_button",
+        *["on_button"] * 6,  # approve, deny, abort, postcopy, downtime, bandwidth: one listener, six bindings
         "unknown_action",  # the catch-alls come after what they must not shadow
         "on_downtime",
         "on_bandwidth",
@@ -60,6 +55,18 @@ def test_bolt_is_asked_only_for_its_own_arguments_and_deps_is_bound():
     for bound in _registered():
         assert set(get_arg_names_of_callable(bound)) <= BOLT_ARGS
         assert isinstance(bound.keywords["deps"], Deps)  # functools.partial, bound once per app
+
+
+def test_each_button_is_bound_to_its_action_id():
+    buttons = [b for b in _registered() if b.__name__ == "on_button"]
+    assert [b.keywords["action_id"] for b in buttons] == [
+        "approve",
+        "deny",
+        "abort",
+        "postcopy",
+        "downtime",
+        "bandwidth",
+    ]
 
 
 def test_listeners_are_typed_with_bolts_types():

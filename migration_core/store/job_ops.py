@@ -40,6 +40,7 @@ class JobOps(StoreBase):
         chat_channel: str | None = None,
         chat_thread: str | None = None,
         idempotency_key: str | None = None,
+        drain_id: int | None = None,
     ) -> Job:
         """A new job in `requested`, with its first event. `source` may stay empty until preflight finds it.
 
@@ -62,6 +63,7 @@ class JobOps(StoreBase):
                         chat_channel=chat_channel,
                         chat_thread=chat_thread,
                         idempotency_key=idempotency_key,
+                        drain_id=drain_id,
                         **where,
                     )
                     s.add(row)

@@ -31,6 +31,7 @@ class EventKind(StrEnum):
     APPROVAL = "approval"  # an approval or denial was recorded
     PLAN = "plan"  # the job's plan was set or replaced
     LEASE = "lease"  # a replica claimed or took over the job
+    DRAIN = "drain"  # a drain's state change, approval or control (job_id NULL; data names the drain)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@
     │   ├── DomainNotFound          the VM is not defined on that host
     │   └── JobAborted              the running libvirt job was cancelled
     ├── MigrationError              the migration itself failed or was aborted
+    ├── UnknownDrainError           no drain with that id
+    ├── DrainStateError             the drain is no longer in the state the caller expected
     ├── VerificationError           the post-migration checks could not be run
     └── StoreError                  the database is unavailable or refused a write
 
@@ -133,6 +135,14 @@ class JobAborted(HypervisorError):
 
 class MigrationError(MigrateBotError):
     """The migration failed or was aborted."""
+
+
+class UnknownDrainError(MigrateBotError):
+    """No drain with that id."""
+
+
+class DrainStateError(MigrateBotError):
+    """The drain is no longer in the state the caller expected (another writer won, or it is finished)."""
 
 
 class VerificationError(MigrateBotError):

@@ -6,20 +6,20 @@
     │   │   └── LimitError          a value is outside its limit's range (migration_core.limits), wherever given
     │   ├── InventoryError          the hosts file is missing, unreadable or wrong
     │   ├── UnknownJobError         no job with that id
+    │   ├── UnknownDrainError       no drain with that id
     │   ├── DuplicateRequestError   the idempotency key was used before (Slack retry, double click)
     │   └── SettingsError           an environment variable has a value the bot cannot use (bot.settings)
     ├── PolicyError                 the actor may not do this (not an approver, self-approval, rate limit...)
     │   └── ActiveJobExists         the VM already has an unfinished job
     ├── StateError                  the job's state does not allow this (abort after success...)
-    │   └── IllegalTransition       the job state machine refused a transition
+    │   ├── IllegalTransition       the job state machine refused a transition
+    │   └── DrainStateError         the drain is no longer in the state the caller expected
     ├── PreflightError              the facts for preflight could not be gathered at all
     ├── HypervisorError             libvirt said no (translated once, by error code, in hypervisor.py)
     │   ├── HostUnreachable         a host's libvirt does not answer
     │   ├── DomainNotFound          the VM is not defined on that host
     │   └── JobAborted              the running libvirt job was cancelled
     ├── MigrationError              the migration itself failed or was aborted
-    ├── UnknownDrainError           no drain with that id
-    ├── DrainStateError             the drain is no longer in the state the caller expected
     ├── VerificationError           the post-migration checks could not be run
     └── StoreError                  the database is unavailable or refused a write
 
@@ -137,11 +137,11 @@ class MigrationError(MigrateBotError):
     """The migration failed or was aborted."""
 
 
-class UnknownDrainError(MigrateBotError):
+class UnknownDrainError(RequestError):
     """No drain with that id."""
 
 
-class DrainStateError(MigrateBotError):
+class DrainStateError(StateError):
     """The drain is no longer in the state the caller expected (another writer won, or it is finished)."""
 
 

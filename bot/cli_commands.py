@@ -82,29 +82,8 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.cmd == "console":
             return await _console(core, args, out)
         service = make_service(core, RecordingSink(), _nobody)  # read-only use: no dispatcher started
-        if args.cmd == "status" and args.target and parse_drain_ref(args.target) is not None:
-            status = await service.drain_status(int(args.target[1:]))  # `status D7`: a drain
-            _emit(out, args.json, status.to_json(), drain_status_message(status, _PLAIN))
-            return 0
         if args.cmd == "status":
-            target = args.target.lstrip("#") if args.target else None
-            if target is None:
-                jobs = await service.active_jobs()
-                msg = jobs_message("Active migrations", jobs, _PLAIN, empty="no active migrations")
-                _emit(out, args.json, [_job_json(j) for j in jobs], msg)
-                return 0
-            job = await service.get_job(int(target)) if target.isdigit() else await service.latest_job_for_vm(target)
-            if job is None:
-                err.write(f"error: no job for VM {target!r}\nhint: see `migrate-bot history`\n")
-                return 1
-            if args.json:  # the whole record: the contract of README's "Command line"
-                out.write(json.dumps((await core.store.record(job.id)).to_json(), default=str) + "\n")
-                return 0
-            samples = await core.store.progress(job.id, limit=1)
-            sample = samples[-1] if samples else None
-            msg = status_message(job, _PLAIN, ttl_s=core.settings.approval_ttl_s, sample=sample)
-            _emit(out, False, None, msg)
-            return 0
+            return await _status(core, service, args, out, err)
         if args.cmd == "export":
             await _export(core, args.since, args.format, out)
             return 0
@@ -129,6 +108,32 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise AssertionError(args.cmd)
     finally:
         await core.close()
+
+
+async def _status(core: Core, service: MigrationService, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`status` (everything active), `status <job-id|vm>` and `status D7` (a drain), as text or --json."""
+    if args.target and parse_drain_ref(args.target) is not None:
+        status = await service.drain_status(int(args.target[1:]))  # `status D7`: a drain
+        _emit(out, args.json, status.to_json(), drain_status_message(status, _PLAIN))
+        return 0
+    target = args.target.lstrip("#") if args.target else None
+    if target is None:
+        jobs = await service.active_jobs()
+        msg = jobs_message("Active migrations", jobs, _PLAIN, empty="no active migrations")
+        _emit(out, args.json, [_job_json(j) for j in jobs], msg)
+        return 0
+    job = await service.get_job(int(target)) if target.isdigit() else await service.latest_job_for_vm(target)
+    if job is None:
+        err.write(f"error: no job for VM {target!r}\nhint: see `migrate-bot history`\n")
+        return 1
+    if args.json:  # the whole record: the contract of README's "Command line"
+        out.write(json.dumps((await core.store.record(job.id)).to_json(), default=str) + "\n")
+        return 0
+    samples = await core.store.progress(job.id, limit=1)
+    sample = samples[-1] if samples else None
+    msg = status_message(job, _PLAIN, ttl_s=core.settings.approval_ttl_s, sample=sample)
+    _emit(out, False, None, msg)
+    return 0
 
 
 async def _doctor(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:

@@ -105,6 +105,22 @@ def parse_job_ref(word: str) -> JobRef | None:
     return int(m.group(1)) if m and int(m.group(1)) > 0 else None
 
 
+def _control(verb: str, args: list[str]) -> ConsoleCommand:
+    """approve / deny / abort / postcopy / wait on a job (`7`, `#7`, `last`) or a drain (`D7`)."""
+    try:
+        drain_id = parse_drain_ref(args[0]) if len(args) == 1 else None
+    except GrammarError as err:
+        return ConsoleError(f"{err.message}: {err.hint}")
+    if drain_id is not None:
+        if verb in ("abort", "postcopy"):
+            return ConsoleError(f"{verb} works on one job; a drain is stopped with `cancel D{drain_id}`")
+        return Control(verb, DrainRef(drain_id))  # type: ignore[arg-type]
+    ref = parse_job_ref(args[0]) if len(args) == 1 else None
+    if ref is None:
+        return ConsoleError(f"usage: {verb} <job-id|last>, e.g. `{verb} 7` or `{verb} last`")
+    return Control(verb, ref)  # type: ignore[arg-type]
+
+
 def parse_console_line(line: str) -> ConsoleCommand:
     """One input line -> a console command. Never raises."""
     text = line.strip()
@@ -113,9 +129,7 @@ def parse_console_line(line: str) -> ConsoleCommand:
     if text.startswith("/"):
         head, _, rest = text.partition(" ")
         if head != "/migrate":
-            return ConsoleError(
-                f"unknown command `{head}`: the console understands `/migrate …` (see `help`)"
-            )
+            return ConsoleError(f"unknown command `{head}`: the console understands `/migrate …` (see `help`)")
         return Slash(rest.strip())
     words = text.split()
     verb = words[0].lower()
@@ -131,18 +145,7 @@ def parse_console_line(line: str) -> ConsoleCommand:
     if verb == "cancel" and len(args) == 1 and args[0].lower() == "last":
         return Control("cancel", "last")  # `cancel 7` and `cancel D7` are /migrate text
     if verb in ("approve", "deny", "abort", "postcopy", "wait"):
-        try:
-            drain_id = parse_drain_ref(args[0]) if len(args) == 1 else None
-        except GrammarError as err:
-            return ConsoleError(f"{err.message}: {err.hint}")
-        if drain_id is not None:
-            if verb in ("abort", "postcopy"):
-                return ConsoleError(f"{verb} works on one job; a drain is stopped with `cancel D{drain_id}`")
-            return Control(verb, DrainRef(drain_id))  # type: ignore[arg-type]
-        ref = parse_job_ref(args[0]) if len(args) == 1 else None
-        if ref is None:
-            return ConsoleError(f"usage: {verb} <job-id|last>, e.g. `{verb} 7` or `{verb} last`")
-        return Control(verb, ref)  # type: ignore[arg-type]
+        return _control(verb, args)
     if verb in ("downtime", "bandwidth"):
         unit = "<ms>" if verb == "downtime" else "<MiB/s>"
         ref = parse_job_ref(args[0]) if len(args) == 2 else None

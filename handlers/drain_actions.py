@@ -10,17 +10,21 @@ Registered before handlers.actions, whose catch-all listener refuses every contr
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+
 from bot.blocks.drain_card import APPROVE_DRAIN, DENY_DRAIN, DRAIN_BLOCK
-from handlers.deps import Deps, bug_reference, ephemeral
+from handlers.deps import Deps, Listener, Matcher, bug_reference, ephemeral, register_table
 from handlers.gate import GateKind
-from migration_core.errors import MigrateBotError, StateError
-from migration_core.store import UnknownDrainError
+from migration_core.errors import MigrateBotError, StateError, UnknownDrainError
 
 log = logging.getLogger(__name__)
 _BLOCK = re.compile(rf"^{DRAIN_BLOCK}:([0-9]{{1,18}})$")
@@ -73,7 +77,7 @@ def _click_data(body: dict[str, Any]) -> dict[str, object]:
     return {k: str(v)[:_RECORDED_CHARS] for k, v in fields.items() if v is not None}
 
 
-async def _say(respond: Any, text: str) -> None:
+async def _say(respond: AsyncRespond | None, text: str) -> None:
     """Ephemeral feedback to the clicker only; never replaces the card."""
     if respond is None:
         return
@@ -83,58 +87,80 @@ async def _say(respond: Any, text: str) -> None:
         log.warning("could not send ephemeral feedback (%s): %s", type(err).__name__, text)
 
 
-def register(app: Any, deps: Deps) -> None:
-    svc = deps.service
+DrainDecision = Callable[[Deps, int, str], Awaitable[object]]
 
-    def button(action_id: str, decide: Callable[[int, str], Awaitable[object]]) -> None:
-        async def listener(ack: Any, body: dict[str, Any], respond: Any) -> None:
-            await ack()
-            user = _user(body)
-            if deps.gate is not None:
-                verdict = await deps.gate.check(GateKind.CONTROL, user, _channel(body))
-                if not verdict.allowed:
-                    data = {**_click_data(body), "code": verdict.code}
-                    await deps.refused(None, user, action_id, verdict.reason, data)
-                    await _say(respond, verdict.reason)
-                    return
-            click = drain_click(body)
-            if click is None or not user:
-                why = "the button does not belong to a drain card"
-                await deps.refused(None, user, action_id, why, _click_data(body))
-                await _say(respond, f"{why}; nothing was changed. Use `/migrate status`")
-                return
-            try:
-                drain = await svc.get_drain(click.drain_id)
-            except UnknownDrainError as err:
-                await deps.refused(None, user, action_id, err.message, _click_data(body))
-                await _say(respond, f"{err}; nothing was changed")
-                return
-            if drain.plan.hash != click.plan_hash:
-                why = (
-                    f"this card shows plan `{click.plan_hash}`, but {drain.ref}'s plan is `{drain.plan.hash}`: "
-                    f"nothing was changed; look at the card again (or `/migrate status {drain.ref}`)"
-                )
-                await deps.refused(None, user, action_id, why, {**_click_data(body), "drain": drain.id})
-                await deps.refresh_drain_card(drain.id)
-                await _say(respond, why)
-                return
-            try:
-                await decide(drain.id, user)
-            except StateError as err:
-                deps.count_refusal(action_id, "state")
-                await _say(respond, str(err))
-                await deps.refresh_drain_card(drain.id)  # the card may be stale: that is why they could click
-                return
-            except MigrateBotError as err:  # recorded by the service; the card is right as it is
-                deps.count_refusal(action_id, "policy")
-                await _say(respond, str(err))
-                return
-            except Exception:
-                await _say(respond, bug_reference(f"button {action_id}"))
-                return
-            await deps.refresh_drain_card(drain.id)
 
-        app.action(action_id)(listener)
+async def _approve(deps: Deps, drain_id: int, user: str) -> None:
+    await deps.service.approve_drain(drain_id, user)
 
-    button(APPROVE_DRAIN, lambda drain_id, user: svc.approve_drain(drain_id, user))
-    button(DENY_DRAIN, lambda drain_id, user: svc.deny_drain(drain_id, user))
+
+async def _deny(deps: Deps, drain_id: int, user: str) -> None:
+    await deps.service.deny_drain(drain_id, user)
+
+
+async def on_drain_button(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    respond: AsyncRespond | None,
+    *,
+    deps: Deps,
+    action_id: str,
+    decide: DrainDecision,
+) -> None:
+    """Approve / Deny of a drain card: ack, the edge gates, the drain and the plan hash from the click, then
+    the service decides; every refusal goes to the clicker, ephemerally, and changes nothing."""
+    await ack()
+    user = _user(body)
+    if deps.gate is not None:
+        verdict = await deps.gate.check(GateKind.CONTROL, user, _channel(body))
+        if not verdict.allowed:
+            await deps.refused(None, user, action_id, verdict.reason, {**_click_data(body), "code": verdict.code})
+            await _say(respond, verdict.reason)
+            return
+    click = drain_click(body)
+    if click is None or not user:
+        why = "the button does not belong to a drain card"
+        await deps.refused(None, user, action_id, why, _click_data(body))
+        await _say(respond, f"{why}; nothing was changed. Use `/migrate status`")
+        return
+    try:
+        drain = await deps.service.get_drain(click.drain_id)
+    except UnknownDrainError as err:
+        await deps.refused(None, user, action_id, err.message, _click_data(body))
+        await _say(respond, f"{err}; nothing was changed")
+        return
+    if drain.plan.hash != click.plan_hash:
+        why = (
+            f"this card shows plan `{click.plan_hash}`, but {drain.ref}'s plan is `{drain.plan.hash}`: "
+            f"nothing was changed; look at the card again (or `/migrate status {drain.ref}`)"
+        )
+        await deps.refused(None, user, action_id, why, {**_click_data(body), "drain": drain.id})
+        await deps.refresh_drain_card(drain.id)
+        await _say(respond, why)
+        return
+    try:
+        await decide(deps, drain.id, user)
+    except StateError as err:
+        deps.count_refusal(action_id, "state")
+        await _say(respond, str(err))
+        await deps.refresh_drain_card(drain.id)  # the card may be stale: that is why they could click
+        return
+    except MigrateBotError as err:  # recorded by the service; the card is right as it is
+        deps.count_refusal(action_id, "policy")
+        await _say(respond, str(err))
+        return
+    except Exception:
+        await _say(respond, bug_reference(f"button {action_id}"))
+        return
+    await deps.refresh_drain_card(drain.id)
+
+
+ACTIONS: tuple[tuple[Matcher, Listener], ...] = tuple(
+    (action_id, functools.partial(on_drain_button, action_id=action_id, decide=decide))
+    for action_id, decide in ((APPROVE_DRAIN, _approve), (DENY_DRAIN, _deny))
+)
+
+
+def register(app: AsyncApp, deps: Deps) -> None:
+    """Before handlers.actions: its catch-all refuses every control registered after it."""
+    register_table(app.action, ACTIONS, deps)

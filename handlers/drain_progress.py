@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from slack_sdk.web.async_client import AsyncWebClient
+
 from bot.blocks.card import card_message
 from bot.blocks.drain_card import (
     DRAIN_ICON,
@@ -98,7 +100,7 @@ class SlackDrainSink:
 
     def __init__(
         self,
-        client: object,
+        client: AsyncWebClient,
         service: MigrationServiceAPI,
         *,
         gate: EditGate | None = None,

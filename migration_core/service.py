@@ -409,6 +409,9 @@ class MigrationService:
         destination = self.inventory.get(request.destination).name  # canonical spelling; unknown -> error
         active = await self.store.active_job_for_vm(request.vm)
         if active is not None:
+            # a concurrent duplicate delivery may have created the job since the first look: it is this request
+            if idempotency_key and (mine := await self.store.find_by_idempotency_key(idempotency_key)) is not None:
+                return mine
             raise ActiveJobExists(request.vm, active.id, active.state)
         rate = self._rate.hit(requester)
         if not rate.allowed:

@@ -30,8 +30,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from migration_core.errors import (  # the store raises them  # the store raises them
+    ActiveJobExists,
+    DrainStateError,
+    DuplicateRequestError,
+    UnknownDrainError,
+)
 from migration_core.store.base import utc_now
-from migration_core.store.drain_ops import DrainOps, DrainStateError, UnknownDrainError
+from migration_core.store.drain_ops import DrainOps
 from migration_core.store.job_ops import JobOps
 from migration_core.store.job_record import SUMMARY_DETAIL, JobRecord, job_record
 from migration_core.store.journal import Journal
@@ -40,8 +46,6 @@ from migration_core.store.records import RecordOps
 from migration_core.store.samples import SampleOps
 from migration_core.store.types import (
     NO_RETRY,
-    ActiveJobExists,
-    DuplicateRequestError,
     EventKind,
     EventRecord,
     HostLimit,

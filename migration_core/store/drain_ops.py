@@ -11,21 +11,13 @@ from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from migration_core.drains import DRAIN_ALLOWED, Drain, DrainKind, DrainState, drain_ref
-from migration_core.errors import MigrateBotError, StoreError
+from migration_core.errors import DrainStateError, StoreError, UnknownDrainError
 from migration_core.models import Approval, ApprovalRequirement, Job
 from migration_core.planning.drain import DrainPlan
 from migration_core.store.base import StoreBase
 from migration_core.store.job_ops import dumps
 from migration_core.store.schema import DrainRow, EventRow, JobRow, to_utc
 from migration_core.store.types import EventKind
-
-
-class UnknownDrainError(MigrateBotError):
-    pass
-
-
-class DrainStateError(MigrateBotError):
-    """The drain is no longer in the state the caller expected (another writer won, or it is finished)."""
 
 
 def _approvals_json(approvals: Iterable[Approval]) -> str:

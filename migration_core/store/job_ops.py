@@ -11,12 +11,12 @@ from sqlalchemy import insert, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from migration_core.errors import IllegalTransition, MigrateBotError
+from migration_core.errors import ActiveJobExists, DuplicateRequestError, IllegalTransition, MigrateBotError
 from migration_core.models import Job, JobState, Plan
 from migration_core.store.base import StoreBase, table
 from migration_core.store.schema import EventRow, JobRow, job_values, plan_values, row_id, to_utc
 from migration_core.store.states import ACTIVE_STATES, check_transition
-from migration_core.store.types import ActiveJobExists, DuplicateRequestError, EventKind
+from migration_core.store.types import EventKind
 
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 

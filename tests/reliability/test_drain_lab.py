@@ -17,8 +17,9 @@ import pytest
 
 from migration_core.drains import DrainState, MoveOutcome
 from migration_core.models import JobState, MigrationOptions, MigrationRequest
+from migration_core.store import Store
 from tests.labkit import LabInfo, console_status, link_rate, link_reset, reset_vm, vm_location
-from tests.reliability.support import A, bot_env, in_process_bot
+from tests.reliability.support import A, ConsoleBot, bot_env, in_process_bot
 
 pytestmark = pytest.mark.lab
 
@@ -150,3 +151,60 @@ async def test_the_bot_chooses_a_single_vms_destination(lab_at_home: LabInfo, tm
         _guest_ok(lab, "web3")
         nowhere = await svc.plan_any("pinned", MigrationOptions())
         assert nowhere.destination is None and "labonly" in nowhere.why, nowhere
+
+
+async def test_kill_9_mid_drain_then_restart_finishes_the_drain(
+    lab_at_home: LabInfo, tmp_path: Path, logs: Path
+) -> None:
+    """The bot (a real `migrate-bot console` process) is killed with SIGKILL while the drain's first move is
+    copying; the migration runs on in libvirt (peer-to-peer); the restarted bot reattaches the running move,
+    starts the rest and ends the drain done. A return by the second bot then brings every VM home."""
+    lab = lab_at_home
+    db = f"sqlite:///{tmp_path / 'bot.db'}"
+    env = bot_env(lab, db)  # no replica id: both lives use the host name, so the second resumes the first's work
+    keep = "busy,db1,pinned,disky,shared,vm42"
+    store = await Store.open(db)
+    first = second = None
+    try:
+        link_rate(lab, 8)
+        first = ConsoleBot("drain-first", env, logs)
+        first.send(f"drain {A} --except {keep}")
+        ref = (await first.expect(r"(D\d+) created", 120)).group(1)
+        drain_id = int(ref[1:])
+        first.send("as bob", "approve last", "as carol", "approve last")
+        for _ in range(600):
+            if any(j.state is JobState.RUNNING for j in await store.jobs_of_drain(drain_id)):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"no move of {ref} started:\n{first.tail()}")
+        first.kill9()
+        assert (await store.get_drain(drain_id)).state is DrainState.RUNNING
+        second = ConsoleBot("drain-second", env, logs)
+        for _ in range(1800):
+            drain = await store.get_drain(drain_id)
+            if drain.state.finished:
+                break
+            await asyncio.sleep(0.2)
+        assert drain.state is DrainState.DONE, f"{drain.state.value}: {drain.detail}\n{second.tail()}"
+        jobs = await store.jobs_of_drain(drain_id)
+        assert sorted(j.vm for j in jobs) == ["web1", "web2", "web3", "web4"]  # one job each, none twice
+        for job in jobs:
+            assert job.state is JobState.SUCCEEDED, (job.vm, job.error)
+            assert vm_location(lab, job.vm) == {job.destination: "running"}, job.vm
+            _guest_ok(lab, job.vm)
+        link_reset(lab)
+        second.send(f"return {A}", "as bob", "approve last", "as carol", "approve last")
+        back = int((await second.expect(r"D(\d+) created: return", 120)).group(1))
+        for _ in range(1800):
+            if (await store.get_drain(back)).state.finished:
+                break
+            await asyncio.sleep(0.2)
+        assert (await store.get_drain(back)).state is DrainState.DONE, second.tail()
+        assert all(vm_location(lab, j.vm) == {A: "running"} for j in jobs)
+        assert await second.finish() == 0, second.tail()
+    finally:
+        for bot in (first, second):
+            if bot is not None:
+                bot.stop()
+        await store.close()

@@ -287,7 +287,9 @@ async def _answer(
         raise AssertionError(f"unhandled command {cmd!r}")
 
 
-async def _post_drain_card(deps: Deps, drain: Drain, body: dict[str, Any], respond: Any, client: Any) -> None:
+async def _post_drain_card(
+    deps: Deps, drain: Drain, body: dict[str, Any], respond: Respond, client: AsyncWebClient
+) -> None:
     """The drain's one card in the channel; its ts is stored so the drain sink edits it and threads under it."""
     channel = str(body.get("channel_id") or "")
     status = await deps.service.drain_status(drain.id)

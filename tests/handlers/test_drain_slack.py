@@ -462,3 +462,29 @@ def test_drain_commands_pass_the_edge_gate_as(text: str, kind: str) -> None:
     from migration_core.grammar.parser import parse_command
 
     assert _gate_kind(parse_command(text)).value == kind
+
+
+H = "0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("block", "value", "expected"),
+    [
+        ("drain_approval:7", f"7:{H}", (7, H)),
+        ("drain_approval:7", f"8:{H}", None),  # the value names another drain than the block: refuse to guess
+        ("drain_approval:7", "7", None),  # no plan hash: not bound to a plan
+        ("drain_approval:7", f"7:{H.upper()}", None),
+        ("drain_approval:7", f"7:{H}0", None),
+        ("approval:7", f"7:{H}", None),  # a job's block
+        ("drain_approval:x", f"7:{H}", None),
+        ("", f"7:{H}", None),
+    ],
+)
+def test_drain_click_reads_the_drain_and_the_plan_hash(block: str, value: str, expected: object) -> None:
+    click = drain_actions.drain_click({"actions": [{"block_id": block, "value": value}]})
+    assert (None if click is None else (click.drain_id, click.plan_hash)) == expected
+
+
+def test_drain_click_of_malformed_payloads() -> None:
+    for payload in ({}, {"actions": []}, {"actions": [None]}, {"actions": "x"}, {"actions": [{"value": 7}]}):
+        assert drain_actions.drain_click(payload) is None

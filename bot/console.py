@@ -120,6 +120,7 @@ class _Session:
         self.sink = sink
         self.started: list[int] = []
         self.drains: list[int] = []  # drains and returns this console requested
+        self.waited: list[int] = []  # other drains it waited for (`wait D5`): they count for the exit code too
         self.last_is_drain = False  # `last` means the drain right after a drain or return request
         self.refused_requests = 0  # migration requests the service did not accept (they count against exit 0)
 
@@ -227,6 +228,8 @@ class _Session:
             self.out.line(f"[{ref}] {report.text}")
         elif verb == "wait":
             status = await self.wait_drain(drain_id)
+            if drain_id not in self.drains and drain_id not in self.waited:
+                self.waited.append(drain_id)
             if status.drain.state is DrainState.AWAITING_APPROVAL:
                 self.out.line(
                     f"[{ref}] is waiting for approval: nothing moves until someone else approves it "
@@ -441,7 +444,8 @@ class _Session:
                 ok = False
                 continue
             ok = ok and job.state is JobState.SUCCEEDED
-        for drain_id in self.drains:  # every move of every drain it requested must have succeeded
+        counted = [*self.drains, *(d for d in self.waited if d not in self.drains)]
+        for drain_id in counted:  # every move of every drain it requested or waited for must have succeeded
             try:
                 status = await self.service.drain_status(drain_id)
                 if status.drain.state in (DrainState.RUNNING, DrainState.CANCELLING):
@@ -454,8 +458,8 @@ class _Session:
                 ok = False
                 continue
             ok = ok and status.all_succeeded
-        if self.drains:
-            said = ", ".join(f"D{d}" for d in self.drains)
+        if counted:
+            said = ", ".join(f"D{d}" for d in counted)
             self.out.line(f"{'every move succeeded' if ok else 'not every move succeeded'} ({said})")
         if self.started:
             states = ", ".join(f"job {j}" for j in self.started)

@@ -16,18 +16,24 @@ from bot.console_commands import ConsoleError, Control, DrainRef, parse_console_
 from bot.console_sink import ConsoleSink
 from bot.settings import Settings
 from migration_core.drains import DrainState
+from migration_core.models import MigrationOptions
 from tests.bot.fleet_service import DRAIN_VMS, open_fleet_service
 
 pytestmark = pytest.mark.virtual_time
 
 
-async def run_drain_script(script: str, *, fail: tuple[str, ...] = ()) -> tuple[int, str, dict[str, str]]:
-    """(exit code, output, where each web VM is at the end)."""
+async def run_drain_script(
+    script: str, *, fail: tuple[str, ...] = (), requested_elsewhere: bool = False
+) -> tuple[int, str, dict[str, str]]:
+    """(exit code, output, where each web VM is at the end). `requested_elsewhere`: D1 (drain of hostC) is
+    requested by dave before the console starts (another console, Slack)."""
     settings = Settings()
     sink = ConsoleSink()
     fs = await open_fleet_service(sink, console_approver_check(settings), drain_host=True)
     for vm in fail:
         fs.fleet.fail_migration(vm)
+    if requested_elsewhere:
+        await fs.service.request_drain("hostC", MigrationOptions(), "dave")
     try:
         out = io.StringIO()
         code = await run_console(fs.service, settings, user="alice", stdin=io.StringIO(script), stdout=out, sink=sink)
@@ -118,3 +124,16 @@ async def test_return_after_a_drain_brings_every_vm_home() -> None:
     assert code == 0, out
     assert "D2 created: return of hostC" in out and "[D2] ended: done (3 of 3 moved)" in out
     assert set(where.values()) == {"hostC"}
+
+
+async def test_waiting_for_a_drain_requested_elsewhere_counts_for_the_exit_code() -> None:
+    code, out, where = await run_drain_script(
+        "as bob\napprove D1\nas carol\napprove D1\nwait D1\n", fail=("web1",), requested_elsewhere=True
+    )
+    assert code == 1, out
+    assert "[D1] ended: partially_done (2 of 3 moved)" in out and "not every move succeeded (D1)" in out
+    assert where["web1"] == "hostC"
+    code, out, _ = await run_drain_script(
+        "as bob\napprove D1\nas carol\napprove D1\nwait D1\n", requested_elsewhere=True
+    )
+    assert code == 0 and "every move succeeded (D1)" in out, out

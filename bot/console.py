@@ -6,6 +6,12 @@ would see, and at end of input the console waits for the jobs it started that ar
 only if every migration request it was given was accepted and every job it created ended `succeeded` (a
 refused request, e.g. the VM already has an open job, and a job still waiting for approval are failures).
 
+Drains (`drain hostA`, `return hostA`): right after one is requested, `last` means that drain (`approve last`,
+`deny last`, `status last`, `cancel last`, `wait last`), and `D7` names any drain. `wait` prints the drain's
+roll-up whenever it changes, then every move's outcome and the final line; the moves' own job lines are held
+back (the sink folds them into the drain). A drain it requested or waited for counts for the exit code: 0 only
+if every one of its moves succeeded.
+
 Approvers: MIGRATE_BOT_APPROVERS when it is set, otherwise every local user except the requester (the
 two-person rule still holds: the service refuses self-approval). Build the service with
 `console_approver_check(settings)` and a `ConsoleSink`, and pass that sink to `run_console`.

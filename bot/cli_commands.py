@@ -16,15 +16,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TextIO
 
-from bot.blocks.answers import hosts_message, jobs_message, status_message
-from bot.blocks.card import plan_message
-from bot.blocks.drain import drain_plan_message, placed_plan_message
-from bot.blocks.drain_card import drain_status_message, with_drains
-from bot.blocks.ir import Dialect, Message
 from bot.console_render import render_plain
 from bot.logging_setup import setup_logging, url_password
 from bot.settings import Settings, Transport, load_settings
 from bot.wiring import Core, make_service, open_core
+from handlers.blocks.answers import hosts_message, jobs_message, status_message
+from handlers.blocks.card import plan_message
+from handlers.blocks.drain import drain_plan_message, placed_plan_message
+from handlers.blocks.drain_card import drain_status_message, with_drains
+from handlers.blocks.ir import Dialect, Message
 from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.events import FanoutSink, RecordingSink
 from migration_core.grammar.parser import (

@@ -26,21 +26,6 @@ from typing import TextIO
 
 from rich.progress import BarColumn, Progress, TextColumn
 
-from bot.blocks.answers import (
-    freezes_message,
-    help_message,
-    hosts_message,
-    job_line,
-    jobs_message,
-    status_message,
-    text_message,
-)
-from bot.blocks.card import card_message, plan_message, status_line
-from bot.blocks.drain import drain_plan_message, placed_plan_message
-from bot.blocks.drain_card import drain_card_message, drain_status_message, move_line, rollup_text, with_drains
-from bot.blocks.ir import CONSOLE, Message
-from bot.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
-from bot.blocks.summary import summary_message
 from bot.console_commands import (
     CONSOLE_HELP,
     ActAs,
@@ -58,6 +43,21 @@ from bot.console_commands import (
 )
 from bot.console_sink import ConsoleOut, ConsoleSink
 from bot.settings import Settings
+from handlers.blocks.answers import (
+    freezes_message,
+    help_message,
+    hosts_message,
+    job_line,
+    jobs_message,
+    status_message,
+    text_message,
+)
+from handlers.blocks.card import card_message, plan_message, status_line
+from handlers.blocks.drain import drain_plan_message, placed_plan_message
+from handlers.blocks.drain_card import drain_card_message, drain_status_message, move_line, rollup_text, with_drains
+from handlers.blocks.ir import CONSOLE, Message
+from handlers.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
+from handlers.blocks.summary import summary_message
 from migration_core.dispatch.drain_policy import still_needed
 from migration_core.drains import Drain, DrainState, DrainStatus, MoveOutcome
 from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError

@@ -1,4 +1,4 @@
-"""Terminal rendering of the same messages the Slack blocks show (bot.blocks.ir.Message -> rich Text)."""
+"""Terminal rendering of the same messages the Slack blocks show (handlers.blocks.ir.Message -> rich Text)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.rule import Rule
 from rich.text import Text as RichText
 
-from bot.blocks.ir import Actions, Context, Divider, Fields, Header, Message, Text
+from handlers.blocks.ir import Actions, Context, Divider, Fields, Header, Message, Text
 
 # `*bold*`, `_italic_`, `` `code` `` (Slack mrkdwn, the subset the renderers use).
 # Like Slack, markers only count at word boundaries: `running_on_destination` stays as it is.

@@ -10,12 +10,12 @@ from typing import TextIO
 
 from rich.console import Console
 
-from bot.blocks.drain_card import DRAIN_ICON, DRAIN_LABEL
-from bot.blocks.fmt import STATE_ICON, STATE_LABEL
-from bot.blocks.ir import CONSOLE, Message
-from bot.blocks.progress import decision_text, notice_message, progress_line, state_change_message
-from bot.blocks.summary import summary_message
 from bot.console_render import inline, render, render_plain
+from handlers.blocks.drain_card import DRAIN_ICON, DRAIN_LABEL
+from handlers.blocks.fmt import STATE_ICON, STATE_LABEL
+from handlers.blocks.ir import CONSOLE, Message
+from handlers.blocks.progress import decision_text, notice_message, progress_line, state_change_message
+from handlers.blocks.summary import summary_message
 from migration_core.drains import DrainState
 from migration_core.errors import MigrateBotError
 from migration_core.events import (

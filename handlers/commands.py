@@ -17,7 +17,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks.answers import (
+from handlers.blocks.answers import (
     freezes_message,
     help_message,
     hosts_message,
@@ -25,11 +25,11 @@ from bot.blocks.answers import (
     status_message,
     text_message,
 )
-from bot.blocks.card import card_message, plan_message
-from bot.blocks.drain import drain_plan_message, placed_plan_message
-from bot.blocks.drain_card import drain_card_message, drain_status_message, with_drains
-from bot.blocks.ir import SLACK, Message
-from bot.blocks.slack import message_payload
+from handlers.blocks.card import card_message, plan_message
+from handlers.blocks.drain import drain_plan_message, placed_plan_message
+from handlers.blocks.drain_card import drain_card_message, drain_status_message, with_drains
+from handlers.blocks.ir import SLACK, Message
+from handlers.blocks.slack import message_payload
 from handlers.deps import Deps, Listener, Matcher, bug_reference, ephemeral, register_table
 from handlers.gate import GateKind, team_of
 from handlers.slack_io import post_message

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from bot.blocks.answers import error_message
-from bot.blocks.ir import SLACK
-from bot.blocks.slack import message_payload
-from bot.settings import Settings
+from handlers.blocks.answers import error_message
+from handlers.blocks.ir import SLACK
+from handlers.blocks.slack import message_payload
 from handlers.drain_progress import SlackDrainSink
 from handlers.gate import EdgeGate
 from handlers.progress import SlackProgressSink
@@ -65,12 +64,19 @@ class RecentDeliveries:
         return True
 
 
+class FrontEndSettings(Protocol):
+    """The settings the handlers read (bot.settings.Settings has them): handlers never import bot, which wires them."""
+
+    @property
+    def approval_ttl_s(self) -> float: ...
+
+
 @dataclass
 class Deps:
     """The service (the only way into the core), settings, the approver check and the progress sink."""
 
     service: MigrationServiceAPI
-    settings: Settings
+    settings: FrontEndSettings
     approver_check: ApproverCheck
     progress: SlackProgressSink | None = None
     drains: SlackDrainSink | None = None  # the drain cards and threads (handlers/drain_progress.py)

@@ -21,7 +21,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
-from bot.blocks.drain_card import APPROVE_DRAIN, DENY_DRAIN, DRAIN_BLOCK
+from handlers.blocks.drain_card import APPROVE_DRAIN, DENY_DRAIN, DRAIN_BLOCK
 from handlers.deps import Deps, Listener, Matcher, bug_reference, ephemeral, register_table
 from handlers.gate import GateKind
 from migration_core.errors import MigrateBotError, StateError, UnknownDrainError

@@ -32,15 +32,15 @@ from datetime import UTC, datetime
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks.card import card_message
-from bot.blocks.drain_card import (
+from handlers.blocks.card import card_message
+from handlers.blocks.drain_card import (
     DRAIN_ICON,
     drain_card_message,
     drain_move_message,
     drain_rollup_message,
     drain_summary_message,
 )
-from bot.blocks.ir import SLACK, Message, Text
+from handlers.blocks.ir import SLACK, Message, Text
 from handlers.slack_io import is_transient, post_message, update_message
 from handlers.slack_rate import EditGate, edit_client, is_rate_limited, retry_after_s
 from migration_core.drains import Drain, DrainState, DrainStatus, MoveStatus

@@ -10,9 +10,9 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks.home import home_message
-from bot.blocks.ir import SLACK
-from bot.blocks.slack import home_view
+from handlers.blocks.home import home_message
+from handlers.blocks.ir import SLACK
+from handlers.blocks.slack import home_view
 from handlers.deps import Deps, Listener, Matcher, register_table
 from handlers.slack_io import error_code
 from migration_core.drains import DrainState

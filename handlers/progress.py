@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.blocks.card import card_message
-from bot.blocks.ir import SLACK, Message
-from bot.blocks.progress import notice_message, progress_message, state_change_message
-from bot.blocks.summary import summary_message
+from handlers.blocks.card import card_message
+from handlers.blocks.ir import SLACK, Message
+from handlers.blocks.progress import notice_message, progress_message, state_change_message
+from handlers.blocks.summary import summary_message
 from handlers.slack_io import is_transient, post_message, update_message
 from handlers.slack_rate import EDITS_PER_MIN, EditGate, edit_client, is_rate_limited, retry_after_s
 from migration_core.dispatch.queue import queue_notice_reason

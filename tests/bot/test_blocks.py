@@ -16,16 +16,16 @@ import pytest
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
-from bot.blocks.answers import freezes_message, help_message, hosts_message, jobs_message, status_message
-from bot.blocks.card import card_message, plan_message
-from bot.blocks.drain import drain_plan_message, placed_plan_message
-from bot.blocks.drain_card import drain_card_message, drain_rollup_message, drain_summary_message
-from bot.blocks.home import home_message
-from bot.blocks.ir import CONSOLE, SLACK, Message
-from bot.blocks.modals import ModalTarget, bandwidth_modal, downtime_modal
-from bot.blocks.progress import notice_message, progress_message, state_change_message
-from bot.blocks.slack import MAX_VIEW_BLOCKS, home_view, message_payload, problems, to_blocks
-from bot.blocks.summary import summary_message
+from handlers.blocks.answers import freezes_message, help_message, hosts_message, jobs_message, status_message
+from handlers.blocks.card import card_message, plan_message
+from handlers.blocks.drain import drain_plan_message, placed_plan_message
+from handlers.blocks.drain_card import drain_card_message, drain_rollup_message, drain_summary_message
+from handlers.blocks.home import home_message
+from handlers.blocks.ir import CONSOLE, SLACK, Message
+from handlers.blocks.modals import ModalTarget, bandwidth_modal, downtime_modal
+from handlers.blocks.progress import notice_message, progress_message, state_change_message
+from handlers.blocks.slack import MAX_VIEW_BLOCKS, home_view, message_payload, problems, to_blocks
+from handlers.blocks.summary import summary_message
 from migration_core.events import Notice, NoticeKind, StateChanged
 from migration_core.grammar.parser import help_text
 from migration_core.models import (
@@ -420,7 +420,7 @@ def test_long_report_is_cut_with_a_pointer_and_keeps_the_buttons():
 
 
 def test_to_blocks_caps_block_count_and_keeps_actions_last():
-    from bot.blocks.ir import Actions, Button, Text
+    from handlers.blocks.ir import Actions, Button, Text
 
     msg = Message(
         "x", (*(Text(f"line {i}") for i in range(80)), Actions("approval:1", (Button("Go", "approve", "1"),)))

@@ -11,8 +11,6 @@ import io
 
 import pytest
 
-from bot.blocks.card import card_message
-from bot.blocks.ir import CONSOLE
 from bot.console import console_approver_check, run_console
 from bot.console_commands import (
     ActAs,
@@ -28,6 +26,8 @@ from bot.console_commands import (
 from bot.console_render import render_plain
 from bot.console_sink import ConsoleOut, ConsoleSink
 from bot.settings import Settings
+from handlers.blocks.card import card_message
+from handlers.blocks.ir import CONSOLE
 from migration_core.events import ProgressUpdated, SummaryReady
 from migration_core.models import Job, MigrationRequest, Phase
 from tests.bot.factories import job, sample

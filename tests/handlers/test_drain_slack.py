@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from bot.blocks.drain_card import APPROVE_DRAIN, DENY_DRAIN
 from bot.settings import Settings
 from handlers import actions, commands, drain_actions
+from handlers.blocks.drain_card import APPROVE_DRAIN, DENY_DRAIN
 from handlers.deps import Deps
 from handlers.drain_progress import SlackDrainSink
 from handlers.home import publish_home

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bot.blocks.card import plan_message
-from bot.blocks.fmt import cut, fmt_duration_s, fmt_ms
-from bot.blocks.ir import Context, Dialect, Fields, Header, Message, Part, Text, paragraphs
+from handlers.blocks.card import plan_message
+from handlers.blocks.fmt import cut, fmt_duration_s, fmt_ms
+from handlers.blocks.ir import Context, Dialect, Fields, Header, Message, Part, Text, paragraphs
 from migration_core.planning.drain import DrainPlan, PlacedPlan
 
 

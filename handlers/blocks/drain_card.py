@@ -9,8 +9,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.blocks.fmt import cut, fmt_bytes, fmt_duration_s, fmt_ms
-from bot.blocks.ir import Actions, Button, Confirm, Context, Dialect, Fields, Header, Message, Part, Text, paragraphs
+from handlers.blocks.fmt import cut, fmt_bytes, fmt_duration_s, fmt_ms
+from handlers.blocks.ir import (
+    Actions,
+    Button,
+    Confirm,
+    Context,
+    Dialect,
+    Fields,
+    Header,
+    Message,
+    Part,
+    Text,
+    paragraphs,
+)
 from migration_core.dispatch.drain_policy import still_needed
 from migration_core.drains import Drain, DrainKind, DrainState, DrainStatus, MoveOutcome, MoveStatus
 

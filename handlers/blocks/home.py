@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.blocks.answers import job_line
-from bot.blocks.drain_card import drain_home_line
-from bot.blocks.ir import Context, Dialect, Divider, Header, Message, Part, Text, paragraphs
+from handlers.blocks.answers import job_line
+from handlers.blocks.drain_card import drain_home_line
+from handlers.blocks.ir import Context, Dialect, Divider, Header, Message, Part, Text, paragraphs
 from migration_core.drains import DrainState, DrainStatus
 from migration_core.models import Job, JobState
 from migration_core.service_api import QueuePosition

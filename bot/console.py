@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from typing import TextIO
 
 from rich.progress import BarColumn, Progress, TextColumn
@@ -43,18 +42,9 @@ from bot.console_commands import (
 )
 from bot.console_sink import ConsoleOut, ConsoleSink
 from bot.settings import Settings
-from handlers.blocks.answers import (
-    freezes_message,
-    help_message,
-    hosts_message,
-    job_line,
-    jobs_message,
-    status_message,
-    text_message,
-)
-from handlers.blocks.card import card_message, plan_message, status_line
-from handlers.blocks.drain import drain_plan_message, placed_plan_message
-from handlers.blocks.drain_card import drain_card_message, drain_status_message, move_line, rollup_text, with_drains
+from handlers.answer import Answer, AnswerContext, Show, answer, creates, working_text
+from handlers.blocks.card import status_line
+from handlers.blocks.drain_card import move_line, rollup_text
 from handlers.blocks.ir import CONSOLE, Message
 from handlers.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
 from handlers.blocks.summary import summary_message
@@ -62,23 +52,12 @@ from migration_core.dispatch.drain_policy import still_needed
 from migration_core.drains import Drain, DrainState, DrainStatus, MoveOutcome
 from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError
 from migration_core.grammar.parser import (
-    CancelCommand,
-    CancelDrainCommand,
-    DrainCommand,
     DrainStatusCommand,
-    FreezesCommand,
     HelpCommand,
-    HistoryCommand,
-    HostsCommand,
-    MigrateCommand,
-    PlaceCommand,
-    ReturnCommand,
     StatusCommand,
-    command_to_text,
-    help_text,
     parse_command,
 )
-from migration_core.models import Job, JobState, MigrationRequest, ProgressSample
+from migration_core.models import Job, JobState, ProgressSample
 from migration_core.service_api import ApproverCheck, MigrationServiceAPI
 
 log = logging.getLogger(__name__)
@@ -165,7 +144,7 @@ class _Session:
         elif isinstance(cmd, ConsoleHelp):
             if cmd.topic is None:
                 self.out.line(CONSOLE_HELP)
-            self.show(help_message(help_text(cmd.topic), CONSOLE))
+            self.show((await answer(HelpCommand(cmd.topic), self.context())).message)
         elif isinstance(cmd, Control):
             await self._control(cmd)
         elif isinstance(cmd, SetValue):
@@ -305,132 +284,59 @@ class _Session:
             finally:
                 sink.live.pop(job_id, None)
 
-    async def _slash(self, text: str) -> None:
-        svc = self.service
-        cmd = parse_command(text)
-        if isinstance(cmd, HelpCommand):
-            self.show(help_message(help_text(cmd.topic), CONSOLE))
-        elif isinstance(cmd, MigrateCommand) and cmd.plan_only:
-            self.show(plan_message(await svc.plan(cmd.request), CONSOLE))
-        elif isinstance(cmd, MigrateCommand):
-            await self._submit(cmd.request)
-        elif isinstance(cmd, StatusCommand):
-            await self._status(cmd)
-        elif isinstance(cmd, HistoryCommand):
-            jobs = await svc.history(cmd.subject, cmd.limit)
-            self.show(jobs_message("History", jobs, CONSOLE, empty="No migrations yet."))
-        elif isinstance(cmd, HostsCommand):
-            self.show(hosts_message(await svc.hosts(), CONSOLE))
-        elif isinstance(cmd, FreezesCommand):
-            self.show(freezes_message(await svc.freezes(), CONSOLE))
-        elif isinstance(cmd, CancelCommand):
-            job = await svc.cancel(cmd.job_id, self.user)
-            self.out.line(f"[job {job.id}] withdrawn by {self.user} ({job.state.value})")
-        elif isinstance(cmd, DrainCommand) and cmd.plan_only:
-            self.out.line(f"planning the drain of {cmd.host}… (preflight on every host)")
-            dry = await svc.plan_drain(
-                cmd.host, cmd.options, to=cmd.to, except_vms=cmd.except_vms, include_stopped=cmd.include_stopped
-            )
-            self.show(drain_plan_message(dry, CONSOLE))
-        elif isinstance(cmd, PlaceCommand) and cmd.plan_only:
-            self.show(placed_plan_message(await svc.plan_any(cmd.vm, cmd.options), CONSOLE))
-        elif isinstance(cmd, PlaceCommand):
-            await self._place(cmd)
-        elif isinstance(cmd, DrainCommand | ReturnCommand | CancelDrainCommand | DrainStatusCommand):
-            await self._drain_command(cmd)
-
-    async def _drain_command(self, cmd: DrainCommand | ReturnCommand | CancelDrainCommand | DrainStatusCommand) -> None:
-        """drain, return, cancel D7, status D7 (`plan drain` is answered by _slash)."""
-        svc = self.service
-        if isinstance(cmd, DrainCommand):
-            self.out.line(f"planning the drain of {cmd.host}… (preflight on every host)")
-            drain = await self._count_refusal(
-                svc.request_drain(
-                    cmd.host,
-                    cmd.options,
-                    self.user,
-                    to=cmd.to,
-                    except_vms=cmd.except_vms,
-                    include_stopped=cmd.include_stopped,
-                )
-            )
-            await self._requested(drain)
-        elif isinstance(cmd, ReturnCommand):
-            self.out.line(f"planning the return to {cmd.host}… (preflight on every host)")
-            await self._requested(await self._count_refusal(svc.request_return(cmd.host, self.user, cmd.reason)))
-        elif isinstance(cmd, CancelDrainCommand):
-            report = await svc.cancel_drain(cmd.drain_id, self.user)
-            self.out.line(f"[D{cmd.drain_id}] {report.text}")
-        else:
-            self.show(drain_status_message(await svc.drain_status(cmd.drain_id), CONSOLE))
-
-    async def _count_refusal(self, request: Awaitable[Drain]) -> Drain:
-        try:
-            return await request
-        except MigrateBotError:
-            self.refused_requests += 1  # said by `run`; it still fails the console's exit code
-            raise
-
-    async def _requested(self, drain: Drain) -> None:
-        if drain.id not in self.drains:
-            self.drains.append(drain.id)
-        self.last_is_drain = True
-        self.out.line(
-            f"{drain.ref} created: {drain.kind.value} of {drain.host}, {len(drain.plan.moves)} move(s), "
-            f"{drain.state.value}; `last` now means {drain.ref}"
+    def context(self) -> AnswerContext:
+        """How handlers.answer answers this console: its operator sees every host detail (it runs the bot), and
+        a job's status shows the last progress sample the sink kept."""
+        sample = self.sink.latest.get if self.sink is not None else None
+        return AnswerContext(
+            self.service, self.user, CONSOLE, self.settings.approval_ttl_s, host_details=True, sample=sample
         )
-        self.show(drain_card_message(await self.service.drain_status(drain.id), CONSOLE))
 
-    async def _submit(self, request: MigrationRequest) -> None:
-        self.out.line(f"checking {request.vm} → {request.destination}…")
+    async def _slash(self, text: str) -> None:
+        """handlers.answer answers; the console prints it, and remembers what it created for `last` and the
+        exit code."""
+        cmd = parse_command(text)
+        if isinstance(cmd, StatusCommand) and cmd.target == "last":  # the console's word, as in `wait last`
+            if self.last_is_drain:
+                cmd = DrainStatusCommand(self.drains[-1])
+            else:
+                cmd = StatusCommand(await self.job_id("last"))
+        working = working_text(cmd)
+        if working is not None:
+            self.out.line(working)
         try:
-            job = await self.service.submit(request, self.user)
+            result = await answer(cmd, self.context())
         except MigrateBotError:
-            self.refused_requests += 1  # said by `run`; it still fails the console's exit code
+            if creates(cmd):
+                self.refused_requests += 1  # said by `run`; it still fails the console's exit code
             raise
-        if job.id not in self.started:
-            self.started.append(job.id)
-        self.last_is_drain = False
-        self.out.line(f"job {job.id} created: {job.vm} {job.source} → {job.destination}, {job.state.value}")
-        self.show(card_message(job, CONSOLE, ttl_s=self.settings.approval_ttl_s))
-
-    async def _place(self, cmd: PlaceCommand) -> None:
-        placed = await self.service.plan_any(cmd.vm, cmd.options)
-        if placed.destination is None:
-            self.show(placed_plan_message(placed, CONSOLE))
-        else:
-            self.out.line(f"{cmd.vm} goes to {placed.why}")
-            chosen = MigrateCommand(MigrationRequest(cmd.vm, placed.destination, cmd.options))
-            await self._slash(command_to_text(chosen))  # the same request as typed with that host
-
-    async def _status(self, cmd: StatusCommand) -> None:
-        svc = self.service
-        if cmd.target is None:
-            active = await svc.active_jobs()
-            listed = jobs_message("Active migrations", active, CONSOLE, empty="Nothing active.")
-            self.show(with_drains(listed, await svc.active_drains(), CONSOLE))
-            newest = [] if active else await svc.history(None, 1)
-            if newest:  # "nothing active" alone leaves a person wondering what happened to their job
-                self.out.line(f"latest: {job_line(newest[0], CONSOLE)} (`status {newest[0].id}` for details)")
-            return
-        job: Job | None
-        if isinstance(cmd.target, int):
-            job = await svc.get_job(cmd.target)
-        elif cmd.target == "last" and self.last_is_drain:
-            self.show(drain_status_message(await svc.drain_status(self.drains[-1]), CONSOLE))
-            return
-        elif cmd.target == "last":  # the console's word for the newest job, as in `wait last`
-            job = await svc.get_job(await self.job_id("last"))
-        else:
-            job = await svc.latest_job_for_vm(cmd.target)
-        if job is None:
-            self.show(text_message(f"No migration of {cmd.target} on record.", CONSOLE))
-            return
-        sample = self.sink.latest.get(job.id) if self.sink else None
-        self.show(status_message(job, CONSOLE, ttl_s=self.settings.approval_ttl_s, sample=sample))
-        summary = self.sink.summaries.get(job.id) if self.sink else None
-        if summary is not None and job.state.terminal:  # there is no thread here: show the summary itself
+        for note in result.notes:
+            self.out.line(note)
+        if result.show is Show.CARD:
+            self._created(result)
+        self.show(result.message)
+        job = result.job
+        summary = self.sink.summaries.get(job.id) if self.sink is not None and job is not None else None
+        if summary is not None and job is not None and job.state.terminal:  # no thread here: the summary itself
             self.show(summary_message(summary, job, CONSOLE))
+
+    def _created(self, result: Answer) -> None:
+        """A new job or drain: `last` now means it, and the end of input waits for it."""
+        if result.job is not None:
+            job = result.job
+            if job.id not in self.started:
+                self.started.append(job.id)
+            self.last_is_drain = False
+            self.out.line(f"job {job.id} created: {job.vm} {job.source} → {job.destination}, {job.state.value}")
+        if result.drain is not None:
+            drain = result.drain
+            if drain.id not in self.drains:
+                self.drains.append(drain.id)
+            self.last_is_drain = True
+            self.out.line(
+                f"{drain.ref} created: {drain.kind.value} of {drain.host}, {len(drain.plan.moves)} move(s), "
+                f"{drain.state.value}; `last` now means {drain.ref}"
+            )
 
     async def finish(self) -> int:
         """End of input: wait for jobs that will run, report each, and compute the exit code."""

@@ -65,7 +65,7 @@ class RecentDeliveries:
 
 
 class FrontEndSettings(Protocol):
-    """The settings the handlers read (bot.settings.Settings has them): handlers never import bot, which wires them."""
+    """The settings the handlers read; bot.settings.Settings has them (the handlers stay below the wiring)."""
 
     @property
     def approval_ttl_s(self) -> float: ...

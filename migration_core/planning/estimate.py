@@ -76,7 +76,9 @@ PER_CHANNEL_FIXED_S = 0.05  # each multifd channel is one more connection to set
 DEFAULT_SWITCHOVER_MS = 21.0
 SEND_BACKLOG_BYTES = 1.9 * MIB
 DIRTY_SPREAD = (0.75, 1.0, 1.33)  # the measured dirty rate's uncertainty (lab: the same guest measures +-30 %)
-SEND_ROUND_S = 0.05  # QEMU sends for up to 50 ms between two looks at what is left (MAX_WAIT)
+# A mid-pass stop leaves a bit less than the budget's worth: QEMU looks at what is left between rounds of sending
+# (lab, QEMU's own figures: 0.73-1.01 of `throughput x 60 ms` in 9 busy runs at 61-192 MiB/s, 0.85 on average).
+MIDPASS_SHARE = 0.85
 THROTTLE_SLACK_PCT = 75  # auto-converge: a paced guest absorbs a throttle up to this in idle time (finding 7)
 POSTCOPY_SWITCHOVER_MS = 5.0  # lab: 3-7 ms
 OFFLINE_FIXED_S = 1.0  # offline = define on the destination, undefine on the source (lab wall time 1.02-1.05 s)
@@ -242,12 +244,12 @@ def _passes(
     once that fits the budget. In the bulk pass what is left includes the untouched (zero) memory, so the
     stop comes at its end and the pause sends what the guest dirtied meanwhile (idle guests: 0.6-1.3 MiB).
     In a later pass every page left is a dirty one: if the guest dirties less than the budget during the
-    pass, QEMU stops mid-pass with about the budget's worth left (the busy guest at 128 MiB/s: 6-7 MiB at
-    60 ms; auto-converge at 32 MiB/s after two raises: ~200-270 ms of pause).
+    pass, QEMU stops mid-pass with a bit less than the budget's worth left (MIDPASS_SHARE; the busy guest at
+    122 MiB/s: 5.3-7.3 MiB at 60 ms; auto-converge at 30 MiB/s after raises: ~190-270 ms of pause).
 
     >>> p = _passes(140 * MIB, 28 * MIB, 54 * MIB, (60, 120, 180, 240, 300), 140 * MIB, False)
     >>> p.converged, p.passes, p.budget_ms, round(p.final_bytes / MIB, 1)
-    (True, 7, 60, 2.7)
+    (True, 7, 60, 2.8)
     """
     to_send, seconds = sent_first, 0.0
     step, last_raise = 0, None
@@ -257,8 +259,7 @@ def _passes(
         pct = _throttle_pct(n) if throttle and dirty > bw / 2 else 0
         following = min(dirty * _throttled_share(pct) * pass_s, cap)
         if n > 1 and to_send > threshold and following < threshold:  # a mid-pass stop (see above)
-            dirty_now = dirty * _throttled_share(pct)
-            chunk = max(following, threshold - SEND_ROUND_S / 2 * max(0.0, bw - dirty_now))
+            chunk = max(following, MIDPASS_SHARE * threshold)
             return _Passes(True, seconds + (to_send - chunk) / bw, chunk, n + 1, ramp_ms[step])
         seconds += pass_s
         if following <= threshold:
@@ -486,10 +487,11 @@ class _Downtime:
     high_ms: float
 
 
-def _downtime(inputs: MoveInputs, history: list[MoveSample], pair: PairCalibration, phys: _Physics) -> _Downtime:
+def _downtime(inputs: MoveInputs, history: list[MoveSample], others: PairCalibration, phys: _Physics) -> _Downtime:
     """The downtime from history: the VM's own earlier pauses in this family (both directions; the part above
     the switch-over rescaled by declared link then / now) shrunk towards the pair-calibrated model (today's
-    physics + the pair's learned offset), which weighs as MODEL_DOWNTIME_WEIGHT runs.
+    physics + the offset learned from the pair's other VMs, so that the VM's own runs do not count twice),
+    which weighs as MODEL_DOWNTIME_WEIGHT runs.
 
     Why shrunk, not the VM's median: identical lab moves pause 60-121 ms (a busy machine adds to the pause,
     never takes from it), so the median of a VM's two runs is half noise; the model is an independent guess
@@ -499,7 +501,7 @@ def _downtime(inputs: MoveInputs, history: list[MoveSample], pair: PairCalibrati
     Post-copy pauses only for the switch: the pre-copy pair offset does not apply.
     """
     postcopy = inputs.mode is MoveMode.POSTCOPY
-    prior = phys.downtime_ms + (0.0 if postcopy else pair.downtime_offset_ms)
+    prior = phys.downtime_ms + (0.0 if postcopy else others.downtime_offset_ms)
     switchover = POSTCOPY_SWITCHOVER_MS if postcopy else DEFAULT_SWITCHOVER_MS
     link_now = inputs.link_mib_s or 0.0
 
@@ -529,7 +531,7 @@ def _downtime(inputs: MoveInputs, history: list[MoveSample], pair: PairCalibrati
             min(point * (1 - MIN_SPREAD), _quantile(values, 0.1)),
             max(point * (1 + MIN_SPREAD), _quantile(values, 0.9)),
         )
-    residuals = [] if postcopy else list(pair.downtime_residuals)
+    residuals = [] if postcopy else list(others.downtime_residuals)
     if len(residuals) < 3:
         return _Downtime(point, point * COLD_SPREAD[0], point * COLD_SPREAD[1])
     return _Downtime(
@@ -596,7 +598,8 @@ def estimate(inputs: MoveInputs, history: Sequence[MoveSample] = (), *, now: dat
         )
     rep = _repeat(inputs, ok, pair, phys)
     offline = inputs.mode is MoveMode.OFFLINE
-    dt = _downtime(inputs, ok, pair, phys)
+    others = learn_pair(inputs.source, inputs.destination, [s for s in ok if s.vm_uuid != inputs.vm_uuid])
+    dt = _downtime(inputs, ok, others, phys)
     if not ok:  # the model alone: its own spread (lab cold runs)
         dt = _Downtime(phys.downtime_ms, phys.downtime_ms * COLD_SPREAD[0], phys.downtime_ms * COLD_SPREAD[1] * 1.5)
     if rep is not None:

@@ -764,6 +764,7 @@ class PairReport:
     efficiency: float  # learned share of the declared link
     fixed_s: float  # learned fixed cost
     pair_samples: int  # samples the throughput share and fixed cost come from (0: defaults)
+    downtime_offset_ms: float = 0.0  # learned: measured - modelled pause on this pair (hand-over, queues)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -779,6 +780,7 @@ class PairReport:
             "efficiency": self.efficiency,
             "fixed_s": self.fixed_s,
             "pair_samples": self.pair_samples,
+            "downtime_offset_ms": self.downtime_offset_ms,
         }
 
 
@@ -812,6 +814,7 @@ def calibration_report(history: Sequence[MoveSample], now: datetime | None = Non
                 efficiency=pair.efficiency,
                 fixed_s=pair.fixed_s,
                 pair_samples=pair.samples,
+                downtime_offset_ms=pair.downtime_offset_ms,
             )
         )
     return out

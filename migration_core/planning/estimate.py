@@ -22,25 +22,32 @@ The pure API (drain planning builds on it; no I/O, no clock, no store):
   calibrate), `basis` ("from 4 earlier migrations of vm42 hostA→hostB" / "model only: no history"),
   `samples` (how many calibrated it), `postcopy_switch_s` (post-copy needed: when the policy switches),
   `verdict` (one line for the card). `to_prediction` makes it the plan's Prediction.
-- `learn_pair` (a host pair's learned throughput share and fixed cost) and `calibration_report` (per pair:
+- `learn_pair` (a host pair's learned throughput share, fixed cost and pause offset) and `calibration_report` (per pair:
   errors and what was learned, for `migrate-bot calibration`) are pure too.
 
 The physics (docs/prediction.md has the measurements): total = fixed cost (destination start, switch-over,
 about 0.3 s) + bytes sent / effective throughput, where the bytes are the disk allocation, the transferable
 memory and what each later pass re-sends (the guest's dirtying during the previous pass, capped by the
-transferable memory); QEMU stops the guest once what is left fits in max-downtime at the throughput. The
-effective throughput is ~85 % of a shaped link. Downtime = a switch-over cost (~30 ms pre-copy, ~5 ms
-post-copy) + the last chunk (max(2.5 MiB, 0.25 s of dirtying)) at the throughput. Auto-converge throttles
-from pass 3; post-copy = the policy's switch time + what was re-dirtied, pulled at the throughput.
+transferable memory); QEMU stops the guest once what is left fits the max downtime in force at the throughput,
+and that is the convergence controller's ramp (its first step, 60 ms of a 300 ms max, raised while passes
+stall), not the max. The effective throughput is ~85 % of a shaped link. Downtime = a switch-over cost (~21 ms
+pre-copy incl. libvirt's hand-over, ~5 ms post-copy) + (the ~1.9 MiB send backlog + the last chunk) at the
+throughput, the chunk being what the guest dirtied in the bulk pass (idle guests) or ~0.85 of the budget in
+force (a mid-pass stop: busy guests, auto-converge). Auto-converge throttles on QEMU's schedule (50 % from
+pass 3, +25 % every two passes); post-copy = the policy's switch time + what was re-dirtied, pulled at the
+throughput.
 
 Calibration, from the history the store keeps (one `MoveSample` per finished migration):
 - per host pair (`learn_pair`): the effective throughput as a share of the declared link (median of
   memory_bps / link) and the fixed cost (median of total - bytes / throughput - downtime), from its plain
   pre-copy / auto-converge samples, shrunk towards the defaults while few; they replace the defaults in the
-  model for every VM on that pair;
+  model for every VM on that pair; and the pause offset (median of measured - modelled downtime, shrunk
+  towards 0), added to the model's downtime for a VM without its own history;
 - per VM (`_repeat`): the VM's own earlier moves of the same family (both directions) are the estimate: each
   total is split into the pair's fixed cost and a transfer part rescaled by declared link then / now; the
-  median (with the model as one more vote while there are fewer than 3) is the point, the spread the range.
+  median (with the model as one more vote while there are fewer than 3) is the point, the spread the range;
+  the downtime (`_downtime`) is the VM's own pauses shrunk towards the pair-calibrated model, which weighs as
+  one run (the pair's offset then comes from its other VMs).
 Old or odd samples are guarded against: only succeeded runs (failed and aborted ones are stored, counted by
 `calibration`, never learned from), none older than MAX_AGE_DAYS, only the newest WINDOW per tier, medians
 rather than means, and values farther than 3 scaled MADs from the median dropped.

@@ -248,11 +248,16 @@ async def measure_once(
     rss = dirty = None
     disk_bytes = disk_virtual = 0
     if sc.running:
-        try:
-            rate = await hv.dirty_rate(uri, guest.name, seconds=2)
-            dirty = rate.megabytes_per_second * 1_000_000 / MIB
-        except Exception as err:  # a benchmark records what it could not read
-            print(f"   dirty rate of {guest.name} unreadable: {err}")
+        for attempt in (1, 2):
+            try:
+                rate = await hv.dirty_rate(uri, guest.name, seconds=2)
+                dirty = rate.megabytes_per_second * 1_000_000 / MIB
+                break
+            except Exception as err:  # a benchmark records what it could not read
+                # QEMU refuses a second calc-dirty-rate while one still runs ("already being measured", seen
+                # once on the rebuilt lab); a run without the rate would be planned without post-copy's switch.
+                print(f"   dirty rate of {guest.name} unreadable (attempt {attempt}): {err}")
+                await asyncio.sleep(3)
         rss = _rss_bytes(lab, src, guest.name)  # after the dirty rate, as preflight reads it
     if sc.options.get("copy_storage"):
         disk_bytes, disk_virtual = _allocation(lab, src, guest.name, "vda")

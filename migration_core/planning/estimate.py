@@ -417,8 +417,8 @@ def learn_pair(
 
 
 def _shrunk(values: list[float], prior: float, weight: float = PRIOR_WEIGHT) -> float:
-    """The median of `values` shrunk towards `prior`, which weighs as PRIOR_WEIGHT runs: with two runs the
-    estimate moves half-way, so one odd run moves it a quarter of its oddness, not half of it.
+    """The median of `values` shrunk towards `prior`, which weighs as `weight` runs: with two runs and a weight
+    of one, one odd run moves the estimate a third of its oddness, not half of it (the median of two).
 
     >>> _shrunk([40.0, 80.0], 0.0), _shrunk([], 12.0), round(_shrunk([10.0] * 18, 0.0), 1)
     (30.0, 12.0, 9.0)
@@ -528,7 +528,9 @@ def _downtime(inputs: MoveInputs, history: list[MoveSample], others: PairCalibra
         ][:WINDOW]
     )
     floor = min(prior, POSTCOPY_SWITCHOVER_MS)
-    point = max(floor, _shrunk(mine, prior, weight=MODEL_DOWNTIME_WEIGHT))
+    # Without a dirty-rate reading the model cannot place the stop (nor tell post-copy's switch): no vote then.
+    weight = MODEL_DOWNTIME_WEIGHT if inputs.dirty_rate_mib_s is not None else 0
+    point = max(floor, _shrunk(mine, prior, weight=weight))
     if mine:
         if len(mine) < 3:
             return _Downtime(point, point * (1 - 3 * MIN_SPREAD), point * (1 + 3 * MIN_SPREAD))

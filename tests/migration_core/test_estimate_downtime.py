@@ -233,3 +233,13 @@ def test_warm_downtime_on_the_recorded_runs() -> None:
             if sample is not None:
                 history.append(sample)
         assert len(misses) <= misses_allowed, misses
+
+
+def test_without_a_dirty_rate_the_model_does_not_vote() -> None:
+    """Recorded (second benchmark): the dirty-rate reading failed before a post-copy move whose earlier runs paused
+    6 and 9 ms; a model without the rate cannot tell post-copy's switch, so the VM's own pauses decide."""
+    busy = MoveInputs(256 * MIB, None, 16.0, transferable_bytes=132 * MIB, mode=MoveMode.POSTCOPY)
+    busy = replace(busy, vm_uuid="b", vm="busy", source="hostA", destination="hostB")
+    mine = [replace(_sample(d, vm="b", at=i, link=16.0), family=busy.family) for i, d in enumerate((6.0, 9.0))]
+    e = estimate(busy, mine)
+    assert e.downtime_ms == pytest.approx(7.5, abs=0.1)

@@ -494,21 +494,22 @@ class _Downtime:
     high_ms: float
 
 
-def _downtime(inputs: MoveInputs, history: list[MoveSample], others: PairCalibration, phys: _Physics) -> _Downtime:
-    """The downtime from history: the VM's own earlier pauses in this family (both directions; the part above
-    the switch-over rescaled by declared link then / now) shrunk towards the pair-calibrated model (today's
-    physics + the offset learned from the pair's other VMs, so that the VM's own runs do not count twice),
-    which weighs as MODEL_DOWNTIME_WEIGHT runs.
+def _downtime(inputs: MoveInputs, history: list[MoveSample], pair: PairCalibration, phys: _Physics) -> _Downtime:
+    """The downtime from history. A VM moved before: its own earlier pauses in this family (both directions;
+    the part above the switch-over rescaled by declared link then / now) averaged with today's model, which
+    weighs as MODEL_DOWNTIME_WEIGHT runs. A VM never moved: the model + the pair's learned offset.
 
-    Why shrunk, not the VM's median: identical lab moves pause 60-121 ms (a busy machine adds to the pause,
-    never takes from it), so the median of a VM's two runs is half noise; the model is an independent guess
-    as good as one run (lab: 60 of 72 within +-30 %/30 ms, the VM's other two runs: 63 of 72; the two
-    combined: 65 of 72). Why not model + the VM's residuals: where the stop falls is a threshold effect of a
-    noisy dirty-rate reading, so the model of the earlier run can be off by a budget step the VM never had.
+    Why not the VM's median alone: identical lab moves pause 60-121 ms (a loaded machine adds to the pause,
+    never takes from it), and the model is as good a guess as one earlier run of the same move (lab: 79 % and
+    78 % within +-30 %/30 ms), so it is one more run's worth of evidence. Why not model + the VM's residuals:
+    where the stop falls is a threshold effect of a noisy dirty-rate reading, so the model of an earlier run
+    can be off by a budget step the VM never had. Why not the pair's offset for a VM with history: it is
+    learned from other VMs' runs minutes or days before, and on the lab it carried their load into the
+    estimate (fourth benchmark run: 6 of 11 warm runs within the target with it, 8 without).
     Post-copy pauses only for the switch: the pre-copy pair offset does not apply.
     """
     postcopy = inputs.mode is MoveMode.POSTCOPY
-    prior = phys.downtime_ms + (0.0 if postcopy else others.downtime_offset_ms)
+    offset = 0.0 if postcopy else pair.downtime_offset_ms
     switchover = POSTCOPY_SWITCHOVER_MS if postcopy else DEFAULT_SWITCHOVER_MS
     link_now = inputs.link_mib_s or 0.0
 
@@ -527,20 +528,21 @@ def _downtime(inputs: MoveInputs, history: list[MoveSample], others: PairCalibra
             and s.measured_downtime_ms is not None
         ][:WINDOW]
     )
-    floor = min(prior, POSTCOPY_SWITCHOVER_MS)
-    # Without a dirty-rate reading the model cannot place the stop (nor tell post-copy's switch): no vote then.
-    weight = MODEL_DOWNTIME_WEIGHT if inputs.dirty_rate_mib_s is not None else 0
-    point = max(floor, _shrunk(mine, prior, weight=weight))
+    floor = min(phys.downtime_ms, POSTCOPY_SWITCHOVER_MS)
     if mine:
+        # Without a dirty-rate reading the model cannot place the stop (nor tell post-copy's switch): no vote.
+        weight = MODEL_DOWNTIME_WEIGHT if inputs.dirty_rate_mib_s is not None else 0
+        point = max(floor, _shrunk(mine, phys.downtime_ms, weight=weight))
         if len(mine) < 3:
             return _Downtime(point, point * (1 - 3 * MIN_SPREAD), point * (1 + 3 * MIN_SPREAD))
-        values = [*mine, prior]
+        values = [*mine, phys.downtime_ms] if weight else mine
         return _Downtime(
             point,
             min(point * (1 - MIN_SPREAD), _quantile(values, 0.1)),
             max(point * (1 + MIN_SPREAD), _quantile(values, 0.9)),
         )
-    residuals = [] if postcopy else list(others.downtime_residuals)
+    point = max(floor, phys.downtime_ms + offset)
+    residuals = [] if postcopy else list(pair.downtime_residuals)
     if len(residuals) < 3:
         return _Downtime(point, point * COLD_SPREAD[0], point * COLD_SPREAD[1])
     return _Downtime(
@@ -607,8 +609,7 @@ def estimate(inputs: MoveInputs, history: Sequence[MoveSample] = (), *, now: dat
         )
     rep = _repeat(inputs, ok, pair, phys)
     offline = inputs.mode is MoveMode.OFFLINE
-    others = learn_pair(inputs.source, inputs.destination, [s for s in ok if s.vm_uuid != inputs.vm_uuid])
-    dt = _downtime(inputs, ok, others, phys)
+    dt = _downtime(inputs, ok, pair, phys)
     if not ok:  # the model alone: its own spread (lab cold runs)
         dt = _Downtime(phys.downtime_ms, phys.downtime_ms * COLD_SPREAD[0], phys.downtime_ms * COLD_SPREAD[1] * 1.5)
     if rep is not None:

@@ -150,8 +150,8 @@ IDLE_100 = MoveInputs(
 
 def test_one_odd_run_moves_the_warm_downtime_less_than_the_median_would() -> None:
     """Recorded: idle at 100 MiB/s paused 98 and 121 ms, then 63 ms: the VM's median (110 ms) missed. Shrunk
-    towards the pair-calibrated model, which weighs as one run, two high runs move the estimate by two thirds of
-    their excess, not all of it; the VM's own runs are not also the pair's offset (no double count)."""
+    towards today's model, which weighs as one run, two high runs move the estimate by two thirds of their
+    excess, not all of it (the pair's offset, learned from these same runs here, does not count twice)."""
     history = [_sample(98, at=0), _sample(121, at=1)]
     phys = physics(IDLE_100, learn_pair("hostA", "hostB", history))
     assert phys is not None

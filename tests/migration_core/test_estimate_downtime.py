@@ -2,10 +2,11 @@
 the send backlog and switch-over, auto-converge's raised budget, and how history is learned without one odd run
 moving the estimate.
 
-Recorded figures: fixtures/prediction_runs.json (bench/bench_prediction.py, 4 Dec 2026 14:00, 36 migrations) and
+Recorded figures: fixtures/prediction_runs.json (bench/bench_prediction.py, 4 Dec 2026 14:00, 36 migrations),
 fixtures/prediction_runs_2.json (a second run at 17:12, 36 migrations, with QEMU's own split of the pause for 29 of
 them: `qemu_downtime` = pause to last byte sent, `qemu_downtime_bytes` = RAM sent while paused, `qemu_mbps` =
-QEMU's throughput estimate, read from the source's completed `query-migrate` in the libvirtd debug log).
+QEMU's throughput estimate, read from the source's completed `query-migrate` in the libvirtd debug log) and
+fixtures/prediction_runs_3.json (17:34, on the rebuilt lab with its extra guests running: a loaded machine).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from migration_core.planning.estimate import (
 FIXTURES = Path(__file__).parent / "fixtures"
 RUNS_1 = json.loads((FIXTURES / "prediction_runs.json").read_text())
 RUNS_2 = json.loads((FIXTURES / "prediction_runs_2.json").read_text())
+RUNS_3 = json.loads((FIXTURES / "prediction_runs_3.json").read_text())
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
@@ -206,8 +208,10 @@ def test_warm_downtime_on_the_recorded_runs() -> None:
     """Replaying each recorded benchmark (cold A->B, back, warm A->B per scenario, history in order), the warm
     downtime is within +-30 %/30 ms on all but the runs that were outliers of their own scenario (disky at 64 MiB/s
     paused 182 ms after 108 and 87; `--parallel 4` 89 ms after 41 and 49 with no RAM left to send: QEMU's own
-    pause was 75 ms against 35-38)."""
-    for data, misses_allowed in ((RUNS_1, 2), (RUNS_2, 2)):
+    pause was 75 ms against 35-38). On the loaded machine of the third run, identical moves paused 108, 300 and
+    175 ms: three misses there, each after a much longer earlier pause of the same move (busy at 200 MiB/s 120 ms
+    predicted after 192 and 84, measured 89; auto-converge 212 after 263 and 205, measured 163)."""
+    for data, misses_allowed in ((RUNS_1, 2), (RUNS_2, 2), (RUNS_3, 3)):
         history: list[MoveSample] = []
         misses = []
         for i, run in enumerate(data):

@@ -500,12 +500,12 @@ def _downtime(inputs: MoveInputs, history: list[MoveSample], pair: PairCalibrati
     weighs as MODEL_DOWNTIME_WEIGHT runs. A VM never moved: the model + the pair's learned offset.
 
     Why not the VM's median alone: identical lab moves pause 60-121 ms (a loaded machine adds to the pause,
-    never takes from it), and the model is as good a guess as one earlier run of the same move (lab: both 76 %
-    within +-30 %/30 ms over 147 runs), so it is one more run's worth of evidence. Why not model + the VM's residuals:
+    never takes from it), and the model is as good a guess as one earlier run of the same move (lab: both 78 %
+    within +-30 %/30 ms over 180 runs), so it is one more run's worth of evidence. Why not model + the VM's residuals:
     where the stop falls is a threshold effect of a noisy dirty-rate reading, so the model of an earlier run
     can be off by a budget step the VM never had. Why not the pair's offset for a VM with history: it is
     learned from other VMs' runs minutes or days before, and on the lab it carried their load into the
-    estimate (fourth benchmark run: 6 of 11 warm runs within the target with it, 8 without).
+    estimate (the 17:34 benchmark run: 6 of 11 warm runs within the target with it, 8 without).
     Post-copy pauses only for the switch: the pre-copy pair offset does not apply.
     """
     postcopy = inputs.mode is MoveMode.POSTCOPY

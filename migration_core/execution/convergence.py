@@ -15,7 +15,8 @@ Rules, in order (KubeVirt's legacy monitor, oVirt's stalling schedule and Nova's
 5. At a pre-copy iteration boundary, from `ramp_start_iteration` on, at most once per `ramp_cooldown_s`, and
    only when the new pass does not start at least 10 % smaller than the previous one ("stalling iteration",
    oVirt): raise the max downtime one step of the policy's ramp (never above `max_downtime_ms`); the ramp is
-   `planning.planner.downtime_ramp_ms`, fixed in the approved plan (the only ramp formula).
+   `limits.downtime_ramp_ms`, fixed in the approved plan (the only ramp formula; the estimate times the stop
+   against it).
 6. Otherwise continue.
 """
 

@@ -46,8 +46,8 @@ Calibration, from the history the store keeps (one `MoveSample` per finished mig
 - per VM (`_repeat`): the VM's own earlier moves of the same family (both directions) are the estimate: each
   total is split into the pair's fixed cost and a transfer part rescaled by declared link then / now; the
   median (with the model as one more vote while there are fewer than 3) is the point, the spread the range;
-  the downtime (`_downtime`) is the VM's own pauses shrunk towards the pair-calibrated model, which weighs as
-  one run (the pair's offset then comes from its other VMs).
+  the downtime (`_downtime`) is the VM's own pauses averaged with today's model, which weighs as one run
+  (the pair's pause offset serves only VMs never moved).
 Old or odd samples are guarded against: only succeeded runs (failed and aborted ones are stored, counted by
 `calibration`, never learned from), none older than MAX_AGE_DAYS, only the newest WINDOW per tier, medians
 rather than means, and values farther than 3 scaled MADs from the median dropped.
@@ -95,7 +95,7 @@ COLD_SPREAD = (0.7, 1.4)  # p10/p90 of measured/model without history (lab cold 
 MIN_SPREAD = 0.1  # a range never narrower than +-10 %
 WINDOW = 20
 PRIOR_WEIGHT = 2  # the defaults count as this many runs when learning a pair
-MODEL_DOWNTIME_WEIGHT = 1  # the pair-calibrated model counts as one run against a VM's own pauses
+MODEL_DOWNTIME_WEIGHT = 1  # today's model counts as one run against a VM's own pauses (finding 6)
 MAX_AGE_DAYS = 30.0
 MAX_PASSES = 30
 
@@ -223,7 +223,7 @@ def _throttled_share(pct: int) -> float:
 class _Passes:
     converged: bool
     seconds: float  # the live passes
-    final_bytes: float  # what the stop-and-copy sends (what the guest dirtied during the last live pass)
+    final_bytes: float  # what the stop-and-copy sends (dirtied during the bulk pass, or a mid-pass stop's rest)
     passes: int  # incl. the final one
     budget_ms: int  # the max downtime in force at the stop (the ramp step reached)
 

@@ -6,6 +6,12 @@ would see, and at end of input the console waits for the jobs it started that ar
 only if every migration request it was given was accepted and every job it created ended `succeeded` (a
 refused request, e.g. the VM already has an open job, and a job still waiting for approval are failures).
 
+Drains (`drain hostA`, `return hostA`): right after one is requested, `last` means that drain (`approve last`,
+`deny last`, `status last`, `cancel last`, `wait last`), and `D7` names any drain. `wait` prints the drain's
+roll-up whenever it changes, then every move's outcome and the final line; the moves' own job lines are held
+back (the sink folds them into the drain). A drain it requested or waited for counts for the exit code: 0 only
+if every one of its moves succeeded.
+
 Approvers: MIGRATE_BOT_APPROVERS when it is set, otherwise every local user except the requester (the
 two-person rule still holds: the service refuses self-approval). Build the service with
 `console_approver_check(settings)` and a `ConsoleSink`, and pass that sink to `run_console`.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import TextIO
 
 from rich.progress import BarColumn, Progress, TextColumn
@@ -29,7 +36,8 @@ from bot.blocks.answers import (
     text_message,
 )
 from bot.blocks.card import card_message, plan_message, status_line
-from bot.blocks.drain import NOT_YET, drain_plan_message, placed_plan_message
+from bot.blocks.drain import drain_plan_message, placed_plan_message
+from bot.blocks.drain_card import drain_card_message, drain_status_message, move_line, rollup_text, with_drains
 from bot.blocks.ir import CONSOLE, Message
 from bot.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
 from bot.blocks.summary import summary_message
@@ -41,6 +49,7 @@ from bot.console_commands import (
     ConsoleError,
     ConsoleHelp,
     Control,
+    DrainRef,
     JobRef,
     Quit,
     SetValue,
@@ -49,11 +58,14 @@ from bot.console_commands import (
 )
 from bot.console_sink import ConsoleOut, ConsoleSink
 from bot.settings import Settings
+from migration_core.dispatch.drain_policy import still_needed
+from migration_core.drains import Drain, DrainState, DrainStatus, MoveOutcome
 from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError
 from migration_core.grammar.parser import (
     CancelCommand,
     CancelDrainCommand,
     DrainCommand,
+    DrainStatusCommand,
     FreezesCommand,
     HelpCommand,
     HistoryCommand,
@@ -113,6 +125,9 @@ class _Session:
         self.user = user
         self.sink = sink
         self.started: list[int] = []
+        self.drains: list[int] = []  # drains and returns this console requested
+        self.waited: list[int] = []  # other drains it waited for (`wait D5`): they count for the exit code too
+        self.last_is_drain = False  # `last` means the drain right after a drain or return request
         self.refused_requests = 0  # migration requests the service did not accept (they count against exit 0)
 
     def show(self, msg: Message) -> None:
@@ -168,7 +183,16 @@ class _Session:
 
     async def _control(self, cmd: Control) -> None:
         svc = self.service
-        job_id = await self.job_id(cmd.job)
+        ref = cmd.job
+        if isinstance(ref, DrainRef) or (ref == "last" and self.last_is_drain):
+            await self._drain_control(cmd.verb, ref.drain_id if isinstance(ref, DrainRef) else self.drains[-1])
+            return
+        assert not isinstance(ref, DrainRef)
+        job_id = await self.job_id(ref)
+        if cmd.verb == "cancel":
+            job = await svc.cancel(job_id, self.user)
+            self.out.line(f"[job {job.id}] withdrawn by {self.user} ({job.state.value})")
+            return
         ttl_s = self.settings.approval_ttl_s
         if cmd.verb == "approve":
             job = await svc.approve(job_id, self.user)
@@ -193,6 +217,55 @@ class _Session:
                     f"[job {job.id}] is waiting for approval: nothing runs until someone else approves it "
                     f"(`as <user>`, then `approve {job.id}`)"
                 )
+
+    async def _drain_control(self, verb: str, drain_id: int) -> None:
+        svc = self.service
+        ref = f"D{drain_id}"
+        if verb == "approve":
+            drain = await svc.approve_drain(drain_id, self.user)
+            if self.sink is None:  # else the sink says it (each DrainChanged: an approval, the start)
+                self.out.line(f"[{ref}] {_drain_state_line(drain)}")
+        elif verb == "deny":
+            drain = await svc.deny_drain(drain_id, self.user)
+            if self.sink is None:
+                self.out.line(f"[{ref}] {_drain_state_line(drain)}")
+        elif verb == "cancel":
+            report = await svc.cancel_drain(drain_id, self.user)
+            self.out.line(f"[{ref}] {report.text}")
+        elif verb == "wait":
+            status = await self.wait_drain(drain_id)
+            if drain_id not in self.drains and drain_id not in self.waited:
+                self.waited.append(drain_id)
+            if status.drain.state is DrainState.AWAITING_APPROVAL:
+                self.out.line(
+                    f"[{ref}] is waiting for approval: nothing moves until someone else approves it "
+                    f"(`as <user>`, then `approve {ref}`)"
+                )
+        else:
+            self.out.line(f"error: {verb} works on one job; a drain is stopped with `cancel {ref}`")
+
+    async def wait_drain(self, drain_id: int) -> DrainStatus:
+        """Block until the drain ends (or waits for approval), printing its roll-up whenever the count, a state
+        or a running VM's phase changes; then every move's outcome and the final line."""
+        ref = f"D{drain_id}"
+        shown: tuple[object, ...] | None = None
+        while True:
+            status = await self.service.wait_drain(drain_id, timeout_s=WAIT_POLL_S)
+            key = (
+                status.drain.state,
+                tuple((m.vm, m.outcome, m.phase) for m in status.moves),
+            )
+            if key != shown:
+                shown = key
+                self.out.line(f"[{ref}] {rollup_text(status)}")
+            if status.drain.state.finished or status.drain.state is DrainState.AWAITING_APPROVAL:
+                break
+        if status.drain.state.finished:
+            for m in status.moves:
+                self.out.line(f"[{ref}] {move_line(m, CONSOLE)}")
+            moved = status.count(MoveOutcome.SUCCEEDED)
+            self.out.line(f"[{ref}] ended: {status.drain.state.value} ({moved} of {len(status.moves)} moved)")
+        return status
 
     async def wait(self, job_id: int) -> Job:
         """Block until the job ends (or stops to wait for an approval); then until its summary is shown.
@@ -255,16 +328,58 @@ class _Session:
             self.out.line(f"[job {job.id}] withdrawn by {self.user} ({job.state.value})")
         elif isinstance(cmd, DrainCommand) and cmd.plan_only:
             self.out.line(f"planning the drain of {cmd.host}… (preflight on every host)")
-            drain = await svc.plan_drain(
+            dry = await svc.plan_drain(
                 cmd.host, cmd.options, to=cmd.to, except_vms=cmd.except_vms, include_stopped=cmd.include_stopped
             )
-            self.show(drain_plan_message(drain, CONSOLE))
+            self.show(drain_plan_message(dry, CONSOLE))
         elif isinstance(cmd, PlaceCommand) and cmd.plan_only:
             self.show(placed_plan_message(await svc.plan_any(cmd.vm, cmd.options), CONSOLE))
         elif isinstance(cmd, PlaceCommand):
             await self._place(cmd)
-        elif isinstance(cmd, DrainCommand | ReturnCommand | CancelDrainCommand):
-            self.out.line(f"{NOT_YET}. Nothing was changed.")
+        elif isinstance(cmd, DrainCommand | ReturnCommand | CancelDrainCommand | DrainStatusCommand):
+            await self._drain_command(cmd)
+
+    async def _drain_command(self, cmd: DrainCommand | ReturnCommand | CancelDrainCommand | DrainStatusCommand) -> None:
+        """drain, return, cancel D7, status D7 (`plan drain` is answered by _slash)."""
+        svc = self.service
+        if isinstance(cmd, DrainCommand):
+            self.out.line(f"planning the drain of {cmd.host}… (preflight on every host)")
+            drain = await self._count_refusal(
+                svc.request_drain(
+                    cmd.host,
+                    cmd.options,
+                    self.user,
+                    to=cmd.to,
+                    except_vms=cmd.except_vms,
+                    include_stopped=cmd.include_stopped,
+                )
+            )
+            await self._requested(drain)
+        elif isinstance(cmd, ReturnCommand):
+            self.out.line(f"planning the return to {cmd.host}… (preflight on every host)")
+            await self._requested(await self._count_refusal(svc.request_return(cmd.host, self.user, cmd.reason)))
+        elif isinstance(cmd, CancelDrainCommand):
+            report = await svc.cancel_drain(cmd.drain_id, self.user)
+            self.out.line(f"[D{cmd.drain_id}] {report.text}")
+        else:
+            self.show(drain_status_message(await svc.drain_status(cmd.drain_id), CONSOLE))
+
+    async def _count_refusal(self, request: Awaitable[Drain]) -> Drain:
+        try:
+            return await request
+        except MigrateBotError:
+            self.refused_requests += 1  # said by `run`; it still fails the console's exit code
+            raise
+
+    async def _requested(self, drain: Drain) -> None:
+        if drain.id not in self.drains:
+            self.drains.append(drain.id)
+        self.last_is_drain = True
+        self.out.line(
+            f"{drain.ref} created: {drain.kind.value} of {drain.host}, {len(drain.plan.moves)} move(s), "
+            f"{drain.state.value}; `last` now means {drain.ref}"
+        )
+        self.show(drain_card_message(await self.service.drain_status(drain.id), CONSOLE))
 
     async def _submit(self, request: MigrationRequest) -> None:
         self.out.line(f"checking {request.vm} → {request.destination}…")
@@ -275,6 +390,7 @@ class _Session:
             raise
         if job.id not in self.started:
             self.started.append(job.id)
+        self.last_is_drain = False
         self.out.line(f"job {job.id} created: {job.vm} {job.source} → {job.destination}, {job.state.value}")
         self.show(card_message(job, CONSOLE, ttl_s=self.settings.approval_ttl_s))
 
@@ -291,7 +407,8 @@ class _Session:
         svc = self.service
         if cmd.target is None:
             active = await svc.active_jobs()
-            self.show(jobs_message("Active migrations", active, CONSOLE, empty="Nothing active."))
+            listed = jobs_message("Active migrations", active, CONSOLE, empty="Nothing active.")
+            self.show(with_drains(listed, await svc.active_drains(), CONSOLE))
             newest = [] if active else await svc.history(None, 1)
             if newest:  # "nothing active" alone leaves a person wondering what happened to their job
                 self.out.line(f"latest: {job_line(newest[0], CONSOLE)} (`status {newest[0].id}` for details)")
@@ -299,6 +416,9 @@ class _Session:
         job: Job | None
         if isinstance(cmd.target, int):
             job = await svc.get_job(cmd.target)
+        elif cmd.target == "last" and self.last_is_drain:
+            self.show(drain_status_message(await svc.drain_status(self.drains[-1]), CONSOLE))
+            return
         elif cmd.target == "last":  # the console's word for the newest job, as in `wait last`
             job = await svc.get_job(await self.job_id("last"))
         else:
@@ -330,6 +450,23 @@ class _Session:
                 ok = False
                 continue
             ok = ok and job.state is JobState.SUCCEEDED
+        counted = [*self.drains, *(d for d in self.waited if d not in self.drains)]
+        for drain_id in counted:  # every move of every drain it requested or waited for must have succeeded
+            try:
+                status = await self.service.drain_status(drain_id)
+                if status.drain.state in (DrainState.RUNNING, DrainState.CANCELLING):
+                    self.out.line(f"[D{drain_id}] waiting for it to finish ({status.drain.state.value})…")
+                    status = await self.wait_drain(drain_id)
+                if status.drain.state is DrainState.AWAITING_APPROVAL:
+                    self.out.line(f"[D{drain_id}] still waiting for approval: nothing moved")
+            except MigrateBotError as err:
+                self.out.line(f"[D{drain_id}] error: {err}")
+                ok = False
+                continue
+            ok = ok and status.all_succeeded
+        if counted:
+            said = ", ".join(f"D{d}" for d in counted)
+            self.out.line(f"{'every move succeeded' if ok else 'not every move succeeded'} ({said})")
         if self.started:
             states = ", ".join(f"job {j}" for j in self.started)
             self.out.line(f"{'all jobs succeeded' if ok else 'not every job succeeded'} ({states})")
@@ -338,6 +475,12 @@ class _Session:
             self.out.line(f"{n} migration request{'s were' if n > 1 else ' was'} refused")
             ok = False
         return 0 if ok else 1
+
+
+def _drain_state_line(drain: Drain) -> str:
+    if drain.state is DrainState.AWAITING_APPROVAL:
+        return f"approved by {', '.join(drain.approvers) or 'nobody yet'}; still needs {still_needed(drain)}"
+    return f"{drain.state.value}" + (f": {drain.detail}" if drain.detail else "")
 
 
 def _ran(sink: ConsoleSink) -> set[int]:

@@ -23,6 +23,8 @@ CONSOLE_VERB = {
     "postcopy": "postcopy {job}",
     "downtime": "downtime {job} <ms>",
     "bandwidth": "bandwidth {job} <MiB/s>",
+    "drain_approve": "approve D{drain}",  # a drain button's value is "<drain id>:<plan hash>"
+    "drain_deny": "deny D{drain}",
 }
 
 
@@ -43,7 +45,7 @@ def actions_hint(part: Actions) -> RichText:
     out = RichText("→ ", style="bold")
     hints = []
     for b in part.buttons:
-        verb = CONSOLE_VERB.get(b.action_id, b.action_id).format(job=b.value)
+        verb = CONSOLE_VERB.get(b.action_id, b.action_id).format(job=b.value, drain=b.value.split(":")[0])
         hints.append(f"{b.label}: `{verb}`")
     out.append_text(inline("   ".join(hints)))
     return out

@@ -26,18 +26,21 @@ from bot.blocks.answers import (
     text_message,
 )
 from bot.blocks.card import card_message, plan_message
-from bot.blocks.drain import NOT_YET, drain_plan_message, placed_plan_message
+from bot.blocks.drain import drain_plan_message, placed_plan_message
+from bot.blocks.drain_card import drain_card_message, drain_status_message, with_drains
 from bot.blocks.ir import SLACK, Message
 from bot.blocks.slack import message_payload
 from handlers.deps import Deps, Listener, Matcher, bug_reference, ephemeral, register_table
 from handlers.gate import GateKind, team_of
 from handlers.slack_io import post_message
+from migration_core.drains import Drain
 from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.grammar.parser import (
     CancelCommand,
     CancelDrainCommand,
     Command,
     DrainCommand,
+    DrainStatusCommand,
     FreezesCommand,
     HelpCommand,
     HistoryCommand,
@@ -170,9 +173,10 @@ async def handle_migrate(
         await ack(response_type="ephemeral", text=f"Planning the drain of {cmd.host}… (preflight on every host)")
     elif isinstance(cmd, PlaceCommand):
         await ack(response_type="ephemeral", text=f"Finding a host for {cmd.vm}… (preflight on every host)")
-    elif isinstance(cmd, DrainCommand | ReturnCommand | CancelDrainCommand):
-        await ack(**ephemeral(_not_yet(cmd)))  # nothing is changed
-        return
+    elif isinstance(cmd, DrainCommand):
+        await ack(response_type="ephemeral", text=f"Planning the drain of {cmd.host}… (preflight on every host)")
+    elif isinstance(cmd, ReturnCommand):
+        await ack(response_type="ephemeral", text=f"Planning the return to {cmd.host}… (preflight on every host)")
     else:
         await ack()
     try:
@@ -186,7 +190,9 @@ async def handle_migrate(
 def _gate_kind(cmd: Command) -> GateKind:
     if isinstance(cmd, MigrateCommand):
         return GateKind.PREFLIGHT  # `plan` too: a live preflight (dirty-rate measurement) on the hypervisors
-    if isinstance(cmd, CancelCommand):
+    if isinstance(cmd, ReturnCommand) or (isinstance(cmd, DrainCommand) and not cmd.plan_only):
+        return GateKind.PREFLIGHT  # a drain request plans every move live, like a request
+    if isinstance(cmd, CancelCommand | CancelDrainCommand):
         return GateKind.CONTROL
     return GateKind.READ
 
@@ -228,11 +234,33 @@ async def _answer(
         await respond(**_ephemeral_msg(plan_message(plan, SLACK)))
     elif isinstance(cmd, MigrateCommand):
         await _request(deps, cmd, body, respond, client, retry=retry)
+    elif isinstance(cmd, DrainCommand) and not cmd.plan_only:
+        drain = await svc.request_drain(
+            cmd.host,
+            cmd.options,
+            user,
+            to=cmd.to,
+            except_vms=cmd.except_vms,
+            include_stopped=cmd.include_stopped,
+            chat_channel=str(body.get("channel_id") or "") or None,
+        )
+        await _post_drain_card(deps, drain, body, respond, client)
+    elif isinstance(cmd, ReturnCommand):
+        drain = await svc.request_return(
+            cmd.host, user, cmd.reason, chat_channel=str(body.get("channel_id") or "") or None
+        )
+        await _post_drain_card(deps, drain, body, respond, client)
+    elif isinstance(cmd, CancelDrainCommand):
+        report = await svc.cancel_drain(cmd.drain_id, user)
+        await deps.refresh_drain_card(cmd.drain_id)  # the thread gets the report from the drain sink
+        await respond(**_ephemeral_msg(text_message(report.text, SLACK)))
+    elif isinstance(cmd, DrainStatusCommand):
+        await respond(**_ephemeral_msg(drain_status_message(await svc.drain_status(cmd.drain_id), SLACK)))
     elif isinstance(cmd, DrainCommand):
-        drain = await svc.plan_drain(
+        dry = await svc.plan_drain(
             cmd.host, cmd.options, to=cmd.to, except_vms=cmd.except_vms, include_stopped=cmd.include_stopped
         )
-        await respond(**_ephemeral_msg(drain_plan_message(drain, SLACK)))
+        await respond(**_ephemeral_msg(drain_plan_message(dry, SLACK)))
     elif isinstance(cmd, PlaceCommand):
         placed = await svc.plan_any(cmd.vm, cmd.options)
         if cmd.plan_only or placed.destination is None:
@@ -259,13 +287,27 @@ async def _answer(
         raise AssertionError(f"unhandled command {cmd!r}")
 
 
-def _not_yet(cmd: DrainCommand | ReturnCommand | CancelDrainCommand) -> str:
-    """Executing drains comes in the next round: say so plainly, point at the dry run, change nothing."""
-    if isinstance(cmd, DrainCommand):
-        return f"{NOT_YET} (e.g. `/migrate plan drain {cmd.host}`). Nothing was changed."
-    if isinstance(cmd, ReturnCommand):
-        return f"return is not available yet: it needs drain execution. Nothing was changed. ({NOT_YET})"
-    return f"there are no drains to cancel yet: {NOT_YET}. Nothing was changed."
+async def _post_drain_card(
+    deps: Deps, drain: Drain, body: dict[str, Any], respond: Respond, client: AsyncWebClient
+) -> None:
+    """The drain's one card in the channel; its ts is stored so the drain sink edits it and threads under it."""
+    channel = str(body.get("channel_id") or "")
+    status = await deps.service.drain_status(drain.id)
+    try:
+        ts = await post_message(client, channel, drain_card_message(status, SLACK, now=deps.now()))
+    except SlackApiError as err:
+        code = err.response.get("error", "") if err.response is not None else ""
+        hint = " Invite me with `/invite @migrate-bot`." if code in ("not_in_channel", "channel_not_found") else ""
+        await respond(
+            **ephemeral(
+                f"{drain.ref} was created but I could not post its card here ({code}).{hint} "
+                f"Withdraw it with `/migrate cancel {drain.ref}` or see `/migrate status {drain.ref}`."
+            )
+        )
+        return
+    await deps.service.set_drain_refs(drain.id, channel=channel, thread=ts)
+    if (await deps.service.get_drain(drain.id)).state is not status.drain.state:
+        await deps.refresh_drain_card(drain.id)  # it moved while the card was being posted
 
 
 async def _status(deps: Deps, cmd: StatusCommand) -> Message:
@@ -274,7 +316,8 @@ async def _status(deps: Deps, cmd: StatusCommand) -> Message:
     target = cmd.target
     if target is None:
         jobs = await svc.active_jobs()
-        return jobs_message("Active migrations", jobs, SLACK, empty="No migration is active.")
+        msg = jobs_message("Active migrations", jobs, SLACK, empty="No migration is active.")
+        return with_drains(msg, await svc.active_drains(), SLACK)
     job: Job | None
     if isinstance(target, int):
         job = await svc.get_job(target)

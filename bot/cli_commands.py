@@ -170,7 +170,7 @@ async def _calibration(core: Core, args: argparse.Namespace, out: TextIO) -> int
         return 0
     out.write(
         f"{'host pair':<24} {'runs':>5} {'used':>5} {'total err med/p90':>18} {'downtime err med/p90':>21}"
-        f" {'throughput':>11} {'link share':>10} {'fixed':>7}\n"
+        f" {'throughput':>11} {'link share':>10} {'fixed':>7} {'pause +':>8}\n"
     )
     for r in reports:
 
@@ -183,7 +183,7 @@ async def _calibration(core: Core, args: argparse.Namespace, out: TextIO) -> int
             f"{r.source + ' → ' + r.destination:<24} {r.migrations:>5} {r.learned_from:>5}"
             f" {pct(r.total_error_median) + ' / ' + pct(r.total_error_p90):>18}"
             f" {pct(r.downtime_error_median) + ' / ' + pct(r.downtime_error_p90):>21}"
-            f" {tput:>11} {r.efficiency:>10.2f} {r.fixed_s:>6.2f}s{learned}\n"
+            f" {tput:>11} {r.efficiency:>10.2f} {r.fixed_s:>6.2f}s {r.downtime_offset_ms:>+5.0f} ms{learned}\n"
         )
     return 0
 

@@ -183,8 +183,18 @@ async def test_vm_to_any_requests_the_move_to_the_chosen_host(fleet: FleetServic
     listener, service, client = setup(fleet)
     _, respond, _ = await call(listener, body("vm42 to any"), client)
     assert "vm42 goes to hostB: the only host that can take it" in respond.text()
+    assert "⚠️" not in respond.calls[0]["text"]  # where the VM goes is news, not a warning
     (job,) = await service.history()
     assert (job.vm, job.destination) == ("vm42", "hostB")
+    assert len(client.of("chat_postMessage")) == 1  # its card, in the channel
+
+
+async def test_status_with_nothing_active_names_the_newest_job_as_the_console_does(fleet: FleetService):
+    listener, _service, client = setup(fleet)
+    await call(listener, body("vm42 to hostB"), client)
+    await call(listener, body("cancel 1"), client)
+    _, respond, _ = await call(listener, body("status"), client)
+    assert "Nothing active." in respond.text() and "latest:" in respond.text() and "#1" in respond.text()
 
 
 class _Request:

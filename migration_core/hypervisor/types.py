@@ -257,6 +257,10 @@ class PoolInfo:
     allocation_bytes: int
     available_bytes: int
 
+    def covers(self, directory: str) -> bool:
+        """Whether `directory` is this pool's target (trailing slashes aside): the one "which pool" rule."""
+        return bool(self.target_path) and str(self.target_path).rstrip("/") == directory.rstrip("/")
+
 
 @dataclass(frozen=True)
 class VolumeInfo:

@@ -391,8 +391,7 @@ class Fleet:
         return None
 
     async def pool_for_directory(self, uri: str, directory: str) -> PoolInfo | None:
-        wanted = directory.rstrip("/")
-        return next((p for p in await self.pools(uri) if p.target_path and p.target_path.rstrip("/") == wanted), None)
+        return next((p for p in await self.pools(uri) if p.covers(directory)), None)
 
     async def path_exists(self, uri: str, path: str) -> bool | None:
         return await self.volume_by_path(uri, path) is not None

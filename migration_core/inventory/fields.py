@@ -5,8 +5,9 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
 from migration_core.errors import InventoryError
@@ -139,9 +140,7 @@ def check_uri(value: object, where: str) -> str:
         if not parts.hostname or not is_host_address(parts.hostname):
             _fail(where, f"{shown!r} needs a valid host name or address", example)
         if parts.username is not None and _USER_RE.fullmatch(parts.username) is None:
-            _fail(
-                where, f"{shown!r} has an invalid user name {parts.username!r}", "e.g. root@kvm1.example.com"
-            )
+            _fail(where, f"{shown!r} has an invalid user name {parts.username!r}", "e.g. root@kvm1.example.com")
         if port == 0:
             _fail(where, f"{shown!r} has port 0", "ports are 1 to 65535 (libvirt listens on 16509/16514)")
     elif parts.netloc:
@@ -276,3 +275,13 @@ def check_groups(value: object, where: str) -> tuple[tuple[str, tuple[str, ...]]
             _fail(at, f"has {len(vms)} VM: anti-affinity needs at least two", "add the VMs to keep apart, or remove it")
         groups.append((name, tuple(vms)))
     return tuple(groups)
+
+
+def reject_unknown(table: Mapping[str, Any], allowed: tuple[str, ...], source: str, where: str) -> None:
+    """An unknown key is almost always a typo (migration_adress, emergancy): say so instead of ignoring it.
+    The one rule for both the hosts file and the policy file."""
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed here: {', '.join(allowed)}"
+            raise InventoryError(f"{source}: {where}: unknown field '{key}'", hint)

@@ -26,12 +26,7 @@ from migration_core.facts.xmlutil import attr, parse_cpuset, parse_xml, pci_addr
 
 def parse_capabilities(xml: str | bytes) -> HostFacts:
     """`conn.getCapabilities()` -> HostFacts (without the adapter-only fields, which stay None)."""
-    root = parse_xml(xml, "host capabilities XML")
-    if root.tag != "capabilities":
-        raise PreflightError(
-            f"expected a <capabilities> document, got <{root.tag}>",
-            "pass the output of virConnectGetCapabilities",
-        )
+    root = parse_xml(xml, "host capabilities XML", root="capabilities", call="virConnectGetCapabilities")
     host = root.find("host")
     cpu_el = None if host is None else host.find("cpu")
     cpu = HostCpu(
@@ -117,12 +112,7 @@ def _guests(el: etree._Element) -> list[GuestArch]:
 
 def parse_domain_capabilities(xml: str | bytes) -> DomainCapsFacts:
     """`conn.getDomainCapabilities(emulator, arch, machine, virttype)` -> DomainCapsFacts."""
-    root = parse_xml(xml, "domain capabilities XML")
-    if root.tag != "domainCapabilities":
-        raise PreflightError(
-            f"expected a <domainCapabilities> document, got <{root.tag}>",
-            "pass the output of virConnectGetDomainCapabilities",
-        )
+    root = parse_xml(xml, "domain capabilities XML", root="domainCapabilities", call="virConnectGetDomainCapabilities")
     modes = root.findall("cpu/mode")
     supported = frozenset(m.get("name") or "" for m in modes if yes(m.get("supported")))
     host_model = next((m for m in modes if m.get("name") == "host-model"), None)

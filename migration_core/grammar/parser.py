@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,11 +152,7 @@ def _scan(tokens: list[str], command: str) -> _Scan:
             value = opt.inline_value
         elif spec.arity is not Arity.FLAG and implied is None:
             following = tokens[i + 1] if i + 1 < len(tokens) else None
-            if (
-                following is not None
-                and takes_next_token(spec, following)
-                and not _is_option(following, spec)
-            ):
+            if following is not None and takes_next_token(spec, following) and not _is_option(following, spec):
                 value = following
                 i += 1
             elif spec.arity is Arity.VALUE:
@@ -206,9 +203,7 @@ def _parse_migrate(tokens: list[str], *, plan_only: bool) -> MigrateCommand | Pl
     if not after:
         raise GrammarError(f"missing the destination host after `{before[-1]} to`", f"example: {example}")
     if len(before) > 1:
-        raise GrammarError(
-            f"one VM per request: got `{' '.join(before)}` before `to`", "send one /migrate per VM"
-        )
+        raise GrammarError(f"one VM per request: got `{' '.join(before)}` before `to`", "send one /migrate per VM")
     if len(after) > 1:
         raise GrammarError(f"unexpected extra words: `{' '.join(after[1:])}`", _extra_words_hint(scan))
     options = build_options(scan.draft)
@@ -252,18 +247,32 @@ def _parse_return(tokens: list[str]) -> ReturnCommand:
     words = [t for _, t in scan.positionals]
     if not words:
         raise GrammarError("`return` needs the host to fill again", "example: /migrate return hostA")
-    _at_most(words, 1, "return takes one host", "example: /migrate return hostA --reason \"CHG-1234 done\"")
+    _at_most(words, 1, "return takes one host", 'example: /migrate return hostA --reason "CHG-1234 done"')
     return ReturnCommand(check_name(words[0], "host"), scan.draft.options.reason)
 
 
 def _parse_cancel_drain(words: list[str]) -> CancelDrainCommand:
+    example = "/migrate cancel drain 7"
+    return CancelDrainCommand(
+        _one_id(
+            words, "cancel drain", ("the drain's id", "one id"), f"example: {example}", lambda _w: f"like: {example}"
+        )
+    )
+
+
+def _one_id(
+    words: list[str], command: str, thing: tuple[str, str], missing_hint: str, bad_hint: Callable[[str], str]
+) -> int:
+    """The one id `command` takes (a job's or a drain's). `thing`: how it is named when missing and when more
+    than one is given (then `missing_hint` without its parenthesis is the hint). No word, more than one, or a
+    word that is not an id is refused with a hint."""
     if not words:
-        raise GrammarError("cancel drain needs the drain's id", "example: /migrate cancel drain 7")
-    _at_most(words, 1, "cancel drain takes one id", "example: /migrate cancel drain 7")
-    drain_id = parse_job_id(words[0])
-    if drain_id is None:
-        raise GrammarError(f"cancel drain takes the drain's id, not `{words[0]}`", "like: /migrate cancel drain 7")
-    return CancelDrainCommand(drain_id)
+        raise GrammarError(f"{command} needs {thing[0]}", missing_hint)
+    _at_most(words, 1, f"{command} takes {thing[1]}", missing_hint.split(" (")[0])
+    found = parse_job_id(words[0])
+    if found is None:
+        raise GrammarError(f"{command} takes {thing[0]}, not `{words[0]}`", bad_hint(words[0]))
+    return found
 
 
 def _extra_words_hint(scan: _Scan) -> str:
@@ -283,9 +292,7 @@ def _extra_words_hint(scan: _Scan) -> str:
 
 
 def _status_target(words: list[str]) -> int | str | None:
-    _at_most(
-        words, 1, "status takes at most one job id or VM name", "e.g. /migrate status #41 or status vm42"
-    )
+    _at_most(words, 1, "status takes at most one job id or VM name", "e.g. /migrate status #41 or status vm42")
     if not words:
         return None
     job_id = parse_job_id(words[0])
@@ -297,14 +304,12 @@ def _status_target(words: list[str]) -> int | str | None:
 
 
 def _cancel_job_id(words: list[str]) -> int:
-    if not words:
-        raise GrammarError("cancel needs a job id", "example: /migrate cancel 41 (see /migrate status)")
-    _at_most(words, 1, "cancel takes one job id", "example: /migrate cancel 41")
-    job_id = parse_job_id(words[0])
-    if job_id is None:
-        hint = f"find the job id with /migrate status {words[0]}" if is_valid_name(words[0]) else "like #41"
-        raise GrammarError(f"cancel takes a job id, not `{words[0]}`", hint)
-    return job_id
+    def hint(word: str) -> str:
+        return f"find the job id with /migrate status {word}" if is_valid_name(word) else "like #41"
+
+    return _one_id(
+        words, "cancel", ("a job id", "one job id"), "example: /migrate cancel 41 (see /migrate status)", hint
+    )
 
 
 def _parse_help(words: list[str]) -> HelpCommand:

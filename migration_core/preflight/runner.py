@@ -68,6 +68,7 @@ from migration_core.preflight import disks_to_copy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = TypeVar("P")  # typed facts parsed from a libvirt XML document
 # (vm_uuid, source, destination) -> earlier migrations of that VM or host pair (Store.move_samples).
 HistorySource = Callable[[str, str, str], Awaitable[Sequence[MoveSample]]]
 
@@ -119,15 +120,21 @@ def _bridges_found(
 Prober = Callable[[str, int, float], Awaitable[tuple[bool | None, str]]]
 
 
-async def _vm_facts(hyp: HypervisorPort, uri: str, name: str, *, migratable: bool) -> tuple[VmFacts | None, str | None]:
-    """A VM's XML read and parsed once: its facts, or None and why (unreadable, or XML that does not parse)."""
-    xml, error = await _maybe("read the VM's XML", hyp.domain_xml(uri, name, migratable=migratable))
+async def _parsed(what: str, read: Awaitable[str], parse: Callable[[str], P]) -> tuple[P | None, str | None]:
+    """A libvirt XML document read and parsed once: its typed facts, or None and why (unreadable, or XML that
+    does not parse): a fact preflight lacks is a WARN of its check, never a crash."""
+    xml, error = await _maybe(what, read)
     if xml is None:
         return None, error
     try:
-        return parse_domain(xml), None
+        return parse(xml), None
     except MigrateBotError as err:
         return None, str(err)
+
+
+async def _vm_facts(hyp: HypervisorPort, uri: str, name: str, *, migratable: bool) -> tuple[VmFacts | None, str | None]:
+    """A VM's XML (`migratable`: as the destination would get it, else as defined) -> VmFacts, or None and why."""
+    return await _parsed("read the VM's XML", hyp.domain_xml(uri, name, migratable=migratable), parse_domain)
 
 
 def _vcpus_of(running: Sequence[DomainInfo], residents: Mapping[str, VmFacts | None]) -> int | None:
@@ -471,16 +478,11 @@ class PreflightRunner:
         )
 
     async def _domcaps(self, dst: HostConfig, vm: VmFacts) -> tuple[DomainCapsFacts | None, str | None]:
-        xml, err = await _maybe(
+        return await _parsed(
             "read domain capabilities",
             self.hypervisor.domain_capabilities(dst.uri, _target(vm)),
+            parse_domain_capabilities,
         )
-        if xml is None:
-            return None, err
-        try:
-            return parse_domain_capabilities(xml), None
-        except MigrateBotError as e:
-            return None, str(e)
 
     async def _interfaces(self, dst: HostConfig, vm: VmFacts) -> frozenset[str] | None:
         """The destination's host interface names, listed once and only when a NIC sits on a bridge or (macvtap)

@@ -48,7 +48,7 @@ from migration_core.facts.vm import (
     VcpuPin,
     VmFacts,
 )
-from migration_core.hypervisor.types import DomainState
+from migration_core.hypervisor.types import DomainInfo, DomainState, NetworkInfo
 from migration_core.models import MigrationRequest
 
 __all__ = [
@@ -57,9 +57,6 @@ __all__ = [
     "CpuFacts",
     "CpuFeature",
     "CpuModelInfo",
-    "DefinitionElsewhere",
-    "DestinationDomain",
-    "DestinationNetwork",
     "DirtyRateSample",
     "DiskFacts",
     "DiskSourceKind",
@@ -144,34 +141,6 @@ class Endpoint:
     peer_uri: str | None = None
     # The hosts file says this host's QEMU has migration-TLS certificates (qemu.conf migrate_tls_x509_cert_dir).
     migration_tls: bool = False
-
-
-@dataclass(frozen=True)
-class DestinationDomain:
-    """A domain already defined or running on the destination (for the name / UUID clash check)."""
-
-    name: str
-    uuid: str
-    active: bool
-    persistent: bool | None = None
-
-
-@dataclass(frozen=True)
-class DefinitionElsewhere:
-    """A domain with the VM's UUID on a host of the inventory other than the source (split-brain hazard)."""
-
-    host: str
-    name: str
-    active: bool
-
-
-@dataclass(frozen=True)
-class DestinationNetwork:
-    """A libvirt network on the destination (`virsh net-list --all`)."""
-
-    name: str
-    active: bool = True
-    bridge: str | None = None
 
 
 @dataclass(frozen=True)
@@ -279,11 +248,14 @@ class PreflightFacts:
     vm_state: VmState | None = None
     vm_persistent: bool | None = None
     vm_snapshots: int | None = None
-    destination_domains: tuple[DestinationDomain, ...] | None = None
-    # Definitions of the VM's UUID on the other hosts (None: no host list; unanswered hosts are left out).
-    definitions_elsewhere: tuple[DefinitionElsewhere, ...] | None = None
+    # The domains defined or running on the destination, as the port listed them (name / UUID clash check).
+    destination_domains: tuple[DomainInfo, ...] | None = None
+    # Definitions of the VM's UUID on the other hosts, `host` being the inventory name (split-brain hazard;
+    # None: no host list; unanswered hosts are left out).
+    definitions_elsewhere: tuple[DomainInfo, ...] | None = None
     hosts_unanswered: tuple[str, ...] = ()
-    destination_networks: tuple[DestinationNetwork, ...] | None = None
+    # The destination's libvirt networks (`virsh net-list --all`), as the port listed them.
+    destination_networks: tuple[NetworkInfo, ...] | None = None
     destination_bridges: frozenset[str] | None = None
     destination_netdevs: frozenset[str] | None = None
     disks: tuple[DiskVisibility, ...] = ()

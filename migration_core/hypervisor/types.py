@@ -232,8 +232,8 @@ class NetworkInfo:
     """A libvirt virtual network and the host bridge it uses (None for e.g. macvtap/hostdev networks)."""
 
     name: str
-    active: bool
-    bridge: str | None
+    active: bool = True
+    bridge: str | None = None
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,6 @@ from migration_core.facts.domxml_host import (
 )
 from migration_core.facts.gathered import (
     CpuComparison,
-    DefinitionElsewhere,
-    DestinationDomain,
-    DestinationNetwork,
     DirtyRateSample,
     DiskFacts,
     DiskSourceKind,
@@ -363,7 +360,7 @@ class PreflightRunner:
             vm_persistent=dom.persistent,
             settings=self.settings,
             definitions_elsewhere=tuple(
-                DefinitionElsewhere(host, d.name, d.active)
+                replace(d, host=host)
                 for host, domains in sorted(listing.items())
                 if host != src_cfg.name
                 for d in domains
@@ -462,12 +459,8 @@ class PreflightRunner:
             destination_host=t_dst.result(),
             destination_domcaps=domcaps,
             destination_domcaps_error=domcaps_error,
-            destination_domains=tuple(DestinationDomain(d.name, d.uuid, d.active, d.persistent) for d in dest_domains)
-            if dest_domains is not None
-            else None,
-            destination_networks=tuple(DestinationNetwork(n.name, n.active, n.bridge) for n in networks)
-            if networks is not None
-            else None,
+            destination_domains=None if dest_domains is None else tuple(dest_domains),
+            destination_networks=None if networks is None else tuple(networks),
             destination_bridges=_bridges_found(vm, networks, interfaces),
             destination_netdevs=interfaces if _uses_netdev(vm) else frozenset(),
             vm_snapshots=t_snapshots.result()[0],
@@ -838,7 +831,7 @@ class PreflightRunner:
             vm=vm,
             # the candidates' listings only: hosts outside --to were not asked
             definitions_elsewhere=tuple(
-                DefinitionElsewhere(host, x.name, x.active)
+                replace(x, host=host)
                 for host, domains in sorted(listing.items())
                 for x in domains
                 if dom.uuid and x.uuid.lower() == dom.uuid.lower()
@@ -860,10 +853,8 @@ class PreflightRunner:
             destination_host=d.host,
             destination_domcaps=domcaps,
             destination_domcaps_error=domcaps_error,
-            destination_domains=tuple(DestinationDomain(x.name, x.uuid, x.active, x.persistent) for x in d.domains),
-            destination_networks=tuple(DestinationNetwork(n.name, n.active, n.bridge) for n in d.networks)
-            if d.networks is not None
-            else None,
+            destination_domains=d.domains,
+            destination_networks=None if d.networks is None else tuple(d.networks),
             destination_bridges=_bridges_found(vm, d.networks, d.interfaces),
             destination_netdevs=d.interfaces if _uses_netdev(vm) else frozenset(),
             vm_snapshots=snaps,

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field, replace
 from migration_core.errors import RequestError
 from migration_core.execution.stall import DEFAULT_EWMA_ALPHA, DEFAULT_MIN_DROP_FRACTION, Ewma, StallWatch, eta_s
 from migration_core.models import ControlAction, ConvergencePolicy, Decision, Phase
+from migration_core.units import GIB, MIB
 
-MIB = 1024 * 1024
-GIB = 1024 * MIB
 LAST_CHANCE_FACTOR = 1.5  # KubeVirt's precopyPossibleFactor
 SHRINKING_PASS = 0.9  # a pass that starts 10 % smaller than the previous one is converging on its own
 

@@ -50,6 +50,7 @@ from migration_core.facts.vm import (
 )
 from migration_core.hypervisor.types import DomainInfo, DomainState, NetworkInfo
 from migration_core.models import MigrationRequest
+from migration_core.units import MIB
 
 __all__ = [
     "BackingLayer",
@@ -91,9 +92,6 @@ __all__ = [
     "VmFacts",
     "VmState",
 ]
-
-MIB = 1024 * 1024
-GIB = 1024 * MIB
 
 
 class VmState(StrEnum):

@@ -60,8 +60,8 @@ from migration_core.planning.estimate import MoveInputs, estimate, mode_of, to_p
 from migration_core.planning.estimates import CalibratedEstimator, MoveEstimator
 from migration_core.planning.placement import Candidacy, Destination, evaluate
 from migration_core.planning.planner import choose_mode, make_plan
-from migration_core.planning.prediction import mb_s_to_mib_s
 from migration_core.preflight import disks_to_copy
+from migration_core.units import mb_s_to_mib_s
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

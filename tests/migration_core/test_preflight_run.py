@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from migration_core import preflight
 from migration_core.facts.gathered import (
-    GIB,
     CpuComparison,
     DiskVisibility,
     Endpoint,
@@ -21,6 +20,7 @@ from migration_core.facts.gathered import (
 from migration_core.hypervisor.types import DomainInfo, NetworkInfo
 from migration_core.models import CheckResult, CheckStatus, CopyStorage, MigrationMode, MigrationOptions
 from migration_core.preflight import run_checks
+from migration_core.units import GIB
 from tests.migration_core.fixtures.build import FIXTURES, facts, host, statuses, vm
 
 PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL

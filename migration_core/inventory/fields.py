@@ -7,6 +7,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
@@ -285,3 +286,14 @@ def reject_unknown(table: Mapping[str, Any], allowed: tuple[str, ...], source: s
             close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else f"allowed here: {', '.join(allowed)}"
             raise InventoryError(f"{source}: {where}: unknown field '{key}'", hint)
+
+
+def read_text(source: str, what: str) -> str:
+    """The UTF-8 text of a config file (`what`: "hosts file", "policy file"); unreadable or not UTF-8 is an
+    InventoryError saying so and what to do (the caller has checked that the file exists)."""
+    try:
+        return Path(source).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise InventoryError(f"cannot read {what} {source}: {exc.strerror}", "check its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise InventoryError(f"{what} {source} is not UTF-8 text (byte {exc.start})", "save it as UTF-8") from None

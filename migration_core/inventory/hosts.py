@@ -37,6 +37,7 @@ from migration_core.inventory.fields import (
     check_ssh,
     check_uri,
     migrate_uri_for,
+    read_text,
     reject_unknown,
 )
 
@@ -147,13 +148,7 @@ def load_inventory(path: str | os.PathLike[str]) -> Inventory:
         )
     if file.is_dir():
         raise InventoryError(f"hosts file {source} is a directory", f"point {ENV_VAR} at the .toml file itself")
-    try:
-        text = file.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise InventoryError(f"cannot read hosts file {source}: {exc.strerror}", "check its permissions") from None
-    except UnicodeDecodeError as exc:
-        raise InventoryError(f"hosts file {source} is not UTF-8 text (byte {exc.start})", "save it as UTF-8") from None
-    return parse_inventory(text, source)
+    return parse_inventory(read_text(source, "hosts file"), source)
 
 
 def parse_inventory(text: str, source: str) -> Inventory:

@@ -28,7 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from migration_core.errors import InventoryError
-from migration_core.inventory.fields import reject_unknown
+from migration_core.inventory.fields import read_text, reject_unknown
 
 EXAMPLE_FILE = "deploy/policy.example.toml"
 ENV_VAR = "MIGRATE_BOT_POLICY"
@@ -150,13 +150,7 @@ def load_policy(path: str | os.PathLike[str] | None) -> Policy:
             f"policy file {source} {what}",
             f"copy {EXAMPLE_FILE} to {source} and edit it, or unset {ENV_VAR} to run without a policy file",
         )
-    try:
-        text = file.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise InventoryError(f"cannot read policy file {source}: {exc.strerror}", "check its permissions") from None
-    except UnicodeDecodeError as exc:
-        raise InventoryError(f"policy file {source} is not UTF-8 text (byte {exc.start})", "save it as UTF-8") from None
-    return parse_policy(text, source)
+    return parse_policy(read_text(source, "policy file"), source)
 
 
 def parse_policy(text: str, source: str) -> Policy:

@@ -1,25 +1,33 @@
-"""What every listener needs, in one object given to each module's `register(app, deps)`."""
+"""What every listener needs, in one object that each module's `register(app, deps)` binds to its listeners."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from bot.blocks.answers import error_message
-from bot.blocks.ir import SLACK
-from bot.blocks.slack import message_payload
-from bot.settings import Settings
+from handlers.blocks.answers import error_message
+from handlers.blocks.ir import SLACK
+from handlers.blocks.slack import message_payload
+from handlers.drain_progress import SlackDrainSink
 from handlers.gate import EdgeGate
 from handlers.progress import SlackProgressSink
 from migration_core.service_api import ApproverCheck, MigrationServiceAPI
 
 log = logging.getLogger(__name__)
+
+# A Bolt listener of this package: a module-level coroutine function taking Bolt's arguments by name
+# (ack, body, respond, client...) and `deps` (and any other bound value) keyword-only, bound by register_table.
+Listener = Callable[..., Awaitable[None]]
+# What a listener is registered under: an action id, callback id, command or event type, or a pattern of them.
+Matcher = str | re.Pattern[str]
 
 
 def _utcnow() -> datetime:
@@ -56,20 +64,30 @@ class RecentDeliveries:
         return True
 
 
+class FrontEndSettings(Protocol):
+    """The settings the handlers read; bot.settings.Settings has them (the handlers stay below the wiring)."""
+
+    @property
+    def approval_ttl_s(self) -> float: ...
+
+
 @dataclass
 class Deps:
     """The service (the only way into the core), settings, the approver check and the progress sink."""
 
     service: MigrationServiceAPI
-    settings: Settings
+    settings: FrontEndSettings
     approver_check: ApproverCheck
     progress: SlackProgressSink | None = None
+    drains: SlackDrainSink | None = None  # the drain cards and threads (handlers/drain_progress.py)
     now: Callable[[], datetime] = _utcnow
     gate: EdgeGate | None = None  # channel, people and rate gates of every command and click (handlers.gate)
     on_refusal: Callable[[str, str], None] | None = None  # (action, reason code): the refusals metric
     # One lock per job id: a duplicate delivery of the same command must not post a second card.
     _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
     deliveries: RecentDeliveries = field(default_factory=RecentDeliveries)
+    # job id -> when a click last re-rendered its stale card (handlers.actions; bounded there)
+    stale_card_refreshes: dict[int, float] = field(default_factory=dict)
 
     def lock(self, job_id: int) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())
@@ -77,6 +95,10 @@ class Deps:
     async def refresh_card(self, job_id: int) -> None:
         if self.progress is not None:
             await self.progress.refresh_card(job_id)
+
+    async def refresh_drain_card(self, drain_id: int) -> None:
+        if self.drains is not None:
+            await self.drains.refresh_card(drain_id)
 
     def count_refusal(self, action: str, reason: str) -> None:
         if self.on_refusal is not None:
@@ -109,3 +131,21 @@ def bug_reference(where: str, exc: BaseException | None = None) -> str:
     ref = f"ERR-{secrets.token_hex(3)}"
     log.error("unexpected error in %s (reference %s)", where, ref, exc_info=exc if exc is not None else True)
     return f"something went wrong on our side (error reference {ref}); the operators can find it in the log"
+
+
+def bind(listener: Listener, deps: Deps) -> Listener:
+    """`listener` with `deps` bound by keyword. Bolt passes only the arguments its signature names before the
+    `*` (so never `deps`), and logs a listener by its function's name: update_wrapper keeps both visible."""
+    function = listener
+    while isinstance(function, functools.partial):  # a table entry may already bind other keywords
+        function = function.func
+    return functools.update_wrapper(functools.partial(listener, deps=deps), function)
+
+
+def register_table(
+    add: Callable[[Matcher], Callable[[Listener], object]], table: Iterable[tuple[Matcher, Listener]], deps: Deps
+) -> None:
+    """Register each listener of `table` with `deps` bound (`add`: app.command, app.action, app.view or
+    app.event), in the table's order: Bolt tries listeners in registration order, so catch-alls go last."""
+    for matcher, listener in table:
+        add(matcher)(bind(listener, deps))

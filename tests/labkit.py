@@ -1,4 +1,4 @@
-"""Test helpers for the two-host KVM lab (deploy/lab): lab description, VM reset, console, link, faults."""
+"""Test helpers for the three-host KVM lab (deploy/lab): lab description, VM reset, console, link, faults."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class LabCommandError(RuntimeError):
 
 @dataclass(frozen=True)
 class LabHost:
-    name: str  # hostA / hostB (the inventory name)
+    name: str  # hostA / hostB / hostC (the inventory name)
     uri: str  # client URI from the root namespace (UNIX socket)
     peer_uri: str  # qemu+tcp://<ip>:16509/system: how the other lab host dials this one (P2P dconnuri)
     ip: str  # migration-link address
@@ -31,9 +31,13 @@ class LabHost:
     uuid: str
     netns: str
     images_dir: Path  # host-private storage, seen by the host as /var/lib/libvirt/images
-    link_dev: str  # this host's end of the migration veth
+    link_dev: str  # this host's end of its migration veth (its migration NIC)
     pidfile: Path
     log: Path
+    link_port_dev: str = ""  # the switch's end of that veth (in LabInfo.switch_netns): shaped = the host's ingress
+    memory_mib: int = 0  # the memory size its libvirtd reports (a lab host's own, not the machine's)
+    free_memory_mib: int = 0
+    memory_reserve_mib: int = 0  # what hosts.toml reserves on it
 
     def daemon_pid(self) -> int | None:
         """The host's libvirtd PID if it runs (it changes after kill_daemon/start_daemon)."""
@@ -51,7 +55,7 @@ class LabStorage:
     ip: str
     port: int
     export: str
-    nbd_uri: str  # nbd://10.213.8.3:10809/shared, reachable from inside both hosts
+    nbd_uri: str  # nbd://10.213.8.3:10809/shared, reachable from inside every host
     image: Path
 
 
@@ -70,6 +74,7 @@ class LabInfo:
     hosts: dict[str, LabHost]
     storage: LabStorage
     vms: tuple[str, ...]
+    switch_netns: str = ""  # the namespace of the migration and VM bridges (the switch)
 
     def host(self, name: str) -> LabHost:
         return self.hosts[name]
@@ -93,6 +98,10 @@ class LabInfo:
                 h["link_dev"],
                 Path(h["pidfile"]),
                 Path(h["log"]),
+                h.get("link_port_dev", ""),
+                int(h.get("memory_mib", 0)),
+                int(h.get("free_memory_mib", 0)),
+                int(h.get("memory_reserve_mib", 0)),
             )
             for name, h in d["hosts"].items()
         }
@@ -110,6 +119,7 @@ class LabInfo:
             hosts,
             storage,
             tuple(d["vms"]),
+            d["link"].get("switch_netns", ""),
         )
 
 
@@ -217,7 +227,7 @@ def host_exec(lab: LabInfo, host: str, argv: list[str], timeout_s: float = 60) -
 
 
 def reset_vm(lab: LabInfo, name: str, *, start: bool | None = None) -> None:
-    """Restore a lab VM as `up` made it: removed from both hosts, redefined (and started unless it is
+    """Restore a lab VM as `up` made it: removed from every host, redefined (and started unless it is
     `stopped` or start=False) on hostA, fresh local disk, empty console."""
     flag = [] if start is None else ["--start" if start else "--no-start"]
     run_lab(lab, "reset-vm", name, *flag)
@@ -259,7 +269,7 @@ def vm_location(lab: LabInfo, vm: str) -> dict[str, str]:
 
 
 def link_rate(lab: LabInfo, rate: str | float) -> None:
-    """Shape the migration link in both directions (tc tbf); a bare number is MiB/s."""
+    """Shape every host's migration NIC to `rate` each way (tc tbf); a bare number is MiB/s."""
     run_lab(lab, "link", "rate", str(rate))
 
 

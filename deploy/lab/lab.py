@@ -1,4 +1,4 @@
-"""Command line of the two-host KVM lab (`deploy/lab/lab --help`); stdlib only, runs on /usr/bin/python3."""
+"""Command line of the three-host KVM lab (`deploy/lab/lab --help`); stdlib only, runs on /usr/bin/python3."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from labtool.describe import write_outputs
 from labtool.proc import LabError, say
 from labtool.status import status
 
-DESCRIPTION = """Two real libvirt/QEMU hosts on one machine (hostA = kvmlab-A 10.213.7.1, hostB = kvmlab-B
-10.213.7.2), joined by a veth migration link, plus an NBD shared-storage namespace (kvmlab-S). Run as root.
+DESCRIPTION = """Three real libvirt/QEMU hosts on one machine (hostA = kvmlab-A 10.213.7.1, hostB = kvmlab-B
+10.213.7.2, hostC = kvmlab-C 10.213.7.3), joined by a migration network (a bridge in kvmlab-N, one veth per host),
+plus an NBD shared-storage namespace (kvmlab-S). Run as root.
 Environment: LAB_ROOT (state, default /var/tmp/migrate-bot-lab), LAB_CAPCACHE (kept QEMU capabilities and
 guest build, default /var/tmp/migrate-bot-capcache), LAB_VIRT (kvm|qemu), LAB_INSTALL (0 = never apt-get),
 LAB_KEEP (down keeps $LAB_ROOT), LAB_PURGE (down also drops $LAB_CAPCACHE). See deploy/lab/README.md."""
@@ -78,10 +79,10 @@ def cmd_link(settings: Settings, args: argparse.Namespace) -> None:
             raise LabError("`lab link rate` needs a rate, e.g. `lab link rate 16MiB`")
         rate = net.parse_rate(args.rate)
         net.link_rate(rate)
-        say(f"migration link shaped to {rate / 2**20:.2f} MiB/s in both directions (tc tbf)")
+        say(f"each host's migration NIC shaped to {rate / 2**20:.2f} MiB/s in both directions (tc tbf)")
     elif args.action == "down":
         net.link_set(False)
-        say("migration link is DOWN (kvl-a, kvl-b); the storage network is unaffected")
+        say(f"migration link is DOWN ({', '.join(h.link_dev for h in HOSTS)}); the storage network is unaffected")
     elif args.action == "up":
         net.link_set(True)
         say("migration link is up")
@@ -144,7 +145,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "up",
         help="bring the lab up (idempotent); last line: MIGRATE_BOT_HOSTS=<hosts.toml>",
-        description="Install missing packages, start both hosts, the storage server and the lab "
+        description="Install missing packages, start the three hosts, the storage server and the lab "
         "VMs, write lab.json and hosts.toml. A healthy lab is only checked (and missing VMs put "
         "back, the link reset). The last line of output is MIGRATE_BOT_HOSTS=<path>.",
     ).set_defaults(fn=cmd_up)
@@ -165,9 +166,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "link",
         help="shape, cut or restore the migration link",
-        description="rate RATE: tc tbf on both veth ends (RATE: 16MiB, 16 = MiB/s, 128mbit, "
-        "1GiB); down / up: set both ends down / up; reset: no shaping, up. The storage network "
-        "is never touched.",
+        description="rate RATE: every host's migration NIC runs at RATE each way (tc tbf on the host's "
+        "veth end and on its switch port; RATE: 16MiB, 16 = MiB/s, 128mbit, 1GiB); down / up: every "
+        "host's NIC down / up; reset: no shaping, up. The storage network is never touched.",
     )
     s.add_argument("action", choices=("rate", "down", "up", "reset"))
     s.add_argument("rate", nargs="?", help="for `rate`: e.g. 16MiB")
@@ -177,15 +178,15 @@ def parser() -> argparse.ArgumentParser:
         ("start-daemon", cmd_start_daemon, "restart a host's libvirtd in the same namespaces"),
     ):
         s = sub.add_parser(name, help=text, description=text + " (fault injection).")
-        s.add_argument("host", help="hostA or hostB")
+        s.add_argument("host", help="hostA, hostB or hostC")
         s.set_defaults(fn=fn)
     s = sub.add_parser(
         "reset-vm",
         help="restore a lab VM: remove it everywhere, redefine it on hostA",
-        description="Destroy and undefine the VM on both hosts, recreate its disk (disky), "
+        description="Destroy and undefine the VM on every host, recreate its disk (disky), "
         "truncate its console, define it on hostA and start it if it normally runs.",
     )
-    s.add_argument("name", help="vm42, busy, disky, shared or stopped")
+    s.add_argument("name", help=", ".join(v.name for v in vms.VMS))
     g = s.add_mutually_exclusive_group()
     g.add_argument("--start", dest="start", action="store_true", default=None, help="start it in any case")
     g.add_argument("--no-start", dest="start", action="store_false", help="leave it shut off")

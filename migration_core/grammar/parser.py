@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from migration_core.grammar.commands import (
     CancelDrainCommand,
     Command,
     DrainCommand,
+    DrainStatusCommand,
     FreezesCommand,
     HelpCommand,
     HistoryCommand,
@@ -38,7 +38,7 @@ from migration_core.grammar.help import TOPICS, help_text, topic_key
 from migration_core.grammar.lex import is_lone_dash, option_token, tokenize
 from migration_core.grammar.options import Draft, apply, build_options, resolve, takes_next_token
 from migration_core.grammar.spec import OPTIONS_BY_NAME, Arity, OptionSpec
-from migration_core.grammar.values import NAME_RULE, check_name, is_valid_name, parse_job_id
+from migration_core.grammar.values import NAME_RULE, check_name, is_valid_name, parse_drain_ref, parse_job_id
 from migration_core.models import MigrationMode, MigrationRequest
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "CancelDrainCommand",
     "Command",
     "DrainCommand",
+    "DrainStatusCommand",
     "FreezesCommand",
     "HelpCommand",
     "HistoryCommand",
@@ -84,41 +85,56 @@ def parse_command(text: str) -> Command:
     word = tokens[0].lower()
     # A VM may be named like a command word: `status to hostB` can only mean migrating VM "status".
     names_a_vm = len(tokens) >= 3 and tokens[1].lower() == "to"
-    if word in ("help", "?") and not names_a_vm:
+    if not names_a_vm:
+        command = _parse_command_word(word, tokens)
+        if command is not None:
+            return command
+        if option_token(tokens[0]) is None:
+            close = difflib.get_close_matches(word, COMMAND_WORDS, n=1, cutoff=0.75)
+            if close:
+                raise GrammarError(f"unknown command `{tokens[0]}`", f"did you mean `/migrate {close[0]}`?")
+    return _parse_migrate(tokens, plan_only=False)
+
+
+def _parse_command_word(word: str, tokens: list[str]) -> Command | None:
+    """The command `tokens` start with (`word`, lower-cased), or None when the first word is not a command."""
+    if word in ("help", "?"):
         return _parse_help(tokens[1:])
-    if word == "plan" and not names_a_vm:
+    if word == "plan":
         # `plan drain hostA` (but `plan drain to hostB` plans moving a VM called "drain")
         if len(tokens) >= 2 and tokens[1].lower() == "drain" and not (len(tokens) >= 4 and tokens[2].lower() == "to"):
             return _parse_drain(tokens[2:], plan_only=True)
         return _parse_migrate(tokens[1:], plan_only=True)
-    if word == "drain" and not names_a_vm:
+    if word == "drain":
         return _parse_drain(tokens[1:], plan_only=False)
-    if word == "return" and not names_a_vm:
+    if word == "return":
         return _parse_return(tokens[1:])
-    if word == "cancel" and not names_a_vm and len(tokens) >= 2 and tokens[1].lower() == "drain":
+    if word == "cancel" and len(tokens) >= 2 and tokens[1].lower() == "drain":
         return _parse_cancel_drain(tokens[2:])
-    if word in COMMAND_WORDS and not names_a_vm:
-        scan = _scan(tokens[1:], word)
-        words = [t for _, t in scan.positionals]
-        if word == "status":
-            return StatusCommand(_status_target(words))
-        if word == "cancel":
-            return CancelCommand(_cancel_job_id(words))
-        if word == "history":
-            _at_most(words, 1, "history takes at most one VM or host name", "example: /migrate history vm42")
-            subject = check_name(words[0], "VM or host") if words else None
-            return HistoryCommand(subject, scan.draft.limit)
-        if word == "freezes":
-            _at_most(words, 0, "freezes takes no arguments", "/migrate freezes")
-            return FreezesCommand()
-        _at_most(words, 0, "hosts takes no arguments", "/migrate hosts")
-        return HostsCommand()
-    if not names_a_vm and option_token(tokens[0]) is None:
-        close = difflib.get_close_matches(word, COMMAND_WORDS, n=1, cutoff=0.75)
-        if close:
-            raise GrammarError(f"unknown command `{tokens[0]}`", f"did you mean `/migrate {close[0]}`?")
-    return _parse_migrate(tokens, plan_only=False)
+    if word in ("cancel", "status") and len(tokens) >= 2 and parse_drain_ref(tokens[1]):
+        return _parse_drain_ref_command(word, tokens[1:])  # `cancel D7`, `status D7`
+    if word in COMMAND_WORDS:
+        return _parse_read_or_cancel(word, tokens[1:])
+    return None
 
+
+def _parse_read_or_cancel(word: str, args: list[str]) -> Command:
+    """status, cancel, history, freezes and hosts: positional words and the options they take."""
+    scan = _scan(args, word)
+    words = [t for _, t in scan.positionals]
+    if word == "status":
+        return StatusCommand(_status_target(words))
+    if word == "cancel":
+        return CancelCommand(_cancel_job_id(words))
+    if word == "history":
+        _at_most(words, 1, "history takes at most one VM or host name", "example: /migrate history vm42")
+        subject = check_name(words[0], "VM or host") if words else None
+        return HistoryCommand(subject, scan.draft.limit)
+    if word == "freezes":
+        _at_most(words, 0, "freezes takes no arguments", "/migrate freezes")
+        return FreezesCommand()
+    _at_most(words, 0, "hosts takes no arguments", "/migrate hosts")
+    return HostsCommand()
 
 @dataclass
 class _Scan:
@@ -152,7 +168,11 @@ def _scan(tokens: list[str], command: str) -> _Scan:
             value = opt.inline_value
         elif spec.arity is not Arity.FLAG and implied is None:
             following = tokens[i + 1] if i + 1 < len(tokens) else None
-            if following is not None and takes_next_token(spec, following) and not _is_option(following, spec):
+            if (
+                following is not None
+                and takes_next_token(spec, following)
+                and not _is_option(following, spec)
+            ):
                 value = following
                 i += 1
             elif spec.arity is Arity.VALUE:
@@ -203,7 +223,9 @@ def _parse_migrate(tokens: list[str], *, plan_only: bool) -> MigrateCommand | Pl
     if not after:
         raise GrammarError(f"missing the destination host after `{before[-1]} to`", f"example: {example}")
     if len(before) > 1:
-        raise GrammarError(f"one VM per request: got `{' '.join(before)}` before `to`", "send one /migrate per VM")
+        raise GrammarError(
+            f"one VM per request: got `{' '.join(before)}` before `to`", "send one /migrate per VM"
+        )
     if len(after) > 1:
         raise GrammarError(f"unexpected extra words: `{' '.join(after[1:])}`", _extra_words_hint(scan))
     options = build_options(scan.draft)
@@ -247,32 +269,27 @@ def _parse_return(tokens: list[str]) -> ReturnCommand:
     words = [t for _, t in scan.positionals]
     if not words:
         raise GrammarError("`return` needs the host to fill again", "example: /migrate return hostA")
-    _at_most(words, 1, "return takes one host", 'example: /migrate return hostA --reason "CHG-1234 done"')
+    _at_most(words, 1, "return takes one host", "example: /migrate return hostA --reason \"CHG-1234 done\"")
     return ReturnCommand(check_name(words[0], "host"), scan.draft.options.reason)
 
 
+def _parse_drain_ref_command(word: str, words: list[str]) -> CancelDrainCommand | DrainStatusCommand:
+    _at_most(words, 1, f"{word} takes one drain", f"example: /migrate {word} D7")
+    drain_id = parse_drain_ref(words[0])
+    assert drain_id is not None  # the caller matched it
+    return CancelDrainCommand(drain_id) if word == "cancel" else DrainStatusCommand(drain_id)
+
+
 def _parse_cancel_drain(words: list[str]) -> CancelDrainCommand:
-    example = "/migrate cancel drain 7"
-    return CancelDrainCommand(
-        _one_id(
-            words, "cancel drain", ("the drain's id", "one id"), f"example: {example}", lambda _w: f"like: {example}"
-        )
-    )
-
-
-def _one_id(
-    words: list[str], command: str, thing: tuple[str, str], missing_hint: str, bad_hint: Callable[[str], str]
-) -> int:
-    """The one id `command` takes (a job's or a drain's). `thing`: how it is named when missing and when more
-    than one is given (then `missing_hint` without its parenthesis is the hint). No word, more than one, or a
-    word that is not an id is refused with a hint."""
     if not words:
-        raise GrammarError(f"{command} needs {thing[0]}", missing_hint)
-    _at_most(words, 1, f"{command} takes {thing[1]}", missing_hint.split(" (")[0])
-    found = parse_job_id(words[0])
-    if found is None:
-        raise GrammarError(f"{command} takes {thing[0]}, not `{words[0]}`", bad_hint(words[0]))
-    return found
+        raise GrammarError("cancel drain needs the drain's id", "example: /migrate cancel D7 (or cancel drain 7)")
+    _at_most(words, 1, "cancel drain takes one id", "example: /migrate cancel D7 (or cancel drain 7)")
+    drain_id = parse_drain_ref(words[0]) or parse_job_id(words[0])
+    if drain_id is None:
+        raise GrammarError(
+            f"cancel drain takes the drain's id, not `{words[0]}`", "like: /migrate cancel D7 (or cancel drain 7)"
+        )
+    return CancelDrainCommand(drain_id)
 
 
 def _extra_words_hint(scan: _Scan) -> str:
@@ -292,7 +309,9 @@ def _extra_words_hint(scan: _Scan) -> str:
 
 
 def _status_target(words: list[str]) -> int | str | None:
-    _at_most(words, 1, "status takes at most one job id or VM name", "e.g. /migrate status #41 or status vm42")
+    _at_most(
+        words, 1, "status takes at most one job id or VM name", "e.g. /migrate status #41 or status vm42"
+    )
     if not words:
         return None
     job_id = parse_job_id(words[0])
@@ -304,12 +323,14 @@ def _status_target(words: list[str]) -> int | str | None:
 
 
 def _cancel_job_id(words: list[str]) -> int:
-    def hint(word: str) -> str:
-        return f"find the job id with /migrate status {word}" if is_valid_name(word) else "like #41"
-
-    return _one_id(
-        words, "cancel", ("a job id", "one job id"), "example: /migrate cancel 41 (see /migrate status)", hint
-    )
+    if not words:
+        raise GrammarError("cancel needs a job id", "example: /migrate cancel 41 (see /migrate status)")
+    _at_most(words, 1, "cancel takes one job id", "example: /migrate cancel 41")
+    job_id = parse_job_id(words[0])
+    if job_id is None:
+        hint = f"find the job id with /migrate status {words[0]}" if is_valid_name(words[0]) else "like #41"
+        raise GrammarError(f"cancel takes a job id, not `{words[0]}`", hint)
+    return job_id
 
 
 def _parse_help(words: list[str]) -> HelpCommand:

@@ -14,13 +14,14 @@ from dataclasses import replace
 
 from migration_core.errors import PreflightError
 from migration_core.facts.gathered import DiskVisibility, PreflightFacts, VmFacts, VmState
-from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
+from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS, downtime_ramp_ms
 from migration_core.models import (
     CheckResult,
     CheckStatus,
     ConvergencePolicy,
     CopyStorage,
     MigrationMode,
+    MigrationOptions,
     MigrationRequest,
     ParamValue,
     Plan,
@@ -73,7 +74,6 @@ FLAG_ORDER = (
     "VIR_MIGRATE_POSTCOPY_RESUME",
     "VIR_MIGRATE_ZEROCOPY",
 )
-DOWNTIME_STEPS = 5
 TIMEOUT_S_PER_GIB = 150.0  # KubeVirt's completionTimeoutPerGiB
 MIN_TIMEOUT_S = 120.0
 STALL_TIMEOUT_S = 60.0
@@ -139,6 +139,16 @@ def build_flags_and_params(
         flags.add("VIR_MIGRATE_PERSIST_DEST")
     if migration_address:
         params["migrate_uri"] = migrate_uri(migration_address)
+    _add_live_options(opts, flags, params)
+    if opts.tls or tls:
+        flags.add("VIR_MIGRATE_TLS")
+    if vm is not None:
+        _add_storage(opts, vm, disks, flags, params)
+    return _ordered(flags), params
+
+
+def _add_live_options(opts: MigrationOptions, flags: set[str], params: dict[str, ParamValue]) -> None:
+    """Bandwidth, post-copy, auto-converge, parallel connections and compression: their flags and params."""
     if opts.bandwidth_mib_s is not None:
         params["bandwidth"] = opts.bandwidth_mib_s
     if opts.postcopy or opts.postcopy_after_s is not None:
@@ -156,38 +166,26 @@ def build_flags_and_params(
     if opts.compressed:
         flags.add("VIR_MIGRATE_COMPRESSED")
         params["compression"] = ["xbzrle"]
-    if opts.tls or tls:
-        flags.add("VIR_MIGRATE_TLS")
-    if vm is not None:
-        copied = disks_to_copy(vm, disks) if opts.copy_storage is not None else ()
-        if copied:
-            flags.add(
-                "VIR_MIGRATE_NON_SHARED_INC" if opts.copy_storage is CopyStorage.INC else "VIR_MIGRATE_NON_SHARED_DISK"
-            )
-            params["migrate_disks"] = [p.disk.target for p in copied]
-        if any(p.needs_unsafe for p in placements(vm, disks)):
-            # Only where the storage probe proved both hosts see the same image (e.g. one ext4 in the lab)
-            # but libvirt cannot tell: it would refuse with "Migration without shared storage is unsafe".
-            flags.add("VIR_MIGRATE_UNSAFE")
-    return _ordered(flags), params
+
+
+def _add_storage(
+    opts: MigrationOptions, vm: VmFacts, disks: Sequence[DiskVisibility], flags: set[str], params: dict[str, ParamValue]
+) -> None:
+    """The disks to copy (--copy-storage) and whether libvirt must be told the shared storage is safe."""
+    copied = disks_to_copy(vm, disks) if opts.copy_storage is not None else ()
+    if copied:
+        flags.add(
+            "VIR_MIGRATE_NON_SHARED_INC" if opts.copy_storage is CopyStorage.INC else "VIR_MIGRATE_NON_SHARED_DISK"
+        )
+        params["migrate_disks"] = [p.disk.target for p in copied]
+    if any(p.needs_unsafe for p in placements(vm, disks)):
+        # Only where the storage probe proved both hosts see the same image (e.g. one ext4 in the lab)
+        # but libvirt cannot tell: it would refuse with "Migration without shared storage is unsafe".
+        flags.add("VIR_MIGRATE_UNSAFE")
 
 
 def _ordered(flags: set[str]) -> tuple[str, ...]:
     return tuple(f for f in FLAG_ORDER if f in flags)
-
-
-def downtime_ramp_ms(max_downtime_ms: int, steps: int = DOWNTIME_STEPS) -> tuple[int, ...]:
-    """A linear ramp up to the max downtime, like Nova's `downtime_steps` (base = max / steps).
-
-    The controller starts at the first value and moves up one step each time pre-copy stalls.
-
-    >>> downtime_ramp_ms(300), downtime_ramp_ms(500), downtime_ramp_ms(3)
-    ((60, 120, 180, 240, 300), (100, 200, 300, 400, 500), (1, 2, 3))
-    """
-    if max_downtime_ms <= 0:
-        return ()
-    steps = max(1, steps)
-    return tuple(sorted({max(1, round(max_downtime_ms * i / steps)) for i in range(1, steps + 1)}))
 
 
 def default_timeout_s(data_bytes: int) -> float:

@@ -1,7 +1,7 @@
 """The drain dry-run contracts of the CLI: `migrate-bot plan drain <host> --json` and `plan <vm> to any --json`.
 
 Bad input is answered as JSON with a hint and an exit code; the lab tests run the real console script against
-the two-host lab. A dry run changes nothing, so the lab is left as found (only vm42 is put home if another
+the three-host lab. A dry run changes nothing, so the lab is left as found (only vm42 is put home if another
 test moved it, as the other lab tests do).
 """
 
@@ -33,6 +33,7 @@ def dead_hosts(tmp_path: Path) -> Path:
         )
     )
     return path
+
 
 MOVE_KEYS = {"vm", "destination", "mode", "wave", "order", "predicted_total_s", "predicted_downtime_ms", "why"}
 
@@ -73,8 +74,15 @@ def test_dry_run_lists_every_vm_of_hostA_with_a_destination_or_a_reason(lab: Lab
     behind = {lb["vm"]: lb for lb in plan["left_behind"]}
     assert set(moved) | set(behind) == on_a and not set(moved) & set(behind)
     for m in plan["moves"]:
-        assert set(m) >= MOVE_KEYS and m["destination"] == "hostB" and m["why"].startswith("hostB: ")
-        assert m["predicted_total_s"] > 0
+        assert set(m) >= MOVE_KEYS and m["destination"] in ("hostB", "hostC")
+        assert m["why"].startswith(f"{m['destination']}: ") and m["predicted_total_s"] > 0
+    # hostB cannot hold hostA's VMs after its reserve (lab hosts.toml): the plan spreads over hostB and hostC
+    if {"busy", "db1", "web3", "web4"} <= set(moved):
+        assert {m["destination"] for m in plan["moves"]} == {"hostB", "hostC"}
+    if {"web1", "web2"} <= set(moved):  # one anti-affinity group (their libvirt metadata): never one host
+        assert moved["web1"]["destination"] != moved["web2"]["destination"]
+    if "pinned" in on_a:  # its NIC's network exists on hostA only
+        assert "lacks network labonly" in behind["pinned"]["reason"]
     for lb in plan["left_behind"]:
         assert lb["reason"] and lb["fix"]
     if "disky" in on_a:  # its disk is local to hostA: left behind until the operator asks for the copy
@@ -99,6 +107,7 @@ def test_dry_run_lists_every_vm_of_hostA_with_a_destination_or_a_reason(lab: Lab
 
 @pytest.mark.lab
 def test_plan_vm_to_any_picks_hostB_and_says_why(lab: LabInfo, db_env: dict[str, str]) -> None:
+    """hostB keeps more memory to give than hostC (hostC's reserve is the larger): hostB wins, hostC is named."""
     if vm_location(lab, "vm42") != {"hostA": "running"}:
         reset_vm(lab, "vm42")
     env = {**db_env, "MIGRATE_BOT_HOSTS": str(lab.hosts_toml)}
@@ -107,7 +116,30 @@ def test_plan_vm_to_any_picks_hostB_and_says_why(lab: LabInfo, db_env: dict[str,
     plan = one_json(proc)
     assert plan["vm"] == "vm42" and plan["source"] == "hostA" and plan["destination"] == "hostB"
     assert plan["placement"]["destination"] == "hostB"
-    assert plan["placement"]["why"].startswith("hostB: the only host that can take it")
+    why = plan["placement"]["why"]
+    assert why.startswith("hostB: most free memory after the moves already placed") and "hostC: " in why
     assert {"checks", "flags", "params", "hash", "executable"} <= set(plan)
     proc = run("plan", "vm42", "--json", env=env)  # `<vm>` alone means the same
     assert one_json(proc)["placement"]["destination"] == "hostB"
+
+
+@pytest.mark.lab
+def test_a_drain_to_hostB_alone_leaves_vms_behind_for_memory(lab: LabInfo, db_env: dict[str, str]) -> None:
+    """The lab's reserves make hostC necessary: hostB alone (768 MiB to give) cannot take hostA's running VMs, and
+    what does not fit is left behind with the memory reason, not squeezed in."""
+    env = {**db_env, "MIGRATE_BOT_HOSTS": str(lab.hosts_toml)}
+    for vm in ("busy", "db1", "web3", "web4", "shared", "vm42"):
+        if vm_location(lab, vm) != {"hostA": "running"}:
+            reset_vm(lab, vm)
+    plan = one_json(run("plan", "drain", "hostA", "--to", "hostB", "--json", env=env))
+    assert {m["destination"] for m in plan["moves"]} == {"hostB"}
+    placed_mib = sum(lab_vm_mib(lab, m["vm"]) for m in plan["moves"])
+    assert placed_mib <= lab.host("hostB").free_memory_mib - lab.host("hostB").memory_reserve_mib
+    short = [lb for lb in plan["left_behind"] if "after its reserve" in lb["reason"]]
+    assert short and all("hostB" in lb["reason"] and lb["fix"] for lb in short), plan["left_behind"]
+
+
+def lab_vm_mib(lab: LabInfo, vm: str) -> int:
+    """A lab VM's memory size in MiB, as its domain says (dominfo: Max memory in KiB)."""
+    info = virsh(lab, "hostA", "dominfo", vm).stdout
+    return int(next(line.split()[2] for line in info.splitlines() if line.startswith("Max memory"))) // 1024

@@ -1,5 +1,6 @@
-"""The lab works: two distinct hosts that reach each other, the lab VMs in place, guests that check their
-memory, a link that can be shaped and cut, shared storage, daemon faults, and real migrations."""
+"""The lab works: three distinct hosts that all reach each other, the lab VMs in place, guests that check their
+memory, a migration network whose per-host NICs can be shaped and cut, shared storage, daemon faults, each
+host's own memory size, and real migrations (A<->B and A<->C)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from tests.labkit import (
 
 pytestmark = pytest.mark.lab
 
-PEER = {"hostA": "hostB", "hostB": "hostA"}
+PEER = {"hostA": "hostB", "hostB": "hostA", "hostC": "hostA"}
 # Where `lab up` leaves each lab VM (the contract the demo, tests and benchmarks rely on).
 EXPECTED = {
     "vm42": "running",
@@ -39,12 +40,22 @@ EXPECTED = {
     "disky": "running",
     "shared": "running",
     "stopped": "shut off",
+    "web1": "running",
+    "web2": "running",
+    "web3": "running",
+    "web4": "running",
+    "db1": "running",
+    "pinned": "running",
 }
+RUNNING = tuple(vm for vm, state in EXPECTED.items() if state == "running")
+# The memory each lab host's libvirtd reports and the reserve hosts.toml keeps (deploy/lab/labtool/config.py):
+# hostB alone cannot take hostA's running VMs (768 MiB to give), hostB and hostC together can (1280 MiB).
+MEMORY_MIB = {"hostA": (4096, 3072, 512), "hostB": (2048, 1536, 768), "hostC": (2048, 1536, 1024)}
 
 
-def migrate(lab: LabInfo, vm: str, src: str, *extra: str) -> None:
-    """virsh migrate, peer-to-peer: the source daemon dials the destination over the lab link."""
-    dst = lab.host(PEER[src])
+def migrate(lab: LabInfo, vm: str, src: str, *extra: str, to: str | None = None) -> None:
+    """virsh migrate, peer-to-peer: the source daemon dials the destination over the migration network."""
+    dst = lab.host(to or PEER[src])
     virsh(
         lab,
         src,
@@ -60,11 +71,13 @@ def migrate(lab: LabInfo, vm: str, src: str, *extra: str) -> None:
     )
 
 
-def tbf(lab: LabInfo, host: str) -> dict[str, object] | None:
-    """The root tbf qdisc on a host's end of the migration link, with statistics (None if unshaped)."""
+def tbf(lab: LabInfo, host: str, ingress: bool = False) -> dict[str, object] | None:
+    """The root tbf qdisc on a host's migration NIC, with statistics (None if unshaped): its own end (what it
+    sends) or, with `ingress`, the switch's port towards it (what it receives)."""
     h = lab.host(host)
+    netns, dev = (lab.switch_netns, h.link_port_dev) if ingress else (h.netns, h.link_dev)
     out = subprocess.run(
-        ["tc", "-n", h.netns, "-s", "-j", "qdisc", "show", "dev", h.link_dev],
+        ["tc", "-n", netns, "-s", "-j", "qdisc", "show", "dev", dev],
         capture_output=True,
         text=True,
         check=True,
@@ -73,8 +86,10 @@ def tbf(lab: LabInfo, host: str) -> dict[str, object] | None:
     return next((q for q in json.loads(out) if q.get("root") and q.get("kind") == "tbf"), None)
 
 
-def peer_hostname(lab: LabInfo, host: str) -> subprocess.CompletedProcess[str]:
-    return host_exec(lab, host, ["virsh", "-q", "-c", lab.host(PEER[host]).peer_uri, "hostname"], timeout_s=30)
+def peer_hostname(lab: LabInfo, host: str, peer: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Dial `peer` (default PEER[host]) from inside `host`, the way a P2P migration's control connection does."""
+    target = lab.host(peer or PEER[host]).peer_uri
+    return host_exec(lab, host, ["virsh", "-q", "-c", target, "hostname"], timeout_s=30)
 
 
 @pytest.fixture
@@ -116,16 +131,32 @@ def test_hosts_answer_with_distinct_identities(lab: LabInfo) -> None:
         caps = virsh(lab, name, "capabilities").stdout
         assert f"<uuid>{h.uuid}</uuid>" in caps
         seen.add((h.hostname, h.uuid))
-    assert len({hn for hn, _ in seen}) == len({u for _, u in seen}) == 2
+    assert len({hn for hn, _ in seen}) == len({u for _, u in seen}) == 3
 
 
 def test_hosts_file_is_the_bots_inventory(lab: LabInfo) -> None:
     inv = load_inventory(lab.hosts_toml)
-    assert inv.names() == ("hostA", "hostB")
+    assert inv.names() == ("hostA", "hostB", "hostC")
     for name, h in lab.hosts.items():
         cfg = inv.get(name)
         assert (cfg.uri, cfg.peer_uri, cfg.migration_address) == (h.uri, h.peer_uri, h.ip)
         assert (cfg.link_mib_s, cfg.max_inbound, cfg.max_outbound, cfg.labels) == (200.0, 2, 2, ("lab",))
+        assert cfg.memory_reserve_mib == MEMORY_MIB[name][2] == h.memory_reserve_mib
+    # hostC keeps the larger reserve, so a drain of hostA has to spread over hostB and hostC
+    reserves = {h.name: h.memory_reserve_mib for h in inv}
+    assert reserves["hostC"] > max(reserves["hostA"], reserves["hostB"])
+
+
+def test_each_host_reports_its_own_memory_size(lab: LabInfo) -> None:
+    """The hosts share one machine, but each libvirtd reports the lab host's fixed size (nodememstats reads
+    /proc/meminfo, freecell the NUMA nodes): what the bot's placement counts against the reserves."""
+    for name, (total, free, _reserve) in MEMORY_MIB.items():
+        stats = dict(
+            (k.strip(), int(v.split()[0]))
+            for k, v in (line.split(":") for line in virsh(lab, name, "nodememstats").stdout.splitlines())
+        )
+        assert (stats["total"], stats["free"], stats["buffers"], stats["cached"]) == (total * 1024, free * 1024, 0, 0)
+        assert virsh(lab, name, "freecell", "--all").stdout.split()[-2] == str(free * 1024), name
 
 
 @pytest.mark.parametrize("name", ["hosts-ssh.toml", "hosts-tls.toml"])
@@ -144,20 +175,23 @@ def test_hosts_answer_over_ssh_and_tls(lab: LabInfo, name: str) -> None:
 
 
 def test_hosts_reach_each_other_inside_the_lab(lab: LabInfo) -> None:
+    """Every ordered pair: the migration network is a switch, not a cable between two hosts."""
     for name in lab.hosts:
-        proc = peer_hostname(lab, name)
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.strip() == lab.host(PEER[name]).hostname
+        for peer in lab.hosts:
+            if peer != name:
+                proc = peer_hostname(lab, name, peer)
+                assert proc.returncode == 0, (name, peer, proc.stderr)
+                assert proc.stdout.strip() == lab.host(peer).hostname
 
 
 def test_guests_run_and_find_no_memory_errors(lab: LabInfo) -> None:
-    for vm in ("vm42", "busy", "disky", "shared"):
-        first = wait_console_line(lab, vm)
-        later = wait_console_line(lab, vm, after_t=first.t_s)
-        assert later.total_pages > first.total_pages, vm
+    first = {vm: wait_console_line(lab, vm) for vm in RUNNING}  # all first, then the later lines: no serial waits
+    for vm in RUNNING:
+        later = wait_console_line(lab, vm, after_t=first[vm].t_s)
+        assert later.total_pages > first[vm].total_pages, vm
         assert later.ok, (vm, later)
-    banner = lab.console_path("busy").read_text()
-    assert "mem=128MiB rate=8000 pages/s" in banner
+    assert "mem=128MiB rate=8000 pages/s" in lab.console_path("busy").read_text()
+    assert "mem=96MiB rate=4000 pages/s" in lab.console_path("db1").read_text()  # db1 dirties at half busy's rate
 
 
 def test_vm_storage_and_network_are_as_documented(lab: LabInfo) -> None:
@@ -171,6 +205,13 @@ def test_vm_storage_and_network_are_as_documented(lab: LabInfo) -> None:
     for name in lab.hosts:
         proc = host_exec(lab, name, ["ip", "-j", "link", "show", lab.vm_bridge])
         assert proc.returncode == 0 and json.loads(proc.stdout)[0]["ifname"] == lab.vm_bridge
+        # `labonly` (pinned's network) exists on hostA only: no other host can take pinned
+        assert (virsh(lab, name, "net-info", "labonly", check=False).returncode == 0) is (name == "hostA"), name
+    assert "labonly" in virsh(lab, "hostA", "domiflist", "pinned").stdout
+    for vm in ("web1", "web2"):  # the anti-affinity pair, in the bot's own libvirt metadata
+        meta = virsh(lab, "hostA", "metadata", vm, "urn:migrate-bot:placement:1").stdout
+        assert 'group="web"' in meta, (vm, meta)
+    assert virsh(lab, "hostA", "metadata", "web3", "urn:migrate-bot:placement:1", check=False).returncode != 0
 
 
 def test_shared_disk_is_visible_from_both_hosts(lab: LabInfo) -> None:
@@ -183,11 +224,16 @@ def test_shared_disk_is_visible_from_both_hosts(lab: LabInfo) -> None:
 def test_link_can_be_throttled_and_reset(lab: LabInfo, clean_link: None) -> None:
     link_rate(lab, "16MiB")
     for name in lab.hosts:
-        qdisc = tbf(lab, name)
-        assert qdisc is not None and qdisc["options"]["rate"] == 16 * 2**20  # type: ignore[index]
+        for ingress in (False, True):  # each host's NIC, both ways
+            qdisc = tbf(lab, name, ingress)
+            assert qdisc is not None and qdisc["options"]["rate"] == 16 * 2**20, (name, ingress)  # type: ignore[index]
     assert "tbf 16.0 MiB/s" in run_lab(lab, "status")
+    status = json.loads(run_lab(lab, "status", "--json"))
+    assert {h: s["link_ingress"]["rate_bytes_s"] for h, s in status["hosts"].items()} == dict.fromkeys(
+        lab.hosts, 16 * 2**20
+    )
     link_reset(lab)
-    assert tbf(lab, "hostA") is None and tbf(lab, "hostB") is None
+    assert all(tbf(lab, name, ingress) is None for name in lab.hosts for ingress in (False, True))
 
 
 def test_bad_rate_is_refused_with_a_hint(lab: LabInfo) -> None:
@@ -199,15 +245,23 @@ def test_bad_rate_is_refused_with_a_hint(lab: LabInfo) -> None:
 
 def test_link_can_be_cut_and_restored(lab: LabInfo, clean_link: None) -> None:
     link_down(lab)
-    proc = peer_hostname(lab, "hostA")
-    assert proc.returncode != 0 and "unreachable" in proc.stderr.lower()
+    for peer in ("hostB", "hostC"):
+        proc = peer_hostname(lab, "hostA", peer)
+        assert proc.returncode != 0 and "unreachable" in proc.stderr.lower(), peer
     link_up(lab)
-    for _ in range(40):  # bounded polling: the veth carrier comes back within a moment
-        proc = peer_hostname(lab, "hostA")
-        if proc.returncode == 0:
-            break
-        time.sleep(0.25)
-    assert proc.stdout.strip() == "lab-b"
+    for peer in ("hostB", "hostC"):
+        for _ in range(40):  # bounded polling: the veth carrier comes back within a moment
+            proc = peer_hostname(lab, "hostA", peer)
+            if proc.returncode == 0:
+                break
+            time.sleep(0.25)
+        assert proc.stdout.strip() == lab.host(peer).hostname
+    # the bot (root namespace) reaches hostB and hostC through hostA again: their routes were put back
+    for peer in ("hostB", "hostC"):
+        out = subprocess.run(
+            ["virsh", "-q", "-c", lab.host(peer).peer_uri, "hostname"], capture_output=True, text=True, timeout=30
+        )
+        assert out.stdout.strip() == lab.host(peer).hostname, out.stderr
 
 
 def test_vm42_live_migrates_there_and_back_over_the_lab_link(lab: LabInfo, clean_link: None) -> None:
@@ -291,3 +345,61 @@ def test_reset_vm_brings_back_a_vm_running_and_defined_only_on_hostB(lab: LabInf
     reset_vm(lab, "disky")
     assert vm_location(lab, "disky") == {"hostA": "running"}
     assert not (lab.host("hostB").images_dir / "disky.qcow2").exists()
+
+
+def test_vm42_live_migrates_to_hostC_and_back_through_the_switch(lab: LabInfo, clean_link: None) -> None:
+    """A<->C over the migration bridge, shaped: the data leaves through hostA's NIC and enters through hostC's
+    switch port (its ingress), not hostB's: each host's NIC is its own, and the switch forwards by address."""
+    if vm_location(lab, "vm42") != {"hostA": "running"}:
+        reset_vm(lab, "vm42")
+    before = wait_console_line(lab, "vm42")
+    link_rate(lab, "100MiB")
+    migrate(lab, "vm42", "hostA", to="hostC")
+    assert vm_location(lab, "vm42") == {"hostC": "running"}
+    sent, received, elsewhere = tbf(lab, "hostA"), tbf(lab, "hostC", ingress=True), tbf(lab, "hostB", ingress=True)
+    assert sent is not None and received is not None and elsewhere is not None
+    assert int(sent["bytes"]) > 2**20 and int(received["bytes"]) > 2**20  # type: ignore[call-overload]
+    assert int(elsewhere["bytes"]) < 2**20  # type: ignore[call-overload]  # at most a few flooded frames
+    there = wait_console_line(lab, "vm42", after_t=before.t_s)
+    assert there.ok, there
+    migrate(lab, "vm42", "hostC", to="hostA")
+    assert vm_location(lab, "vm42") == {"hostA": "running"}
+    back = wait_console_line(lab, "vm42", after_t=there.t_s)
+    assert back.ok and back.total_pages > there.total_pages, back
+
+
+def test_hostC_daemon_can_be_killed_and_restarted(lab: LabInfo) -> None:
+    before = lab.host("hostC").daemon_pid()
+    kill_daemon(lab, "hostC")
+    try:
+        assert virsh(lab, "hostC", "hostname", check=False, timeout_s=20).returncode != 0
+    finally:
+        start_daemon(lab, "hostC")
+    assert virsh(lab, "hostC", "hostname").stdout.strip() == "lab-c"
+    assert lab.host("hostC").daemon_pid() not in (None, before)
+    # the restarted daemon is in the same namespaces: it still reports hostC's own memory size
+    assert "1572864 KiB" in virsh(lab, "hostC", "freecell", "--all").stdout
+
+
+def test_status_lists_every_host_and_guest(lab: LabInfo) -> None:
+    status = json.loads(run_lab(lab, "status", "--json"))
+    assert set(status["hosts"]) == {"hostA", "hostB", "hostC"}
+    for name, h in status["hosts"].items():
+        assert h["running"] and h["sshd_pid"] and h["link"]["dev"] == lab.host(name).link_dev
+    assert status["switch"]["netns"] and set(EXPECTED) <= set(status["vms"])
+    assert {vm: status["vms"][vm] for vm in EXPECTED} == {vm: {"hostA": state} for vm, state in EXPECTED.items()}
+    text = run_lab(lab, "status")
+    assert "hostC: libvirtd pid" in text and "pinned" in text and "web4" in text
+
+
+def test_reset_vm_brings_back_a_guest_that_lives_on_hostC(lab: LabInfo) -> None:
+    """web2 moves to hostC with its anti-affinity metadata (the bot's placement reads it there); reset-vm puts
+    it back on hostA only."""
+    if vm_location(lab, "web2") != {"hostA": "running"}:
+        reset_vm(lab, "web2")
+    migrate(lab, "web2", "hostA", to="hostC")
+    assert vm_location(lab, "web2") == {"hostC": "running"}
+    meta = virsh(lab, "hostC", "metadata", "web2", "urn:migrate-bot:placement:1").stdout
+    assert 'group="web"' in meta
+    reset_vm(lab, "web2")
+    assert vm_location(lab, "web2") == {"hostA": "running"}

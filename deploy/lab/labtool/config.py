@@ -14,8 +14,13 @@ NETNS_PREFIX = os.environ.get("LAB_NETNS_PREFIX", "kvmlab").strip() or "kvmlab"
 if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,30}", NETNS_PREFIX):
     raise SystemExit(f"lab: error: LAB_NETNS_PREFIX={NETNS_PREFIX!r}: use letters, digits, - and _ only")
 NETNS_STORAGE = f"{NETNS_PREFIX}-S"
-# The migration link (one veth pair, shaped and cut by `lab link`).
+# The lab's switch: a namespace holding the bridge of the migration network and the bridge of the VM
+# network, with one veth per host plugged into each (every pair of hosts can talk, as on a real switch).
+NETNS_SWITCH = f"{NETNS_PREFIX}-N"
+# The migration network (each host's end is shaped and cut by `lab link`; the switch side is its ingress).
 LINK_SUBNET = "10.213.7.0/24"
+LINK_BRIDGE = "labmig0"
+VM_SWITCH_BRIDGE = "labvms0"  # in the switch namespace: joins every host's VM bridge
 # The storage network: a bridge in the storage namespace with one veth per host, so both hosts reach
 # the NBD server at the same address. It is separate from the migration link on purpose (like a SAN):
 # shaping or cutting the migration link never takes a running VM's disk away.
@@ -25,8 +30,12 @@ STORAGE_PREFIX = 24
 NBD_PORT = 10809
 NBD_EXPORT = "shared"
 NBD_MAX_CLIENTS = 8  # source QEMU + destination QEMU during a migration + probes from tests
-# The VM network: a bridge of this name in both hosts (joined by a veth), for VM NICs and preflight.
+# The VM network: a bridge of this name in every host (joined by a veth to the switch), for VM NICs and preflight.
 VM_BRIDGE = "labbr0"
+# A VM network only hostA has (bridge + libvirt network `labonly`): the `pinned` VM is attached to it, so no
+# other host can take that VM (a drain leaves it behind with the reason, like a host-local device).
+ONLY_A_BRIDGE = "labonly0"
+ONLY_A_NETWORK = "labonly"
 LIBVIRT_TCP_PORT = 16509
 MIGRATION_PORT_MIN = 49152
 MIGRATION_PORT_MAX = 49215
@@ -39,17 +48,27 @@ SOCKET_PATH_MAX = 107  # sun_path limit for the libvirt UNIX socket
 class HostSpec:
     """One lab libvirt host: its namespaces, addresses and identity (fixed; tests and docs rely on them)."""
 
-    name: str  # inventory name: hostA / hostB
-    letter: str  # state sub-directory: A / B
+    name: str  # inventory name: hostA / hostB / hostC
+    letter: str  # state sub-directory: A / B / C
     netns: str
     hostname: str
     ip: str
     uuid: str  # distinct host_uuid: libvirt's "same host" check compares only this (P1)
-    link_dev: str  # this host's end of the migration veth
+    link_dev: str  # this host's end of its migration veth (the migration NIC: shaped and cut by `lab link`)
+    link_port_dev: str  # the switch's end of it, a port of the migration bridge (shaped: the host's ingress)
     storage_dev: str  # this host's end of its storage veth
     storage_peer_dev: str  # the storage namespace's end, enslaved to the storage bridge
     storage_ip: str
-    vmnet_dev: str  # veth joining the two VM bridges
+    vmnet_dev: str  # this host's end of the veth joining its VM bridge to the switch
+    vmnet_port_dev: str  # the switch's end of it
+    # The host's memory as its libvirtd reports it (getMemoryStats / getFreeMemory). The lab hosts share one
+    # machine, so each libvirtd is shown a fixed memory size of its own (a /proc/meminfo and NUMA-node meminfo
+    # bind-mounted in its mount namespace): placement sees hosts of known sizes, the same on every machine,
+    # instead of the whole machine's free memory three times over. Fixed: it does not fall as VMs land; the
+    # plan's ledger and the inventory's reserves do that counting.
+    memory_mib: int
+    free_memory_mib: int
+    memory_reserve_mib: int  # the inventory's memory_reserve_mib for this host (hosts.toml)
 
     @property
     def peer_uri(self) -> str:
@@ -65,10 +84,15 @@ HOST_A = HostSpec(
     ip="10.213.7.1",
     uuid="6c61622d-0000-4000-8000-00000000000a",
     link_dev="kvl-a",
+    link_port_dev="kvl-sa",
     storage_dev="kvs-a",
     storage_peer_dev="kvs-sa",
     storage_ip="10.213.8.1",
     vmnet_dev="kvn-a",
+    vmnet_port_dev="kvn-sa",
+    memory_mib=4096,
+    free_memory_mib=3072,
+    memory_reserve_mib=512,  # 2.5 GiB to give: every VM of a drain can come home
 )
 HOST_B = HostSpec(
     name="hostB",
@@ -78,21 +102,45 @@ HOST_B = HostSpec(
     ip="10.213.7.2",
     uuid="6c61622d-0000-4000-8000-00000000000b",
     link_dev="kvl-b",
+    link_port_dev="kvl-sb",
     storage_dev="kvs-b",
     storage_peer_dev="kvs-sb",
     storage_ip="10.213.8.2",
     vmnet_dev="kvn-b",
+    vmnet_port_dev="kvn-sb",
+    memory_mib=2048,
+    free_memory_mib=1536,
+    memory_reserve_mib=768,  # 768 MiB to give: less than hostA's running VMs, so a drain cannot use hostB alone
 )
-HOSTS = (HOST_A, HOST_B)
-ALL_NETNS = (HOST_A.netns, HOST_B.netns, NETNS_STORAGE)
+HOST_C = HostSpec(
+    name="hostC",
+    letter="C",
+    netns=f"{NETNS_PREFIX}-C",
+    hostname="lab-c",
+    ip="10.213.7.3",
+    uuid="6c61622d-0000-4000-8000-00000000000c",
+    link_dev="kvl-c",
+    link_port_dev="kvl-sc",
+    storage_dev="kvs-c",
+    storage_peer_dev="kvs-sc",
+    storage_ip="10.213.8.4",  # .3 is the NBD server
+    vmnet_dev="kvn-c",
+    vmnet_port_dev="kvn-sc",
+    memory_mib=2048,
+    free_memory_mib=1536,
+    memory_reserve_mib=1024,  # the larger reserve: 512 MiB to give, so placement has to spread over B and C
+)
+HOSTS = (HOST_A, HOST_B, HOST_C)
+HOST_NETNS = tuple(h.netns for h in HOSTS)
+ALL_NETNS = (*HOST_NETNS, NETNS_STORAGE, NETNS_SWITCH)
 
 
 def host_by_name(name: str) -> HostSpec:
-    """hostA/hostB (also accepts A/B, a/b): the operator types these on the command line."""
+    """hostA/hostB/hostC (also accepts A/B/C, a/b/c, lab-a...): the operator types these on the command line."""
     for host in HOSTS:
         if name in (host.name, host.letter, host.letter.lower(), host.hostname):
             return host
-    raise ValueError(f"unknown lab host {name!r}: use hostA or hostB")
+    raise ValueError(f"unknown lab host {name!r}: use {', '.join(h.name for h in HOSTS)}")
 
 
 def _env_flag(name: str) -> bool:

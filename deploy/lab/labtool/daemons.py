@@ -1,4 +1,4 @@
-"""Starting, checking and stopping the two libvirtds (each in its own namespaces) and the NBD server."""
+"""Starting, checking and stopping the lab's libvirtds (each in its own namespaces) and the NBD server."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import time
 
 from .config import NBD_EXPORT, NBD_MAX_CLIENTS, NBD_PORT, NETNS_STORAGE, STORAGE_IP, HostSpec, Paths
+from .hostconf import meminfo_files
 from .proc import (
     LabError,
     alive,
@@ -46,6 +47,8 @@ def _namespace_script(paths: Paths, host: HostSpec) -> str:
         # A sysfs of this network namespace: libvirt lists host interfaces (bridges, macvtap parents) from
         # /sys/class/net, which otherwise shows the root namespace's devices instead of this host's.
         "mount -t sysfs labsys /sys",
+        # This host's own memory size (hostconf.write_meminfo): libvirt reads these for the node's memory.
+        *(f"mount --bind '{mine}' '{real}'" for mine, real in meminfo_files(paths, host)),
         "mkdir -p /run/libvirt /run/lock",
         *(f"mount --bind '{h / src}' {dst}" for src, dst in binds),
         "mount -t tmpfs -o mode=700,size=16m labroot /root",

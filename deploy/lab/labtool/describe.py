@@ -7,12 +7,15 @@ import json
 from . import access
 from .config import (
     HOSTS,
+    LINK_BRIDGE,
     LINK_MIB_S,
     LINK_SUBNET,
     NBD_EXPORT,
     NBD_PORT,
     NETNS_PREFIX,
     NETNS_STORAGE,
+    NETNS_SWITCH,
+    ONLY_A_NETWORK,
     STORAGE_IP,
     VM_BRIDGE,
     Paths,
@@ -46,6 +49,7 @@ def hosts_toml(paths: Paths, transport: str = "unix") -> str:
             f"peer_uri = {toml_str(peer_uri)}   # how the OTHER host's libvirtd reaches this host (P2P dconnuri)",
             f"migration_address = {toml_str(h.ip)}   # data address: migrate_uri = tcp://<addr>",
             f"link_mib_s = {LINK_MIB_S}   # link bandwidth for predictions (measured ~200 MiB/s unshaped)",
+            f"memory_reserve_mib = {h.memory_reserve_mib}   # of the {h.free_memory_mib} MiB free its libvirtd reports",
             *(
                 ["migration_tls = true   # qemu.conf migrate_tls_x509_cert_dir holds the lab CA's certificates"]
                 if transport == "tls"
@@ -74,7 +78,14 @@ def lab_description(paths: Paths, settings: Settings) -> dict[str, object]:
         "guest_kernel": str(paths.kernel),
         "shared_dir": str(paths.shared),
         "vm_bridge": VM_BRIDGE,
-        "link": {"subnet": LINK_SUBNET, "devices": {h.name: h.link_dev for h in HOSTS}},
+        "link": {
+            "subnet": LINK_SUBNET,
+            "devices": {h.name: h.link_dev for h in HOSTS},
+            "switch_netns": NETNS_SWITCH,
+            "bridge": LINK_BRIDGE,
+            "switch_ports": {h.name: h.link_port_dev for h in HOSTS},
+        },
+        "only_a_network": ONLY_A_NETWORK,
         "storage": {
             "netns": NETNS_STORAGE,
             "ip": STORAGE_IP,
@@ -101,6 +112,10 @@ def lab_description(paths: Paths, settings: Settings) -> dict[str, object]:
                 "images": str(paths.host_images(h)),
                 "storage_ip": h.storage_ip,
                 "link_dev": h.link_dev,
+                "link_port_dev": h.link_port_dev,
+                "memory_mib": h.memory_mib,
+                "free_memory_mib": h.free_memory_mib,
+                "memory_reserve_mib": h.memory_reserve_mib,
                 "pid": daemon_pid(paths, h),
                 "pidfile": str(paths.pidfile(h)),
                 "log": str(paths.daemon_log(h)),
@@ -116,6 +131,8 @@ def lab_description(paths: Paths, settings: Settings) -> dict[str, object]:
                 "running": v.running,
                 "disk": v.disk,
                 "nic": v.nic,
+                "only_a_network": v.only_a_nic,
+                "anti_affinity": list(v.anti_affinity),
                 "purpose": v.purpose,
                 "console": str(paths.console_log(v.name)),
             }

@@ -1,6 +1,9 @@
-"""The per-host state tree and configuration files (libvirtd.conf, qemu.conf, hosts, default pool)."""
+"""The per-host state tree and configuration files (libvirtd.conf, qemu.conf, hosts, default pool, memory view)."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 from . import access
 from .config import (
@@ -96,6 +99,52 @@ POOL_XML = """<pool type='dir'>
 """
 
 
+# --- each host's own memory size ------------------------------------------------------------------------
+# The lab hosts share one machine, so without help each libvirtd would report the whole machine's memory and
+# every host would look alike (and huge). Each host's daemon instead reads a /proc/meminfo and NUMA-node
+# meminfo files written here and bind-mounted over the real ones in its own mount namespace (as lxcfs does
+# for containers): getMemoryStats and getFreeMemory give the host's fixed size (config.HostSpec.memory_mib).
+NODE_DIR = Path("/sys/devices/system/node")
+_MEMINFO_LINE = re.compile(r"^((?:Node \d+ )?)([A-Za-z0-9_()]+):(\s+)(\d+)( kB)?$")
+# Left as the machine has them: huge page accounting (not the host's RAM) and kernel address-space sizes.
+_KEPT = ("HugePages_", "Hugepagesize", "Hugetlb", "DirectMap", "Vmalloc", "CommitLimit")
+
+
+def fake_meminfo(real: str, total_kib: int, free_kib: int) -> str:
+    """/proc/meminfo (or a node's meminfo) text with MemTotal/MemFree/MemAvailable/MemUsed set to this host's
+    size and the page cache and other usage figures zeroed, so free + buffers + cached = MemFree (pure)."""
+    values = {"MemTotal": total_kib, "MemFree": free_kib, "MemAvailable": free_kib, "MemUsed": total_kib - free_kib}
+    out = []
+    for line in real.splitlines():
+        m = _MEMINFO_LINE.match(line)
+        if m is None or m.group(5) is None or m.group(2).startswith(_KEPT):
+            out.append(line)
+            continue
+        value = values.get(m.group(2), 0)
+        width = len(m.group(3)) + len(m.group(4))
+        out.append(f"{m.group(1)}{m.group(2)}:{str(value).rjust(width)} kB")
+    return "\n".join(out) + "\n"
+
+
+def meminfo_files(paths: Paths, host: HostSpec) -> list[tuple[Path, Path]]:
+    """(file in the host's state dir, the real file it is mounted over) for /proc/meminfo and every NUMA node."""
+    base = paths.host(host) / "meminfo"
+    files = [(base / "meminfo", Path("/proc/meminfo"))]
+    files += [(base / f"{node.name}-meminfo", node / "meminfo") for node in sorted(NODE_DIR.glob("node[0-9]*"))]
+    return files
+
+
+def write_meminfo(paths: Paths, host: HostSpec) -> None:
+    """The host's memory view: its whole size, split evenly over the machine's NUMA nodes."""
+    files = meminfo_files(paths, host)
+    nodes = max(1, len(files) - 1)
+    total, free = host.memory_mib * 1024, host.free_memory_mib * 1024
+    for mine, real in files:
+        share = 1 if real == Path("/proc/meminfo") else nodes
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        mine.write_text(fake_meminfo(real.read_text(), total // share, free // share))
+
+
 def write_host_tree(paths: Paths, host: HostSpec) -> None:
     base = paths.host(host)
     for sub in HOST_SUBDIRS:
@@ -107,6 +156,7 @@ def write_host_tree(paths: Paths, host: HostSpec) -> None:
     link = base / "etc" / "storage" / "autostart" / "default.xml"
     if not link.is_symlink():
         link.symlink_to("../default.xml")
+    write_meminfo(paths, host)
 
 
 def conf_changed(paths: Paths, host: HostSpec) -> bool:

@@ -11,7 +11,6 @@ from . import access, daemons, net
 from .config import (
     ALL_NETNS,
     HOST_A,
-    HOST_B,
     HOSTS,
     LINK_SUBNET,
     SOCKET_PATH_MAX,
@@ -63,7 +62,7 @@ def health(paths: Paths) -> list[str]:
     mode = paths.net_mode.read_text().strip() if paths.net_mode.exists() else ""
     if mode != "netns":
         problems.append(f"net-mode is {mode or 'missing'}, not netns")
-    problems += [f"network namespace {ns} missing" for ns in (HOST_A.netns, HOST_B.netns) if not net.netns_exists(ns)]
+    problems += [f"network namespace {ns} missing" for ns in ALL_NETNS if not net.netns_exists(ns)]
     if daemons.nbd_pid(paths) is None:
         problems.append("the shared-storage NBD server is not running")
     for h in HOSTS:
@@ -77,15 +76,15 @@ def _answering(paths: Paths) -> list[str]:
         out = run(["virsh", "-q", "-c", paths.uri(h), "hostname"], timeout_s=20, check=False)
         return None if out.stdout.strip() == h.hostname else f"{h.name} does not answer on its socket"
 
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with concurrent.futures.ThreadPoolExecutor(len(HOSTS)) as pool:
         return [p for p in pool.map(ask, HOSTS) if p]
 
 
 def start_daemons(paths: Paths, hosts: tuple[HostSpec, ...]) -> None:
     """Start (or restart) libvirtds, re-entering the namespaces of surviving QEMUs when there are any.
 
-    With a kept capabilities cache both start at once; without one, host A probes QEMU first (~8 s,
-    pinned to CPU 0) and host B starts from A's fresh cache instead of probing again."""
+    With a kept capabilities cache all start at once; without one, host A probes QEMU first (~8 s,
+    pinned to CPU 0) and the others start from A's fresh cache instead of probing again."""
     cached = paths.capcache.exists() and any(paths.capcache.glob("*.xml"))
 
     def spawn(h: HostSpec) -> subprocess.Popen[bytes]:
@@ -96,7 +95,7 @@ def start_daemons(paths: Paths, hosts: tuple[HostSpec, ...]) -> None:
         daemons.seed_capcache(paths, h)
         return daemons.spawn_daemon(paths, h)
 
-    if not cached and len(hosts) == 2:
+    if not cached and len(hosts) > 1:
         say("no QEMU capabilities cache yet: the first start probes QEMU (about 10 s, once per machine)")
         first = spawn(hosts[0])
         daemons.wait_daemon(paths, hosts[0], first)
@@ -116,12 +115,11 @@ def start_daemons(paths: Paths, hosts: tuple[HostSpec, ...]) -> None:
 
 
 def check_link(paths: Paths) -> None:
+    """Every host dials every other one over the migration network, the way a P2P migration does."""
     pids = {h.name: daemons.daemon_pid(paths, h) for h in HOSTS}
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        futures = [
-            pool.submit(daemons.check_peer, paths, h, peer, pids[h.name] or 0)
-            for h, peer in ((HOST_A, HOST_B), (HOST_B, HOST_A))
-        ]
+    pairs = [(h, peer) for h in HOSTS for peer in HOSTS if peer is not h]
+    with concurrent.futures.ThreadPoolExecutor(len(pairs)) as pool:
+        futures = [pool.submit(daemons.check_peer, paths, h, peer, pids[h.name] or 0) for h, peer in pairs]
         for f in futures:
             f.result()
 
@@ -145,7 +143,7 @@ def build(paths: Paths, settings: Settings) -> None:
     daemons.start_nbd(paths)
     start_daemons(paths, HOSTS)
     check_link(paths)
-    say("hostA (lab-a, 10.213.7.1) and hostB (lab-b, 10.213.7.2) answer and reach each other")
+    say(", ".join(f"{h.name} ({h.hostname}, {h.ip})" for h in HOSTS) + " answer and reach each other")
     ensure_networks(paths)
     place(list(VMS), paths, settings.virt, {}, fresh_disk=True)
     say("lab VMs: " + ", ".join(f"{v.name} ({'running' if v.running else 'shut off'})" for v in VMS))
@@ -167,7 +165,7 @@ def up(settings: Settings) -> Path:
     if not problems:
         problems = _answering(paths)
     if problems:
-        if paths.marker.exists() or any(net.netns_exists(ns) for ns in (HOST_A.netns, HOST_B.netns)):
+        if paths.marker.exists() or any(net.netns_exists(ns) for ns in ALL_NETNS):
             say(f"the lab is partial or stale ({'; '.join(problems)}): tearing it down first")
             down(settings, quiet=True, keep=False)
         build(paths, settings)
@@ -232,11 +230,11 @@ def check_remote_access(paths: Paths) -> None:
         return f"{h.name} does not answer at {uri}: {(out.stderr or out.stdout).strip()}"
 
     items = [(h, uri) for h in HOSTS for uri in (access.ssh_uri(paths, h), access.tls_uri(paths, h))]
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    with concurrent.futures.ThreadPoolExecutor(len(items)) as pool:
         problems = [p for p in pool.map(ask, items) if p]
     if problems:
         link_up = all((st := net.link_state(h.netns, h.link_dev)).admin_up and st.carrier for h in HOSTS)
-        if not link_up:  # hostB is reached through the link: a test may have cut it on purpose
+        if not link_up:  # hostB and hostC are reached through the link: a test may have cut it on purpose
             warn(f"remote access not checked end to end while the migration link is down: {'; '.join(problems)}")
             return
         raise LabError("; ".join(problems))
@@ -255,7 +253,7 @@ def down(settings: Settings, quiet: bool = False, keep: bool | None = None) -> N
     paths = Paths(settings.root, settings.capcache)
     check_root(paths)
     keep = settings.keep if keep is None else keep
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with concurrent.futures.ThreadPoolExecutor(len(HOSTS)) as pool:
         list(pool.map(lambda h: daemons.stop_host(paths, h), HOSTS))
     daemons.stop_storage(paths)
     net.delete_network()

@@ -1,4 +1,5 @@
-"""Network namespaces, the migration link (shaped with tc tbf, cut with link down), storage and VM bridges."""
+"""Network namespaces, the migration network (a switch bridge; shaped with tc tbf, cut with link down), storage and VM
+bridges."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ from typing import Any
 from .config import (
     ALL_NETNS,
     HOST_A,
-    HOST_B,
     HOSTS,
+    LINK_BRIDGE,
     NETNS_STORAGE,
+    NETNS_SWITCH,
+    ONLY_A_BRIDGE,
     STORAGE_BRIDGE,
     STORAGE_IP,
     STORAGE_PREFIX,
     VM_BRIDGE,
+    VM_SWITCH_BRIDGE,
+    HostSpec,
 )
 from .proc import LabError, run
 
@@ -78,75 +83,61 @@ MGMT_PREFIX = 30
 MGMT_NET = "10.213.9.0/30"
 
 
-def create_network() -> None:
-    """Namespaces, the migration veth, the storage bridge (3 endpoints), the VM bridges, the management link.
+def _veth(dev: str, netns: str, peer: str, peer_netns: str) -> None:
+    """A veth with each end created directly in its namespace (nothing lands in the root namespace)."""
+    ip("link", "add", dev, "netns", netns, "type", "veth", "peer", "name", peer, "netns", peer_netns)
 
-    Every lab veth is created with both ends directly in their namespaces; the only root-namespace piece is
-    the management veth end and its route to the lab subnet (gone with the namespaces)."""
+
+def create_network() -> None:
+    """Namespaces, the switch (migration + VM bridges), the storage bridge, each host's VM bridge, the
+    management link.
+
+    Every host has one veth into the migration bridge (its migration NIC, `kvl-x`) and one into the VM
+    bridge of the switch, so every pair of hosts can talk. The only root-namespace piece is the management
+    veth end and its route to the lab subnet (gone with the namespaces)."""
     for ns in ALL_NETNS:
         ip("netns", "add", ns)
         ip("-n", ns, "link", "set", "lo", "up")
-    a, b = HOST_A, HOST_B
-    ip(
-        "link",
-        "add",
-        a.link_dev,
-        "netns",
-        a.netns,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b.link_dev,
-        "netns",
-        b.netns,
-    )
-    ip(
-        "link",
-        "add",
-        a.vmnet_dev,
-        "netns",
-        a.netns,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b.vmnet_dev,
-        "netns",
-        b.netns,
-    )
-    ip("-n", NETNS_STORAGE, "link", "add", STORAGE_BRIDGE, "type", "bridge")
-    ip("-n", NETNS_STORAGE, "addr", "add", f"{STORAGE_IP}/{STORAGE_PREFIX}", "dev", STORAGE_BRIDGE)
-    ip("-n", NETNS_STORAGE, "link", "set", STORAGE_BRIDGE, "up")
+    for ns, bridge, addr in (
+        (NETNS_SWITCH, LINK_BRIDGE, None),
+        (NETNS_SWITCH, VM_SWITCH_BRIDGE, None),
+        (NETNS_STORAGE, STORAGE_BRIDGE, f"{STORAGE_IP}/{STORAGE_PREFIX}"),
+    ):
+        ip("-n", ns, "link", "add", bridge, "type", "bridge")
+        if addr:
+            ip("-n", ns, "addr", "add", addr, "dev", bridge)
+        ip("-n", ns, "link", "set", bridge, "up")
     for h in HOSTS:
+        _veth(h.link_dev, h.netns, h.link_port_dev, NETNS_SWITCH)
+        ip("-n", NETNS_SWITCH, "link", "set", h.link_port_dev, "master", LINK_BRIDGE, "up")
         ip("-n", h.netns, "addr", "add", f"{h.ip}/24", "dev", h.link_dev)
         ip("-n", h.netns, "link", "set", h.link_dev, "up")
-        ip(
-            "link",
-            "add",
-            h.storage_dev,
-            "netns",
-            h.netns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            h.storage_peer_dev,
-            "netns",
-            NETNS_STORAGE,
-        )
+        _veth(h.storage_dev, h.netns, h.storage_peer_dev, NETNS_STORAGE)
         ip("-n", NETNS_STORAGE, "link", "set", h.storage_peer_dev, "master", STORAGE_BRIDGE, "up")
         ip("-n", h.netns, "addr", "add", f"{h.storage_ip}/{STORAGE_PREFIX}", "dev", h.storage_dev)
         ip("-n", h.netns, "link", "set", h.storage_dev, "up")
+        _veth(h.vmnet_dev, h.netns, h.vmnet_port_dev, NETNS_SWITCH)
+        ip("-n", NETNS_SWITCH, "link", "set", h.vmnet_port_dev, "master", VM_SWITCH_BRIDGE, "up")
         ip("-n", h.netns, "link", "add", VM_BRIDGE, "type", "bridge")
         ip("-n", h.netns, "link", "set", h.vmnet_dev, "master", VM_BRIDGE, "up")
         ip("-n", h.netns, "link", "set", VM_BRIDGE, "up")
+    # A VM network only hostA has: a bridge with nothing behind it (the `pinned` VM's NIC).
+    ip("-n", HOST_A.netns, "link", "add", ONLY_A_BRIDGE, "type", "bridge")
+    ip("-n", HOST_A.netns, "link", "set", ONLY_A_BRIDGE, "up")
     create_management_link()
 
 
+def _routes_to_management_net() -> None:
+    """hostB and hostC answer the bot (root namespace) through hostA, their next hop on the migration network."""
+    for h in HOSTS:
+        if h is not HOST_A:
+            ip("-n", h.netns, "route", "replace", MGMT_NET, "via", HOST_A.ip)
+
+
 def create_management_link() -> None:
-    """Root namespace <-> hostA veth; hostA forwards to hostB over the migration link (probes see cuts)."""
-    a, b = HOST_A, HOST_B
+    """Root namespace <-> hostA veth; hostA forwards to the other hosts over the migration network (probes see
+    cuts)."""
+    a = HOST_A
     if Path(f"/sys/class/net/{MGMT_DEV}").exists():
         run(["ip", "link", "delete", MGMT_DEV], timeout_s=20, check=False)
     ip("link", "add", MGMT_DEV, "type", "veth", "peer", "name", MGMT_PEER_DEV, "netns", a.netns)
@@ -157,7 +148,7 @@ def create_management_link() -> None:
     subnet = a.ip.rsplit(".", 1)[0] + ".0/24"
     ip("route", "replace", subnet, "via", MGMT_LAB_IP, "dev", MGMT_DEV)
     run(["ip", "netns", "exec", a.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], timeout_s=20)
-    ip("-n", b.netns, "route", "replace", MGMT_NET, "via", a.ip)
+    _routes_to_management_net()
 
 
 def delete_network() -> None:
@@ -173,45 +164,41 @@ def delete_network() -> None:
             run(["ip", "link", "delete", h.link_dev], timeout_s=20, check=False)
 
 
+def _shaped_ends(h: HostSpec) -> tuple[tuple[str, str], tuple[str, str]]:
+    """A host's migration NIC as (namespace, device) pairs: its own end (egress) and the switch port (ingress)."""
+    return (h.netns, h.link_dev), (NETNS_SWITCH, h.link_port_dev)
+
+
 def link_rate(bytes_per_s: int) -> None:
-    """Shape both directions: a tbf on each end's egress (netem is not in this kernel; tbf is)."""
+    """Each host's migration NIC runs at `bytes_per_s` each way: a tbf on the host's end of its veth (what it
+    sends) and one on the switch's end (what it receives; netem is not in this kernel, tbf is). A drain of
+    hostA to hostB and hostC therefore shares hostA's rate, as a real host's NIC would."""
     burst = max(256 * 1024, bytes_per_s // 100)  # tbf needs burst >= rate/HZ; 10 ms of traffic is plenty
     for h in HOSTS:
-        run(
-            [
-                "tc",
-                "-n",
-                h.netns,
-                "qdisc",
-                "replace",
-                "dev",
-                h.link_dev,
-                "root",
-                "tbf",
-                "rate",
-                f"{bytes_per_s * 8}bit",
-                "burst",
-                str(burst),
-                "latency",
-                "200ms",
-            ],
-            timeout_s=20,
-        )
+        for netns, dev in _shaped_ends(h):
+            run(
+                [
+                    "tc", "-n", netns, "qdisc", "replace", "dev", dev, "root",
+                    "tbf", "rate", f"{bytes_per_s * 8}bit", "burst", str(burst), "latency", "200ms",
+                ],
+                timeout_s=20,
+            )  # fmt: skip
 
 
 def link_unshape() -> None:
     for h in HOSTS:
-        if link_state(h.netns, h.link_dev).qdisc == "tbf":
-            run(["tc", "-n", h.netns, "qdisc", "del", "dev", h.link_dev, "root"], timeout_s=20)
+        for netns, dev in _shaped_ends(h):
+            if link_state(netns, dev).qdisc == "tbf":
+                run(["tc", "-n", netns, "qdisc", "del", "dev", dev, "root"], timeout_s=20)
 
 
 def link_set(up: bool) -> None:
     for h in HOSTS:
         ip("-n", h.netns, "link", "set", h.link_dev, "up" if up else "down")
     if up:
-        # Taking kvl-b down flushes hostB's route back to the management net (its next hop is on that link),
-        # so after `link down; link up` the bot's probes to hostB would time out: put the route back.
-        ip("-n", HOST_B.netns, "route", "replace", MGMT_NET, "via", HOST_A.ip)
+        # Taking kvl-b (kvl-c) down flushes that host's route back to the management net (its next hop is on
+        # that link), so after `link down; link up` the bot's probes to it would time out: put the routes back.
+        _routes_to_management_net()
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from . import access, daemons, net
-from .config import HOSTS, NETNS_STORAGE, STORAGE_BRIDGE, Paths
+from .config import HOSTS, NETNS_STORAGE, NETNS_SWITCH, STORAGE_BRIDGE, Paths
 from .proc import LabError
 from .vms import VMS, list_domains
 
@@ -30,6 +30,8 @@ def collect(paths: Paths) -> dict[str, Any]:
                 hosts[h.name]["error"] = str(exc)
         if net.netns_exists(h.netns):
             hosts[h.name]["link"] = net.link_state(h.netns, h.link_dev).__dict__
+        if net.netns_exists(NETNS_SWITCH):  # the switch's port towards the host: shaped = the host's ingress
+            hosts[h.name]["link_ingress"] = net.link_state(NETNS_SWITCH, h.link_port_dev).__dict__
     vms: dict[str, dict[str, str]] = {}
     for name in [v.name for v in VMS] + sorted({n for d in domains.values() for n in d} - {v.name for v in VMS}):
         vms[name] = {h: d[name] for h, d in domains.items() if name in d}
@@ -42,6 +44,7 @@ def collect(paths: Paths) -> dict[str, Any]:
             "netns": net.netns_exists(NETNS_STORAGE),
             "bridge": STORAGE_BRIDGE,
         },
+        "switch": {"netns": net.netns_exists(NETNS_SWITCH)},
         "vms": vms,
     }
 
@@ -55,6 +58,9 @@ def render(info: dict[str, Any]) -> str:
         daemon += f", sshd pid {h['sshd_pid']}" if h.get("sshd_pid") else ", no sshd"
         link = h.get("link")
         link_text = net.LinkState(**link).describe() if link else "no namespace"
+        ingress = h.get("link_ingress")
+        if ingress and ingress.get("rate_bytes_s"):
+            link_text += f" (in: {net.LinkState(**ingress).describe()})"
         lines.append(f"  {name}: {daemon}; link {link_text}" + (f"; {h['error']}" if "error" in h else ""))
     s = info["storage"]
     lines.append(f"  storage: qemu-nbd {'pid ' + str(s['pid']) if s['pid'] else 'NOT RUNNING'}")

@@ -6,7 +6,18 @@ import concurrent.futures
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from .config import HOST_A, HOSTS, NBD_EXPORT, NBD_PORT, STORAGE_IP, VM_BRIDGE, HostSpec, Paths
+from .config import (
+    HOST_A,
+    HOSTS,
+    NBD_EXPORT,
+    NBD_PORT,
+    ONLY_A_BRIDGE,
+    ONLY_A_NETWORK,
+    STORAGE_IP,
+    VM_BRIDGE,
+    HostSpec,
+    Paths,
+)
 from .daemons import virsh
 from .proc import LabError, run
 
@@ -23,7 +34,9 @@ class VmSpec:
     cmdline: str  # the test guest's parameters (deploy/lab/guest/dirtier.c)
     running: bool  # running after `up` / `reset-vm`
     disk: str | None = None  # None, "local" (hostA's private images dir) or "nbd" (the shared storage)
-    nic: bool = False
+    nic: bool = False  # a virtio NIC on the VM bridge every host has
+    only_a_nic: bool = False  # a NIC on libvirt network `labonly`, which only hostA defines
+    anti_affinity: tuple[str, ...] = ()  # the bot's anti-affinity groups, in the domain's libvirt metadata
 
 
 VMS = (
@@ -70,6 +83,58 @@ VMS = (
         "mem=32 rate=1000",
         False,
     ),
+    # A drain's worth of guests (issue 11): sizes 48-192 MiB, dirty rates from 1 to 16 MiB/s.
+    VmSpec(
+        "web1",
+        "6c61622d-766d-4000-8000-000000000e01",
+        "idle web guest, anti-affinity group `web` with web2",
+        48,
+        "mem=24 rate=250",
+        True,
+        anti_affinity=("web",),
+    ),
+    VmSpec(
+        "web2",
+        "6c61622d-766d-4000-8000-000000000e02",
+        "idle web guest, anti-affinity group `web` with web1",
+        64,
+        "mem=32 rate=500",
+        True,
+        anti_affinity=("web",),
+    ),
+    VmSpec(
+        "web3",
+        "6c61622d-766d-4000-8000-000000000e03",
+        "idle web guest",
+        96,
+        "mem=48 rate=1000",
+        True,
+    ),
+    VmSpec(
+        "web4",
+        "6c61622d-766d-4000-8000-000000000e04",
+        "idle web guest",
+        128,
+        "mem=64 rate=2000",
+        True,
+    ),
+    VmSpec(
+        "db1",
+        "6c61622d-766d-4000-8000-0000000000db",
+        "busy database guest: dirties 16 MiB/s (half of busy's rate)",
+        192,
+        "mem=96 rate=4000",
+        True,
+    ),
+    VmSpec(
+        "pinned",
+        "6c61622d-766d-4000-8000-0000000000f1",
+        "NIC on libvirt network `labonly`, which only hostA has: no other host can take it",
+        64,
+        "mem=32 rate=1000",
+        True,
+        only_a_nic=True,
+    ),
 )
 
 
@@ -106,16 +171,38 @@ def _disk_xml(spec: VmSpec) -> str:
 
 
 def _nic_xml(spec: VmSpec) -> str:
-    if not spec.nic:
-        return ""
     mac = f"52:54:00:6c:61:{spec.uuid[-2:]}"
     # No option ROM: the guest never network-boots, and it saves a file the machine may not have.
-    return f"""    <interface type='bridge'>
+    if spec.nic:
+        return f"""    <interface type='bridge'>
       <mac address='{mac}'/>
       <source bridge='{VM_BRIDGE}'/>
       <model type='virtio'/>
       <rom enabled='no'/>
     </interface>
+"""
+    if spec.only_a_nic:
+        return f"""    <interface type='network'>
+      <mac address='{mac}'/>
+      <source network='{ONLY_A_NETWORK}'/>
+      <model type='virtio'/>
+      <rom enabled='no'/>
+    </interface>
+"""
+    return ""
+
+
+PLACEMENT_NS = "urn:migrate-bot:placement:1"  # migration_core/facts/metadata.py: the bot's metadata namespace
+
+
+def _metadata_xml(spec: VmSpec) -> str:
+    """The bot's anti-affinity groups, as an operator sets them with `virsh metadata` (they move with the VM)."""
+    if not spec.anti_affinity:
+        return ""
+    groups = "".join(f"<mb:anti-affinity group='{escape(g)}'/>" for g in spec.anti_affinity)
+    return f"""  <metadata>
+    <mb:placement xmlns:mb='{PLACEMENT_NS}'>{groups}</mb:placement>
+  </metadata>
 """
 
 
@@ -135,7 +222,7 @@ def domain_xml(spec: VmSpec, paths: Paths, virt: str) -> str:
   <name>{spec.name}</name>
   <uuid>{spec.uuid}</uuid>
   <title>migrate-bot lab: {escape(spec.purpose)}</title>
-  <memory unit='MiB'>{spec.memory_mib}</memory>
+{_metadata_xml(spec)}  <memory unit='MiB'>{spec.memory_mib}</memory>
   <vcpu>1</vcpu>
 {CPU_XML}  <os>
     <type arch='x86_64' machine='q35'>hvm</type>
@@ -241,24 +328,24 @@ LAB_NETWORK = "labnet"
 
 
 def ensure_networks(paths: Paths) -> list[str]:
-    """A libvirt network `labnet` on each host over its VM bridge (forward mode bridge: no dnsmasq).
+    """A libvirt network `labnet` on each host over its VM bridge (forward mode bridge: no dnsmasq), and
+    `labonly` on hostA only (the `pinned` VM's network, which no other host has).
 
     The host daemons see the root namespace's /sys, so libvirt's interface API cannot list the bridges
     inside the lab namespaces; a libvirt network names the bridge through the API, which is also how a
     production host declares "this VM network exists here" (the preflight network check reads it)."""
+    wanted = [(host, LAB_NETWORK, VM_BRIDGE) for host in HOSTS] + [(HOST_A, ONLY_A_NETWORK, ONLY_A_BRIDGE)]
     added = []
-    for host in HOSTS:
-        if LAB_NETWORK in virsh(paths, host, "net-list", "--all", "--name", check=False).split():
-            virsh(paths, host, "net-start", LAB_NETWORK, check=False)
+    for host, name, bridge in wanted:
+        if name in virsh(paths, host, "net-list", "--all", "--name", check=False).split():
+            virsh(paths, host, "net-start", name, check=False)
             continue
-        xml = paths.root / f"{host.name}-{LAB_NETWORK}.xml"
-        xml.write_text(
-            f"<network><name>{LAB_NETWORK}</name><forward mode='bridge'/><bridge name='{VM_BRIDGE}'/></network>\n"
-        )
+        xml = paths.root / f"{host.name}-{name}.xml"
+        xml.write_text(f"<network><name>{name}</name><forward mode='bridge'/><bridge name='{bridge}'/></network>\n")
         virsh(paths, host, "net-define", str(xml))
-        virsh(paths, host, "net-autostart", LAB_NETWORK, check=False)
-        virsh(paths, host, "net-start", LAB_NETWORK, check=False)
-        added.append(f"{host.name}:{LAB_NETWORK}")
+        virsh(paths, host, "net-autostart", name, check=False)
+        virsh(paths, host, "net-start", name, check=False)
+        added.append(f"{host.name}:{name}")
     return added
 
 

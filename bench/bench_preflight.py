@@ -57,7 +57,7 @@ class NoDirtyRate(PreflightRunner):
     """PreflightRunner with the dirty-rate measurement left out (everything else unchanged)."""
 
     async def _dirty_rate(
-        self, src: HostConfig, vm: VmFacts, state: VmState | None, live: bool
+        self, src: HostConfig, vm: VmFacts, state: VmState | None, live: bool, reuse_s: float = 0.0
     ) -> DirtyRateSample | None:
         return None
 

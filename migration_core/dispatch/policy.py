@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from migration_core.dispatch.approvals import describe_outstanding, outstanding
+from migration_core.dispatch.approvals import ApprovalSubject, describe_outstanding, outstanding
+from migration_core.dispatch.approvals import required_approvals as approval_rule
 from migration_core.dispatch.windows import fmt_instant, frozen_until
 from migration_core.errors import MigrateBotError, PolicyError, StateError
-from migration_core.inventory.policy_file import FreezeWindow, TicketRule
+from migration_core.inventory.policy_file import ApprovalCounts, FreezeWindow, Policy, TicketRule
 from migration_core.models import Approval, ApprovalRequirement, Job, JobState, Plan
 
 # libvirt flag names that make a plan risky (the planner writes them; options are checked too).
@@ -43,8 +44,10 @@ _VERSION_CHECK_NAMES = frozenset({"versions", "version", "machine", "machine_typ
 # Slack user ids are shown as mentions in refusals; console names ("alice") stay as they are.
 _SLACK_USER = re.compile(r"[UW][A-Z0-9_]{1,40}")
 
-RISKY_APPROVALS = 2
-NORMAL_APPROVALS = 1
+# The built-in rule's numbers (no policy file): the policy file's defaults, owned by inventory/policy_file.py.
+RISKY_APPROVALS = ApprovalCounts().risky
+NORMAL_APPROVALS = ApprovalCounts().default
+_BUILT_IN = Policy.default()
 
 
 class VerdictCode(StrEnum):
@@ -146,21 +149,20 @@ def risk_reasons(plan: Plan) -> list[str]:
     return reasons
 
 
-def required_approvals(plan: Plan | None) -> int:
-    """How many distinct approvers: the plan's requirement (policy file) if it has one, else 2 for a risky plan
-    and 1 otherwise (a job without a plan cannot be approved: still 1)."""
-    if plan is None:
-        return NORMAL_APPROVALS
-    if plan.approval is not None:
-        return plan.approval.total
-    return RISKY_APPROVALS if risk_reasons(plan) else NORMAL_APPROVALS
-
-
 def requirement_of(plan: Plan | None) -> ApprovalRequirement:
-    """The plan's ApprovalRequirement, or the built-in rule's as one (no groups)."""
-    if plan is not None and plan.approval is not None:
+    """The plan's ApprovalRequirement (policy file), else the built-in rule's, computed by the one rule of
+    dispatch/approvals.py with the default policy: 2 for a risky plan, 1 otherwise, no groups (a job without
+    a plan cannot be approved: still 1)."""
+    if plan is None:
+        return ApprovalRequirement(NORMAL_APPROVALS)
+    if plan.approval is not None:
         return plan.approval
-    return ApprovalRequirement(required_approvals(plan))
+    return approval_rule(ApprovalSubject.of_plan(plan, risk_reasons(plan)), _BUILT_IN)
+
+
+def required_approvals(plan: Plan | None) -> int:
+    """How many distinct approvers `plan` needs (see requirement_of)."""
+    return requirement_of(plan).total
 
 
 def current_approvals(job: Job) -> tuple[Approval, ...]:

@@ -28,9 +28,8 @@ from migration_core.errors import RequestError
 from migration_core.execution.stall import DEFAULT_EWMA_ALPHA, DEFAULT_MIN_DROP_FRACTION, Ewma, StallWatch, eta_s
 from migration_core.limits import RAMP_COOLDOWN_S, RAMP_START_ITERATION, SHRINKING_PASS
 from migration_core.models import ControlAction, ConvergencePolicy, Decision, Phase
+from migration_core.units import GIB, MIB
 
-MIB = 1024 * 1024
-GIB = 1024 * MIB
 LAST_CHANCE_FACTOR = 1.5  # KubeVirt's precopyPossibleFactor
 
 

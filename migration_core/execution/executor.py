@@ -54,9 +54,9 @@ from migration_core.models import (
     ProgressSample,
     VerificationSummary,
 )
+from migration_core.units import MIB
 
 log = logging.getLogger(__name__)
-MIB = 1024 * 1024
 
 
 def _stall_text(sample: ProgressSample) -> str:

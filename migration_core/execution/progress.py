@@ -20,7 +20,7 @@ from migration_core.execution.stall import DEFAULT_EWMA_ALPHA, DEFAULT_MIN_DROP_
 from migration_core.hypervisor.jobstats import JobStatsReading, parse_job_stats, reading_from_job_stats
 from migration_core.hypervisor.types import JobType
 from migration_core.models import Phase, Plan, ProgressSample
-from migration_core.planning.prediction import MIB
+from migration_core.units import MIB
 
 __all__ = [
     "MAX_RUNNING_PERCENT",
@@ -157,6 +157,8 @@ def later_reason(reading: JobStatsReading, stalled: bool, throughput_mib_s: floa
             f" {reading.memory_iteration} re-sends memory"
         )
     return f"throughput is {throughput_mib_s:.0f} MiB/s, slower than the estimate assumed"
+
+
 def delta_rate_bytes_s(previous: tuple[float, int] | None, elapsed_s: float, processed_bytes: int) -> float:
     """Bytes/s between two readings, from (elapsed_s, processed_bytes) of the previous one; 0.0 when there is
     no previous reading or no time or data moved between them.

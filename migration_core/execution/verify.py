@@ -34,8 +34,7 @@ from migration_core.models import (
     Plan,
     VerificationSummary,
 )
-
-MIB = 1024 * 1024
+from migration_core.units import MIB
 
 
 def _flags(plan: Plan) -> frozenset[str]:

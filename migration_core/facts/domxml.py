@@ -69,11 +69,7 @@ __all__ = [
 
 def parse_domain(xml: str | bytes) -> VmFacts:
     """Domain XML (`dom.XMLDesc()`, ideally with VIR_DOMAIN_XML_MIGRATABLE) -> VmFacts."""
-    root = parse_xml(xml, "domain XML")
-    if root.tag != "domain":
-        raise PreflightError(
-            f"expected a <domain> document, got <{root.tag}>", "pass the output of virDomainGetXMLDesc"
-        )
+    root = parse_xml(xml, "domain XML", root="domain", call="virDomainGetXMLDesc")
     name = text(root, "name")
     if name is None:
         raise PreflightError("the domain XML has no <name>", "pass the output of virDomainGetXMLDesc")

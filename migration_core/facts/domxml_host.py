@@ -26,12 +26,7 @@ from migration_core.facts.xmlutil import attr, parse_cpuset, parse_xml, pci_addr
 
 def parse_capabilities(xml: str | bytes) -> HostFacts:
     """`conn.getCapabilities()` -> HostFacts (without the adapter-only fields, which stay None)."""
-    root = parse_xml(xml, "host capabilities XML")
-    if root.tag != "capabilities":
-        raise PreflightError(
-            f"expected a <capabilities> document, got <{root.tag}>",
-            "pass the output of virConnectGetCapabilities",
-        )
+    root = parse_xml(xml, "host capabilities XML", root="capabilities", call="virConnectGetCapabilities")
     host = root.find("host")
     cpu_el = None if host is None else host.find("cpu")
     cpu = HostCpu(
@@ -117,12 +112,7 @@ def _guests(el: etree._Element) -> list[GuestArch]:
 
 def parse_domain_capabilities(xml: str | bytes) -> DomainCapsFacts:
     """`conn.getDomainCapabilities(emulator, arch, machine, virttype)` -> DomainCapsFacts."""
-    root = parse_xml(xml, "domain capabilities XML")
-    if root.tag != "domainCapabilities":
-        raise PreflightError(
-            f"expected a <domainCapabilities> document, got <{root.tag}>",
-            "pass the output of virConnectGetDomainCapabilities",
-        )
+    root = parse_xml(xml, "domain capabilities XML", root="domainCapabilities", call="virConnectGetDomainCapabilities")
     modes = root.findall("cpu/mode")
     supported = frozenset(m.get("name") or "" for m in modes if yes(m.get("supported")))
     host_model = next((m for m in modes if m.get("name") == "host-model"), None)
@@ -177,13 +167,7 @@ def _enum(el: etree._Element | None, name: str) -> frozenset[str]:
 
 def parse_pci_nodedev(xml: str | bytes) -> PciDeviceInfo:
     """`virsh nodedev-dumpxml pci_0000_e1_00_1` -> PciDeviceInfo (vendor, product, driver, PF if a VF)."""
-    root = parse_xml(xml, "node device XML")
-    cap = next((c for c in root.findall("capability") if c.get("type") == "pci"), None)
-    if cap is None:
-        raise PreflightError(
-            f"node device {text(root, 'name') or '?'} is not a PCI device",
-            "pass the XML of a pci_* node device",
-        )
+    root, cap = _node_capability(xml, "node device XML", "pci", "a PCI device", "a pci_* node device")
     address = pci_address(_pci_address_el(cap)) or "?"
     pf = next((c for c in cap.findall("capability") if c.get("type") == "phys_function"), None)
     return PciDeviceInfo(
@@ -198,6 +182,18 @@ def parse_pci_nodedev(xml: str | bytes) -> PciDeviceInfo:
     )
 
 
+def _node_capability(
+    xml: str | bytes, what: str, kind: str, is_a: str, expected: str
+) -> tuple[etree._Element, etree._Element]:
+    """A node device's document and its `<capability type=kind>`; a device of another kind is refused (the
+    caller passed the wrong device's XML), naming what it is not (`is_a`) and what was `expected`."""
+    root = parse_xml(xml, what)
+    cap = next((c for c in root.findall("capability") if c.get("type") == kind), None)
+    if cap is None:
+        raise PreflightError(f"node device {text(root, 'name') or '?'} is not {is_a}", f"pass the XML of {expected}")
+    return root, cap
+
+
 def _pci_address_el(cap: etree._Element) -> etree._Element:
     """Build an <address> element from the decimal <domain>/<bus>/<slot>/<function> children."""
     el = etree.Element("address")
@@ -210,13 +206,7 @@ def _pci_address_el(cap: etree._Element) -> etree._Element:
 
 def parse_mdev_nodedev(xml: str | bytes) -> MdevFacts:
     """`virsh nodedev-dumpxml mdev_<uuid>...` -> MdevFacts with the type (e.g. `nvidia-63`) and parent."""
-    root = parse_xml(xml, "mediated device XML")
-    cap = next((c for c in root.findall("capability") if c.get("type") == "mdev"), None)
-    if cap is None:
-        raise PreflightError(
-            f"node device {text(root, 'name') or '?'} is not a mediated device",
-            "pass the XML of an mdev_* device",
-        )
+    root, cap = _node_capability(xml, "mediated device XML", "mdev", "a mediated device", "an mdev_* device")
     uuid = text(cap, "uuid") or _uuid_from_name(text(root, "name"))
     return MdevFacts(
         uuid=(uuid or "?").lower(),

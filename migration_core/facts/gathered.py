@@ -48,8 +48,9 @@ from migration_core.facts.vm import (
     VcpuPin,
     VmFacts,
 )
-from migration_core.hypervisor.types import DomainState
+from migration_core.hypervisor.types import DomainInfo, DomainState, NetworkInfo
 from migration_core.models import MigrationRequest
+from migration_core.units import MIB
 
 __all__ = [
     "BackingLayer",
@@ -57,9 +58,6 @@ __all__ = [
     "CpuFacts",
     "CpuFeature",
     "CpuModelInfo",
-    "DefinitionElsewhere",
-    "DestinationDomain",
-    "DestinationNetwork",
     "DirtyRateSample",
     "DiskFacts",
     "DiskSourceKind",
@@ -94,9 +92,6 @@ __all__ = [
     "VmFacts",
     "VmState",
 ]
-
-MIB = 1024 * 1024
-GIB = 1024 * MIB
 
 
 class VmState(StrEnum):
@@ -146,34 +141,6 @@ class Endpoint:
     migration_tls: bool = False
     # The hosts file's memory_reserve_mib: memory kept free for the host itself, never given to a moved VM.
     memory_reserve_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class DestinationDomain:
-    """A domain already defined or running on the destination (for the name / UUID clash check)."""
-
-    name: str
-    uuid: str
-    active: bool
-    persistent: bool | None = None
-
-
-@dataclass(frozen=True)
-class DefinitionElsewhere:
-    """A domain with the VM's UUID on a host of the inventory other than the source (split-brain hazard)."""
-
-    host: str
-    name: str
-    active: bool
-
-
-@dataclass(frozen=True)
-class DestinationNetwork:
-    """A libvirt network on the destination (`virsh net-list --all`)."""
-
-    name: str
-    active: bool = True
-    bridge: str | None = None
 
 
 @dataclass(frozen=True)
@@ -281,11 +248,14 @@ class PreflightFacts:
     vm_state: VmState | None = None
     vm_persistent: bool | None = None
     vm_snapshots: int | None = None
-    destination_domains: tuple[DestinationDomain, ...] | None = None
-    # Definitions of the VM's UUID on the other hosts (None: no host list; unanswered hosts are left out).
-    definitions_elsewhere: tuple[DefinitionElsewhere, ...] | None = None
+    # The domains defined or running on the destination, as the port listed them (name / UUID clash check).
+    destination_domains: tuple[DomainInfo, ...] | None = None
+    # Definitions of the VM's UUID on the other hosts, `host` being the inventory name (split-brain hazard;
+    # None: no host list; unanswered hosts are left out).
+    definitions_elsewhere: tuple[DomainInfo, ...] | None = None
     hosts_unanswered: tuple[str, ...] = ()
-    destination_networks: tuple[DestinationNetwork, ...] | None = None
+    # The destination's libvirt networks (`virsh net-list --all`), as the port listed them.
+    destination_networks: tuple[NetworkInfo, ...] | None = None
     destination_bridges: frozenset[str] | None = None
     destination_netdevs: frozenset[str] | None = None
     disks: tuple[DiskVisibility, ...] = ()

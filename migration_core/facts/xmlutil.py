@@ -34,19 +34,22 @@ _UNITS = {
 }
 
 
-def parse_xml(xml: str | bytes, what: str) -> etree._Element:
-    """Parse XML text or raise PreflightError naming `what` ("domain XML of vm42")."""
+def parse_xml(xml: str | bytes, what: str, *, root: str | None = None, call: str = "") -> etree._Element:
+    """Parse XML text or raise PreflightError naming `what` ("domain XML of vm42"). With `root`, a document whose
+    root element is another is refused too, naming the libvirt `call` whose output was expected."""
     data = xml.encode() if isinstance(xml, str) else xml
     try:
-        root = etree.fromstring(data, _PARSER)
+        doc = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
         raise PreflightError(
             f"could not parse the {what}: {exc}",
             "this XML comes from libvirt; check the libvirt version and report the XML with the error",
         ) from exc
-    if root is None:
+    if doc is None:
         raise PreflightError(f"the {what} is empty", "check that libvirt answered with a document")
-    return root
+    if root is not None and doc.tag != root:
+        raise PreflightError(f"expected a <{root}> document, got <{doc.tag}>", f"pass the output of {call}")
+    return doc
 
 
 def text(el: etree._Element | None, path: str) -> str | None:

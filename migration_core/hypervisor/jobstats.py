@@ -14,7 +14,7 @@ from typing import Any
 
 from migration_core.errors import HypervisorError
 from migration_core.hypervisor.types import JobStats, JobType
-from migration_core.planning.prediction import DEFAULT_PAGE_SIZE_BYTES, pages_s_to_mib_s
+from migration_core.units import DEFAULT_PAGE_SIZE_BYTES, pages_s_to_mib_s
 
 
 @dataclass(frozen=True)

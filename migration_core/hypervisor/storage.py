@@ -189,10 +189,19 @@ class StorageReader:
 
     async def pool_for_directory(self, uri: str, directory: str) -> PoolInfo | None:
         """The active pool whose target is `directory` (where libvirt pre-creates copy-storage images)."""
-        wanted = directory.rstrip("/")
-        for pool in await self.pools(uri):
-            if pool.active and pool.target_path and pool.target_path.rstrip("/") == wanted:
-                return pool
+        return next((p for p in await self.pools(uri) if p.active and p.covers(directory)), None)
+
+    async def _pools_know(self, uri: str, path: str) -> bool | None:
+        """What the host's pools (refreshed first) say of `path`: True, a pool holds it; False, an active pool
+        covers its directory and holds no such file; None, no pool covers it (only a transient pool can tell).
+
+        The one rule for "which pool covers this path", used before looking or deleting outside the pools: a
+        transient pool on a directory an active pool already covers is refused ("Storage source conflict").
+        """
+        if await self.volume_by_path(uri, path) is not None:
+            return True
+        if await self.pool_for_directory(uri, os.path.dirname(path)) is not None:
+            return False
         return None
 
     async def path_exists(self, uri: str, path: str) -> bool | None:
@@ -201,11 +210,10 @@ class StorageReader:
         A pool volume answers directly (after a refresh). Outside pools, a transient dir pool is started on
         the directory and looked into, then destroyed (destroying a dir pool leaves its files alone).
         """
-        if await self.volume_by_path(uri, path) is not None:
-            return True
+        known = await self._pools_know(uri, path)
+        if known is not None:
+            return known
         directory, name = os.path.split(path)
-        if await self.pool_for_directory(uri, directory) is not None:
-            return False  # that pool was just refreshed and does not hold it
 
         def probe(c: VirConnect) -> bool | None:
             def unopened(err: BaseException) -> bool | None:
@@ -251,12 +259,9 @@ class StorageReader:
     async def delete_volume(self, uri: str, path: str) -> bool:
         """Delete the image at `path` through libvirt (its pool, else a transient dir pool on its directory, so
         the pool caches stay right: lab.md P5); False when there is no such file."""
-        await self.refresh_pools(uri)
+        if await self._pools_know(uri, path) is False:
+            return False  # a pool covers the directory and holds no such volume: nothing to delete
         directory, name = os.path.split(path)
-        if await self.volume_by_path(uri, path) is None and await self.pool_for_directory(uri, directory):
-            # A pool already covers the directory (just refreshed) and holds no such volume: nothing to
-            # delete. A transient pool on the same directory would be refused ("Storage source conflict").
-            return False
 
         def delete(c: VirConnect) -> bool:
             try:

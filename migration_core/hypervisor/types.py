@@ -226,8 +226,8 @@ class NetworkInfo:
     """A libvirt virtual network and the host bridge it uses (None for e.g. macvtap/hostdev networks)."""
 
     name: str
-    active: bool
-    bridge: str | None
+    active: bool = True
+    bridge: str | None = None
 
 
 @dataclass(frozen=True)
@@ -250,6 +250,10 @@ class PoolInfo:
     capacity_bytes: int
     allocation_bytes: int
     available_bytes: int
+
+    def covers(self, directory: str) -> bool:
+        """Whether `directory` is this pool's target (trailing slashes aside): the one "which pool" rule."""
+        return bool(self.target_path) and str(self.target_path).rstrip("/") == directory.rstrip("/")
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
 from migration_core.errors import InventoryError
@@ -139,9 +141,7 @@ def check_uri(value: object, where: str) -> str:
         if not parts.hostname or not is_host_address(parts.hostname):
             _fail(where, f"{shown!r} needs a valid host name or address", example)
         if parts.username is not None and _USER_RE.fullmatch(parts.username) is None:
-            _fail(
-                where, f"{shown!r} has an invalid user name {parts.username!r}", "e.g. root@kvm1.example.com"
-            )
+            _fail(where, f"{shown!r} has an invalid user name {parts.username!r}", "e.g. root@kvm1.example.com")
         if port == 0:
             _fail(where, f"{shown!r} has port 0", "ports are 1 to 65535 (libvirt listens on 16509/16514)")
     elif parts.netloc:
@@ -276,3 +276,24 @@ def check_groups(value: object, where: str) -> tuple[tuple[str, tuple[str, ...]]
             _fail(at, f"has {len(vms)} VM: anti-affinity needs at least two", "add the VMs to keep apart, or remove it")
         groups.append((name, tuple(vms)))
     return tuple(groups)
+
+
+def reject_unknown(table: Mapping[str, Any], allowed: tuple[str, ...], source: str, where: str) -> None:
+    """An unknown key is almost always a typo (migration_adress, emergancy): say so instead of ignoring it.
+    The one rule for both the hosts file and the policy file."""
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed here: {', '.join(allowed)}"
+            raise InventoryError(f"{source}: {where}: unknown field '{key}'", hint)
+
+
+def read_text(source: str, what: str) -> str:
+    """The UTF-8 text of a config file (`what`: "hosts file", "policy file"); unreadable or not UTF-8 is an
+    InventoryError saying so and what to do (the caller has checked that the file exists)."""
+    try:
+        return Path(source).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise InventoryError(f"cannot read {what} {source}: {exc.strerror}", "check its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise InventoryError(f"{what} {source} is not UTF-8 text (byte {exc.start})", "save it as UTF-8") from None

@@ -37,6 +37,8 @@ from migration_core.inventory.fields import (
     check_ssh,
     check_uri,
     migrate_uri_for,
+    read_text,
+    reject_unknown,
 )
 
 EXAMPLE_FILE = "deploy/hosts.example.toml"
@@ -74,6 +76,7 @@ class HostConfig:
     @property
     def memory_reserve_bytes(self) -> int:
         return self.memory_reserve_mib * 1024 * 1024
+
     # The operator's statement that this host's qemu.conf has migrate_tls_x509_cert_dir with certificates
     # from the CA the other hosts trust (QEMU's TLS for the migration stream). No libvirt API reports it, so
     # the file says it and preflight refuses --tls between hosts that do not (README "Operating it").
@@ -144,20 +147,8 @@ def load_inventory(path: str | os.PathLike[str]) -> Inventory:
             f"copy {EXAMPLE_FILE} to {source} and edit it, or set {ENV_VAR} to the path of your hosts file",
         )
     if file.is_dir():
-        raise InventoryError(
-            f"hosts file {source} is a directory", f"point {ENV_VAR} at the .toml file itself"
-        )
-    try:
-        text = file.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise InventoryError(
-            f"cannot read hosts file {source}: {exc.strerror}", "check its permissions"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise InventoryError(
-            f"hosts file {source} is not UTF-8 text (byte {exc.start})", "save it as UTF-8"
-        ) from None
-    return parse_inventory(text, source)
+        raise InventoryError(f"hosts file {source} is a directory", f"point {ENV_VAR} at the .toml file itself")
+    return parse_inventory(read_text(source, "hosts file"), source)
 
 
 def parse_inventory(text: str, source: str) -> Inventory:
@@ -166,12 +157,12 @@ def parse_inventory(text: str, source: str) -> Inventory:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _syntax_error(exc, text, source) from None
-    _reject_unknown(data, _TOP_KEYS, source, "the top level")
+    reject_unknown(data, _TOP_KEYS, source, "the top level")
     defaults = dict(BUILTIN_DEFAULTS)
     raw_defaults = data.get("defaults", {})
     if not isinstance(raw_defaults, dict):
         raise InventoryError(f"{source}: 'defaults' must be a table", "write it as a [defaults] section")
-    _reject_unknown(raw_defaults, _DEFAULT_KEYS, source, "[defaults]")
+    reject_unknown(raw_defaults, _DEFAULT_KEYS, source, "[defaults]")
     for key, value in raw_defaults.items():
         defaults[key] = check_number(key, value, f"{source}: [defaults]")
     raw_hosts = data.get("hosts")
@@ -185,7 +176,7 @@ def parse_inventory(text: str, source: str) -> Inventory:
     raw_aa = data.get("anti_affinity", {})
     if not isinstance(raw_aa, dict):
         raise InventoryError(f"{source}: 'anti_affinity' must be a table", "write it as an [anti_affinity] section")
-    _reject_unknown(raw_aa, _ANTI_AFFINITY_KEYS, source, "[anti_affinity]")
+    reject_unknown(raw_aa, _ANTI_AFFINITY_KEYS, source, "[anti_affinity]")
     groups = check_groups(raw_aa.get("groups", {}), f"{source}: [anti_affinity]")
     return Inventory(path=source, hosts=hosts, anti_affinity=groups)
 
@@ -199,7 +190,7 @@ def _host(name: str, table: object, defaults: Mapping[str, Any], source: str) ->
             f"{where}: must be a table, not a {type(table).__name__}",
             f'write it as [hosts.{name}] followed by uri = "..." on the next line',
         )
-    _reject_unknown(table, _HOST_KEYS, source, f"host '{name}'")
+    reject_unknown(table, _HOST_KEYS, source, f"host '{name}'")
     if "uri" not in table:
         raise InventoryError(
             f"{where}: field 'uri' is missing",
@@ -209,16 +200,12 @@ def _host(name: str, table: object, defaults: Mapping[str, Any], source: str) ->
     peer_uri = check_uri(table.get("peer_uri", uri), f"{where}: field 'peer_uri'")
     address = table.get("migration_address")
     ssh = table.get("ssh")
-    numbers = {
-        key: check_number(key, table[key], where) if key in table else defaults[key] for key in _DEFAULT_KEYS
-    }
+    numbers = {key: check_number(key, table[key], where) if key in table else defaults[key] for key in _DEFAULT_KEYS}
     return HostConfig(
         name=name,
         uri=uri,
         peer_uri=peer_uri,
-        migration_address=None
-        if address is None
-        else check_address(address, f"{where}: field 'migration_address'"),
+        migration_address=None if address is None else check_address(address, f"{where}: field 'migration_address'"),
         ssh=None if ssh is None else _ssh_text(ssh, f"{where}: field 'ssh'"),
         link_mib_s=float(numbers["link_mib_s"]),
         max_inbound=int(numbers["max_inbound"]),
@@ -240,15 +227,6 @@ def _ssh_text(value: object, where: str) -> str:
         raise InventoryError(f'{where}: must be a string like "root@10.0.0.1"', "quote it")
     check_ssh(value, where)
     return value
-
-
-def _reject_unknown(table: Mapping[str, Any], allowed: tuple[str, ...], source: str, where: str) -> None:
-    """An unknown key is almost always a typo (migration_adress): say so instead of ignoring it."""
-    for key in table:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed here: {', '.join(allowed)}"
-            raise InventoryError(f"{source}: {where}: unknown field '{key}'", hint)
 
 
 def _reject_collisions(hosts: tuple[HostConfig, ...], source: str) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from migration_core.errors import InventoryError
+from migration_core.inventory.fields import read_text, reject_unknown
 
 EXAMPLE_FILE = "deploy/policy.example.toml"
 ENV_VAR = "MIGRATE_BOT_POLICY"
@@ -149,13 +150,7 @@ def load_policy(path: str | os.PathLike[str] | None) -> Policy:
             f"policy file {source} {what}",
             f"copy {EXAMPLE_FILE} to {source} and edit it, or unset {ENV_VAR} to run without a policy file",
         )
-    try:
-        text = file.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise InventoryError(f"cannot read policy file {source}: {exc.strerror}", "check its permissions") from None
-    except UnicodeDecodeError as exc:
-        raise InventoryError(f"policy file {source} is not UTF-8 text (byte {exc.start})", "save it as UTF-8") from None
-    return parse_policy(text, source)
+    return parse_policy(read_text(source, "policy file"), source)
 
 
 def parse_policy(text: str, source: str) -> Policy:
@@ -166,7 +161,7 @@ def parse_policy(text: str, source: str) -> Policy:
         raise InventoryError(
             f"{source}: TOML syntax error: {exc}", f"fix the TOML at that spot; {EXAMPLE_FILE} shows the format"
         ) from None
-    _reject_unknown(data, _TOP_KEYS, source, "the top level")
+    reject_unknown(data, _TOP_KEYS, source, "the top level")
     approvals = _approvals(_table(data, "approvals", source, "[approvals]"), source)
     groups = _groups(_table(data, "groups", source, "[groups]"), source)
     vm_labels = _vm_labels(_table(data, "vm_labels", source, "[vm_labels]"), source)
@@ -191,7 +186,7 @@ def parse_policy(text: str, source: str) -> Policy:
 
 
 def _approvals(table: Mapping[str, Any], source: str) -> ApprovalCounts:
-    _reject_unknown(table, _APPROVAL_KEYS, source, "[approvals]")
+    reject_unknown(table, _APPROVAL_KEYS, source, "[approvals]")
     values = {}
     for key in _APPROVAL_KEYS:
         if key not in table:
@@ -253,14 +248,14 @@ def _owner(
     where = f"{source}: [[owners]] #{index}"
     if not isinstance(entry, dict):
         raise InventoryError(f"{where}: must be a table", 'write [[owners]] then match = { vm = "db*" }, group = "dba"')
-    _reject_unknown(entry, _OWNER_KEYS, source, f"[[owners]] #{index}")
+    reject_unknown(entry, _OWNER_KEYS, source, f"[[owners]] #{index}")
     match = entry.get("match")
     if not isinstance(match, dict) or not match:
         raise InventoryError(
             f"{where}: field 'match' is missing or empty",
             'say what the owners own: match = { vm_label = "db" }, { vm = "db*" } or { host = "hostC" }',
         )
-    _reject_unknown(match, _MATCH_KEYS, source, f"[[owners]] #{index} match")
+    reject_unknown(match, _MATCH_KEYS, source, f"[[owners]] #{index} match")
     for key, value in match.items():
         if not isinstance(value, str) or not value.strip():
             raise InventoryError(f"{where}: field 'match.{key}' must be a non-empty string", f'{key} = "db"')
@@ -295,7 +290,7 @@ def _freeze(index: int, entry: object, source: str) -> FreezeWindow:
     where = f"{source}: [[freeze]] #{index}"
     if not isinstance(entry, dict):
         raise InventoryError(f"{where}: must be a table", "write [[freeze]] then name = ..., start/end or weekly")
-    _reject_unknown(entry, _FREEZE_KEYS, source, f"[[freeze]] #{index}")
+    reject_unknown(entry, _FREEZE_KEYS, source, f"[[freeze]] #{index}")
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip():
         raise InventoryError(
@@ -328,7 +323,7 @@ def _freeze(index: int, entry: object, source: str) -> FreezeWindow:
 
 
 def _ticket(table: Mapping[str, Any], source: str) -> TicketRule:
-    _reject_unknown(table, _TICKET_KEYS, source, "[ticket]")
+    reject_unknown(table, _TICKET_KEYS, source, "[ticket]")
     pattern = table.get("pattern")
     compiled = None
     if pattern is not None:
@@ -350,7 +345,7 @@ def _ticket(table: Mapping[str, Any], source: str) -> TicketRule:
 
 
 def _schedule(table: Mapping[str, Any], source: str) -> ScheduleRule:
-    _reject_unknown(table, _SCHEDULE_KEYS, source, "[schedule]")
+    reject_unknown(table, _SCHEDULE_KEYS, source, "[schedule]")
     zone = _zone(table.get("timezone", "UTC"), f"{source}: [schedule]: field 'timezone'")
     grace = table.get("at_grace_minutes", 30)
     if not isinstance(grace, int) or isinstance(grace, bool) or not 1 <= grace <= 1440:
@@ -442,15 +437,6 @@ def _array(data: Mapping[str, Any], key: str, source: str) -> list[Any]:
     if not isinstance(value, list):
         raise InventoryError(f"{source}: '{key}' must be an array of tables", f"write each entry as [[{key}]]")
     return value
-
-
-def _reject_unknown(table: Mapping[str, Any], allowed: tuple[str, ...], source: str, where: str) -> None:
-    """An unknown key is almost always a typo (emergancy): say so instead of ignoring it."""
-    for key in table:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed here: {', '.join(allowed)}"
-            raise InventoryError(f"{source}: {where}: unknown field '{key}'", hint)
 
 
 __all__ = [

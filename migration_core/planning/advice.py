@@ -7,14 +7,15 @@ connections on fast links (seed 12.4), then a larger max downtime.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from migration_core.facts.gathered import VmFacts
 from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
 from migration_core.models import CheckResult, CheckStatus, MigrationRequest, Prediction
 from migration_core.planning.estimate import Estimate, MoveInputs, MoveMode, estimate
-from migration_core.planning.prediction import mib_s_to_gbit_s, parallel_connections_for
 from migration_core.preflight import postcopy_blockers
+from migration_core.units import mib_s_to_gbit_s
 
 # Auto-converge throttle. QEMU's defaults (20 %, +10 %) did not converge the lab's busy guest in 40 s at
 # 16 MiB/s; 50 %/+25 % did (lab.md §7). An operator asks for auto-converge when a VM will not converge, so
@@ -24,6 +25,21 @@ AUTO_CONVERGE_INCREMENT_PCT = 25
 # Downtimes the advice tries, smallest first; beyond 5 s a "live" migration is not live any more.
 DOWNTIME_CANDIDATES_MS = (500, 1000, 2000, 5000)
 TEN_GBIT_MIB_S = 1192.09
+MAX_PARALLEL_CONNECTIONS = 255  # QEMU's multifd-channels is a uint8
+
+
+def parallel_connections_for(link_mib_s: float) -> int:
+    """Multi-FD channels for a link: one per 10 Gbit/s, at least 2 (seed 12.4: "one channel for each 10
+    Gbps of available network bandwidth. The default value is 2 channels"). Rounded to the nearest channel so
+    that a nominal 40 Gbit/s link configured as 4768 or 4770 MiB/s gets the same answer.
+
+    >>> [parallel_connections_for(x) for x in (200, 1192, 2981, 4768, 11921)]
+    [2, 2, 3, 4, 10]
+    """
+    if link_mib_s <= 0:
+        return 2
+    per_10g = math.floor(mib_s_to_gbit_s(link_mib_s) / 10 + 0.5)
+    return max(2, min(per_10g, MAX_PARALLEL_CONNECTIONS))
 
 
 def recommend(

@@ -70,8 +70,8 @@ from migration_core.limits import (
     downtime_ramp_ms,
 )
 from migration_core.models import MoveSample, Prediction
+from migration_core.units import MIB
 
-MIB = 1024 * 1024
 # Defaults for a host pair without history, each measured on the lab (docs/prediction.md, "Evidence").
 DEFAULT_EFFICIENCY = 0.85  # memory_bps / shaped link rate: 0.75-0.95 (lower on fast links: CPU-bound)
 DEFAULT_FIXED_S = 0.3  # time_elapsed minus bytes / throughput minus downtime (lab: 0.27-0.38 s)

@@ -23,12 +23,12 @@ from migration_core.planning.advice import (
 from migration_core.planning.estimate import MoveInputs, estimate, mode_of, to_prediction
 from migration_core.planning.prediction import (
     DEFAULT_SETUP_S,
-    MIB,
     PRECOPY_SWITCHOVER_MS,
     predict_postcopy,
     predict_precopy,
     predict_with_auto_converge,
 )
+from migration_core.units import MIB
 
 
 @dataclass(frozen=True)

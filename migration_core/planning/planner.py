@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from migration_core.errors import PreflightError
-from migration_core.facts.gathered import GIB, DiskVisibility, PreflightFacts, VmFacts, VmState
+from migration_core.facts.gathered import DiskVisibility, PreflightFacts, VmFacts, VmState
 from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS, downtime_ramp_ms
 from migration_core.models import (
     CheckResult,
@@ -33,6 +33,7 @@ from migration_core.planning.advice import (
     recommend,
 )
 from migration_core.preflight import disks_to_copy, effective_mode, placements, postcopy_blockers, run_checks
+from migration_core.units import GIB
 
 __all__ = [
     "AUTO_CONVERGE_INCREMENT_PCT",

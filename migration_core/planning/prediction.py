@@ -1,4 +1,7 @@
-"""Will pre-copy converge? The iterative model, post-copy and auto-converge estimates, and unit helpers.
+"""Will pre-copy converge? The first, analytic model: pre-copy, post-copy and auto-converge estimates.
+
+The card's prediction is planning/estimate.py (calibrated from history). This model stays for the drain
+planner's `ModelEstimator` and as the "before" column of bench/bench_prediction.py; units are migration_core/units.
 
 The model (the same one QEMU's pre-copy follows): pass 1 sends all of RAM; every later pass sends what the
 guest dirtied during the previous pass, which can never exceed the working set (or RAM). As soon as what is
@@ -8,9 +11,7 @@ the downtime. If the guest dirties memory as fast as the link sends it, the pass
 It is deliberately conservative: real runs are faster because pages that were never written (zero pages)
 cost almost nothing in pass 1 (lab: a 256 MiB guest with a 128 MiB working set sent 257 MiB in post-copy).
 
-Units: libvirt speaks five of them. `dirtyrate.megabytes_per_second` is MB/s (10^6), job stats'
-`memory_dirty_rate` is pages/s, `memory_bps` is bytes/s, bandwidth settings are MiB/s (2^20). Everything
-here is MiB/s; convert at the edge with the helpers below.
+Everything here is MiB/s (migration_core/units.py converts libvirt's other units at the edge).
 """
 
 from __future__ import annotations
@@ -21,75 +22,11 @@ from dataclasses import dataclass
 
 from migration_core.errors import PreflightError, RequestError
 from migration_core.models import Prediction
+from migration_core.units import MIB, fmt_s
 
-MIB = 1024 * 1024
-GIB = 1024 * MIB
-DEFAULT_PAGE_SIZE_BYTES = 4096
 DEFAULT_SETUP_S = 1.0  # lab: wall time minus job time of a small live migration, ~1.2 s
 PRECOPY_SWITCHOVER_MS = 10.0  # device state + hand-over on top of the last RAM chunk (lab idle: 11-35 ms)
 POSTCOPY_SWITCHOVER_MS = 5.0  # lab post-copy downtime: 3-7 ms
-MAX_PARALLEL_CONNECTIONS = 255  # QEMU's multifd-channels is a uint8
-
-
-def mb_s_to_mib_s(mb_s: float) -> float:
-    """MB/s (10^6 bytes/s, libvirt's `dirtyrate.megabytes_per_second`) -> MiB/s (2^20 bytes/s).
-
-    >>> round(mb_s_to_mib_s(100.0), 2)
-    95.37
-    """
-    return mb_s * 1_000_000 / MIB
-
-
-def mib_s_to_mb_s(mib_s: float) -> float:
-    """MiB/s -> MB/s.
-
-    >>> round(mib_s_to_mb_s(16.0), 2)
-    16.78
-    """
-    return mib_s * MIB / 1_000_000
-
-
-def pages_s_to_mib_s(pages_s: float, page_size_bytes: int = DEFAULT_PAGE_SIZE_BYTES) -> float:
-    """Pages/s (job stats' `memory_dirty_rate`) x page size -> MiB/s.
-
-    >>> pages_s_to_mib_s(8000)
-    31.25
-    >>> pages_s_to_mib_s(10, page_size_bytes=2 * MIB)  # 2 MiB huge pages
-    20.0
-    """
-    return pages_s * page_size_bytes / MIB
-
-
-def bytes_s_to_mib_s(bytes_s: float) -> float:
-    """Bytes/s (job stats' `memory_bps`, `disk_bps`) -> MiB/s.
-
-    >>> bytes_s_to_mib_s(16 * MIB)
-    16.0
-    """
-    return bytes_s / MIB
-
-
-def mib_s_to_gbit_s(mib_s: float) -> float:
-    """MiB/s -> Gbit/s (10^9 bits/s, how links are sold).
-
-    >>> round(mib_s_to_gbit_s(1192.09), 2)
-    10.0
-    """
-    return mib_s * MIB * 8 / 1e9
-
-
-def parallel_connections_for(link_mib_s: float) -> int:
-    """Multi-FD channels for a link: one per 10 Gbit/s, at least 2 (seed 12.4: "one channel for each 10
-    Gbps of available network bandwidth. The default value is 2 channels"). Rounded to the nearest channel so
-    that a nominal 40 Gbit/s link configured as 4768 or 4770 MiB/s gets the same answer.
-
-    >>> [parallel_connections_for(x) for x in (200, 1192, 2981, 4768, 11921)]
-    [2, 2, 3, 4, 10]
-    """
-    if link_mib_s <= 0:
-        return 2
-    per_10g = math.floor(mib_s_to_gbit_s(link_mib_s) / 10 + 0.5)
-    return max(2, min(per_10g, MAX_PARALLEL_CONNECTIONS))
 
 
 @dataclass(frozen=True)
@@ -123,10 +60,6 @@ def _simulate(
         if to_send <= threshold_bytes:
             return _Run(True, n + 1, copy_s, to_send, max_pct)
     return _Run(False, max_passes, copy_s, to_send, max_pct)
-
-
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
 
 
 def _check_inputs(memory_bytes: int, dirty_rate_mib_s: float | None, max_passes: int) -> None:
@@ -177,9 +110,7 @@ def _precopy_like(
 ) -> Prediction:
     _check_inputs(memory_bytes, dirty_rate_mib_s, max_passes)
     if max_downtime_ms <= 0:
-        raise RequestError(
-            f"max downtime must be positive, not {max_downtime_ms} ms", "e.g. --max-downtime 300"
-        )
+        raise RequestError(f"max downtime must be positive, not {max_downtime_ms} ms", "e.g. --max-downtime 300")
     if bandwidth_mib_s <= 0:
         return _no_link(dirty_rate_mib_s)
     bw = bandwidth_mib_s * MIB
@@ -193,7 +124,7 @@ def _precopy_like(
             bandwidth_mib_s,
             None,
             f"cannot predict convergence: the dirty page rate was not measured; the first pass alone takes"
-            f" ~{_fmt_s(first_pass_s)} s at {bandwidth_mib_s:.1f} MiB/s",
+            f" ~{fmt_s(first_pass_s)} s at {bandwidth_mib_s:.1f} MiB/s",
         )
     run = _simulate(
         memory_bytes,
@@ -210,8 +141,7 @@ def _precopy_like(
         total_s = round(setup_s + run.copy_s + downtime_ms / 1000, 1)
         throttle = f", vCPUs throttled up to {run.max_throttle_pct} %" if run.max_throttle_pct else ""
         verdict = (
-            f"{label}converges in ~{_fmt_s(total_s)} s, downtime ~{downtime_ms:.0f} ms"
-            f" ({run.passes} passes{throttle})"
+            f"{label}converges in ~{fmt_s(total_s)} s, downtime ~{downtime_ms:.0f} ms ({run.passes} passes{throttle})"
         )
         return Prediction(True, total_s, downtime_ms, dirty_rate_mib_s, bandwidth_mib_s, run.passes, verdict)
     effective_mib_s = dirty_rate_mib_s * (1 - run.max_throttle_pct / 100)
@@ -346,7 +276,7 @@ def predict_postcopy(
     pulled = float(cap) if dirty_rate_mib_s is None else min(dirty_rate_mib_s * MIB * bulk_s, float(cap))
     total_s = round(setup_s + bulk_s + pulled / post_bw + switchover_ms / 1000, 1)
     verdict = (
-        f"post-copy completes in ~{_fmt_s(total_s)} s, downtime ~{switchover_ms:.0f} ms (the bulk pass, then"
+        f"post-copy completes in ~{fmt_s(total_s)} s, downtime ~{switchover_ms:.0f} ms (the bulk pass, then"
         f" ~{pulled / MIB:.0f} MiB pulled by the destination)"
     )
     if dirty_rate_mib_s is None:

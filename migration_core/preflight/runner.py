@@ -9,7 +9,6 @@ all" raises (HostUnreachable), so the CLI can tell "the plan says no" from "noth
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import difflib
 import logging
 import os
@@ -30,9 +29,6 @@ from migration_core.facts.domxml_host import (
 )
 from migration_core.facts.gathered import (
     CpuComparison,
-    DefinitionElsewhere,
-    DestinationDomain,
-    DestinationNetwork,
     DirtyRateSample,
     DiskFacts,
     DiskSourceKind,
@@ -73,11 +69,12 @@ from migration_core.planning.estimate import MoveInputs, estimate, mode_of, to_p
 from migration_core.planning.estimates import CalibratedEstimator, MoveEstimator
 from migration_core.planning.placement import Candidacy, Destination, evaluate
 from migration_core.planning.planner import choose_mode, make_plan
-from migration_core.planning.prediction import mb_s_to_mib_s
 from migration_core.preflight import disks_to_copy
+from migration_core.units import mb_s_to_mib_s
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = TypeVar("P")  # typed facts parsed from a libvirt XML document
 # (vm_uuid, source, destination) -> earlier migrations of that VM or host pair (Store.move_samples).
 HistorySource = Callable[[str, str, str], Awaitable[Sequence[MoveSample]]]
 
@@ -127,6 +124,38 @@ def _bridges_found(
 
 # A TCP port probe from where the bot runs: (open?, detail); None when it cannot be told.
 Prober = Callable[[str, int, float], Awaitable[tuple[bool | None, str]]]
+
+
+async def _parsed(what: str, read: Awaitable[str], parse: Callable[[str], P]) -> tuple[P | None, str | None]:
+    """A libvirt XML document read and parsed once: its typed facts, or None and why (unreadable, or XML that
+    does not parse): a fact preflight lacks is a WARN of its check, never a crash."""
+    xml, error = await _maybe(what, read)
+    if xml is None:
+        return None, error
+    try:
+        return parse(xml), None
+    except MigrateBotError as err:
+        return None, str(err)
+
+
+async def _vm_facts(hyp: HypervisorPort, uri: str, name: str, *, migratable: bool) -> tuple[VmFacts | None, str | None]:
+    """A VM's XML (`migratable`: as the destination would get it, else as defined) -> VmFacts, or None and why."""
+    return await _parsed("read the VM's XML", hyp.domain_xml(uri, name, migratable=migratable), parse_domain)
+
+
+def _vcpus_of(running: Sequence[DomainInfo], residents: Mapping[str, VmFacts | None]) -> int | None:
+    """The vCPUs the running VMs hold; None when one of them could not be read (the total would be a guess)."""
+    total = 0
+    for d in running:
+        vm = residents.get(d.name)
+        if vm is None:
+            return None
+        total += vm.vcpus
+    return total
+
+
+async def _given(listed: tuple[DomainInfo, ...]) -> tuple[tuple[DomainInfo, ...], None]:
+    return listed, None
 
 
 async def _none() -> tuple[None, None]:
@@ -360,7 +389,7 @@ class PreflightRunner:
             vm_persistent=dom.persistent,
             settings=self.settings,
             definitions_elsewhere=tuple(
-                DefinitionElsewhere(host, d.name, d.active)
+                replace(d, host=host)
                 for host, domains in sorted(listing.items())
                 if host != src_cfg.name
                 for d in domains
@@ -370,16 +399,24 @@ class PreflightRunner:
         )
         if dest_cfg is None or not destination.answered or dest_cfg.name == src_cfg.name:
             return base  # the host checks fail first; the rest would only repeat the root cause
-        return await self._gather_both(base, request, src_cfg, dest_cfg, dom, reuse_dirty_rate_s)
+        return await self._gather_both(base, request, src_cfg, dest_cfg, dom, listing, reuse_dirty_rate_s)
 
-    async def _host(self, cfg: HostConfig) -> HostFacts | None:
+    async def _host(
+        self,
+        cfg: HostConfig,
+        listed: Sequence[DomainInfo] | None = None,
+        residents: Mapping[str, VmFacts | None] | None = None,
+    ) -> HostFacts | None:
+        """The host's facts. `listed`: its VMs when already listed (else listed here); `residents`: their facts
+        when already read (else the running ones' XML is read here), so no VM's XML is read twice."""
         hyp = self.hypervisor
+        listing = _given(tuple(listed)) if listed is not None else _maybe("list VMs", hyp.list_domains(cfg.uri))
         (caps, _e1), (hostname, _e2), (versions, _e3), (memory, _e4), (domains, _e5) = await asyncio.gather(
             _maybe("read capabilities", hyp.capabilities(cfg.uri)),
             _maybe("read the hostname", hyp.hostname(cfg.uri)),
             _maybe("read versions", hyp.versions(cfg.uri)),
             _maybe("read memory", hyp.node_memory(cfg.uri)),
-            _maybe("list VMs", hyp.list_domains(cfg.uri)),
+            listing,
         )
         if caps is None:
             return None
@@ -390,7 +427,10 @@ class PreflightRunner:
             return None
         running_vcpus = None
         if domains is not None:
-            running_vcpus = await self._running_vcpus(cfg, [d for d in domains if d.active])
+            running = [d for d in domains if d.active]
+            if residents is None:
+                residents = await self._residents(cfg, running)
+            running_vcpus = _vcpus_of(running, residents)
         return replace(
             facts,
             name=cfg.name,
@@ -402,19 +442,10 @@ class PreflightRunner:
             running_vcpus=running_vcpus,
         )
 
-    async def _running_vcpus(self, cfg: HostConfig, running: list[DomainInfo]) -> int | None:
-        xmls = await asyncio.gather(
-            *(_maybe("read a VM", self.hypervisor.domain_xml(cfg.uri, d.name, migratable=False)) for d in running)
-        )
-        total = 0
-        for xml, _err in xmls:
-            if xml is None:
-                return None
-            try:
-                total += parse_domain(xml).vcpus
-            except MigrateBotError:
-                return None
-        return total
+    async def _residents(self, cfg: HostConfig, domains: Sequence[DomainInfo]) -> dict[str, VmFacts | None]:
+        """The facts of VMs on `cfg` by name (their XML as defined, read and parsed once; None: unreadable)."""
+        found = await asyncio.gather(*(_vm_facts(self.hypervisor, cfg.uri, d.name, migratable=False) for d in domains))
+        return {d.name: vm for d, (vm, _err) in zip(domains, found, strict=True)}
 
     async def _gather_both(
         self,
@@ -423,26 +454,22 @@ class PreflightRunner:
         src: HostConfig,
         dst: HostConfig,
         dom: DomainInfo,
+        listing: Mapping[str, tuple[DomainInfo, ...]],
         reuse_dirty_rate_s: float = 0.0,
     ) -> PreflightFacts:
+        """The facts that need both hosts; `listing` is every host's VMs as `_locate` just listed them (not
+        asked again)."""
         hyp = self.hypervisor
-        xml, xml_error = await _maybe("read the VM's XML", hyp.domain_xml(src.uri, dom.name, migratable=True))
-        vm: VmFacts | None = None
-        if xml is not None:
-            try:
-                vm = parse_domain(xml)
-            except MigrateBotError as err:
-                xml_error = str(err)
+        vm, xml_error = await _vm_facts(hyp, src.uri, dom.name, migratable=True)
         if vm is None:
             log.warning("preflight: no usable XML for %s: %s", request.vm, xml_error)
             return replace(base, vm=None)
         live = choose_mode(request, base.vm_state) is MigrationMode.LIVE
         # Everything below is independent: ask both hosts at once (the dirty-rate window dominates).
         async with asyncio.TaskGroup() as tg:
-            t_src = tg.create_task(self._host(src))
-            t_dst = tg.create_task(self._host(dst))
+            t_src = tg.create_task(self._host(src, listing.get(src.name)))
+            t_dst = tg.create_task(self._host(dst, listing.get(dst.name)))
             t_domcaps = tg.create_task(self._domcaps(dst, vm))
-            t_domains = tg.create_task(_maybe("list the destination's VMs", hyp.list_domains(dst.uri)))
             t_networks = tg.create_task(_maybe("list the destination's networks", hyp.networks(dst.uri)))
             t_interfaces = tg.create_task(self._interfaces(dst, vm))
             t_snapshots = tg.create_task(_maybe("count the VM's snapshots", hyp.snapshot_count(src.uri, dom.name)))
@@ -451,7 +478,7 @@ class PreflightRunner:
             t_probes = tg.create_task(self._probes(src, dst, live))
             t_dirty = tg.create_task(self._dirty_rate(src, vm, base.vm_state, live, reuse_dirty_rate_s))
         domcaps, domcaps_error = t_domcaps.result()
-        dest_domains, _e1 = t_domains.result()
+        dest_domains = listing.get(dst.name)
         networks, _e2 = t_networks.result()
         interfaces = t_interfaces.result()
         return replace(
@@ -461,12 +488,8 @@ class PreflightRunner:
             destination_host=t_dst.result(),
             destination_domcaps=domcaps,
             destination_domcaps_error=domcaps_error,
-            destination_domains=tuple(DestinationDomain(d.name, d.uuid, d.active, d.persistent) for d in dest_domains)
-            if dest_domains is not None
-            else None,
-            destination_networks=tuple(DestinationNetwork(n.name, n.active, n.bridge) for n in networks)
-            if networks is not None
-            else None,
+            destination_domains=None if dest_domains is None else tuple(dest_domains),
+            destination_networks=None if networks is None else tuple(networks),
             destination_bridges=_bridges_found(vm, networks, interfaces),
             destination_netdevs=interfaces if _uses_netdev(vm) else frozenset(),
             vm_snapshots=t_snapshots.result()[0],
@@ -477,16 +500,11 @@ class PreflightRunner:
         )
 
     async def _domcaps(self, dst: HostConfig, vm: VmFacts) -> tuple[DomainCapsFacts | None, str | None]:
-        xml, err = await _maybe(
+        return await _parsed(
             "read domain capabilities",
             self.hypervisor.domain_capabilities(dst.uri, _target(vm)),
+            parse_domain_capabilities,
         )
-        if xml is None:
-            return None, err
-        try:
-            return parse_domain_capabilities(xml), None
-        except MigrateBotError as e:
-            return None, str(e)
 
     async def _interfaces(self, dst: HostConfig, vm: VmFacts) -> frozenset[str] | None:
         """The destination's host interface names, listed once and only when a NIC sits on a bridge or (macvtap)
@@ -750,14 +768,9 @@ class PreflightRunner:
         names = tuple(d.name for d in domains)
 
         async def one_vm(dom: DomainInfo) -> tuple[VmFacts | None, DirtyRateSample | None, int | None, int | None]:
-            xml, _err = await _maybe("read the VM's XML", hyp.domain_xml(src.uri, dom.name, migratable=True))
-            vm: VmFacts | None = None
-            if xml is not None:
-                try:
-                    vm = parse_domain(xml)
-                except MigrateBotError as err:
-                    log.warning("drain: %s's XML does not parse: %s", dom.name, err)
+            vm, error = await _vm_facts(hyp, src.uri, dom.name, migratable=True)
             if vm is None:
+                log.warning("drain: no usable XML for %s: %s", dom.name, error)
                 return None, None, None, None
             state = VmState.of(dom.state)
             live = choose_mode(MigrationRequest(dom.name, "any", options), state) is MigrationMode.LIVE
@@ -772,14 +785,15 @@ class PreflightRunner:
             answered, err = await _maybe(f"reach {dst.name}", hyp.list_domains(dst.uri))
             if answered is None:
                 return _DestFacts(dst, error=err or "no answer")
-            (host, (networks, _e1), (ifaces, _e2), groups) = await asyncio.gather(
-                self._host(dst),
+            # each resident's XML is read once: for the host's running vCPUs and for the anti-affinity groups
+            (residents, (networks, _e1), (ifaces, _e2)) = await asyncio.gather(
+                self._residents(dst, answered),
                 _maybe("list the destination's networks", hyp.networks(dst.uri)),
                 _maybe("list the destination's interfaces", hyp.interfaces(dst.uri)),
-                self._resident_groups(dst, answered),
             )
+            host = await self._host(dst, answered, residents)
             interfaces = None if ifaces is None else frozenset(i.name for i in ifaces)
-            return _DestFacts(dst, answered, host, networks, interfaces, groups)
+            return _DestFacts(dst, answered, host, networks, interfaces, self._resident_groups(answered, residents))
 
         vm_results, dest_results, src_host = await asyncio.gather(
             asyncio.gather(*(one_vm(d) for d in domains)),
@@ -827,17 +841,15 @@ class PreflightRunner:
         )
         return HostMoveFacts(vms, destinations, candidacy)
 
-    async def _resident_groups(self, dst: HostConfig, domains: Sequence[DomainInfo]) -> tuple[tuple[str, str], ...]:
-        """(group, VM) for the VMs on a destination: from the inventory and from each VM's own metadata."""
-        xmls = await asyncio.gather(
-            *(_maybe("read a VM", self.hypervisor.domain_xml(dst.uri, d.name, migratable=False)) for d in domains)
-        )
+    def _resident_groups(
+        self, domains: Sequence[DomainInfo], residents: Mapping[str, VmFacts | None]
+    ) -> tuple[tuple[str, str], ...]:
+        """(group, VM) for the VMs on a destination: from the inventory and from each VM's own metadata (an
+        unreadable resident only loses its metadata)."""
         found: list[tuple[str, str]] = []
-        for d, (xml, _err) in zip(domains, xmls, strict=True):
-            groups = list(self.inventory.groups_of(d.name))
-            if xml is not None:
-                with contextlib.suppress(MigrateBotError):  # an unreadable resident only loses its metadata
-                    groups += parse_domain(xml).anti_affinity_groups
+        for d in domains:
+            vm = residents.get(d.name)
+            groups = [*self.inventory.groups_of(d.name), *(vm.anti_affinity_groups if vm is not None else ())]
             found += [(g, d.name) for g in dict.fromkeys(groups)]
         return tuple(found)
 
@@ -869,7 +881,7 @@ class PreflightRunner:
             vm=vm,
             # the candidates' listings only: hosts outside --to were not asked
             definitions_elsewhere=tuple(
-                DefinitionElsewhere(host, x.name, x.active)
+                replace(x, host=host)
                 for host, domains in sorted(listing.items())
                 for x in domains
                 if dom.uuid and x.uuid.lower() == dom.uuid.lower()
@@ -891,10 +903,8 @@ class PreflightRunner:
             destination_host=d.host,
             destination_domcaps=domcaps,
             destination_domcaps_error=domcaps_error,
-            destination_domains=tuple(DestinationDomain(x.name, x.uuid, x.active, x.persistent) for x in d.domains),
-            destination_networks=tuple(DestinationNetwork(n.name, n.active, n.bridge) for n in d.networks)
-            if d.networks is not None
-            else None,
+            destination_domains=d.domains,
+            destination_networks=None if d.networks is None else tuple(d.networks),
             destination_bridges=_bridges_found(vm, d.networks, d.interfaces),
             destination_netdevs=d.interfaces if _uses_netdev(vm) else frozenset(),
             vm_snapshots=snaps,

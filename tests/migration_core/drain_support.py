@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from migration_core.facts.gathered import GIB, CpuComparison, DirtyRateSample, Endpoint, VmState
+from migration_core.facts.gathered import CpuComparison, DirtyRateSample, Endpoint, VmState
 from migration_core.models import MigrationOptions, MigrationRequest
 from migration_core.planning.drain import DrainSource, DrainVm, options_for
 from migration_core.planning.placement import Candidacy, Destination, evaluate
+from migration_core.units import GIB
 from tests.migration_core.fixtures.build import facts, host, vm
 
 MIB = 2**20

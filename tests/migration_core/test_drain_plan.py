@@ -9,10 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from migration_core.facts.gathered import GIB, VmState
+from migration_core.facts.gathered import VmState
 from migration_core.models import CopyStorage, MigrationOptions
 from migration_core.planning.drain import WAVE_OVERHEAD_S, DrainPlan, plan_drain
 from migration_core.planning.estimates import ModelEstimator
+from migration_core.units import GIB
 from tests.migration_core.drain_support import SynFleet, SynHost, SynVm
 
 EST = ModelEstimator()

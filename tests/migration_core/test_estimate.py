@@ -23,7 +23,6 @@ from migration_core.models import (
     MoveSample,
 )
 from migration_core.planning.estimate import (
-    MIB,
     MoveInputs,
     MoveMode,
     estimate,
@@ -34,6 +33,7 @@ from migration_core.planning.estimate import (
     transferable_from_rss,
 )
 from migration_core.planning.planner import postcopy_when_predicted
+from migration_core.units import MIB
 
 RUNS = json.loads((Path(__file__).parent / "fixtures" / "prediction_runs.json").read_text())
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from migration_core.errors import PreflightError
-from migration_core.facts.gathered import GIB, MIB, DiskVisibility, VmState
+from migration_core.facts.gathered import DiskVisibility, VmState
 from migration_core.models import (
     CheckResult,
     CheckStatus,
@@ -32,6 +32,7 @@ from migration_core.planning.planner import (
     recommend,
 )
 from migration_core.planning.prediction import predict_precopy
+from migration_core.units import GIB, MIB
 from tests.migration_core.fixtures.build import facts, vm
 
 URI = "qemu+tcp://10.213.7.2/system"

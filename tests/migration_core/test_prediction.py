@@ -8,26 +8,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from migration_core import units
 from migration_core.errors import PreflightError, RequestError
-from migration_core.planning import prediction
+from migration_core.planning import advice, prediction
+from migration_core.planning.advice import parallel_connections_for
 from migration_core.planning.prediction import (
-    GIB,
-    MIB,
-    bytes_s_to_mib_s,
-    mb_s_to_mib_s,
-    mib_s_to_mb_s,
-    pages_s_to_mib_s,
-    parallel_connections_for,
     predict_postcopy,
     predict_precopy,
     predict_with_auto_converge,
 )
+from migration_core.units import GIB, MIB, bytes_s_to_mib_s, mb_s_to_mib_s, mib_s_to_mb_s, pages_s_to_mib_s
 
 
 def test_worked_examples_in_docstrings_hold() -> None:
-    result = doctest.testmod(prediction)
-    assert result.attempted >= 10
-    assert result.failed == 0
+    results = [doctest.testmod(m) for m in (prediction, units, advice)]  # the model, its units, the channels
+    assert sum(r.attempted for r in results) >= 10
+    assert sum(r.failed for r in results) == 0
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from migration_core.facts.gathered import GIB, MIB, HugepageRequest, MemoryBackingFacts, PreflightSettings, VmState
+from migration_core.facts.gathered import HugepageRequest, MemoryBackingFacts, PreflightSettings, VmState
 from migration_core.models import CheckStatus
 from migration_core.preflight import capacity
+from migration_core.units import GIB, MIB
 from tests.migration_core.fixtures.build import facts, host, one, vm
 
 PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL

@@ -6,14 +6,15 @@ from typing import Any
 
 import pytest
 
-from migration_core.facts.gathered import DestinationNetwork, PortProbe, VmState
+from migration_core.facts.gathered import PortProbe, VmState
+from migration_core.hypervisor.types import NetworkInfo
 from migration_core.models import CheckStatus
 from migration_core.preflight import network
 from tests.migration_core.fixtures.build import facts, one
 
 PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL
 ALL_THERE: dict[str, Any] = {
-    "destination_networks": (DestinationNetwork("default", True, "virbr0"),),
+    "destination_networks": (NetworkInfo("default", True, "virbr0"),),
     "destination_bridges": frozenset({"virbr0", "br-prod"}),
     "destination_netdevs": frozenset({"eno2"}),
 }
@@ -31,7 +32,7 @@ def test_every_nic_source_present_passes() -> None:
         ({"destination_bridges": frozenset({"virbr0"})}, FAIL, "hostB lacks bridge br-prod"),
         ({"destination_networks": ()}, FAIL, "hostB lacks network default"),
         (
-            {"destination_networks": (DestinationNetwork("default", False),)},
+            {"destination_networks": (NetworkInfo("default", False),)},
             FAIL,
             "defined on hostB but not active",
         ),
@@ -46,7 +47,7 @@ def test_missing_or_unknown_sources(override: dict[str, Any], expected: CheckSta
 
 
 def test_inactive_network_fix_is_net_start() -> None:
-    f = facts("dom_vm42.xml", **{**ALL_THERE, "destination_networks": (DestinationNetwork("default", False),)})
+    f = facts("dom_vm42.xml", **{**ALL_THERE, "destination_networks": (NetworkInfo("default", False),)})
     assert one(network.check_sources(f)).fix == "on hostB: virsh net-start default && virsh net-autostart default"
 
 

@@ -7,9 +7,10 @@ from dataclasses import replace
 import pytest
 
 from migration_core.facts import domxml
-from migration_core.facts.gathered import GIB, DiskVisibility, VmState
+from migration_core.facts.gathered import DiskVisibility, VmState
 from migration_core.models import CheckStatus, CopyStorage, MigrationMode, MigrationOptions
 from migration_core.preflight import options, postcopy_blockers
+from migration_core.units import GIB
 from tests.migration_core.fixtures.build import facts, host, one, statuses, vm, xml
 
 PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL

@@ -10,18 +10,17 @@ from hypothesis import strategies as st
 
 from migration_core import preflight
 from migration_core.facts.gathered import (
-    GIB,
     CpuComparison,
-    DestinationDomain,
-    DestinationNetwork,
     DiskVisibility,
     Endpoint,
     PortProbe,
     PreflightFacts,
     VmState,
 )
+from migration_core.hypervisor.types import DomainInfo, NetworkInfo
 from migration_core.models import CheckResult, CheckStatus, CopyStorage, MigrationMode, MigrationOptions
 from migration_core.preflight import run_checks
+from migration_core.units import GIB
 from tests.migration_core.fixtures.build import FIXTURES, facts, host, statuses, vm
 
 PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL
@@ -121,8 +120,8 @@ ODD = {
         ]
     ),
     "destination_domcaps": st.sampled_from([None, replace(facts().destination_domcaps, max_vcpus=None)]),  # type: ignore[type-var]
-    "destination_domains": st.sampled_from([None, (), (DestinationDomain("vm42", "x", True),)]),
-    "destination_networks": st.sampled_from([None, (), (DestinationNetwork("default", False),)]),
+    "destination_domains": st.sampled_from([None, (), (DomainInfo("hostB", "vm42", "x", active=True),)]),
+    "destination_networks": st.sampled_from([None, (), (NetworkInfo("default", False),)]),
     "destination_bridges": st.sampled_from([None, frozenset()]),
     "destination_netdevs": st.sampled_from([None, frozenset()]),
     "disks": st.sampled_from(

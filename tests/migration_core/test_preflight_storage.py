@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from migration_core.facts.gathered import GIB, DiskSourceKind, DiskVisibility, VmFacts, VmState
+from migration_core.facts.gathered import DiskSourceKind, DiskVisibility, VmFacts, VmState
 from migration_core.models import CheckResult, CheckStatus, CopyStorage, MigrationOptions
 from migration_core.preflight import storage
+from migration_core.units import GIB
 from tests.migration_core.fixtures.build import facts, named, one, statuses, vm
 
 PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from migration_core.dispatch.policy import required_approvals, risk_reasons
-from migration_core.facts.gathered import DefinitionElsewhere, DestinationDomain, VmState
-from migration_core.hypervisor.types import DomainState
+from migration_core.facts.gathered import VmState
+from migration_core.hypervisor.types import DomainInfo, DomainState
 from migration_core.models import CheckStatus, CopyStorage, MigrationMode, MigrationOptions, MigrationRequest
 from migration_core.preflight import run_checks, vmstate
 from tests.migration_core.fixtures.build import facts, one
@@ -92,24 +92,29 @@ def test_state_of_a_domain(domain_state: DomainState, state: VmState) -> None:
 CLASHES = [
     # destination domains, persistent, expected, fragment
     ((), True, PASS, "no domain named tcgvm"),
-    ((DestinationDomain("other", "11111111-2222-3333-4444-555555555555", True),), True, PASS, "no domain"),
-    ((DestinationDomain("tcgvm", UUID, True),), True, FAIL, "already running on hostB"),
+    ((DomainInfo("hostB", "other", "11111111-2222-3333-4444-555555555555", active=True),), True, PASS, "no domain"),
+    ((DomainInfo("hostB", "tcgvm", UUID, active=True),), True, FAIL, "already running on hostB"),
     # same name and UUID, shut off: this VM's own old copy, replaced: information, not a warning
-    ((DestinationDomain("tcgvm", UUID, False),), True, CheckStatus.INFO, "this VM's own copy; the migration replaces"),
-    ((DestinationDomain("tcgvm", UUID, False),), False, WARN, "stays defined there"),
     (
-        (DestinationDomain("tcgvm", "11111111-2222-3333-4444-555555555555", False),),
+        (DomainInfo("hostB", "tcgvm", UUID, active=False),),
+        True,
+        CheckStatus.INFO,
+        "this VM's own copy; the migration replaces",
+    ),
+    ((DomainInfo("hostB", "tcgvm", UUID, active=False),), False, WARN, "stays defined there"),
+    (
+        (DomainInfo("hostB", "tcgvm", "11111111-2222-3333-4444-555555555555", active=False),),
         True,
         FAIL,
         "different VM",
     ),
-    ((DestinationDomain("renamed", UUID.upper(), False),), True, FAIL, "same UUID"),
+    ((DomainInfo("hostB", "renamed", UUID.upper(), active=False),), True, FAIL, "same UUID"),
 ]
 
 
 @pytest.mark.parametrize(("domains", "persistent", "expected", "fragment"), CLASHES)
 def test_name_and_uuid_clash(
-    domains: tuple[DestinationDomain, ...], persistent: bool, expected: CheckStatus, fragment: str
+    domains: tuple[DomainInfo, ...], persistent: bool, expected: CheckStatus, fragment: str
 ) -> None:
     f = facts(destination_domains=domains, options=MigrationOptions(persistent=persistent))
     r = one(vmstate.check_name_clash(f))
@@ -132,7 +137,7 @@ def test_the_old_copy_on_the_destination_does_not_make_the_plan_risky() -> None:
     """A round trip: the VM's own shut-off copy on the destination is information, so one approver suffices."""
     from migration_core.planning.planner import make_plan
 
-    f = facts(destination_domains=(DestinationDomain("tcgvm", UUID, False),), definitions_elsewhere=())
+    f = facts(destination_domains=(DomainInfo("hostB", "tcgvm", UUID, active=False),), definitions_elsewhere=())
     plan = make_plan(f, None, dest_peer_uri="qemu+tcp://10.213.7.2/system")
     clash = next(c for c in plan.checks if c.name == "vm.name_clash")
     assert clash.status is CheckStatus.INFO and plan.executable and not plan.warnings
@@ -144,9 +149,9 @@ def test_the_old_copy_on_the_destination_does_not_make_the_plan_risky() -> None:
     [
         ((), (), PASS, ("no other host of the inventory defines tcgvm",)),
         # the destination's own copy is the clash check's business (replaced), not a hazard
-        ((DefinitionElsewhere("hostB", "tcgvm", False),), (), PASS, ("no other host",)),
+        ((DomainInfo("hostB", "tcgvm", active=False),), (), PASS, ("no other host",)),
         (
-            (DefinitionElsewhere("hostC", "tcgvm", False), DefinitionElsewhere("hostD", "old-tcgvm", True)),
+            (DomainInfo("hostC", "tcgvm", active=False), DomainInfo("hostD", "old-tcgvm", active=True)),
             (),
             WARN,
             ("hostC (tcgvm, shut off)", "hostD (old-tcgvm, running)", "split-brain hazard"),
@@ -155,7 +160,9 @@ def test_the_old_copy_on_the_destination_does_not_make_the_plan_risky() -> None:
     ],
 )
 def test_definitions_of_the_same_uuid_elsewhere_are_a_hazard(
-    elsewhere: tuple[DefinitionElsewhere, ...], unanswered: tuple[str, ...], expected: CheckStatus,
+    elsewhere: tuple[DomainInfo, ...],
+    unanswered: tuple[str, ...],
+    expected: CheckStatus,
     fragments: tuple[str, ...],
 ) -> None:
     r = one(vmstate.check_other_definitions(facts(definitions_elsewhere=elsewhere, hosts_unanswered=unanswered)))
@@ -183,8 +190,6 @@ def test_the_plan_says_what_happens_to_the_source_definition(options: MigrationO
     assert r.status is CheckStatus.INFO and fragment in r.reason
 
 
-@pytest.mark.parametrize(
-    "options", [MigrationOptions(persistent=False), MigrationOptions(undefine_source=True)]
-)
+@pytest.mark.parametrize("options", [MigrationOptions(persistent=False), MigrationOptions(undefine_source=True)])
 def test_transient_and_undefine_source_moves_say_nothing_about_one_owner(options: MigrationOptions) -> None:
     assert vmstate.check_one_owner(facts(options=options)) == ()

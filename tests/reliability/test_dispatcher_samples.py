@@ -13,8 +13,9 @@ from migration_core.execution.types import ExecutionResult
 from migration_core.hypervisor.types import JobStats, JobType
 from migration_core.inventory.hosts import load_inventory
 from migration_core.models import JobState, Plan, VerificationSummary
-from migration_core.planning.estimate import MIB, MoveInputs, estimate, to_prediction
+from migration_core.planning.estimate import MoveInputs, estimate, to_prediction
 from migration_core.store import Store
+from migration_core.units import MIB
 from tests.migration_core.store_support import drive_to, sample_plan
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)

@@ -18,7 +18,6 @@ from migration_core.errors import HypervisorError
 from migration_core.hypervisor.errors import ErrorContext, translate
 from migration_core.hypervisor.fleet.migration import MigrationModel, Phase
 from migration_core.hypervisor.fleet.model import (
-    MIB,
     DomainRecord,
     HostSpec,
     HostState,
@@ -55,8 +54,8 @@ from migration_core.hypervisor.types import (
 from migration_core.inventory.hosts import Inventory
 from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
 from migration_core.models import ParamValue
+from migration_core.units import GIB, MIB
 
-GIB = 1024 * MIB
 RUNNING_BOOTED, RUNNING_MIGRATED, RUNNING_MIGRATION_CANCELED = 1, 2, 6
 SHUTOFF_MIGRATED, SHUTOFF_DESTROYED = 4, 2
 _SHARED_POOLS = frozenset({"netfs", "gluster", "rbd", "iscsi"})
@@ -391,8 +390,7 @@ class Fleet:
         return None
 
     async def pool_for_directory(self, uri: str, directory: str) -> PoolInfo | None:
-        wanted = directory.rstrip("/")
-        return next((p for p in await self.pools(uri) if p.target_path and p.target_path.rstrip("/") == wanted), None)
+        return next((p for p in await self.pools(uri) if p.covers(directory)), None)
 
     async def path_exists(self, uri: str, path: str) -> bool | None:
         return await self.volume_by_path(uri, path) is not None

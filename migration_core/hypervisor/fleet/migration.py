@@ -22,7 +22,6 @@ from enum import StrEnum
 
 from migration_core.hypervisor.types import StatValue
 
-MIB = 1024 * 1024
 PAGE_SIZE = 4096
 SETUP_S = 0.3
 SWITCH_DOWNTIME_MS = 5  # a post-copy switch pauses the guest for about this long

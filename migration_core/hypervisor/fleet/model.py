@@ -14,8 +14,8 @@ from lxml import etree
 
 from migration_core.hypervisor.types import DomainInfo, DomainState
 from migration_core.inventory.hosts import HostConfig
+from migration_core.units import MIB
 
-MIB = 1024 * 1024
 IMAGES = "/var/lib/libvirt/images"
 
 

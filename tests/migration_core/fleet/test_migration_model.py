@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from migration_core.hypervisor.fleet.migration import MIB, MigrationModel, Phase
+from migration_core.hypervisor.fleet.migration import MigrationModel, Phase
+from migration_core.units import MIB
 
 
 def model(**kw: object) -> MigrationModel:

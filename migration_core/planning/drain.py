@@ -326,15 +326,9 @@ def plan_drain(
 
 
 def _checks_in_report_order(cand: Candidacy, choice: Choice) -> tuple[CheckResult, ...]:
-    """The pair's checks, with the plan-wide memory check in the place the single move reports it."""
-    memory = [c for c in choice.checks if c.name == "capacity.memory"]
-    out: list[CheckResult] = []
-    for c in cand.checks:
-        if c.name != "capacity.memory":
-            out.append(c)
-        elif memory:
-            out.append(memory.pop())
-    return tuple(out)
+    """The pair's checks, with the plan-wide capacity checks (memory, vCPUs) where the single move reports them."""
+    plan_wide = {c.name: c for c in choice.checks if c.name in ("capacity.memory", "capacity.vcpus")}
+    return tuple(plan_wide.pop(c.name, c) if c.name in plan_wide else c for c in cand.checks)
 
 
 def _load(vm: DrainVm, cand: Candidacy) -> MoveLoad:

@@ -239,9 +239,7 @@ def _throttle_pct(n: int) -> int:
     return 0 if n < 3 else min(99, 50 + 25 * ((n - 3) // 2))
 
 
-def _passes(
-    sent_first: float, dirty: float, bw: float, ramp_ms: Sequence[int], cap: float, throttle: bool
-) -> _Passes:
+def _passes(sent_first: float, dirty: float, bw: float, ramp_ms: Sequence[int], cap: float, throttle: bool) -> _Passes:
     """Live passes against the convergence controller's downtime ramp: QEMU stops the guest once what is left
     fits `bw x` the max downtime in force, which starts at the ramp's first step (60 ms of a 300 ms max, not
     the max) and climbs one step at a stalling pass boundary from pass RAMP_START_ITERATION, at most once per

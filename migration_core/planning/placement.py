@@ -2,7 +2,7 @@
 
 Pure. The runner gathers facts once per (VM, candidate host) pair and the checks run once per pair
 (`evaluate`); placement then walks the VMs largest first and, for each, keeps the hosts whose checks pass and
-re-runs the same memory check (preflight.capacity.check_memory) against what is left on the host after its
+re-runs the same memory and vCPU checks (preflight.capacity) against what is left on the host after its
 `memory_reserve` and the moves already placed: capacity is counted across the whole plan, not per VM.
 
 Among the hosts left, one that holds no VM of the VM's anti-affinity groups wins over one that does; a
@@ -23,9 +23,9 @@ from migration_core.facts.gathered import PreflightFacts
 from migration_core.models import CheckResult, CheckStatus
 from migration_core.preflight import run_checks
 from migration_core.preflight._common import human_bytes
-from migration_core.preflight.capacity import check_memory
+from migration_core.preflight.capacity import check_memory, check_vcpus
 
-_RECOMPUTED = "capacity.memory"  # re-run per placement with the plan's ledger
+_RECOMPUTED = ("capacity.memory", "capacity.vcpus")  # re-run per placement with the plan's ledger
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Candidacy:
 
     @property
     def blockers(self) -> tuple[CheckResult, ...]:
-        return tuple(c for c in self.checks if c.status is CheckStatus.FAIL and c.name != _RECOMPUTED)
+        return tuple(c for c in self.checks if c.status is CheckStatus.FAIL and c.name not in _RECOMPUTED)
 
 
 def evaluate(facts: PreflightFacts) -> Candidacy:
@@ -93,6 +93,7 @@ class Unplaceable:
 @dataclass
 class _Ledger:
     placed_bytes: dict[str, int] = field(default_factory=dict)
+    placed_vcpus: dict[str, int] = field(default_factory=dict)
     groups: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # host -> group -> VMs there
 
     def members(self, host: str, groups: Sequence[str]) -> dict[str, list[str]]:
@@ -119,6 +120,9 @@ def place_all(
             continue
         choices.append(outcome)
         ledger.placed_bytes[outcome.destination] = ledger.placed_bytes.get(outcome.destination, 0) + vm.memory_bytes
+        facts = candidacy[(vm.name, outcome.destination)].facts
+        vcpus = facts.vm.vcpus if facts.vm is not None else 0
+        ledger.placed_vcpus[outcome.destination] = ledger.placed_vcpus.get(outcome.destination, 0) + vcpus
         for group in vm.groups:
             ledger.groups.setdefault(outcome.destination, {}).setdefault(group, []).append(vm.name)
     return tuple(choices), tuple(unplaced)
@@ -162,7 +166,9 @@ def _place_one(
             rejected.append(f"{dest.name}: {memory.reason} (after its reserve and the moves already placed)")
             failed.append(memory)
             continue
-        checks = tuple(c for c in cand.checks if c.name != _RECOMPUTED) + ((memory,) if memory else ())
+        vcpus = _vcpu_check(cand.facts, ledger.placed_vcpus.get(dest.name, 0))
+        again = tuple(c for c in (memory, vcpus) if c is not None)
+        checks = tuple(c for c in cand.checks if c.name not in _RECOMPUTED) + again
         eligible.append(_Eligible(dest, left, checks, ledger.members(dest.name, vm.groups)))
     if not eligible:
         return Unplaceable(vm.name, _reason(rejected), _fix(failed, rejected))
@@ -194,6 +200,16 @@ def _place_one(
         head += f"; shares anti-affinity {_conflict_text(best.conflicts)} because no other host can take {vm.name}"
     why = "; ".join([head, *notes, *rejected])
     return Choice(vm.name, best.host.name, best.left_bytes, why, best.checks, tuple(sorted(best.conflicts)))
+
+
+def _vcpu_check(facts: PreflightFacts, placed: int) -> CheckResult | None:
+    """The single move's vCPU overcommit check, with the vCPUs of the moves already placed on the host: the plan
+    shows the overcommit the host will really have once the drain is done (as the re-check before start sees)."""
+    host = facts.destination_host
+    if host is not None and host.running_vcpus is not None:
+        facts = replace(facts, destination_host=replace(host, running_vcpus=host.running_vcpus + placed))
+    found = check_vcpus(facts)
+    return found[0] if found else None
 
 
 def _memory_check(facts: PreflightFacts, dest: Destination, placed: int) -> tuple[CheckResult | None, int | None]:
@@ -232,6 +248,6 @@ def _fix(failed: Sequence[CheckResult], rejected: Sequence[str]) -> str:
     counts = Counter(c.name for c in failed)
     top = max(counts, key=lambda name: (counts[name], -[c.name for c in failed].index(name)))
     fixes = [c.fix for c in failed if c.name == top and c.fix]
-    if top == _RECOMPUTED:
+    if top == "capacity.memory":
         return "free memory on a destination, lower its memory_reserve_mib, or add a host"
     return fixes[0] if fixes else f"see the `{top}` check in `/migrate plan <vm> to <host>`"

@@ -173,11 +173,13 @@ def build_app(
     return app
 
 
-def workspace_gate(binding: WorkspaceBinding, deps: Deps) -> Callable[..., Awaitable[Any]]:
+def workspace_gate(binding: WorkspaceBinding, deps: Deps) -> Callable[..., Awaitable[BoltResponse]]:
     """Bolt middleware: every request and click from another team (or org) than auth.test's is refused (403)
     and recorded in the event log with the team it claimed."""
 
-    async def gate(body: dict[str, Any], client: Any, next: Callable[[], Awaitable[Any]]) -> Any:
+    async def gate(
+        body: dict[str, Any], client: AsyncWebClient, next: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse:
         bound = binding.workspace or await binding.bind(client)
         team, enterprise = team_of(body)
         problem = foreign_problem(bound, team, enterprise)

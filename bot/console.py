@@ -234,25 +234,13 @@ class _Session:
 
     async def _slash(self, text: str) -> None:
         svc = self.service
-        ttl_s = self.settings.approval_ttl_s
         cmd = parse_command(text)
         if isinstance(cmd, HelpCommand):
             self.show(help_message(help_text(cmd.topic), CONSOLE))
         elif isinstance(cmd, MigrateCommand) and cmd.plan_only:
             self.show(plan_message(await svc.plan(cmd.request), CONSOLE))
         elif isinstance(cmd, MigrateCommand):
-            self.out.line(f"checking {cmd.request.vm} → {cmd.request.destination}…")
-            try:
-                job = await svc.submit(cmd.request, self.user)
-            except MigrateBotError:
-                self.refused_requests += 1  # said by `run`; it still fails the console's exit code
-                raise
-            if job.id not in self.started:
-                self.started.append(job.id)
-            self.out.line(
-                f"job {job.id} created: {job.vm} {job.source} → {job.destination}, {job.state.value}"
-            )
-            self.show(card_message(job, CONSOLE, ttl_s=ttl_s))
+            await self._submit(cmd.request)
         elif isinstance(cmd, StatusCommand):
             await self._status(cmd)
         elif isinstance(cmd, HistoryCommand):
@@ -274,15 +262,30 @@ class _Session:
         elif isinstance(cmd, PlaceCommand) and cmd.plan_only:
             self.show(placed_plan_message(await svc.plan_any(cmd.vm, cmd.options), CONSOLE))
         elif isinstance(cmd, PlaceCommand):
-            placed = await svc.plan_any(cmd.vm, cmd.options)
-            if placed.destination is None:
-                self.show(placed_plan_message(placed, CONSOLE))
-            else:
-                self.out.line(f"{cmd.vm} goes to {placed.why}")
-                chosen = MigrateCommand(MigrationRequest(cmd.vm, placed.destination, cmd.options))
-                await self._slash(command_to_text(chosen))  # the same request as typed with that host
+            await self._place(cmd)
         elif isinstance(cmd, DrainCommand | ReturnCommand | CancelDrainCommand):
             self.out.line(f"{NOT_YET}. Nothing was changed.")
+
+    async def _submit(self, request: MigrationRequest) -> None:
+        self.out.line(f"checking {request.vm} → {request.destination}…")
+        try:
+            job = await self.service.submit(request, self.user)
+        except MigrateBotError:
+            self.refused_requests += 1  # said by `run`; it still fails the console's exit code
+            raise
+        if job.id not in self.started:
+            self.started.append(job.id)
+        self.out.line(f"job {job.id} created: {job.vm} {job.source} → {job.destination}, {job.state.value}")
+        self.show(card_message(job, CONSOLE, ttl_s=self.settings.approval_ttl_s))
+
+    async def _place(self, cmd: PlaceCommand) -> None:
+        placed = await self.service.plan_any(cmd.vm, cmd.options)
+        if placed.destination is None:
+            self.show(placed_plan_message(placed, CONSOLE))
+        else:
+            self.out.line(f"{cmd.vm} goes to {placed.why}")
+            chosen = MigrateCommand(MigrationRequest(cmd.vm, placed.destination, cmd.options))
+            await self._slash(command_to_text(chosen))  # the same request as typed with that host
 
     async def _status(self, cmd: StatusCommand) -> None:
         svc = self.service

@@ -121,6 +121,11 @@ def shape_problem(body: Any, *, slack_api_url: str | None = None) -> str | None:
     """Why a parsed body is not a Slack request the bot can handle safely (None when it is)."""
     if not isinstance(body, dict):
         return "the payload is not a JSON object"
+    return _field_problem(body) or _response_url_problem(body, slack_api_url) or _kind_problem(body)
+
+
+def _field_problem(body: dict[str, Any]) -> str | None:
+    """The types of the top-level, event and authorization fields the bot reads."""
     if problem := _fields(body, _TOP, "") or _id_objects(body, ""):
         return problem
     event = body.get("event")
@@ -133,6 +138,11 @@ def shape_problem(body: Any, *, slack_api_url: str | None = None) -> str | None:
     for auth in body.get("authorizations") or []:
         if problem := _fields(auth, {"team_id": _OPT_STR, "enterprise_id": _OPT_STR, "user_id": _OPT_STR}, "auth."):
             return problem
+    return None
+
+
+def _response_url_problem(body: dict[str, Any], slack_api_url: str | None) -> str | None:
+    """Every response_url must be a string pointing at Slack (the bot posts answers there)."""
     urls = [body["response_url"]] if "response_url" in body else []
     urls += [item.get("response_url") for item in body.get("response_urls") or []]
     for url in urls:
@@ -140,7 +150,13 @@ def shape_problem(body: Any, *, slack_api_url: str | None = None) -> str | None:
             return "response_urls[].response_url must be a string"
         if problem := _url_problem(url, slack_api_url):
             return problem
+    return None
+
+
+def _kind_problem(body: dict[str, Any]) -> str | None:
+    """A payload type the bot handles, with what that type needs (user, actions, view, event type)."""
     kind = body.get("type")
+    event = body.get("event")
     if kind is not None and kind not in HANDLED_TYPES:
         return f"payloads of type {str(kind)[:40]!r} are not handled by this bot"
     if kind in ("block_actions", "view_submission", "view_closed"):

@@ -1,7 +1,8 @@
 """Settings from the environment: the only place in the project that reads os.environ.
 
-Every variable is documented in README.md. A wrong value raises SettingsError naming the variable, the bad value
-(secrets are never echoed) and what a valid one looks like.
+Every variable is one row of SETTINGS (variable, Settings field, parser with its range, README line), applied by
+one loop in load_settings; README.md's table is rendered from it. A wrong value raises SettingsError naming the
+variable, the bad value (secrets are never echoed, a database password is masked) and what a valid one looks like.
 """
 
 from __future__ import annotations
@@ -9,16 +10,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from migration_core.errors import RequestError
+from migration_core.errors import SettingsError as SettingsError  # raised here; part of the core's one tree
 from migration_core.limits import APPROVAL_TTL_S, DEFAULT_APPROVAL_TTL_S, human_s
-
-
-class SettingsError(RequestError):
-    """An environment variable has a value the bot cannot use."""
 
 
 class Transport(StrEnum):
@@ -105,116 +102,324 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from the environment (or the mapping given, for tests)."""
-    env = os.environ if env is None else env
+# A parser turns the variable's trimmed, non-empty text into the Settings field's value, or raises
+# ValueError(what a valid value looks like): the fix the operator reads after "expected".
+Parser = Callable[[str], object]
 
-    def get(name: str) -> str | None:
-        value = env.get(name)
-        return value.strip() if value is not None and value.strip() else None
 
-    def bad(name: str, value: str, want: str, secret: bool = False) -> SettingsError:
-        shown = "(hidden)" if secret else repr(value)
-        return SettingsError(f"{name}={shown} is not valid", f"expected {want}")
+def _text(value: str) -> str:
+    return value
 
-    kwargs: dict[str, object] = {}
-    if (v := get("MIGRATE_BOT_HOSTS")) is not None:
-        kwargs["hosts_file"] = v
-    if (v := get("MIGRATE_BOT_POLICY")) is not None:
-        kwargs["policy_file"] = v
-    if (v := get("MIGRATE_BOT_DB")) is not None:
-        if not re.match(r"^(sqlite|postgresql(\+psycopg)?)://", v):
-            raise SettingsError(
-                "MIGRATE_BOT_DB must be a database URL",
-                "use sqlite:///./migrate-bot.db or postgresql+psycopg://user:password@host/dbname",
-            )
-        kwargs["database_url"] = v.replace("postgresql://", "postgresql+psycopg://", 1)
-    if (v := get("MIGRATE_BOT_MODE")) is not None:
+
+def _user_group(value: str) -> str:
+    return value.lstrip("@")
+
+
+def _database_url(value: str) -> str:
+    if not re.match(r"^(sqlite|postgresql(\+psycopg)?)://", value):
+        raise ValueError(
+            "a database URL: sqlite:///./migrate-bot.db or postgresql+psycopg://user:password@host/dbname"
+        )
+    return value.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _slack_api_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s]+$", value):
+        raise ValueError("an http(s) URL such as https://slack.com/api/")
+    return value if value.endswith("/") else value + "/"
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("DEBUG, INFO, WARNING or ERROR")
+    return value.upper()
+
+
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("an IP address to listen on, e.g. 0.0.0.0 (all) or 127.0.0.1") from None
+    return value
+
+
+def _replica_id(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        raise ValueError("1-64 letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _choice(kind: type[StrEnum], want: str) -> Parser:
+    """One of an enum's values, in any case."""
+
+    def parse(value: str) -> StrEnum:
         try:
-            kwargs["transport"] = Transport(v.lower())
+            return kind(value.lower())
         except ValueError:
-            raise bad("MIGRATE_BOT_MODE", v, "'socket' (default) or 'http'") from None
-    if (v := get("MIGRATE_BOT_PORT")) is not None:
-        if not v.isdigit() or not 1 <= int(v) <= 65535:
-            raise bad("MIGRATE_BOT_PORT", v, "a TCP port number 1-65535")
-        kwargs["http_port"] = int(v)
-    for name, key, prefix in (
-        ("SLACK_BOT_TOKEN", "slack_bot_token", "xoxb-"),
-        ("SLACK_APP_TOKEN", "slack_app_token", "xapp-"),
-    ):
-        if (v := get(name)) is not None:
-            if not v.startswith(prefix):
-                raise bad(name, v, f"a token starting with {prefix}", secret=True)
-            kwargs[key] = v
-    if (v := get("SLACK_SIGNING_SECRET")) is not None:
-        kwargs["slack_signing_secret"] = v
-    if (v := get("SLACK_API_URL")) is not None:
-        if not re.match(r"^https?://[^\s]+$", v):
-            raise bad("SLACK_API_URL", v, "an http(s) URL such as https://slack.com/api/")
-        kwargs["slack_api_url"] = v if v.endswith("/") else v + "/"
-    if (v := get("MIGRATE_BOT_APPROVERS")) is not None:
-        users = _csv(v)
-        wrong = [u for u in users if not _USER_ID.match(u)]
+            raise ValueError(want) from None
+
+    return parse
+
+
+def _integer(minimum: int, maximum: int, want: str) -> Parser:
+    """A whole number within [minimum, maximum]."""
+
+    def parse(value: str) -> int:
+        # isascii: str.isdigit() is also true for digits int() refuses, such as "²"
+        if not (value.isascii() and value.isdigit()) or not minimum <= int(value) <= maximum:
+            raise ValueError(want)
+        return int(value)
+
+    return parse
+
+
+def _token(prefix: str) -> Parser:
+    def parse(value: str) -> str:
+        if not value.startswith(prefix):
+            raise ValueError(f"a token starting with {prefix}")
+        return value
+
+    return parse
+
+
+def _slack_ids(pattern: re.Pattern[str], want: str) -> Parser:
+    """Comma-separated Slack ids; the error names the first one that is not an id."""
+
+    def parse(value: str) -> tuple[str, ...]:
+        ids = _csv(value)
+        wrong = [i for i in ids if not pattern.match(i)]
         if wrong:
-            raise bad("MIGRATE_BOT_APPROVERS", v, f"comma-separated Slack user ids like U012ABC (not {wrong[0]!r})")
-        kwargs["approvers"] = users
-    if (v := get("MIGRATE_BOT_APPROVER_GROUP")) is not None:
-        kwargs["approver_group"] = v.lstrip("@")
-    if (v := get("MIGRATE_BOT_REQUESTERS")) is not None:
-        users = _csv(v)
-        wrong = [u for u in users if not _USER_ID.match(u)]
-        if wrong:
-            raise bad("MIGRATE_BOT_REQUESTERS", v, f"comma-separated Slack user ids (not {wrong[0]!r})")
-        kwargs["requesters"] = users
-    if (v := get("MIGRATE_BOT_CHANNELS")) is not None:
-        chans = _csv(v)
-        wrong = [c for c in chans if not _CHANNEL_ID.match(c)]
-        if wrong:
-            raise bad("MIGRATE_BOT_CHANNELS", v, f"comma-separated Slack channel ids like C012ABC (not {wrong[0]!r})")
-        kwargs["channels"] = chans
-    for name, key, lo, hi in (
-        ("MIGRATE_BOT_APPROVAL_TTL", "approval_ttl_s", APPROVAL_TTL_S.minimum, APPROVAL_TTL_S.maximum),
-        ("MIGRATE_BOT_DIRTY_RATE_WINDOW", "dirty_rate_window_s", 1.0, 60.0),
+            raise ValueError(f"{want} (not {wrong[0]!r})")
+        return ids
+
+    return parse
+
+
+def _duration(minimum: float, maximum: float) -> Parser:
+    """A duration (30s, 5m, 1h30m; a bare number is seconds) within [minimum, maximum], in seconds."""
+
+    def parse(value: str) -> float:
+        try:
+            seconds = parse_duration_s(value)
+        except ValueError:
+            raise ValueError("a duration such as 30s, 5m or 1h") from None
+        if not minimum <= seconds <= maximum:
+            raise ValueError(f"a duration between {human_s(minimum)} and {human_s(maximum)}")
+        return seconds
+
+    return parse
+
+
+def _hidden(value: str) -> str:
+    return "(hidden)"
+
+
+def _without_password(value: str) -> str:
+    """A database URL as it may be shown: the password replaced by ***."""
+    return repr(re.sub(r"^([^:/]+://[^:/@]*):[^@]*@", r"\1:***@", value))
+
+
+_PORT = "a TCP port number 1-65535"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: the Settings field it sets, its parser, and its line in the README table."""
+
+    variable: str
+    field: str
+    parse: Parser
+    default: str  # as the README shows it (Markdown)
+    meaning: str  # the README's explanation (Markdown)
+    show: Callable[[str], str] = repr  # how a bad value is echoed in the error (secrets: not at all)
+
+    def read(self, value: str) -> object:
+        """The field's value from the variable's text, or SettingsError naming the variable, value and fix."""
+        try:
+            return self.parse(value)
+        except ValueError as err:
+            raise SettingsError(f"{self.variable}={self.show(value)} is not valid", f"expected {err}") from None
+
+
+# Every environment variable the bot reads, in the README's order (the README table is rendered from this one;
+# tests/bot/test_settings.py keeps them equal). Ranges owned by migration_core.limits are taken from there.
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "MIGRATE_BOT_HOSTS",
+        "hosts_file",
+        _text,
+        "`./hosts.toml`",
+        "the hosts inventory file (format: `deploy/hosts.example.toml`)",
+    ),
+    Setting(
+        "MIGRATE_BOT_POLICY",
+        "policy_file",
+        _text,
+        "—",
+        "the change-control policy file (format: `deploy/policy.example.toml`); without it: 1 approver, 2 for "
+        "risky plans, no freezes, no tickets",
+    ),
+    Setting(
+        "MIGRATE_BOT_DB",
+        "database_url",
+        _database_url,
+        "`sqlite:///./migrate-bot.db`",
+        "job store; `postgresql+psycopg://user:pw@host/db` for PostgreSQL (needed for two replicas)",
+        show=_without_password,
+    ),
+    Setting(
+        "SLACK_BOT_TOKEN", "slack_bot_token", _token("xoxb-"), "—", "bot token `xoxb-…` (`serve` only)", show=_hidden
+    ),
+    Setting(
+        "SLACK_APP_TOKEN",
+        "slack_app_token",
+        _token("xapp-"),
+        "—",
+        "app-level token `xapp-…` with `connections:write` (Socket Mode)",
+        show=_hidden,
+    ),
+    Setting("SLACK_SIGNING_SECRET", "slack_signing_secret", _text, "—", "signing secret (HTTP mode)", show=_hidden),
+    Setting(
+        "SLACK_API_URL",
+        "slack_api_url",
+        _slack_api_url,
+        f"`{SLACK_DEFAULT_API_URL}`",
+        "Web API base URL (point it at another server, e.g. the tests' fake Slack)",
+    ),
+    Setting(
+        "MIGRATE_BOT_MODE",
+        "transport",
+        _choice(Transport, "'socket' (default) or 'http'"),
+        "`socket`",
+        "`socket` (no public endpoint) or `http`",
+    ),
+    Setting(
+        "MIGRATE_BOT_PORT",
+        "http_port",
+        _integer(1, 65535, _PORT),
+        "`3000`",
+        "HTTP mode port; the endpoint is `/slack/events`, health at `/healthz`",
+    ),
+    Setting(
+        "MIGRATE_BOT_APPROVER_GROUP",
+        "approver_group",
+        _user_group,
+        "—",
+        "Slack user group (handle or id) whose members may approve",
+    ),
+    Setting(
+        "MIGRATE_BOT_APPROVERS",
+        "approvers",
+        _slack_ids(_USER_ID, "comma-separated Slack user ids like U012ABC"),
+        "—",
+        "comma-separated user ids allowed to approve (fallback when user groups are unavailable, e.g. free plans)",
+    ),
+    Setting(
+        "MIGRATE_BOT_REQUESTERS",
+        "requesters",
+        _slack_ids(_USER_ID, "comma-separated Slack user ids"),
+        "everyone",
+        "comma-separated user ids allowed to request migrations; when set, `plan`, `status`, `history` and "
+        "`hosts` are for them and the approvers only",
+    ),
+    Setting(
+        "MIGRATE_BOT_CHANNELS",
+        "channels",
+        _slack_ids(_CHANNEL_ID, "comma-separated Slack channel ids like C012ABC"),
+        "any",
+        "comma-separated channel ids where `/migrate` and the buttons are accepted (a DM or an empty channel is "
+        "not one of them)",
+    ),
+    Setting(
+        "MIGRATE_BOT_APPROVAL_TTL",
+        "approval_ttl_s",
+        _duration(APPROVAL_TTL_S.minimum, APPROVAL_TTL_S.maximum),
+        "`30m`",
+        "how long an approval card stays valid",
+    ),
+    Setting(
+        "MIGRATE_BOT_DIRTY_RATE_WINDOW",
+        "dirty_rate_window_s",
+        _duration(1.0, 60.0),
+        "`3s`",
+        "dirty-rate measurement window for the prediction",
+    ),
+    Setting(
+        "MIGRATE_BOT_RATE_LIMIT",
+        "requests_per_user_per_hour",
+        _integer(1, 10000, "requests per user per hour, 1-10000"),
+        "`30`",
+        "migration requests and `plan`s (together) per user per hour; reads and clicks get 4 times as many",
+    ),
+    Setting(
+        "MIGRATE_BOT_HTTP_MAX_CONNECTIONS",
+        "http_max_connections",
+        _integer(16, 100000, "a number of connections, 16-100000"),
+        "`512`",
+        "open connections per HTTP listener at most (lowered to the open-files limit minus 64)",
+    ),
+    Setting(
+        "MIGRATE_BOT_REPLICA_ID",
+        "replica_id",
+        _replica_id,
+        "the host name",
+        "this replica's name in leases; a restarted bot resumes the jobs leased to its name (give each replica "
+        "its own)",
+    ),
+    Setting(
+        "MIGRATE_BOT_LEASE",
+        "lease_s",
         # A replica renews its leases every second; a dead one's jobs are taken over after this long.
-        ("MIGRATE_BOT_LEASE", "lease_s", 3.0, 600.0),
-    ):
-        if (v := get(name)) is not None:
-            try:
-                seconds = parse_duration_s(v)
-            except ValueError:
-                raise bad(name, v, "a duration such as 30s, 5m or 1h") from None
-            if not lo <= seconds <= hi:
-                raise bad(name, v, f"a duration between {human_s(lo)} and {human_s(hi)}")
-            kwargs[key] = seconds
-    if (v := get("MIGRATE_BOT_RATE_LIMIT")) is not None:
-        if not v.isdigit() or not 1 <= int(v) <= 10000:
-            raise bad("MIGRATE_BOT_RATE_LIMIT", v, "requests per user per hour, 1-10000")
-        kwargs["requests_per_user_per_hour"] = int(v)
-    if (v := get("MIGRATE_BOT_LOG_FORMAT")) is not None:
-        try:
-            kwargs["log_format"] = LogFormat(v.lower())
-        except ValueError:
-            raise bad("MIGRATE_BOT_LOG_FORMAT", v, "'text' or 'json'") from None
-    if (v := get("MIGRATE_BOT_LOG_LEVEL")) is not None:
-        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise bad("MIGRATE_BOT_LOG_LEVEL", v, "DEBUG, INFO, WARNING or ERROR")
-        kwargs["log_level"] = v.upper()
-    if (v := get("MIGRATE_BOT_METRICS_PORT")) is not None:
-        if not v.isdigit() or not 1 <= int(v) <= 65535:
-            raise bad("MIGRATE_BOT_METRICS_PORT", v, "a TCP port number 1-65535")
-        kwargs["metrics_port"] = int(v)
-    if (v := get("MIGRATE_BOT_BIND")) is not None:
-        try:
-            ipaddress.ip_address(v)
-        except ValueError:
-            raise bad("MIGRATE_BOT_BIND", v, "an IP address to listen on, e.g. 0.0.0.0 (all) or 127.0.0.1") from None
-        kwargs["bind_host"] = v
-    if (v := get("MIGRATE_BOT_HTTP_MAX_CONNECTIONS")) is not None:
-        if not v.isdigit() or not 16 <= int(v) <= 100000:
-            raise bad("MIGRATE_BOT_HTTP_MAX_CONNECTIONS", v, "a number of connections, 16-100000")
-        kwargs["http_max_connections"] = int(v)
-    if (v := get("MIGRATE_BOT_REPLICA_ID")) is not None:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
-            raise bad("MIGRATE_BOT_REPLICA_ID", v, "1-64 letters, digits, '.', '_' or '-'")
-        kwargs["replica_id"] = v
-    return Settings(**kwargs)  # type: ignore[arg-type]
+        _duration(3.0, 600.0),
+        "`30s`",
+        "lease on a running job, renewed every second; when a replica dies, another takes its jobs over after "
+        "this long (3 s to 10 min)",
+    ),
+    Setting(
+        "MIGRATE_BOT_LOG_FORMAT",
+        "log_format",
+        _choice(LogFormat, "'text' or 'json'"),
+        "`text`",
+        "`text` or `json` (one object per line)",
+    ),
+    Setting(
+        "MIGRATE_BOT_LOG_LEVEL",
+        "log_level",
+        _log_level,
+        "`INFO` (`WARNING` in the text-mode console)",
+        "`DEBUG`, `INFO`, `WARNING`, `ERROR`",
+    ),
+    Setting(
+        "MIGRATE_BOT_METRICS_PORT",
+        "metrics_port",
+        _integer(1, 65535, _PORT),
+        "—",
+        "port of the operations listener: `/metrics` (Prometheus) and `/healthz`; in HTTP mode both are also on "
+        "`MIGRATE_BOT_PORT`",
+    ),
+    Setting(
+        "MIGRATE_BOT_BIND",
+        "bind_host",
+        _ip_address,
+        "`0.0.0.0`",
+        "IP address the HTTP-mode and metrics listeners bind to (`127.0.0.1` behind a local proxy)",
+    ),
+)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment (or the mapping given, for tests); a blank variable is unset."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for setting in SETTINGS:
+        text = (env.get(setting.variable) or "").strip()
+        if text:
+            values[setting.field] = setting.read(text)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def readme_table() -> str:
+    """The README's table of environment variables, rendered from SETTINGS."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{s.variable}` | {s.default} | {s.meaning} |" for s in SETTINGS]
+    return "\n".join(lines)

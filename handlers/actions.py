@@ -11,10 +11,16 @@ catch-all listener registered last).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.answers import error_message, text_message
 from bot.blocks.ir import SLACK
@@ -30,7 +36,7 @@ from bot.blocks.modals import (
     parse_downtime_ms,
 )
 from bot.blocks.slack import message_payload
-from handlers.deps import Deps, bug_reference, ephemeral
+from handlers.deps import Deps, Listener, Matcher, bug_reference, ephemeral, register_table
 from handlers.gate import GateKind
 from handlers.slack_io import post_message
 from migration_core.dispatch.policy import may_control, required_approvals, still_needed
@@ -98,7 +104,7 @@ def click_data(body: dict[str, Any]) -> dict[str, object]:
     return {k: str(v)[:_RECORDED_CHARS] for k, v in fields.items() if v is not None}
 
 
-async def _say(respond: Any, text: str) -> None:
+async def _say(respond: AsyncRespond | None, text: str) -> None:
     """Ephemeral feedback to the clicker only; never replaces the card."""
     if respond is None:  # a payload without response_url: nobody to tell
         return
@@ -108,148 +114,184 @@ async def _say(respond: Any, text: str) -> None:
         log.warning("could not send ephemeral feedback (%s): %s", type(err).__name__, text)
 
 
-def register(app: Any, deps: Deps) -> None:
-    svc = deps.service
-    refreshed: dict[int, float] = {}  # job id -> when a click last re-rendered its stale card
-
-    async def refresh_stale(job_id: int) -> None:
-        now = asyncio.get_running_loop().time()
-        if now - refreshed.get(job_id, -STALE_CARD_REFRESH_S) < STALE_CARD_REFRESH_S:
-            return
-        refreshed[job_id] = now
-        if len(refreshed) > 1000:  # forged job ids must not grow this forever
-            refreshed.clear()
-        await deps.refresh_card(job_id)
-
-    def button(action_id: str, run: Callable[[int, str, dict[str, Any], Any, Any], Awaitable[None]]) -> None:
-        async def listener(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
-            await ack()
-            if (refusal := await _refusal(deps, body, action_id, _channel(body))) is not None:
-                await _say(respond, refusal)
-                return
-            job_id = job_id_of(body)
-            user = _user(body)
-            if job_id is None or not user:
-                why = "the button does not belong to a migration card"
-                await deps.refused(None, user, action_id, why, click_data(body))
-                await _say(respond, f"{why}; use `/migrate status`")
-                return
-            try:
-                await run(job_id, user, body, respond, client)
-            except UnknownJobError as err:  # recorded by the service; there is no card to refresh
-                await _say(respond, str(err))
-            except StateError as err:
-                deps.count_refusal(action_id, "state")
-                await _say(respond, str(err))
-                await refresh_stale(job_id)  # the card may be stale (that is why they could click)
-            except MigrateBotError as err:  # a refusal of the person: the card is right as it is, no update
-                deps.count_refusal(action_id, "policy")
-                await _say(respond, str(err))
-            except Exception:
-                await _say(respond, bug_reference(f"button {action_id}"))
-
-        app.action(action_id)(listener)
-
-    async def approve(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
-        job = await svc.approve(job_id, user)
-        await deps.refresh_card(job.id)
-        if job.state is JobState.AWAITING_APPROVAL:
-            if job.plan is not None and job.plan.approval is not None:  # policy file: who is still needed
-                text = f"👍 {SLACK.user(user)} approved; still needs {still_needed(job)}"
-            else:
-                need = required_approvals(job.plan) - len(job.approvers)
-                text = f"👍 {SLACK.user(user)} approved; {need} more approval(s) needed from someone else"
-            await _thread_reply(client, job, text)
-
-    async def deny(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
-        job = await svc.deny(job_id, user)
-        await deps.refresh_card(job.id)
-
-    async def abort(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
-        await svc.abort(job_id, user)
-        await _say(respond, f"abort of job {job_id} requested; the thread shows when it has stopped")
-
-    async def postcopy(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
-        await svc.switch_postcopy(job_id, user)
-        await _say(respond, f"switch to post-copy of job {job_id} requested; the thread shows the switch")
-
-    async def open_modal(
-        kind: str, job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any
-    ) -> None:
-        try:
-            job = await svc.get_job(job_id)
-        except UnknownJobError as err:
-            await deps.refused(None, user, kind, err.message, {"job_id": job_id, **click_data(body)})
-            raise
-        verdict = may_control(user, job, await deps.approver_check(user))
-        if not verdict.allowed:
-            await deps.refused(job.id, user, kind, verdict.reason, click_data(body))
-            verdict.raise_if_refused()
-        if job.state is not JobState.RUNNING:
-            await _say(respond, f"job {job.id} is {job.state.value}, not running: there is nothing to adjust")
-            return
-        trigger = body.get("trigger_id")
-        if not isinstance(trigger, str) or not trigger:
-            await _say(respond, "Slack sent no trigger to open the form with; click the button again")
-            return
-        target = ModalTarget(job.id, job.chat_channel, job.chat_thread)
-        view = downtime_modal(job, target) if kind == "downtime" else bandwidth_modal(job, target)
-        await client.views_open(trigger_id=trigger, view=view)
-
-    async def downtime(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
-        await open_modal("downtime", job_id, user, body, respond, client)
-
-    async def bandwidth(job_id: int, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
-        await open_modal("bandwidth", job_id, user, body, respond, client)
-
-    for action_id, run in (
-        ("approve", approve),
-        ("deny", deny),
-        ("abort", abort),
-        ("postcopy", postcopy),
-        ("downtime", downtime),
-        ("bandwidth", bandwidth),
-    ):
-        button(action_id, run)
-
-    async def on_downtime(ack: Any, body: dict[str, Any], client: Any) -> None:
-        if (refusal := await _refusal(deps, body, "downtime form", _modal_channel(body))) is not None:
-            await ack(response_action="errors", errors={VALUE_BLOCK: refusal[:150]})
-            return
-        await handle_value_submission(
-            deps, ack, body, client, parse_downtime_ms, lambda j, v, u: svc.set_max_downtime(j, v, u)
-        )
-
-    async def on_bandwidth(ack: Any, body: dict[str, Any], client: Any) -> None:
-        if (refusal := await _refusal(deps, body, "bandwidth form", _modal_channel(body))) is not None:
-            await ack(response_action="errors", errors={VALUE_BLOCK: refusal[:150]})
-            return
-        await handle_value_submission(
-            deps, ack, body, client, parse_bandwidth_mib_s, lambda j, v, u: svc.set_bandwidth(j, v, u)
-        )
-
-    app.view(DOWNTIME_CALLBACK)(on_downtime)
-    app.view(BANDWIDTH_CALLBACK)(on_bandwidth)
-
-    # Registered last, so they only see what no listener above claimed: controls and forms the bot never
-    # rendered (forged, or left over from an older version). Acked, refused, recorded.
-    async def unknown_action(ack: Any, body: dict[str, Any], respond: Any) -> None:
-        await ack()
-        data = click_data(body)
-        await deps.refused(None, _user(body), "unknown control", f"no control {data.get('action_id', '')!r}", data)
-        await _say(respond, "that control is not one of this bot's; use `/migrate status`")
-
-    async def unknown_view(ack: Any, body: dict[str, Any]) -> None:
-        await ack()
-        view = body.get("view") or {}
-        callback = str(view.get("callback_id", ""))[:_RECORDED_CHARS] if isinstance(view, dict) else ""
-        await deps.refused(None, _user(body), "unknown form", f"no form {callback!r}", {"callback_id": callback})
-
-    app.action(re.compile(r".*"))(unknown_action)
-    app.view(re.compile(r".*"))(unknown_view)
+async def _refresh_stale(deps: Deps, job_id: int) -> None:
+    """Re-render a card someone clicked while it was stale, at most once per STALE_CARD_REFRESH_S per job."""
+    refreshed = deps.stale_card_refreshes
+    now = asyncio.get_running_loop().time()
+    if now - refreshed.get(job_id, -STALE_CARD_REFRESH_S) < STALE_CARD_REFRESH_S:
+        return
+    refreshed[job_id] = now
+    if len(refreshed) > 1000:  # forged job ids must not grow this forever
+        refreshed.clear()
+    await deps.refresh_card(job_id)
 
 
-async def _thread_reply(client: Any, job: Job, text: str) -> None:
+# What a button does once the click is known to name a job and a person: (deps, job id, user, body, respond, client).
+ButtonRun = Callable[[Deps, int, str, dict[str, Any], AsyncRespond | None, AsyncWebClient], Awaitable[None]]
+
+
+async def _approve(
+    deps: Deps, job_id: int, user: str, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient
+) -> None:
+    job = await deps.service.approve(job_id, user)
+    await deps.refresh_card(job.id)
+    if job.state is JobState.AWAITING_APPROVAL:
+        if job.plan is not None and job.plan.approval is not None:  # policy file: who is still needed
+            text = f"👍 {SLACK.user(user)} approved; still needs {still_needed(job)}"
+        else:
+            need = required_approvals(job.plan) - len(job.approvers)
+            text = f"👍 {SLACK.user(user)} approved; {need} more approval(s) needed from someone else"
+        await _thread_reply(client, job, text)
+
+
+async def _deny(
+    deps: Deps, job_id: int, user: str, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient
+) -> None:
+    job = await deps.service.deny(job_id, user)
+    await deps.refresh_card(job.id)
+
+
+async def _abort(
+    deps: Deps, job_id: int, user: str, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient
+) -> None:
+    await deps.service.abort(job_id, user)
+    await _say(respond, f"abort of job {job_id} requested; the thread shows when it has stopped")
+
+
+async def _postcopy(
+    deps: Deps, job_id: int, user: str, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient
+) -> None:
+    await deps.service.switch_postcopy(job_id, user)
+    await _say(respond, f"switch to post-copy of job {job_id} requested; the thread shows the switch")
+
+
+async def _open_modal(
+    kind: str,
+    deps: Deps,
+    job_id: int,
+    user: str,
+    body: dict[str, Any],
+    respond: AsyncRespond | None,
+    client: AsyncWebClient,
+) -> None:
+    try:
+        job = await deps.service.get_job(job_id)
+    except UnknownJobError as err:
+        await deps.refused(None, user, kind, err.message, {"job_id": job_id, **click_data(body)})
+        raise
+    verdict = may_control(user, job, await deps.approver_check(user))
+    if not verdict.allowed:
+        await deps.refused(job.id, user, kind, verdict.reason, click_data(body))
+        verdict.raise_if_refused()
+    if job.state is not JobState.RUNNING:
+        await _say(respond, f"job {job.id} is {job.state.value}, not running: there is nothing to adjust")
+        return
+    trigger = body.get("trigger_id")
+    if not isinstance(trigger, str) or not trigger:
+        await _say(respond, "Slack sent no trigger to open the form with; click the button again")
+        return
+    target = ModalTarget(job.id, job.chat_channel, job.chat_thread)
+    view = downtime_modal(job, target) if kind == "downtime" else bandwidth_modal(job, target)
+    await client.views_open(trigger_id=trigger, view=view)
+
+
+# The listeners Bolt calls: module-level, typed with Bolt's own types; `deps` (and a button's `action_id` and
+# `run`) are bound by register().
+
+
+async def on_button(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    respond: AsyncRespond | None,
+    client: AsyncWebClient,
+    *,
+    deps: Deps,
+    action_id: str,
+    run: ButtonRun,
+) -> None:
+    """Every button: ack, the edge gates, the job from the block_id, then `run`; refusals go to the clicker."""
+    await ack()
+    if (refusal := await _refusal(deps, body, action_id, _channel(body))) is not None:
+        await _say(respond, refusal)
+        return
+    job_id = job_id_of(body)
+    user = _user(body)
+    if job_id is None or not user:
+        why = "the button does not belong to a migration card"
+        await deps.refused(None, user, action_id, why, click_data(body))
+        await _say(respond, f"{why}; use `/migrate status`")
+        return
+    try:
+        await run(deps, job_id, user, body, respond, client)
+    except UnknownJobError as err:  # recorded by the service; there is no card to refresh
+        await _say(respond, str(err))
+    except StateError as err:
+        deps.count_refusal(action_id, "state")
+        await _say(respond, str(err))
+        await _refresh_stale(deps, job_id)  # the card may be stale (that is why they could click)
+    except MigrateBotError as err:  # a refusal of the person: the card is right as it is, no update
+        deps.count_refusal(action_id, "policy")
+        await _say(respond, str(err))
+    except Exception:
+        await _say(respond, bug_reference(f"button {action_id}"))
+
+
+async def on_downtime(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, *, deps: Deps) -> None:
+    if (refusal := await _refusal(deps, body, "downtime form", _modal_channel(body))) is not None:
+        await ack(response_action="errors", errors={VALUE_BLOCK: refusal[:150]})
+        return
+    await handle_value_submission(deps, ack, body, client, parse_downtime_ms, deps.service.set_max_downtime)
+
+
+async def on_bandwidth(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, *, deps: Deps) -> None:
+    if (refusal := await _refusal(deps, body, "bandwidth form", _modal_channel(body))) is not None:
+        await ack(response_action="errors", errors={VALUE_BLOCK: refusal[:150]})
+        return
+    await handle_value_submission(deps, ack, body, client, parse_bandwidth_mib_s, deps.service.set_bandwidth)
+
+
+async def unknown_action(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None, *, deps: Deps) -> None:
+    await ack()
+    data = click_data(body)
+    await deps.refused(None, _user(body), "unknown control", f"no control {data.get('action_id', '')!r}", data)
+    await _say(respond, "that control is not one of this bot's; use `/migrate status`")
+
+
+async def unknown_view(ack: AsyncAck, body: dict[str, Any], *, deps: Deps) -> None:
+    await ack()
+    view = body.get("view") or {}
+    callback = str(view.get("callback_id", ""))[:_RECORDED_CHARS] if isinstance(view, dict) else ""
+    await deps.refused(None, _user(body), "unknown form", f"no form {callback!r}", {"callback_id": callback})
+
+
+# The buttons of the card: action_id -> what a click does once it names a job and a person.
+BUTTONS: tuple[tuple[str, ButtonRun], ...] = (
+    ("approve", _approve),
+    ("deny", _deny),
+    ("abort", _abort),
+    ("postcopy", _postcopy),
+    ("downtime", functools.partial(_open_modal, "downtime")),
+    ("bandwidth", functools.partial(_open_modal, "bandwidth")),
+)
+# The catch-alls come last, so they only see what no listener above claimed: controls and forms the bot never
+# rendered (forged, or left over from an older version). Acked, refused, recorded.
+ACTIONS: tuple[tuple[Matcher, Listener], ...] = (
+    *((action_id, functools.partial(on_button, action_id=action_id, run=run)) for action_id, run in BUTTONS),
+    (re.compile(r".*"), unknown_action),
+)
+VIEWS: tuple[tuple[Matcher, Listener], ...] = (
+    (DOWNTIME_CALLBACK, on_downtime),
+    (BANDWIDTH_CALLBACK, on_bandwidth),
+    (re.compile(r".*"), unknown_view),
+)
+
+
+def register(app: AsyncApp, deps: Deps) -> None:
+    register_table(app.action, ACTIONS, deps)
+    register_table(app.view, VIEWS, deps)
+
+
+async def _thread_reply(client: AsyncWebClient, job: Job, text: str) -> None:
     if not (job.chat_channel and job.chat_thread):
         return
     try:
@@ -277,9 +319,9 @@ def submitted_value(body: dict[str, Any]) -> str | None:
 
 async def handle_value_submission(
     deps: Deps,
-    ack: Any,
+    ack: AsyncAck,
     body: dict[str, Any],
-    client: Any,
+    client: AsyncWebClient,
     parse: Callable[[str | None], int],
     apply: Callable[[int, int, str], Awaitable[Job]],
 ) -> None:
@@ -319,7 +361,7 @@ async def handle_value_submission(
         await _tell(client, target, user, bug_reference("modal submission"))
 
 
-async def _tell(client: Any, target: ModalTarget, user: str, text: str) -> None:
+async def _tell(client: AsyncWebClient, target: ModalTarget, user: str, text: str) -> None:
     if not target.channel:
         return
     try:

@@ -7,9 +7,15 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.answers import (
     freezes_message,
@@ -23,7 +29,7 @@ from bot.blocks.card import card_message, plan_message
 from bot.blocks.drain import NOT_YET, drain_plan_message, placed_plan_message
 from bot.blocks.ir import SLACK, Message
 from bot.blocks.slack import message_payload
-from handlers.deps import Deps, bug_reference, ephemeral
+from handlers.deps import Deps, Listener, Matcher, bug_reference, ephemeral, register_table
 from handlers.gate import GateKind, team_of
 from handlers.slack_io import post_message
 from migration_core.errors import GrammarError, MigrateBotError
@@ -46,6 +52,8 @@ from migration_core.grammar.parser import (
 from migration_core.models import Job, JobState, MigrationRequest
 
 log = logging.getLogger(__name__)
+# respond() made safe by _safe_respond: the keyword arguments of AsyncRespond, never raises.
+Respond = Callable[..., Awaitable[None]]
 DUPLICATE_WINDOW_S = (
     60  # without a trigger_id, the same text from the same user within a minute is one request
 )
@@ -67,7 +75,7 @@ def _ephemeral_msg(msg: Message) -> dict[str, Any]:
     return {"response_type": "ephemeral", **message_payload(msg)}
 
 
-def retry_num(request: Any) -> int:
+def retry_num(request: AsyncBoltRequest | None) -> int:
     """Slack's X-Slack-Retry-Num of this delivery (0 for a first delivery); Bolt mirrors Socket Mode's
     retry_attempt into the same header."""
     headers = getattr(request, "headers", None) or {}
@@ -79,21 +87,36 @@ def retry_num(request: Any) -> int:
         return 0
 
 
-def register(app: Any, deps: Deps) -> None:
-    async def on_migrate(ack: Any, body: dict[str, Any], respond: Any, client: Any, request: Any = None) -> None:
-        await handle_migrate(deps, ack, body, respond, client, retry=retry_num(request))
-
-    app.command("/migrate")(on_migrate)
-
-    async def unknown_command(ack: Any, body: dict[str, Any]) -> None:
-        # Another command pointed at this app's URL (a manifest typo, a forged request): say what works.
-        command = str(body.get("command", ""))[:40]
-        await ack(**ephemeral(f"this app answers /migrate only, not {command!r}; try `/migrate help`"))
-
-    app.command(re.compile(r".*"))(unknown_command)  # registered after /migrate: only what it did not take
+async def on_migrate(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    respond: AsyncRespond | None,
+    client: AsyncWebClient,
+    request: AsyncBoltRequest | None = None,
+    *,
+    deps: Deps,
+) -> None:
+    await handle_migrate(deps, ack, body, respond, client, retry=retry_num(request))
 
 
-def _safe_respond(respond: Any) -> Any:
+async def unknown_command(ack: AsyncAck, body: dict[str, Any], *, deps: Deps) -> None:
+    # Another command pointed at this app's URL (a manifest typo, a forged request): say what works.
+    command = str(body.get("command", ""))[:40]
+    await ack(**ephemeral(f"this app answers /migrate only, not {command!r}; try `/migrate help`"))
+
+
+# The catch-all comes after /migrate, so it only sees what /migrate did not take.
+COMMANDS: tuple[tuple[Matcher, Listener], ...] = (
+    ("/migrate", on_migrate),
+    (re.compile(r".*"), unknown_command),
+)
+
+
+def register(app: AsyncApp, deps: Deps) -> None:
+    register_table(app.command, COMMANDS, deps)
+
+
+def _safe_respond(respond: AsyncRespond | None) -> Respond:
     """`respond` that cannot fail the listener: a used-up or missing response_url is Slack's state, not a bug."""
 
     async def safe(**kwargs: Any) -> None:
@@ -109,14 +132,20 @@ def _safe_respond(respond: Any) -> Any:
 
 
 async def handle_migrate(
-    deps: Deps, ack: Any, body: dict[str, Any], respond: Any, client: Any, *, retry: int = 0
+    deps: Deps,
+    ack: AsyncAck,
+    body: dict[str, Any],
+    respond: AsyncRespond | None,
+    client: AsyncWebClient,
+    *,
+    retry: int = 0,
 ) -> None:
     """The whole /migrate listener; `ack` is always called first and exactly once. `retry`: Slack's retry
     number; a retry of a delivery this process already took is acked silently (it answered the first)."""
     if not deps.deliveries.first_time(idempotency_key(body)) and retry > 0:
         await ack()
         return
-    respond = _safe_respond(respond)
+    answer = _safe_respond(respond)
     text = str(body.get("text") or "")
     try:
         cmd = parse_command(text)
@@ -147,11 +176,11 @@ async def handle_migrate(
     else:
         await ack()
     try:
-        await _answer(deps, cmd, body, respond, client, retry=retry > 0)
+        await _answer(deps, cmd, body, answer, client, retry=retry > 0)
     except MigrateBotError as err:
-        await respond(**ephemeral(str(err)))
+        await answer(**ephemeral(str(err)))
     except Exception:
-        await respond(**ephemeral(bug_reference(f"/migrate {type(cmd).__name__}")))
+        await answer(**ephemeral(bug_reference(f"/migrate {type(cmd).__name__}")))
 
 
 def _gate_kind(cmd: Command) -> GateKind:
@@ -190,7 +219,7 @@ async def _hosts_for(deps: Deps, user: str) -> Message:
 
 
 async def _answer(
-    deps: Deps, cmd: Command, body: dict[str, Any], respond: Any, client: Any, *, retry: bool = False
+    deps: Deps, cmd: Command, body: dict[str, Any], respond: Respond, client: AsyncWebClient, *, retry: bool = False
 ) -> None:
     svc = deps.service
     user = str(body.get("user_id") or "")
@@ -260,7 +289,13 @@ async def _status(deps: Deps, cmd: StatusCommand) -> Message:
 
 
 async def _request(
-    deps: Deps, cmd: MigrateCommand, body: dict[str, Any], respond: Any, client: Any, *, retry: bool = False
+    deps: Deps,
+    cmd: MigrateCommand,
+    body: dict[str, Any],
+    respond: Respond,
+    client: AsyncWebClient,
+    *,
+    retry: bool = False,
 ) -> None:
     """Submit (idempotently) and post the card once; a duplicate delivery only gets a pointer to it, and a
     Slack retry whose first delivery another replica took gets nothing (that replica answered it)."""

@@ -1,12 +1,14 @@
-"""What every listener needs, in one object given to each module's `register(app, deps)`."""
+"""What every listener needs, in one object that each module's `register(app, deps)` binds to its listeners."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -20,6 +22,12 @@ from handlers.progress import SlackProgressSink
 from migration_core.service_api import ApproverCheck, MigrationServiceAPI
 
 log = logging.getLogger(__name__)
+
+# A Bolt listener of this package: a module-level coroutine function taking Bolt's arguments by name
+# (ack, body, respond, client...) and `deps` (and any other bound value) keyword-only, bound by register_table.
+Listener = Callable[..., Awaitable[None]]
+# What a listener is registered under: an action id, callback id, command or event type, or a pattern of them.
+Matcher = str | re.Pattern[str]
 
 
 def _utcnow() -> datetime:
@@ -70,6 +78,8 @@ class Deps:
     # One lock per job id: a duplicate delivery of the same command must not post a second card.
     _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
     deliveries: RecentDeliveries = field(default_factory=RecentDeliveries)
+    # job id -> when a click last re-rendered its stale card (handlers.actions; bounded there)
+    stale_card_refreshes: dict[int, float] = field(default_factory=dict)
 
     def lock(self, job_id: int) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())
@@ -109,3 +119,21 @@ def bug_reference(where: str, exc: BaseException | None = None) -> str:
     ref = f"ERR-{secrets.token_hex(3)}"
     log.error("unexpected error in %s (reference %s)", where, ref, exc_info=exc if exc is not None else True)
     return f"something went wrong on our side (error reference {ref}); the operators can find it in the log"
+
+
+def bind(listener: Listener, deps: Deps) -> Listener:
+    """`listener` with `deps` bound by keyword. Bolt passes only the arguments its signature names before the
+    `*` (so never `deps`), and logs a listener by its function's name: update_wrapper keeps both visible."""
+    function = listener
+    while isinstance(function, functools.partial):  # a table entry may already bind other keywords
+        function = function.func
+    return functools.update_wrapper(functools.partial(listener, deps=deps), function)
+
+
+def register_table(
+    add: Callable[[Matcher], Callable[[Listener], object]], table: Iterable[tuple[Matcher, Listener]], deps: Deps
+) -> None:
+    """Register each listener of `table` with `deps` bound (`add`: app.command, app.action, app.view or
+    app.event), in the table's order: Bolt tries listeners in registration order, so catch-alls go last."""
+    for matcher, listener in table:
+        add(matcher)(bind(listener, deps))

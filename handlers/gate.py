@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from slack_sdk.web.async_client import AsyncWebClient
+
 from migration_core.dispatch.policy import RateLimiter, Verdict, VerdictCode
 from migration_core.service_api import ApproverCheck
 
@@ -138,7 +140,7 @@ class WorkspaceBinding:
         self.workspace: Workspace | None = None
         self._lock = asyncio.Lock()
 
-    async def bind(self, client: Any) -> Workspace:
+    async def bind(self, client: AsyncWebClient) -> Workspace:
         async with self._lock:
             if self.workspace is None:
                 resp = await client.auth_test()

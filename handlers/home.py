@@ -6,12 +6,14 @@ import logging
 import re
 from typing import Any
 
+from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.home import home_message
 from bot.blocks.ir import SLACK
 from bot.blocks.slack import home_view
-from handlers.deps import Deps
+from handlers.deps import Deps, Listener, Matcher, register_table
 from handlers.slack_io import error_code
 from migration_core.models import JobState
 
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 RECENT_JOBS = 10
 
 
-async def publish_home(deps: Deps, client: Any, user: str) -> None:
+async def publish_home(deps: Deps, client: AsyncWebClient, user: str) -> None:
     svc = deps.service
     active = await svc.active_jobs()
     if not await _is_approver(deps, user):  # approval requests are shown to those who can approve (and own)
@@ -39,23 +41,30 @@ async def _is_approver(deps: Deps, user: str) -> bool:
         return False
 
 
-def register(app: Any, deps: Deps) -> None:
-    async def on_home_opened(event: dict[str, Any], client: Any) -> None:
-        user = event.get("user")
-        if event.get("tab", "home") != "home" or not isinstance(user, str) or not user:
-            return
-        try:
-            await publish_home(deps, client, user)
-        except SlackApiError as err:  # Slack said no (unknown user, rate limit...): not a bug, no traceback
-            log.warning("could not publish the Home tab for %s: %s", user[:40], error_code(err) or err)
-        except Exception:
-            log.exception("could not publish the Home tab for %s", user[:40])
+async def on_home_opened(event: dict[str, Any], client: AsyncWebClient, *, deps: Deps) -> None:
+    user = event.get("user")
+    if event.get("tab", "home") != "home" or not isinstance(user, str) or not user:
+        return
+    try:
+        await publish_home(deps, client, user)
+    except SlackApiError as err:  # Slack said no (unknown user, rate limit...): not a bug, no traceback
+        log.warning("could not publish the Home tab for %s: %s", user[:40], error_code(err) or err)
+    except Exception:
+        log.exception("could not publish the Home tab for %s", user[:40])
 
-    app.event("app_home_opened")(on_home_opened)
 
-    async def other_event(event: dict[str, Any]) -> None:
-        # Subscribed or not, other events get an ack (Bolt sends it) and nothing else; without this listener
-        # Bolt answers 404 and logs a code suggestion, with the event's (user-controlled) type in it.
-        return None
+async def other_event(event: dict[str, Any], *, deps: Deps) -> None:
+    # Subscribed or not, other events get an ack (Bolt sends it) and nothing else; without this listener
+    # Bolt answers 404 and logs a code suggestion, with the event's (user-controlled) type in it.
+    return None
 
-    app.event(re.compile(r".*"))(other_event)
+
+# The catch-all comes after app_home_opened, so it only sees the events no listener above took.
+EVENTS: tuple[tuple[Matcher, Listener], ...] = (
+    ("app_home_opened", on_home_opened),
+    (re.compile(r".*"), other_event),
+)
+
+
+def register(app: AsyncApp, deps: Deps) -> None:
+    register_table(app.event, EVENTS, deps)

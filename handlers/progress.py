@@ -36,6 +36,9 @@ from migration_core.dispatch.queue import queue_notice_reason
 from migration_core.errors import MigrateBotError
 from migration_core.events import (
     DecisionMade,
+    DrainChanged,
+    DrainMoveEnded,
+    DrainRollup,
     JobEvent,
     Notice,
     NoticeKind,
@@ -120,6 +123,8 @@ class SlackProgressSink:
             log.exception("slack sink could not record %s", type(event).__name__)
 
     def _record(self, event: JobEvent) -> None:
+        if isinstance(event, DrainChanged | DrainRollup | DrainMoveEnded):
+            return  # drains have their own card and thread
         if isinstance(event, ProgressUpdated | DecisionMade) and self._job_id_of(event) in self._final_shown:
             return  # the progress message shows the end already: a late sample or decision changes nothing
         if isinstance(event, ProgressUpdated):
@@ -189,6 +194,7 @@ class SlackProgressSink:
             return event.sample.job_id
         if isinstance(event, SummaryReady):
             return event.summary.job_id
+        assert not isinstance(event, DrainChanged | DrainRollup | DrainMoveEnded)
         return event.job_id
 
     def _state(self, job_id: int) -> _JobState:

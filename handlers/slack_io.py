@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.ir import Message
 from bot.blocks.slack import fallback_text, message_payload
@@ -46,7 +47,7 @@ def error_code(err: SlackApiError) -> str:
 
 
 async def post_message(
-    client: Any, channel: str, msg: Message, *, thread_ts: str | None = None, broadcast: bool = False
+    client: AsyncWebClient, channel: str, msg: Message, *, thread_ts: str | None = None, broadcast: bool = False
 ) -> str:
     """chat.postMessage (a thread reply with `thread_ts`); text only if Slack rejects the blocks."""
     kwargs: dict[str, Any] = {"channel": channel, **message_payload(msg)}
@@ -65,7 +66,7 @@ async def post_message(
     return str(resp["ts"])
 
 
-async def update_message(client: Any, channel: str, ts: str, msg: Message) -> None:
+async def update_message(client: AsyncWebClient, channel: str, ts: str, msg: Message) -> None:
     """chat.update; falls back to text only if Slack rejects the blocks."""
     try:
         await client.chat_update(channel=channel, ts=ts, **message_payload(msg))

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from migration_core.models import Decision, JobState, ProgressSample, VerificationSummary
+
+if TYPE_CHECKING:  # the drain types import the planner; the events only carry them
+    from migration_core.drains import DrainStatus, MoveStatus
 
 
 class NoticeKind(StrEnum):
@@ -67,7 +70,37 @@ class SummaryReady:
     summary: VerificationSummary
 
 
-JobEvent = StateChanged | ProgressUpdated | DecisionMade | Notice | SummaryReady
+@dataclass(frozen=True)
+class DrainChanged:
+    """A drain changed state (requested, approved, running, cancelling, finished) or gained an approval."""
+
+    status: DrainStatus
+    actor: str | None
+    detail: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DrainRollup:
+    """The drain's periodic roll-up while it runs (N of M done, each running VM, the ETA): edit in place."""
+
+    status: DrainStatus
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DrainMoveEnded:
+    """One move of a drain ended (succeeded, parked with the reason, cancelled): a line in the thread."""
+
+    status: DrainStatus
+    move: MoveStatus
+    at: datetime
+
+
+DrainEvent = DrainChanged | DrainRollup | DrainMoveEnded
+JobEvent = (
+    StateChanged | ProgressUpdated | DecisionMade | Notice | SummaryReady | DrainChanged | DrainRollup | DrainMoveEnded
+)
 
 
 class EventSink(Protocol):

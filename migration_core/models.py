@@ -336,13 +336,18 @@ def _request_to_json(req: MigrationRequest) -> dict[str, Any]:
     return {"vm": req.vm, "destination": req.destination, "options": opts}
 
 
-def _request_from_json(data: Mapping[str, Any]) -> MigrationRequest:
-    opts = dict(data["options"])
+def options_from_json(data: Mapping[str, Any]) -> MigrationOptions:
+    """Inverse of `asdict(options)` as JSON (enums as values, datetimes as ISO strings)."""
+    opts = dict(data)
     opts["mode"] = MigrationMode(opts["mode"]) if opts.get("mode") else None
     opts["copy_storage"] = CopyStorage(opts["copy_storage"]) if opts.get("copy_storage") else None
     for key in ("not_before", "not_after"):
         opts[key] = datetime.fromisoformat(opts[key]) if opts.get(key) else None
-    return MigrationRequest(vm=data["vm"], destination=data["destination"], options=MigrationOptions(**opts))
+    return MigrationOptions(**opts)
+
+
+def _request_from_json(data: Mapping[str, Any]) -> MigrationRequest:
+    return MigrationRequest(vm=data["vm"], destination=data["destination"], options=options_from_json(data["options"]))
 
 
 class JobState(StrEnum):
@@ -404,6 +409,7 @@ class Job:
     approvals: tuple[Approval, ...] = ()
     error: str | None = None
     owner: str | None = None
+    drain_id: int | None = None  # a move of this drain (migration_core.drains)
 
     @property
     def approvers(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -21,6 +21,8 @@ from migration_core import logctx
 from migration_core.dispatch import policy, windows
 from migration_core.dispatch.approvals import ApprovalSubject, required_approvals
 from migration_core.dispatch.dispatcher import Dispatcher, DispatcherConfig, JobMover
+from migration_core.dispatch.drains import DrainConfig, DrainDesk
+from migration_core.drains import CancelReport, Drain, DrainStatus
 from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError
 from migration_core.events import EventSink, Notice, NoticeKind
 from migration_core.execution.executor import Executor
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 class HostPlanner(Protocol):
     """Plans many moves at once (drains, `to any`); PreflightRunner implements it."""
 
+    maintenance: Callable[[], Awaitable[Mapping[str, str]]] | None  # hosts placement must skip, and why
+
     async def plan_drain(
         self,
         host: str,
@@ -48,9 +52,39 @@ class HostPlanner(Protocol):
         to: Sequence[str] = (),
         except_vms: Sequence[str] = (),
         include_stopped: bool = False,
+        only_vms: Sequence[str] | None = None,
+        returning: bool = False,
     ) -> DrainPlan: ...
 
     async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan: ...
+
+
+class _DeferredHostPlanner:
+    """The desk's planner: the real one when it can place VMs, else a clear refusal at the first use."""
+
+    def __init__(self, planner: object) -> None:
+        self._planner = planner
+
+    async def plan_drain(
+        self,
+        host: str,
+        options: MigrationOptions,
+        *,
+        to: Sequence[str] = (),
+        except_vms: Sequence[str] = (),
+        include_stopped: bool = False,
+        only_vms: Sequence[str] | None = None,
+        returning: bool = False,
+    ) -> DrainPlan:
+        return await _host_planner(self._planner).plan_drain(
+            host,
+            options,
+            to=to,
+            except_vms=except_vms,
+            include_stopped=include_stopped,
+            only_vms=only_vms,
+            returning=returning,
+        )
 
 
 def _host_planner(planner: object) -> HostPlanner:
@@ -81,6 +115,7 @@ class ServiceConfig:
     lease_s: float = 30.0
     dispatch_interval_s: float = 1.0
     wait_poll_s: float = 0.25
+    drain_rollup_s: float = 5.0  # the drain's roll-up message is refreshed this often (issue 11: <= 10 s)
 
 
 def _utcnow() -> datetime:
@@ -144,12 +179,38 @@ class MigrationService:
             clock=clock,
             freezes=self.rules.freezes,
         )
+        self.drains = DrainDesk(
+            store=store,
+            sink=sink,
+            mover=self._mover,
+            dispatcher=self.dispatcher,
+            planner=_DeferredHostPlanner(planner),
+            rules=self.rules,
+            approver_check=approver_check,
+            group_check=self.group_check,
+            admit=self._admit_drain,
+            cancel_job=self.cancel,
+            abort_job=self.abort,
+            config=DrainConfig(
+                replica_id=self.config.replica_id,
+                lease_s=self.config.lease_s,
+                approval_ttl_s=self.config.approval_ttl_s,
+                poll_s=self.config.dispatch_interval_s,
+                rollup_s=self.config.drain_rollup_s,
+            ),
+            clock=clock,
+        )
+        if isinstance(planner, HostPlanner):
+            # placement (drains, `to any`) skips hosts under maintenance; a single move to one gets a warning
+            planner.maintenance = self.drains.host_marks
 
     async def start(self) -> None:
-        """Recover unfinished jobs (restart) and start dispatching approved ones."""
+        """Recover unfinished jobs (restart) and start dispatching approved ones; continue running drains."""
         await self.dispatcher.start()
+        await self.drains.start()
 
     async def close(self) -> None:
+        await self.drains.stop()
         await self.dispatcher.stop()
         if self.journal is not None:
             await self.journal.aclose(10.0)  # what the migrations reported last is written before we go
@@ -185,6 +246,128 @@ class MigrationService:
     async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan:
         """`<vm> to any`: the single move's plan to the host placement chooses, with the reason."""
         return await _host_planner(self.planner).plan_any(vm, options)
+
+    # ----- drains (issue 11): the desk does the work; these check the input and name the operation -------
+
+    def _drain_hosts(self, host: str, to: Sequence[str]) -> str:
+        source = self.inventory.get(host)
+        for name in to:
+            self.inventory.get(name)
+        if len(self.inventory) < 2:
+            raise RequestError(
+                f"{source.name} is the only host in {self.inventory.path}: there is nowhere to drain it to",
+                "add the other hosts to the hosts file",
+            )
+        return source.name
+
+    async def request_drain(
+        self,
+        host: str,
+        options: MigrationOptions,
+        requester: str,
+        *,
+        to: Sequence[str] = (),
+        except_vms: Sequence[str] = (),
+        include_stopped: bool = False,
+        chat_channel: str | None = None,
+    ) -> Drain:
+        """`drain <host>`: the plan, up for approval (a drain needs a risky plan's approvers)."""
+        name = self._drain_hosts(host, to)
+        with logctx.job_context(actor=requester):
+            return await self.drains.request(
+                name,
+                options,
+                requester,
+                to=to,
+                except_vms=except_vms,
+                include_stopped=include_stopped,
+                chat_channel=chat_channel,
+            )
+
+    async def plan_return(self, host: str) -> DrainPlan:
+        """The dry run of `return <host>`."""
+        plan, _source = await self.drains.plan_return(self.inventory.get(host).name)
+        return plan
+
+    async def request_return(
+        self, host: str, requester: str, reason: str | None = None, *, chat_channel: str | None = None
+    ) -> Drain:
+        """`return <host>`: move back what the last completed drain of `host` took off it; up for approval."""
+        return await self.drains.request_return(
+            self.inventory.get(host).name, requester, reason, chat_channel=chat_channel
+        )
+
+    async def approve_drain(self, drain_id: int, actor: str) -> Drain:
+        try:
+            return await self.drains.approve(drain_id, actor)
+        except MigrateBotError as err:
+            await self.record_refusal(None, actor, "approve drain", err, {"drain": drain_id})
+            raise
+
+    async def deny_drain(self, drain_id: int, actor: str, reason: str | None = None) -> Drain:
+        try:
+            return await self.drains.deny(drain_id, actor, reason)
+        except MigrateBotError as err:
+            await self.record_refusal(None, actor, "deny drain", err, {"drain": drain_id})
+            raise
+
+    async def cancel_drain(self, drain_id: int, actor: str) -> CancelReport:
+        try:
+            return await self.drains.cancel(drain_id, actor)
+        except MigrateBotError as err:
+            await self.record_refusal(None, actor, "cancel drain", err, {"drain": drain_id})
+            raise
+
+    async def get_drain(self, drain_id: int) -> Drain:
+        return await self.drains.get(drain_id)
+
+    async def drain_status(self, drain_id: int) -> DrainStatus:
+        return await self.drains.status(drain_id)
+
+    async def active_drains(self) -> list[DrainStatus]:
+        return await self.drains.active()
+
+    async def recent_drains(self, limit: int = 20) -> list[Drain]:
+        return await self.drains.recent(limit)
+
+    async def host_marks(self) -> dict[str, str]:
+        return await self.drains.host_marks()
+
+    async def set_drain_refs(
+        self, drain_id: int, *, channel: str | None = None, thread: str | None = None, progress: str | None = None
+    ) -> Drain:
+        return await self.store.set_drain_refs(
+            drain_id, chat_channel=channel, chat_thread=thread, chat_progress=progress
+        )
+
+    async def wait_drain(self, drain_id: int, timeout_s: float | None = None) -> DrainStatus:
+        return await self.drains.wait(drain_id, timeout_s)
+
+    async def _admit_drain(
+        self, requester: str, chat_channel: str | None, options: MigrationOptions, what: str
+    ) -> None:
+        """The request rules of a single move, for a drain or a return: who, where, ticket, freeze, rate."""
+        if options.not_before is not None or options.not_after is not None:
+            raise RequestError(
+                f"a {what} starts when it is approved: --at / --window are for single moves",
+                "drop --at / --window, and approve the drain when the window opens",
+            )
+        now = self.clock()
+        for verdict in (
+            policy.may_request(requester, self.config.requesters, chat_channel, self.config.channels),
+            policy.check_ticket(options.ticket, self.rules.ticket),
+            policy.check_change_window(options.emergency, self.rules.freezes, now, self.rules.approvals.emergency),
+        ):
+            if not verdict.allowed:
+                err = verdict.error()
+                assert err is not None
+                await self.record_refusal(None, requester, "request", err, {"what": what})
+                raise err
+        rate = self._rate.hit(requester)
+        if not rate.allowed:
+            limited = PolicyError(rate.reason, "wait a little, or ask an operator to raise MIGRATE_BOT_RATE_LIMIT")
+            await self.record_refusal(None, requester, "request", limited, {"what": what})
+            raise limited
 
     async def submit(
         self,
@@ -226,6 +409,9 @@ class MigrationService:
         destination = self.inventory.get(request.destination).name  # canonical spelling; unknown -> error
         active = await self.store.active_job_for_vm(request.vm)
         if active is not None:
+            # a concurrent duplicate delivery may have created the job since the first look: it is this request
+            if idempotency_key and (mine := await self.store.find_by_idempotency_key(idempotency_key)) is not None:
+                return mine
             raise ActiveJobExists(request.vm, active.id, active.state)
         rate = self._rate.hit(requester)
         if not rate.allowed:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from migration_core.drains import CancelReport, Drain, DrainStatus
 from migration_core.models import Job, MigrationOptions, MigrationRequest, Plan
 from migration_core.planning.drain import DrainPlan, PlacedPlan
 
@@ -80,6 +81,66 @@ class MigrationServiceAPI(Protocol):
 
     async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan:
         """`<vm> to any`: the single move's plan to the host placement chooses, with the reason."""
+        ...
+
+    # ----- drains (issue 11) -----
+
+    async def request_drain(
+        self,
+        host: str,
+        options: MigrationOptions,
+        requester: str,
+        *,
+        to: Sequence[str] = (),
+        except_vms: Sequence[str] = (),
+        include_stopped: bool = False,
+        chat_channel: str | None = None,
+    ) -> Drain:
+        """Plan the drain and leave it awaiting approval (RequestError: unknown host, nothing can move, another
+        drain of the host unfinished; PolicyError: not allowed, freeze, ticket, rate)."""
+        ...
+
+    async def plan_return(self, host: str) -> DrainPlan:
+        """The dry run of `return <host>` (RequestError when there is no completed drain of it)."""
+        ...
+
+    async def request_return(
+        self, host: str, requester: str, reason: str | None = None, *, chat_channel: str | None = None
+    ) -> Drain: ...
+
+    async def approve_drain(self, drain_id: int, actor: str) -> Drain:
+        """One approval covers every move; the drain starts when enough are in."""
+        ...
+
+    async def deny_drain(self, drain_id: int, actor: str, reason: str | None = None) -> Drain: ...
+
+    async def cancel_drain(self, drain_id: int, actor: str) -> CancelReport:
+        """Moves not started never start, pre-copy moves are aborted, post-copy moves finish; the report says
+        which is which."""
+        ...
+
+    async def get_drain(self, drain_id: int) -> Drain:
+        """Raises UnknownDrainError."""
+        ...
+
+    async def drain_status(self, drain_id: int) -> DrainStatus: ...
+
+    async def active_drains(self) -> list[DrainStatus]:
+        """Drains awaiting approval or running, newest first."""
+        ...
+
+    async def recent_drains(self, limit: int = 20) -> list[Drain]: ...
+
+    async def host_marks(self) -> dict[str, str]:
+        """Hosts being drained or drained (not returned yet) -> why; placement never uses them."""
+        ...
+
+    async def set_drain_refs(
+        self, drain_id: int, *, channel: str | None = None, thread: str | None = None, progress: str | None = None
+    ) -> Drain: ...
+
+    async def wait_drain(self, drain_id: int, timeout_s: float | None = None) -> DrainStatus:
+        """Block until the drain is finished (or the timeout passes) and return its status."""
         ...
 
     async def submit(

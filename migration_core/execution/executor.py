@@ -20,7 +20,14 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import replace
 
-from migration_core.errors import HostUnreachable, HypervisorError, MigrateBotError, StateError
+from migration_core.errors import (
+    DomainNotFound,
+    HostUnreachable,
+    HypervisorError,
+    JobAborted,
+    MigrateBotError,
+    StateError,
+)
 from migration_core.events import (
     DecisionMade,
     Notice,
@@ -37,7 +44,7 @@ from migration_core.execution.progress import ProgressTracker, announced_eta, ob
 from migration_core.execution.types import ExecutionResult
 from migration_core.execution.verify import verify
 from migration_core.hypervisor.jobstats import parse_job_stats, reading_from_job_stats
-from migration_core.hypervisor.types import DomainNotFound, JobAborted, JobStats, JobType
+from migration_core.hypervisor.types import JobStats, JobType
 from migration_core.models import (
     CheckStatus,
     ControlAction,

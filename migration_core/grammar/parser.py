@@ -83,41 +83,54 @@ def parse_command(text: str) -> Command:
     word = tokens[0].lower()
     # A VM may be named like a command word: `status to hostB` can only mean migrating VM "status".
     names_a_vm = len(tokens) >= 3 and tokens[1].lower() == "to"
-    if word in ("help", "?") and not names_a_vm:
+    if not names_a_vm:
+        command = _parse_command_word(word, tokens)
+        if command is not None:
+            return command
+        if option_token(tokens[0]) is None:
+            close = difflib.get_close_matches(word, COMMAND_WORDS, n=1, cutoff=0.75)
+            if close:
+                raise GrammarError(f"unknown command `{tokens[0]}`", f"did you mean `/migrate {close[0]}`?")
+    return _parse_migrate(tokens, plan_only=False)
+
+
+def _parse_command_word(word: str, tokens: list[str]) -> Command | None:
+    """The command `tokens` start with (`word`, lower-cased), or None when the first word is not a command."""
+    if word in ("help", "?"):
         return _parse_help(tokens[1:])
-    if word == "plan" and not names_a_vm:
+    if word == "plan":
         # `plan drain hostA` (but `plan drain to hostB` plans moving a VM called "drain")
         if len(tokens) >= 2 and tokens[1].lower() == "drain" and not (len(tokens) >= 4 and tokens[2].lower() == "to"):
             return _parse_drain(tokens[2:], plan_only=True)
         return _parse_migrate(tokens[1:], plan_only=True)
-    if word == "drain" and not names_a_vm:
+    if word == "drain":
         return _parse_drain(tokens[1:], plan_only=False)
-    if word == "return" and not names_a_vm:
+    if word == "return":
         return _parse_return(tokens[1:])
-    if word == "cancel" and not names_a_vm and len(tokens) >= 2 and tokens[1].lower() == "drain":
+    if word == "cancel" and len(tokens) >= 2 and tokens[1].lower() == "drain":
         return _parse_cancel_drain(tokens[2:])
-    if word in COMMAND_WORDS and not names_a_vm:
-        scan = _scan(tokens[1:], word)
-        words = [t for _, t in scan.positionals]
-        if word == "status":
-            return StatusCommand(_status_target(words))
-        if word == "cancel":
-            return CancelCommand(_cancel_job_id(words))
-        if word == "history":
-            _at_most(words, 1, "history takes at most one VM or host name", "example: /migrate history vm42")
-            subject = check_name(words[0], "VM or host") if words else None
-            return HistoryCommand(subject, scan.draft.limit)
-        if word == "freezes":
-            _at_most(words, 0, "freezes takes no arguments", "/migrate freezes")
-            return FreezesCommand()
-        _at_most(words, 0, "hosts takes no arguments", "/migrate hosts")
-        return HostsCommand()
-    if not names_a_vm and option_token(tokens[0]) is None:
-        close = difflib.get_close_matches(word, COMMAND_WORDS, n=1, cutoff=0.75)
-        if close:
-            raise GrammarError(f"unknown command `{tokens[0]}`", f"did you mean `/migrate {close[0]}`?")
-    return _parse_migrate(tokens, plan_only=False)
+    if word in COMMAND_WORDS:
+        return _parse_read_or_cancel(word, tokens[1:])
+    return None
 
+
+def _parse_read_or_cancel(word: str, args: list[str]) -> Command:
+    """status, cancel, history, freezes and hosts: positional words and the options they take."""
+    scan = _scan(args, word)
+    words = [t for _, t in scan.positionals]
+    if word == "status":
+        return StatusCommand(_status_target(words))
+    if word == "cancel":
+        return CancelCommand(_cancel_job_id(words))
+    if word == "history":
+        _at_most(words, 1, "history takes at most one VM or host name", "example: /migrate history vm42")
+        subject = check_name(words[0], "VM or host") if words else None
+        return HistoryCommand(subject, scan.draft.limit)
+    if word == "freezes":
+        _at_most(words, 0, "freezes takes no arguments", "/migrate freezes")
+        return FreezesCommand()
+    _at_most(words, 0, "hosts takes no arguments", "/migrate hosts")
+    return HostsCommand()
 
 @dataclass
 class _Scan:

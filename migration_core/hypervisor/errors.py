@@ -7,12 +7,13 @@ is kept at the end of the message, because it is what a search engine or libvirt
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from migration_core.errors import HostUnreachable, HypervisorError
+from migration_core.errors import DomainNotFound, HostUnreachable, HypervisorError, JobAborted
 from migration_core.hypervisor.tlscheck import TlsDiagnosis, client_files
-from migration_core.hypervisor.types import DomainNotFound, JobAborted, VirErr
+from migration_core.hypervisor.types import VirErr
 
 # Text fragments of libvirt/socket errors that mean "the daemon at the other end is not there".
 _UNREACHABLE = (
@@ -185,13 +186,9 @@ def access_error(code: int | None, message: str, ctx: ErrorContext) -> Hyperviso
     return None
 
 
-def translate(code: int | None, message: str, ctx: ErrorContext) -> HypervisorError:
-    """One libvirt error -> one exception of the core's tree with an operator message and a hint."""
+def _vm_error(code: int | None, message: str, ctx: ErrorContext) -> HypervisorError | None:
+    """The VM cannot go: not there, same host, CPU, storage libvirt calls unsafe, or the job was cancelled."""
     text = strip_prefix(message)
-    where = f"{ctx.host}'s libvirtd at {ctx.uri}"
-    access = access_error(code, message, ctx)
-    if access is not None:
-        return access
     if code == VirErr.NO_DOMAIN:
         name = ctx.vm or "that VM"
         return DomainNotFound(
@@ -230,6 +227,13 @@ def translate(code: int | None, message: str, ctx: ErrorContext) -> HypervisorEr
             "in pre-copy the VM keeps running on the source; check where it runs with `/migrate status`",
             code,
         )
+    return None
+
+
+def _connection_error(code: int | None, message: str, ctx: ErrorContext) -> HypervisorError | None:
+    """A daemon does not answer (this host, or the peer it dials), refuses the bot, or is busy with a job."""
+    text = strip_prefix(message)
+    where = f"{ctx.host}'s libvirtd at {ctx.uri}"
     if ctx.peer and ctx.peer_uri and looks_unreachable(message) and _mentions_peer(message, ctx.peer_uri):
         return HostUnreachable(
             f"{ctx.host} could not reach {ctx.peer}'s libvirtd at {ctx.peer_uri} ({text})",
@@ -261,6 +265,12 @@ def translate(code: int | None, message: str, ctx: ErrorContext) -> HypervisorEr
             "`virsh domjobinfo` on that host",
             code,
         )
+    return None
+
+
+def _disk_or_job_error(code: int | None, message: str, ctx: ErrorContext) -> HypervisorError | None:
+    """A disk's copy cannot be made, or the operation does not fit the job's state (post-copy, not running)."""
+    text = strip_prefix(message)
     if code == VirErr.NO_STORAGE_POOL and "target path" in message:
         return HypervisorError(
             f"{ctx.host} has no storage pool for a disk's directory, so libvirt cannot create the copy ({text})",
@@ -293,6 +303,25 @@ def translate(code: int | None, message: str, ctx: ErrorContext) -> HypervisorEr
             "the migration has already ended: see its summary",
             code,
         )
+    return None
+
+
+# Tried in this order; the first that recognises the error wins (access problems first: their text can also
+# look like an unreachable host).
+_RULES: tuple[Callable[[int | None, str, ErrorContext], HypervisorError | None], ...] = (
+    access_error,
+    _vm_error,
+    _connection_error,
+    _disk_or_job_error,
+)
+
+
+def translate(code: int | None, message: str, ctx: ErrorContext) -> HypervisorError:
+    """One libvirt error -> one exception of the core's tree with an operator message and a hint."""
+    for rule in _RULES:
+        if (err := rule(code, message, ctx)) is not None:
+            return err
+    text = strip_prefix(message)
     return HypervisorError(
         f"{ctx.host}: {ctx.op} failed: {text}",
         f"see libvirtd.log and the QEMU log of {ctx.vm or 'the VM'} on {ctx.host}",

@@ -11,19 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
-from migration_core.errors import HypervisorError
+# Defined in the core's one exception tree; importable from here as before.
+from migration_core.errors import DomainNotFound as DomainNotFound
+from migration_core.errors import JobAborted as JobAborted
 from migration_core.models import ParamValue
 
 # A value in a job-stats dict: libvirt typed params are ints, floats, strings or booleans.
 StatValue = int | float | str | bool
-
-
-class DomainNotFound(HypervisorError):
-    """The named VM does not exist on that host (libvirt VIR_ERR_NO_DOMAIN)."""
-
-
-class JobAborted(HypervisorError):
-    """The running job was cancelled (by abortJob or by libvirt itself): VIR_ERR_OPERATION_ABORTED."""
 
 
 class DomainState(StrEnum):

@@ -21,6 +21,7 @@ from migration_core.models import (
     ConvergencePolicy,
     CopyStorage,
     MigrationMode,
+    MigrationOptions,
     MigrationRequest,
     ParamValue,
     Plan,
@@ -138,6 +139,16 @@ def build_flags_and_params(
         flags.add("VIR_MIGRATE_PERSIST_DEST")
     if migration_address:
         params["migrate_uri"] = migrate_uri(migration_address)
+    _add_live_options(opts, flags, params)
+    if opts.tls or tls:
+        flags.add("VIR_MIGRATE_TLS")
+    if vm is not None:
+        _add_storage(opts, vm, disks, flags, params)
+    return _ordered(flags), params
+
+
+def _add_live_options(opts: MigrationOptions, flags: set[str], params: dict[str, ParamValue]) -> None:
+    """Bandwidth, post-copy, auto-converge, parallel connections and compression: their flags and params."""
     if opts.bandwidth_mib_s is not None:
         params["bandwidth"] = opts.bandwidth_mib_s
     if opts.postcopy or opts.postcopy_after_s is not None:
@@ -155,20 +166,22 @@ def build_flags_and_params(
     if opts.compressed:
         flags.add("VIR_MIGRATE_COMPRESSED")
         params["compression"] = ["xbzrle"]
-    if opts.tls or tls:
-        flags.add("VIR_MIGRATE_TLS")
-    if vm is not None:
-        copied = disks_to_copy(vm, disks) if opts.copy_storage is not None else ()
-        if copied:
-            flags.add(
-                "VIR_MIGRATE_NON_SHARED_INC" if opts.copy_storage is CopyStorage.INC else "VIR_MIGRATE_NON_SHARED_DISK"
-            )
-            params["migrate_disks"] = [p.disk.target for p in copied]
-        if any(p.needs_unsafe for p in placements(vm, disks)):
-            # Only where the storage probe proved both hosts see the same image (e.g. one ext4 in the lab)
-            # but libvirt cannot tell: it would refuse with "Migration without shared storage is unsafe".
-            flags.add("VIR_MIGRATE_UNSAFE")
-    return _ordered(flags), params
+
+
+def _add_storage(
+    opts: MigrationOptions, vm: VmFacts, disks: Sequence[DiskVisibility], flags: set[str], params: dict[str, ParamValue]
+) -> None:
+    """The disks to copy (--copy-storage) and whether libvirt must be told the shared storage is safe."""
+    copied = disks_to_copy(vm, disks) if opts.copy_storage is not None else ()
+    if copied:
+        flags.add(
+            "VIR_MIGRATE_NON_SHARED_INC" if opts.copy_storage is CopyStorage.INC else "VIR_MIGRATE_NON_SHARED_DISK"
+        )
+        params["migrate_disks"] = [p.disk.target for p in copied]
+    if any(p.needs_unsafe for p in placements(vm, disks)):
+        # Only where the storage probe proved both hosts see the same image (e.g. one ext4 in the lab)
+        # but libvirt cannot tell: it would refuse with "Migration without shared storage is unsafe".
+        flags.add("VIR_MIGRATE_UNSAFE")
 
 
 def _ordered(flags: set[str]) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from migration_core.errors import HostUnreachable, MigrateBotError, PreflightError
+from migration_core.errors import HostUnreachable, MigrateBotError, PreflightError, RequestError
 from migration_core.facts.domxml import parse_domain
 from migration_core.facts.domxml_host import (
     cpu_model_of,
@@ -50,7 +50,16 @@ from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import DomainInfo, EmulatorTarget, NetworkInfo
 from migration_core.inventory.hosts import HostConfig, Inventory
 from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
-from migration_core.models import MigrationMode, MigrationOptions, MigrationRequest, MoveSample, Plan, Prediction
+from migration_core.models import (
+    CheckResult,
+    CheckStatus,
+    MigrationMode,
+    MigrationOptions,
+    MigrationRequest,
+    MoveSample,
+    Plan,
+    Prediction,
+)
 from migration_core.planning.drain import (
     DrainPlan,
     DrainSource,
@@ -118,6 +127,8 @@ def _bridges_found(
 
 # A TCP port probe from where the bot runs: (open?, detail); None when it cannot be told.
 Prober = Callable[[str, int, float], Awaitable[tuple[bool | None, str]]]
+
+
 async def _none() -> tuple[None, None]:
     return None, None
 
@@ -168,6 +179,8 @@ class PreflightRunner:
         self.settings = settings or PreflightSettings()
         # how long a move takes on a share of the link (drains): None = the calibrated prediction with history
         self.estimator: MoveEstimator | None = None
+        # hosts under maintenance (being drained or drained) -> why; the service sets it (issue 11)
+        self.maintenance: Callable[[], Awaitable[Mapping[str, str]]] | None = None
         self._monotonic = monotonic
         # (source URI, VM UUID) -> (when measured, the measurement): what a re-check may reuse.
         self._dirty_rates: dict[tuple[str, str], tuple[float, DirtyRateSample]] = {}
@@ -194,13 +207,30 @@ class PreflightRunner:
         facts = await self.gather(request, reuse_dirty_rate_s=reuse_dirty_rate_s)
         prediction = await self._predict(facts)
         dest = self.inventory.find(request.destination)
-        return make_plan(
+        plan = make_plan(
             facts,
             prediction,
             dest_peer_uri=(dest.peer_uri if dest else "") or "qemu:///unknown-destination",
             migration_address=dest.migration_address if dest else None,
             tls=request.options.tls,
         )
+        why = (await self._maintenance()).get(plan.destination)
+        if why is None:
+            return plan
+        warning = CheckResult(
+            "host.maintenance",
+            CheckStatus.WARN,
+            why,
+            f"pick another host (or `/migrate {request.vm} to any`), or `/migrate return {plan.destination}` first",
+        )
+        return replace(plan, checks=(*plan.checks, warning))
+
+    async def _maintenance(self) -> Mapping[str, str]:
+        """Hosts being drained or drained, with the reason (empty when the service has no drains)."""
+        if self.maintenance is None:
+            return {}
+        marks, _error = await _maybe("read the hosts under maintenance", self.maintenance())
+        return marks or {}
 
     # ----- prediction -------------------------------------------------------------------------------------
 
@@ -605,7 +635,6 @@ class PreflightRunner:
             del self._dirty_rates[next(iter(self._dirty_rates))]
         return sample
 
-
     # ----- many moves at once: drains and `<vm> to any` (issue 11) -----------------------------------------
 
     async def plan_drain(
@@ -616,10 +645,22 @@ class PreflightRunner:
         to: Sequence[str] = (),
         except_vms: Sequence[str] = (),
         include_stopped: bool = False,
+        only_vms: Sequence[str] | None = None,
+        returning: bool = False,
     ) -> DrainPlan:
-        """The dry run of draining `host`: facts gathered once, then the pure planner (planning/drain.py)."""
+        """The dry run of draining `host`: facts gathered once, then the pure planner (planning/drain.py).
+        `only_vms`: plan just these of its VMs; hosts under maintenance receive nothing, except the hosts of
+        `to` when `returning` (a return brings the VMs back to the drained host, which ends its maintenance)."""
         src = self.inventory.get(host)
-        facts = await self.gather_host_moves(src, None, self._candidates(src, to), options)
+        candidates = self._candidates(src, to) if returning else await self._placeable(src, to)
+        only = None
+        if only_vms is not None:
+            wanted = {v.lower() for v in only_vms}
+            listed, error = await _maybe(f"list {src.name}'s VMs", self.hypervisor.list_domains(src.uri))
+            if listed is None:
+                raise HostUnreachable(f"{src.name} does not answer: {error}", f"check libvirtd on {src.name}")
+            only = tuple(d for d in listed if d.name.lower() in wanted)
+        facts = await self.gather_host_moves(src, only, candidates, options)
         return plan_drain(
             DrainSource(src.name, src.link_mib_s, src.max_outbound),
             facts.vms,
@@ -642,7 +683,7 @@ class PreflightRunner:
             close = difflib.get_close_matches(vm, _names, n=1, cutoff=0.6)
             hint = f"did you mean `{close[0]}`?" if close else "check the VM's name with `virsh list --all`"
             raise PreflightError(f"no host has a VM named `{vm}`", hint)
-        facts = await self.gather_host_moves(src_cfg, (dom,), self._candidates(src_cfg, ()), options)
+        facts = await self.gather_host_moves(src_cfg, (dom,), await self._placeable(src_cfg, ()), options)
         return plan_to_any(
             facts.vms[0],
             DrainSource(src_cfg.name, src_cfg.link_mib_s, src_cfg.max_outbound),
@@ -665,6 +706,15 @@ class PreflightRunner:
             found = await asyncio.gather(*(_maybe("read the migration history", self.history(*k)) for k in keys))
             history = {k: samples for k, (samples, _e) in zip(keys, found, strict=True) if samples}
         return CalibratedEstimator(history)
+
+    async def _placeable(self, src: HostConfig, to: Sequence[str]) -> list[HostConfig]:
+        """The candidate hosts minus those under maintenance; naming one in `--to` is refused with the reason."""
+        marks = await self._maintenance()
+        for name in to:
+            why = marks.get(self.inventory.get(name).name)
+            if why is not None:
+                raise RequestError(f"{why}: no VM is placed on it", f"drop {name} from --to")
+        return [h for h in self._candidates(src, to) if h.name not in marks]
 
     def _candidates(self, src: HostConfig, to: Sequence[str]) -> list[HostConfig]:
         if to:
@@ -713,9 +763,7 @@ class PreflightRunner:
             (dirty, (snaps, _e), (rss, _e2)) = await asyncio.gather(
                 self._dirty_rate(src, vm, state, live),
                 _maybe("count the VM's snapshots", hyp.snapshot_count(src.uri, dom.name)),
-                _maybe("read the VM's memory stats", hyp.memory_rss_bytes(src.uri, dom.name))
-                if live
-                else _none(),
+                _maybe("read the VM's memory stats", hyp.memory_rss_bytes(src.uri, dom.name)) if live else _none(),
             )
             return vm, dirty, snaps, transferable_from_rss(vm.memory_bytes, rss) if rss is not None else None
 

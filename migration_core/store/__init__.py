@@ -1,7 +1,8 @@
 """The job store: sqlmodel tables behind an async API; SQLite by default, PostgreSQL by URL.
 
 The only package of the core that imports sqlmodel/sqlalchemy. It also owns `states`, the pure job state
-machine. May import: migration_core.errors, models, events. Every public method is async: the blocking
+machine. May import: migration_core.errors, models, events, drains (and the drain plan it records). Every
+public method is async: the blocking
 database work runs on a worker thread, transient failures (a server restart, SQLite busy) are retried along
 a bounded backoff (`RetryPolicy`), and results are domain objects (`models.Job`, `Approval`,
 `ProgressSample`, `EventRecord`), never ORM rows. Failures leave as `MigrateBotError`s; database problems
@@ -18,6 +19,7 @@ PostgreSQL the claim is `SELECT ... FOR UPDATE SKIP LOCKED`; on SQLite every wri
     job_ops.py  jobs: create, read, transition (CAS), plan, chat refs, history, import
     records.py  approvals, events, progress samples
     leases.py   claims, take-over, heartbeats, per-host slot load
+    drain_ops.py drains: create, read, state changes (CAS), approvals, chat refs, the conductor's lease
     samples.py  calibration history: predicted and measured figures of finished migrations
     journal.py  the record of running migrations, written in the background (never blocks a migration)
     audit.py    a job's complete record (plan, approvals, outcome, verification, events) for scripts and audits
@@ -28,7 +30,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from migration_core.errors import (  # the store raises them  # the store raises them
+    ActiveJobExists,
+    DrainStateError,
+    DuplicateRequestError,
+    UnknownDrainError,
+)
 from migration_core.store.base import utc_now
+from migration_core.store.drain_ops import DrainOps
 from migration_core.store.job_ops import JobOps
 from migration_core.store.job_record import SUMMARY_DETAIL, JobRecord, job_record
 from migration_core.store.journal import Journal
@@ -37,8 +46,6 @@ from migration_core.store.records import RecordOps
 from migration_core.store.samples import SampleOps
 from migration_core.store.types import (
     NO_RETRY,
-    ActiveJobExists,
-    DuplicateRequestError,
     EventKind,
     EventRecord,
     HostLimit,
@@ -50,7 +57,7 @@ from migration_core.store.types import (
 )
 
 
-class Store(JobOps, RecordOps, LeaseOps, SampleOps):
+class Store(JobOps, RecordOps, LeaseOps, SampleOps, DrainOps):
     """The job store. `store = await Store.open(url)` (or `async with Store(url) as store:`); `close()`."""
 
     async def record(self, job_id: int) -> JobRecord:
@@ -67,6 +74,7 @@ __all__ = [
     "NO_RETRY",
     "SUMMARY_DETAIL",
     "ActiveJobExists",
+    "DrainStateError",
     "DuplicateRequestError",
     "EventKind",
     "EventRecord",
@@ -76,6 +84,7 @@ __all__ = [
     "Journal",
     "RetryPolicy",
     "Store",
+    "UnknownDrainError",
     "mask_secrets",
     "mask_url",
     "retry_async",

@@ -11,12 +11,12 @@ from sqlalchemy import insert, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from migration_core.errors import IllegalTransition, MigrateBotError
+from migration_core.errors import ActiveJobExists, DuplicateRequestError, IllegalTransition, MigrateBotError
 from migration_core.models import Job, JobState, Plan
 from migration_core.store.base import StoreBase, table
 from migration_core.store.schema import EventRow, JobRow, job_values, plan_values, row_id, to_utc
 from migration_core.store.states import ACTIVE_STATES, check_transition
-from migration_core.store.types import ActiveJobExists, DuplicateRequestError, EventKind
+from migration_core.store.types import EventKind
 
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 
@@ -40,6 +40,7 @@ class JobOps(StoreBase):
         chat_channel: str | None = None,
         chat_thread: str | None = None,
         idempotency_key: str | None = None,
+        drain_id: int | None = None,
     ) -> Job:
         """A new job in `requested`, with its first event. `source` may stay empty until preflight finds it.
 
@@ -62,6 +63,7 @@ class JobOps(StoreBase):
                         chat_channel=chat_channel,
                         chat_thread=chat_thread,
                         idempotency_key=idempotency_key,
+                        drain_id=drain_id,
                         **where,
                     )
                     s.add(row)

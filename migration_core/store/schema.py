@@ -84,6 +84,7 @@ class JobRow(SQLModel, table=True):
     owner: str | None = None  # the replica holding the lease
     lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
     idempotency_key: str | None = Field(default=None, unique=True)
+    drain_id: int | None = None  # the drain this move belongs to (drains.id), if any
 
 
 class ApprovalRow(SQLModel, table=True):
@@ -180,6 +181,34 @@ class MoveSampleRow(SQLModel, table=True):
     postcopy_switch_s: float | None = None
 
 
+class DrainRow(SQLModel, table=True):
+    """drains: one row per drain or return request (its moves are jobs keyed `drain:<id>:<vm>`)."""
+
+    __tablename__ = "drains"
+    __table_args__ = (Index("ix_drains_host_created", "host", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    host: str
+    state: str
+    requester: str
+    reason: str | None = Field(default=None, sa_type=Text)
+    plan: str = Field(sa_type=Text)  # DrainPlan.to_record() as JSON text
+    plan_hash: str
+    requirement: str = Field(sa_type=Text)  # ApprovalRequirement as JSON
+    approvals: str = Field(default="[]", sa_type=Text)  # JSON list of approvals/denials
+    returns_drain: int | None = None
+    skipped: str = Field(default="{}", sa_type=Text)  # JSON {vm: why}: moves that could not get a job
+    detail: str = Field(default="", sa_type=Text)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    chat_channel: str | None = None
+    chat_thread: str | None = None
+    chat_progress: str | None = None
+    owner: str | None = None  # the replica conducting it
+    lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
 def sample_to_row(sample: MoveSample, job_id: int | None) -> MoveSampleRow:
     return MoveSampleRow(job_id=job_id, **{f.name: getattr(sample, f.name) for f in fields(MoveSample)})
 
@@ -237,6 +266,7 @@ def job_from_row(row: JobRow, approvals: Sequence[Approval]) -> Job:
         approvals=tuple(approvals),
         error=row.error,
         owner=row.owner,
+        drain_id=row.drain_id,
     )
 
 
@@ -260,6 +290,7 @@ def job_values(job: Job) -> dict[str, object]:
         "owner": job.owner,
         "lease_until": None,
         "idempotency_key": None,
+        "drain_id": job.drain_id,
     }
 
 
@@ -284,6 +315,7 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("approvals", "groups", "TEXT"),
     ("events", "prev_hash", "TEXT"),
     ("events", "hash", "TEXT"),
+    ("jobs", "drain_id", "INTEGER"),
 )
 
 

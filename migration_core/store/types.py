@@ -14,7 +14,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from migration_core.errors import PolicyError, RequestError
 from migration_core.models import JobState
 
 T = TypeVar("T")
@@ -32,6 +31,7 @@ class EventKind(StrEnum):
     APPROVAL = "approval"  # an approval or denial was recorded
     PLAN = "plan"  # the job's plan was set or replaced
     LEASE = "lease"  # a replica claimed or took over the job
+    DRAIN = "drain"  # a drain's state change, approval or control (job_id NULL; data names the drain)
 
 
 @dataclass(frozen=True)
@@ -74,25 +74,6 @@ class HostLoad:
         return len(self.outbound_job_ids)
 
 
-class DuplicateRequestError(RequestError):
-    """The idempotency key was already used: the request was submitted before (Slack retry, double click)."""
-
-    def __init__(self, job_id: int) -> None:
-        super().__init__(f"this request was already submitted as job #{job_id}", f"see `status {job_id}`")
-        self.job_id = job_id
-
-
-class ActiveJobExists(PolicyError):
-    """The VM already has an unfinished job; one migration per VM at a time."""
-
-    def __init__(self, vm: str, job_id: int, state: JobState) -> None:
-        super().__init__(
-            f"{vm} already has job #{job_id} ({state.value}); one migration per VM at a time",
-            f"wait for it to finish, or `cancel {job_id}`",
-        )
-        self.vm = vm
-        self.job_id = job_id
-        self.state = state
 
 
 _URL_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^\s]*)@")

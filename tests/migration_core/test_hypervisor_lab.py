@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from migration_core.errors import HostUnreachable, HypervisorError
+from migration_core.errors import DomainNotFound, HostUnreachable, HypervisorError
 from migration_core.hypervisor.libvirt_adapter import Hypervisor, migration_flags
-from migration_core.hypervisor.types import DomainNotFound, DomainState, EmulatorTarget, JobType, MigrationCall
+from migration_core.hypervisor.types import DomainState, EmulatorTarget, JobType, MigrationCall
 from tests.labkit import REPO, LabInfo
 from tests.migration_core.executor_lab_support import A, B, Guest, drop_guest, healthy_link, make_guest
 

@@ -1,0 +1,241 @@
+"""Drains on the real service and the in-memory fleet, in virtual time: run, park, cancel, restart, return.
+
+The service, dispatcher, executor, controller, verification and SQLite store are the real ones; only the hosts
+are simulated. What these prove that the lab cannot hold in CI time: a busy guest that never converges is
+parked and the drain goes on; a cancel while moves are in pre-copy and post-copy; a bot that stops mid-drain
+and a new one that finishes it; the host marks that keep placement away from a draining host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from migration_core.drains import DrainState, MoveOutcome
+from migration_core.errors import MigrateBotError
+from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup
+from migration_core.hypervisor.fleet import HostSpec, VmSpec, run_virtual
+from migration_core.models import CheckStatus, JobState, MigrationOptions, MigrationRequest
+from tests.migration_core.fleet.support import Recorder, close_service, open_service, rig, when
+
+A, B, C = "hA", "hB", "hC"
+HOSTS = (HostSpec(A, link_mib_s=100), HostSpec(B, link_mib_s=100), HostSpec(C, link_mib_s=100))
+
+
+def _idle(name: str, mib: int = 1024) -> VmSpec:
+    return VmSpec(name, host=A, memory_mib=mib, transferable_mib=mib // 4, dirty_mib_s=1)
+
+
+async def _approve_drain(service: object, drain_id: int) -> None:
+    for who in ("bob", "carol"):
+        drain = await service.get_drain(drain_id)  # type: ignore[attr-defined]
+        if drain.state is DrainState.AWAITING_APPROVAL:
+            await service.approve_drain(drain_id, who)  # type: ignore[attr-defined]
+
+
+def test_drain_moves_every_vm_then_return_brings_them_home(tmp_path: Path) -> None:
+    names = ("web1", "web2", "web3", "web4")
+    r = rig(*(_idle(n, 512 * (i + 1)) for i, n in enumerate(names)), hosts=HOSTS)
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        try:
+            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            assert drain.state is DrainState.AWAITING_APPROVAL
+            assert drain.requirement.total == 2  # a drain is a risky change
+            with pytest.raises(MigrateBotError, match="you requested this"):
+                await service.approve_drain(drain.id, "alice")
+            await service.approve_drain(drain.id, "bob")
+            assert (await service.get_drain(drain.id)).state is DrainState.AWAITING_APPROVAL
+            await service.approve_drain(drain.id, "carol")
+            status = await service.wait_drain(drain.id, timeout_s=3600)
+            assert status.drain.state is DrainState.DONE, status.drain.detail
+            assert all(m.outcome is MoveOutcome.SUCCEEDED for m in status.moves)
+            assert all(r.fleet.where(n) in (B, C) for n in names)
+            # every move ran as a job of the drain, approved by the drain's approvers, with its figures
+            for m in status.moves:
+                assert m.job is not None and m.job.drain_id == drain.id
+                assert set(m.job.approvers) == {"bob", "carol"}
+                assert m.total_s is not None and m.total_s > 0
+            data = status.to_json()
+            assert data["kind"] == "drain" and data["host"] == A and data["state"] == "done"
+            assert {m["vm"] for m in data["moves"]} == set(names)
+            assert all("total_s" in m and "downtime_ms" in m and m["job_id"] for m in data["moves"])
+            ended = [e for e in r.sink.events if isinstance(e, DrainMoveEnded)]
+            assert sorted(e.move.vm for e in ended) == sorted(names)
+            assert any(isinstance(e, DrainRollup) for e in r.sink.events)
+            # the host is marked drained: placement skips it, a move to it is warned about
+            marks = await service.host_marks()
+            assert A in marks and "drained" in marks[A]
+            plan = await service.plan(MigrationRequest("web1", A))
+            assert any(c.name == "host.maintenance" and c.status is CheckStatus.WARN for c in plan.checks)
+            # return: every moved VM comes home, and the mark is gone
+            back = await service.request_return(A, "alice", "maintenance over")
+            assert {m.vm for m in back.plan.moves} == set(names)
+            assert all(m.destination == A for m in back.plan.moves)
+            await _approve_drain(service, back.id)
+            done = await service.wait_drain(back.id, timeout_s=3600)
+            assert done.drain.state is DrainState.DONE, done.drain.detail
+            assert all(r.fleet.where(n) == A for n in names)
+            assert A not in await service.host_marks()
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+def test_a_vm_that_never_converges_is_parked_and_the_drain_goes_on(tmp_path: Path) -> None:
+    # busy dirties faster than the link: pre-copy never converges, and without --postcopy it must give up
+    vms = (
+        _idle("web1"),
+        _idle("web2"),
+        VmSpec("busy", host=A, memory_mib=2048, transferable_mib=2048, dirty_mib_s=400),
+    )
+    r = rig(*vms, hosts=HOSTS)
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        try:
+            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            await _approve_drain(service, drain.id)
+            status = await service.wait_drain(drain.id, timeout_s=4 * 3600)
+            assert status.drain.state is DrainState.PARTIALLY_DONE, status.drain.detail
+            by_vm = {m.vm: m for m in status.moves}
+            assert by_vm["busy"].outcome is MoveOutcome.PARKED
+            assert "stays on" in by_vm["busy"].why and "--postcopy" in by_vm["busy"].why
+            assert r.fleet.where("busy") == A
+            assert by_vm["web1"].outcome is MoveOutcome.SUCCEEDED and by_vm["web2"].outcome is MoveOutcome.SUCCEEDED
+            assert "busy" in status.drain.detail
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+def test_cancel_stops_unstarted_moves_and_aborts_pre_copy(tmp_path: Path) -> None:
+    # slow guests on a thin link: the first wave is still in pre-copy when the cancel comes
+    vms = [VmSpec(f"big{i}", host=A, memory_mib=8192, transferable_mib=8192, dirty_mib_s=1) for i in range(4)]
+    hosts = (HostSpec(A, link_mib_s=50, max_outbound=1), HostSpec(B, link_mib_s=50), HostSpec(C, link_mib_s=50))
+    r = rig(*vms, hosts=hosts)
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        try:
+            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            assert drain.plan.waves == 4  # one outbound slot: one move at a time
+            await _approve_drain(service, drain.id)
+            await when(lambda: any(r.fleet.job_phase(v.name) is not None for v in vms), limit_s=600)
+            report = await service.cancel_drain(drain.id, "alice")
+            assert len(report.aborted) == 1 and len(report.never_started) == 3, report
+            assert "will not start" in report.text and "Aborted in pre-copy" in report.text
+            status = await service.wait_drain(drain.id, timeout_s=3600)
+            assert status.drain.state is DrainState.CANCELLED
+            assert all(r.fleet.where(v.name) == A for v in vms)
+            assert all(m.outcome is MoveOutcome.CANCELLED for m in status.moves)
+            assert A not in await service.host_marks()  # a cancelled drain leaves no maintenance mark
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+def test_a_new_bot_finishes_a_drain_the_old_one_left_running(tmp_path: Path) -> None:
+    vms = [_idle(f"web{i}", 2048) for i in range(1, 5)]
+    hosts = (HostSpec(A, link_mib_s=50, max_outbound=1), HostSpec(B, link_mib_s=50), HostSpec(C, link_mib_s=50))
+    r = rig(*vms, hosts=hosts)
+    url = f"sqlite:///{tmp_path}/jobs.db"
+
+    async def main() -> None:
+        first = await open_service(r, url, replica="replica-a", lease_s=10)
+        drain = await first.request_drain(A, MigrationOptions(), "alice")
+        await _approve_drain(first, drain.id)
+        await when(lambda: sum(r.fleet.where(v.name) != A for v in vms) >= 1, limit_s=3600)
+        # the bot dies: its database connection goes first, so it can neither renew nor release a lease
+        await first.store.close()
+        await first.drains.stop()
+        await first.dispatcher.stop()
+        moved_before = sum(r.fleet.where(v.name) != A for v in vms)
+        assert moved_before < len(vms)
+        await asyncio.sleep(30)  # the old leases run out
+        second = await open_service(r, url, replica="replica-b", sink=Recorder(), lease_s=10)
+        try:
+            status = await second.wait_drain(drain.id, timeout_s=4 * 3600)
+            assert status.drain.state is DrainState.DONE, status.drain.detail
+            assert all(r.fleet.where(v.name) != A for v in vms)
+            jobs = await second.store.jobs_of_drain(drain.id)
+            assert sorted(j.vm for j in jobs) == sorted(v.name for v in vms)  # one job per VM, none twice
+            assert all(j.state is JobState.SUCCEEDED for j in jobs)
+        finally:
+            await close_service(second)
+
+    run_virtual(main())
+
+
+def test_a_second_drain_never_places_on_a_draining_host(tmp_path: Path) -> None:
+    vms = [_idle("a1"), _idle("a2"), VmSpec("b1", host=B, memory_mib=1024, transferable_mib=256, dirty_mib_s=1)]
+    hosts = (HostSpec(A, link_mib_s=20, max_outbound=1), HostSpec(B, link_mib_s=100), HostSpec(C, link_mib_s=100))
+    r = rig(*vms, hosts=hosts)
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        try:
+            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            await _approve_drain(service, drain.id)
+            assert (await service.get_drain(drain.id)).state is DrainState.RUNNING
+            other = await service.plan_drain(B, MigrationOptions())
+            assert [m.destination for m in other.moves] == [C]  # not hA: it is being drained
+            with pytest.raises(MigrateBotError, match="being drained"):
+                await service.plan_drain(B, MigrationOptions(), to=(A,))
+            with pytest.raises(MigrateBotError, match="unfinished drain"):
+                await service.request_drain(A, MigrationOptions(), "alice")
+            changed = [e for e in r.sink.events if isinstance(e, DrainChanged)]
+            assert [e.status.drain.state for e in changed][:2] == [
+                DrainState.AWAITING_APPROVAL,
+                DrainState.AWAITING_APPROVAL,
+            ]
+            await service.wait_drain(drain.id, timeout_s=3600)
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+def test_a_recheck_that_finds_different_facts_asks_again_for_that_move_alone(tmp_path: Path) -> None:
+    vms = [_idle("first", 4096), _idle("second", 512)]
+    hosts = (HostSpec(A, link_mib_s=50, max_outbound=1), HostSpec(B, link_mib_s=50))
+    r = rig(*vms, hosts=hosts)
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        try:
+            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            assert [m.vm for m in drain.plan.moves] == ["first", "second"] and drain.plan.waves == 2
+            await _approve_drain(service, drain.id)
+            await when(lambda: r.fleet.job_phase("first") is not None, limit_s=600)
+            # while the first move runs, hB's libvirt is downgraded: the second move's plan gains a warning
+            state = r.fleet.hosts[B]
+            state.spec = replace(state.spec, libvirt_version=state.spec.libvirt_version - 1_000_000)
+            second = None
+            for _ in range(3600):
+                status = await service.drain_status(drain.id)
+                second = next(m for m in status.moves if m.vm == "second")
+                if second.job is not None and second.job.state is JobState.AWAITING_APPROVAL and second.why:
+                    break
+                await asyncio.sleep(1)
+            assert second is not None and second.job is not None
+            assert second.outcome is MoveOutcome.WAITING and "new approval" in second.why
+            assert second.job.plan is not None and second.job.plan.hash != second.planned.plan.hash
+            assert status.drain.state is DrainState.RUNNING  # the drain waits for that move, nothing else
+            assert r.fleet.where("second") == A
+            for who in ("bob", "carol"):  # the new plan has a warning: a risky plan's two approvers
+                await service.approve(second.job.id, who)
+            done = await service.wait_drain(drain.id, timeout_s=3600)
+            assert done.drain.state is DrainState.DONE, done.drain.detail
+            assert r.fleet.where("second") == B
+        finally:
+            await close_service(service)
+
+    run_virtual(main())

@@ -17,7 +17,7 @@ from migration_core.models import MigrationOptions
 from migration_core.planning.drain import DrainPlan
 from migration_core.service import MigrationService
 from tests.labkit import LabInfo, bring_up, link_rate, link_reset, reset_vm, vm_location
-from tests.reliability.support import bot_env, in_process_bot
+from tests.reliability.support import bot_env, in_process_bot, inventory_with_link
 
 A = "hostA"
 GUESTS = ("vm42", "busy", "disky", "shared", "web1", "web2", "web3", "web4", "db1", "pinned")
@@ -41,8 +41,8 @@ async def approve_and_time(service: MigrationService, drain_id: int) -> tuple[fl
     return total, drain.state, breaches(status), status.count(MoveOutcome.PARKED)
 
 
-async def one_way(lab: LabInfo, way: str, count: int | None, rate: int, db: str) -> Run:
-    env = bot_env(lab, db)
+async def one_way(lab: LabInfo, way: str, count: int | None, rate: int, db: str, tmp: Path) -> Run:
+    env = bot_env(lab, db, hosts_file=inventory_with_link(lab, tmp, rate))  # the shaped rate, declared
     async with in_process_bot(env) as bot:
         service = bot.service
         link_rate(lab, rate)
@@ -68,7 +68,7 @@ def lab_part(rate: int) -> None:
             home(lab)
             for i, (way, count) in enumerate((("bot plan", None), ("1 at a time", 1), ("2 at a time", 2))):
                 db = f"sqlite:///{Path(tmp) / f'bot{i}.db'}"
-                rows.append(asyncio.run(one_way(lab, way, count, rate, db)))
+                rows.append(asyncio.run(one_way(lab, way, count, rate, db, Path(tmp))))
                 home(lab)
         finally:
             link_reset(lab)

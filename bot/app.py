@@ -28,8 +28,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.settings import Settings, Transport
-from handlers import actions, commands, home
+from handlers import actions, commands, drain_actions, home
 from handlers.deps import Deps
+from handlers.drain_progress import SlackDrainSink
 from handlers.gate import EdgeGate, WorkspaceBinding, foreign_problem, team_of
 from handlers.progress import SlackProgressSink
 from migration_core.events import EventSink, FanoutSink
@@ -138,6 +139,7 @@ def build_app(
     approver_check: ApproverCheck,
     client: AsyncWebClient | None = None,
     progress_sink: SlackProgressSink | None = None,
+    drain_sink: SlackDrainSink | None = None,
     workspace: WorkspaceBinding | None = None,
     on_refusal: Callable[[str, str], None] | None = None,
 ) -> AsyncApp:
@@ -163,11 +165,13 @@ def build_app(
         settings=settings,
         approver_check=approver_check,
         progress=progress_sink,
+        drains=drain_sink,
         gate=gate,
         on_refusal=on_refusal,
     )
     app.use(workspace_gate(workspace or WorkspaceBinding(), deps))
     commands.register(app, deps)
+    drain_actions.register(app, deps)  # before actions: its catch-all refuses every control it does not know
     actions.register(app, deps)
     home.register(app, deps)
     return app
@@ -230,6 +234,7 @@ class SlackBot:
     sink: SlackProgressSink
     approver_check: SlackApproverCheck
     workspace: WorkspaceBinding
+    drain_sink: SlackDrainSink | None = None
 
     async def bind_workspace(self) -> None:
         """Bind the team from auth.test now (at start), so that a bad token fails the start, not a request."""
@@ -251,6 +256,9 @@ def build_slack(
     service = make_service(fanout, approver_check)
     sink = SlackProgressSink(client, service, ttl_s=settings.approval_ttl_s)
     fanout.add(sink)
+    # Drains: one card, one roll-up edited in place, a line per VM; edits share the workspace's budget.
+    drain_sink = SlackDrainSink(client, service, gate=sink.edit_gate, ttl_s=settings.approval_ttl_s)
+    fanout.add(drain_sink)
     workspace = WorkspaceBinding()
     app = build_app(
         settings,
@@ -258,7 +266,8 @@ def build_slack(
         approver_check=approver_check,
         client=client,
         progress_sink=sink,
+        drain_sink=drain_sink,
         workspace=workspace,
         on_refusal=on_refusal,
     )
-    return SlackBot(app, client, service, sink, approver_check, workspace)
+    return SlackBot(app, client, service, sink, approver_check, workspace, drain_sink)

@@ -16,17 +16,25 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TextIO
 
-from bot.blocks.answers import hosts_message, jobs_message, status_message
-from bot.blocks.card import plan_message
-from bot.blocks.drain import drain_plan_message, placed_plan_message
-from bot.blocks.ir import Dialect, Message
 from bot.console_render import render_plain
 from bot.logging_setup import setup_logging, url_password
 from bot.settings import Settings, Transport, load_settings
 from bot.wiring import Core, make_service, open_core
+from handlers.blocks.answers import hosts_message, jobs_message, status_message
+from handlers.blocks.card import plan_message
+from handlers.blocks.drain import drain_plan_message, placed_plan_message
+from handlers.blocks.drain_card import drain_status_message, with_drains
+from handlers.blocks.ir import Dialect, Message
 from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.events import FanoutSink, RecordingSink
-from migration_core.grammar.parser import DrainCommand, MigrateCommand, PlaceCommand, parse_command
+from migration_core.grammar.parser import (
+    DrainCommand,
+    MigrateCommand,
+    PlaceCommand,
+    ReturnCommand,
+    parse_command,
+)
+from migration_core.grammar.values import parse_drain_ref
 from migration_core.models import Job
 from migration_core.planning.estimate import calibration_report
 from migration_core.service import MigrationService
@@ -75,24 +83,7 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return await _console(core, args, out)
         service = make_service(core, RecordingSink(), _nobody)  # read-only use: no dispatcher started
         if args.cmd == "status":
-            target = args.target.lstrip("#") if args.target else None
-            if target is None:
-                jobs = await service.active_jobs()
-                msg = jobs_message("Active migrations", jobs, _PLAIN, empty="no active migrations")
-                _emit(out, args.json, [_job_json(j) for j in jobs], msg)
-                return 0
-            job = await service.get_job(int(target)) if target.isdigit() else await service.latest_job_for_vm(target)
-            if job is None:
-                err.write(f"error: no job for VM {target!r}\nhint: see `migrate-bot history`\n")
-                return 1
-            if args.json:  # the whole record: the contract of README's "Command line"
-                out.write(json.dumps((await core.store.record(job.id)).to_json(), default=str) + "\n")
-                return 0
-            samples = await core.store.progress(job.id, limit=1)
-            sample = samples[-1] if samples else None
-            msg = status_message(job, _PLAIN, ttl_s=core.settings.approval_ttl_s, sample=sample)
-            _emit(out, False, None, msg)
-            return 0
+            return await _status(core, service, args, out, err)
         if args.cmd == "export":
             await _export(core, args.since, args.format, out)
             return 0
@@ -102,7 +93,11 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 return 2
             jobs = await service.history(args.subject, args.limit)
             title = f"History of {args.subject}" if args.subject else "History"
-            _emit(out, args.json, [_job_json(j) for j in jobs], jobs_message(title, jobs, _PLAIN, empty="no jobs yet"))
+            msg = jobs_message(title, jobs, _PLAIN, empty="no jobs yet")
+            if not args.json:  # the recent drains too (the JSON stays the list of jobs other tools read)
+                drains = [d for d in await service.recent_drains(args.limit) if args.subject in (None, d.host)]
+                msg = with_drains(msg, [await service.drain_status(d.id) for d in drains], _PLAIN)
+            _emit(out, args.json, [_job_json(j) for j in jobs], msg)
             return 0
         if args.cmd == "calibration":
             return await _calibration(core, args, out)
@@ -113,6 +108,32 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise AssertionError(args.cmd)
     finally:
         await core.close()
+
+
+async def _status(core: Core, service: MigrationService, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`status` (everything active), `status <job-id|vm>` and `status D7` (a drain), as text or --json."""
+    if args.target and parse_drain_ref(args.target) is not None:
+        status = await service.drain_status(int(args.target[1:]))  # `status D7`: a drain
+        _emit(out, args.json, status.to_json(), drain_status_message(status, _PLAIN))
+        return 0
+    target = args.target.lstrip("#") if args.target else None
+    if target is None:
+        jobs = await service.active_jobs()
+        msg = jobs_message("Active migrations", jobs, _PLAIN, empty="no active migrations")
+        _emit(out, args.json, [_job_json(j) for j in jobs], msg)
+        return 0
+    job = await service.get_job(int(target)) if target.isdigit() else await service.latest_job_for_vm(target)
+    if job is None:
+        err.write(f"error: no job for VM {target!r}\nhint: see `migrate-bot history`\n")
+        return 1
+    if args.json:  # the whole record: the contract of README's "Command line"
+        out.write(json.dumps((await core.store.record(job.id)).to_json(), default=str) + "\n")
+        return 0
+    samples = await core.store.progress(job.id, limit=1)
+    sample = samples[-1] if samples else None
+    msg = status_message(job, _PLAIN, ttl_s=core.settings.approval_ttl_s, sample=sample)
+    _emit(out, False, None, msg)
+    return 0
 
 
 async def _doctor(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
@@ -149,7 +170,7 @@ async def _calibration(core: Core, args: argparse.Namespace, out: TextIO) -> int
         return 0
     out.write(
         f"{'host pair':<24} {'runs':>5} {'used':>5} {'total err med/p90':>18} {'downtime err med/p90':>21}"
-        f" {'throughput':>11} {'link share':>10} {'fixed':>7}\n"
+        f" {'throughput':>11} {'link share':>10} {'fixed':>7} {'pause +':>8}\n"
     )
     for r in reports:
 
@@ -162,7 +183,7 @@ async def _calibration(core: Core, args: argparse.Namespace, out: TextIO) -> int
             f"{r.source + ' → ' + r.destination:<24} {r.migrations:>5} {r.learned_from:>5}"
             f" {pct(r.total_error_median) + ' / ' + pct(r.total_error_p90):>18}"
             f" {pct(r.downtime_error_median) + ' / ' + pct(r.downtime_error_p90):>21}"
-            f" {tput:>11} {r.efficiency:>10.2f} {r.fixed_s:>6.2f}s{learned}\n"
+            f" {tput:>11} {r.efficiency:>10.2f} {r.fixed_s:>6.2f}s {r.downtime_offset_ms:>+5.0f} ms{learned}\n"
         )
     return 0
 
@@ -236,11 +257,11 @@ async def _plan(settings: Settings, args: argparse.Namespace, out: TextIO, err: 
         else:
             err.write(f"error: {e.message}\nhint: {e.hint}\n")
         return 2
-    if isinstance(command, DrainCommand | PlaceCommand):
+    if isinstance(command, DrainCommand | PlaceCommand | ReturnCommand):
         return await _plan_many(settings, command, args.json, out, err)
     if not isinstance(command, MigrateCommand):
         err.write(
-            "error: `plan` takes a migration: VM to HOST [options], VM to any, or drain HOST\n"
+            "error: `plan` takes a migration: VM to HOST [options], VM to any, drain HOST or return HOST\n"
             "hint: e.g. migrate-bot plan vm42 to hostB, migrate-bot plan drain hostA\n"
         )
         return 2
@@ -264,12 +285,17 @@ async def _plan(settings: Settings, args: argparse.Namespace, out: TextIO, err: 
 
 
 async def _plan_many(
-    settings: Settings, command: DrainCommand | PlaceCommand, as_json: bool, out: TextIO, err: TextIO
+    settings: Settings, command: DrainCommand | PlaceCommand | ReturnCommand, as_json: bool, out: TextIO, err: TextIO
 ) -> int:
-    """`plan drain HOST ...` and `plan VM to any`: dry runs (the CLI's `plan` never executes anything)."""
+    """`plan drain HOST ...`, `plan return HOST` and `plan VM to any`: dry runs (the CLI's `plan` never executes
+    anything)."""
     core = await open_core(settings)
     try:
-        if isinstance(command, DrainCommand):
+        if isinstance(command, ReturnCommand):  # where the last completed drain of HOST took its VMs, back
+            service = make_service(core, RecordingSink(), _nobody)  # read-only: no dispatcher started
+            back = await service.plan_return(core.inventory.get(command.host).name)
+            data, msg = back.to_json(), drain_plan_message(back, _PLAIN, verb="return to")
+        elif isinstance(command, DrainCommand):
             drain = await core.planning.plan_drain(
                 core.inventory.get(command.host).name,
                 command.options,
@@ -404,6 +430,8 @@ async def _serve(settings: Settings) -> int:
         await stop_ops()
         ops.close()
         await bot.sink.aclose()
+        if bot.drain_sink is not None:
+            await bot.drain_sink.aclose()
         await service.close()
         await core.close()
     return 0

@@ -6,6 +6,12 @@ would see, and at end of input the console waits for the jobs it started that ar
 only if every migration request it was given was accepted and every job it created ended `succeeded` (a
 refused request, e.g. the VM already has an open job, and a job still waiting for approval are failures).
 
+Drains (`drain hostA`, `return hostA`): right after one is requested, `last` means that drain (`approve last`,
+`deny last`, `status last`, `cancel last`, `wait last`), and `D7` names any drain. `wait` prints the drain's
+roll-up whenever it changes, then every move's outcome and the final line; the moves' own job lines are held
+back (the sink folds them into the drain). A drain it requested or waited for counts for the exit code: 0 only
+if every one of its moves succeeded.
+
 Approvers: MIGRATE_BOT_APPROVERS when it is set, otherwise every local user except the requester (the
 two-person rule still holds: the service refuses self-approval). Build the service with
 `console_approver_check(settings)` and a `ConsoleSink`, and pass that sink to `run_console`.
@@ -19,20 +25,6 @@ from typing import TextIO
 
 from rich.progress import BarColumn, Progress, TextColumn
 
-from bot.blocks.answers import (
-    freezes_message,
-    help_message,
-    hosts_message,
-    job_line,
-    jobs_message,
-    status_message,
-    text_message,
-)
-from bot.blocks.card import card_message, plan_message, status_line
-from bot.blocks.drain import NOT_YET, drain_plan_message, placed_plan_message
-from bot.blocks.ir import CONSOLE, Message
-from bot.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
-from bot.blocks.summary import summary_message
 from bot.console_commands import (
     CONSOLE_HELP,
     ActAs,
@@ -41,6 +33,7 @@ from bot.console_commands import (
     ConsoleError,
     ConsoleHelp,
     Control,
+    DrainRef,
     JobRef,
     Quit,
     SetValue,
@@ -49,24 +42,22 @@ from bot.console_commands import (
 )
 from bot.console_sink import ConsoleOut, ConsoleSink
 from bot.settings import Settings
+from handlers.answer import Answer, AnswerContext, Show, answer, creates, working_text
+from handlers.blocks.card import status_line
+from handlers.blocks.drain_card import move_line, rollup_text
+from handlers.blocks.ir import CONSOLE, Message
+from handlers.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
+from handlers.blocks.summary import summary_message
+from migration_core.dispatch.drain_policy import still_needed
+from migration_core.drains import Drain, DrainState, DrainStatus, MoveOutcome
 from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError
 from migration_core.grammar.parser import (
-    CancelCommand,
-    CancelDrainCommand,
-    DrainCommand,
-    FreezesCommand,
+    DrainStatusCommand,
     HelpCommand,
-    HistoryCommand,
-    HostsCommand,
-    MigrateCommand,
-    PlaceCommand,
-    ReturnCommand,
     StatusCommand,
-    command_to_text,
-    help_text,
     parse_command,
 )
-from migration_core.models import Job, JobState, MigrationRequest, ProgressSample
+from migration_core.models import Job, JobState, ProgressSample
 from migration_core.service_api import ApproverCheck, MigrationServiceAPI
 
 log = logging.getLogger(__name__)
@@ -113,6 +104,9 @@ class _Session:
         self.user = user
         self.sink = sink
         self.started: list[int] = []
+        self.drains: list[int] = []  # drains and returns this console requested
+        self.waited: list[int] = []  # other drains it waited for (`wait D5`): they count for the exit code too
+        self.last_is_drain = False  # `last` means the drain right after a drain or return request
         self.refused_requests = 0  # migration requests the service did not accept (they count against exit 0)
 
     def show(self, msg: Message) -> None:
@@ -150,7 +144,7 @@ class _Session:
         elif isinstance(cmd, ConsoleHelp):
             if cmd.topic is None:
                 self.out.line(CONSOLE_HELP)
-            self.show(help_message(help_text(cmd.topic), CONSOLE))
+            self.show((await answer(HelpCommand(cmd.topic), self.context())).message)
         elif isinstance(cmd, Control):
             await self._control(cmd)
         elif isinstance(cmd, SetValue):
@@ -168,7 +162,16 @@ class _Session:
 
     async def _control(self, cmd: Control) -> None:
         svc = self.service
-        job_id = await self.job_id(cmd.job)
+        ref = cmd.job
+        if isinstance(ref, DrainRef) or (ref == "last" and self.last_is_drain):
+            await self._drain_control(cmd.verb, ref.drain_id if isinstance(ref, DrainRef) else self.drains[-1])
+            return
+        assert not isinstance(ref, DrainRef)
+        job_id = await self.job_id(ref)
+        if cmd.verb == "cancel":
+            job = await svc.cancel(job_id, self.user)
+            self.out.line(f"[job {job.id}] withdrawn by {self.user} ({job.state.value})")
+            return
         ttl_s = self.settings.approval_ttl_s
         if cmd.verb == "approve":
             job = await svc.approve(job_id, self.user)
@@ -193,6 +196,55 @@ class _Session:
                     f"[job {job.id}] is waiting for approval: nothing runs until someone else approves it "
                     f"(`as <user>`, then `approve {job.id}`)"
                 )
+
+    async def _drain_control(self, verb: str, drain_id: int) -> None:
+        svc = self.service
+        ref = f"D{drain_id}"
+        if verb == "approve":
+            drain = await svc.approve_drain(drain_id, self.user)
+            if self.sink is None:  # else the sink says it (each DrainChanged: an approval, the start)
+                self.out.line(f"[{ref}] {_drain_state_line(drain)}")
+        elif verb == "deny":
+            drain = await svc.deny_drain(drain_id, self.user)
+            if self.sink is None:
+                self.out.line(f"[{ref}] {_drain_state_line(drain)}")
+        elif verb == "cancel":
+            report = await svc.cancel_drain(drain_id, self.user)
+            self.out.line(f"[{ref}] {report.text}")
+        elif verb == "wait":
+            status = await self.wait_drain(drain_id)
+            if drain_id not in self.drains and drain_id not in self.waited:
+                self.waited.append(drain_id)
+            if status.drain.state is DrainState.AWAITING_APPROVAL:
+                self.out.line(
+                    f"[{ref}] is waiting for approval: nothing moves until someone else approves it "
+                    f"(`as <user>`, then `approve {ref}`)"
+                )
+        else:
+            self.out.line(f"error: {verb} works on one job; a drain is stopped with `cancel {ref}`")
+
+    async def wait_drain(self, drain_id: int) -> DrainStatus:
+        """Block until the drain ends (or waits for approval), printing its roll-up whenever the count, a state
+        or a running VM's phase changes; then every move's outcome and the final line."""
+        ref = f"D{drain_id}"
+        shown: tuple[object, ...] | None = None
+        while True:
+            status = await self.service.wait_drain(drain_id, timeout_s=WAIT_POLL_S)
+            key = (
+                status.drain.state,
+                tuple((m.vm, m.outcome, m.phase) for m in status.moves),
+            )
+            if key != shown:
+                shown = key
+                self.out.line(f"[{ref}] {rollup_text(status)}")
+            if status.drain.state.finished or status.drain.state is DrainState.AWAITING_APPROVAL:
+                break
+        if status.drain.state.finished:
+            for m in status.moves:
+                self.out.line(f"[{ref}] {move_line(m, CONSOLE)}")
+            moved = status.count(MoveOutcome.SUCCEEDED)
+            self.out.line(f"[{ref}] ended: {status.drain.state.value} ({moved} of {len(status.moves)} moved)")
+        return status
 
     async def wait(self, job_id: int) -> Job:
         """Block until the job ends (or stops to wait for an approval); then until its summary is shown.
@@ -232,85 +284,59 @@ class _Session:
             finally:
                 sink.live.pop(job_id, None)
 
+    def context(self) -> AnswerContext:
+        """How handlers.answer answers this console: its operator sees every host detail (it runs the bot), and
+        a job's status shows the last progress sample the sink kept."""
+        sample = self.sink.latest.get if self.sink is not None else None
+        return AnswerContext(
+            self.service, self.user, CONSOLE, self.settings.approval_ttl_s, host_details=True, sample=sample
+        )
+
     async def _slash(self, text: str) -> None:
-        svc = self.service
+        """handlers.answer answers; the console prints it, and remembers what it created for `last` and the
+        exit code."""
         cmd = parse_command(text)
-        if isinstance(cmd, HelpCommand):
-            self.show(help_message(help_text(cmd.topic), CONSOLE))
-        elif isinstance(cmd, MigrateCommand) and cmd.plan_only:
-            self.show(plan_message(await svc.plan(cmd.request), CONSOLE))
-        elif isinstance(cmd, MigrateCommand):
-            await self._submit(cmd.request)
-        elif isinstance(cmd, StatusCommand):
-            await self._status(cmd)
-        elif isinstance(cmd, HistoryCommand):
-            jobs = await svc.history(cmd.subject, cmd.limit)
-            self.show(jobs_message("History", jobs, CONSOLE, empty="No migrations yet."))
-        elif isinstance(cmd, HostsCommand):
-            self.show(hosts_message(await svc.hosts(), CONSOLE))
-        elif isinstance(cmd, FreezesCommand):
-            self.show(freezes_message(await svc.freezes(), CONSOLE))
-        elif isinstance(cmd, CancelCommand):
-            job = await svc.cancel(cmd.job_id, self.user)
-            self.out.line(f"[job {job.id}] withdrawn by {self.user} ({job.state.value})")
-        elif isinstance(cmd, DrainCommand) and cmd.plan_only:
-            self.out.line(f"planning the drain of {cmd.host}… (preflight on every host)")
-            drain = await svc.plan_drain(
-                cmd.host, cmd.options, to=cmd.to, except_vms=cmd.except_vms, include_stopped=cmd.include_stopped
-            )
-            self.show(drain_plan_message(drain, CONSOLE))
-        elif isinstance(cmd, PlaceCommand) and cmd.plan_only:
-            self.show(placed_plan_message(await svc.plan_any(cmd.vm, cmd.options), CONSOLE))
-        elif isinstance(cmd, PlaceCommand):
-            await self._place(cmd)
-        elif isinstance(cmd, DrainCommand | ReturnCommand | CancelDrainCommand):
-            self.out.line(f"{NOT_YET}. Nothing was changed.")
-
-    async def _submit(self, request: MigrationRequest) -> None:
-        self.out.line(f"checking {request.vm} → {request.destination}…")
+        if isinstance(cmd, StatusCommand) and cmd.target == "last":  # the console's word, as in `wait last`
+            if self.last_is_drain:
+                cmd = DrainStatusCommand(self.drains[-1])
+            else:
+                cmd = StatusCommand(await self.job_id("last"))
+        working = working_text(cmd)
+        if working is not None:
+            self.out.line(working)
         try:
-            job = await self.service.submit(request, self.user)
+            result = await answer(cmd, self.context())
         except MigrateBotError:
-            self.refused_requests += 1  # said by `run`; it still fails the console's exit code
+            if creates(cmd):
+                self.refused_requests += 1  # said by `run`; it still fails the console's exit code
             raise
-        if job.id not in self.started:
-            self.started.append(job.id)
-        self.out.line(f"job {job.id} created: {job.vm} {job.source} → {job.destination}, {job.state.value}")
-        self.show(card_message(job, CONSOLE, ttl_s=self.settings.approval_ttl_s))
-
-    async def _place(self, cmd: PlaceCommand) -> None:
-        placed = await self.service.plan_any(cmd.vm, cmd.options)
-        if placed.destination is None:
-            self.show(placed_plan_message(placed, CONSOLE))
-        else:
-            self.out.line(f"{cmd.vm} goes to {placed.why}")
-            chosen = MigrateCommand(MigrationRequest(cmd.vm, placed.destination, cmd.options))
-            await self._slash(command_to_text(chosen))  # the same request as typed with that host
-
-    async def _status(self, cmd: StatusCommand) -> None:
-        svc = self.service
-        if cmd.target is None:
-            active = await svc.active_jobs()
-            self.show(jobs_message("Active migrations", active, CONSOLE, empty="Nothing active."))
-            newest = [] if active else await svc.history(None, 1)
-            if newest:  # "nothing active" alone leaves a person wondering what happened to their job
-                self.out.line(f"latest: {job_line(newest[0], CONSOLE)} (`status {newest[0].id}` for details)")
-            return
-        job: Job | None
-        if isinstance(cmd.target, int):
-            job = await svc.get_job(cmd.target)
-        elif cmd.target == "last":  # the console's word for the newest job, as in `wait last`
-            job = await svc.get_job(await self.job_id("last"))
-        else:
-            job = await svc.latest_job_for_vm(cmd.target)
-        if job is None:
-            self.show(text_message(f"No migration of {cmd.target} on record.", CONSOLE))
-            return
-        sample = self.sink.latest.get(job.id) if self.sink else None
-        self.show(status_message(job, CONSOLE, ttl_s=self.settings.approval_ttl_s, sample=sample))
-        summary = self.sink.summaries.get(job.id) if self.sink else None
-        if summary is not None and job.state.terminal:  # there is no thread here: show the summary itself
+        for note in result.notes:
+            self.out.line(note)
+        if result.show is Show.CARD:
+            self._created(result)
+        self.show(result.message)
+        job = result.job
+        summary = self.sink.summaries.get(job.id) if self.sink is not None and job is not None else None
+        if summary is not None and job is not None and job.state.terminal:  # no thread here: the summary itself
             self.show(summary_message(summary, job, CONSOLE))
+
+    def _created(self, result: Answer) -> None:
+        """A new job or drain: `last` now means it, and the end of input waits for it."""
+        if result.job is not None:
+            job = result.job
+            if job.id not in self.started:
+                self.started.append(job.id)
+            self.last_is_drain = False
+            self.out.line(f"job {job.id} created: {job.vm} {job.source} → {job.destination}, {job.state.value}")
+        if result.drain is not None:
+            drain = result.drain
+            if drain.id not in self.drains:
+                self.drains.append(drain.id)
+            self.last_is_drain = True
+            self.out.line(
+                f"{drain.ref} created: {drain.kind.value} of {drain.host}, {len(drain.plan.moves)} move(s), "
+                f"{drain.state.value}; `last` now means {drain.ref}"
+            )
 
     async def finish(self) -> int:
         """End of input: wait for jobs that will run, report each, and compute the exit code."""
@@ -330,6 +356,23 @@ class _Session:
                 ok = False
                 continue
             ok = ok and job.state is JobState.SUCCEEDED
+        counted = [*self.drains, *(d for d in self.waited if d not in self.drains)]
+        for drain_id in counted:  # every move of every drain it requested or waited for must have succeeded
+            try:
+                status = await self.service.drain_status(drain_id)
+                if status.drain.state in (DrainState.RUNNING, DrainState.CANCELLING):
+                    self.out.line(f"[D{drain_id}] waiting for it to finish ({status.drain.state.value})…")
+                    status = await self.wait_drain(drain_id)
+                if status.drain.state is DrainState.AWAITING_APPROVAL:
+                    self.out.line(f"[D{drain_id}] still waiting for approval: nothing moved")
+            except MigrateBotError as err:
+                self.out.line(f"[D{drain_id}] error: {err}")
+                ok = False
+                continue
+            ok = ok and status.all_succeeded
+        if counted:
+            said = ", ".join(f"D{d}" for d in counted)
+            self.out.line(f"{'every move succeeded' if ok else 'not every move succeeded'} ({said})")
         if self.started:
             states = ", ".join(f"job {j}" for j in self.started)
             self.out.line(f"{'all jobs succeeded' if ok else 'not every job succeeded'} ({states})")
@@ -338,6 +381,12 @@ class _Session:
             self.out.line(f"{n} migration request{'s were' if n > 1 else ' was'} refused")
             ok = False
         return 0 if ok else 1
+
+
+def _drain_state_line(drain: Drain) -> str:
+    if drain.state is DrainState.AWAITING_APPROVAL:
+        return f"approved by {', '.join(drain.approvers) or 'nobody yet'}; still needs {still_needed(drain)}"
+    return f"{drain.state.value}" + (f": {drain.detail}" if drain.detail else "")
 
 
 def _ran(sink: ConsoleSink) -> set[int]:

@@ -1,4 +1,4 @@
-"""Terminal rendering of the same messages the Slack blocks show (bot.blocks.ir.Message -> rich Text)."""
+"""Terminal rendering of the same messages the Slack blocks show (handlers.blocks.ir.Message -> rich Text)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.rule import Rule
 from rich.text import Text as RichText
 
-from bot.blocks.ir import Actions, Context, Divider, Fields, Header, Message, Text
+from handlers.blocks.ir import Actions, Context, Divider, Fields, Header, Message, Text
 
 # `*bold*`, `_italic_`, `` `code` `` (Slack mrkdwn, the subset the renderers use).
 # Like Slack, markers only count at word boundaries: `running_on_destination` stays as it is.
@@ -23,6 +23,8 @@ CONSOLE_VERB = {
     "postcopy": "postcopy {job}",
     "downtime": "downtime {job} <ms>",
     "bandwidth": "bandwidth {job} <MiB/s>",
+    "drain_approve": "approve D{drain}",  # a drain button's value is "<drain id>:<plan hash>"
+    "drain_deny": "deny D{drain}",
 }
 
 
@@ -43,7 +45,7 @@ def actions_hint(part: Actions) -> RichText:
     out = RichText("→ ", style="bold")
     hints = []
     for b in part.buttons:
-        verb = CONSOLE_VERB.get(b.action_id, b.action_id).format(job=b.value)
+        verb = CONSOLE_VERB.get(b.action_id, b.action_id).format(job=b.value, drain=b.value.split(":")[0])
         hints.append(f"{b.label}: `{verb}`")
     out.append_text(inline("   ".join(hints)))
     return out

@@ -10,17 +10,37 @@ from typing import TextIO
 
 from rich.console import Console
 
-from bot.blocks.fmt import STATE_ICON, STATE_LABEL
-from bot.blocks.ir import CONSOLE, Message
-from bot.blocks.progress import decision_text, notice_message, progress_line, state_change_message
-from bot.blocks.summary import summary_message
 from bot.console_render import inline, render, render_plain
+from handlers.blocks.drain_card import DRAIN_ICON, DRAIN_LABEL
+from handlers.blocks.fmt import STATE_ICON, STATE_LABEL
+from handlers.blocks.ir import CONSOLE, Message
+from handlers.blocks.progress import decision_text, notice_message, progress_line, state_change_message
+from handlers.blocks.summary import summary_message
+from migration_core.drains import DrainState
 from migration_core.errors import MigrateBotError
-from migration_core.events import DecisionMade, JobEvent, Notice, ProgressUpdated, StateChanged, SummaryReady
+from migration_core.events import (
+    DecisionMade,
+    DrainChanged,
+    JobEvent,
+    Notice,
+    ProgressUpdated,
+    StateChanged,
+    SummaryReady,
+)
 from migration_core.models import ProgressSample, VerificationSummary
 from migration_core.service_api import MigrationServiceAPI
 
 log = logging.getLogger(__name__)
+
+
+def _job_of(event: JobEvent) -> int | None:
+    if isinstance(event, ProgressUpdated):
+        return event.sample.job_id
+    if isinstance(event, SummaryReady):
+        return event.summary.job_id
+    if isinstance(event, StateChanged | DecisionMade | Notice):
+        return event.job_id
+    return None
 
 
 class ConsoleOut:
@@ -73,6 +93,13 @@ class ConsoleSink:
         self._summary_seen: dict[int, asyncio.Event] = {}
         self.live: dict[int, Callable[[ProgressSample], None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # A drain's moves are jobs too; their lines would bury the drain's roll-up (`wait D7` shows it). While a
+        # drain runs, the events of a job not seen before are held until the job is read: a move's are dropped,
+        # any other job's are shown in their order.
+        self._running_drains: set[int] = set()
+        self._moves: set[int] = set()
+        self._plain: set[int] = set()
+        self._held: dict[int, list[JobEvent]] = {}
 
     def attach(self, out: ConsoleOut, service: MigrationServiceAPI) -> None:
         self.out = out
@@ -85,6 +112,8 @@ class ConsoleSink:
             log.exception("console sink failed on %s", type(event).__name__)
 
     def _handle(self, event: JobEvent) -> None:
+        if self._fold_into_drain(event):
+            return
         out = self.out
         if isinstance(event, ProgressUpdated):
             self._progress(event.sample)
@@ -95,6 +124,12 @@ class ConsoleSink:
             icon = STATE_ICON[event.new]
             text = msg.text if msg is not None else f"{icon} {STATE_LABEL[event.new]}"
             out.line(f"[job {event.job_id}] {text}")
+        elif isinstance(event, DrainChanged):
+            # Approvals, the start, the cancel report, the end. The roll-up and each move's outcome are shown
+            # by `wait D7` / `wait last` (and at the end of input), not between other commands' output.
+            if event.detail != "requested":
+                drain = event.status.drain
+                out.line(f"[{drain.ref}] {DRAIN_ICON[drain.state]} {DRAIN_LABEL[drain.state]}: {event.detail}")
         elif isinstance(event, DecisionMade):
             out.line(f"[job {event.job_id}] {decision_text(event.decision, CONSOLE)}")
         elif isinstance(event, Notice):
@@ -107,6 +142,46 @@ class ConsoleSink:
             task = asyncio.create_task(self._print_summary(event.summary))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _fold_into_drain(self, event: JobEvent) -> bool:
+        """True when the event is not to be shown now (a drain move's, or held until its job is read)."""
+        if isinstance(event, DrainChanged):
+            drain = event.status.drain
+            if drain.state in (DrainState.RUNNING, DrainState.CANCELLING):
+                self._running_drains.add(drain.id)
+            else:
+                self._running_drains.discard(drain.id)
+            self._moves.update(m.job.id for m in event.status.moves if m.job is not None)
+            return False
+        job_id = _job_of(event)
+        if job_id is None or job_id in self._plain:
+            return False
+        if job_id in self._moves:
+            return True
+        held = self._held.get(job_id)
+        if held is not None:
+            held.append(event)
+            return True
+        if not self._running_drains or self.service is None:
+            return False
+        self._held[job_id] = [event]
+        task = asyncio.create_task(self._classify(job_id))  # outside emit(): the service may hold its lock
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _classify(self, job_id: int) -> None:
+        move = False
+        try:
+            assert self.service is not None
+            move = (await self.service.get_job(job_id)).drain_id is not None
+        except MigrateBotError as err:
+            log.warning("job %s could not be read: %s", job_id, err)
+        finally:
+            (self._moves if move else self._plain).add(job_id)
+            for event in self._held.pop(job_id, []):
+                if not move:
+                    self._handle(event)
 
     def _progress(self, sample: ProgressSample) -> None:
         self.latest[sample.job_id] = sample

@@ -22,9 +22,9 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks.answers import error_message, text_message
-from bot.blocks.ir import SLACK
-from bot.blocks.modals import (
+from handlers.blocks.answers import error_message, text_message
+from handlers.blocks.ir import SLACK
+from handlers.blocks.modals import (
     BANDWIDTH_CALLBACK,
     DOWNTIME_CALLBACK,
     VALUE_ACTION,
@@ -35,7 +35,7 @@ from bot.blocks.modals import (
     parse_bandwidth_mib_s,
     parse_downtime_ms,
 )
-from bot.blocks.slack import message_payload
+from handlers.blocks.slack import message_payload
 from handlers.deps import Deps, Listener, Matcher, bug_reference, ephemeral, register_table
 from handlers.gate import GateKind
 from handlers.slack_io import post_message

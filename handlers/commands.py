@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import re
@@ -17,39 +16,28 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks.answers import (
-    freezes_message,
-    help_message,
-    hosts_message,
-    jobs_message,
-    status_message,
+from handlers.answer import AnswerContext, Show, answer, working_text
+from handlers.blocks.answers import (
     text_message,
 )
-from bot.blocks.card import card_message, plan_message
-from bot.blocks.drain import NOT_YET, drain_plan_message, placed_plan_message
-from bot.blocks.ir import SLACK, Message
-from bot.blocks.slack import message_payload
+from handlers.blocks.ir import SLACK, Message
+from handlers.blocks.slack import message_payload
 from handlers.deps import Deps, Listener, Matcher, bug_reference, ephemeral, register_table
 from handlers.gate import GateKind, team_of
 from handlers.slack_io import post_message
+from migration_core.drains import Drain
 from migration_core.errors import GrammarError, MigrateBotError
 from migration_core.grammar.parser import (
     CancelCommand,
     CancelDrainCommand,
     Command,
     DrainCommand,
-    FreezesCommand,
     HelpCommand,
-    HistoryCommand,
-    HostsCommand,
     MigrateCommand,
-    PlaceCommand,
     ReturnCommand,
-    StatusCommand,
-    help_text,
     parse_command,
 )
-from migration_core.models import Job, JobState, MigrationRequest
+from migration_core.models import Job
 
 log = logging.getLogger(__name__)
 # respond() made safe by _safe_respond: the keyword arguments of AsyncRespond, never raises.
@@ -145,7 +133,7 @@ async def handle_migrate(
     if not deps.deliveries.first_time(idempotency_key(body)) and retry > 0:
         await ack()
         return
-    answer = _safe_respond(respond)
+    reply = _safe_respond(respond)
     text = str(body.get("text") or "")
     try:
         cmd = parse_command(text)
@@ -156,37 +144,31 @@ async def handle_migrate(
         await ack(**ephemeral(bug_reference("parse_command")))
         return
     if isinstance(cmd, HelpCommand):
-        await ack(**_ephemeral_msg(help_message(help_text(cmd.topic), SLACK)))
+        await ack(**_ephemeral_msg((await answer(cmd, await _context(deps, body))).message))
         return
     refusal = await _gate(deps, cmd, body)
     if refusal is not None:
         await ack(**ephemeral(refusal))
         return
-    if isinstance(cmd, MigrateCommand):
-        req = cmd.request
-        what = "Planning" if cmd.plan_only else "Checking"
-        await ack(response_type="ephemeral", text=f"{what} {req.vm} → {req.destination}… (preflight checks)")
-    elif isinstance(cmd, DrainCommand) and cmd.plan_only:
-        await ack(response_type="ephemeral", text=f"Planning the drain of {cmd.host}… (preflight on every host)")
-    elif isinstance(cmd, PlaceCommand):
-        await ack(response_type="ephemeral", text=f"Finding a host for {cmd.vm}… (preflight on every host)")
-    elif isinstance(cmd, DrainCommand | ReturnCommand | CancelDrainCommand):
-        await ack(**ephemeral(_not_yet(cmd)))  # nothing is changed
-        return
+    working = working_text(cmd)
+    if working is not None:
+        await ack(response_type="ephemeral", text=working)
     else:
         await ack()
     try:
-        await _answer(deps, cmd, body, answer, client, retry=retry > 0)
+        await _show(deps, cmd, body, reply, client, retry=retry > 0)
     except MigrateBotError as err:
-        await answer(**ephemeral(str(err)))
+        await reply(**ephemeral(str(err)))
     except Exception:
-        await answer(**ephemeral(bug_reference(f"/migrate {type(cmd).__name__}")))
+        await reply(**ephemeral(bug_reference(f"/migrate {type(cmd).__name__}")))
 
 
 def _gate_kind(cmd: Command) -> GateKind:
     if isinstance(cmd, MigrateCommand):
         return GateKind.PREFLIGHT  # `plan` too: a live preflight (dirty-rate measurement) on the hypervisors
-    if isinstance(cmd, CancelCommand):
+    if isinstance(cmd, ReturnCommand) or (isinstance(cmd, DrainCommand) and not cmd.plan_only):
+        return GateKind.PREFLIGHT  # a drain request plans every move live, like a request
+    if isinstance(cmd, CancelCommand | CancelDrainCommand):
         return GateKind.CONTROL
     return GateKind.READ
 
@@ -207,130 +189,97 @@ async def _gate(deps: Deps, cmd: Command, body: dict[str, Any]) -> str | None:
     return verdict.reason
 
 
-async def _hosts_for(deps: Deps, user: str) -> Message:
-    """Names, reachability and slots for everyone; libvirt URIs and errors (users, socket and key paths)
+async def _context(deps: Deps, body: dict[str, Any]) -> AnswerContext:
+    """The person and channel of this delivery; libvirt URIs and connection errors (users, socket and key paths)
     only for approvers, who are the ones to act on an unreachable host."""
-    hosts = await deps.service.hosts()
-    if deps.gate is None or not await deps.gate.is_approver(user):
-        hosts = [
-            dataclasses.replace(h, uri="", detail="answers" if h.reachable else "does not answer") for h in hosts
-        ]
-    return hosts_message(hosts, SLACK)
+    user = str(body.get("user_id") or "")
+    details = deps.gate is not None and await deps.gate.is_approver(user)
+    return AnswerContext(
+        deps.service,
+        user,
+        SLACK,
+        deps.settings.approval_ttl_s,
+        channel=str(body.get("channel_id") or "") or None,
+        host_details=details,
+        idempotency_key=idempotency_key(body),
+        now=deps.now,
+    )
 
 
-async def _answer(
+async def _show(
     deps: Deps, cmd: Command, body: dict[str, Any], respond: Respond, client: AsyncWebClient, *, retry: bool = False
 ) -> None:
-    svc = deps.service
-    user = str(body.get("user_id") or "")
-    if isinstance(cmd, MigrateCommand) and cmd.plan_only:
-        plan = await svc.plan(cmd.request)
-        await respond(**_ephemeral_msg(plan_message(plan, SLACK)))
-    elif isinstance(cmd, MigrateCommand):
-        await _request(deps, cmd, body, respond, client, retry=retry)
-    elif isinstance(cmd, DrainCommand):
-        drain = await svc.plan_drain(
-            cmd.host, cmd.options, to=cmd.to, except_vms=cmd.except_vms, include_stopped=cmd.include_stopped
-        )
-        await respond(**_ephemeral_msg(drain_plan_message(drain, SLACK)))
-    elif isinstance(cmd, PlaceCommand):
-        placed = await svc.plan_any(cmd.vm, cmd.options)
-        if cmd.plan_only or placed.destination is None:
-            await respond(**_ephemeral_msg(placed_plan_message(placed, SLACK)))
-        else:
-            await respond(**ephemeral(f"{cmd.vm} goes to {placed.why}"))
-            chosen = MigrateCommand(MigrationRequest(cmd.vm, placed.destination, cmd.options))
-            await _request(deps, chosen, body, respond, client, retry=retry)
-    elif isinstance(cmd, StatusCommand):
-        await respond(**_ephemeral_msg(await _status(deps, cmd)))
-    elif isinstance(cmd, HistoryCommand):
-        jobs = await svc.history(cmd.subject, cmd.limit)
-        title = f"History of {cmd.subject}" if cmd.subject else "History"
-        await respond(**_ephemeral_msg(jobs_message(title, jobs, SLACK, empty="No migrations yet.")))
-    elif isinstance(cmd, HostsCommand):
-        await respond(**_ephemeral_msg(await _hosts_for(deps, user)))
-    elif isinstance(cmd, FreezesCommand):
-        await respond(**_ephemeral_msg(freezes_message(await svc.freezes(), SLACK)))
-    elif isinstance(cmd, CancelCommand):
-        job = await svc.cancel(cmd.job_id, user)
-        await deps.refresh_card(job.id)
-        await respond(**_ephemeral_msg(text_message(f"Job #{job.id} withdrawn ({job.state.value}).", SLACK)))
-    else:  # pragma: no cover - the grammar has no other commands
-        raise AssertionError(f"unhandled command {cmd!r}")
-
-
-def _not_yet(cmd: DrainCommand | ReturnCommand | CancelDrainCommand) -> str:
-    """Executing drains comes in the next round: say so plainly, point at the dry run, change nothing."""
-    if isinstance(cmd, DrainCommand):
-        return f"{NOT_YET} (e.g. `/migrate plan drain {cmd.host}`). Nothing was changed."
-    if isinstance(cmd, ReturnCommand):
-        return f"return is not available yet: it needs drain execution. Nothing was changed. ({NOT_YET})"
-    return f"there are no drains to cancel yet: {NOT_YET}. Nothing was changed."
-
-
-async def _status(deps: Deps, cmd: StatusCommand) -> Message:
-    svc = deps.service
-    ttl_s = deps.settings.approval_ttl_s
-    target = cmd.target
-    if target is None:
-        jobs = await svc.active_jobs()
-        return jobs_message("Active migrations", jobs, SLACK, empty="No migration is active.")
-    job: Job | None
-    if isinstance(target, int):
-        job = await svc.get_job(target)
+    """handlers.answer answers; Slack shows it: notes and answers ephemerally, a new job's or drain's card in the
+    channel (tracked from then on), and a changed job's or drain's card redrawn."""
+    result = await answer(cmd, await _context(deps, body))
+    for note in result.notes:
+        await respond(**_ephemeral_msg(text_message(note, SLACK)))
+    if result.show is Show.CARD and result.job is not None:
+        await _post_job_card(deps, result.job, result.message, body, respond, client, retry=retry)
+    elif result.show is Show.CARD and result.drain is not None:
+        await _post_drain_card(deps, result.drain, result.message, body, respond, client)
     else:
-        job = await svc.latest_job_for_vm(target)
-        if job is None:
-            return text_message(f"No migration of `{target}` on record.", SLACK)
-    queue = None
-    if job.state is JobState.QUEUED:
-        queue = next((q for q in await svc.queue() if q.job_id == job.id), None)
-    return status_message(job, SLACK, ttl_s=ttl_s, queue=queue)
+        await respond(**_ephemeral_msg(result.message))
+    if result.changed and result.job is not None:
+        await deps.refresh_card(result.job.id)
+    if result.changed and result.drain is not None:
+        await deps.refresh_drain_card(result.drain.id)  # the thread gets the report from the drain sink
 
 
-async def _request(
+def _not_posted(what: str, ref: str, err: SlackApiError) -> dict[str, Any]:
+    """The ephemeral answer when a created job's or drain's card could not be posted in the channel."""
+    code = err.response.get("error", "") if err.response is not None else ""
+    hint = " Invite me with `/invite @migrate-bot`." if code in ("not_in_channel", "channel_not_found") else ""
+    return ephemeral(
+        f"{what} was created but I could not post its card here ({code}).{hint} "
+        f"Withdraw it with `/migrate cancel {ref}` or see `/migrate status {ref}`."
+    )
+
+
+async def _post_drain_card(
+    deps: Deps, drain: Drain, card: Message, body: dict[str, Any], respond: Respond, client: AsyncWebClient
+) -> None:
+    """The drain's one card in the channel; its ts is stored so the drain sink edits it and threads under it.
+    `drain`: the record as the card shows it."""
+    channel = str(body.get("channel_id") or "")
+    try:
+        ts = await post_message(client, channel, card)
+    except SlackApiError as err:
+        await respond(**_not_posted(drain.ref, drain.ref, err))
+        return
+    await deps.service.set_drain_refs(drain.id, channel=channel, thread=ts)
+    if (await deps.service.get_drain(drain.id)).state is not drain.state:
+        await deps.refresh_drain_card(drain.id)  # it moved while the card was being posted
+
+
+async def _post_job_card(
     deps: Deps,
-    cmd: MigrateCommand,
+    job: Job,
+    card: Message,
     body: dict[str, Any],
     respond: Respond,
     client: AsyncWebClient,
     *,
     retry: bool = False,
 ) -> None:
-    """Submit (idempotently) and post the card once; a duplicate delivery only gets a pointer to it, and a
-    Slack retry whose first delivery another replica took gets nothing (that replica answered it)."""
-    user = str(body.get("user_id") or "")
+    """Post the card once (`job` as the card shows it); a duplicate delivery (the same idempotency key gave the
+    same job) only gets a pointer to it, and a Slack retry whose first delivery another replica took gets
+    nothing (that replica answered it)."""
     channel = str(body.get("channel_id") or "")
-    job = await deps.service.submit(
-        cmd.request, user, chat_channel=channel or None, idempotency_key=idempotency_key(body)
-    )
+    rendered_state = job.state
     async with deps.lock(job.id):
-        job = await deps.service.get_job(job.id)
-        if job.chat_thread:
+        if (await deps.service.get_job(job.id)).chat_thread:
             if retry:
                 return
             await respond(
                 **_ephemeral_msg(text_message(f"Already requested: job #{job.id} (see its card).", SLACK))
             )
             return
-        card = card_message(job, SLACK, ttl_s=deps.settings.approval_ttl_s, now=deps.now())
         try:
             ts = await post_message(client, channel, card)
         except SlackApiError as err:
-            code = err.response.get("error", "") if err.response is not None else ""
-            hint = (
-                " Invite me with `/invite @migrate-bot`."
-                if code in ("not_in_channel", "channel_not_found")
-                else ""
-            )
-            await respond(
-                **ephemeral(
-                    f"job #{job.id} was created but I could not post its card here ({code}).{hint} "
-                    f"Withdraw it with `/migrate cancel {job.id}` or see `/migrate status {job.id}`."
-                )
-            )
+            await respond(**_not_posted(f"job #{job.id}", str(job.id), err))
             return
-        rendered_state = job.state
         job = await deps.service.set_chat_refs(job.id, channel=channel, thread=ts)
     if job.state is not rendered_state:
         await deps.refresh_card(job.id)  # it moved while the card was being posted

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from bot.blocks.answers import error_message
-from bot.blocks.ir import SLACK
-from bot.blocks.slack import message_payload
-from bot.settings import Settings
+from handlers.blocks.answers import error_message
+from handlers.blocks.ir import SLACK
+from handlers.blocks.slack import message_payload
+from handlers.drain_progress import SlackDrainSink
 from handlers.gate import EdgeGate
 from handlers.progress import SlackProgressSink
 from migration_core.service_api import ApproverCheck, MigrationServiceAPI
@@ -64,14 +64,22 @@ class RecentDeliveries:
         return True
 
 
+class FrontEndSettings(Protocol):
+    """The settings the handlers read; bot.settings.Settings has them (the handlers stay below the wiring)."""
+
+    @property
+    def approval_ttl_s(self) -> float: ...
+
+
 @dataclass
 class Deps:
     """The service (the only way into the core), settings, the approver check and the progress sink."""
 
     service: MigrationServiceAPI
-    settings: Settings
+    settings: FrontEndSettings
     approver_check: ApproverCheck
     progress: SlackProgressSink | None = None
+    drains: SlackDrainSink | None = None  # the drain cards and threads (handlers/drain_progress.py)
     now: Callable[[], datetime] = _utcnow
     gate: EdgeGate | None = None  # channel, people and rate gates of every command and click (handlers.gate)
     on_refusal: Callable[[str, str], None] | None = None  # (action, reason code): the refusals metric
@@ -87,6 +95,10 @@ class Deps:
     async def refresh_card(self, job_id: int) -> None:
         if self.progress is not None:
             await self.progress.refresh_card(job_id)
+
+    async def refresh_drain_card(self, drain_id: int) -> None:
+        if self.drains is not None:
+            await self.drains.refresh_card(drain_id)
 
     def count_refusal(self, action: str, reason: str) -> None:
         if self.on_refusal is not None:

@@ -10,11 +10,12 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks.home import home_message
-from bot.blocks.ir import SLACK
-from bot.blocks.slack import home_view
+from handlers.blocks.home import home_message
+from handlers.blocks.ir import SLACK
+from handlers.blocks.slack import home_view
 from handlers.deps import Deps, Listener, Matcher, register_table
 from handlers.slack_io import error_code
+from migration_core.drains import DrainState
 from migration_core.models import JobState
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,10 @@ async def publish_home(deps: Deps, client: AsyncWebClient, user: str) -> None:
         active = [j for j in active if j.state is not JobState.AWAITING_APPROVAL or j.requester == user]
     queue = await svc.queue()
     recent = [j for j in await svc.history(None, RECENT_JOBS * 2) if j.state.terminal][:RECENT_JOBS]
-    msg = home_message(user, active, queue, recent, SLACK, now=deps.now())
+    drains = await svc.active_drains()
+    if not await _is_approver(deps, user):  # like jobs: drain approval requests go to those who can approve
+        drains = [s for s in drains if s.drain.state is not DrainState.AWAITING_APPROVAL or s.drain.requester == user]
+    msg = home_message(user, active, queue, recent, SLACK, now=deps.now(), drains=drains)
     await client.views_publish(user_id=user, view=home_view(msg))
 
 

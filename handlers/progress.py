@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.blocks.card import card_message
-from bot.blocks.ir import SLACK, Message
-from bot.blocks.progress import notice_message, progress_message, state_change_message
-from bot.blocks.summary import summary_message
+from handlers.blocks.card import card_message
+from handlers.blocks.ir import SLACK, Message
+from handlers.blocks.progress import notice_message, progress_message, state_change_message
+from handlers.blocks.summary import summary_message
 from handlers.slack_io import is_transient, post_message, update_message
 from handlers.slack_rate import EDITS_PER_MIN, EditGate, edit_client, is_rate_limited, retry_after_s
 from migration_core.dispatch.queue import queue_notice_reason
@@ -114,6 +114,11 @@ class SlackProgressSink:
         self._jobs: dict[int, _JobState] = {}
         self._summarized: dict[int, None] = {}  # job ids whose summary is posted (insertion-ordered, bounded)
         self._final_shown: dict[int, None] = {}  # job ids whose progress message got its final edit (bounded)
+
+    @property
+    def edit_gate(self) -> EditGate:
+        """The workspace's chat.update budget; the drain sink shares it."""
+        return self._gate
 
     # ---- EventSink -------------------------------------------------------------------------------------
     async def emit(self, event: JobEvent) -> None:
@@ -306,7 +311,12 @@ class SlackProgressSink:
     async def _run_op(self, st: _JobState, op: _Op) -> None:
         job = await self._fresh_job(st)
         if job is None or not (job.chat_channel and job.chat_thread):
-            return  # not a Slack job (console, CLI) or its card is not posted yet: nothing to mirror
+            # Not a Slack job (console, CLI), its card is not posted yet, or a move of a drain: those have no
+            # card of their own (the drain's thread tells their story, handlers/drain_progress.py) unless a
+            # re-check asked for a new approval of that move alone. Nothing to mirror; an ended job's worker
+            # may go (a 40-VM drain must not leave 40 idle workers behind).
+            st.finished = st.finished or bool(job is not None and job.state.terminal)
+            return
         ev = op.event
         if op.kind == "progress_start":
             if st.progress_ts is None:

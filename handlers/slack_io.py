@@ -9,8 +9,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks.ir import Message
-from bot.blocks.slack import fallback_text, message_payload
+from handlers.blocks.ir import Message
+from handlers.blocks.slack import fallback_text, message_payload
 
 log = logging.getLogger(__name__)
 

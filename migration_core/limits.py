@@ -103,6 +103,27 @@ class Limit:
 # are the limits' `default`.
 DEFAULT_MAX_DOWNTIME_MS: int = 300  # QEMU's own default downtime-limit
 DEFAULT_APPROVAL_TTL_S: float = 30 * 60.0
+DOWNTIME_STEPS = 5
+# When the convergence controller climbs the ramp: at a stalling pass boundary from this pass on, at most once per
+# cooldown. The estimate simulates the same climb to know the budget in force at the stop-and-copy.
+RAMP_START_ITERATION = 3
+RAMP_COOLDOWN_S = 10.0
+SHRINKING_PASS = 0.9  # a pass that starts 10 % smaller than the previous one is converging on its own
+
+
+def downtime_ramp_ms(max_downtime_ms: int, steps: int = DOWNTIME_STEPS) -> tuple[int, ...]:
+    """A linear ramp up to the max downtime, like Nova's `downtime_steps` (base = max / steps).
+
+    The controller starts at the first value and moves up one step each time pre-copy stalls; the estimate
+    times the stop-and-copy against the same ramp (the one formula: the planner fixes it in the policy).
+
+    >>> downtime_ramp_ms(300), downtime_ramp_ms(500), downtime_ramp_ms(3)
+    ((60, 120, 180, 240, 300), (100, 200, 300, 400, 500), (1, 2, 3))
+    """
+    if max_downtime_ms <= 0:
+        return ()
+    steps = max(1, steps)
+    return tuple(sorted({max(1, round(max_downtime_ms * i / steps)) for i in range(1, steps + 1)}))
 
 MAX_DOWNTIME_MS = Limit(
     "max downtime",

@@ -127,6 +127,16 @@ class CheckStatus(StrEnum):
     FAIL = "fail"
 
 
+# How much a status weighs on an approval: a re-check may improve a check, never worsen it (Plan.within_approval_of).
+_SEVERITY = {
+    CheckStatus.PASS: 0,
+    CheckStatus.INFO: 0,
+    CheckStatus.SKIPPED: 1,
+    CheckStatus.WARN: 2,
+    CheckStatus.FAIL: 3,
+}
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """One check: a stable `name` (e.g. "cpu"), its status, why, and what to do about it."""
@@ -262,12 +272,18 @@ class Plan:
 
     @property
     def hash(self) -> str:
+        bound = self._bound()
+        bound["checks"] = sorted((c.name, c.status.value) for c in self.checks)
+        return hashlib.sha256(_canonical(bound).encode()).hexdigest()[:16]
+
+    def _bound(self) -> dict[str, Any]:
+        """What an approval binds, apart from the checks: what will be done, where, how, to which VM."""
         request = asdict(self.request)
         options = request["options"]
         for key, default in _LATER_OPTIONS.items():
             if options.get(key) == default:
                 del options[key]
-        bound = {
+        return {
             "request": request,
             "source": self.source,
             "destination": self.destination,
@@ -275,10 +291,26 @@ class Plan:
             "flags": sorted(self.flags),
             "params": dict(self.params),
             "policy": self.policy.to_json(),
-            "checks": sorted((c.name, c.status.value) for c in self.checks),
             "vm_uuid": self.vm_uuid,
         }
-        return hashlib.sha256(_canonical(bound).encode()).hexdigest()[:16]
+
+    def within_approval_of(self, approved: Plan) -> bool:
+        """A fresh plan (the re-check before start) that the approval of `approved` still covers: the same move
+        done the same way, and no check worse than it was (a warning that went away, e.g. more free memory
+        on the destination than the drain's plan counted, is no new risk; a new or worse warning is).
+
+        >>> from dataclasses import replace
+        >>> ok = CheckResult("capacity.memory", CheckStatus.PASS, "plenty")
+        >>> tight = CheckResult("capacity.memory", CheckStatus.WARN, "tight")
+        >>> request = MigrationRequest("vm42", "hostB")
+        >>> p = Plan(request, "hostA", "hostB", MigrationMode.LIVE, (tight,), None, (), {}, ConvergencePolicy())
+        >>> replace(p, checks=(ok,)).within_approval_of(p), p.within_approval_of(replace(p, checks=(ok,)))
+        (True, False)
+        """
+        if self._bound() != approved._bound():
+            return False
+        before = {c.name: _SEVERITY[c.status] for c in approved.checks}
+        return all(_SEVERITY[c.status] <= before.get(c.name, _SEVERITY[CheckStatus.PASS]) for c in self.checks)
 
     def to_json(self) -> dict[str, Any]:
         """The `migrate-bot plan --json` contract (keys are relied on by other tools)."""
@@ -313,8 +345,7 @@ class Plan:
             destination=data["destination"],
             mode=MigrationMode(data["mode"]),
             checks=tuple(
-                CheckResult(c["name"], CheckStatus(c["status"]), c["reason"], c.get("fix"))
-                for c in data["checks"]
+                CheckResult(c["name"], CheckStatus(c["status"]), c["reason"], c.get("fix")) for c in data["checks"]
             ),
             prediction=Prediction(**pred) if pred else None,
             flags=tuple(data["flags"]),
@@ -371,9 +402,7 @@ class JobState(StrEnum):
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset(
-    {JobState.SUCCEEDED, JobState.FAILED, JobState.ABORTED, JobState.DENIED, JobState.EXPIRED}
-)
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.ABORTED, JobState.DENIED, JobState.EXPIRED})
 
 
 @dataclass(frozen=True)
@@ -415,9 +444,7 @@ class Job:
     def approvers(self) -> tuple[str, ...]:
         """Who approved the job's CURRENT plan: an approval given for another plan hash no longer binds."""
         current = self.plan.hash if self.plan else None
-        return tuple(
-            a.actor for a in self.approvals if a.approved and (current is None or a.plan_hash == current)
-        )
+        return tuple(a.actor for a in self.approvals if a.approved and (current is None or a.plan_hash == current))
 
     @property
     def deniers(self) -> tuple[str, ...]:

@@ -363,6 +363,12 @@ class Dispatcher:
             text = f"re-check before start failed: {names}"
             await self.mover.move(job, JobState.FAILED, None, text, plan=plan, error=text)
             return
+        if plan.hash != job.plan.hash and plan.within_approval_of(job.plan):
+            # only better news (e.g. a warning gone): the approved plan still describes the move exactly
+            log.info(
+                "job %s: re-check found no new risk (%s); running the approved plan", job.id, _better(plan, job.plan)
+            )
+            plan = job.plan
         if plan.hash != job.plan.hash:
             text = "the facts changed since approval (the plan is different now); it needs a new approval"
             await self.mover.move(job, JobState.AWAITING_APPROVAL, None, text, plan=plan)
@@ -458,3 +464,14 @@ class Dispatcher:
                 await self.store.release(job.id, self.config.replica_id)
         # Preflight interrupted by the restart (nothing ran): checked at every tick, see the method.
         await self._fail_interrupted_preflights()
+
+
+def _better(fresh: Plan, approved: Plan) -> str:
+    """Which checks the re-check found better than at approval ('capacity.memory warn -> pass')."""
+    before = {c.name: c.status for c in approved.checks}
+    changed = [
+        f"{c.name} {before[c.name].value} -> {c.status.value}"
+        for c in fresh.checks
+        if before.get(c.name, c.status) != c.status
+    ]
+    return ", ".join(changed) or "the same checks"

@@ -15,7 +15,8 @@ Rules, in order (KubeVirt's legacy monitor, oVirt's stalling schedule and Nova's
 5. At a pre-copy iteration boundary, from `ramp_start_iteration` on, at most once per `ramp_cooldown_s`, and
    only when the new pass does not start at least 10 % smaller than the previous one ("stalling iteration",
    oVirt): raise the max downtime one step of the policy's ramp (never above `max_downtime_ms`); the ramp is
-   `planning.planner.downtime_ramp_ms`, fixed in the approved plan (the only ramp formula).
+   `limits.downtime_ramp_ms`, fixed in the approved plan (the only ramp formula; the estimate times the stop
+   against it).
 6. Otherwise continue.
 """
 
@@ -25,12 +26,12 @@ from dataclasses import dataclass, field, replace
 
 from migration_core.errors import RequestError
 from migration_core.execution.stall import DEFAULT_EWMA_ALPHA, DEFAULT_MIN_DROP_FRACTION, Ewma, StallWatch, eta_s
+from migration_core.limits import RAMP_COOLDOWN_S, RAMP_START_ITERATION, SHRINKING_PASS
 from migration_core.models import ControlAction, ConvergencePolicy, Decision, Phase
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 LAST_CHANCE_FACTOR = 1.5  # KubeVirt's precopyPossibleFactor
-SHRINKING_PASS = 0.9  # a pass that starts 10 % smaller than the previous one is converging on its own
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ class ConvergenceController:
         policy: ConvergencePolicy,
         *,
         memory_bytes: int = 0,
-        ramp_start_iteration: int = 3,
-        ramp_cooldown_s: float = 10.0,
+        ramp_start_iteration: int = RAMP_START_ITERATION,
+        ramp_cooldown_s: float = RAMP_COOLDOWN_S,
         postcopy_grace_s: float = 15.0,
         ewma_alpha: float = DEFAULT_EWMA_ALPHA,
         min_drop_fraction: float = DEFAULT_MIN_DROP_FRACTION,

@@ -144,6 +144,8 @@ class Endpoint:
     peer_uri: str | None = None
     # The hosts file says this host's QEMU has migration-TLS certificates (qemu.conf migrate_tls_x509_cert_dir).
     migration_tls: bool = False
+    # The hosts file's memory_reserve_mib: memory kept free for the host itself, never given to a moved VM.
+    memory_reserve_bytes: int = 0
 
 
 @dataclass(frozen=True)

@@ -93,14 +93,21 @@ class ReturnCommand:
 
 @dataclass(frozen=True)
 class CancelDrainCommand:
-    """`cancel drain <id>`: cancel a drain (moves not started never start)."""
+    """`cancel drain <id>` or `cancel D<id>`: cancel a drain (moves not started never start)."""
+
+    drain_id: int
+
+
+@dataclass(frozen=True)
+class DrainStatusCommand:
+    """`status D7`: one drain, its moves and its roll-up (drain ids are written with a D)."""
 
     drain_id: int
 
 
 Command: TypeAlias = (
     MigrateCommand | StatusCommand | CancelCommand | HistoryCommand | HostsCommand | FreezesCommand | HelpCommand
-    | PlaceCommand | DrainCommand | ReturnCommand | CancelDrainCommand
+    | PlaceCommand | DrainCommand | ReturnCommand | CancelDrainCommand | DrainStatusCommand
 )  # fmt: skip
 COMMAND_WORDS = ("plan", "status", "cancel", "history", "hosts", "freezes", "help", "drain", "return")
 # The destination word that asks the bot to choose (`vm42 to any`); no host may be called this.
@@ -112,7 +119,7 @@ def command_to_json(cmd: Command) -> dict[str, Any]:
     extra = _drain_family_to_json(cmd)
     if extra is not None:
         return extra
-    assert not isinstance(cmd, PlaceCommand | DrainCommand | ReturnCommand | CancelDrainCommand)
+    assert not isinstance(cmd, PlaceCommand | DrainCommand | ReturnCommand | CancelDrainCommand | DrainStatusCommand)
     if isinstance(cmd, MigrateCommand):
         o = cmd.request.options
         return {
@@ -162,7 +169,7 @@ def command_to_text(cmd: Command) -> str:
     extra = _drain_family_to_text(cmd)
     if extra is not None:
         return extra
-    assert not isinstance(cmd, PlaceCommand | DrainCommand | ReturnCommand | CancelDrainCommand)
+    assert not isinstance(cmd, PlaceCommand | DrainCommand | ReturnCommand | CancelDrainCommand | DrainStatusCommand)
     if isinstance(cmd, MigrateCommand):
         r, o = cmd.request, cmd.request.options
         parts = ["plan"] if cmd.plan_only else []
@@ -238,6 +245,8 @@ def command_from_json_unchecked(data: dict[str, Any]) -> Command:
             cmd = ReturnCommand(data["host"], data["reason"])
         elif kind == "cancel drain":
             cmd = CancelDrainCommand(data["drain_id"])
+        elif kind == "status drain":
+            cmd = DrainStatusCommand(data["drain_id"])
         elif kind in ("migrate", "plan"):
             cmd = _migrate_from_json(data)
         elif kind == "status":
@@ -253,7 +262,7 @@ def command_from_json_unchecked(data: dict[str, Any]) -> Command:
         elif kind == "help":
             cmd = HelpCommand(data["topic"])
         else:
-            known = ", ".join(("migrate", *COMMAND_WORDS, "plan drain", "cancel drain"))
+            known = ", ".join(("migrate", *COMMAND_WORDS, "plan drain", "cancel drain", "status drain"))
             raise GrammarError(f"unknown command {kind!r} in JSON", f"one of: {known}")
     except (KeyError, ValueError, TypeError) as exc:
         raise GrammarError(
@@ -344,6 +353,8 @@ def _drain_family_to_json(cmd: Command) -> dict[str, Any] | None:
         return {"command": "return", "host": cmd.host, "reason": cmd.reason}
     if isinstance(cmd, CancelDrainCommand):
         return {"command": "cancel drain", "drain_id": cmd.drain_id}
+    if isinstance(cmd, DrainStatusCommand):
+        return {"command": "status drain", "drain_id": cmd.drain_id}
     return None
 
 
@@ -360,6 +371,8 @@ def _drain_family_to_text(cmd: Command) -> str | None:
         return f"return {cmd.host}" + _options_text(MigrationOptions(reason=cmd.reason))
     if isinstance(cmd, CancelDrainCommand):
         return f"cancel drain {cmd.drain_id}"
+    if isinstance(cmd, DrainStatusCommand):
+        return f"status D{cmd.drain_id}"
     return None
 
 

@@ -9,7 +9,7 @@ from migration_core.limits import BANDWIDTH_MIB_S, DEFAULT_MAX_DOWNTIME_MS, MAX_
 _USAGE = """\
 /migrate <vm> to <host> [options]        request a migration (preflight, then an approval card)
 /migrate plan <vm> to <host> [options]   preflight and prediction only; nothing is changed
-/migrate status [<job-id>|<vm>]          one job (#41 or 41), the latest job of a VM, or everything active
+/migrate status [<job-id>|<vm>|D<id>]    one job (#41 or 41), the latest job of a VM, a drain (D7), or all active
 /migrate cancel <job-id>                 withdraw a request that has not started yet
 /migrate history [<vm>|<host>] [--limit N]   recent jobs, newest first (default 20, at most 500)
 /migrate hosts                           the hosts in the inventory and whether each answers
@@ -17,7 +17,7 @@ _USAGE = """\
 /migrate plan drain <host> [options]     dry run of emptying a host: every VM's destination, order, ETA
 /migrate drain <host> [options]          empty a host for maintenance (see `/migrate help drain`)
 /migrate return <host> [--reason TEXT]   move back the VMs the last drain took off <host>
-/migrate cancel drain <id>               cancel a drain
+/migrate cancel D<id>                    cancel a drain (also: cancel drain 7)
 /migrate freezes                         the change freezes in force now and the next ones
 /migrate help [<topic>]                  topics: commands, options, examples, durations, names,
                                          a command (status...) or an option (postcopy...)"""
@@ -48,6 +48,7 @@ Bytes, not bits: 10 Gbit/s is about 1192M, 1 Gbit/s about 119M."""
 _NAMES = f"""\
 VM and host names: {NAME_RULE}.
 Job ids are numbers, written 41 or #41; a plain number after status is always a job id.
+Drain ids are written with a D: D7 (or d7); `status D7` and `cancel D7` always mean the drain.
 Typing on a phone is fine: — or – instead of --, curly quotes and odd spaces are understood."""
 
 _COMMANDS: dict[str, str] = {
@@ -64,11 +65,14 @@ changing anything. Takes the same options as a request.""",
     "status": """\
 /migrate status              every active migration and the queue
 /migrate status 41           job #41 (also: status #41)
-/migrate status vm42         the latest job of VM vm42""",
+/migrate status vm42         the latest job of VM vm42
+/migrate status D7           drain D7: each move's state, the roll-up and the ETA""",
     "cancel": """\
 /migrate cancel 41
 Withdraws job #41 if it has not started (awaiting approval, approved or queued).
-A running migration is stopped with the Abort button in its thread instead.""",
+A running migration is stopped with the Abort button in its thread instead.
+/migrate cancel D7 (or cancel drain 7) cancels a drain: moves not started never start, moves in pre-copy
+are aborted, moves in post-copy finish; its thread says which is which.""",
     "history": """\
 /migrate history                    the 20 most recent jobs
 /migrate history vm42 --limit 50    the last 50 jobs of VM vm42 (or of a host: history hostB)""",
@@ -84,10 +88,16 @@ link only while each VM still meets its downtime target; it shows the total ETA 
   --except VM[,VM...]     leave these VMs where they are
   --include-stopped       also move shut-off VMs (offline); without it they stay
 Migration options (--postcopy, --bandwidth, --max-downtime, --copy-storage...) apply to every move.
-`plan drain` is the dry run and changes nothing. Executing a drain is not available yet: use `plan drain`.""",
+`plan drain` is the dry run and changes nothing. `drain` posts one card with the same plan; the drain needs
+the approvals of a risky change (one approval covers every move, bound to the plan's hash). It then runs
+the moves as ordinary jobs, with one roll-up message in the card's thread (N of M done, each running VM's
+phase, remaining data and ETA), a line per VM and a final summary. A VM that cannot move is parked on its
+host with the reason and the drain goes on ("partially done"). Drains are named D<id>:
+/migrate status D7    /migrate cancel D7""",
     "return": """\
 /migrate return <host> [--reason TEXT]
-Moves back the VMs that the last completed drain took off <host>. Not available yet.""",
+Moves back the VMs that the last completed drain took off <host>, each to where it was; posts a card to
+approve like a drain, and clears the host's "drained" mark. `migrate-bot plan return <host>` is its dry run.""",
     "any": """\
 /migrate <vm> to any [options]      (also: /migrate <vm>, and /migrate plan <vm> to any)
 The bot picks the destination: every host is checked with the same preflight as a single move and the one

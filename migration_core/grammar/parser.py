@@ -20,6 +20,7 @@ from migration_core.grammar.commands import (
     CancelDrainCommand,
     Command,
     DrainCommand,
+    DrainStatusCommand,
     FreezesCommand,
     HelpCommand,
     HistoryCommand,
@@ -37,7 +38,7 @@ from migration_core.grammar.help import TOPICS, help_text, topic_key
 from migration_core.grammar.lex import is_lone_dash, option_token, tokenize
 from migration_core.grammar.options import Draft, apply, build_options, resolve, takes_next_token
 from migration_core.grammar.spec import OPTIONS_BY_NAME, Arity, OptionSpec
-from migration_core.grammar.values import NAME_RULE, check_name, is_valid_name, parse_job_id
+from migration_core.grammar.values import NAME_RULE, check_name, is_valid_name, parse_drain_ref, parse_job_id
 from migration_core.models import MigrationMode, MigrationRequest
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "CancelDrainCommand",
     "Command",
     "DrainCommand",
+    "DrainStatusCommand",
     "FreezesCommand",
     "HelpCommand",
     "HistoryCommand",
@@ -109,6 +111,8 @@ def _parse_command_word(word: str, tokens: list[str]) -> Command | None:
         return _parse_return(tokens[1:])
     if word == "cancel" and len(tokens) >= 2 and tokens[1].lower() == "drain":
         return _parse_cancel_drain(tokens[2:])
+    if word in ("cancel", "status") and len(tokens) >= 2 and parse_drain_ref(tokens[1]):
+        return _parse_drain_ref_command(word, tokens[1:])  # `cancel D7`, `status D7`
     if word in COMMAND_WORDS:
         return _parse_read_or_cancel(word, tokens[1:])
     return None
@@ -269,13 +273,22 @@ def _parse_return(tokens: list[str]) -> ReturnCommand:
     return ReturnCommand(check_name(words[0], "host"), scan.draft.options.reason)
 
 
+def _parse_drain_ref_command(word: str, words: list[str]) -> CancelDrainCommand | DrainStatusCommand:
+    _at_most(words, 1, f"{word} takes one drain", f"example: /migrate {word} D7")
+    drain_id = parse_drain_ref(words[0])
+    assert drain_id is not None  # the caller matched it
+    return CancelDrainCommand(drain_id) if word == "cancel" else DrainStatusCommand(drain_id)
+
+
 def _parse_cancel_drain(words: list[str]) -> CancelDrainCommand:
     if not words:
-        raise GrammarError("cancel drain needs the drain's id", "example: /migrate cancel drain 7")
-    _at_most(words, 1, "cancel drain takes one id", "example: /migrate cancel drain 7")
-    drain_id = parse_job_id(words[0])
+        raise GrammarError("cancel drain needs the drain's id", "example: /migrate cancel D7 (or cancel drain 7)")
+    _at_most(words, 1, "cancel drain takes one id", "example: /migrate cancel D7 (or cancel drain 7)")
+    drain_id = parse_drain_ref(words[0]) or parse_job_id(words[0])
     if drain_id is None:
-        raise GrammarError(f"cancel drain takes the drain's id, not `{words[0]}`", "like: /migrate cancel drain 7")
+        raise GrammarError(
+            f"cancel drain takes the drain's id, not `{words[0]}`", "like: /migrate cancel D7 (or cancel drain 7)"
+        )
     return CancelDrainCommand(drain_id)
 
 

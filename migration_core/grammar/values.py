@@ -62,6 +62,20 @@ def parse_job_id(text: str) -> int | None:
     return job_id
 
 
+_DRAIN_REF_RE = re.compile(r"[dD]([0-9]{1,18})", re.ASCII)
+
+
+def parse_drain_ref(text: str) -> int | None:
+    """`D7` or `d7` -> 7 (how people name a drain); None when `text` is not written like that. D0 is rejected."""
+    m = _DRAIN_REF_RE.fullmatch(text)
+    if m is None:
+        return None
+    drain_id = int(m.group(1))
+    if drain_id < 1:
+        _fail(f"`{text}` is not a drain", "drain ids start at 1, like D7 (see /migrate status)")
+    return drain_id
+
+
 def looks_like_int(text: str) -> bool:
     """True for an optionally signed whole number (used by `--parallel [N]` to decide whether N is there)."""
     return re.fullmatch(rf"[+{DASHES}]?[0-9]+", text, re.ASCII) is not None

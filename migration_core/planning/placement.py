@@ -197,16 +197,20 @@ def _place_one(
 
 
 def _memory_check(facts: PreflightFacts, dest: Destination, placed: int) -> tuple[CheckResult | None, int | None]:
-    """The single move's memory check against what is left of the host after its reserve and the plan so far."""
+    """The single move's memory check (which keeps the host's reserve) against what the plan so far left."""
     host = facts.destination_host
     vm = facts.vm
     if host is None or host.free_memory_bytes is None or vm is None:
         found = check_memory(facts)
         return (found[0] if found else None), None
-    free = host.free_memory_bytes - dest.reserve_bytes - placed
-    shown = replace(facts, destination_host=replace(host, free_memory_bytes=max(0, free)))
+    free = host.free_memory_bytes - placed
+    shown = replace(
+        facts,
+        destination=replace(facts.destination, memory_reserve_bytes=dest.reserve_bytes),
+        destination_host=replace(host, free_memory_bytes=max(0, free)),
+    )
     found = check_memory(shown)
-    return (found[0] if found else None), free - vm.memory_bytes
+    return (found[0] if found else None), free - dest.reserve_bytes - vm.memory_bytes
 
 
 def _conflict_text(conflicts: Mapping[str, list[str]]) -> str:

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from migration_core.errors import PreflightError
 from migration_core.facts.gathered import GIB, DiskVisibility, PreflightFacts, VmFacts, VmState
-from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
+from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS, downtime_ramp_ms
 from migration_core.models import (
     CheckResult,
     CheckStatus,
@@ -73,7 +73,6 @@ FLAG_ORDER = (
     "VIR_MIGRATE_POSTCOPY_RESUME",
     "VIR_MIGRATE_ZEROCOPY",
 )
-DOWNTIME_STEPS = 5
 TIMEOUT_S_PER_GIB = 150.0  # KubeVirt's completionTimeoutPerGiB
 MIN_TIMEOUT_S = 120.0
 STALL_TIMEOUT_S = 60.0
@@ -186,20 +185,6 @@ def _add_storage(
 
 def _ordered(flags: set[str]) -> tuple[str, ...]:
     return tuple(f for f in FLAG_ORDER if f in flags)
-
-
-def downtime_ramp_ms(max_downtime_ms: int, steps: int = DOWNTIME_STEPS) -> tuple[int, ...]:
-    """A linear ramp up to the max downtime, like Nova's `downtime_steps` (base = max / steps).
-
-    The controller starts at the first value and moves up one step each time pre-copy stalls.
-
-    >>> downtime_ramp_ms(300), downtime_ramp_ms(500), downtime_ramp_ms(3)
-    ((60, 120, 180, 240, 300), (100, 200, 300, 400, 500), (1, 2, 3))
-    """
-    if max_downtime_ms <= 0:
-        return ()
-    steps = max(1, steps)
-    return tuple(sorted({max(1, round(max_downtime_ms * i / steps)) for i in range(1, steps + 1)}))
 
 
 def default_timeout_s(data_bytes: int) -> float:

@@ -17,8 +17,12 @@ def check_memory(facts: PreflightFacts) -> tuple[CheckResult, ...]:
     need = vm.memory_bytes
     if free is None:
         return (warned(name, f"could not read {dest_name(facts)}'s free memory; {vm.name} needs {human_bytes(need)}"),)
+    # the hosts file's memory_reserve is never given to a VM: the same rule for a single move and a drain's plan
+    reserve = facts.destination.memory_reserve_bytes
+    free = max(0, free - reserve)
     headroom = facts.settings.memory_headroom_for(need)
-    have = f"{vm.name} needs {human_bytes(need)}; {dest_name(facts)} has {human_bytes(free)} available"
+    kept = f" after its memory_reserve of {human_bytes(reserve)}" if reserve else ""
+    have = f"{vm.name} needs {human_bytes(need)}; {dest_name(facts)} has {human_bytes(free)} available{kept}"
     fix = f"free memory on {dest_name(facts)} (move or stop other VMs) or pick another destination"
     if free < need:
         return (result(name, blocking(facts), f"{have}: not enough", fix),)

@@ -332,6 +332,7 @@ class PreflightRunner:
             uri=dest_cfg.uri if dest_cfg else None,
             peer_uri=dest_cfg.peer_uri if dest_cfg else None,
             migration_tls=dest_cfg.migration_tls if dest_cfg else False,
+            memory_reserve_bytes=dest_cfg.memory_reserve_bytes if dest_cfg else 0,
         )
         if src_cfg is None:
             searched = ", ".join(h for h in known if h not in errors) or "any host"
@@ -859,7 +860,7 @@ class PreflightRunner:
         base = PreflightFacts(
             request=request,
             source=source,
-            destination=Endpoint(name=d.cfg.name, uri=d.cfg.uri),
+            destination=Endpoint(name=d.cfg.name, uri=d.cfg.uri, memory_reserve_bytes=d.cfg.memory_reserve_bytes),
             known_hosts=tuple(self.inventory.names()),
             known_vms=names,
             vm_state=state,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from migration_core.drains import DrainStatus
 from migration_core.facts.gathered import VmState
 from migration_core.models import (
     Approval,
@@ -82,9 +83,7 @@ def plan(
         ),
         flags=tuple(flags),
         params={"migrate_uri": "tcp://10.77.0.2", "bandwidth": 110, "downtime": 300},
-        policy=ConvergencePolicy(
-            max_downtime_ms=300, downtime_ramp_ms=(300, 500, 1000), allow_postcopy=postcopy
-        ),
+        policy=ConvergencePolicy(max_downtime_ms=300, downtime_ramp_ms=(300, 500, 1000), allow_postcopy=postcopy),
         recommendation=None,
         vm_memory_bytes=GIB,
         vm_uuid="8e1d0c39-7f1c-4c4e-a0f4-0123456789ab",
@@ -103,9 +102,9 @@ def job(
     created_at: datetime = T0,
 ) -> Job:
     p = p if p is not None else plan()
-    approvals = tuple(
-        Approval(id, a, True, p.hash, created_at + timedelta(minutes=1)) for a in approvers
-    ) + tuple(Approval(id, a, False, p.hash, created_at + timedelta(minutes=2)) for a in deniers)
+    approvals = tuple(Approval(id, a, True, p.hash, created_at + timedelta(minutes=1)) for a in approvers) + tuple(
+        Approval(id, a, False, p.hash, created_at + timedelta(minutes=2)) for a in deniers
+    )
     return Job(
         id=id,
         vm=p.request.vm,
@@ -159,13 +158,9 @@ def summary(*, job_id: int = 7, outcome: JobState = JobState.SUCCEEDED) -> Verif
     return VerificationSummary(
         job_id=job_id,
         outcome=outcome,
-        headline="vm42 runs on hostB; hostA keeps it shut off and defined"
-        if ok
-        else "vm42 still runs on hostA",
+        headline="vm42 runs on hostB; hostA keeps it shut off and defined" if ok else "vm42 still runs on hostA",
         checks=(
-            CheckResult(
-                "running_on_destination", CheckStatus.PASS if ok else CheckStatus.FAIL, "vm42 is running"
-            ),
+            CheckResult("running_on_destination", CheckStatus.PASS if ok else CheckStatus.FAIL, "vm42 is running"),
             CheckResult(
                 "guest_liveness",
                 CheckStatus.PASS if ok else CheckStatus.SKIPPED,
@@ -198,6 +193,21 @@ def with_state(j: Job, state: JobState, **kw: object) -> Job:
 
 
 # ----- drain dry runs (issue 11): built by the real pure planner over a small synthetic fleet ---------------
+
+
+def big_drain_plan(n: int = 45) -> DrainPlan:
+    """A drain of `n` VMs with long names, a third of them left behind: the card must stay within Slack's limits."""
+    from migration_core.planning.drain import plan_drain
+    from migration_core.planning.estimates import ModelEstimator
+    from tests.migration_core.drain_support import SynFleet, SynHost, SynVm
+
+    vms = [SynVm(f"web-frontend-production-{i:03d}", 1.0 + i % 3) for i in range(n)]
+    vms += [SynVm(f"huge-analytics-node-{i:03d}", 512) for i in range(n // 3)]
+    fleet = SynFleet(source="hostA", hosts=[SynHost(f"host{c}", free_gib=200) for c in "BCDE"], vms=vms)
+    return plan_drain(
+        fleet.drain_source(), fleet.drain_vms(), fleet.destinations(), fleet.candidacy(), MigrationOptions(),
+        ModelEstimator(),
+    )  # fmt: skip
 
 
 def drain_plan(host: str = "hostA") -> DrainPlan:
@@ -238,3 +248,58 @@ def placed_plan(vm: str = "vm42", *, nowhere: bool = False) -> PlacedPlan:
         fleet.drain_vms()[0], fleet.drain_source(), fleet.destinations(), fleet.candidacy(), MigrationOptions(),
         ModelEstimator(),
     )  # fmt: skip
+
+
+def drain_status(
+    state: str = "awaiting_approval",
+    *,
+    approvers: tuple[str, ...] = (),
+    outcomes: dict[str, str] | None = None,
+    detail: str = "",
+    plan: DrainPlan | None = None,
+) -> DrainStatus:
+    """D7, a drain of hostA with drain_plan()'s moves (or `plan`'s), in `state`; `outcomes` sets moves' outcomes
+    by VM."""
+    from migration_core.drains import Drain, DrainKind, DrainState, DrainStatus, MoveOutcome, MoveStatus
+    from migration_core.models import Approval, ApprovalRequirement
+
+    p = plan or drain_plan()
+    drain = Drain(
+        id=7,
+        kind=DrainKind.DRAIN,
+        host="hostA",
+        state=DrainState(state),
+        requester="U0ALICE",
+        plan=p,
+        requirement=ApprovalRequirement(2, reasons=("a drain is a risky change: 2 approvers",)),
+        created_at=T0,
+        updated_at=T0,
+        reason="CHG-7 firmware",
+        approvals=tuple(Approval(7, a, True, p.hash, T0) for a in approvers),
+        detail=detail,
+        chat_channel="C0OPS",
+        chat_thread="1714564800.000100",
+    )
+    moves = []
+    for i, m in enumerate(p.moves):
+        outcome = MoveOutcome((outcomes or {}).get(m.vm, "pending"))
+        job_ = (
+            replace(job(id=100 + i, p=m.plan, state=JobState.RUNNING), drain_id=7)
+            if outcome.value != "pending"
+            else None
+        )
+        moves.append(
+            MoveStatus(
+                m,
+                job_,
+                outcome,
+                total_s=12.5 if outcome is MoveOutcome.SUCCEEDED else None,
+                downtime_ms=40.0 if outcome is MoveOutcome.SUCCEEDED else None,
+                why="did not converge; it stays on hostA" if outcome is MoveOutcome.PARKED else "",
+                phase="precopy" if outcome is MoveOutcome.RUNNING else None,
+                remaining_bytes=300 * 2**20 if outcome is MoveOutcome.RUNNING else None,
+                eta_s=20.0 if outcome is MoveOutcome.RUNNING else None,
+            )
+        )
+    finished = drain.state.finished
+    return DrainStatus(drain, tuple(moves), None if finished else 95.0, 130.0 if state != "awaiting_approval" else 0.0)

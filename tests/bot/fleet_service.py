@@ -9,6 +9,11 @@ VM names steer the fleet as they steered the old fake:
 - `slowvm`: a guest whose migration is capped at 1 MiB/s (hours of virtual time): runs until aborted;
 - `brokenvm`: its CPU model is one hostB cannot run: preflight fails the cpu check;
 - `failingvm`: its migration fails (an injected libvirt failure) and it stays on hostA.
+
+With `drain_host=True` (drain tests) a third host, hostC, holds three small idle guests `web1`..`web3` that a
+`/migrate drain hostC` moves to hostA and hostB in a few virtual seconds each; `fleet.fail_migration("web3")`
+makes one of them park. The default fleet is unchanged (two hosts), so placement and `hosts` answers of the
+other tests do not move.
 """
 
 from __future__ import annotations
@@ -26,19 +31,25 @@ from migration_core.service import MigrationService, ServiceConfig
 from migration_core.service_api import ApproverCheck
 from migration_core.store import Store
 
-A, B = "hostA", "hostB"
+A, B, C = "hostA", "hostB", "hostC"
+DRAIN_VMS = ("web1", "web2", "web3")
 
 
-def lab_like_fleet() -> Fleet:
-    fleet = Fleet.build(
-        hosts=[HostSpec(A, link_mib_s=1000), HostSpec(B, link_mib_s=1000)],
-        vms=[
-            VmSpec("vm42", host=A, memory_mib=1024, transferable_mib=512, dirty_mib_s=5),
-            VmSpec("slowvm", host=A, memory_mib=8192, dirty_mib_s=1),
-            VmSpec("brokenvm", host=A, memory_mib=1024, cpu_model="Sapphirerapids"),
-            VmSpec("failingvm", host=A, memory_mib=1024, dirty_mib_s=5),
-        ],
-    )
+def lab_like_fleet(*, drain_host: bool = False) -> Fleet:
+    hosts = [HostSpec(A, link_mib_s=1000), HostSpec(B, link_mib_s=1000)]
+    vms = [
+        VmSpec("vm42", host=A, memory_mib=1024, transferable_mib=512, dirty_mib_s=5),
+        VmSpec("slowvm", host=A, memory_mib=8192, dirty_mib_s=1),
+        VmSpec("brokenvm", host=A, memory_mib=1024, cpu_model="Sapphirerapids"),
+        VmSpec("failingvm", host=A, memory_mib=1024, dirty_mib_s=5),
+    ]
+    if drain_host:
+        hosts.append(HostSpec(C, link_mib_s=100))
+        vms += [
+            VmSpec(name, host=C, memory_mib=512 * (i + 1), transferable_mib=128 * (i + 1), dirty_mib_s=1)
+            for i, name in enumerate(DRAIN_VMS)
+        ]
+    fleet = Fleet.build(hosts=hosts, vms=vms)
     fleet.vms["slowvm"].max_speed_mib_s = 1
     fleet.fail_migration("failingvm")
     return fleet
@@ -68,9 +79,14 @@ class FleetService:
 
 
 async def open_fleet_service(
-    sink: EventSink, approver_check: ApproverCheck, *, ttl_s: float = 1800.0, start: bool = True
+    sink: EventSink,
+    approver_check: ApproverCheck,
+    *,
+    ttl_s: float = 1800.0,
+    start: bool = True,
+    drain_host: bool = False,
 ) -> FleetService:
-    fleet = lab_like_fleet()
+    fleet = lab_like_fleet(drain_host=drain_host)
     inventory = fleet.inventory("hosts.toml")
     clock = VirtualClock()
     tmp = tempfile.TemporaryDirectory(prefix="mb-fleet-")

@@ -55,9 +55,9 @@ async def test_build_app_registers_every_listener():
     async with await open_fleet_service(RecordingSink(), _nobody, start=False) as service:
         app = build_app(settings(), service, approver_check=_nobody)
     assert isinstance(app, AsyncApp)
-    # /migrate, 6 buttons, 2 modals, app_home_opened, and the catch-alls for unknown commands, controls,
-    # forms and events
-    assert len(app._async_listeners) == 1 + 6 + 2 + 1 + 4
+    # /migrate, 6 buttons, 2 modals, the 2 drain buttons, app_home_opened, and the catch-alls for unknown
+    # commands, controls, forms and events
+    assert len(app._async_listeners) == 1 + 6 + 2 + 2 + 1 + 4
 
 
 def _sign(body: str, ts: int, secret: str = SECRET) -> str:

@@ -16,15 +16,16 @@ import pytest
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
-from bot.blocks.answers import freezes_message, help_message, hosts_message, jobs_message, status_message
-from bot.blocks.card import card_message, plan_message
-from bot.blocks.drain import drain_plan_message, placed_plan_message
-from bot.blocks.home import home_message
-from bot.blocks.ir import CONSOLE, SLACK, Message
-from bot.blocks.modals import ModalTarget, bandwidth_modal, downtime_modal
-from bot.blocks.progress import notice_message, progress_message, state_change_message
-from bot.blocks.slack import MAX_VIEW_BLOCKS, home_view, message_payload, problems, to_blocks
-from bot.blocks.summary import summary_message
+from handlers.blocks.answers import freezes_message, help_message, hosts_message, jobs_message, status_message
+from handlers.blocks.card import card_message, plan_message
+from handlers.blocks.drain import drain_plan_message, placed_plan_message
+from handlers.blocks.drain_card import drain_card_message, drain_rollup_message, drain_summary_message
+from handlers.blocks.home import home_message
+from handlers.blocks.ir import CONSOLE, SLACK, Message
+from handlers.blocks.modals import ModalTarget, bandwidth_modal, downtime_modal
+from handlers.blocks.progress import notice_message, progress_message, state_change_message
+from handlers.blocks.slack import MAX_VIEW_BLOCKS, home_view, message_payload, problems, to_blocks
+from handlers.blocks.summary import summary_message
 from migration_core.events import Notice, NoticeKind, StateChanged
 from migration_core.grammar.parser import help_text
 from migration_core.models import (
@@ -39,16 +40,25 @@ from migration_core.models import (
     Phase,
 )
 from migration_core.service_api import FreezeStatus, HostStatus, QueuePosition
-from tests.bot.factories import PASSING, T0, drain_plan, job, placed_plan, plan, sample, summary
+from tests.bot.factories import (
+    PASSING,
+    T0,
+    big_drain_plan,
+    drain_plan,
+    drain_status,
+    job,
+    placed_plan,
+    plan,
+    sample,
+    summary,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 TTL = 1800.0
 FAILING = plan(
     checks=(
         *PASSING,
-        CheckResult(
-            "network", CheckStatus.FAIL, "bridge br-lab is missing on hostB", "create br-lab on hostB"
-        ),
+        CheckResult("network", CheckStatus.FAIL, "bridge br-lab is missing on hostB", "create br-lab on hostB"),
         CheckResult("versions", CheckStatus.WARN, "destination QEMU 7.2 is older than source QEMU 8.0"),
     )
 )
@@ -79,16 +89,48 @@ POLICY_PLAN = replace(
 )
 
 
+RUNNING_OUTCOMES = {"gpu": "succeeded", "db1": "running", "db2": "waiting"}
+FINISHED_OUTCOMES = {"gpu": "succeeded", "db1": "succeeded", "db2": "parked", "web1": "succeeded", "vm42": "succeeded"}
+
+
 def _cases() -> dict[str, dict[str, Any]]:
     m = message_payload
     return {
         "drain_plan": m(drain_plan_message(drain_plan(), SLACK)),
+        "drain_card_awaiting": m(drain_card_message(drain_status(approvers=("U0BOB",)), SLACK, now=T0)),
+        "drain_card_running": m(
+            drain_card_message(
+                drain_status("running", approvers=("U0BOB", "U0CAROL"), outcomes=RUNNING_OUTCOMES), SLACK, now=T0
+            )
+        ),
+        "drain_rollup_running": m(
+            drain_rollup_message(
+                drain_status("running", approvers=("U0BOB", "U0CAROL"), outcomes=RUNNING_OUTCOMES), SLACK
+            )
+        ),
+        "drain_summary_partial": m(
+            drain_summary_message(
+                drain_status("partially_done", approvers=("U0BOB", "U0CAROL"), outcomes=FINISHED_OUTCOMES), SLACK
+            )
+        ),
+        "home_drains": home_view(
+            home_message(
+                "U0BOB",
+                [],
+                [],
+                [],
+                SLACK,
+                now=T0,
+                drains=[
+                    drain_status(approvers=("U0CAROL",)),
+                    drain_status("running", approvers=("U0BOB", "U0CAROL"), outcomes=RUNNING_OUTCOMES),
+                ],
+            )
+        ),
         "plan_any": m(placed_plan_message(placed_plan(), SLACK)),
         "plan_any_nowhere": m(placed_plan_message(placed_plan(nowhere=True), SLACK)),
         "card_awaiting": m(card_message(job(), SLACK, ttl_s=TTL)),
-        "card_awaiting_risky_one_of_two": m(
-            card_message(job(p=RISKY, approvers=("U0BOB",)), SLACK, ttl_s=TTL)
-        ),
+        "card_awaiting_risky_one_of_two": m(card_message(job(p=RISKY, approvers=("U0BOB",)), SLACK, ttl_s=TTL)),
         "card_policy_emergency_owners": m(card_message(job(p=POLICY_PLAN, approvers=("U0BOB",)), SLACK, ttl_s=TTL)),
         "card_scheduled": m(
             card_message(job(state=JobState.QUEUED, p=SCHEDULED, approvers=("U0BOB",)), SLACK, ttl_s=TTL)
@@ -109,17 +151,21 @@ def _cases() -> dict[str, dict[str, Any]]:
         "freezes": m(
             freezes_message(
                 [
-                    FreezeStatus("business hours", T0, T0 + timedelta(hours=6), True,
-                                 "weekly Mon-Fri 08:00-18:00 Europe/Berlin", "Europe/Berlin"),
+                    FreezeStatus(
+                        "business hours",
+                        T0,
+                        T0 + timedelta(hours=6),
+                        True,
+                        "weekly Mon-Fri 08:00-18:00 Europe/Berlin",
+                        "Europe/Berlin",
+                    ),
                     FreezeStatus("year-end", T0 + timedelta(days=200), T0 + timedelta(days=215), False),
                 ],
                 SLACK,
             )
         ),
         "card_not_executable": m(card_message(job(state=JobState.FAILED, p=FAILING), SLACK, ttl_s=TTL)),
-        "card_approved": m(
-            card_message(job(state=JobState.APPROVED, approvers=("U0BOB",)), SLACK, ttl_s=TTL)
-        ),
+        "card_approved": m(card_message(job(state=JobState.APPROVED, approvers=("U0BOB",)), SLACK, ttl_s=TTL)),
         "card_queued": m(
             card_message(
                 job(state=JobState.QUEUED, approvers=("U0BOB",)),
@@ -131,9 +177,7 @@ def _cases() -> dict[str, dict[str, Any]]:
         "card_running": m(card_message(RUNNING, SLACK, ttl_s=TTL)),
         "card_denied": m(card_message(job(state=JobState.DENIED, deniers=("U0DAN",)), SLACK, ttl_s=TTL)),
         "card_expired": m(card_message(job(state=JobState.EXPIRED), SLACK, ttl_s=TTL)),
-        "card_succeeded": m(
-            card_message(job(state=JobState.SUCCEEDED, approvers=("U0BOB",)), SLACK, ttl_s=TTL)
-        ),
+        "card_succeeded": m(card_message(job(state=JobState.SUCCEEDED, approvers=("U0BOB",)), SLACK, ttl_s=TTL)),
         "card_failed": m(
             card_message(
                 job(
@@ -156,18 +200,12 @@ def _cases() -> dict[str, dict[str, Any]]:
             )
         ),
         "progress_stalled_postcopy": m(
-            progress_message(
-                RUNNING, sample(phase=Phase.POSTCOPY, stalled=True, percent=88), None, SLACK, now=T0
-            )
+            progress_message(RUNNING, sample(phase=Phase.POSTCOPY, stalled=True, percent=88), None, SLACK, now=T0)
         ),
         "progress_succeeded": m(
-            progress_message(
-                replace(RUNNING, state=JobState.SUCCEEDED), sample(percent=97), None, SLACK, now=T0
-            )
+            progress_message(replace(RUNNING, state=JobState.SUCCEEDED), sample(percent=97), None, SLACK, now=T0)
         ),
-        "notice_stall": m(
-            notice_message(Notice(7, NoticeKind.STALLED, "stalled for 40 s at 212 MiB", T0), SLACK)
-        ),
+        "notice_stall": m(notice_message(Notice(7, NoticeKind.STALLED, "stalled for 40 s at 212 MiB", T0), SLACK)),
         "summary_succeeded": m(summary_message(summary(), replace(RUNNING, state=JobState.SUCCEEDED), SLACK)),
         "summary_failed": m(
             summary_message(
@@ -231,6 +269,25 @@ def test_valid_block_kit(name: str) -> None:
     assert problems(payload["blocks"]) == []
 
 
+def test_a_big_drain_stays_within_slack_limits_and_points_at_the_rest() -> None:
+    big = big_drain_plan()
+    assert len(big.moves) >= 40 and len(big.left_behind) >= 10
+    outcomes = {m.vm: "running" for m in big.moves[:4]}
+    payloads = [
+        message_payload(drain_card_message(drain_status(plan=big), SLACK, now=T0)),
+        message_payload(drain_card_message(drain_status("running", outcomes=outcomes, plan=big), SLACK, now=T0)),
+        message_payload(drain_rollup_message(drain_status("running", outcomes=outcomes, plan=big), SLACK)),
+        message_payload(drain_summary_message(drain_status("partially_done", plan=big), SLACK)),
+    ]
+    for payload in payloads:
+        for b in payload["blocks"]:
+            assert Block.parse(b).to_dict()
+        assert problems(payload["blocks"]) == []
+    card = json.dumps(payloads[0]["blocks"], ensure_ascii=False)
+    assert "more: see `migrate-bot status D7 --json`" in card and "/migrate status D7" in card
+    assert _actions(payloads[0])["drain_approve"]["value"] == f"7:{big.hash}"
+
+
 def _actions(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["action_id"]: e for b in payload["blocks"] if b["type"] == "actions" for e in b["elements"]}
 
@@ -261,9 +318,7 @@ def test_risky_card_confirms_and_says_two_approvers():
 def test_not_executable_card_has_nothing_to_approve_and_lists_fails_first():
     payload = CASES["card_not_executable"]
     assert _actions(payload) == {}
-    report = next(
-        b["text"]["text"] for b in payload["blocks"] if "*Preflight*" in b.get("text", {}).get("text", "")
-    )
+    report = next(b["text"]["text"] for b in payload["blocks"] if "*Preflight*" in b.get("text", {}).get("text", ""))
     assert report.index("❌ *network*") < report.index("⚠️ *versions*") < report.index("✅ passed")
     assert "↳ _fix:_ create br-lab on hostB" in report
 
@@ -354,8 +409,7 @@ def test_an_approval_by_two_people_credits_both():
 
 def test_long_report_is_cut_with_a_pointer_and_keeps_the_buttons():
     many = tuple(
-        CheckResult(f"check{i}", CheckStatus.WARN, "x" * 300, "do something sensible " * 10)
-        for i in range(120)
+        CheckResult(f"check{i}", CheckStatus.WARN, "x" * 300, "do something sensible " * 10) for i in range(120)
     )
     payload = message_payload(card_message(job(p=plan(checks=many)), SLACK, ttl_s=TTL))
     for b in payload["blocks"]:
@@ -366,7 +420,7 @@ def test_long_report_is_cut_with_a_pointer_and_keeps_the_buttons():
 
 
 def test_to_blocks_caps_block_count_and_keeps_actions_last():
-    from bot.blocks.ir import Actions, Button, Text
+    from handlers.blocks.ir import Actions, Button, Text
 
     msg = Message(
         "x", (*(Text(f"line {i}") for i in range(80)), Actions("approval:1", (Button("Go", "approve", "1"),)))
@@ -410,7 +464,7 @@ def test_drain_dry_run_shows_every_vm_with_a_host_or_a_reason_and_changes_nothin
         assert f"*{lb.vm}*" in text and "fix:" in text
     assert "nothing was changed" in text and "ETA" in text and plan.hash in text
     assert {lb.vm for lb in plan.left_behind} == {"huge", "stopped"}
-    assert "drain execution is not available yet" in text
+    assert "To run it: /migrate drain" in text
 
 
 def test_plan_to_any_says_why_the_host_was_chosen():

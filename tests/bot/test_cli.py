@@ -243,8 +243,11 @@ def test_calibration_per_host_pair(tmp_path: Path, dead_hosts: Path, db_env: dic
     assert (pair["source"], pair["destination"], pair["migrations"], pair["learned_from"]) == ("hostA", "hostB", 4, 3)
     assert pair["total_error_median"] == round(0.1 / 1.1, 3) and pair["downtime_error_median"] == 0.2
     assert pair["throughput_mib_s"] == 80.0 and pair["efficiency"] == 0.82 and pair["pair_samples"] == 3
+    # Three succeeded runs paused 50 ms against a modelled 40: +10 ms, shrunk towards 0 by the defaults' 2 runs.
+    assert pair["downtime_offset_ms"] == 6.0
     text = run("calibration", env=env)
     assert text.returncode == 0 and "hostA → hostB" in text.stdout and "80 MiB/s" in text.stdout
+    assert "+6 ms" in text.stdout
 
 
 # ----- plan and hosts: when nothing answers ------------------------------------------------------------

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from bot.blocks.modals import ModalTarget
 from bot.settings import Settings
 from handlers import actions
+from handlers.blocks.modals import ModalTarget
 from handlers.deps import Deps
 from handlers.progress import SlackProgressSink
 from migration_core.events import RecordingSink

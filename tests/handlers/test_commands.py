@@ -166,7 +166,7 @@ def test_idempotency_key_prefers_trigger_id_and_falls_back_to_a_minute_window():
     assert k1 != commands.idempotency_key({**no_trigger, "user_id": "U0BOB"}, now_s=600.0)
 
 
-async def test_drain_dry_run_and_to_any_answer_ephemerally_and_drain_execution_changes_nothing(fleet: FleetService):
+async def test_drain_dry_run_and_to_any_answer_ephemerally(fleet: FleetService):
     listener, service, client = setup(fleet)
     ack, respond, _ = await call(listener, body("plan drain hostA"), client)
     assert "Planning the drain of hostA" in ack.calls[0]["text"]
@@ -176,19 +176,25 @@ async def test_drain_dry_run_and_to_any_answer_ephemerally_and_drain_execution_c
     assert "Finding a host for vm42" in ack.calls[0]["text"] and "*Placement*" in respond.text()
     _, respond, _ = await call(listener, body("plan brokenvm"), client)  # hostB cannot run its CPU model
     assert "No host can take brokenvm" in respond.text()
-    for text in ("drain hostA", "return hostA", "cancel drain 3"):
-        ack, respond, _ = await call(listener, body(text), client)
-        assert "drain execution is not available yet" in ack.calls[0]["text"], text
-        assert "Nothing was changed" in ack.calls[0]["text"] and respond.calls == []
-    assert await service.history() == [] and client.calls == []
+    assert await service.history() == [] and client.calls == []  # dry runs: nothing posted, nothing created
 
 
 async def test_vm_to_any_requests_the_move_to_the_chosen_host(fleet: FleetService):
     listener, service, client = setup(fleet)
     _, respond, _ = await call(listener, body("vm42 to any"), client)
     assert "vm42 goes to hostB: the only host that can take it" in respond.text()
+    assert "⚠️" not in respond.calls[0]["text"]  # where the VM goes is news, not a warning
     (job,) = await service.history()
     assert (job.vm, job.destination) == ("vm42", "hostB")
+    assert len(client.of("chat_postMessage")) == 1  # its card, in the channel
+
+
+async def test_status_with_nothing_active_names_the_newest_job_as_the_console_does(fleet: FleetService):
+    listener, _service, client = setup(fleet)
+    await call(listener, body("vm42 to hostB"), client)
+    await call(listener, body("cancel 1"), client)
+    _, respond, _ = await call(listener, body("status"), client)
+    assert "Nothing active." in respond.text() and "latest:" in respond.text() and "#1" in respond.text()
 
 
 class _Request:

@@ -12,7 +12,7 @@ from slack_bolt.util.utils import get_arg_names_of_callable, get_name_for_callab
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.settings import Settings
-from handlers import actions, commands, home
+from handlers import actions, commands, drain_actions, home
 from handlers.deps import Deps
 
 # What Bolt's kwargs injection can give a listener (slack_bolt.kwargs_injection.async_args), the ones used here.
@@ -27,7 +27,7 @@ async def _nobody(user: str) -> bool:
 def _registered() -> list[typing.Any]:
     app = AsyncApp(client=AsyncWebClient(token="xoxb-test"), signing_secret="not-used")
     deps = Deps(service=typing.cast(typing.Any, None), settings=Settings(), approver_check=_nobody)
-    for module in (commands, actions, home):
+    for module in (commands, drain_actions, actions, home):  # the order of bot.app.build_app
         module.register(app, deps)
     return [listener.ack_function for listener in app._async_listeners]
 
@@ -37,6 +37,7 @@ def test_every_listener_is_a_module_level_function_bolt_knows_by_name():
     assert names == [
         "on_migrate",
         "unknown_command",
+        *["on_drain_button"] * 2,  # a drain card's Approve and Deny, before the catch-all of actions
         *["on_button"] * 6,  # approve, deny, abort, postcopy, downtime, bandwidth: one listener, six bindings
         "unknown_action",  # the catch-alls come after what they must not shadow
         "on_downtime",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from migration_core.grammar.parser import (
     CancelDrainCommand,
     Command,
     DrainCommand,
+    DrainStatusCommand,
     HelpCommand,
     HistoryCommand,
     HostsCommand,
@@ -562,7 +564,12 @@ def test_valid_migrate_commands_round_trip_through_text_and_json(cmd: MigrateCom
 @settings(max_examples=100)
 @given(
     st.one_of(
-        st.builds(StatusCommand, st.none() | st.integers(1, 10**12) | names.filter(lambda n: not n.isdigit())),
+        st.builds(
+            StatusCommand,
+            st.none()
+            | st.integers(1, 10**12)
+            | names.filter(lambda n: not n.isdigit() and not re.fullmatch(r"[dD][0-9]+", n)),  # D7 is a drain
+        ),
         st.builds(CancelCommand, st.integers(1, 10**12)),
         st.builds(HistoryCommand, st.none() | names, st.integers(1, 500)),
         st.just(HostsCommand()),
@@ -597,6 +604,14 @@ DRAIN_CASES: list[tuple[str, Command]] = [
     ("return hostA --reason done", ReturnCommand("hostA", "done")),
     ("cancel drain 7", CancelDrainCommand(7)),
     ("cancel drain #7", CancelDrainCommand(7)),
+    ("cancel D7", CancelDrainCommand(7)),
+    ("cancel d12", CancelDrainCommand(12)),
+    ("cancel drain D7", CancelDrainCommand(7)),
+    ("status D7", DrainStatusCommand(7)),
+    ("status d7", DrainStatusCommand(7)),
+    # `D7 to hostB` still migrates a VM called D7
+    ("status to hostB", MigrateCommand(MigrationRequest("status", "hostB"))),
+    ("D7 to hostB", MigrateCommand(MigrationRequest("D7", "hostB"))),
     # a VM may be named like the new words
     ("drain to hostB", MigrateCommand(MigrationRequest("drain", "hostB"))),
     ("plan drain to hostB", MigrateCommand(MigrationRequest("drain", "hostB"), plan_only=True)),
@@ -619,6 +634,8 @@ def test_drain_json_carries_every_migration_option_key() -> None:
     place = as_json("vm42 to any")
     assert set(place) == MIGRATE_KEYS and place["destination"] is None
     assert as_json("cancel drain 3") == {"command": "cancel drain", "drain_id": 3}
+    assert as_json("cancel D3") == {"command": "cancel drain", "drain_id": 3}
+    assert as_json("status D3") == {"command": "status drain", "drain_id": 3}
     assert as_json("return hostA") == {"command": "return", "host": "hostA", "reason": None}
 
 
@@ -642,6 +659,10 @@ DRAIN_ERRORS: list[tuple[str, str, str]] = [
     ("return hostA --postcopy", "--postcopy does not apply to `return`", "only --reason"),
     ("cancel drain", "cancel drain needs the drain's id", "cancel drain 7"),
     ("cancel drain x", "cancel drain takes the drain's id, not `x`", "cancel drain 7"),
+    ("status D0", "`D0` is not a drain", "drain ids start at 1"),
+    ("cancel D0", "`D0` is not a drain", "like D7"),
+    ("status D7 D8", "unexpected extra words: `D8`", "/migrate status D7"),
+    ("cancel D7 now", "unexpected extra words: `now`", "/migrate cancel D7"),
     ("drian hostA", "unknown command `drian`", "/migrate drain"),
 ]
 
@@ -660,6 +681,8 @@ def test_drain_help_explains_the_dry_run_and_the_options() -> None:
         assert fragment in text
     assert "drain" in help_text(None) and "to any" in help_text(None)
     assert "--include-stopped" not in help_text("options")  # drain-only options are listed under drain
+    assert "not available yet" not in text and "status D7" in text and "cancel D7" in text
+    assert "D7" in help_text("status") and "cancel D7" in help_text("cancel") and "D<id>" in help_text(None)
 
 
 @settings(max_examples=150)
@@ -678,6 +701,7 @@ def test_drain_help_explains_the_dry_run_and_the_options() -> None:
         ).filter(lambda d: d.host.lower() not in {h.lower() for h in d.to}),
         st.builds(ReturnCommand, names, st.none() | reasons),
         st.builds(CancelDrainCommand, st.integers(1, 10**12)),
+        st.builds(DrainStatusCommand, st.integers(1, 10**12)),
     )
 )
 def test_drain_family_round_trips_through_text_and_json(cmd: Command) -> None:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
 from bot.settings import SettingsError, load_settings
+from handlers.blocks.modals import parse_bandwidth_mib_s, parse_downtime_ms
 from migration_core.errors import GrammarError, LimitError, RequestError
 from migration_core.events import RecordingSink
 from migration_core.grammar.parser import parse_command

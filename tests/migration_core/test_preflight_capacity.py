@@ -76,3 +76,14 @@ def test_vcpus(fixture: str, running: int | None, cpus: int | None, expected: Ch
 
 def test_vcpus_unknown_host_warns() -> None:
     assert one(capacity.check_vcpus(facts(destination_host=None))).status is WARN
+
+
+def test_the_hosts_memory_reserve_is_never_given_to_a_vm() -> None:
+    """The hosts file's memory_reserve counts in a single move as in a drain's placement (one rule): 16 GiB free
+    with a 14 GiB reserve leaves 2 GiB, under the 2 GiB VM's need plus headroom."""
+    f = facts("dom_vm42.xml", destination_host=host(name="hostB", free_memory_bytes=16 * GIB))
+    f = replace(f, destination=replace(f.destination, memory_reserve_bytes=14 * GIB))
+    r = one(capacity.check_memory(f))
+    assert r.status is WARN and "2.0 GiB available after its memory_reserve of 14.0 GiB" in r.reason
+    f = replace(f, destination=replace(f.destination, memory_reserve_bytes=15 * GIB))
+    assert one(capacity.check_memory(f)).status is FAIL

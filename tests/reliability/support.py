@@ -125,6 +125,16 @@ class ConsoleBot:
             self._log.close()
 
 
+def inventory_with_link(lab: LabInfo, directory: Path, link_mib_s: float) -> Path:
+    """A copy of the lab's hosts file declaring every host's link at `link_mib_s` (what `lab link rate` shapes):
+    the operator's declared rate is what the planner predicts with."""
+    text = re.sub(r"(?m)^link_mib_s = [\d.]+", f"link_mib_s = {link_mib_s:g}", lab.hosts_toml.read_text())
+    assert f"link_mib_s = {link_mib_s:g}" in text, text
+    path = directory / "hosts-link.toml"
+    path.write_text(text)
+    return path
+
+
 def inventory_with_limits(lab: LabInfo, directory: Path, max_inbound: int, max_outbound: int) -> Path:
     """A copy of the lab's hosts file with other per-host limits."""
     text = lab.hosts_toml.read_text()

@@ -19,7 +19,7 @@ from migration_core.drains import DrainState, MoveOutcome
 from migration_core.models import JobState, MigrationOptions, MigrationRequest
 from migration_core.store import Store
 from tests.labkit import LabInfo, console_status, link_rate, link_reset, reset_vm, vm_location
-from tests.reliability.support import A, ConsoleBot, bot_env, in_process_bot
+from tests.reliability.support import A, ConsoleBot, bot_env, in_process_bot, inventory_with_link
 
 pytestmark = pytest.mark.lab
 
@@ -56,10 +56,12 @@ async def test_dry_run_drain_parks_the_busy_guest_then_return_brings_everything_
     lab_at_home: LabInfo, tmp_path: Path
 ) -> None:
     lab = lab_at_home
-    env = bot_env(lab, f"sqlite:///{tmp_path / 'bot.db'}")
+    # 32 MiB/s on every host's NIC, declared so in the hosts file: busy dirties as fast as that, so without
+    # --postcopy it cannot move
+    hosts = inventory_with_link(lab, tmp_path, 32)
+    env = bot_env(lab, f"sqlite:///{tmp_path / 'bot.db'}", hosts_file=hosts)
     async with in_process_bot(env) as bot:
         svc = bot.service
-        # 32 MiB/s on every host's NIC: busy dirties about as fast as that, so without --postcopy it cannot move
         link_rate(lab, 32)
         options = MigrationOptions(timeout_s=25)  # the budget after which a move that cannot converge gives up
         plan = await svc.plan_drain(A, options)
@@ -108,7 +110,7 @@ async def test_dry_run_drain_parks_the_busy_guest_then_return_brings_everything_
 
 async def test_cancel_mid_drain_stops_the_rest_and_aborts_pre_copy(lab_at_home: LabInfo, tmp_path: Path) -> None:
     lab = lab_at_home
-    env = bot_env(lab, f"sqlite:///{tmp_path / 'bot.db'}")
+    env = bot_env(lab, f"sqlite:///{tmp_path / 'bot.db'}", hosts_file=inventory_with_link(lab, tmp_path, 4))
     async with in_process_bot(env) as bot:
         svc = bot.service
         link_rate(lab, 4)  # slow enough that the first wave is still copying when the cancel comes
@@ -161,14 +163,16 @@ async def test_kill_9_mid_drain_then_restart_finishes_the_drain(
     starts the rest and ends the drain done. A return by the second bot then brings every VM home."""
     lab = lab_at_home
     db = f"sqlite:///{tmp_path / 'bot.db'}"
-    env = bot_env(lab, db)  # no replica id: both lives use the host name, so the second resumes the first's work
+    # no replica id: both lives use the host name, so the second resumes the first's work. The moves are slowed by
+    # libvirt's own bandwidth cap (--bandwidth), not by shaping the link, so libvirt's control connections stay
+    # responsive while the bot is dead (a starved link can time out the peer-to-peer connection's keepalive).
+    env = bot_env(lab, db, hosts_file=inventory_with_link(lab, tmp_path, 8))
     keep = "busy,db1,pinned,disky,shared,vm42"
     store = await Store.open(db)
     first = second = None
     try:
-        link_rate(lab, 8)
         first = ConsoleBot("drain-first", env, logs)
-        first.send(f"drain {A} --except {keep}")
+        first.send(f"drain {A} --except {keep} --bandwidth 8")
         ref = (await first.expect(r"(D\d+) created", 120)).group(1)
         drain_id = int(ref[1:])
         first.send("as bob", "approve last", "as carol", "approve last")
@@ -193,7 +197,6 @@ async def test_kill_9_mid_drain_then_restart_finishes_the_drain(
             assert job.state is JobState.SUCCEEDED, (job.vm, job.error)
             assert vm_location(lab, job.vm) == {job.destination: "running"}, job.vm
             _guest_ok(lab, job.vm)
-        link_reset(lab)
         second.send(f"return {A}", "as bob", "approve last", "as carol", "approve last")
         back = int((await second.expect(r"D(\d+) created: return", 120)).group(1))
         for _ in range(1800):

@@ -7,9 +7,9 @@ from typing import Any
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks.card import card_message
-from bot.blocks.ir import SLACK
-from bot.blocks.slack import message_payload
+from handlers.blocks.card import card_message
+from handlers.blocks.ir import SLACK
+from handlers.blocks.slack import message_payload
 from migration_core.models import Job, JobState
 from migration_core.store import EventKind, EventRecord, Store
 from tests.bot import factories

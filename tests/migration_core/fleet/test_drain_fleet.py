@@ -239,3 +239,32 @@ def test_a_recheck_that_finds_different_facts_asks_again_for_that_move_alone(tmp
             await close_service(service)
 
     run_virtual(main())
+
+
+def test_a_recheck_that_finds_only_better_facts_runs_the_approved_plan(tmp_path: Path) -> None:
+    # hB is tight when the drain is planned (the memory check warns for the second move) and gains memory
+    # before that move starts: no new risk, so no new approval; the approvals of the drain still bind the job
+    vms = [_idle("first", 4096), _idle("second", 1024)]
+    hosts = (HostSpec(A, link_mib_s=50, max_outbound=1), HostSpec(B, link_mib_s=50, memory_mib=5 * 1024 + 200))
+    r = rig(*vms, hosts=hosts)
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        try:
+            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            second = next(m for m in drain.plan.moves if m.vm == "second")
+            memory = next(c for c in second.plan.checks if c.name == "capacity.memory")
+            assert memory.status is CheckStatus.WARN, memory
+            await _approve_drain(service, drain.id)
+            await when(lambda: r.fleet.job_phase("first") is not None, limit_s=600)
+            state = r.fleet.hosts[B]
+            state.spec = replace(state.spec, memory_mib=64 * 1024)
+            done = await service.wait_drain(drain.id, timeout_s=3600)
+            assert done.drain.state is DrainState.DONE, done.drain.detail
+            job = next(m.job for m in done.moves if m.vm == "second")
+            assert job is not None and set(job.approvers) == {"bob", "carol"}
+            assert job.plan is not None and job.plan.hash == second.plan.hash  # the approved plan ran
+        finally:
+            await close_service(service)
+
+    run_virtual(main())

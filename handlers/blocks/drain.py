@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from bot.blocks.card import plan_message
-from bot.blocks.fmt import cut, fmt_duration_s, fmt_ms
-from bot.blocks.ir import Context, Dialect, Fields, Header, Message, Part, Text, paragraphs
+from handlers.blocks.card import plan_message
+from handlers.blocks.fmt import cut, fmt_duration_s, fmt_ms
+from handlers.blocks.ir import Context, Dialect, Fields, Header, Message, Part, Text, paragraphs
 from migration_core.planning.drain import DrainPlan, PlacedPlan
 
-NOT_YET = "drain execution is not available yet: use `/migrate plan drain <host>` for the dry run"
 
-
-def drain_plan_message(plan: DrainPlan, d: Dialect) -> Message:
-    """`/migrate plan drain <host>`: what would move where, in which wave, how long, and what stays."""
+def drain_plan_message(plan: DrainPlan, d: Dialect, *, verb: str = "drain") -> Message:
+    """`/migrate plan drain <host>`: what would move where, in which wave, how long, and what stays.
+    `verb` "return to" for the dry run of a return (the same plan shape, moves back to <host>)."""
     host = d.esc(plan.host)
     n, w = len(plan.moves), plan.waves
     if plan.executable:
@@ -20,7 +19,7 @@ def drain_plan_message(plan: DrainPlan, d: Dialect) -> Message:
         verdict = "nothing can move"
     behind = f", {len(plan.left_behind)} left behind" if plan.left_behind else ""
     parts: list[Part] = [
-        Header(cut(f"Dry run: drain {plan.host}", 150)),
+        Header(cut(f"Dry run: {verb} {plan.host}", 150)),
         Text(f"{'✅' if plan.executable else '❌'} *{verdict}*{behind} — nothing was changed"),
         Fields(
             (
@@ -56,8 +55,9 @@ def drain_plan_message(plan: DrainPlan, d: Dialect) -> Message:
     if plan.left_behind:
         lines = [f"*{d.esc(lb.vm)}*: {d.esc(lb.reason)}\n      fix: {d.esc(lb.fix)}" for lb in plan.left_behind]
         parts += paragraphs(["*Left behind*", *lines], max_parts=2, pointer="`migrate-bot plan drain --json`")
-    parts.append(Context((f"Order: {plan.rule}.", f"Executing: {NOT_YET}.")))
-    return Message(f"Dry run: drain {plan.host}: {verdict}{behind}", tuple(parts))
+    run = f"/migrate {'drain' if verb == 'drain' else 'return'} {plan.host}"
+    parts.append(Context((f"Order: {plan.rule}.", f"To run it: {run} (posts a card to approve).")))
+    return Message(f"Dry run: {verb} {plan.host}: {verdict}{behind}", tuple(parts))
 
 
 def placed_plan_message(placed: PlacedPlan, d: Dialect) -> Message:

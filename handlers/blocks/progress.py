@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.blocks.fmt import (
+from handlers.blocks.fmt import (
     STATE_ICON,
     STATE_LABEL,
     bar,
@@ -15,7 +15,7 @@ from bot.blocks.fmt import (
     fmt_pct,
     fmt_rate_mib_s,
 )
-from bot.blocks.ir import Actions, Button, Confirm, Context, Dialect, Fields, Message, Part, Text
+from handlers.blocks.ir import Actions, Button, Confirm, Context, Dialect, Fields, Message, Part, Text
 from migration_core.events import Notice, NoticeKind, StateChanged
 from migration_core.models import ControlAction, Decision, Job, JobState, Phase, ProgressSample
 

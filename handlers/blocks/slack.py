@@ -12,8 +12,8 @@ import hashlib
 import json
 from typing import Any
 
-from bot.blocks.fmt import cut
-from bot.blocks.ir import Actions, Button, Confirm, Context, Divider, Fields, Header, Message, Part, Text
+from handlers.blocks.fmt import cut
+from handlers.blocks.ir import Actions, Button, Confirm, Context, Divider, Fields, Header, Message, Part, Text
 
 MAX_MESSAGE_BLOCKS = 50
 MAX_VIEW_BLOCKS = 100

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot.blocks.card import card_message
-from bot.blocks.fmt import STATE_ICON, STATE_LABEL, cut
-from bot.blocks.ir import Actions, Context, Dialect, Header, Message, Part, Text, paragraphs
-from bot.blocks.progress import progress_line
+from handlers.blocks.card import card_message
+from handlers.blocks.fmt import STATE_ICON, STATE_LABEL, cut
+from handlers.blocks.ir import Actions, Context, Dialect, Header, Message, Part, Text, paragraphs
+from handlers.blocks.progress import progress_line
 from migration_core.models import Job, ProgressSample
 from migration_core.service_api import FreezeStatus, HostStatus, QueuePosition
 

@@ -1,7 +1,7 @@
 """A tiny message model between the renderers and the two outputs (Block Kit, terminal), plus dialects.
 
 Renderers (card, progress, summary, ...) describe a message once as a `Message` of parts: header, text,
-fields, context, actions. `bot.blocks.slack.to_blocks` turns it into Block Kit (enforcing Slack's limits) and
+fields, context, actions. `handlers.blocks.slack.to_blocks` turns it into Block Kit (enforcing Slack's limits) and
 `bot.console_render` into terminal text, so the words of a card are written in one place only. What differs
 between the two outputs inline (mentions, dates, escaping) is the `Dialect`.
 """
@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.blocks.fmt import epoch_s, fmt_utc
+from handlers.blocks.fmt import epoch_s, fmt_utc
 
 _REF = re.compile(r"(<[@#][UWCG][A-Z0-9_]{1,40}>)")
 _USER_ID = re.compile(r"[UW][A-Z0-9_]{1,40}")  # Slack user ids (what MIGRATE_BOT_APPROVERS accepts)

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.blocks.answers import job_line
-from bot.blocks.ir import Context, Dialect, Divider, Header, Message, Part, Text, paragraphs
+from handlers.blocks.answers import job_line
+from handlers.blocks.drain_card import drain_home_line
+from handlers.blocks.ir import Context, Dialect, Divider, Header, Message, Part, Text, paragraphs
+from migration_core.drains import DrainState, DrainStatus
 from migration_core.models import Job, JobState
 from migration_core.service_api import QueuePosition
 
 
 def home_message(
-    user: str, active: list[Job], queue: list[QueuePosition], recent: list[Job], d: Dialect, *, now: datetime
+    user: str,
+    active: list[Job],
+    queue: list[QueuePosition],
+    recent: list[Job],
+    d: Dialect,
+    *,
+    now: datetime,
+    drains: list[DrainStatus] | None = None,
 ) -> Message:
-    """The Home tab for `user`: what waits for them, what runs, what waits for a slot, what happened."""
+    """The Home tab for `user`: what waits for them, what runs, what waits for a slot, what happened; and the
+    drains awaiting approval or in progress, each with its roll-up line (only when there are drains)."""
     waiting = [j for j in active if j.state is JobState.AWAITING_APPROVAL]
     mine = [j for j in waiting if j.requester == user]
     others = [j for j in waiting if j.requester != user and user not in j.approvers]
@@ -28,6 +38,12 @@ def home_message(
     section("Waiting for your approval", [job_line(j, d) for j in others], "nothing to approve")
     section("Your requests waiting for approval", [job_line(j, d) for j in mine], "none")
     parts.append(Divider())
+    if drains:
+        waiting_drains = [s for s in drains if s.drain.state is DrainState.AWAITING_APPROVAL]
+        moving = [s for s in drains if s.drain.state is not DrainState.AWAITING_APPROVAL]
+        section("Drains awaiting approval", [drain_home_line(s, d) for s in waiting_drains], "none")
+        section("Drains in progress", [drain_home_line(s, d) for s in moving], "none")
+        parts.append(Divider())
     section("Running", [job_line(j, d) for j in running], "no migration is running")
     queued_lines = []
     for q in sorted(queue, key=lambda q: q.place):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from bot.blocks.fmt import CHECK_ICON, STATE_ICON, checks_summary, cut, fmt_duration_s, fmt_ms, mode_label
-from bot.blocks.ir import (
+from handlers.blocks.fmt import CHECK_ICON, STATE_ICON, checks_summary, cut, fmt_duration_s, fmt_ms, mode_label
+from handlers.blocks.ir import (
     Actions,
     Button,
     Confirm,

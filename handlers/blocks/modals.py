@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bot.blocks.fmt import cut, fmt_ms
+from handlers.blocks.fmt import cut, fmt_ms
 from migration_core.errors import RequestError
 from migration_core.grammar.values import parse_duration_s, parse_rate_mib_s
 from migration_core.limits import BANDWIDTH_MIB_S, MAX_DOWNTIME_MS

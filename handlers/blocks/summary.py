@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bot.blocks.card import check_lines, status_pointer
-from bot.blocks.fmt import STATE_ICON, cut, fmt_bytes, fmt_duration_s, fmt_ms, fmt_rate_mib_s
-from bot.blocks.ir import Context, Dialect, Fields, Header, Message, Part, Text, paragraphs
+from handlers.blocks.card import check_lines, status_pointer
+from handlers.blocks.fmt import STATE_ICON, cut, fmt_bytes, fmt_duration_s, fmt_ms, fmt_rate_mib_s
+from handlers.blocks.ir import Context, Dialect, Fields, Header, Message, Part, Text, paragraphs
 from migration_core.models import CheckStatus, Job, JobState, VerificationSummary
 
 

@@ -1,5 +1,6 @@
 """One owner per VM, through the real console (`migrate-bot console` as a child process) on the lab: a round
-trip there and back needs one approver each way, and leaves the VM defined on one host only.
+trip there and back needs one approver each way (two home only for the lab's vCPU overcommit warning on hostA),
+and leaves the VM defined on one host only.
 
 Out with --keep-source (hostA keeps its shut-off definition, as virsh would), home with the default: the plan
 home finds hostA's old copy (same UUID), says it is replaced (information, not a warning), so one approval
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from migration_core.dispatch.policy import risk_reasons
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.models import JobState
 from migration_core.store import Store
@@ -42,9 +44,16 @@ async def test_round_trip_needs_one_approver_each_way_and_leaves_one_definition(
             bot.send("as alice", f"/migrate {guest.name} to {A}", "as bob")
             back_id = int((await bot.expect(rf"job ({out_id + 1}) created", 90)).group(1))
             await bot.expect(rf"holds an old, shut-off definition of {guest.name}", 30)
-            bot.send(f"approve {back_id}")
+            plan = (await wait_state(store, back_id, {JobState.AWAITING_APPROVAL}, 60)).plan
+            assert plan is not None
+            # hostA runs the lab's ten 1-vCPU guests on the machine's 2 CPUs: the way home may warn about vCPU
+            # overcommit (a real risk, so two approvers). The old definition on hostA must add no risk of its own.
+            risks = risk_reasons(plan)
+            assert all("'capacity.vcpus'" in r for r in risks), risks
+            bot.send(f"approve {back_id}", *(("as carol", f"approve {back_id}", "as bob") if risks else ()))
             job = await wait_state(store, back_id, {JobState.SUCCEEDED}, 120)
-            assert job.approvers == ("bob",), "the way home needed more than one approver"
+            expected = ("bob", "carol") if risks else ("bob",)
+            assert job.approvers == expected, "the old definition on hostA made the way home risky"
             await bot.expect(rf"Migration succeeded: {guest.name} {B} → {A}", 60)
             await bot.expect(r"removed hostB's shut-off definition", 10)
             await bot.expect(r"Guest:\S* alive: vCPU time \+", 10)

@@ -334,19 +334,29 @@ def ensure_networks(paths: Paths) -> list[str]:
     The host daemons see the root namespace's /sys, so libvirt's interface API cannot list the bridges
     inside the lab namespaces; a libvirt network names the bridge through the API, which is also how a
     production host declares "this VM network exists here" (the preflight network check reads it)."""
-    wanted = [(host, LAB_NETWORK, VM_BRIDGE) for host in HOSTS] + [(HOST_A, ONLY_A_NETWORK, ONLY_A_BRIDGE)]
-    added = []
-    for host, name, bridge in wanted:
-        if name in virsh(paths, host, "net-list", "--all", "--name", check=False).split():
+    wanted = {host.name: [(LAB_NETWORK, VM_BRIDGE)] for host in HOSTS}
+    wanted[HOST_A.name].append((ONLY_A_NETWORK, ONLY_A_BRIDGE))
+
+    def one_host(host: HostSpec) -> list[str]:
+        defined = virsh(paths, host, "net-list", "--all", "--name", check=False).split()
+        active = virsh(paths, host, "net-list", "--name", check=False).split()
+        added = []
+        for name, bridge in wanted[host.name]:
+            if name in defined:
+                if name not in active:
+                    virsh(paths, host, "net-start", name, check=False)
+                continue
+            xml = paths.root / f"{host.name}-{name}.xml"
+            xml.write_text(f"<network><name>{name}</name><forward mode='bridge'/><bridge name='{bridge}'/></network>\n")
+            virsh(paths, host, "net-define", str(xml))
+            virsh(paths, host, "net-autostart", name, check=False)
             virsh(paths, host, "net-start", name, check=False)
-            continue
-        xml = paths.root / f"{host.name}-{name}.xml"
-        xml.write_text(f"<network><name>{name}</name><forward mode='bridge'/><bridge name='{bridge}'/></network>\n")
-        virsh(paths, host, "net-define", str(xml))
-        virsh(paths, host, "net-autostart", name, check=False)
-        virsh(paths, host, "net-start", name, check=False)
-        added.append(f"{host.name}:{name}")
-    return added
+            added.append(f"{host.name}:{name}")
+        return added
+
+    # one thread per host: each virsh costs a process start, and the hosts are independent
+    with concurrent.futures.ThreadPoolExecutor(len(HOSTS)) as pool:
+        return [item for added in pool.map(one_host, HOSTS) for item in added]
 
 
 def ensure_vms(paths: Paths, virt: str) -> list[str]:

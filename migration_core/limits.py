@@ -125,6 +125,7 @@ def downtime_ramp_ms(max_downtime_ms: int, steps: int = DOWNTIME_STEPS) -> tuple
     steps = max(1, steps)
     return tuple(sorted({max(1, round(max_downtime_ms * i / steps)) for i in range(1, steps + 1)}))
 
+
 MAX_DOWNTIME_MS = Limit(
     "max downtime",
     Unit.MS,

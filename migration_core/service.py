@@ -52,11 +52,13 @@ class HostPlanner(Protocol):
         to: Sequence[str] = (),
         except_vms: Sequence[str] = (),
         include_stopped: bool = False,
-        only_vms: Sequence[str] | None = None,
-        returning: bool = False,
     ) -> DrainPlan: ...
 
     async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan: ...
+
+    async def plan_return(
+        self, host: str, vms_by_host: Mapping[str, Sequence[str]], options: MigrationOptions
+    ) -> DrainPlan: ...
 
 
 class _DeferredHostPlanner:
@@ -73,8 +75,6 @@ class _DeferredHostPlanner:
         to: Sequence[str] = (),
         except_vms: Sequence[str] = (),
         include_stopped: bool = False,
-        only_vms: Sequence[str] | None = None,
-        returning: bool = False,
     ) -> DrainPlan:
         return await _host_planner(self._planner).plan_drain(
             host,
@@ -82,9 +82,12 @@ class _DeferredHostPlanner:
             to=to,
             except_vms=except_vms,
             include_stopped=include_stopped,
-            only_vms=only_vms,
-            returning=returning,
         )
+
+    async def plan_return(
+        self, host: str, vms_by_host: Mapping[str, Sequence[str]], options: MigrationOptions
+    ) -> DrainPlan:
+        return await _host_planner(self._planner).plan_return(host, vms_by_host, options)
 
 
 def _host_planner(planner: object) -> HostPlanner:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -45,7 +45,7 @@ from migration_core.errors import MigrateBotError, RequestError
 from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup, EventSink
 from migration_core.inventory.policy_file import Policy
 from migration_core.models import Approval, Job, JobState, MigrationOptions, Phase
-from migration_core.planning.drain import WAVE_OVERHEAD_S, DrainPlan, LeftBehind, PlannedMove, run_after_another
+from migration_core.planning.drain import WAVE_OVERHEAD_S, DrainPlan, LeftBehind, PlannedMove
 from migration_core.store import ActiveJobExists, DrainStateError, DuplicateRequestError, Store
 from migration_core.store.states import CANCELLABLE_STATES
 
@@ -68,8 +68,10 @@ class HostDrainPlanner(Protocol):
         to: Sequence[str] = (),
         except_vms: Sequence[str] = (),
         include_stopped: bool = False,
-        only_vms: Sequence[str] | None = None,
-        returning: bool = False,
+    ) -> DrainPlan: ...
+
+    async def plan_return(
+        self, host: str, vms_by_host: Mapping[str, Sequence[str]], options: MigrationOptions
     ) -> DrainPlan: ...
 
 
@@ -229,20 +231,14 @@ class DrainDesk:
         by_host: dict[str, list[str]] = {}
         for job in moved:
             by_host.setdefault(job.destination, []).append(job.vm)
-        plans = []
-        left: list[LeftBehind] = []
-        for where, vms in sorted(by_host.items()):
-            plan = await self.planner.plan_drain(
-                where, options, to=(host,), only_vms=vms, include_stopped=True, returning=True
-            )
-            found = {m.vm for m in plan.moves} | {lb.vm for lb in plan.left_behind}
-            left += [
-                LeftBehind(vm, f"no longer on {where}", f"find it with `/migrate status {vm}` and move it by hand")
-                for vm in vms
-                if vm not in found
-            ]
-            plans.append(plan)
-        plan = run_after_another(host, plans, options)
+        plan = await self.planner.plan_return(host, by_host, options)
+        found = {m.vm for m in plan.moves} | {lb.vm for lb in plan.left_behind}
+        left = [
+            LeftBehind(vm, f"no longer on {where}", f"find it with `/migrate status {vm}` and move it by hand")
+            for where, vms in sorted(by_host.items())
+            for vm in vms
+            if vm not in found
+        ]
         return replace(plan, left_behind=tuple(sorted((*plan.left_behind, *left), key=lambda lb: lb.vm))), source
 
     async def request_return(

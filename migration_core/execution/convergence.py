@@ -141,9 +141,7 @@ class ConvergenceController:
         boundary = obs.phase is Phase.PRECOPY and obs.memory_iteration > state.iteration
         previous_start = state.pass_start_remaining_bytes
         shrinking = (
-            boundary
-            and previous_start is not None
-            and obs.data_remaining_bytes < previous_start * SHRINKING_PASS
+            boundary and previous_start is not None and obs.data_remaining_bytes < previous_start * SHRINKING_PASS
         )
         precopy_since = state.precopy_since_s
         if precopy_since is None and obs.phase is Phase.PRECOPY:
@@ -213,9 +211,7 @@ class ConvergenceController:
                 return raised
         return state, Decision(ControlAction.CONTINUE, self._status(state, obs, left))
 
-    def _in_postcopy(
-        self, state: ControllerState, obs: Observation, stalled: bool, over: bool, left: str
-    ) -> Decision:
+    def _in_postcopy(self, state: ControllerState, obs: Observation, stalled: bool, over: bool, left: str) -> Decision:
         never = "not aborting: in post-copy the VM already runs on the destination and an abort would lose it"
         if stalled:
             return Decision(

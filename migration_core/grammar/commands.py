@@ -183,9 +183,7 @@ def command_to_text(cmd: Command) -> str:
         parts += ["--postcopy-after", _seconds(o.postcopy_after_s)] if o.postcopy_after_s is not None else []
         parts += ["--auto-converge"] if o.auto_converge else []
         parts += ["--parallel", str(o.parallel_connections)] if o.parallel_connections is not None else []
-        parts += (
-            ["--max-downtime", _seconds(o.max_downtime_ms / 1000)] if o.max_downtime_ms is not None else []
-        )
+        parts += ["--max-downtime", _seconds(o.max_downtime_ms / 1000)] if o.max_downtime_ms is not None else []
         parts += ["--bandwidth", _rate(o.bandwidth_mib_s)] if o.bandwidth_mib_s is not None else []
         parts += ["--copy-storage", o.copy_storage.value] if o.copy_storage is not None else []
         parts += ["--compressed"] if o.compressed else []
@@ -265,14 +263,10 @@ def command_from_json_unchecked(data: dict[str, Any]) -> Command:
             known = ", ".join(("migrate", *COMMAND_WORDS, "plan drain", "cancel drain", "status drain"))
             raise GrammarError(f"unknown command {kind!r} in JSON", f"one of: {known}")
     except (KeyError, ValueError, TypeError) as exc:
-        raise GrammarError(
-            f"malformed {kind} command in JSON: {exc!r}", "produce it with command_to_json"
-        ) from None
+        raise GrammarError(f"malformed {kind} command in JSON: {exc!r}", "produce it with command_to_json") from None
     expected = set(command_to_json(cmd))
     if set(data) != expected:
-        raise GrammarError(
-            f"{kind} command in JSON has keys {sorted(data)}", f"expected exactly {sorted(expected)}"
-        )
+        raise GrammarError(f"{kind} command in JSON has keys {sorted(data)}", f"expected exactly {sorted(expected)}")
     return cmd
 
 

@@ -107,8 +107,9 @@ def resolve(name: str, text: str, command: str) -> tuple[OptionSpec, str | None]
         raise GrammarError(f"unknown option `{text}`", hint)
     if spec.drain_only and command != "drain":
         raise GrammarError(
-            f"--{spec.name} applies only to `drain`", f"e.g. /migrate plan drain hostA --{spec.name}"
-            + {"to": " hostB,hostC", "except": " vm42"}.get(spec.name, "")
+            f"--{spec.name} applies only to `drain`",
+            f"e.g. /migrate plan drain hostA --{spec.name}"
+            + {"to": " hostB,hostC", "except": " vm42"}.get(spec.name, ""),
         )
     if command == "return" and spec.name != "reason":
         raise GrammarError(
@@ -120,9 +121,7 @@ def resolve(name: str, text: str, command: str) -> tuple[OptionSpec, str | None]
     if command == "history" and not spec.history_only:
         raise GrammarError(f"--{spec.name} does not apply to `history`", "history takes only --limit N")
     if command != "history" and spec.history_only:
-        raise GrammarError(
-            f"--{spec.name} applies only to `history`", "e.g. /migrate history vm42 --limit 50"
-        )
+        raise GrammarError(f"--{spec.name} applies only to `history`", "e.g. /migrate history vm42 --limit 50")
     if command not in ("migrate", "plan", "history"):
         raise GrammarError(f"--{spec.name} does not apply to `{command}`", f"see `/migrate help {command}`")
     return spec, implied
@@ -326,11 +325,7 @@ def build_options(draft: Draft) -> MigrationOptions:
             "--keep-source with --transient does nothing: a transient move never removes the source's definition",
             "drop --keep-source",
         )
-    if (
-        opts.postcopy_after_s is not None
-        and opts.timeout_s is not None
-        and opts.postcopy_after_s >= opts.timeout_s
-    ):
+    if opts.postcopy_after_s is not None and opts.timeout_s is not None and opts.postcopy_after_s >= opts.timeout_s:
         raise GrammarError(
             f"--postcopy-after ({human_s(opts.postcopy_after_s)}) is not shorter than --timeout "
             f"({human_s(opts.timeout_s)}): the timeout would act first",

@@ -136,6 +136,7 @@ def _parse_read_or_cancel(word: str, args: list[str]) -> Command:
     _at_most(words, 0, "hosts takes no arguments", "/migrate hosts")
     return HostsCommand()
 
+
 @dataclass
 class _Scan:
     positionals: list[tuple[int, str]] = field(default_factory=list)
@@ -168,11 +169,7 @@ def _scan(tokens: list[str], command: str) -> _Scan:
             value = opt.inline_value
         elif spec.arity is not Arity.FLAG and implied is None:
             following = tokens[i + 1] if i + 1 < len(tokens) else None
-            if (
-                following is not None
-                and takes_next_token(spec, following)
-                and not _is_option(following, spec)
-            ):
+            if following is not None and takes_next_token(spec, following) and not _is_option(following, spec):
                 value = following
                 i += 1
             elif spec.arity is Arity.VALUE:
@@ -223,9 +220,7 @@ def _parse_migrate(tokens: list[str], *, plan_only: bool) -> MigrateCommand | Pl
     if not after:
         raise GrammarError(f"missing the destination host after `{before[-1]} to`", f"example: {example}")
     if len(before) > 1:
-        raise GrammarError(
-            f"one VM per request: got `{' '.join(before)}` before `to`", "send one /migrate per VM"
-        )
+        raise GrammarError(f"one VM per request: got `{' '.join(before)}` before `to`", "send one /migrate per VM")
     if len(after) > 1:
         raise GrammarError(f"unexpected extra words: `{' '.join(after[1:])}`", _extra_words_hint(scan))
     options = build_options(scan.draft)
@@ -269,7 +264,7 @@ def _parse_return(tokens: list[str]) -> ReturnCommand:
     words = [t for _, t in scan.positionals]
     if not words:
         raise GrammarError("`return` needs the host to fill again", "example: /migrate return hostA")
-    _at_most(words, 1, "return takes one host", "example: /migrate return hostA --reason \"CHG-1234 done\"")
+    _at_most(words, 1, "return takes one host", 'example: /migrate return hostA --reason "CHG-1234 done"')
     return ReturnCommand(check_name(words[0], "host"), scan.draft.options.reason)
 
 
@@ -309,9 +304,7 @@ def _extra_words_hint(scan: _Scan) -> str:
 
 
 def _status_target(words: list[str]) -> int | str | None:
-    _at_most(
-        words, 1, "status takes at most one job id or VM name", "e.g. /migrate status #41 or status vm42"
-    )
+    _at_most(words, 1, "status takes at most one job id or VM name", "e.g. /migrate status #41 or status vm42")
     if not words:
         return None
     job_id = parse_job_id(words[0])

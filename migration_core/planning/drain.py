@@ -453,28 +453,3 @@ def plan_to_any(
         checks=checks,
     )
     return PlacedPlan(plan, destination, why, fix)
-
-
-def run_after_another(host: str, plans: Sequence[DrainPlan], options: MigrationOptions) -> DrainPlan:
-    """One plan made of several, run one after the other (a return: the VMs come back from each host in turn,
-    each host's moves planned on its own link). Waves and order are renumbered; the ETA is the sum.
-
-    >>> run_after_another("hostA", [], MigrationOptions()).moves
-    ()
-    """
-    moves: list[PlannedMove] = []
-    left: list[LeftBehind] = []
-    wave_base = 0
-    for plan in plans:
-        for m in plan.moves:
-            moves.append(replace(m, wave=m.wave + wave_base, order=len(moves) + 1))
-        wave_base += plan.waves
-        left += plan.left_behind
-    return DrainPlan(
-        host=host,
-        options=options,
-        destinations=(host,),
-        moves=tuple(moves),
-        left_behind=tuple(sorted(left, key=lambda lb: lb.vm)),
-        eta_s=round(sum(p.eta_s for p in plans), 1),
-    )

@@ -664,22 +664,11 @@ class PreflightRunner:
         to: Sequence[str] = (),
         except_vms: Sequence[str] = (),
         include_stopped: bool = False,
-        only_vms: Sequence[str] | None = None,
-        returning: bool = False,
     ) -> DrainPlan:
         """The dry run of draining `host`: facts gathered once, then the pure planner (planning/drain.py).
-        `only_vms`: plan just these of its VMs; hosts under maintenance receive nothing, except the hosts of
-        `to` when `returning` (a return brings the VMs back to the drained host, which ends its maintenance)."""
+        Hosts under maintenance receive nothing."""
         src = self.inventory.get(host)
-        candidates = self._candidates(src, to) if returning else await self._placeable(src, to)
-        only = None
-        if only_vms is not None:
-            wanted = {v.lower() for v in only_vms}
-            listed, error = await _maybe(f"list {src.name}'s VMs", self.hypervisor.list_domains(src.uri))
-            if listed is None:
-                raise HostUnreachable(f"{src.name} does not answer: {error}", f"check libvirtd on {src.name}")
-            only = tuple(d for d in listed if d.name.lower() in wanted)
-        facts = await self.gather_host_moves(src, only, candidates, options)
+        facts = await self.gather_host_moves(src, None, await self._placeable(src, to), options)
         return plan_drain(
             DrainSource(src.name, src.link_mib_s, src.max_outbound),
             facts.vms,
@@ -690,6 +679,43 @@ class PreflightRunner:
             include_stopped=include_stopped,
             except_vms=except_vms,
         )
+
+    async def plan_return(
+        self, host: str, vms_by_host: Mapping[str, Sequence[str]], options: MigrationOptions
+    ) -> DrainPlan:
+        """A return: these VMs, wherever they are now, back to `host` (which its maintenance mark does not bar).
+
+        One plan for all of them, so `host`'s memory and vCPUs are counted across every VM coming back (planned
+        host by host, the later hosts' moves would not see the earlier ones'). The bottleneck of a return is the
+        host they return to: waves share its link and its `max_inbound` slots. VMs no longer on the host named
+        are left out here (the caller lists them as left behind).
+        """
+        dst = self.inventory.get(host)
+        parts = []
+        for name, vms in sorted(vms_by_host.items()):
+            src = self.inventory.get(name)
+            listed, error = await _maybe(f"list {src.name}'s VMs", self.hypervisor.list_domains(src.uri))
+            if listed is None:
+                raise HostUnreachable(f"{src.name} does not answer: {error}", f"check libvirtd on {src.name}")
+            wanted = {v.lower() for v in vms}
+            only = tuple(d for d in listed if d.name.lower() in wanted)
+            if only:
+                parts.append(await self.gather_host_moves(src, only, [dst], options))
+        facts = HostMoveFacts(
+            tuple(v for p in parts for v in p.vms),
+            parts[0].destinations if parts else (),
+            {k: c for p in parts for k, c in p.candidacy.items()},
+        )
+        plan = plan_drain(
+            DrainSource(", ".join(sorted(vms_by_host)), dst.link_mib_s, dst.max_inbound),
+            facts.vms,
+            facts.destinations,
+            facts.candidacy,
+            options,
+            await self._estimator_for(facts),
+            include_stopped=True,
+        )
+        return replace(plan, host=dst.name, destinations=(dst.name,))
 
     async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan:
         """`<vm> to any`: every other host checked as for a single move; the best one's plan, and why."""

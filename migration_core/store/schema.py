@@ -334,9 +334,7 @@ def event_from_row(row: EventRow) -> EventRecord:
 
 
 # eta_note is a live explanation, not a measurement: not stored (and so no new column on an existing table).
-_SAMPLE_FIELDS = tuple(
-    f.name for f in fields(ProgressSample) if f.name not in ("job_id", "at", "phase", "eta_note")
-)
+_SAMPLE_FIELDS = tuple(f.name for f in fields(ProgressSample) if f.name not in ("job_id", "at", "phase", "eta_note"))
 
 
 def progress_to_row(sample: ProgressSample) -> ProgressRow:

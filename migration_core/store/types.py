@@ -74,8 +74,6 @@ class HostLoad:
         return len(self.outbound_job_ids)
 
 
-
-
 _URL_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^\s]*)@")
 _PASSWORD_PARAM = re.compile(r"(?P<head>\bpassword=)[^\s&'\"]*", re.IGNORECASE)
 

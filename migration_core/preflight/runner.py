@@ -58,6 +58,7 @@ from migration_core.models import (
 )
 from migration_core.planning.drain import (
     DrainPlan,
+    DrainRequest,
     DrainSource,
     DrainVm,
     PlacedPlan,
@@ -656,25 +657,16 @@ class PreflightRunner:
 
     # ----- many moves at once: drains and `<vm> to any` (issue 11) -----------------------------------------
 
-    async def plan_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-        only_vms: Sequence[str] | None = None,
-        returning: bool = False,
-    ) -> DrainPlan:
-        """The dry run of draining `host`: facts gathered once, then the pure planner (planning/drain.py).
-        `only_vms`: plan just these of its VMs; hosts under maintenance receive nothing, except the hosts of
-        `to` when `returning` (a return brings the VMs back to the drained host, which ends its maintenance)."""
-        src = self.inventory.get(host)
-        candidates = self._candidates(src, to) if returning else await self._placeable(src, to)
+    async def plan_drain(self, request: DrainRequest) -> DrainPlan:
+        """The dry run of draining `request.host`: facts gathered once, then the pure planner (planning/drain.py).
+        Hosts under maintenance receive nothing, except the hosts of `to` when `returning` (a return brings the
+        VMs back to the drained host, which ends its maintenance)."""
+        src = self.inventory.get(request.host)
+        to, options = request.to, request.options
+        candidates = self._candidates(src, to) if request.returning else await self._placeable(src, to)
         only = None
-        if only_vms is not None:
-            wanted = {v.lower() for v in only_vms}
+        if request.only_vms is not None:
+            wanted = {v.lower() for v in request.only_vms}
             listed, error = await _maybe(f"list {src.name}'s VMs", self.hypervisor.list_domains(src.uri))
             if listed is None:
                 raise HostUnreachable(f"{src.name} does not answer: {error}", f"check libvirtd on {src.name}")
@@ -687,8 +679,8 @@ class PreflightRunner:
             facts.candidacy,
             options,
             await self._estimator_for(facts),
-            include_stopped=include_stopped,
-            except_vms=except_vms,
+            include_stopped=request.include_stopped,
+            except_vms=request.except_vms,
         )
 
     async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan:

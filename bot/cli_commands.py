@@ -36,6 +36,7 @@ from migration_core.grammar.parser import (
 )
 from migration_core.grammar.values import parse_drain_ref
 from migration_core.models import Job
+from migration_core.planning.drain import DrainRequest
 from migration_core.planning.estimate import calibration_report
 from migration_core.service import MigrationService
 from migration_core.store import Store
@@ -297,11 +298,13 @@ async def _plan_many(
             data, msg = back.to_json(), drain_plan_message(back, _PLAIN, verb="return to")
         elif isinstance(command, DrainCommand):
             drain = await core.planning.plan_drain(
-                core.inventory.get(command.host).name,
-                command.options,
-                to=[core.inventory.get(h).name for h in command.to],
-                except_vms=command.except_vms,
-                include_stopped=command.include_stopped,
+                DrainRequest(
+                    core.inventory.get(command.host).name,
+                    command.options,
+                    to=tuple(core.inventory.get(h).name for h in command.to),
+                    except_vms=command.except_vms,
+                    include_stopped=command.include_stopped,
+                )
             )
             data, msg = drain.to_json(), drain_plan_message(drain, _PLAIN)
         else:

@@ -21,7 +21,7 @@ from migration_core import logctx
 from migration_core.dispatch import policy, windows
 from migration_core.dispatch.approvals import ApprovalSubject, required_approvals
 from migration_core.dispatch.dispatcher import Dispatcher, DispatcherConfig, JobMover
-from migration_core.dispatch.drains import DrainConfig, DrainDesk
+from migration_core.dispatch.drains import DrainConfig, DrainDesk, HostDrainPlanner
 from migration_core.drains import CancelReport, Drain, DrainStatus
 from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError
 from migration_core.events import EventSink, Notice, NoticeKind
@@ -30,7 +30,7 @@ from migration_core.inventory.hosts import Inventory
 from migration_core.inventory.policy_file import Policy
 from migration_core.limits import BANDWIDTH_MIB_S, DEFAULT_APPROVAL_TTL_S, MAX_DOWNTIME_MS
 from migration_core.models import Job, JobState, MigrationOptions, MigrationRequest, Plan
-from migration_core.planning.drain import DrainPlan, PlacedPlan
+from migration_core.planning.drain import DrainPlan, DrainRequest, PlacedPlan
 from migration_core.service_api import ApproverCheck, FreezeStatus, GroupCheck, HostStatus, QueuePosition
 from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Journal, Store
 from migration_core.store.states import CANCELLABLE_STATES
@@ -39,20 +39,10 @@ log = logging.getLogger(__name__)
 
 
 @runtime_checkable
-class HostPlanner(Protocol):
+class HostPlanner(HostDrainPlanner, Protocol):
     """Plans many moves at once (drains, `to any`); PreflightRunner implements it."""
 
     maintenance: Callable[[], Awaitable[Mapping[str, str]]] | None  # hosts placement must skip, and why
-
-    async def plan_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-    ) -> DrainPlan: ...
 
     async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan: ...
 
@@ -62,27 +52,14 @@ class HostPlanner(Protocol):
 
 
 class _DeferredHostPlanner:
-    """The desk's planner: the real one when it can place VMs, else a clear refusal at the first use."""
+    """The desk's planner: the real one when it can place VMs, else a clear refusal at the first use (the
+    service is built with any PlanMaker, so whether it can drain is only known when a drain is asked for)."""
 
     def __init__(self, planner: object) -> None:
         self._planner = planner
 
-    async def plan_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-    ) -> DrainPlan:
-        return await _host_planner(self._planner).plan_drain(
-            host,
-            options,
-            to=to,
-            except_vms=except_vms,
-            include_stopped=include_stopped,
-        )
+    async def plan_drain(self, request: DrainRequest) -> DrainPlan:
+        return await _host_planner(self._planner).plan_drain(request)
 
     async def plan_return(
         self, host: str, vms_by_host: Mapping[str, Sequence[str]], options: MigrationOptions
@@ -234,17 +211,8 @@ class MigrationService:
         include_stopped: bool = False,
     ) -> DrainPlan:
         """The dry run of `drain <host>`: nothing changes. Unknown hosts are bad input, refused before any I/O."""
-        source = self.inventory.get(host)
-        for name in to:
-            self.inventory.get(name)
-        if len(self.inventory) < 2:
-            raise RequestError(
-                f"{source.name} is the only host in {self.inventory.path}: there is nowhere to drain it to",
-                "add the other hosts to the hosts file",
-            )
-        return await _host_planner(self.planner).plan_drain(
-            source.name, options, to=to, except_vms=except_vms, include_stopped=include_stopped
-        )
+        request = self._drain_request(host, options, to, except_vms, include_stopped)
+        return await _host_planner(self.planner).plan_drain(request)
 
     async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan:
         """`<vm> to any`: the single move's plan to the host placement chooses, with the reason."""
@@ -252,7 +220,10 @@ class MigrationService:
 
     # ----- drains (issue 11): the desk does the work; these check the input and name the operation -------
 
-    def _drain_hosts(self, host: str, to: Sequence[str]) -> str:
+    def _drain_request(
+        self, host: str, options: MigrationOptions, to: Sequence[str], except_vms: Sequence[str], stopped: bool
+    ) -> DrainRequest:
+        """The front ends' drain arguments as one value, checked: unknown hosts are refused before any I/O."""
         source = self.inventory.get(host)
         for name in to:
             self.inventory.get(name)
@@ -261,7 +232,7 @@ class MigrationService:
                 f"{source.name} is the only host in {self.inventory.path}: there is nowhere to drain it to",
                 "add the other hosts to the hosts file",
             )
-        return source.name
+        return DrainRequest(source.name, options, tuple(to), tuple(except_vms), stopped)
 
     async def request_drain(
         self,
@@ -275,17 +246,9 @@ class MigrationService:
         chat_channel: str | None = None,
     ) -> Drain:
         """`drain <host>`: the plan, up for approval (a drain needs a risky plan's approvers)."""
-        name = self._drain_hosts(host, to)
+        request = self._drain_request(host, options, to, except_vms, include_stopped)
         with logctx.job_context(actor=requester):
-            return await self.drains.request(
-                name,
-                options,
-                requester,
-                to=to,
-                except_vms=except_vms,
-                include_stopped=include_stopped,
-                chat_channel=chat_channel,
-            )
+            return await self.drains.request(request, requester, chat_channel=chat_channel)
 
     async def plan_return(self, host: str) -> DrainPlan:
         """The dry run of `return <host>`."""

@@ -2,7 +2,7 @@
 
 A drain moves many VMs on one approval, so it is a risky change: it needs the approvers a risky plan needs
 (and the owners' groups of every VM it moves, from the policy file). The person rules are the single move's
-(`policy.check_approval`): not the requester, an approver or a member of a needed group, once per person.
+(`policy.check_approver`, shared): not the requester, an approver or a member of a needed group, once per person.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from migration_core.dispatch.approvals import ApprovalSubject, describe_outstanding, outstanding, required_approvals
-from migration_core.dispatch.policy import ApprovalVerdict, Verdict, VerdictCode, risk_reasons
+from migration_core.dispatch.policy import ApprovalVerdict, Verdict, VerdictCode, check_approver, risk_reasons
 from migration_core.drains import Drain, DrainKind, DrainState
 from migration_core.inventory.policy_file import Policy
 from migration_core.models import Approval, ApprovalRequirement
@@ -56,8 +56,6 @@ def check_drain_approval(
     """May `actor` approve the drain now? The same rules, in the same order, as a single move's approval."""
     requirement = drain.requirement
     required = requirement.total
-    needed_groups = {n.group for n in requirement.groups}
-    actor_groups = frozenset(actor_groups & needed_groups)
     if drain.state is not DrainState.AWAITING_APPROVAL:
         state = drain.state.value.replace("_", " ")
         return ApprovalVerdict(
@@ -71,41 +69,16 @@ def check_drain_approval(
             f"ask for the {drain.kind.value} again",
             required=required,
         )
-    if actor == drain.requester:
-        return ApprovalVerdict(
-            False, VerdictCode.SELF_APPROVAL, "you requested this; another approver must approve it", required=required
-        )
-    if not actor_is_approver and not actor_groups:
-        groups = ", ".join(f"@{g}" for g in sorted(needed_groups))
-        also = f" or in {groups}" if groups else ""
-        return ApprovalVerdict(
-            False,
-            VerdictCode.NOT_APPROVER,
-            "you are not an approver for migrations; ask someone in the approvers group "
-            f"(MIGRATE_BOT_APPROVER_GROUP / MIGRATE_BOT_APPROVERS){also}",
-            required=required,
-        )
     given = _current(drain)
-    if actor in {a.actor for a in given}:
-        return ApprovalVerdict(
-            False,
-            VerdictCode.ALREADY_APPROVED,
-            f"you already approved {drain.ref}; it needs {still_needed(drain)} from someone else",
-            required=required,
-        )
-    before = outstanding(requirement, given)
-    mine = Approval(drain.id, actor, True, drain.plan.hash, now, tuple(sorted(actor_groups)))
-    after = outstanding(requirement, (*given, mine))
-    if after.total >= before.total:
-        return ApprovalVerdict(
-            False,
-            VerdictCode.NOT_IN_GROUP,
-            f"{drain.ref} still needs {describe_outstanding(before)}, and you are not a member of "
-            f"{'that group' if len(before.groups) == 1 else 'those groups'}; your approval would not count",
-            required=required,
-        )
-    return ApprovalVerdict(
-        True, VerdictCode.OK, "", remaining=after.total, required=required, still_needed=describe_outstanding(after)
+    return check_approver(
+        drain.ref,
+        drain.requester,
+        requirement,
+        given,
+        Approval(drain.id, actor, True, drain.plan.hash, now, tuple(sorted(actor_groups))),
+        actor_is_approver=actor_is_approver,
+        approved_by={a.actor for a in given},
+        already=f"you already approved {drain.ref}; it needs {still_needed(drain)} from someone else",
     )
 
 

@@ -45,7 +45,13 @@ from migration_core.errors import MigrateBotError, RequestError
 from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup, EventSink
 from migration_core.inventory.policy_file import Policy
 from migration_core.models import Approval, Job, JobState, MigrationOptions, Phase
-from migration_core.planning.drain import WAVE_OVERHEAD_S, DrainPlan, LeftBehind, PlannedMove
+from migration_core.planning.drain import (
+    WAVE_OVERHEAD_S,
+    DrainPlan,
+    DrainRequest,
+    LeftBehind,
+    PlannedMove,
+)
 from migration_core.store import ActiveJobExists, DrainStateError, DuplicateRequestError, Store
 from migration_core.store.states import CANCELLABLE_STATES
 
@@ -60,15 +66,7 @@ _MOVING = frozenset({JobState.RUNNING, JobState.VERIFYING})
 class HostDrainPlanner(Protocol):
     """What the desk needs from the preflight runner: a drain plan of a host (or of some of its VMs)."""
 
-    async def plan_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-    ) -> DrainPlan: ...
+    async def plan_drain(self, request: DrainRequest) -> DrainPlan: ...
 
     async def plan_return(
         self, host: str, vms_by_host: Mapping[str, Sequence[str]], options: MigrationOptions
@@ -177,32 +175,10 @@ class DrainDesk:
 
     # ----- requests -----------------------------------------------------------------------------------
 
-    async def plan(
-        self,
-        host: str,
-        options: MigrationOptions,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-    ) -> DrainPlan:
-        return await self.planner.plan_drain(
-            host, options, to=to, except_vms=except_vms, include_stopped=include_stopped
-        )
-
-    async def request(
-        self,
-        host: str,
-        options: MigrationOptions,
-        requester: str,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-        chat_channel: str | None = None,
-    ) -> Drain:
+    async def request(self, request: DrainRequest, requester: str, *, chat_channel: str | None = None) -> Drain:
         """Plan the drain and put it up for approval. Refused (nothing recorded as a drain) when another drain
         of the host is unfinished, or when nothing can move."""
+        host, options = request.host, request.options
         await self.admit(requester, chat_channel, options, f"drain of {host}")
         for d in await self.store.drains(host=host, limit=50):
             if not d.state.finished:
@@ -210,7 +186,7 @@ class DrainDesk:
                     f"{host} already has an unfinished {d.kind.value} ({d.ref}, {d.state.value.replace('_', ' ')})",
                     f"wait for it, or `/migrate cancel {d.ref}`",
                 )
-        plan = await self.plan(host, options, to=to, except_vms=except_vms, include_stopped=include_stopped)
+        plan = await self.planner.plan_drain(request)
         if not plan.executable:
             reasons = "; ".join(f"{lb.vm}: {lb.reason}" for lb in plan.left_behind) or f"{host} runs no VMs"
             raise RequestError(f"nothing on {host} can move: {reasons}", "see `/migrate plan drain " + host + "`")

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -220,8 +220,6 @@ def check_approval(
     """
     required = required_approvals(job.plan)
     requirement = requirement_of(job.plan)
-    needed_groups = {n.group for n in requirement.groups}
-    actor_groups = frozenset(actor_groups & needed_groups)
     if job.state is not JobState.AWAITING_APPROVAL:
         return ApprovalVerdict(False, VerdictCode.ALREADY_DECIDED, _decided_reason(job), required=required)
     expires = approval_expires_at(job, ttl_s)
@@ -242,12 +240,43 @@ def check_approval(
             "ask the requester to run /migrate again with a new --at or --window",
             required=required,
         )
-    if actor == job.requester:
+    approvers = job.approvers
+    return check_approver(
+        f"job {job.id}",
+        job.requester,
+        requirement,
+        current_approvals(job),
+        Approval(job.id, actor, True, job.plan.hash if job.plan else "", now, tuple(sorted(actor_groups))),
+        actor_is_approver=actor_is_approver,
+        approved_by=approvers,
+        already=f"you already approved job {job.id}; it needs {required - len(set(approvers))} more "
+        "approval(s) from someone else",
+    )
+
+
+def check_approver(
+    subject: str,
+    requester: str,
+    requirement: ApprovalRequirement,
+    given: Sequence[Approval],
+    mine: Approval,
+    *,
+    actor_is_approver: bool,
+    approved_by: Collection[str],
+    already: str,
+) -> ApprovalVerdict:
+    """The person rules of an approval, the same for a job and a drain (dispatch/drain_policy.py), in order:
+    not the requester; an approver or a member of a group the requirement names; once per person (`already`
+    is the refusal, `approved_by` who has approved); and the approval must count towards what is outstanding.
+
+    `subject` names it in the messages ("job 12", "D7"); `given` are the approvals of its current plan and
+    `mine` the one `mine.actor` would give now (with the groups they are in; only the needed ones count)."""
+    actor, required = mine.actor, requirement.total
+    needed_groups = {n.group for n in requirement.groups}
+    actor_groups = frozenset(mine.groups) & needed_groups
+    if actor == requester:
         return ApprovalVerdict(
-            False,
-            VerdictCode.SELF_APPROVAL,
-            "you requested this; another approver must approve it",
-            required=required,
+            False, VerdictCode.SELF_APPROVAL, "you requested this; another approver must approve it", required=required
         )
     if not actor_is_approver and not actor_groups:
         groups = ", ".join(f"@{g}" for g in sorted(needed_groups))
@@ -259,24 +288,15 @@ def check_approval(
             f"(MIGRATE_BOT_APPROVER_GROUP / MIGRATE_BOT_APPROVERS){also}",
             required=required,
         )
-    approvers = job.approvers
-    if actor in approvers:
-        return ApprovalVerdict(
-            False,
-            VerdictCode.ALREADY_APPROVED,
-            f"you already approved job {job.id}; it needs {required - len(set(approvers))} more "
-            "approval(s) from someone else",
-            required=required,
-        )
-    given = current_approvals(job)
+    if actor in approved_by:
+        return ApprovalVerdict(False, VerdictCode.ALREADY_APPROVED, already, required=required)
     before = outstanding(requirement, given)
-    mine = Approval(job.id, actor, True, job.plan.hash if job.plan else "", now, tuple(sorted(actor_groups)))
-    after = outstanding(requirement, (*given, mine))
+    after = outstanding(requirement, (*given, replace(mine, groups=tuple(sorted(actor_groups)))))
     if after.total >= before.total:
         return ApprovalVerdict(
             False,
             VerdictCode.NOT_IN_GROUP,
-            f"job {job.id} still needs {describe_outstanding(before)}, and you are not a member of "
+            f"{subject} still needs {describe_outstanding(before)}, and you are not a member of "
             f"{'that group' if len(before.groups) == 1 else 'those groups'}; your approval would not count",
             required=required,
         )

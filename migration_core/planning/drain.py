@@ -233,6 +233,21 @@ class DrainPlan:
 
 
 @dataclass(frozen=True)
+class DrainRequest:
+    """What to plan when draining `host`: the one value passed down from the service to the runner.
+
+    `to`: only these destinations (empty: any host placement allows); `except_vms`: left where they are;
+    `include_stopped`: shut-off VMs move too (offline). A return is planned by `plan_return` instead.
+    """
+
+    host: str
+    options: MigrationOptions
+    to: tuple[str, ...] = ()
+    except_vms: tuple[str, ...] = ()
+    include_stopped: bool = False
+
+
+@dataclass(frozen=True)
 class _Move:
     choice: Choice
     cand: Candidacy

@@ -58,6 +58,7 @@ from migration_core.models import (
 )
 from migration_core.planning.drain import (
     DrainPlan,
+    DrainRequest,
     DrainSource,
     DrainVm,
     PlacedPlan,
@@ -656,19 +657,12 @@ class PreflightRunner:
 
     # ----- many moves at once: drains and `<vm> to any` (issue 11) -----------------------------------------
 
-    async def plan_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-    ) -> DrainPlan:
-        """The dry run of draining `host`: facts gathered once, then the pure planner (planning/drain.py).
+    async def plan_drain(self, request: DrainRequest) -> DrainPlan:
+        """The dry run of draining `request.host`: facts gathered once, then the pure planner (planning/drain.py).
         Hosts under maintenance receive nothing."""
-        src = self.inventory.get(host)
-        facts = await self.gather_host_moves(src, None, await self._placeable(src, to), options)
+        src = self.inventory.get(request.host)
+        options = request.options
+        facts = await self.gather_host_moves(src, None, await self._placeable(src, request.to), options)
         return plan_drain(
             DrainSource(src.name, src.link_mib_s, src.max_outbound),
             facts.vms,
@@ -676,8 +670,8 @@ class PreflightRunner:
             facts.candidacy,
             options,
             await self._estimator_for(facts),
-            include_stopped=include_stopped,
-            except_vms=except_vms,
+            include_stopped=request.include_stopped,
+            except_vms=request.except_vms,
         )
 
     async def plan_return(

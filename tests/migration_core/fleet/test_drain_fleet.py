@@ -294,3 +294,29 @@ def test_vcpu_overcommit_is_counted_across_the_plan_so_the_recheck_agrees(tmp_pa
             await close_service(service)
 
     run_virtual(main())
+
+
+def test_the_drain_arguments_reach_the_plan_and_the_request(tmp_path: Path) -> None:
+    """`to`, `--except` and `--include-stopped` go from the service's front-end signature into the one
+    DrainRequest the runner plans (dry run and request alike)."""
+    vms = (_idle("a1"), _idle("a2"), replace(_idle("off"), running=False))
+    r = rig(*vms, hosts=HOSTS)
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        try:
+            plain = await service.plan_drain(A, MigrationOptions())
+            assert sorted(m.vm for m in plain.moves) == ["a1", "a2"]
+            assert [lb.vm for lb in plain.left_behind] == ["off"]
+            dry = await service.plan_drain(A, MigrationOptions(), to=(C,), except_vms=("a2",), include_stopped=True)
+            assert sorted(m.vm for m in dry.moves) == ["a1", "off"]
+            assert {m.destination for m in dry.moves} == {C}
+            assert [(lb.vm, lb.reason) for lb in dry.left_behind] == [("a2", "excluded by --except")]
+            drain = await service.request_drain(A, MigrationOptions(), "alice", to=(C,), except_vms=("a1",))
+            assert sorted(m.vm for m in drain.plan.moves) == ["a2"]
+            assert {m.destination for m in drain.plan.moves} == {C}
+            assert sorted(lb.vm for lb in drain.plan.left_behind) == ["a1", "off"]
+        finally:
+            await close_service(service)
+
+    run_virtual(main())

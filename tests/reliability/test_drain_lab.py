@@ -19,7 +19,7 @@ from migration_core.drains import DrainState, MoveOutcome
 from migration_core.models import JobState, MigrationOptions, MigrationRequest
 from migration_core.store import Store
 from tests.labkit import LabInfo, console_status, link_rate, link_reset, reset_vm, vm_location
-from tests.reliability.support import A, ConsoleBot, bot_env, in_process_bot, inventory_with_link
+from tests.reliability.support import A, ConsoleBot, bot_env, in_process_bot, inventory_with_link, wait_progress
 
 pytestmark = pytest.mark.lab
 
@@ -52,6 +52,7 @@ def _guest_ok(lab: LabInfo, vm: str) -> None:
     assert status is not None and status.ok, f"{vm}'s own memory check reports a problem: {status}"
 
 
+@pytest.mark.timeout(600)  # two drains of eight guests on a 32 MiB/s link, one of them waiting out its budget
 async def test_dry_run_drain_parks_the_busy_guest_then_return_brings_everything_home(
     lab_at_home: LabInfo, tmp_path: Path
 ) -> None:
@@ -177,11 +178,14 @@ async def test_kill_9_mid_drain_then_restart_finishes_the_drain(
         drain_id = int(ref[1:])
         first.send("as bob", "approve last", "as carol", "approve last")
         for _ in range(600):
-            if any(j.state is JobState.RUNNING for j in await store.jobs_of_drain(drain_id)):
+            running = [j for j in await store.jobs_of_drain(drain_id) if j.state is JobState.RUNNING]
+            if running:
                 break
             await asyncio.sleep(0.1)
         else:
             pytest.fail(f"no move of {ref} started:\n{first.tail()}")
+        # killed once libvirt is copying (the migration then runs on without the bot, peer-to-peer)
+        await wait_progress(store, running[0].id, 4 * 2**20)
         first.kill9()
         assert (await store.get_drain(drain_id)).state is DrainState.RUNNING
         second = ConsoleBot("drain-second", env, logs)

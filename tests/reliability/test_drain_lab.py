@@ -167,13 +167,13 @@ async def test_kill_9_mid_drain_then_restart_finishes_the_drain(
     # no replica id: both lives use the host name, so the second resumes the first's work. The moves are slowed by
     # libvirt's own bandwidth cap (--bandwidth), not by shaping the link, so libvirt's control connections stay
     # responsive while the bot is dead (a starved link can time out the peer-to-peer connection's keepalive).
-    env = bot_env(lab, db, hosts_file=inventory_with_link(lab, tmp_path, 8))
+    env = bot_env(lab, db, hosts_file=inventory_with_link(lab, tmp_path, 16))
     keep = "busy,db1,pinned,disky,shared,vm42"
     store = await Store.open(db)
     first = second = None
     try:
         first = ConsoleBot("drain-first", env, logs)
-        first.send(f"drain {A} --except {keep} --bandwidth 8")
+        first.send(f"drain {A} --except {keep} --bandwidth 16")
         ref = (await first.expect(r"(D\d+) created", 120)).group(1)
         drain_id = int(ref[1:])
         first.send("as bob", "approve last", "as carol", "approve last")

@@ -125,7 +125,24 @@ def place_all(
         ledger.placed_vcpus[outcome.destination] = ledger.placed_vcpus.get(outcome.destination, 0) + vcpus
         for group in vm.groups:
             ledger.groups.setdefault(outcome.destination, {}).setdefault(group, []).append(vm.name)
-    return tuple(choices), tuple(unplaced)
+    dests = {d.name: d for d in destinations}
+    return tuple(_as_if_last(c, candidacy, dests[c.destination], ledger) for c in choices), tuple(unplaced)
+
+
+def _as_if_last(
+    choice: Choice, candidacy: Mapping[tuple[str, str], Candidacy], dest: Destination, ledger: _Ledger
+) -> Choice:
+    """The choice's capacity checks as if its VM arrived last on its host (every other VM placed there already
+    moved in). The waves run in another order than the placement, and an approval must cover whichever comes
+    first: checked against the host's final load, the re-check before the move starts can only find it as good
+    or better, never a new warning."""
+    facts = candidacy[(choice.vm, choice.destination)].facts
+    vm_bytes = facts.vm.memory_bytes if facts.vm is not None else 0
+    vm_vcpus = facts.vm.vcpus if facts.vm is not None else 0
+    memory, _left = _memory_check(facts, dest, ledger.placed_bytes.get(dest.name, 0) - vm_bytes)
+    vcpus = _vcpu_check(facts, ledger.placed_vcpus.get(dest.name, 0) - vm_vcpus)
+    final = {c.name: c for c in (memory, vcpus) if c is not None}
+    return replace(choice, checks=tuple(final.pop(c.name, c) if c.name in final else c for c in choice.checks))
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,8 @@ class MigrationService:
                 replica_id=self.config.replica_id,
                 lease_s=self.config.lease_s,
                 approval_ttl_s=self.config.approval_ttl_s,
-                poll_s=self.config.dispatch_interval_s,
+                # a wave's end is noticed within a quarter second: the hand-over is part of every wave's cost
+                poll_s=min(0.25, self.config.dispatch_interval_s),
                 rollup_s=self.config.drain_rollup_s,
             ),
             clock=clock,

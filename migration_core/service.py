@@ -213,7 +213,7 @@ class MigrationService:
     ) -> DrainPlan:
         """The dry run of `drain <host>`: nothing changes. Unknown hosts are bad input, refused before any I/O."""
         request = self._drain_request(host, options, to, except_vms, include_stopped)
-        return await _host_planner(self.planner).plan_drain(request)
+        return await self.drains.timed(await _host_planner(self.planner).plan_drain(request))
 
     async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan:
         """`<vm> to any`: the single move's plan to the host placement chooses, with the reason."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import statistics
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -186,11 +187,32 @@ class DrainDesk:
                     f"{host} already has an unfinished {d.kind.value} ({d.ref}, {d.state.value.replace('_', ' ')})",
                     f"wait for it, or `/migrate cancel {d.ref}`",
                 )
-        plan = await self.planner.plan_drain(request)
+        plan = await self.timed(await self.planner.plan_drain(request))
         if not plan.executable:
             reasons = "; ".join(f"{lb.vm}: {lb.reason}" for lb in plan.left_behind) or f"{host} runs no VMs"
             raise RequestError(f"nothing on {host} can move: {reasons}", "see `/migrate plan drain " + host + "`")
         return await self._create(DrainKind.DRAIN, plan, requester, options.reason, None, chat_channel)
+
+    async def timed(self, plan: DrainPlan) -> DrainPlan:
+        """The plan with its ETA counting each wave's cost as this bot's last drains measured it (re-check,
+        verification, hand-over differ per site); the built-in figure until there is a finished drain."""
+        return plan.retimed(await self.wave_overhead_s())
+
+    async def wave_overhead_s(self) -> float:
+        """Median over the last drains that ended done: (measured total - the waves' longest predicted moves)
+        per wave. Drains with a parked or re-approved move are left out (their time is not the pipeline's)."""
+        seen = []
+        for d in await self.store.drains(states=(DrainState.DONE,), limit=5):
+            started = [a.at for a in d.approvals if a.approved]
+            if not started or not d.plan.waves:
+                continue
+            total = (d.updated_at - max(started)).total_seconds()
+            waves = {m.wave for m in d.plan.moves}
+            longest = sum(max(m.predicted_total_s for m in d.plan.moves if m.wave == w) for w in waves)
+            seen.append((total - longest) / len(waves))
+        if not seen:
+            return WAVE_OVERHEAD_S
+        return min(10.0, max(0.2, statistics.median(seen)))
 
     async def plan_return(self, host: str) -> tuple[DrainPlan, Drain]:
         """The plan that brings back what the last completed drain of `host` moved away (where they are now)."""
@@ -207,7 +229,7 @@ class DrainDesk:
         by_host: dict[str, list[str]] = {}
         for job in moved:
             by_host.setdefault(job.destination, []).append(job.vm)
-        plan = await self.planner.plan_return(host, by_host, options)
+        plan = await self.timed(await self.planner.plan_return(host, by_host, options))
         found = {m.vm for m in plan.moves} | {lb.vm for lb in plan.left_behind}
         left = [
             LeftBehind(vm, f"no longer on {where}", f"find it with `/migrate status {vm}` and move it by hand")
@@ -354,7 +376,12 @@ class DrainDesk:
         moves = [await self._move_status(drain, m, jobs.get(m.vm)) for m in drain.plan.moves]
         now = self.clock()
         elapsed = (now - drain.created_at).total_seconds() if drain.state is not DrainState.AWAITING_APPROVAL else 0.0
-        return DrainStatus(drain, tuple(moves), None if drain.state.finished else _remaining(moves), elapsed)
+        return DrainStatus(
+            drain,
+            tuple(moves),
+            None if drain.state.finished else _remaining(moves, drain.plan.wave_overhead_s),
+            elapsed,
+        )
 
     async def _move_status(self, drain: Drain, planned: PlannedMove, job: Job | None) -> MoveStatus:
         stopping = drain.state in (DrainState.CANCELLING, DrainState.CANCELLED)
@@ -556,7 +583,7 @@ def _needs_start(m: MoveStatus, drain: Drain) -> bool:
     )
 
 
-def _remaining(moves: Sequence[MoveStatus]) -> float:
+def _remaining(moves: Sequence[MoveStatus], overhead_s: float = WAVE_OVERHEAD_S) -> float:
     """Seconds left: the current wave's longest remaining move, then every later wave's longest prediction."""
     by_wave: dict[int, float] = {}
     for m in moves:
@@ -569,4 +596,4 @@ def _remaining(moves: Sequence[MoveStatus]) -> float:
         else:
             left = m.planned.predicted_total_s
         by_wave[m.planned.wave] = max(by_wave.get(m.planned.wave, 0.0), left)
-    return round(sum(left + WAVE_OVERHEAD_S for left in by_wave.values() if left > 0), 1)
+    return round(sum(left + overhead_s for left in by_wave.values() if left > 0), 1)

@@ -173,6 +173,13 @@ class DrainPlan:
     left_behind: tuple[LeftBehind, ...]
     eta_s: float
     rule: str = SCHEDULING_RULE
+    wave_overhead_s: float = WAVE_OVERHEAD_S  # what each wave costs beyond its longest move, in `eta_s`
+
+    def retimed(self, wave_overhead_s: float) -> DrainPlan:
+        """The same plan with its ETA counting `wave_overhead_s` per wave (learned from earlier drains)."""
+        longest = sum(max(m.predicted_total_s for m in self.moves if m.wave == w) for w in {m.wave for m in self.moves})
+        eta = round(longest + self.waves * wave_overhead_s, 1)
+        return replace(self, eta_s=eta, wave_overhead_s=round(wave_overhead_s, 2))
 
     @property
     def executable(self) -> bool:
@@ -204,6 +211,7 @@ class DrainPlan:
             "left_behind": [lb.to_json() for lb in self.left_behind],
             "eta_s": self.eta_s,
             "rule": self.rule,
+            "wave_overhead_s": self.wave_overhead_s,
         }
 
     @staticmethod
@@ -216,6 +224,7 @@ class DrainPlan:
             left_behind=tuple(LeftBehind(lb["vm"], lb["reason"], lb["fix"]) for lb in data["left_behind"]),
             eta_s=float(data["eta_s"]),
             rule=data.get("rule", SCHEDULING_RULE),
+            wave_overhead_s=float(data.get("wave_overhead_s", WAVE_OVERHEAD_S)),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from migration_core.errors import MigrateBotError
 from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup
 from migration_core.hypervisor.fleet import HostSpec, VmSpec, run_virtual
 from migration_core.models import CheckStatus, JobState, MigrationOptions, MigrationRequest
+from migration_core.planning.drain import WAVE_OVERHEAD_S
 from tests.migration_core.fleet.support import Recorder, close_service, open_service, rig, when
 
 A, B, C = "hA", "hB", "hC"
@@ -316,6 +317,35 @@ def test_the_drain_arguments_reach_the_plan_and_the_request(tmp_path: Path) -> N
             assert sorted(m.vm for m in drain.plan.moves) == ["a2"]
             assert {m.destination for m in drain.plan.moves} == {C}
             assert sorted(lb.vm for lb in drain.plan.left_behind) == ["a1", "off"]
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+def test_the_eta_learns_each_waves_cost_from_the_last_finished_drain(tmp_path: Path) -> None:
+    """The first drain's ETA counts the built-in cost per wave; once a drain has ended done, the next plan counts
+    what that drain really took per wave beyond its predicted moves, and lands closer."""
+    vms = [_idle(f"a{i}", 512) for i in range(4)] + [
+        VmSpec(f"b{i}", host=B, memory_mib=512, transferable_mib=128, dirty_mib_s=1) for i in range(4)
+    ]
+    r = rig(*vms, hosts=(HostSpec(A, max_outbound=1), HostSpec(B, max_outbound=1), HostSpec(C)))
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        loop = asyncio.get_running_loop()
+        try:
+            errors = []
+            for host in (A, B):
+                drain = await service.request_drain(host, MigrationOptions(), "alice")
+                await _approve_drain(service, drain.id)
+                start = loop.time()
+                done = await service.wait_drain(drain.id, timeout_s=3600)
+                assert done.drain.state is DrainState.DONE, done.drain.detail
+                errors.append(abs(drain.plan.eta_s - (loop.time() - start)) / (loop.time() - start))
+                overhead = drain.plan.wave_overhead_s
+            assert overhead != WAVE_OVERHEAD_S  # the second plan used the learned figure
+            assert errors[1] < errors[0], errors
         finally:
             await close_service(service)
 

@@ -225,6 +225,7 @@ class PreflightSettings:
     def memory_headroom_for(self, vm_memory_bytes: int) -> int:
         """The larger of the fixed and proportional headroom.
 
+        >>> from migration_core.units import GIB
         >>> PreflightSettings().memory_headroom_for(8 * GIB) // MIB
         819
         """

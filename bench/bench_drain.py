@@ -1,7 +1,7 @@
 """Drain benchmark: the bot's plan against one-at-a-time (Nova) and two-at-a-time (oVirt), on the fleet and the lab.
 
     PYTHONPATH=. .venv/bin/python bench/bench_drain.py                 # in-memory fleet (no lab), ~1 min
-    PYTHONPATH=. .venv/bin/python bench/bench_drain.py --lab [--rate 64]   # the lab (hostA drained to B and C)
+    PYTHONPATH=. .venv/bin/python bench/bench_drain.py --lab [--rate 64] [--slots 4]   # the lab (hostA to B, C)
 
 Fleet part: 500 VMs on 20 hosts (the real service, dispatcher, executor, controller and SQLite store on the
 in-memory fleet, virtual time). Reported: the wall time to plan a drain of the 40-VM host; that drain run three
@@ -183,11 +183,12 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=40, help="VMs on the host drained first (h00)")
     ap.add_argument("--lab", action="store_true", help="run the lab part instead (needs `deploy/lab/lab up`)")
     ap.add_argument("--rate", type=int, default=64, help="lab: the shaped link, MiB/s")
+    ap.add_argument("--slots", type=int, default=4, help="lab: max_inbound / max_outbound per host (hard limits)")
     args = ap.parse_args()
     if args.lab:
         from bench.bench_drain_lab import lab_part
 
-        lab_part(args.rate)
+        lab_part(args.rate, args.slots)
     else:
         fleet_part(args.hosts, args.vms, args.big)
 

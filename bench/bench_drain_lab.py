@@ -7,6 +7,7 @@ followed by a return, with the ETA given before the start against the measured t
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -41,8 +42,16 @@ async def approve_and_time(service: MigrationService, drain_id: int) -> tuple[fl
     return total, drain.state, breaches(status), status.count(MoveOutcome.PARKED)
 
 
-async def one_way(lab: LabInfo, way: str, count: int | None, rate: int, db: str, tmp: Path) -> Run:
-    env = bot_env(lab, db, hosts_file=inventory_with_link(lab, tmp, rate))  # the shaped rate, declared
+def hosts_file(lab: LabInfo, tmp: Path, rate: int, slots: int) -> Path:
+    """The lab's hosts file declaring the shaped rate and `slots` in and out per host (the hard limits)."""
+    path = inventory_with_link(lab, tmp, rate)
+    text = re.sub(r"(?m)^max_(inbound|outbound) = \d+", lambda m: f"max_{m.group(1)} = {slots}", path.read_text())
+    path.write_text(text)
+    return path
+
+
+async def one_way(lab: LabInfo, way: str, count: int | None, rate: int, slots: int, db: str, tmp: Path) -> Run:
+    env = bot_env(lab, db, hosts_file=hosts_file(lab, tmp, rate, slots))
     async with in_process_bot(env) as bot:
         service = bot.service
         link_rate(lab, rate)
@@ -59,16 +68,19 @@ async def one_way(lab: LabInfo, way: str, count: int | None, rate: int, db: str,
         return Run(way, len(plan.moves), eta if count is None else 0.0, total, breached, parked)
 
 
-def lab_part(rate: int) -> None:
+def lab_part(rate: int, slots: int) -> None:
     lab, _out = bring_up()
-    print(f"lab: hostA drained to hostB and hostC, every host's NIC shaped to {rate} MiB/s; a return after each run")
+    print(
+        f"lab: hostA drained to hostB and hostC, every host's NIC shaped to {rate} MiB/s, {slots} migrations in and "
+        "out per host; a return after each run"
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="mb-bench-drain-lab-") as tmp:
         try:
             home(lab)
             for i, (way, count) in enumerate((("bot plan", None), ("1 at a time", 1), ("2 at a time", 2))):
                 db = f"sqlite:///{Path(tmp) / f'bot{i}.db'}"
-                rows.append(asyncio.run(one_way(lab, way, count, rate, db, Path(tmp))))
+                rows.append(asyncio.run(one_way(lab, way, count, rate, slots, db, Path(tmp))))
                 home(lab)
         finally:
             link_reset(lab)

@@ -327,12 +327,12 @@ def test_plan_text_report_and_unknown_host(lab: LabInfo, db_env: dict[str, str])
     assert text.returncode == 0, text.stderr
     assert "vm42" in text.stdout and "hostB" in text.stdout and "{" not in text.stdout.splitlines()[0]
     # An unknown destination is a plan that is not executable (exit 0, as the contract says), not an error.
-    unknown = run("plan", "vm42", "to", "hostC", "--json", env=env)
+    unknown = run("plan", "vm42", "to", "hostD", "--json", env=env)
     assert unknown.returncode == 0, unknown.stderr
     data = one_json(unknown)
     assert data["executable"] is False
     known = next(c for c in data["checks"] if c["name"] == "hosts.known")
-    assert known["status"] == "fail" and "hostC" in known["reason"] and "hostB" in known["fix"]
+    assert known["status"] == "fail" and "hostD" in known["reason"] and "hostB" in known["fix"]
 
 
 @pytest.mark.lab
@@ -341,7 +341,7 @@ def test_hosts_on_the_lab(lab: LabInfo, db_env: dict[str, str]) -> None:
     proc = run("hosts", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     hosts = {h["name"]: h for h in one_json(proc)}
-    assert set(hosts) == {"hostA", "hostB"}
+    assert set(hosts) == {"hostA", "hostB", "hostC"}
     for name, h in hosts.items():
         assert h["reachable"] is True and lab.host(name).hostname in h["detail"], h
         assert h["uri"] == lab.host(name).uri

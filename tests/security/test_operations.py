@@ -93,7 +93,7 @@ async def test_a_migration_through_slack_logs_its_job_on_every_line_and_moves_th
             assert metric(text, "migrate_bot_queue_wait_seconds_count") == 1
             assert metric(text, "migrate_bot_queue_length") == 0
         status, health = bot.health()
-        assert status == 200 and health["detail"]["hosts_reachable"] == "2/2"
+        assert status == 200 and health["detail"]["hosts_reachable"] == "3/3"
 
         # The JSON log: every line parses; every line of the job's life names the job, its VM, hosts and actor.
         lines = json_lines(bot.log_text())

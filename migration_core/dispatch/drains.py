@@ -207,9 +207,7 @@ class DrainDesk:
             if not started or not d.plan.waves:
                 continue
             total = (d.updated_at - max(started)).total_seconds()
-            waves = {m.wave for m in d.plan.moves}
-            longest = sum(max(m.predicted_total_s for m in d.plan.moves if m.wave == w) for w in waves)
-            seen.append((total - longest) / len(waves))
+            seen.append((total - d.plan.moving_s) / d.plan.waves)
         if not seen:
             return WAVE_OVERHEAD_S
         return min(10.0, max(0.2, statistics.median(seen)))

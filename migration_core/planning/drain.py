@@ -32,6 +32,7 @@ from typing import Any
 from migration_core.errors import PreflightError
 from migration_core.facts.gathered import VmState
 from migration_core.models import CheckResult, MigrationMode, MigrationOptions, Plan, options_from_json
+from migration_core.planning.estimate import DEFAULT_FIXED_S
 from migration_core.planning.estimates import MoveEstimate, MoveEstimator, MoveLoad
 from migration_core.planning.placement import Candidacy, Choice, Destination, VmToPlace, place_all
 from migration_core.planning.planner import make_plan
@@ -175,10 +176,14 @@ class DrainPlan:
     rule: str = SCHEDULING_RULE
     wave_overhead_s: float = WAVE_OVERHEAD_S  # what each wave costs beyond its longest move, in `eta_s`
 
+    @property
+    def moving_s(self) -> float:
+        """The ETA without the waves' fixed cost: the time the moves themselves are predicted to take."""
+        return max(0.0, self.eta_s - self.waves * self.wave_overhead_s)
+
     def retimed(self, wave_overhead_s: float) -> DrainPlan:
         """The same plan with its ETA counting `wave_overhead_s` per wave (learned from earlier drains)."""
-        longest = sum(max(m.predicted_total_s for m in self.moves if m.wave == w) for w in {m.wave for m in self.moves})
-        eta = round(longest + self.waves * wave_overhead_s, 1)
+        eta = round(self.moving_s + self.waves * wave_overhead_s, 1)
         return replace(self, eta_s=eta, wave_overhead_s=round(wave_overhead_s, 2))
 
     @property
@@ -314,7 +319,7 @@ def plan_drain(
     eta = 0.0
     for number, wave in enumerate(waves, start=1):
         timed = _timed(wave, source, options, estimator)
-        eta += max(e.total_s for _, e, _ in timed) + WAVE_OVERHEAD_S
+        eta += _wave_time(wave, timed) + WAVE_OVERHEAD_S
         for move, est, share in sorted(timed, key=lambda t: (-t[1].total_s, t[0].choice.vm)):
             plan = make_plan(
                 move.cand.facts,
@@ -348,6 +353,23 @@ def plan_drain(
         left_behind=tuple(sorted(left, key=lambda lb: lb.vm)),
         eta_s=round(eta, 1),
     )
+
+
+def _wave_time(wave: Sequence[_Move], timed: Sequence[tuple[_Move, MoveEstimate, float]]) -> float:
+    """How long a wave's moves take together. Timing each on an equal share of the link over-states it: a move
+    that ends early hands its share to the others (processor sharing), so the link carries the wave's data in
+    the sum of the moves' solo transfer times while their fixed costs overlap. Never less than the longest move
+    alone, never more than the equal-share figure.
+
+    >>> _wave_time([], [])
+    0.0
+    """
+    if not timed:
+        return 0.0
+    equal_share = max(e.total_s for _, e, _ in timed)
+    solo = [m.solo.total_s for m in wave]
+    shared = sum(solo) - (len(solo) - 1) * DEFAULT_FIXED_S
+    return max(max(solo), min(equal_share, shared))
 
 
 def _checks_in_report_order(cand: Candidacy, choice: Choice) -> tuple[CheckResult, ...]:

@@ -36,7 +36,16 @@ from handlers.blocks.modals import (
     parse_downtime_ms,
 )
 from handlers.blocks.slack import message_payload
-from handlers.deps import Deps, Listener, Matcher, bug_reference, ephemeral, register_table
+from handlers.deps import (
+    Deps,
+    Listener,
+    Matcher,
+    body_channel,
+    body_user,
+    bug_reference,
+    ephemeral,
+    register_table,
+)
 from handlers.gate import GateKind
 from handlers.slack_io import post_message
 from migration_core.dispatch.policy import may_control, required_approvals, still_needed
@@ -67,25 +76,11 @@ def job_id_of(body: dict[str, Any]) -> int | None:
         return None
 
 
-def _user(body: dict[str, Any]) -> str:
-    user = body.get("user") or {}
-    return str(user.get("id", "")) if isinstance(user, dict) else ""
-
-
-def _channel(body: dict[str, Any]) -> str:
-    channel, container = body.get("channel"), body.get("container")
-    if isinstance(channel, dict) and isinstance(channel.get("id"), str):
-        return str(channel["id"])
-    if isinstance(container, dict) and isinstance(container.get("channel_id"), str):
-        return str(container["channel_id"])
-    return ""
-
-
 async def _refusal(deps: Deps, body: dict[str, Any], action: str, channel: str) -> str | None:
     """The edge gates for a click or form (channel, rate; handlers.gate): None, or the refusal (recorded)."""
     if deps.gate is None:
         return None
-    user = _user(body)
+    user = body_user(body)
     verdict = await deps.gate.check(GateKind.CONTROL, user, channel)
     if verdict.allowed:
         return None
@@ -211,11 +206,11 @@ async def on_button(
 ) -> None:
     """Every button: ack, the edge gates, the job from the block_id, then `run`; refusals go to the clicker."""
     await ack()
-    if (refusal := await _refusal(deps, body, action_id, _channel(body))) is not None:
+    if (refusal := await _refusal(deps, body, action_id, body_channel(body))) is not None:
         await _say(respond, refusal)
         return
     job_id = job_id_of(body)
-    user = _user(body)
+    user = body_user(body)
     if job_id is None or not user:
         why = "the button does not belong to a migration card"
         await deps.refused(None, user, action_id, why, click_data(body))
@@ -253,7 +248,7 @@ async def on_bandwidth(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClie
 async def unknown_action(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None, *, deps: Deps) -> None:
     await ack()
     data = click_data(body)
-    await deps.refused(None, _user(body), "unknown control", f"no control {data.get('action_id', '')!r}", data)
+    await deps.refused(None, body_user(body), "unknown control", f"no control {data.get('action_id', '')!r}", data)
     await _say(respond, "that control is not one of this bot's; use `/migrate status`")
 
 
@@ -261,7 +256,7 @@ async def unknown_view(ack: AsyncAck, body: dict[str, Any], *, deps: Deps) -> No
     await ack()
     view = body.get("view") or {}
     callback = str(view.get("callback_id", ""))[:_RECORDED_CHARS] if isinstance(view, dict) else ""
-    await deps.refused(None, _user(body), "unknown form", f"no form {callback!r}", {"callback_id": callback})
+    await deps.refused(None, body_user(body), "unknown form", f"no form {callback!r}", {"callback_id": callback})
 
 
 # The buttons of the card: action_id -> what a click does once it names a job and a person.
@@ -326,15 +321,13 @@ async def handle_value_submission(
     apply: Callable[[int, int, str], Awaitable[Job]],
 ) -> None:
     """Validate -> errors keep the modal open; else apply within the ack window, or close and report later."""
-    user = _user(body)
+    user = body_user(body)
     try:
         target = ModalTarget.load(str(body.get("view", {}).get("private_metadata", "")))
         if target.job_id > MAX_JOB_ID:  # the metadata came back from the client: no trust in its size either
             raise ValueError("job id out of range")
     except (ValueError, TypeError, AttributeError, RecursionError):
-        await ack(
-            response_action="errors", errors={VALUE_BLOCK: "this form lost track of its job; open it again"}
-        )
+        await ack(response_action="errors", errors={VALUE_BLOCK: "this form lost track of its job; open it again"})
         return
     try:
         value = parse(submitted_value(body))

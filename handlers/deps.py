@@ -149,3 +149,19 @@ def register_table(
     app.event), in the table's order: Bolt tries listeners in registration order, so catch-alls go last."""
     for matcher, listener in table:
         add(matcher)(bind(listener, deps))
+
+
+def body_user(body: dict[str, Any]) -> str:
+    """Who clicked: the interaction payload's user id ("" when the payload has none)."""
+    user = body.get("user") or {}
+    return str(user.get("id", "")) if isinstance(user, dict) else ""
+
+
+def body_channel(body: dict[str, Any]) -> str:
+    """Where the click happened: the payload's channel, else its container's channel ("" when neither)."""
+    channel, container = body.get("channel"), body.get("container")
+    if isinstance(channel, dict) and isinstance(channel.get("id"), str):
+        return str(channel["id"])
+    if isinstance(container, dict) and isinstance(container.get("channel_id"), str):
+        return str(container["channel_id"])
+    return ""

@@ -22,7 +22,16 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from handlers.blocks.drain_card import APPROVE_DRAIN, DENY_DRAIN, DRAIN_BLOCK
-from handlers.deps import Deps, Listener, Matcher, bug_reference, ephemeral, register_table
+from handlers.deps import (
+    Deps,
+    Listener,
+    Matcher,
+    body_channel,
+    body_user,
+    bug_reference,
+    ephemeral,
+    register_table,
+)
 from handlers.gate import GateKind
 from migration_core.errors import MigrateBotError, StateError, UnknownDrainError
 
@@ -52,20 +61,6 @@ def drain_click(body: dict[str, Any]) -> DrainClick | None:
         return DrainClick(int(block.group(1)), value.group(2))
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):
         return None
-
-
-def _user(body: dict[str, Any]) -> str:
-    user = body.get("user") or {}
-    return str(user.get("id", "")) if isinstance(user, dict) else ""
-
-
-def _channel(body: dict[str, Any]) -> str:
-    channel, container = body.get("channel"), body.get("container")
-    if isinstance(channel, dict) and isinstance(channel.get("id"), str):
-        return str(channel["id"])
-    if isinstance(container, dict) and isinstance(container.get("channel_id"), str):
-        return str(container["channel_id"])
-    return ""
 
 
 def _click_data(body: dict[str, Any]) -> dict[str, object]:
@@ -110,9 +105,9 @@ async def on_drain_button(
     """Approve / Deny of a drain card: ack, the edge gates, the drain and the plan hash from the click, then
     the service decides; every refusal goes to the clicker, ephemerally, and changes nothing."""
     await ack()
-    user = _user(body)
+    user = body_user(body)
     if deps.gate is not None:
-        verdict = await deps.gate.check(GateKind.CONTROL, user, _channel(body))
+        verdict = await deps.gate.check(GateKind.CONTROL, user, body_channel(body))
         if not verdict.allowed:
             await deps.refused(None, user, action_id, verdict.reason, {**_click_data(body), "code": verdict.code})
             await _say(respond, verdict.reason)

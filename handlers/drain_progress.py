@@ -41,6 +41,7 @@ from handlers.blocks.drain_card import (
     drain_summary_message,
 )
 from handlers.blocks.ir import SLACK, Message, Text
+from handlers.progress import run_worker
 from handlers.slack_io import is_transient, post_message, update_message
 from handlers.slack_rate import EditGate, edit_client, is_rate_limited, retry_after_s
 from migration_core.drains import Drain, DrainState, DrainStatus, MoveStatus
@@ -181,20 +182,9 @@ class SlackDrainSink:
             st.task = asyncio.create_task(self._worker(st), name=f"slack-drain-{st.drain_id}")
 
     async def _worker(self, st: _DrainState) -> None:
-        try:
-            while True:
-                await st.wake.wait()
-                st.wake.clear()
-                await self._work_once(st)
-                if st.busy():
-                    st.wake.set()
-                elif st.finished:
-                    self._drains.pop(st.drain_id, None)
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug here must not stop the other drains' messages
-            log.exception("slack drain worker for D%s crashed", st.drain_id)
+        await run_worker(
+            st, lambda: self._work_once(st), lambda: self._drains.pop(st.drain_id, None), f"D{st.drain_id}"
+        )
 
     async def _work_once(self, st: _DrainState) -> None:
         while st.ops:

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from handlers.blocks.card import card_message
 from handlers.blocks.ir import SLACK, Message
@@ -62,6 +62,36 @@ class _Op:
     kind: str  # "state" | "notice" | "summary" | "progress_start" | "progress_final"
     event: JobEvent | None = None
     attempts: int = 0
+
+
+class Wakeable(Protocol):
+    """A message's worker state: woken by events, busy while it has work, finished when it may go."""
+
+    wake: asyncio.Event
+    finished: bool
+
+    def busy(self) -> bool: ...
+
+
+async def run_worker(
+    st: Wakeable, work_once: Callable[[], Awaitable[None]], forget: Callable[[], object], what: str
+) -> None:
+    """One message's worker (a job's progress, a drain's roll-up): work whenever woken, again while busy, and
+    forget the state once finished. A bug in one worker is logged and never stops the others'."""
+    try:
+        while True:
+            await st.wake.wait()
+            st.wake.clear()
+            await work_once()
+            if st.busy():
+                st.wake.set()
+            elif st.finished:
+                forget()
+                return
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("slack message worker for %s crashed", what)
 
 
 @dataclass
@@ -215,20 +245,7 @@ class SlackProgressSink:
             st.task = asyncio.create_task(self._worker(st), name=f"slack-progress-{job_id}")
 
     async def _worker(self, st: _JobState) -> None:
-        try:
-            while True:
-                await st.wake.wait()
-                st.wake.clear()
-                await self._work_once(st)
-                if st.busy():
-                    st.wake.set()
-                elif st.finished:
-                    self._jobs.pop(st.job_id, None)
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug here must not kill the loop of other jobs
-            log.exception("slack progress worker for job %s crashed", st.job_id)
+        await run_worker(st, lambda: self._work_once(st), lambda: self._jobs.pop(st.job_id, None), f"job {st.job_id}")
 
     async def _work_once(self, st: _JobState) -> None:
         while st.ops:
@@ -301,9 +318,7 @@ class SlackProgressSink:
     async def _post(self, job: Job, msg: Message, *, broadcast: bool = False) -> str | None:
         if not (job.chat_channel and job.chat_thread):
             return None
-        return await post_message(
-            self._client, job.chat_channel, msg, thread_ts=job.chat_thread, broadcast=broadcast
-        )
+        return await post_message(self._client, job.chat_channel, msg, thread_ts=job.chat_thread, broadcast=broadcast)
 
     async def _update(self, channel: str, ts: str, msg: Message) -> None:
         await update_message(self._edit_client, channel, ts, msg)
@@ -327,9 +342,7 @@ class SlackProgressSink:
                 if st.progress_ts:
                     try:
                         await self._service.set_chat_refs(job.id, progress=st.progress_ts)
-                    except (
-                        MigrateBotError
-                    ) as err:  # the message exists; only a restart would lose track of it
+                    except MigrateBotError as err:  # the message exists; only a restart would lose track of it
                         log.error("job %s: could not store the progress message ts: %s", job.id, err)
         elif op.kind == "progress_final":
             if st.progress_ts is not None and st.job_id not in self._final_shown:

@@ -51,15 +51,20 @@ def check_name(text: str, what: str) -> str:
     _fail(f"`{shown}` is not a valid {what} name", f"a {what} name is {NAME_RULE}")
 
 
-def parse_job_id(text: str) -> int | None:
-    """`41` or `#41` -> 41; None when `text` does not look like a job id at all. Zero is rejected."""
-    m = _JOB_ID_RE.fullmatch(text)
+def _parse_id(regex: re.Pattern[str], text: str, what: str, hint: str) -> int | None:
+    """The id `regex` captures in `text`; None when `text` is not written like one. Zero is rejected."""
+    m = regex.fullmatch(text)
     if m is None:
         return None
-    job_id = int(m.group(1))
-    if job_id < 1:
-        _fail(f"`{text}` is not a job id", "job ids start at 1, like #41")
-    return job_id
+    ident = int(m.group(1))
+    if ident < 1:
+        _fail(f"`{text}` is not {what}", hint)
+    return ident
+
+
+def parse_job_id(text: str) -> int | None:
+    """`41` or `#41` -> 41; None when `text` does not look like a job id at all. Zero is rejected."""
+    return _parse_id(_JOB_ID_RE, text, "a job id", "job ids start at 1, like #41")
 
 
 _DRAIN_REF_RE = re.compile(r"[dD]([0-9]{1,18})", re.ASCII)
@@ -67,13 +72,7 @@ _DRAIN_REF_RE = re.compile(r"[dD]([0-9]{1,18})", re.ASCII)
 
 def parse_drain_ref(text: str) -> int | None:
     """`D7` or `d7` -> 7 (how people name a drain); None when `text` is not written like that. D0 is rejected."""
-    m = _DRAIN_REF_RE.fullmatch(text)
-    if m is None:
-        return None
-    drain_id = int(m.group(1))
-    if drain_id < 1:
-        _fail(f"`{text}` is not a drain", "drain ids start at 1, like D7 (see /migrate status)")
-    return drain_id
+    return _parse_id(_DRAIN_REF_RE, text, "a drain", "drain ids start at 1, like D7 (see /migrate status)")
 
 
 def looks_like_int(text: str) -> bool:

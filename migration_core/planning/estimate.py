@@ -159,6 +159,21 @@ class Estimate:
     verdict: str
     postcopy_switch_s: float | None = None  # post-copy: the switch the policy makes after this many seconds
 
+    @classmethod
+    def without_figures(
+        cls,
+        basis: str,
+        verdict: str,
+        *,
+        converges: bool | None = None,
+        passes: int | None = None,
+        model_total_s: float | None = None,
+        throughput_mib_s: float | None = None,
+    ) -> Estimate:
+        """No time or downtime to give (no link bandwidth, or a move that will not converge): what the model knows."""
+        no_time = no_downtime = (None, None, None)
+        return cls(converges, *no_time, *no_downtime, passes, model_total_s, None, throughput_mib_s, basis, 0, verdict)
+
 
 @dataclass(frozen=True)
 class PairCalibration:
@@ -570,40 +585,20 @@ def estimate(inputs: MoveInputs, history: Sequence[MoveSample] = (), *, now: dat
     pair = learn_pair(inputs.source, inputs.destination, ok)
     phys = physics(inputs, pair)
     if phys is None:
-        return Estimate(
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
+        return Estimate.without_figures(
             "no link bandwidth",
-            0,
             "cannot predict: the link bandwidth is unknown; set the host pair's link_mib_s in the hosts file",
         )
     if not phys.converges:
-        return Estimate(
-            False,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            phys.passes,
-            phys.total_s,
-            None,
-            phys.throughput_mib_s,
+        return Estimate.without_figures(
             "model",
-            0,
             f"will not converge: dirty rate {inputs.dirty_rate_mib_s or 0:.1f} MiB/s against ~"
             f"{phys.throughput_mib_s:.0f} MiB/s of throughput ({inputs.link_mib_s:g} MiB/s link); use"
             " --postcopy or --auto-converge",
+            converges=False,
+            passes=phys.passes,
+            model_total_s=phys.total_s,
+            throughput_mib_s=phys.throughput_mib_s,
         )
     rep = _repeat(inputs, ok, pair, phys)
     offline = inputs.mode is MoveMode.OFFLINE

@@ -24,9 +24,9 @@ from migration_core.planning.estimate import MoveInputs, estimate, mode_of, to_p
 from migration_core.planning.prediction import (
     DEFAULT_SETUP_S,
     PRECOPY_SWITCHOVER_MS,
+    AutoConverge,
     predict_postcopy,
     predict_precopy,
-    predict_with_auto_converge,
 )
 from migration_core.units import MIB
 
@@ -93,13 +93,11 @@ class ModelEstimator:
             return MoveEstimate(total, 0.0, True, f"offline: only the definition moves (~{total:g} s)")
         target = downtime_target_ms(options)
         try:
-            if options.auto_converge:
-                p = predict_with_auto_converge(
-                    load.memory_bytes, load.dirty_rate_mib_s, bandwidth, target,
-                    initial_pct=AUTO_CONVERGE_INITIAL_PCT, increment_pct=AUTO_CONVERGE_INCREMENT_PCT,
-                )  # fmt: skip
-            else:
-                p = predict_precopy(load.memory_bytes, load.dirty_rate_mib_s, bandwidth, target)
+            throttle = AutoConverge(AUTO_CONVERGE_INITIAL_PCT, AUTO_CONVERGE_INCREMENT_PCT)
+            p = predict_precopy(
+                load.memory_bytes, load.dirty_rate_mib_s, bandwidth, target,
+                auto_converge=throttle if options.auto_converge else None,
+            )  # fmt: skip
             if p.converges is False and (options.postcopy or options.postcopy_after_s is not None):
                 p = predict_postcopy(load.memory_bytes, load.dirty_rate_mib_s, bandwidth)
         except MigrateBotError as err:

@@ -95,19 +95,66 @@ def _no_link(dirty_rate_mib_s: float | None) -> Prediction:
     )
 
 
-def _precopy_like(
+@dataclass(frozen=True)
+class AutoConverge:
+    """QEMU's auto-converge throttle: from pass 3 at `initial_pct`, + `increment_pct` per pass, up to `max_pct`
+    (QEMU's cpu-throttle-max, 99); it only engages when the guest dirties more than half the link."""
+
+    initial_pct: int = 20
+    increment_pct: int = 10
+    max_pct: int = 99
+
+    def throttle_pct(self, n: int) -> int:
+        """The vCPU throttle during pass `n` (1-based) once it engaged."""
+        return 0 if n < 3 else min(self.max_pct, self.initial_pct + self.increment_pct * (n - 3))
+
+
+def predict_precopy(
     memory_bytes: int,
     dirty_rate_mib_s: float | None,
     bandwidth_mib_s: float,
     max_downtime_ms: int,
     *,
-    max_passes: int,
-    setup_s: float,
-    working_set_bytes: int | None,
-    switchover_ms: float,
-    throttle_pct: Callable[[int], int],
-    label: str,
+    max_passes: int = 30,
+    setup_s: float = DEFAULT_SETUP_S,
+    working_set_bytes: int | None = None,
+    switchover_ms: float = PRECOPY_SWITCHOVER_MS,
+    auto_converge: AutoConverge | None = None,
 ) -> Prediction:
+    """Pre-copy, plain or with auto-converge: does it converge under `max_downtime_ms`, in how long, in how many
+    passes?
+
+    Worked example, the lab's idle guest: 256 MiB RAM dirtying 7.8 MiB/s over a 200 MiB/s link, 300 ms
+    max. Pass 1 sends 256 MiB in 1.28 s, meanwhile 10 MiB are dirtied; 10 MiB go in 50 ms < 300 ms, so
+    the second pass is the stop-and-copy: 1 s setup + 1.28 s + 60 ms = ~2.3 s, downtime ~60 ms.
+
+    >>> predict_precopy(256 * MIB, 7.8, 200.0, 300).verdict
+    'converges in ~2.3 s, downtime ~60 ms (2 passes)'
+
+    The lab's busy guest (128 MiB working set at 31.2 MiB/s) on a 16 MiB/s link never converges:
+
+    >>> p = predict_precopy(256 * MIB, 31.2, 16.0, 300, working_set_bytes=128 * MIB)
+    >>> p.converges, p.verdict.split(" (")[0]
+    (False, 'will not converge: dirty rate 31.2 MiB/s >= link 16.0 MiB/s')
+    >>> p.verdict.split(" (")[1]
+    'each pass leaves ~128 MiB: ~8000 ms of downtime, max 300 ms)'
+
+    With `auto_converge`, QEMU throttles the vCPUs (slowing the dirtying) once two passes in a row re-dirtied
+    more than half of what they sent; the throttled dirty rate is `dirty x (1 - throttle)`.
+
+    Worked example, the lab's busy guest at 16 MiB/s with 50 %/+25 %: passes 3, 4, 5 run at 50, 75, 99 %;
+    the 99 % pass leaves ~1.2 MiB (74 ms), so it converges (the lab measured 56.8 s, 10 passes, 99 %).
+
+    >>> predict_precopy(256 * MIB, 31.2, 16.0, 300, working_set_bytes=128 * MIB,
+    ...                 auto_converge=AutoConverge(initial_pct=50, increment_pct=25)).verdict
+    'auto-converge: converges in ~45 s, downtime ~84 ms (6 passes, vCPUs throttled up to 99 %)'
+    """
+    high_dirty = dirty_rate_mib_s is not None and dirty_rate_mib_s > bandwidth_mib_s / 2
+
+    def throttle_pct(n: int) -> int:
+        return auto_converge.throttle_pct(n) if auto_converge is not None and high_dirty else 0
+
+    label = "" if auto_converge is None else "auto-converge: "
     _check_inputs(memory_bytes, dirty_rate_mib_s, max_passes)
     if max_downtime_ms <= 0:
         raise RequestError(f"max downtime must be positive, not {max_downtime_ms} ms", "e.g. --max-downtime 300")
@@ -158,92 +205,6 @@ def _precopy_like(
             f" {bandwidth_mib_s:.1f} MiB/s ({tail})"
         )
     return Prediction(False, None, None, dirty_rate_mib_s, bandwidth_mib_s, run.passes, verdict)
-
-
-def predict_precopy(
-    memory_bytes: int,
-    dirty_rate_mib_s: float | None,
-    bandwidth_mib_s: float,
-    max_downtime_ms: int,
-    *,
-    max_passes: int = 30,
-    setup_s: float = DEFAULT_SETUP_S,
-    working_set_bytes: int | None = None,
-    switchover_ms: float = PRECOPY_SWITCHOVER_MS,
-) -> Prediction:
-    """Plain pre-copy: does it converge under `max_downtime_ms`, in how long, in how many passes?
-
-    Worked example, the lab's idle guest: 256 MiB RAM dirtying 7.8 MiB/s over a 200 MiB/s link, 300 ms
-    max. Pass 1 sends 256 MiB in 1.28 s, meanwhile 10 MiB are dirtied; 10 MiB go in 50 ms < 300 ms, so
-    the second pass is the stop-and-copy: 1 s setup + 1.28 s + 60 ms = ~2.3 s, downtime ~60 ms.
-
-    >>> predict_precopy(256 * MIB, 7.8, 200.0, 300).verdict
-    'converges in ~2.3 s, downtime ~60 ms (2 passes)'
-
-    The lab's busy guest (128 MiB working set at 31.2 MiB/s) on a 16 MiB/s link never converges:
-
-    >>> p = predict_precopy(256 * MIB, 31.2, 16.0, 300, working_set_bytes=128 * MIB)
-    >>> p.converges, p.verdict.split(" (")[0]
-    (False, 'will not converge: dirty rate 31.2 MiB/s >= link 16.0 MiB/s')
-    >>> p.verdict.split(" (")[1]
-    'each pass leaves ~128 MiB: ~8000 ms of downtime, max 300 ms)'
-    """
-    return _precopy_like(
-        memory_bytes,
-        dirty_rate_mib_s,
-        bandwidth_mib_s,
-        max_downtime_ms,
-        max_passes=max_passes,
-        setup_s=setup_s,
-        working_set_bytes=working_set_bytes,
-        switchover_ms=switchover_ms,
-        throttle_pct=lambda _n: 0,
-        label="",
-    )
-
-
-def predict_with_auto_converge(
-    memory_bytes: int,
-    dirty_rate_mib_s: float | None,
-    bandwidth_mib_s: float,
-    max_downtime_ms: int,
-    *,
-    initial_pct: int = 20,
-    increment_pct: int = 10,
-    max_pct: int = 99,
-    max_passes: int = 30,
-    setup_s: float = DEFAULT_SETUP_S,
-    working_set_bytes: int | None = None,
-    switchover_ms: float = PRECOPY_SWITCHOVER_MS,
-) -> Prediction:
-    """Pre-copy with auto-converge: QEMU throttles the vCPUs (slowing the dirtying) once two passes in a row
-    re-dirtied more than half of what they sent, so from pass 3 at `initial_pct`, + `increment_pct` per pass,
-    up to `max_pct` (QEMU's cpu-throttle-max, 99). The throttled dirty rate is `dirty x (1 - throttle)`.
-
-    Worked example, the lab's busy guest at 16 MiB/s with 50 %/+25 %: passes 3, 4, 5 run at 50, 75, 99 %;
-    the 99 % pass leaves ~1.2 MiB (74 ms), so it converges (the lab measured 56.8 s, 10 passes, 99 %).
-
-    >>> predict_with_auto_converge(256 * MIB, 31.2, 16.0, 300, initial_pct=50, increment_pct=25,
-    ...                            working_set_bytes=128 * MIB).verdict
-    'auto-converge: converges in ~45 s, downtime ~84 ms (6 passes, vCPUs throttled up to 99 %)'
-    """
-    high_dirty = dirty_rate_mib_s is not None and dirty_rate_mib_s > bandwidth_mib_s / 2
-
-    def throttle(n: int) -> int:
-        return 0 if n < 3 or not high_dirty else min(max_pct, initial_pct + increment_pct * (n - 3))
-
-    return _precopy_like(
-        memory_bytes,
-        dirty_rate_mib_s,
-        bandwidth_mib_s,
-        max_downtime_ms,
-        max_passes=max_passes,
-        setup_s=setup_s,
-        working_set_bytes=working_set_bytes,
-        switchover_ms=switchover_ms,
-        throttle_pct=throttle,
-        label="auto-converge: ",
-    )
 
 
 def predict_postcopy(

@@ -13,9 +13,9 @@ from migration_core.errors import PreflightError, RequestError
 from migration_core.planning import advice, prediction
 from migration_core.planning.advice import parallel_connections_for
 from migration_core.planning.prediction import (
+    AutoConverge,
     predict_postcopy,
     predict_precopy,
-    predict_with_auto_converge,
 )
 from migration_core.units import GIB, MIB, bytes_s_to_mib_s, mb_s_to_mib_s, mib_s_to_mb_s, pages_s_to_mib_s
 
@@ -220,9 +220,9 @@ def test_postcopy_without_dirty_rate_assumes_the_worst() -> None:
 
 
 def test_auto_converge_rescues_the_busy_guest_and_a_bigger_step_is_faster() -> None:
-    gentle = predict_with_auto_converge(256 * MIB, 31.2, 16.0, 300, working_set_bytes=128 * MIB)
-    strong = predict_with_auto_converge(
-        256 * MIB, 31.2, 16.0, 300, initial_pct=50, increment_pct=25, working_set_bytes=128 * MIB
+    gentle = predict_precopy(256 * MIB, 31.2, 16.0, 300, working_set_bytes=128 * MIB, auto_converge=AutoConverge())
+    strong = predict_precopy(
+        256 * MIB, 31.2, 16.0, 300, working_set_bytes=128 * MIB, auto_converge=AutoConverge(50, 25)
     )
     assert gentle.converges is True and strong.converges is True
     assert strong.total_s is not None and gentle.total_s is not None
@@ -232,14 +232,14 @@ def test_auto_converge_rescues_the_busy_guest_and_a_bigger_step_is_faster() -> N
 
 
 def test_auto_converge_does_not_throttle_a_guest_that_converges_anyway() -> None:
-    p = predict_with_auto_converge(256 * MIB, 7.8, 200.0, 300)
+    p = predict_precopy(256 * MIB, 7.8, 200.0, 300, auto_converge=AutoConverge())
     assert p.verdict == predict_precopy(256 * MIB, 7.8, 200.0, 300).verdict.replace(
         "converges", "auto-converge: converges", 1
     )
 
 
 def test_auto_converge_capped_low_can_still_fail() -> None:
-    p = predict_with_auto_converge(4 * GIB, 300.0, 100.0, 300, initial_pct=10, increment_pct=5, max_pct=50)
+    p = predict_precopy(4 * GIB, 300.0, 100.0, 300, auto_converge=AutoConverge(10, 5, max_pct=50))
     assert p.converges is False
     assert "even with auto-converge" in p.verdict
 

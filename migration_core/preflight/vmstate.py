@@ -38,26 +38,24 @@ def check_state(facts: PreflightFacts) -> tuple[CheckResult, ...]:
     state, requested = facts.vm_state, facts.request.options.mode
     if state is None:
         return (warned(name, f"could not read the state of {vm}; the mode is assumed to be {mode_of(facts)}"),)
+    # A state that cannot do the requested mode: why, and the fix.
+    clashes: dict[tuple[VmState, MigrationMode | None], tuple[str, str]] = {
+        (VmState.RUNNING, MigrationMode.OFFLINE): (
+            f"{vm} is running, but --offline moves only its definition: it would keep running on "
+            f"{src_name(facts)} while a second definition appears on {dest_name(facts)}",
+            f"drop --offline for a live migration, or shut {vm} down first (`virsh shutdown {vm}`)",
+        ),
+        (VmState.SHUTOFF, MigrationMode.LIVE): (
+            f"{vm} is shut off, so it cannot be live-migrated",
+            f"drop --live (an offline migration moves the definition), or start {vm} first",
+        ),
+    }
+    clash = clashes.get((state, requested))
+    if clash is not None:
+        return (failed(name, *clash),)
     if state is VmState.RUNNING:
-        if requested is MigrationMode.OFFLINE:
-            return (
-                failed(
-                    name,
-                    f"{vm} is running, but --offline moves only its definition: it would keep running on "
-                    f"{src_name(facts)} while a second definition appears on {dest_name(facts)}",
-                    f"drop --offline for a live migration, or shut {vm} down first (`virsh shutdown {vm}`)",
-                ),
-            )
         return (passed(name, f"{vm} is running: live migration"),)
     if state is VmState.SHUTOFF:
-        if requested is MigrationMode.LIVE:
-            return (
-                failed(
-                    name,
-                    f"{vm} is shut off, so it cannot be live-migrated",
-                    f"drop --live (an offline migration moves the definition), or start {vm} first",
-                ),
-            )
         if facts.vm_persistent is False:
             return (failed(name, f"{vm} is shut off and not persistent: there is nothing to migrate"),)
         return (passed(name, f"{vm} is shut off: offline migration (the definition moves, the disks do not)"),)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -62,6 +62,31 @@ class MigrationOptions:
     ticket: str | None = None
     not_before: datetime | None = None
     not_after: datetime | None = None
+
+    def live_only_flags(self) -> list[str]:
+        """The options set here that tune a live memory copy (LIVE_ONLY_OPTIONS), as typed: ["--postcopy"]."""
+        default = MigrationOptions()
+        return [flag for f, flag in LIVE_ONLY_OPTIONS.items() if getattr(self, f) != getattr(default, f)]
+
+    def without_live_only(self) -> MigrationOptions:
+        """These options with every live-only one back to its default (for a move that runs offline)."""
+        default = MigrationOptions()
+        changes: dict[str, Any] = {f: getattr(default, f) for f in LIVE_ONLY_OPTIONS}
+        return replace(self, **changes)
+
+
+# The options that only tune a live migration's memory copy (field -> the flag that sets it): an offline move
+# refuses them (preflight.options) or, in a drain, drops them (planning.drain.options_for).
+LIVE_ONLY_OPTIONS: Mapping[str, str] = {
+    "postcopy": "--postcopy",
+    "postcopy_after_s": "--postcopy-after",
+    "auto_converge": "--auto-converge",
+    "parallel_connections": "--parallel",
+    "max_downtime_ms": "--max-downtime",
+    "bandwidth_mib_s": "--bandwidth",
+    "copy_storage": "--copy-storage",
+    "compressed": "--compressed",
+}
 
 
 # Change-control options added after plans were first stored: left out of the plan hash while they keep their

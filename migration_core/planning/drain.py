@@ -56,18 +56,7 @@ def options_for(options: MigrationOptions, state: VmState | None) -> MigrationOp
     """
     if state is not VmState.SHUTOFF:
         return options
-    return replace(
-        options,
-        persistent=True,
-        postcopy=False,
-        postcopy_after_s=None,
-        auto_converge=False,
-        parallel_connections=None,
-        max_downtime_ms=None,
-        bandwidth_mib_s=None,
-        copy_storage=None,
-        compressed=False,
-    )
+    return replace(options.without_live_only(), persistent=True)
 
 
 @dataclass(frozen=True)

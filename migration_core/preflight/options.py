@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from migration_core.facts.gathered import PreflightFacts, VmFacts
-from migration_core.models import CheckResult, MigrationMode, MigrationOptions
+from migration_core.models import CheckResult, MigrationMode
 from migration_core.preflight._common import (
     dest_name,
     failed,
@@ -35,26 +35,12 @@ def postcopy_blockers(vm: VmFacts | None) -> tuple[str, ...]:
     return tuple(reasons)
 
 
-def _live_only(opts: MigrationOptions) -> list[str]:
-    flags = [
-        ("--postcopy", opts.postcopy),
-        ("--postcopy-after", opts.postcopy_after_s is not None),
-        ("--auto-converge", opts.auto_converge),
-        ("--parallel", opts.parallel_connections is not None),
-        ("--max-downtime", opts.max_downtime_ms is not None),
-        ("--bandwidth", opts.bandwidth_mib_s is not None),
-        ("--copy-storage", opts.copy_storage is not None),
-        ("--compressed", opts.compressed),
-    ]
-    return [name for name, on in flags if on]
-
-
 def check_options(facts: PreflightFacts) -> tuple[CheckResult, ...]:
     opts, vm, mode = facts.request.options, facts.vm, mode_of(facts)
     vm_name = facts.request.vm
     out: list[CheckResult] = []
     if mode is MigrationMode.OFFLINE:
-        live_only = _live_only(opts)
+        live_only = opts.live_only_flags()
         if live_only:
             why = "it is shut off" if opts.mode is None else "--offline was asked for"
             out.append(

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 from migration_core.errors import RequestError
 from migration_core.execution.stall import DEFAULT_EWMA_ALPHA, DEFAULT_MIN_DROP_FRACTION, Ewma, StallWatch, eta_s
+from migration_core.hypervisor.jobstats import JobStatsReading
 from migration_core.limits import RAMP_COOLDOWN_S, RAMP_START_ITERATION, SHRINKING_PASS
 from migration_core.models import ControlAction, ConvergencePolicy, Decision, Phase
 from migration_core.units import GIB, MIB
@@ -35,19 +36,11 @@ LAST_CHANCE_FACTOR = 1.5  # KubeVirt's precopyPossibleFactor
 
 @dataclass(frozen=True)
 class Observation:
-    """One poll of the running job, as the controller needs it (build it with progress.observation_from)."""
+    """One poll of the running job, as the controller needs it: the job stats, when, and in which phase."""
 
     now_s: float  # the caller's monotonic clock
-    elapsed_s: float  # job stats' time_elapsed
-    phase: Phase
-    memory_iteration: int
-    data_remaining_bytes: int
-    data_processed_bytes: int = 0
-    memory_bps: float = 0.0  # bytes/s, as libvirt reports it
-    disk_bps: float = 0.0
-    dirty_rate_pages_s: float | None = None
-    page_size_bytes: int = 4096
-    expected_downtime_ms: int | None = None
+    phase: Phase  # the progress tracker's (libvirt has no phase key: progress.detect_phase)
+    reading: JobStatsReading
 
 
 @dataclass(frozen=True)
@@ -129,29 +122,29 @@ class ConvergenceController:
 
     def decide(self, state: ControllerState, obs: Observation) -> tuple[ControllerState, Decision]:
         """Fold one observation into the state and decide what to do now."""
-        bps = obs.memory_bps + obs.disk_bps  # 0 when nothing moves (setup): keep the last estimate
+        bps = obs.reading.transfer_bytes_s  # 0 when nothing moves (setup): keep the last estimate
         bandwidth = state.bandwidth.update(bps) if bps > 0 else state.bandwidth
         stall = state.stall.observe(
             now_s=obs.now_s,
             phase=obs.phase,
-            iteration=obs.memory_iteration,
-            remaining_bytes=obs.data_remaining_bytes,
+            iteration=obs.reading.memory_iteration,
+            remaining_bytes=obs.reading.remaining_bytes,
             bandwidth_bytes_s=bandwidth.value,
         )
-        boundary = obs.phase is Phase.PRECOPY and obs.memory_iteration > state.iteration
+        boundary = obs.phase is Phase.PRECOPY and obs.reading.memory_iteration > state.iteration
         previous_start = state.pass_start_remaining_bytes
         shrinking = (
-            boundary and previous_start is not None and obs.data_remaining_bytes < previous_start * SHRINKING_PASS
+            boundary and previous_start is not None and obs.reading.remaining_bytes < previous_start * SHRINKING_PASS
         )
         precopy_since = state.precopy_since_s
         if precopy_since is None and obs.phase is Phase.PRECOPY:
             precopy_since = obs.now_s
         state = replace(
             state,
-            iteration=max(state.iteration, obs.memory_iteration),
+            iteration=max(state.iteration, obs.reading.memory_iteration),
             precopy_since_s=precopy_since,
             pass_start_remaining_bytes=(
-                obs.data_remaining_bytes
+                obs.reading.remaining_bytes
                 if boundary or state.pass_start_remaining_bytes is None
                 else state.pass_start_remaining_bytes
             ),
@@ -167,10 +160,10 @@ class ConvergenceController:
         self, state: ControllerState, obs: Observation, stalling_boundary: bool
     ) -> tuple[ControllerState, Decision]:
         p = self.policy
-        left = _mib(obs.data_remaining_bytes)
+        left = _mib(obs.reading.remaining_bytes)
         stalled_for = state.stall.stalled_for_s(obs.now_s)
         stalled = stalled_for >= p.stall_timeout_s
-        over = p.timeout_s is not None and obs.elapsed_s >= p.timeout_s
+        over = p.timeout_s is not None and obs.reading.elapsed_s >= p.timeout_s
         if state.postcopy_active:
             return state, self._in_postcopy(state, obs, stalled, over, left)
         if obs.phase in (Phase.COMPLETING, Phase.DONE):
@@ -269,7 +262,7 @@ class ConvergenceController:
         )
 
     def _ramp(self, state: ControllerState, obs: Observation) -> tuple[ControllerState, Decision] | None:
-        if obs.memory_iteration < self.ramp_start_iteration or state.step + 1 >= len(self.ramp_ms):
+        if obs.reading.memory_iteration < self.ramp_start_iteration or state.step + 1 >= len(self.ramp_ms):
             return None
         if state.last_raise_s is not None and obs.now_s - state.last_raise_s < self.ramp_cooldown_s:
             return None
@@ -281,7 +274,7 @@ class ConvergenceController:
             replace(state, step=step, downtime_ms=downtime, last_raise_s=obs.now_s),
             Decision(
                 ControlAction.RAISE_DOWNTIME,
-                f"pass {obs.memory_iteration} started with {_mib(obs.data_remaining_bytes)} to send, not"
+                f"pass {obs.reading.memory_iteration} started with {_mib(obs.reading.remaining_bytes)} to send, not"
                 f" 10 % less than the pass before{needs}: raising the max downtime"
                 f" {state.downtime_ms} -> {downtime} ms (step {step} of {len(self.ramp_ms) - 1})",
                 downtime_ms=downtime,
@@ -296,15 +289,15 @@ class ConvergenceController:
 
     def _eta(self, state: ControllerState, obs: Observation) -> str:
         dirty = None
-        if obs.dirty_rate_pages_s is not None:
-            dirty = obs.dirty_rate_pages_s * obs.page_size_bytes
-        eta = eta_s(obs.phase, obs.data_remaining_bytes, state.bandwidth.value, dirty)
+        if obs.reading.dirty_rate_pages_s is not None:
+            dirty = obs.reading.dirty_rate_pages_s * obs.reading.page_size_bytes
+        eta = eta_s(obs.phase, obs.reading.remaining_bytes, state.bandwidth.value, dirty)
         return "" if eta is None else f", ETA ~{eta:.0f} s"
 
     def _status(self, state: ControllerState, obs: Observation, left: str) -> str:
         bw = state.bandwidth.value
         speed = f" at {bw / MIB:.1f} MiB/s" if bw else ""
-        where = f"pre-copy pass {obs.memory_iteration}" if obs.phase is Phase.PRECOPY else obs.phase.value
+        where = f"pre-copy pass {obs.reading.memory_iteration}" if obs.phase is Phase.PRECOPY else obs.phase.value
         stalled_for = state.stall.stalled_for_s(obs.now_s)
         if stalled_for >= self.policy.stall_timeout_s / 4:  # an ETA would be fiction: say what is known
             outlook = f", no progress for {stalled_for:.0f} s (acting at {self.policy.stall_timeout_s:.0f} s)"

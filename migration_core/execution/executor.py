@@ -37,10 +37,10 @@ from migration_core.events import (
 from migration_core.execution.base import RunState
 from migration_core.execution.cleanup import remove_source_copies
 from migration_core.execution.controls import ControlsMixin
-from migration_core.execution.convergence import ConvergenceController
+from migration_core.execution.convergence import ConvergenceController, Observation
 from migration_core.execution.outcome import true_outcome
 from migration_core.execution.prep import Route, prepare_storage, route
-from migration_core.execution.progress import ProgressTracker, announced_eta, observation_from
+from migration_core.execution.progress import ProgressTracker, announced_eta
 from migration_core.execution.types import ExecutionResult
 from migration_core.execution.verify import verify
 from migration_core.hypervisor.jobstats import parse_job_stats, reading_from_job_stats
@@ -313,7 +313,7 @@ class Executor(ControlsMixin):
             run.stalled_notified = False
         if run.controller is None or run.state is None:
             return
-        obs = observation_from(reading, sample.phase, now.timestamp())
+        obs = Observation(now.timestamp(), sample.phase, reading)
         new_state, decision = run.controller.decide(run.state, obs)
         if decision.action is ControlAction.CONTINUE:
             run.state = new_state

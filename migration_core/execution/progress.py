@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from migration_core.execution.convergence import Observation
 from migration_core.execution.stall import DEFAULT_EWMA_ALPHA, DEFAULT_MIN_DROP_FRACTION, Ewma, StallWatch, eta_s
 from migration_core.hypervisor.jobstats import JobStatsReading, parse_job_stats, reading_from_job_stats
 from migration_core.hypervisor.types import JobType
@@ -31,7 +30,6 @@ __all__ = [
     "announced_eta",
     "blended_eta_s",
     "detect_phase",
-    "observation_from",
     "parse_job_stats",
     "raw_percent",
     "reading_from_job_stats",
@@ -57,23 +55,6 @@ def detect_phase(reading: JobStatsReading, postcopy_active: bool = False) -> Pha
     if reading.data_remaining_bytes == 0 and reading.data_processed_bytes > 0:
         return Phase.COMPLETING
     return Phase.PRECOPY
-
-
-def observation_from(reading: JobStatsReading, phase: Phase, now_s: float) -> Observation:
-    """The controller's view of a reading (`phase` from the tracker's sample, `now_s` monotonic seconds)."""
-    return Observation(
-        now_s=now_s,
-        elapsed_s=reading.elapsed_s,
-        phase=phase,
-        memory_iteration=reading.memory_iteration,
-        data_remaining_bytes=reading.remaining_bytes,
-        data_processed_bytes=reading.processed_bytes,
-        memory_bps=reading.memory_bytes_s,
-        disk_bps=reading.disk_bytes_s,
-        dirty_rate_pages_s=reading.dirty_rate_pages_s,
-        page_size_bytes=reading.page_size_bytes,
-        expected_downtime_ms=reading.downtime_ms,
-    )
 
 
 def raw_percent(reading: JobStatsReading, redirtied_bytes: int = 0) -> float:

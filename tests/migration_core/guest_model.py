@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from migration_core.execution.convergence import ControllerState, ConvergenceController
+from migration_core.execution.convergence import ControllerState, ConvergenceController, Observation
 from migration_core.execution.progress import (
     AnnouncedEta,
     JobStatsReading,
     ProgressTracker,
-    observation_from,
     parse_job_stats,
 )
 from migration_core.models import ControlAction, Decision, ProgressSample
@@ -194,7 +193,7 @@ def drive(
         assert sample is not None
         decision = None
         if controller and state is not None:
-            state, decision = controller.decide(state, observation_from(reading, sample.phase, now))
+            state, decision = controller.decide(state, Observation(now, sample.phase, reading))
             if decision.action is ControlAction.RAISE_DOWNTIME:
                 assert decision.downtime_ms is not None
                 model.max_downtime_ms = decision.downtime_ms

@@ -15,6 +15,7 @@ from migration_core.errors import RequestError
 from migration_core.execution import stall
 from migration_core.execution.convergence import ControllerState, ConvergenceController, Observation
 from migration_core.execution.stall import StallWatch
+from migration_core.hypervisor.jobstats import JobStatsReading, JobType
 from migration_core.models import ControlAction, ConvergencePolicy, Phase
 from migration_core.planning import planner
 from migration_core.planning.planner import downtime_ramp_ms
@@ -49,14 +50,14 @@ def obs(
     elapsed: float | None = None,
     bps_mib: float = 16.0,
 ) -> Observation:
-    return Observation(
-        now_s=now,
+    reading = JobStatsReading(
+        JobType.UNBOUNDED,
         elapsed_s=now if elapsed is None else elapsed,
-        phase=phase,
         memory_iteration=it,
         data_remaining_bytes=int(rem_mib * MiB),
-        memory_bps=bps_mib * MiB,
+        memory_bytes_s=int(bps_mib * MiB),
     )
+    return Observation(now, phase, reading)
 
 
 def feed(ctl: ConvergenceController, observations: list[Observation], state: ControllerState | None = None):
@@ -234,7 +235,7 @@ def test_never_aborts_in_postcopy_even_stalled_and_over_budget() -> None:
     stalled = [d.reason for o, _, d in results if o.now_s >= 30]
     assert stalled[0].startswith("post-copy has not progressed for 30 s at 212 MiB remaining; not aborting")
     assert all("an abort would lose it" in r for r in stalled)
-    over = [d.reason for o, _, d in results if o.elapsed_s >= 60 and o.now_s < 30]
+    over = [d.reason for o, _, d in results if o.reading.elapsed_s >= 60 and o.now_s < 30]
     assert over and all(r.startswith("over the time budget of 60 s; not aborting") for r in over)
 
 

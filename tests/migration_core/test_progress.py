@@ -12,14 +12,13 @@ from hypothesis import strategies as st
 
 from migration_core.errors import HypervisorError
 from migration_core.execution import progress
-from migration_core.execution.convergence import ConvergenceController
+from migration_core.execution.convergence import ConvergenceController, Observation
 from migration_core.execution.progress import (
     AnnouncedEta,
     JobStatsReading,
     JobType,
     ProgressTracker,
     detect_phase,
-    observation_from,
     parse_job_stats,
     raw_percent,
     reading_from_job_stats,
@@ -431,10 +430,10 @@ def test_finish_without_completed_stats_uses_the_last_sample() -> None:
 def test_observation_for_the_controller_keeps_the_units() -> None:
     reading = parse_job_stats(IDLE_P2P[2][1])
     assert reading is not None
-    o = observation_from(reading, Phase.PRECOPY, 123.0)
-    assert (o.now_s, o.elapsed_s, o.memory_iteration) == (123.0, 0.39, 1)
-    assert o.data_remaining_bytes == 127 * MiB and o.memory_bps == 200 * MiB
-    assert o.dirty_rate_pages_s == 1000 and o.page_size_bytes == 4096 and o.expected_downtime_ms == 635
+    o = Observation(123.0, Phase.PRECOPY, reading)
+    assert (o.now_s, o.reading.elapsed_s, o.reading.memory_iteration) == (123.0, 0.39, 1)
+    assert o.reading.remaining_bytes == 127 * MiB and o.reading.transfer_bytes_s == 200 * MiB
+    assert o.reading.dirty_rate_pages_s == 1000 and o.reading.page_size_bytes == 4096 and o.reading.downtime_ms == 635
 
 
 # ----- the ETA seeded by the card's estimate ----------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from urllib.parse import urlsplit
 
 from migration_core.errors import MigrateBotError
@@ -24,27 +23,26 @@ from migration_core.hypervisor import tlscheck
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import ClockReading
 from migration_core.inventory.hosts import HostConfig, Inventory
+from migration_core.models import CheckResult, CheckStatus
 from migration_core.preflight import clockskew
+from migration_core.preflight._common import failed, passed, warned
 from migration_core.preflight.clockskew import SkewJudgement, Verdict
 from migration_core.preflight.runner import PreflightRunner
 from migration_core.preflight.tls import FIX as MIGRATION_TLS_FIX
 
 
-class Status(StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-
-
 @dataclass(frozen=True)
 class Finding:
-    """One check on one host (or one pair, "hostA->hostB"): its status, what was found and the fix."""
+    """One check on one host (or one pair, "hostA->hostB"): a `CheckResult`, like preflight's."""
 
     subject: str
-    check: str
-    status: Status
-    detail: str
-    fix: str | None = None
+    result: CheckResult
+
+    def to_json(self) -> dict[str, object]:
+        """The `doctor --json` finding: subject, check, status ("ok", "warn" or "fail"), detail and fix."""
+        r = self.result
+        status = "ok" if r.status is CheckStatus.PASS else r.status.value
+        return {"subject": self.subject, "check": r.name, "status": status, "detail": r.reason, "fix": r.fix}
 
 
 @dataclass(frozen=True)
@@ -72,13 +70,15 @@ class DoctorReport:
     @property
     def ready(self) -> bool:
         """Every host answers and nothing failed (warnings do not block)."""
-        return all(h.reachable for h in self.hosts) and not any(f.status is Status.FAIL for f in self.findings)
+        return all(h.reachable for h in self.hosts) and not any(
+            f.result.status is CheckStatus.FAIL for f in self.findings
+        )
 
     def to_json(self) -> dict[str, object]:
         return {
             "ready": self.ready,
             "hosts": [asdict(h) for h in self.hosts],
-            "findings": [{**asdict(f), "status": f.status.value} for f in self.findings],
+            "findings": [f.to_json() for f in self.findings],
             "clock_skew": {**asdict(self.clock), "verdict": self.clock.verdict.value},
         }
 
@@ -96,8 +96,8 @@ async def _clock(hv: HypervisorPort, cfg: HostConfig) -> tuple[ClockReading | No
         reading = await hv.clock_reading(cfg.uri)
     except MigrateBotError as err:
         fix = err.hint or "let the bot's libvirt account create volumes in a dir storage pool (virsh pool-list)"
-        return None, Finding(cfg.name, "clock", Status.WARN, f"not checked: {err.message}", fix)
-    return reading, Finding(cfg.name, "clock", Status.OK, clockskew.offset_text(reading))
+        return None, Finding(cfg.name, warned("clock", f"not checked: {err.message}", fix))
+    return reading, Finding(cfg.name, passed("clock", clockskew.offset_text(reading)))
 
 
 async def _host(hv: HypervisorPort, cfg: HostConfig) -> tuple[HostReport, list[Finding]]:
@@ -106,9 +106,9 @@ async def _host(hv: HypervisorPort, cfg: HostConfig) -> tuple[HostReport, list[F
     try:
         hostname = await hv.hostname(cfg.uri)
     except MigrateBotError as err:
-        findings.append(Finding(cfg.name, "connect", Status.FAIL, err.message, err.hint))
+        findings.append(Finding(cfg.name, failed("connect", err.message, err.hint)))
         return HostReport(cfg.name, cfg.uri, transport, False), findings
-    findings.append(Finding(cfg.name, "connect", Status.OK, f"answers over {transport} as {hostname}"))
+    findings.append(Finding(cfg.name, passed("connect", f"answers over {transport} as {hostname}")))
     uuid = libvirt_v = qemu_v = None
     try:
         versions = await hv.versions(cfg.uri)
@@ -117,29 +117,39 @@ async def _host(hv: HypervisorPort, cfg: HostConfig) -> tuple[HostReport, list[F
         findings.append(
             Finding(
                 cfg.name,
-                "versions",
-                Status.OK,
-                f"libvirt {version_text(libvirt_v)}, QEMU {version_text(qemu_v)}, host UUID {uuid}",
+                passed(
+                    "versions",
+                    f"libvirt {version_text(libvirt_v)}, QEMU {version_text(qemu_v)}, host UUID {uuid}",
+                ),
             )
         )
     except MigrateBotError as err:
-        findings.append(Finding(cfg.name, "versions", Status.FAIL, err.message, err.hint))
+        findings.append(Finding(cfg.name, failed("versions", err.message, err.hint)))
     if transport == "qemu+tls":
         diag = await asyncio.to_thread(tlscheck.diagnose, cfg.uri, cfg.name)
-        findings.append(Finding(cfg.name, "tls.listener", Status.OK if diag.ok else Status.FAIL, diag.detail, diag.fix))
+        findings.append(
+            Finding(
+                cfg.name,
+                CheckResult("tls.listener", CheckStatus.PASS if diag.ok else CheckStatus.FAIL, diag.detail, diag.fix),
+            )
+        )
     if cfg.migration_tls:
         findings.append(
-            Finding(cfg.name, "tls.migration", Status.OK, "QEMU migration TLS declared (migration_tls = true)")
+            Finding(
+                cfg.name,
+                passed("tls.migration", "QEMU migration TLS declared (migration_tls = true)"),
+            )
         )
     else:
         findings.append(
             Finding(
                 cfg.name,
-                "tls.migration",
-                Status.WARN,
-                "no migration_tls = true in the hosts file: migrations with --tls to or from this host are "
-                "refused by preflight",
-                MIGRATION_TLS_FIX.format(host=cfg.name),
+                warned(
+                    "tls.migration",
+                    "no migration_tls = true in the hosts file: migrations with --tls to or from this host are "
+                    "refused by preflight",
+                    MIGRATION_TLS_FIX.format(host=cfg.name),
+                ),
             )
         )
     reading, clock_finding = await _clock(hv, cfg)
@@ -163,7 +173,12 @@ def duplicates(hosts: tuple[HostReport, ...]) -> list[Finding]:
         for value, n in counts.items():
             if n > 1:
                 names = ", ".join(h.name for h in hosts if getattr(h, attr) == value)
-                out.append(Finding(names, f"duplicate.{attr}", Status.FAIL, f"{names} share the {attr} {value}", why))
+                out.append(
+                    Finding(
+                        names,
+                        failed(f"duplicate.{attr}", f"{names} share the {attr} {value}", why),
+                    )
+                )
     return out
 
 
@@ -182,20 +197,23 @@ def skew_findings(hosts: tuple[HostReport, ...]) -> tuple[SkewJudgement, list[Fi
     if judged.verdict is Verdict.NOT_CHECKED:
         unread = ", ".join(h for h in up if h not in readings)
         detail = f"not checked: the clocks of {unread} could not be read (see their clock findings)"
-        return judged, [Finding(", ".join(up), "clock.skew", Status.WARN, detail, None)]
+        return judged, [Finding(", ".join(up), warned("clock.skew", detail))]
     assert judged.max_skew_s is not None and judged.uncertainty_s is not None
     a, b = judged.between
     measured = f"{judged.max_skew_s:.3f} s (± {judged.uncertainty_s:.3f} s) between {a} and {b}"
     fix = "; ".join(clockskew.FIX.format(host=h) for h in judged.to_fix) or None
     if judged.verdict is Verdict.TOO_LARGE:
-        status, detail = Status.FAIL, f"clocks differ by {measured}, over the {limit}: {', '.join(judged.to_fix)} off"
+        status, detail = (
+            CheckStatus.FAIL,
+            f"clocks differ by {measured}, over the {limit}: {', '.join(judged.to_fix)} off",
+        )
     elif judged.verdict is Verdict.UNSURE:
-        status, detail = Status.WARN, f"clocks differ by {measured}: cannot tell against the {limit}"
+        status, detail = CheckStatus.WARN, f"clocks differ by {measured}: cannot tell against the {limit}"
     else:
-        status, detail, fix = Status.OK, f"largest clock difference {measured} ({limit})", None
+        status, detail, fix = CheckStatus.PASS, f"largest clock difference {measured} ({limit})", None
     if len(readings) < len(up):
         detail += f"; not read: {', '.join(h for h in up if h not in readings)}"
-    return judged, [Finding(", ".join(sorted(readings)), "clock.skew", status, detail, fix)]
+    return judged, [Finding(", ".join(sorted(readings)), CheckResult("clock.skew", status, detail, fix))]
 
 
 async def _pair(runner: PreflightRunner, src: HostConfig, dst: HostConfig) -> list[Finding]:
@@ -204,25 +222,27 @@ async def _pair(runner: PreflightRunner, src: HostConfig, dst: HostConfig) -> li
     for probe in await runner.probe_pair(src, dst):
         where = f"{probe.what} port {probe.host}:{probe.port} (probed from the {probe.origin})"
         if probe.ok is True:
-            out.append(Finding(subject, f"ports.{probe.what}", Status.OK, f"{where}: {probe.detail}"))
+            out.append(Finding(subject, passed(f"ports.{probe.what}", f"{where}: {probe.detail}")))
         elif probe.ok is None:
             out.append(
                 Finding(
                     subject,
-                    f"ports.{probe.what}",
-                    Status.WARN,
-                    f"{where}: not checkable ({probe.detail})",
-                    f"give {src.name} an ssh target in the hosts file so the probe runs from there",
+                    warned(
+                        f"ports.{probe.what}",
+                        f"{where}: not checkable ({probe.detail})",
+                        f"give {src.name} an ssh target in the hosts file so the probe runs from there",
+                    ),
                 )
             )
         else:
             out.append(
                 Finding(
                     subject,
-                    f"ports.{probe.what}",
-                    Status.FAIL,
-                    f"{src.name} cannot reach {dst.name}'s {where}: {probe.detail}",
-                    f"open TCP {probe.port} from {src.name} to {dst.name} (firewall), and check the daemon listens",
+                    failed(
+                        f"ports.{probe.what}",
+                        f"{src.name} cannot reach {dst.name}'s {where}: {probe.detail}",
+                        f"open TCP {probe.port} from {src.name} to {dst.name} (firewall), and check the daemon listens",
+                    ),
                 )
             )
     return out
@@ -244,15 +264,16 @@ async def run_doctor(inventory: Inventory, hv: HypervisorPort, runner: Preflight
 
 def render_text(report: DoctorReport) -> str:
     """The report for a terminal: one line per finding, fixes indented, the verdict last."""
-    marks = {Status.OK: "ok  ", Status.WARN: "WARN", Status.FAIL: "FAIL"}
+    marks = {CheckStatus.PASS: "ok  ", CheckStatus.WARN: "WARN", CheckStatus.FAIL: "FAIL"}
     lines = []
     for h in report.hosts:
         state = "answers" if h.reachable else "DOES NOT ANSWER"
         lines.append(f"{h.name}: {state} ({h.uri})")
     for f in report.findings:
-        lines.append(f"[{marks[f.status]}] {f.subject} {f.check}: {f.detail}")
-        if f.fix and f.status is not Status.OK:
-            lines.append(f"       fix: {f.fix}")
-    bad = sum(f.status is Status.FAIL for f in report.findings)
+        r = f.result
+        lines.append(f"[{marks[r.status]}] {f.subject} {r.name}: {r.reason}")
+        if r.fix and r.status is not CheckStatus.PASS:
+            lines.append(f"       fix: {r.fix}")
+    bad = sum(f.result.status is CheckStatus.FAIL for f in report.findings)
     lines.append("ready: every host" if report.ready else f"NOT ready: {bad} problem(s) to fix")
     return "\n".join(lines)

@@ -10,8 +10,9 @@ import pytest
 from migration_core.facts.storage_xml import volume_ctime
 from migration_core.hypervisor.fleet import Fleet, HostSpec
 from migration_core.hypervisor.types import ClockReading
+from migration_core.models import CheckStatus
 from migration_core.preflight.clockskew import MAX_SKEW_S, Verdict, judge, offset_text
-from migration_core.preflight.doctor import Status, render_text, run_doctor
+from migration_core.preflight.doctor import render_text, run_doctor
 from migration_core.preflight.runner import PreflightRunner
 
 
@@ -83,9 +84,10 @@ def test_doctor_on_the_fleet_names_the_host_whose_clock_is_30_s_off() -> None:
     fleet = Fleet.build(hosts=[HostSpec("h1"), HostSpec("h2", clock_offset_s=30.0), HostSpec("h3")])
     report = _doctor(fleet)
     assert report.ready is False
-    skew = [f for f in report.findings if f.check == "clock.skew"]
-    assert len(skew) == 1 and skew[0].status is Status.FAIL
-    assert "30.000 s" in skew[0].detail and skew[0].fix and "on h2" in skew[0].fix and "h1 " not in skew[0].fix
+    skew = [f for f in report.findings if f.result.name == "clock.skew"]
+    assert len(skew) == 1 and skew[0].result.status is CheckStatus.FAIL
+    fix = skew[0].result.fix
+    assert "30.000 s" in skew[0].result.reason and fix and "on h2" in fix and "h1 " not in fix
     data = report.to_json()
     assert data["clock_skew"]["verdict"] == "too_large" and data["clock_skew"]["to_fix"] == ("h2",)
     assert data["clock_skew"]["max_skew_s"] == pytest.approx(30.0) and data["clock_skew"]["threshold_s"] == 2.0
@@ -99,9 +101,9 @@ def test_doctor_on_the_fleet_names_the_host_whose_clock_is_30_s_off() -> None:
 def test_doctor_on_the_fleet_with_synchronised_clocks_is_ready() -> None:
     report = _doctor(Fleet.build(hosts=[HostSpec("h1"), HostSpec("h2", clock_offset_s=0.4)]))
     assert report.ready is True
-    checks = {(f.subject, f.check): f for f in report.findings}
-    assert checks[("h1, h2", "clock.skew")].status is Status.OK
-    assert checks[("h2", "clock")].detail == "0.400 s ahead of the bot's clock (± 0.000 s)"
+    checks = {(f.subject, f.result.name): f.result for f in report.findings}
+    assert checks[("h1, h2", "clock.skew")].status is CheckStatus.PASS
+    assert checks[("h2", "clock")].reason == "0.400 s ahead of the bot's clock (± 0.000 s)"
 
 
 def test_doctor_says_not_checked_when_a_clock_cannot_be_read() -> None:
@@ -114,10 +116,10 @@ def test_doctor_says_not_checked_when_a_clock_cannot_be_read() -> None:
 
     fleet.clock_reading = refused  # type: ignore[method-assign]
     report = _doctor(fleet)
-    checks = {(f.subject, f.check): f for f in report.findings}
+    checks = {(f.subject, f.result.name): f.result for f in report.findings}
     for host in ("h1", "h2"):
-        assert checks[(host, "clock")].status is Status.WARN
-        assert checks[(host, "clock")].detail.startswith("not checked: ")
+        assert checks[(host, "clock")].status is CheckStatus.WARN
+        assert checks[(host, "clock")].reason.startswith("not checked: ")
     skew = checks[("h1, h2", "clock.skew")]
-    assert skew.status is Status.WARN and skew.detail.startswith("not checked")
+    assert skew.status is CheckStatus.WARN and skew.reason.startswith("not checked")
     assert report.to_json()["clock_skew"]["verdict"] == "not_checked"

@@ -47,7 +47,7 @@ def test_duplicate_uuid_and_hostname() -> None:
         HostReport("b", "u2", "qemu+ssh", True, "kvm1", "U"),
         HostReport("c", "u3", "qemu+ssh", True, "kvm3", "V"),
     )
-    found = {f.check: f for f in duplicates(hosts)}
+    found = {f.result.name: f for f in duplicates(hosts)}
     assert set(found) == {"duplicate.uuid", "duplicate.hostname"} and found["duplicate.uuid"].subject == "a, b"
 
 

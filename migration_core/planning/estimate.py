@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 
@@ -770,21 +770,8 @@ class PairReport:
     downtime_offset_ms: float = 0.0  # learned: measured - modelled pause on this pair (hand-over, queues)
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "source": self.source,
-            "destination": self.destination,
-            "migrations": self.migrations,
-            "learned_from": self.learned_from,
-            "total_error_median": self.total_error_median,
-            "total_error_p90": self.total_error_p90,
-            "downtime_error_median": self.downtime_error_median,
-            "downtime_error_p90": self.downtime_error_p90,
-            "throughput_mib_s": self.throughput_mib_s,
-            "efficiency": self.efficiency,
-            "fixed_s": self.fixed_s,
-            "pair_samples": self.pair_samples,
-            "downtime_offset_ms": self.downtime_offset_ms,
-        }
+        """The `migrate-bot calibration --json` row: every field, by its name."""
+        return asdict(self)
 
 
 def _errors(pairs: list[tuple[float | None, float | None]]) -> list[float]:

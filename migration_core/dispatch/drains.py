@@ -50,9 +50,9 @@ from migration_core.planning.drain import (
     WAVE_OVERHEAD_S,
     DrainPlan,
     DrainRequest,
-    LeftBehind,
     PlannedMove,
 )
+from migration_core.planning.placement import LeftBehind
 from migration_core.store import ActiveJobExists, DrainStateError, DuplicateRequestError, Store
 from migration_core.store.states import CANCELLABLE_STATES
 

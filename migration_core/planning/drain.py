@@ -34,7 +34,7 @@ from migration_core.facts.gathered import VmState
 from migration_core.models import CheckResult, MigrationMode, MigrationOptions, Plan, options_from_json
 from migration_core.planning.estimate import DEFAULT_FIXED_S
 from migration_core.planning.estimates import MoveEstimate, MoveEstimator, MoveLoad
-from migration_core.planning.placement import Candidacy, Choice, Destination, VmToPlace, place_all
+from migration_core.planning.placement import Candidacy, Choice, Destination, LeftBehind, VmToPlace, place_all
 from migration_core.planning.planner import make_plan
 from migration_core.preflight import disks_to_copy
 
@@ -131,18 +131,6 @@ _MOVE_FIELDS = (
     "vm", "destination", "mode", "wave", "order", "predicted_total_s", "predicted_downtime_ms", "share_mib_s",
     "meets_target", "why", "verdict",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class LeftBehind:
-    """A VM the drain does not move: why, and what would let it move."""
-
-    vm: str
-    reason: str
-    fix: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"vm": self.vm, "reason": self.reason, "fix": self.fix}
 
 
 SCHEDULING_RULE = (
@@ -293,7 +281,7 @@ def plan_drain(
         else:
             to_place.append(VmToPlace(vm.name, vm.memory_bytes, vm.groups))
     choices, unplaced = place_all(to_place, destinations, candidacy)
-    left += [LeftBehind(u.vm, u.reason, u.fix) for u in unplaced]
+    left += unplaced
     by_name = {v.name: v for v in vms}
     dests = {d.name: d for d in destinations}
     moves = []

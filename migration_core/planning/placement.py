@@ -82,12 +82,16 @@ class Choice:
 
 
 @dataclass(frozen=True)
-class Unplaceable:
-    """A VM no candidate can take: the reason per host and the fix."""
+class LeftBehind:
+    """A VM the drain does not move (excluded, shut off, or no candidate can take it): why, and what would let
+    it move."""
 
     vm: str
     reason: str
     fix: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"vm": self.vm, "reason": self.reason, "fix": self.fix}
 
 
 @dataclass
@@ -105,17 +109,17 @@ def place_all(
     vms: Sequence[VmToPlace],
     destinations: Sequence[Destination],
     candidacy: Mapping[tuple[str, str], Candidacy],
-) -> tuple[tuple[Choice, ...], tuple[Unplaceable, ...]]:
+) -> tuple[tuple[Choice, ...], tuple[LeftBehind, ...]]:
     """Place every VM (largest first, then by name); returns the choices and the VMs no host can take."""
     ledger = _Ledger()
     for d in destinations:
         for group, resident in d.resident_groups:
             ledger.groups.setdefault(d.name, {}).setdefault(group, []).append(resident)
     choices: list[Choice] = []
-    unplaced: list[Unplaceable] = []
+    unplaced: list[LeftBehind] = []
     for vm in sorted(vms, key=lambda v: (-v.memory_bytes, v.name)):
         outcome = _place_one(vm, destinations, candidacy, ledger)
-        if isinstance(outcome, Unplaceable):
+        if isinstance(outcome, LeftBehind):
             unplaced.append(outcome)
             continue
         choices.append(outcome)
@@ -158,7 +162,7 @@ def _place_one(
     destinations: Sequence[Destination],
     candidacy: Mapping[tuple[str, str], Candidacy],
     ledger: _Ledger,
-) -> Choice | Unplaceable:
+) -> Choice | LeftBehind:
     eligible: list[_Eligible] = []
     rejected: list[str] = []
     failed: list[CheckResult] = []
@@ -188,7 +192,7 @@ def _place_one(
         checks = tuple(c for c in cand.checks if c.name not in _RECOMPUTED) + again
         eligible.append(_Eligible(dest, left, checks, ledger.members(dest.name, vm.groups)))
     if not eligible:
-        return Unplaceable(vm.name, _reason(rejected), _fix(failed, rejected))
+        return LeftBehind(vm.name, _reason(rejected), _fix(failed, rejected))
     clean = [e for e in eligible if not e.conflicts]
     pool = clean or eligible
     # most memory left first (unknown free memory last), then inventory order (stable sort)

@@ -171,7 +171,7 @@ class Estimate:
         throughput_mib_s: float | None = None,
     ) -> Estimate:
         """No time or downtime to give (no link bandwidth, or a move that will not converge): what the model knows."""
-        no_time = no_downtime = (None, None, None)
+        no_time = no_downtime = (None, None, None)  # (point, p10, p90)
         return cls(converges, *no_time, *no_downtime, passes, model_total_s, None, throughput_mib_s, basis, 0, verdict)
 
 

@@ -63,6 +63,11 @@ class MigrationOptions:
     not_before: datetime | None = None
     not_after: datetime | None = None
 
+    @property
+    def wants_postcopy(self) -> bool:
+        """Post-copy is asked for: --postcopy, or --postcopy-after (which implies it)."""
+        return self.postcopy or self.postcopy_after_s is not None
+
     def live_only_flags(self) -> list[str]:
         """The options set here that tune a live memory copy (LIVE_ONLY_OPTIONS), as typed: ["--postcopy"]."""
         default = MigrationOptions()

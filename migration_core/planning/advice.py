@@ -60,7 +60,7 @@ def recommend(
     blockers = list(postcopy_blockers(vm))
     if any(c.name == "options.postcopy" and c.status is CheckStatus.FAIL for c in checks) and not blockers:
         blockers.append("a failed post-copy check")
-    wants_postcopy = opts.postcopy or opts.postcopy_after_s is not None
+    wants_postcopy = opts.wants_postcopy
     if blockers:
         lines.append(f"- Post-copy is not possible for this VM: it has {', '.join(blockers)}.")
     elif wants_postcopy:

@@ -98,7 +98,7 @@ class ModelEstimator:
                 load.memory_bytes, load.dirty_rate_mib_s, bandwidth, target,
                 auto_converge=throttle if options.auto_converge else None,
             )  # fmt: skip
-            if p.converges is False and (options.postcopy or options.postcopy_after_s is not None):
+            if p.converges is False and options.wants_postcopy:
                 p = predict_postcopy(load.memory_bytes, load.dirty_rate_mib_s, bandwidth)
         except MigrateBotError as err:
             first_pass = DEFAULT_SETUP_S + load.memory_bytes / MIB / max(bandwidth, 1e-9) + copy_s
@@ -127,7 +127,7 @@ class CalibratedEstimator:
 
     def estimate(self, load: MoveLoad, bandwidth_mib_s: float, options: MigrationOptions) -> MoveEstimate:
         bandwidth = min(bandwidth_mib_s, float(options.bandwidth_mib_s or bandwidth_mib_s))
-        postcopy = options.postcopy or options.postcopy_after_s is not None
+        postcopy = options.wants_postcopy
         inputs = MoveInputs(
             memory_bytes=load.memory_bytes,
             dirty_rate_mib_s=load.dirty_rate_mib_s,

@@ -151,7 +151,7 @@ def _add_live_options(opts: MigrationOptions, flags: set[str], params: dict[str,
     """Bandwidth, post-copy, auto-converge, parallel connections and compression: their flags and params."""
     if opts.bandwidth_mib_s is not None:
         params["bandwidth"] = opts.bandwidth_mib_s
-    if opts.postcopy or opts.postcopy_after_s is not None:
+    if opts.wants_postcopy:
         flags.add("VIR_MIGRATE_POSTCOPY")
         if opts.bandwidth_mib_s is not None:
             # Otherwise post-copy runs uncapped (libvirt: 0 = unlimited) and ignores the operator's limit.
@@ -212,7 +212,7 @@ def convergence_policy(
     if mode is MigrationMode.OFFLINE:
         return ConvergencePolicy(max_downtime_ms=max_downtime, timeout_s=opts.timeout_s)
     refused = any(c.name == "options.postcopy" and c.status is CheckStatus.FAIL for c in checks)
-    wanted = opts.postcopy or opts.postcopy_after_s is not None
+    wanted = opts.wants_postcopy
     allow = wanted and not refused and not postcopy_blockers(vm)
     memory = vm.memory_bytes if vm is not None else 0
     return ConvergencePolicy(

@@ -89,7 +89,7 @@ def check_options(facts: PreflightFacts) -> tuple[CheckResult, ...]:
 
 def _postcopy(facts: PreflightFacts, vm: VmFacts | None) -> list[CheckResult]:
     opts = facts.request.options
-    if not (opts.postcopy or opts.postcopy_after_s is not None):
+    if not opts.wants_postcopy:
         return []
     blockers = postcopy_blockers(vm)
     if blockers:
@@ -122,7 +122,7 @@ def _combinations(facts: PreflightFacts) -> list[CheckResult]:
                 "drop one of them: --parallel for a fast link, --compressed for a slow one",
             )
         )
-    postcopy = opts.postcopy or opts.postcopy_after_s is not None
+    postcopy = opts.wants_postcopy
     if opts.parallel_connections is not None and postcopy:
         versions = [h.qemu_version for h in (facts.source_host, facts.destination_host) if h is not None]
         oldest = min((v for v in versions if v is not None), default=None)

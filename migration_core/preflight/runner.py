@@ -296,7 +296,7 @@ class PreflightRunner:
             transferable_bytes=transferable_from_rss(vm.memory_bytes, rss),
             mode=mode_of(
                 offline=mode is MigrationMode.OFFLINE,
-                postcopy=opts.postcopy or opts.postcopy_after_s is not None,
+                postcopy=opts.wants_postcopy,
                 auto_converge=opts.auto_converge,
             ),
             parallel_connections=opts.parallel_connections,

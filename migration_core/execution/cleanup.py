@@ -140,7 +140,8 @@ async def _copied_paths(
         log.warning("one-owner cleanup: cannot read %s's XML on the destination: %s", vm, err)
         return []
     return [
-        (d.target, d.path)
+        (d.target, d.source.path)
         for d in facts.disks
-        if d.target in targets and d.path and d.kind is DiskSourceKind.FILE  # never a block device (an LV...)
+        # never a block device (an LV...)
+        if d.target in targets and d.source.path and d.source.kind is DiskSourceKind.FILE
     ]

@@ -242,7 +242,7 @@ def _blockers(facts: PreflightFacts, vm: VmFacts, live: bool) -> list[tuple[str,
                         f"remove <transient/> from it ({edit})",
                     )
                 )
-            if d.kind is DiskSourceKind.NVME:
+            if d.source.kind is DiskSourceKind.NVME:
                 found.append(
                     (
                         f"disk {d.target} is a host NVMe device; it cannot be shared or copied",

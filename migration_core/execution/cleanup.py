@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from migration_core.errors import MigrateBotError
 from migration_core.facts.domxml import parse_domain
-from migration_core.facts.gathered import DiskSourceKind
+from migration_core.facts.vm import DiskSourceKind
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import DomainInfo
 from migration_core.models import CheckResult, CheckStatus, JobState, Plan, VerificationSummary

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from migration_core.errors import StateError
 from migration_core.facts.domxml import parse_domain
-from migration_core.facts.gathered import DiskSourceKind
+from migration_core.facts.vm import DiskSourceKind
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import MigrationCall
 from migration_core.inventory.hosts import HostConfig, Inventory

@@ -1,4 +1,4 @@
-"""Typed facts about one VM, parsed from its domain XML (see domxml.py); re-exported by facts.py.
+"""Typed facts about one VM, parsed from its domain XML (see domxml.py).
 
 Everything here is a frozen dataclass so checks and the planner can compare and hash them. Fields marked
 "(adapter)" are not in the domain XML: the libvirt adapter fills them from node-device XML, devlink or SSH

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from migration_core.facts.gathered import DiskSourceKind, HostdevFacts, PreflightFacts, VmFacts
+from migration_core.facts.devices import HostdevFacts
+from migration_core.facts.gathered import PreflightFacts
+from migration_core.facts.vm import DiskSourceKind, VmFacts
 from migration_core.models import CheckResult, MigrationMode
 from migration_core.preflight._common import (
     blocking,

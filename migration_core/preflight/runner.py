@@ -30,18 +30,15 @@ from migration_core.facts.domxml_host import (
 from migration_core.facts.gathered import (
     CpuComparison,
     DirtyRateSample,
-    DiskFacts,
-    DiskSourceKind,
     DiskVisibility,
-    DomainCapsFacts,
     Endpoint,
-    HostFacts,
     PortProbe,
     PreflightFacts,
     PreflightSettings,
-    VmFacts,
     VmState,
 )
+from migration_core.facts.host import DomainCapsFacts, HostFacts
+from migration_core.facts.vm import DiskFacts, DiskSourceKind, VmFacts
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import DomainInfo, EmulatorTarget, NetworkInfo
 from migration_core.inventory.hosts import HostConfig, Inventory

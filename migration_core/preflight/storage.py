@@ -12,7 +12,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from migration_core.facts.gathered import DiskFacts, DiskSourceKind, DiskVisibility, PreflightFacts, VmFacts
+from migration_core.facts.gathered import DiskVisibility, PreflightFacts
+from migration_core.facts.vm import DiskFacts, DiskSourceKind, VmFacts
 from migration_core.models import CheckResult, CopyStorage, MigrationMode
 from migration_core.preflight._common import (
     dest_name,

@@ -7,7 +7,8 @@ from lxml import etree
 
 from migration_core.errors import PreflightError
 from migration_core.facts import domxml
-from migration_core.facts.gathered import DiskSourceKind, PciDeviceInfo
+from migration_core.facts.devices import PciDeviceInfo
+from migration_core.facts.vm import DiskSourceKind
 from migration_core.facts.xmlutil import parse_cpuset, pci_address, to_bytes
 from migration_core.units import GIB, MIB
 from tests.migration_core.fixtures.build import vm, xml

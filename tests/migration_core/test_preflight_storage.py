@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from migration_core.facts.gathered import DiskSourceKind, DiskVisibility, VmFacts, VmState
-from migration_core.facts.vm import DiskSource
+from migration_core.facts.gathered import DiskVisibility, VmState
+from migration_core.facts.vm import DiskSource, DiskSourceKind, VmFacts
 from migration_core.models import CheckResult, CheckStatus, CopyStorage, MigrationOptions
 from migration_core.preflight import storage
 from migration_core.units import GIB

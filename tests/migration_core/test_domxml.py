@@ -102,6 +102,15 @@ def test_vm42_disks_cover_every_source_kind() -> None:
         None,
     )
     assert (sda.device, sda.readonly, sda.empty, sda.writable) == ("cdrom", True, True, False)
+    # One DiskSource reading per kind, and the report text it gives each disk.
+    assert [d.label for d in (vda, vdb, vdc, vdd, sda)] == [
+        "vda (/var/lib/libvirt/images/vm42.qcow2)",
+        "vdb (rbd vms/vm42-data on 10.0.0.11:6789, 10.0.0.12:6789)",
+        "vdc (/dev/mapper/mpatha)",
+        "vdd (volume default/vm42-scratch.qcow2)",
+        "sda (no medium)",
+    ]
+    assert vda.backing_chain[0].source.kind is DiskSourceKind.FILE
     assert vda.copyable and not vdb.copyable
 
 

@@ -49,7 +49,7 @@ pytestmark = pytest.mark.virtual_time
 
 CARD_TS = "1714564800.000100"
 REASON = "CHG-1234 kernel update on hostA"
-APPROVERS = ("U0BOB", "U0CAROL")  # a post-copy plan needs two approvals, any other one
+APPROVERS = ("U0BOB", "U0CAROL")  # the service asks two approvals for a post-copy plan, one for the others
 # After approval, the states a job passes through on its way to `succeeded` (queued only when asked for).
 LATER_STATES = (JobState.APPROVED, JobState.RUNNING, JobState.VERIFYING, JobState.SUCCEEDED)
 

@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from handlers.progress import SlackProgressSink
 from handlers.slack_io import is_transient
+from handlers.slack_rate import EDITS_PER_MIN
 from migration_core.errors import StoreError
 from migration_core.events import (
     DecisionMade,
@@ -135,10 +137,14 @@ class Rig:
         return summary(job_id=self.job_id)
 
 
-def new_sink(fs: FleetService, t: FakeTime, client: RecordingClient, **kw: object) -> SlackProgressSink:
+def new_sink(
+    fs: FleetService, t: FakeTime, client: RecordingClient, *, min_interval_s: float = 2.0,
+    edits_per_min: float = EDITS_PER_MIN,
+) -> SlackProgressSink:  # fmt: skip
     return SlackProgressSink(
-        client, fs.service, clock=t.clock, sleep=t.sleep, now=VirtualClock().now, **{"min_interval_s": 2.0, **kw}
-    )  # type: ignore[arg-type]
+        client, fs.service, min_interval_s=min_interval_s, clock=t.clock, sleep=t.sleep, now=VirtualClock().now,
+        edits_per_min=edits_per_min,
+    )  # fmt: skip
 
 
 async def make(fs: FleetService, **job_kw: object) -> Rig:
@@ -147,7 +153,7 @@ async def make(fs: FleetService, **job_kw: object) -> Rig:
     return Rig(t, client, fs, new_sink(fs, t, client), job.id)
 
 
-def progress_edits(client, ts):
+def progress_edits(client: RecordingClient, ts: str) -> list[dict[str, Any]]:
     return [kw for kw in client.of("chat_update") if kw["ts"] == ts]
 
 
@@ -156,7 +162,7 @@ async def start_running(r: Rig) -> str:
     await settle()
     posted = r.client.of("chat_postMessage")
     assert len(posted) == 1
-    return posted[0]["_ts"]
+    return str(posted[0]["_ts"])
 
 
 async def test_running_posts_the_progress_message_in_the_thread_and_stores_its_ts(fleet):
@@ -195,7 +201,7 @@ async def test_never_more_than_one_edit_per_interval(fleet, interval_s):
     t, client = FakeTime(), RecordingClient()
     r = Rig(t, client, fleet, new_sink(fleet, t, client, min_interval_s=interval_s), job.id)
     ts = await start_running(r)
-    edit_times = []
+    edit_times: list[float] = []
     for step in range(200):  # 20 s of samples every 0.1 s
         await r.sink.emit(ProgressUpdated(r.sample(percent=step / 2)))
         await t.advance(0.1)

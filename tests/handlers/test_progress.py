@@ -8,8 +8,10 @@ test plays the executor's events). Slack is the recording client, time the sink'
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -288,22 +290,38 @@ async def test_jobs_without_a_slack_card_are_ignored(fleet):
     assert r.client.calls == []
 
 
+def sqlite_path(store: Store) -> Path:
+    return Path(store.url_masked.removeprefix("sqlite:///"))
+
+
 def corrupt_sqlite(store: Store) -> None:
     """Overwrite the store's SQLite files (database, WAL, shared memory) in place with garbage, under its open
     connections: every read from then on fails with "file is not a database"."""
-    db = Path(store.url_masked.removeprefix("sqlite:///"))
+    db = sqlite_path(store)
     for f in db.parent.glob(db.name + "*"):
         f.write_bytes(b"\xde\xad" * max(f.stat().st_size // 2, 2048))
 
 
-@pytest.mark.parametrize("breakage", ["engine closed", "file corrupted"])
-async def test_emit_never_raises_even_when_the_store_is_broken(fleet, breakage):
+def garble_job_row(store: Store, job_id: int) -> None:
+    """Write a state no version of the bot knows into the job's row (a manual edit, a newer schema): reading the
+    job then fails with a plain ValueError, not a StoreError: the sink must survive what it does not expect."""
+    with contextlib.closing(sqlite3.connect(sqlite_path(store))) as db, db:
+        db.execute("UPDATE jobs SET state = 'on fire' WHERE id = ?", (job_id,))
+
+
+@pytest.mark.parametrize(
+    ("breakage", "raised"),
+    [("engine closed", StoreError), ("file corrupted", StoreError), ("row unreadable", ValueError)],
+)
+async def test_emit_never_raises_even_when_the_store_is_broken(fleet, breakage, raised):
     r = await make(fleet)
     if breakage == "engine closed":
         await r.store.close()  # the engine is disposed: every store operation fails with a StoreError
-    else:
+    elif breakage == "file corrupted":
         corrupt_sqlite(r.store)
-    with pytest.raises(StoreError):
+    else:
+        garble_job_row(r.store, r.job_id)
+    with pytest.raises(raised):
         await r.job()  # the database really is broken
     await r.sink.emit(r.state(JobState.RUNNING))
     await r.sink.emit(SummaryReady(r.summary()))

@@ -15,8 +15,7 @@ from migration_core.errors import DrainStateError, StoreError, UnknownDrainError
 from migration_core.models import Approval, ApprovalRequirement, Job
 from migration_core.planning.drain import DrainPlan
 from migration_core.store.base import StoreBase
-from migration_core.store.job_ops import dumps
-from migration_core.store.schema import DrainRow, EventRow, JobRow, to_utc
+from migration_core.store.schema import DrainRow, JobRow, event_row, to_utc
 from migration_core.store.types import EventKind
 
 
@@ -74,16 +73,8 @@ class DrainOps(StoreBase):
     def _drain_event(
         self, s: Session, drain_id: int, actor: str | None, detail: str, data: dict[str, Any], at: datetime
     ) -> None:
-        s.add(
-            EventRow(
-                job_id=None,
-                at=at,
-                kind=EventKind.DRAIN.value,
-                actor=actor,
-                detail=f"{drain_ref(drain_id)}: {detail}",
-                data=dumps({"drain": drain_id, **data}),
-            )
-        )
+        text = f"{drain_ref(drain_id)}: {detail}"
+        s.add(event_row(None, EventKind.DRAIN, at, actor, text, {"drain": drain_id, **data}))
 
     def _require_drain(self, s: Session, drain_id: int) -> DrainRow:
         row = s.get(DrainRow, drain_id, populate_existing=True)

@@ -11,8 +11,8 @@ from sqlmodel import Session, col, select
 
 from migration_core.models import Job, JobState
 from migration_core.store.base import StoreBase, unknown_job
-from migration_core.store.job_ops import ACTIVE, dumps
-from migration_core.store.schema import EventRow, JobRow, row_id
+from migration_core.store.job_ops import ACTIVE
+from migration_core.store.schema import JobRow, event_row, row_id
 from migration_core.store.states import CLAIMABLE_STATES, SLOT_STATES
 from migration_core.store.types import EventKind, HostLimit, HostLoad
 
@@ -128,15 +128,7 @@ class LeaseOps(StoreBase):
                 )
                 if result.rowcount != 1:
                     return False
-                s.add(
-                    EventRow(
-                        job_id=job_id,
-                        at=self._now(),
-                        kind=EventKind.LEASE.value,
-                        actor=owner,
-                        detail=f"released by {owner}",
-                    )
-                )
+                s.add(event_row(job_id, EventKind.LEASE, self._now(), owner, f"released by {owner}"))
                 return True
 
         return await self._run("release a lease", give_back)
@@ -184,14 +176,5 @@ class LeaseOps(StoreBase):
             detail = f"resumed by {owner}"
         else:
             detail = f"taken over by {owner} from {before} (its lease ended {row.lease_until:%H:%M:%S} UTC)"
-        s.add(
-            EventRow(
-                job_id=job_id,
-                at=now,
-                kind=EventKind.LEASE.value,
-                actor=owner,
-                detail=detail,
-                data=dumps({"previous_owner": before} if before else {}),
-            )
-        )
+        s.add(event_row(job_id, EventKind.LEASE, now, owner, detail, {"previous_owner": before} if before else {}))
         return self._load_job(s, job_id)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Index, Text, text
 from sqlalchemy.engine import Dialect
@@ -118,6 +119,35 @@ class EventRow(SQLModel, table=True):
     # records written before the chain existed.
     prev_hash: str | None = Field(default=None, sa_type=Text)
     hash: str | None = Field(default=None, sa_type=Text)
+
+
+def dumps(data: Mapping[str, Any]) -> str | None:
+    """A JSON object column's text (sorted keys; NULL for an empty object)."""
+    return json.dumps(data, sort_keys=True, default=str) if data else None
+
+
+def event_row(
+    job_id: int | None,
+    kind: EventKind,
+    at: datetime,
+    actor: str | None = None,
+    detail: str = "",
+    data: Mapping[str, Any] | None = None,
+    *,
+    old_state: JobState | None = None,
+    new_state: JobState | None = None,
+) -> EventRow:
+    """One row of the event log: every writer (jobs, leases, approvals, drains, notices) builds it here."""
+    return EventRow(
+        job_id=job_id,
+        at=at,
+        kind=kind.value,
+        actor=actor,
+        old_state=old_state.value if old_state is not None else None,
+        new_state=new_state.value if new_state is not None else None,
+        detail=detail,
+        data=dumps(data or {}),
+    )
 
 
 class ProgressRow(SQLModel, table=True):

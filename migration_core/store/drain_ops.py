@@ -15,7 +15,7 @@ from migration_core.errors import DrainStateError, StoreError, UnknownDrainError
 from migration_core.models import Approval, ApprovalRequirement, Job
 from migration_core.planning.drain import DrainPlan
 from migration_core.store.base import StoreBase
-from migration_core.store.schema import DrainRow, JobRow, event_row, to_utc
+from migration_core.store.schema import DrainRow, JobRow, decoding_plan, event_row, to_utc
 from migration_core.store.types import EventKind
 
 
@@ -32,7 +32,7 @@ def _approvals_json(approvals: Iterable[Approval]) -> str:
 def drain_from_row(row: DrainRow) -> Drain:
     if row.id is None:
         raise StoreError("a drain row has no id", "this is a bug in the store: report it")
-    try:
+    with decoding_plan(f"drain {drain_ref(row.id)}"):
         plan = DrainPlan.from_record(json.loads(row.plan))
         requirement = ApprovalRequirement.from_json(json.loads(row.requirement))
         approvals = tuple(
@@ -40,11 +40,6 @@ def drain_from_row(row: DrainRow) -> Drain:
                      tuple(a.get("groups", ())))
             for a in json.loads(row.approvals or "[]")
         )  # fmt: skip
-    except (ValueError, KeyError, TypeError) as err:
-        raise StoreError(
-            f"drain {drain_ref(row.id)} has an unreadable plan in the database: {err}",
-            "the store never writes this: look for manual edits or a version mismatch",
-        ) from None
     return Drain(
         id=row.id,
         kind=DrainKind(row.kind),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
@@ -271,14 +272,21 @@ def row_id(row: JobRow | EventRow) -> int:
     return row.id
 
 
-def job_from_row(row: JobRow, approvals: Sequence[Approval]) -> Job:
+@contextmanager
+def decoding_plan(owner: str) -> Iterator[None]:
+    """Decode a row's stored plan (JSON) inside this block: what does not parse is a StoreError naming `owner`."""
     try:
-        plan = Plan.from_json(json.loads(row.plan)) if row.plan else None
+        yield
     except (ValueError, KeyError, TypeError) as err:
         raise StoreError(
-            f"job #{row.id} has an unreadable plan in the database: {err}",
+            f"{owner} has an unreadable plan in the database: {err}",
             "the store never writes this: look for manual edits or a version mismatch",
         ) from None
+
+
+def job_from_row(row: JobRow, approvals: Sequence[Approval]) -> Job:
+    with decoding_plan(f"job #{row.id}"):
+        plan = Plan.from_json(json.loads(row.plan)) if row.plan else None
     return Job(
         id=row_id(row),
         vm=row.vm,

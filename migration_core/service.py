@@ -202,18 +202,9 @@ class MigrationService:
         self.inventory.get(request.destination)  # an unknown host is bad input: say so before any I/O
         return await self.planner.make_plan(request)
 
-    async def plan_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-    ) -> DrainPlan:
+    async def plan_drain(self, request: DrainRequest) -> DrainPlan:
         """The dry run of `drain <host>`: nothing changes. Unknown hosts are bad input, refused before any I/O."""
-        request = self._drain_request(host, options, to, except_vms, include_stopped)
-        return await self.drains.timed(await _host_planner(self.planner).plan_drain(request))
+        return await self.drains.timed(await _host_planner(self.planner).plan_drain(self._checked(request)))
 
     async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan:
         """`<vm> to any`: the single move's plan to the host placement chooses, with the reason."""
@@ -221,35 +212,23 @@ class MigrationService:
 
     # ----- drains (issue 11): the desk does the work; these check the input and name the operation -------
 
-    def _drain_request(
-        self, host: str, options: MigrationOptions, to: Sequence[str], except_vms: Sequence[str], stopped: bool
-    ) -> DrainRequest:
-        """The front ends' drain arguments as one value, checked: unknown hosts are refused before any I/O."""
-        source = self.inventory.get(host)
-        for name in to:
+    def _checked(self, request: DrainRequest) -> DrainRequest:
+        """The front end's drain request with the host's canonical name: unknown hosts are refused before any I/O."""
+        source = self.inventory.get(request.host)
+        for name in request.to:
             self.inventory.get(name)
         if len(self.inventory) < 2:
             raise RequestError(
                 f"{source.name} is the only host in {self.inventory.path}: there is nowhere to drain it to",
                 "add the other hosts to the hosts file",
             )
-        return DrainRequest(source.name, options, tuple(to), tuple(except_vms), stopped)
+        return replace(request, host=source.name)
 
-    async def request_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        requester: str,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-        chat_channel: str | None = None,
-    ) -> Drain:
+    async def request_drain(self, request: DrainRequest, requester: str, *, chat_channel: str | None = None) -> Drain:
         """`drain <host>`: the plan, up for approval (a drain needs a risky plan's approvers)."""
-        request = self._drain_request(host, options, to, except_vms, include_stopped)
+        checked = self._checked(request)
         with logctx.job_context(actor=requester):
-            return await self.drains.request(request, requester, chat_channel=chat_channel)
+            return await self.drains.request(checked, requester, chat_channel=chat_channel)
 
     async def plan_return(self, host: str) -> DrainPlan:
         """The dry run of `return <host>`."""

@@ -8,14 +8,14 @@ the `EventSink` given to the service at construction, not through return values.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from migration_core.drains import CancelReport, Drain, DrainStatus
 from migration_core.models import Job, MigrationOptions, MigrationRequest, Plan
-from migration_core.planning.drain import DrainPlan, PlacedPlan
+from migration_core.planning.drain import DrainPlan, DrainRequest, PlacedPlan
 
 # Answers "is this user an approver?" (the Slack layer resolves user groups; the console uses a static list).
 ApproverCheck = Callable[[str], Awaitable[bool]]
@@ -67,15 +67,7 @@ class MigrationServiceAPI(Protocol):
         """Preflight + prediction only; changes nothing. Raises PreflightError when hosts cannot be reached."""
         ...
 
-    async def plan_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-    ) -> DrainPlan:
+    async def plan_drain(self, request: DrainRequest) -> DrainPlan:
         """The dry run of `drain <host>`: every VM placed, ordered and timed; changes nothing."""
         ...
 
@@ -85,17 +77,7 @@ class MigrationServiceAPI(Protocol):
 
     # ----- drains (issue 11) -----
 
-    async def request_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        requester: str,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-        chat_channel: str | None = None,
-    ) -> Drain:
+    async def request_drain(self, request: DrainRequest, requester: str, *, chat_channel: str | None = None) -> Drain:
         """Plan the drain and leave it awaiting approval (RequestError: unknown host, nothing can move, another
         drain of the host unfinished; PolicyError: not allowed, freeze, ticket, rate)."""
         ...

@@ -32,7 +32,7 @@ from migration_core.limits import BANDWIDTH_MIB_S, DEFAULT_APPROVAL_TTL_S, MAX_D
 from migration_core.models import Job, JobState, MigrationOptions, MigrationRequest, Plan
 from migration_core.planning.drain import DrainPlan, DrainRequest, PlacedPlan
 from migration_core.service_api import ApproverCheck, FreezeStatus, GroupCheck, HostStatus, QueuePosition
-from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Journal, Store
+from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Journal, Store, poll_until
 from migration_core.store.states import CANCELLABLE_STATES
 
 log = logging.getLogger(__name__)
@@ -622,13 +622,9 @@ class MigrationService:
         return await self.store.update_refs(job_id, channel=channel, thread=thread, progress=progress)
 
     async def wait(self, job_id: int, timeout_s: float | None = None) -> Job:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
-        while True:
-            job = await self.store.get_job(job_id)
-            if job.state.terminal or (deadline is not None and loop.time() >= deadline):
-                return job
-            await asyncio.sleep(self.config.wait_poll_s)
+        return await poll_until(
+            lambda: self.store.get_job(job_id), lambda job: job.state.terminal, timeout_s, self.config.wait_poll_s
+        )
 
     async def notice(self, job_id: int, kind: NoticeKind, text: str) -> None:
         """Record and emit a notice (used by the dispatcher and front ends)."""

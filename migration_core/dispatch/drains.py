@@ -53,7 +53,7 @@ from migration_core.planning.drain import (
     LeftBehind,
     PlannedMove,
 )
-from migration_core.store import ActiveJobExists, DrainStateError, DuplicateRequestError, Store
+from migration_core.store import ActiveJobExists, DrainStateError, DuplicateRequestError, Store, poll_until
 from migration_core.store.states import CANCELLABLE_STATES
 
 log = logging.getLogger(__name__)
@@ -435,13 +435,10 @@ class DrainDesk:
 
     async def wait(self, drain_id: int, timeout_s: float | None = None) -> DrainStatus:
         """Until the drain is finished (or `timeout_s`): polls the store, so it works for any replica's drain."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
-        while True:
-            drain = await self.store.get_drain(drain_id)
-            if drain.state.finished or (deadline is not None and loop.time() >= deadline):
-                return await self.status_of(drain)
-            await asyncio.sleep(self.config.poll_s)
+        drain = await poll_until(
+            lambda: self.store.get_drain(drain_id), lambda d: d.state.finished, timeout_s, self.config.poll_s
+        )
+        return await self.status_of(drain)
 
     # ----- the conductor ------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -28,7 +28,7 @@ from migration_core.events import EventSink, Notice, NoticeKind
 from migration_core.execution.executor import Executor
 from migration_core.inventory.hosts import Inventory
 from migration_core.inventory.policy_file import Policy
-from migration_core.limits import BANDWIDTH_MIB_S, DEFAULT_APPROVAL_TTL_S, MAX_DOWNTIME_MS
+from migration_core.limits import BANDWIDTH_MIB_S, DEFAULT_APPROVAL_TTL_S, MAX_DOWNTIME_MS, Limit
 from migration_core.models import Job, JobState, MigrationOptions, MigrationRequest, Plan
 from migration_core.planning.drain import DrainPlan, DrainRequest, PlacedPlan
 from migration_core.service_api import ApproverCheck, FreezeStatus, GroupCheck, HostStatus, QueuePosition
@@ -539,25 +539,28 @@ class MigrationService:
 
     @logctx.scoped(job_id="job_id", actor="actor")
     async def set_max_downtime(self, job_id: int, downtime_ms: int, actor: str) -> Job:
-        MAX_DOWNTIME_MS.check(downtime_ms, "max downtime", f"{downtime_ms} ms")
-        return await self._run_control(
-            job_id,
-            actor,
-            "downtime",
-            self.executor.set_max_downtime(job_id, downtime_ms, actor),
-            f"max downtime {downtime_ms} ms",
-        )
+        apply = self.executor.set_max_downtime
+        return await self._set_limit(job_id, actor, "downtime", MAX_DOWNTIME_MS, downtime_ms, apply)
 
     @logctx.scoped(job_id="job_id", actor="actor")
     async def set_bandwidth(self, job_id: int, bandwidth_mib_s: int, actor: str) -> Job:
-        BANDWIDTH_MIB_S.check(bandwidth_mib_s, "bandwidth", f"{bandwidth_mib_s} MiB/s")
-        return await self._run_control(
-            job_id,
-            actor,
-            "bandwidth",
-            self.executor.set_bandwidth(job_id, bandwidth_mib_s, actor),
-            f"bandwidth {bandwidth_mib_s} MiB/s",
-        )
+        apply = self.executor.set_bandwidth
+        return await self._set_limit(job_id, actor, "bandwidth", BANDWIDTH_MIB_S, bandwidth_mib_s, apply)
+
+    async def _set_limit(
+        self,
+        job_id: int,
+        actor: str,
+        action: str,
+        limit: Limit,
+        value: int,
+        apply: Callable[[int, int, str], Coroutine[Any, Any, None]],
+    ) -> Job:
+        """Change one of a running migration's limits: checked against the limit's range before anything runs
+        (the event says "max downtime 300 ms")."""
+        shown = f"{value} {limit.unit.value}"
+        limit.check(value, limit.name, shown)
+        return await self._run_control(job_id, actor, action, apply(job_id, value, actor), f"{limit.name} {shown}")
 
     # ----- reading ----------------------------------------------------------------------------------------
 

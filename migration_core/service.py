@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from migration_core import logctx
 from migration_core.dispatch import policy, windows
@@ -36,6 +36,7 @@ from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKi
 from migration_core.store.states import CANCELLABLE_STATES
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -244,24 +245,20 @@ class MigrationService:
         )
 
     async def approve_drain(self, drain_id: int, actor: str) -> Drain:
-        try:
-            return await self.drains.approve(drain_id, actor)
-        except MigrateBotError as err:
-            await self.record_refusal(None, actor, "approve drain", err, {"drain": drain_id})
-            raise
+        return await self._drain_decision(drain_id, actor, "approve drain", self.drains.approve(drain_id, actor))
 
     async def deny_drain(self, drain_id: int, actor: str, reason: str | None = None) -> Drain:
-        try:
-            return await self.drains.deny(drain_id, actor, reason)
-        except MigrateBotError as err:
-            await self.record_refusal(None, actor, "deny drain", err, {"drain": drain_id})
-            raise
+        return await self._drain_decision(drain_id, actor, "deny drain", self.drains.deny(drain_id, actor, reason))
 
     async def cancel_drain(self, drain_id: int, actor: str) -> CancelReport:
+        return await self._drain_decision(drain_id, actor, "cancel drain", self.drains.cancel(drain_id, actor))
+
+    async def _drain_decision(self, drain_id: int, actor: str, action: str, decision: Awaitable[T]) -> T:
+        """Await a person's decision on a drain; a refused one is recorded (who, what, which drain) and re-raised."""
         try:
-            return await self.drains.cancel(drain_id, actor)
+            return await decision
         except MigrateBotError as err:
-            await self.record_refusal(None, actor, "cancel drain", err, {"drain": drain_id})
+            await self.record_refusal(None, actor, action, err, {"drain": drain_id})
             raise
 
     async def get_drain(self, drain_id: int) -> Drain:

@@ -20,6 +20,7 @@ from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup
 from migration_core.hypervisor.fleet import HostSpec, VmSpec, run_virtual
 from migration_core.models import CheckStatus, JobState, MigrationOptions, MigrationRequest
 from migration_core.planning.drain import WAVE_OVERHEAD_S, DrainRequest
+from migration_core.store import EventKind
 from tests.migration_core.fleet.support import Recorder, close_service, open_service, rig, when
 
 A, B, C = "hA", "hB", "hC"
@@ -347,6 +348,33 @@ def test_the_eta_learns_each_waves_cost_from_the_last_finished_drain(tmp_path: P
                 overhead = drain.plan.wave_overhead_s
             assert overhead != WAVE_OVERHEAD_S  # the second plan used the learned figure
             assert errors[1] < errors[0], errors
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+def test_a_refused_drain_decision_is_recorded_with_the_drain(tmp_path: Path) -> None:
+    """Approve, deny and cancel of a drain that policy or the state refuses leave a `refused` event naming the
+    action and the drain (the person sees the error; the log keeps who tried what)."""
+    r = rig(_idle("web1"), hosts=HOSTS)
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        try:
+            drain = await service.request_drain(DrainRequest(A, MigrationOptions()), "alice")
+            with pytest.raises(MigrateBotError, match="you requested this"):
+                await service.approve_drain(drain.id, "alice")
+            with pytest.raises(MigrateBotError):
+                await service.deny_drain(drain.id + 100, "bob")
+            with pytest.raises(MigrateBotError):
+                await service.cancel_drain(drain.id + 100, "bob")
+            refused = [e for e in await service.store.events(None) if e.kind is EventKind.REFUSED]
+            assert [(e.actor, dict(e.data)) for e in refused] == [
+                ("alice", {"action": "approve drain", "drain": drain.id}),
+                ("bob", {"action": "deny drain", "drain": drain.id + 100}),
+                ("bob", {"action": "cancel drain", "drain": drain.id + 100}),
+            ]
         finally:
             await close_service(service)
 

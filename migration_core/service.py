@@ -439,9 +439,8 @@ class MigrationService:
         groups = frozenset(
             [n.group for n in policy.requirement_of(job.plan).groups if await self.group_check(actor, n.group)]
         )
-        verdict = policy.check_approval(
-            job, actor, await self.approver_check(actor), self.clock(), self.config.approval_ttl_s, groups
-        )
+        who = policy.Decider(actor, await self.approver_check(actor), groups)
+        verdict = policy.check_approval(job, who, self.clock(), self.config.approval_ttl_s)
         if not verdict.allowed:
             err = verdict.error()
             assert err is not None

@@ -28,6 +28,7 @@ from migration_core.dispatch.drain_policy import (
     drain_expires_at,
     drain_requirement,
 )
+from migration_core.dispatch.policy import Decider
 from migration_core.drains import (
     COMPLETED_DRAIN_STATES,
     PARKED_STATES,
@@ -283,9 +284,8 @@ class DrainDesk:
         drain = await self.store.get_drain(drain_id)
         groups = frozenset([n.group for n in drain.requirement.groups if await self.group_check(actor, n.group)])
         now = self.clock()
-        verdict = check_drain_approval(
-            drain, actor, await self.approver_check(actor), now, self.config.approval_ttl_s, groups
-        )
+        who = Decider(actor, await self.approver_check(actor), groups)
+        verdict = check_drain_approval(drain, who, now, self.config.approval_ttl_s)
         if not verdict.allowed:
             if drain.state is DrainState.AWAITING_APPROVAL and now >= drain_expires_at(
                 drain, self.config.approval_ttl_s

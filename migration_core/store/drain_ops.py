@@ -253,22 +253,17 @@ class DrainOps(StoreBase):
     async def claim_drain(self, drain_id: int, replica: str, lease_s: float) -> bool:
         """Take (or renew) the right to conduct the drain: only one replica runs a drain's waves at a time."""
 
-        def write(_attempt: int) -> bool:
-            now = self._now()
-            with self._tx(write=True) as s:
-                result = s.exec(
-                    update(DrainRow)
-                    .where(
-                        col(DrainRow.id) == drain_id,
-                        or_(
-                            col(DrainRow.owner).is_(None),
-                            col(DrainRow.owner) == replica,
-                            col(DrainRow.lease_until).is_(None),
-                            col(DrainRow.lease_until) < now,
-                        ),
-                    )
-                    .values(owner=replica, lease_until=now + timedelta(seconds=lease_s))
-                )
-                return bool(result.rowcount == 1)
-
-        return await self._run("claim a drain", write)
+        return await self._update_one(
+            "claim a drain",
+            lambda now: update(DrainRow)
+            .where(
+                col(DrainRow.id) == drain_id,
+                or_(
+                    col(DrainRow.owner).is_(None),
+                    col(DrainRow.owner) == replica,
+                    col(DrainRow.lease_until).is_(None),
+                    col(DrainRow.lease_until) < now,
+                ),
+            )
+            .values(owner=replica, lease_until=now + timedelta(seconds=lease_s)),
+        )

@@ -104,17 +104,12 @@ class LeaseOps(StoreBase):
     async def renew_lease(self, job_id: int, owner: str, lease_s: float) -> bool:
         """Extend `owner`'s lease (heartbeat). False: the job is no longer ours, stop working on it."""
 
-        def renew(_attempt: int) -> bool:
-            now = self._now()
-            with self._tx(write=True) as s:
-                result = s.exec(
-                    update(JobRow)
-                    .where(col(JobRow.id) == job_id, col(JobRow.owner) == owner, col(JobRow.state).in_(ACTIVE))
-                    .values(lease_until=now + timedelta(seconds=lease_s))
-                )
-                return result.rowcount == 1
-
-        return await self._run("renew a lease", renew)
+        return await self._update_one(
+            "renew a lease",
+            lambda now: update(JobRow)
+            .where(col(JobRow.id) == job_id, col(JobRow.owner) == owner, col(JobRow.state).in_(ACTIVE))
+            .values(lease_until=now + timedelta(seconds=lease_s)),
+        )
 
     async def release(self, job_id: int, owner: str) -> bool:
         """Give the job back (clear owner and lease) if `owner` holds it; True when it did."""

@@ -16,7 +16,7 @@ the job ran), `verification` (list of `name`, `status`, `reason`), `events` (lis
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,13 +43,7 @@ class Outcome:
     throughput_mib_s: float | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "total_s": self.total_s,
-            "downtime_ms": self.downtime_ms,
-            "data_bytes": self.data_bytes,
-            "iterations": self.iterations,
-            "throughput_mib_s": self.throughput_mib_s,
-        }
+        return asdict(self)  # the contract's `outcome` keys are exactly these fields
 
 
 @dataclass(frozen=True)

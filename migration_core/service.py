@@ -32,7 +32,15 @@ from migration_core.limits import BANDWIDTH_MIB_S, DEFAULT_APPROVAL_TTL_S, MAX_D
 from migration_core.models import Job, JobState, MigrationOptions, MigrationRequest, Plan
 from migration_core.planning.drain import DrainPlan, DrainRequest, PlacedPlan
 from migration_core.service_api import ApproverCheck, FreezeStatus, GroupCheck, HostStatus, QueuePosition
-from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Journal, Store, poll_until
+from migration_core.store import (
+    ActiveJobExists,
+    DuplicateRequestError,
+    EventKind,
+    HostLimit,
+    Journal,
+    Store,
+    poll_until,
+)
 from migration_core.store.states import CANCELLABLE_STATES
 
 log = logging.getLogger(__name__)
@@ -595,8 +603,7 @@ class MigrationService:
                 running_vms=running,
                 inbound_active=hl.inbound if hl else 0,
                 outbound_active=hl.outbound if hl else 0,
-                max_inbound=host.max_inbound,
-                max_outbound=host.max_outbound,
+                limit=HostLimit(host.max_inbound, host.max_outbound),
             )
 
         return list(await asyncio.gather(*(one(n) for n in self.inventory.names())))

@@ -147,7 +147,7 @@ def event_row(
         old_state=old_state.value if old_state is not None else None,
         new_state=new_state.value if new_state is not None else None,
         detail=detail,
-        data=dumps(data or {}),
+        data=dumps(dict(data or {})),  # any Mapping (a read-only view too) is written as a JSON object
     )
 
 

@@ -7,6 +7,7 @@ import itertools
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 
 import psycopg
 import pytest
@@ -348,3 +349,11 @@ def test_an_unreadable_stored_plan_is_named_for_the_operator() -> None:
                      requirement="{}", created_at=at, updated_at=at)  # fmt: skip
     with pytest.raises(StoreError, match=r"drain D3 has an unreadable plan .*manual edits"):
         drain_from_row(drain)
+
+
+async def test_an_event_takes_its_data_from_any_mapping(store: Store) -> None:
+    """`record_event` data may be a read-only mapping: it is written as a JSON object all the same."""
+    job = await store.create_job(vm="vm42", destination="hostB", requester="U1")
+    event = await store.record_event(job.id, EventKind.CLICK, "U1", "clicked", MappingProxyType({"button": "ok"}))
+    assert event.data == {"button": "ok"}
+    assert (await store.events(job.id))[-1].data == {"button": "ok"}

@@ -41,7 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from migration_core.facts.gathered import DirtyRateSample, VmFacts, VmState  # noqa: E402
+from migration_core.facts.gathered import DirtyRateSample, VmState  # noqa: E402
+from migration_core.facts.vm import VmFacts  # noqa: E402
 from migration_core.hypervisor.libvirt_adapter import Hypervisor  # noqa: E402
 from migration_core.inventory.hosts import HostConfig, Inventory, load_inventory  # noqa: E402
 from migration_core.models import CheckStatus, MigrationRequest, Plan  # noqa: E402

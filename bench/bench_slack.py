@@ -12,9 +12,13 @@ at once; the real preflight against the lab runs after the ack, in the same proc
 response_url, so later requests are acked while earlier preflights run). Target: p99 < 100 ms at 20.
 
 Part "freshness": the lab cannot carry 10 concurrent real migrations (2 hosts, 2 slots each, shared with other
-suites), so this drives the real SlackProgressSink with N synthetic jobs: each job's card and progress message
-are real messages in the fake (over HTTP, through the bot's real Web API client with its retry handlers), and
-each job emits a ProgressUpdated at `--hz` (the executor's sampling rate). The fake's Slack-like rate limiter is
+suites), so this drives the real SlackProgressSink with N jobs of the real MigrationService on the in-memory
+fleet (tests/bot/fleet_service.py, on the wall clock, its store a private SQLite file): each job is requested
+(preflight on the fleet), approved and marked running through the service and its store, as the dispatcher
+would; the service is not started, so nothing migrates them and the samples are synthetic: each job emits a
+ProgressUpdated at `--hz` (the executor's sampling rate). Every job, chat reference and queue read of the sink
+goes to that store. Each job's card and progress message are real messages in the fake (over HTTP, through
+the bot's real Web API client with its retry handlers). The fake's Slack-like rate limiter is
 ON (chat.update: Tier 3 = 50/min for the whole workspace; chat.postMessage: ~1/s per channel). A sample's lag is
 the time from its emit until Slack first shows it or a newer one (the iteration number rendered in the message
 identifies the sample); 429s are counted from the fake's call log. Client and servers share this 2-core box.
@@ -30,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,9 +45,10 @@ sys.path.insert(0, str(ROOT))
 from bot.app import make_web_client  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from handlers.progress import SlackProgressSink  # noqa: E402
-from migration_core.events import ProgressUpdated, StateChanged  # noqa: E402
-from migration_core.models import Job, JobState, Phase, ProgressSample  # noqa: E402
-from migration_core.service_api import QueuePosition  # noqa: E402
+from migration_core.events import ProgressUpdated, RecordingSink, StateChanged  # noqa: E402
+from migration_core.hypervisor.fleet import Fleet, HostSpec, VmSpec  # noqa: E402
+from migration_core.models import Job, JobState, MigrationOptions, MigrationRequest, Phase, ProgressSample  # noqa: E402
+from tests.bot.fleet_service import FleetService, open_fleet_service  # noqa: E402
 from tests.e2e.botproc import start_bot, wait_lab_usable  # noqa: E402
 from tests.fakeslack import FakeSlack  # noqa: E402
 from tests.fixtures.slack import C_OPS, DEFAULT_WORKSPACE, SIGNING_SECRET, U_ALICE  # noqa: E402
@@ -127,24 +132,37 @@ async def bench_ack(rounds: int) -> None:
 # ---- part 2: progress freshness -----------------------------------------------------------------------------
 
 
-class SyntheticService:
-    """The part of the service API the progress sink reads: jobs by id, chat refs, the queue."""
+APPROVER = "U0BOB"
+REQUESTS_PER_REQUESTER = 25  # below the service's per-user hourly limit (30): more jobs, more requesters
 
-    def __init__(self, jobs: dict[int, Job]) -> None:
-        self.jobs = jobs
 
-    async def get_job(self, job_id: int) -> Job:
-        return self.jobs[job_id]
+async def _approver(user: str) -> bool:
+    return user == APPROVER
 
-    async def set_chat_refs(self, job_id: int, *, channel: str | None = None, thread: str | None = None,
-                            progress: str | None = None) -> Job:
-        job = self.jobs[job_id]
-        self.jobs[job_id] = replace(job, chat_channel=channel or job.chat_channel,
-                                    chat_thread=thread or job.chat_thread, chat_progress=progress or job.chat_progress)
-        return self.jobs[job_id]
 
-    async def queue(self) -> list[QueuePosition]:
-        return []
+async def running_jobs(n_jobs: int) -> tuple[FleetService, list[Job]]:
+    """The real service over hostA and hostB with guests vm01..vmN on hostA, and one job per guest, requested
+    (preflight on the fleet) and approved through the service, then moved to running with the store's
+    transition, as the dispatcher does when it starts one. The service is not started: nothing migrates them.
+    Its own events (requested, approved) go to a recording sink: they come before what is measured."""
+    vms = [VmSpec(f"vm{i:02d}", host="hostA", memory_mib=4096, dirty_mib_s=40) for i in range(1, n_jobs + 1)]
+    fleet = Fleet.build(hosts=[HostSpec("hostA"), HostSpec("hostB")], vms=vms)
+    fs = await open_fleet_service(RecordingSink(), _approver, start=False, fleet=fleet, real_time=True)
+    service = fs.service
+
+    async def one(i: int) -> Job:
+        requester = f"{U_ALICE}{(i - 1) // REQUESTS_PER_REQUESTER or ''}"
+        job = await service.submit(MigrationRequest(f"vm{i:02d}", "hostB", MigrationOptions()), requester)
+        job = await service.approve(job.id, APPROVER)
+        if job.state is not JobState.APPROVED:
+            raise SystemExit(f"job {job.id} for vm{i:02d} is {job.state.value}, not approved: {job.error}")
+        return await service.store.transition(job.id, JobState.APPROVED, JobState.RUNNING, detail="bench start")
+
+    try:
+        return fs, list(await asyncio.gather(*(one(i) for i in range(1, n_jobs + 1))))
+    except BaseException:
+        await fs.close()
+        raise
 
 
 @dataclass(frozen=True)
@@ -191,14 +209,13 @@ async def bench_freshness(n_jobs: int, duration_s: float, hz: float, stagger_s: 
     fake.seed_sync(DEFAULT_WORKSPACE)
     settings = Settings(slack_bot_token=fake.bot_token, slack_api_url=fake.api_base_url)
     client = make_web_client(settings)
-    now = datetime.now(UTC)
-    jobs = {i: Job(id=i, vm=f"vm{i:02d}", source="hostA", destination="hostB", requester=U_ALICE,
-                   state=JobState.RUNNING, created_at=now, updated_at=now) for i in range(1, n_jobs + 1)}
-    service = SyntheticService(jobs)
+    fs, running = await running_jobs(n_jobs)
+    service = fs.service
+    jobs = {j.id: j for j in running}
     sink = SlackProgressSink(client, service)
     try:
-        for job_id in jobs:  # the cards, before the limiter is on (not what is measured)
-            resp = await client.chat_postMessage(channel=C_OPS, text=f"Migration of vm{job_id:02d} (job {job_id})")
+        for job_id, job in jobs.items():  # the cards, before the limiter is on (not what is measured)
+            resp = await client.chat_postMessage(channel=C_OPS, text=f"Migration of {job.vm} (job {job_id})")
             await service.set_chat_refs(job_id, channel=C_OPS, thread=str(resp["ts"]))
         await fake.set_rate_limits(True)
         t_start = time.time()
@@ -219,10 +236,11 @@ async def bench_freshness(n_jobs: int, duration_s: float, hz: float, stagger_s: 
         drained = await sink.drain(timeout_s=180)
         elapsed_s = time.time() - t_start
         calls = await fake.calls()
+        progress_ts = {j: (await service.get_job(j)).chat_progress for j in jobs}  # what the sink stored
     finally:
         await sink.aclose()
+        await fs.close()
         fake.close()
-    progress_ts = {j: service.jobs[j].chat_progress for j in jobs}
     missing = [j for j, ts in progress_ts.items() if ts is None]
     ts_map = {j: ts for j, ts in progress_ts.items() if ts is not None}
     lags = lags_from_calls(emitted, ts_map, [c for c in calls if c["method"] == "chat.update"])
@@ -230,8 +248,9 @@ async def bench_freshness(n_jobs: int, duration_s: float, hz: float, stagger_s: 
     count: Callable[[str, bool], int] = lambda m, ok: sum(  # noqa: E731
         1 for c in measured if c["method"] == m and (c.get("ok") if ok else c.get("status") == 429))
     minutes = elapsed_s / 60
-    print(f"progress freshness: {n_jobs} synthetic jobs x {hz:g} Hz samples for {duration_s:g} s (starts spread over "
-          f"{stagger_s:g} s), real SlackProgressSink -> fake Slack over HTTP, rate limiter ON")
+    print(f"progress freshness: {n_jobs} jobs (real service on the fleet, SQLite) x {hz:g} Hz synthetic samples for "
+          f"{duration_s:g} s (starts spread over {stagger_s:g} s), real SlackProgressSink -> fake Slack over HTTP, "
+          f"rate limiter ON")
     print(f"  samples emitted: {len(emitted)}; shown (or superseded by a newer one shown): {len(lags)}"
           f"{'; progress message never posted for jobs ' + str(missing) if missing else ''}; drained: {drained}")
     if lags:

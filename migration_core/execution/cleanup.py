@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from migration_core.errors import MigrateBotError
 from migration_core.facts.domxml import parse_domain
-from migration_core.facts.gathered import DiskSourceKind
+from migration_core.facts.vm import DiskSourceKind
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import DomainInfo
 from migration_core.models import CheckResult, CheckStatus, JobState, Plan, VerificationSummary
@@ -140,7 +140,8 @@ async def _copied_paths(
         log.warning("one-owner cleanup: cannot read %s's XML on the destination: %s", vm, err)
         return []
     return [
-        (d.target, d.path)
+        (d.target, d.source.path)
         for d in facts.disks
-        if d.target in targets and d.path and d.kind is DiskSourceKind.FILE  # never a block device (an LV...)
+        # never a block device (an LV...)
+        if d.target in targets and d.source.path and d.source.kind is DiskSourceKind.FILE
     ]

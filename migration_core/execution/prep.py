@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from migration_core.errors import StateError
 from migration_core.facts.domxml import parse_domain
-from migration_core.facts.gathered import DiskSourceKind
+from migration_core.facts.vm import DiskSourceKind
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import MigrationCall
 from migration_core.inventory.hosts import HostConfig, Inventory
@@ -94,23 +94,24 @@ async def prepare_storage(hypervisor: HypervisorPort, r: Route) -> tuple[Prepare
     full = "NON_SHARED_DISK" in r.flag_set
     done: list[PreparedDisk] = []
     for disk in facts.disks:
-        if not disk.copyable or disk.kind not in (DiskSourceKind.FILE, DiskSourceKind.BLOCK) or not disk.path:
+        local = disk.source.kind in (DiskSourceKind.FILE, DiskSourceKind.BLOCK)
+        if not disk.copyable or not local or not disk.source.path:
             continue
         if wanted is not None and disk.target not in wanted:
             continue
-        exists = await hypervisor.path_exists(dst, disk.path)
+        exists = await hypervisor.path_exists(dst, disk.source.path)
         if not full:
             action = "exists" if exists else "in pool"
-            done.append(PreparedDisk(disk.target, disk.path, action))
+            done.append(PreparedDisk(disk.target, disk.source.path, action))
             continue
         action = "created"
         if exists is not False:
-            await _stale_or_stop(hypervisor, r, disk.path)
-            await hypervisor.delete_volume(dst, disk.path)
+            await _stale_or_stop(hypervisor, r, disk.source.path)
+            await hypervisor.delete_volume(dst, disk.source.path)
             action = "replaced"
         size = await hypervisor.disk_capacity_bytes(src, r.vm, disk.target)
-        await hypervisor.create_volume(dst, disk.path, size, disk.format or "raw")
-        done.append(PreparedDisk(disk.target, disk.path, action))
+        await hypervisor.create_volume(dst, disk.source.path, size, disk.format or "raw")
+        done.append(PreparedDisk(disk.target, disk.source.path, action))
     log.info("storage prepared on %s: %s", r.destination.name, done)
     return tuple(done)
 

@@ -1,4 +1,4 @@
-"""Typed facts about a VM's devices (NICs, assigned host devices, vGPUs, vIOMMU, TPM ...); see facts_vm.py.
+"""Typed facts about a VM's devices (NICs, assigned host devices, vGPUs, vIOMMU, TPM ...); see facts/vm.py.
 
 Fields marked "(adapter)" are not in the domain XML: the libvirt adapter fills them from node-device XML,
 devlink or SSH (see `domxml.attach_host_device_info`).

@@ -8,7 +8,7 @@ element or a missing attribute gives a None field, never an exception) and stric
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from lxml import etree
 
@@ -34,6 +34,7 @@ from migration_core.facts.vm import (
     CpuFacts,
     CpuFeature,
     DiskFacts,
+    DiskSource,
     DiskSourceKind,
     GuestNumaCell,
     HugepageRequest,
@@ -182,29 +183,21 @@ def _source_kind(value: str | None) -> DiskSourceKind:
         return DiskSourceKind.OTHER
 
 
-@dataclass(frozen=True)
-class _Source:
-    path: str | None = None
-    protocol: str | None = None
-    name: str | None = None
-    hosts: tuple[NetworkHost, ...] = ()
-    pool: str | None = None
-    volume: str | None = None
-
-
-def _source(kind: DiskSourceKind, el: etree._Element | None) -> _Source:
-    """The source of a disk or backing layer, by kind: file/dir path, block dev, network, volume."""
+def _source(kind_attr: str | None, el: etree._Element | None) -> DiskSource:
+    """The `<source>` of a disk or backing layer, read by the element's `type`: file/dir path, block dev,
+    network, volume."""
+    kind = _source_kind(kind_attr)
     if el is None:
-        return _Source()
+        return DiskSource(kind)
     if kind is DiskSourceKind.NETWORK:
         hosts = tuple(
             NetworkHost(h.get("name") or h.get("socket") or "?", to_int(h.get("port")), h.get("transport"))
             for h in el.findall("host")
         )
-        return _Source(protocol=el.get("protocol"), name=el.get("name"), hosts=hosts)
+        return DiskSource(kind, protocol=el.get("protocol"), name=el.get("name"), hosts=hosts)
     if kind is DiskSourceKind.VOLUME:
-        return _Source(pool=el.get("pool"), volume=el.get("volume"))
-    return _Source(path=el.get("file") or el.get("dev") or el.get("dir") or el.get("path"))
+        return DiskSource(kind, pool=el.get("pool"), volume=el.get("volume"))
+    return DiskSource(kind, path=el.get("file") or el.get("dev") or el.get("dir") or el.get("path"))
 
 
 def _backing_chain(disk: etree._Element) -> tuple[BackingLayer, ...]:
@@ -212,35 +205,18 @@ def _backing_chain(disk: etree._Element) -> tuple[BackingLayer, ...]:
     layer = disk.find("backingStore")
     # The chain ends with an empty <backingStore/>; bound the walk so a pathological document cannot loop.
     while layer is not None and layer.get("type") is not None and len(chain) < 64:
-        kind = _source_kind(layer.get("type"))
-        src = _source(kind, layer.find("source"))
-        chain.append(
-            BackingLayer(
-                kind=kind,
-                path=src.path,
-                format=attr(layer, "format", "type"),
-                protocol=src.protocol,
-                name=src.name,
-            )
-        )
+        src = _source(layer.get("type"), layer.find("source"))
+        chain.append(BackingLayer(src, format=attr(layer, "format", "type")))
         layer = layer.find("backingStore")
     return tuple(chain)
 
 
 def _disk(el: etree._Element) -> DiskFacts:
-    kind = _source_kind(el.get("type"))
-    src = _source(kind, el.find("source"))
     return DiskFacts(
         target=attr(el, "target", "dev") or "?",
         device=el.get("device") or "disk",
         bus=attr(el, "target", "bus"),
-        kind=kind,
-        path=src.path,
-        protocol=src.protocol,
-        name=src.name,
-        hosts=src.hosts,
-        pool=src.pool,
-        volume=src.volume,
+        source=_source(el.get("type"), el.find("source")),
         format=attr(el, "driver", "type"),
         cache=attr(el, "driver", "cache"),
         readonly=el.find("readonly") is not None,

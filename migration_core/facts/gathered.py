@@ -1,10 +1,10 @@
-"""Everything preflight needs, gathered once by the libvirt adapter and handed to the pure checks.
+"""Everything preflight needs, gathered once through the hypervisor port and handed to the pure checks.
 
-`PreflightFacts` is the single input of `preflight.run_checks` and of the planner. The adapter fills it
-(domain / capabilities XML through domxml.py, plus probes and measurements); tests build it directly. Every
+`PreflightFacts` is the single input of `preflight.run_checks` and of the planner. The preflight runner fills
+it (domain / capabilities XML through domxml.py, plus probes and measurements); tests build it directly. Every
 field that may be unknown is Optional: a check that lacks a fact answers WARN ("could not check ..."),
-never raises. The VM and host types live in facts_vm.py / facts_host.py and are re-exported here, so
-`from migration_core.facts.gathered import ...` is the one import the adapter needs.
+never raises. The VM, device and host types it holds are imported from where they are defined
+(facts/vm.py, facts/devices.py, facts/host.py); this module defines only what the gathering adds.
 """
 
 from __future__ import annotations
@@ -12,86 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from migration_core.facts.devices import (
-    FilesystemFacts,
-    GraphicsFacts,
-    HostdevFacts,
-    InterfaceFacts,
-    IommuFacts,
-    MdevFacts,
-    PciDeviceInfo,
-    ShmemFacts,
-    TpmFacts,
-)
-from migration_core.facts.host import (
-    CpuModelInfo,
-    DomainCapsFacts,
-    GuestArch,
-    GuestMachine,
-    HostCpu,
-    HostFacts,
-    HostNumaCell,
-    HugepagePool,
-)
-from migration_core.facts.vm import (
-    BackingLayer,
-    CpuFacts,
-    CpuFeature,
-    DiskFacts,
-    DiskSourceKind,
-    GuestNumaCell,
-    HugepageRequest,
-    MemNode,
-    MemoryBackingFacts,
-    NetworkHost,
-    PinningFacts,
-    VcpuPin,
-    VmFacts,
-)
+from migration_core.facts.host import DomainCapsFacts, HostFacts
+from migration_core.facts.vm import VmFacts
 from migration_core.hypervisor.types import DomainInfo, DomainState, NetworkInfo
 from migration_core.models import MigrationRequest
 from migration_core.units import MIB
-
-__all__ = [
-    "BackingLayer",
-    "CpuComparison",
-    "CpuFacts",
-    "CpuFeature",
-    "CpuModelInfo",
-    "DirtyRateSample",
-    "DiskFacts",
-    "DiskSourceKind",
-    "DiskVisibility",
-    "DomainCapsFacts",
-    "Endpoint",
-    "FilesystemFacts",
-    "GraphicsFacts",
-    "GuestArch",
-    "GuestMachine",
-    "GuestNumaCell",
-    "HostCpu",
-    "HostFacts",
-    "HostNumaCell",
-    "HostdevFacts",
-    "HugepagePool",
-    "HugepageRequest",
-    "InterfaceFacts",
-    "IommuFacts",
-    "MdevFacts",
-    "MemNode",
-    "MemoryBackingFacts",
-    "NetworkHost",
-    "PciDeviceInfo",
-    "PinningFacts",
-    "PortProbe",
-    "PreflightFacts",
-    "PreflightSettings",
-    "ShmemFacts",
-    "TpmFacts",
-    "VcpuPin",
-    "VmFacts",
-    "VmState",
-]
 
 
 class VmState(StrEnum):

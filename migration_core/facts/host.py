@@ -1,4 +1,4 @@
-"""Typed facts about a hypervisor host: capabilities XML and domain capabilities XML; re-exported by facts.py.
+"""Typed facts about a hypervisor host: capabilities XML and domain capabilities XML.
 
 Fields marked "(adapter)" are not in the capabilities XML; the libvirt adapter fills them from other calls
 (`getHostname`, `getLibVersion`, `getVersion`, `getFreeMemory`, `getFreePages`, active domains, SSH).

@@ -1,4 +1,4 @@
-"""Typed facts about one VM, parsed from its domain XML (see domxml.py); re-exported by facts.py.
+"""Typed facts about one VM, parsed from its domain XML (see domxml.py).
 
 Everything here is a frozen dataclass so checks and the planner can compare and hash them. Fields marked
 "(adapter)" are not in the domain XML: the libvirt adapter fills them from node-device XML, devlink or SSH
@@ -48,23 +48,10 @@ class NetworkHost:
 
 
 @dataclass(frozen=True)
-class BackingLayer:
-    """One layer of a disk's `<backingStore>` chain, top first."""
+class DiskSource:
+    """Where a disk's (or a backing layer's) bytes are, by kind: a file/block/dir `path`, a network
+    `protocol` + `name` on `hosts`, or a storage `pool` + `volume`. The one `<source>` reading of domxml."""
 
-    kind: DiskSourceKind
-    path: str | None = None
-    format: str | None = None
-    protocol: str | None = None
-    name: str | None = None
-
-
-@dataclass(frozen=True)
-class DiskFacts:
-    """One `<disk>`. `path` is the file or block device; network disks use protocol + name + hosts."""
-
-    target: str
-    device: str = "disk"
-    bus: str | None = None
     kind: DiskSourceKind = DiskSourceKind.FILE
     path: str | None = None
     protocol: str | None = None
@@ -72,6 +59,38 @@ class DiskFacts:
     hosts: tuple[NetworkHost, ...] = ()
     pool: str | None = None
     volume: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """No medium (an empty CD-ROM or floppy): nothing to share or copy."""
+        return self.path is None and self.name is None and self.volume is None
+
+    def __str__(self) -> str:
+        """Report text: `/var/lib/libvirt/images/a.qcow2`, `rbd vms/x on 10.0.0.11:6789`, `volume p/v`."""
+        if self.kind is DiskSourceKind.NETWORK:
+            where = ", ".join(str(h) for h in self.hosts)
+            return f"{self.protocol or 'network'} {self.name or '?'}" + (f" on {where}" if where else "")
+        if self.kind is DiskSourceKind.VOLUME:
+            return f"volume {self.pool or '?'}/{self.volume or '?'}"
+        return self.path or "no medium"
+
+
+@dataclass(frozen=True)
+class BackingLayer:
+    """One layer of a disk's `<backingStore>` chain, top first."""
+
+    source: DiskSource
+    format: str | None = None
+
+
+@dataclass(frozen=True)
+class DiskFacts:
+    """One `<disk>`: its target (`vda`), where its bytes are (`source`), and how QEMU opens it."""
+
+    target: str
+    device: str = "disk"
+    bus: str | None = None
+    source: DiskSource = DiskSource()
     format: str | None = None
     cache: str | None = None
     readonly: bool = False
@@ -81,8 +100,7 @@ class DiskFacts:
 
     @property
     def empty(self) -> bool:
-        """No medium (an empty CD-ROM or floppy): nothing to share or copy."""
-        return self.path is None and self.name is None and self.volume is None
+        return self.source.empty
 
     @property
     def writable(self) -> bool:
@@ -91,19 +109,12 @@ class DiskFacts:
     @property
     def copyable(self) -> bool:
         """What `VIR_MIGRATE_NON_SHARED_*` copies: writable, non-shareable, local (non-network) disks."""
-        return self.writable and not self.shareable and self.kind is not DiskSourceKind.NETWORK
+        return self.writable and not self.shareable and self.source.kind is not DiskSourceKind.NETWORK
 
     @property
     def label(self) -> str:
         """Report text: `vda (/var/lib/libvirt/images/a.qcow2)`, `vdb (rbd vms/x on 10.0.0.11:6789)`."""
-        if self.kind is DiskSourceKind.NETWORK:
-            where = ", ".join(str(h) for h in self.hosts)
-            src = f"{self.protocol or 'network'} {self.name or '?'}" + (f" on {where}" if where else "")
-        elif self.kind is DiskSourceKind.VOLUME:
-            src = f"volume {self.pool or '?'}/{self.volume or '?'}"
-        else:
-            src = self.path or "no medium"
-        return f"{self.target} ({src})"
+        return f"{self.target} ({self.source})"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from migration_core.facts.gathered import VmFacts
+from migration_core.facts.vm import VmFacts
 from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
 from migration_core.models import CheckResult, CheckStatus, MigrationRequest, Prediction
 from migration_core.planning.estimate import Estimate, MoveInputs, MoveMode, estimate

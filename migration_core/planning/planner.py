@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from migration_core.errors import PreflightError
-from migration_core.facts.gathered import DiskVisibility, PreflightFacts, VmFacts, VmState
+from migration_core.facts.gathered import DiskVisibility, PreflightFacts, VmState
+from migration_core.facts.vm import VmFacts
 from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS, downtime_ramp_ms
 from migration_core.models import (
     CheckResult,

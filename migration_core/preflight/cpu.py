@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from migration_core.facts.domxml_host import cpu_model_of
-from migration_core.facts.gathered import PreflightFacts, VmFacts
+from migration_core.facts.gathered import PreflightFacts
+from migration_core.facts.vm import VmFacts
 from migration_core.models import CheckResult, CheckStatus
 from migration_core.preflight._common import blocking, dest_name, join, passed, result, src_name, warned
 

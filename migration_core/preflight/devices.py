@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from migration_core.facts.gathered import DiskSourceKind, HostdevFacts, PreflightFacts, VmFacts
+from migration_core.facts.devices import HostdevFacts
+from migration_core.facts.gathered import PreflightFacts
+from migration_core.facts.vm import DiskSourceKind, VmFacts
 from migration_core.models import CheckResult, MigrationMode
 from migration_core.preflight._common import (
     blocking,
@@ -242,7 +244,7 @@ def _blockers(facts: PreflightFacts, vm: VmFacts, live: bool) -> list[tuple[str,
                         f"remove <transient/> from it ({edit})",
                     )
                 )
-            if d.kind is DiskSourceKind.NVME:
+            if d.source.kind is DiskSourceKind.NVME:
                 found.append(
                     (
                         f"disk {d.target} is a host NVMe device; it cannot be shared or copied",

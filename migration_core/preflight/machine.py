@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from migration_core.facts.gathered import HostFacts, PreflightFacts
+from migration_core.facts.gathered import PreflightFacts
+from migration_core.facts.host import HostFacts
 from migration_core.models import CheckResult
 from migration_core.preflight._common import (
     dest_name,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from migration_core.facts.gathered import InterfaceFacts, PortProbe, PreflightFacts
+from migration_core.facts.devices import InterfaceFacts
+from migration_core.facts.gathered import PortProbe, PreflightFacts
 from migration_core.models import CheckResult, MigrationMode
 from migration_core.preflight._common import (
     blocking,

@@ -3,7 +3,9 @@ available there."""
 
 from __future__ import annotations
 
-from migration_core.facts.gathered import HostFacts, HugepageRequest, PreflightFacts, VmFacts
+from migration_core.facts.gathered import PreflightFacts
+from migration_core.facts.host import HostFacts
+from migration_core.facts.vm import HugepageRequest, VmFacts
 from migration_core.facts.xmlutil import parse_cpuset
 from migration_core.models import CheckResult
 from migration_core.preflight._common import (

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from migration_core.facts.gathered import PreflightFacts, VmFacts
+from migration_core.facts.gathered import PreflightFacts
+from migration_core.facts.vm import VmFacts
 from migration_core.models import CheckResult, MigrationMode, MigrationOptions
 from migration_core.preflight._common import (
     dest_name,

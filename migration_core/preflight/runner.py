@@ -30,18 +30,15 @@ from migration_core.facts.domxml_host import (
 from migration_core.facts.gathered import (
     CpuComparison,
     DirtyRateSample,
-    DiskFacts,
-    DiskSourceKind,
     DiskVisibility,
-    DomainCapsFacts,
     Endpoint,
-    HostFacts,
     PortProbe,
     PreflightFacts,
     PreflightSettings,
-    VmFacts,
     VmState,
 )
+from migration_core.facts.host import DomainCapsFacts, HostFacts
+from migration_core.facts.vm import DiskFacts, DiskSourceKind, VmFacts
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import DomainInfo, EmulatorTarget, NetworkInfo
 from migration_core.inventory.hosts import HostConfig, Inventory
@@ -519,16 +516,16 @@ class PreflightRunner:
         return tuple(await asyncio.gather(*(self._disk(src, dst, d) for d in vm.disks if not d.empty)))
 
     async def _disk(self, src: HostConfig, dst: HostConfig, disk: DiskFacts) -> DiskVisibility:
-        if disk.kind is DiskSourceKind.NETWORK:
+        if disk.source.kind is DiskSourceKind.NETWORK:
             # Network storage (NBD, RBD, Gluster, iSCSI) is one image that every host reaches: shared.
             return DiskVisibility(disk.target, same_path_exists=True, shared=True, shared_fs=True)
-        if disk.path is None:
+        if disk.source.path is None:
             return DiskVisibility(disk.target, error="the disk has no path the bot can look up")
         hyp = self.hypervisor
-        directory = os.path.dirname(disk.path)
+        directory = os.path.dirname(disk.source.path)
         (exists, err), (src_vol, _e1), (dst_pool, _e2), (src_pool, _e3) = await asyncio.gather(
-            _maybe("look for the disk on the destination", hyp.path_exists(dst.uri, disk.path)),
-            _maybe("read the disk's size", hyp.volume_by_path(src.uri, disk.path)),
+            _maybe("look for the disk on the destination", hyp.path_exists(dst.uri, disk.source.path)),
+            _maybe("read the disk's size", hyp.volume_by_path(src.uri, disk.source.path)),
             _maybe("find the destination pool", hyp.pool_for_directory(dst.uri, directory)),
             _maybe("find the source pool", hyp.pool_for_directory(src.uri, directory)),
         )
@@ -545,9 +542,11 @@ class PreflightRunner:
         allocated = src_vol.allocation_bytes if src_vol else None
         capacity = src_vol.capacity_bytes if src_vol else None
         if src_vol is None:
-            allocated, _e5 = await _maybe("read the disk's allocation", hyp.volume_allocation_bytes(src.uri, disk.path))
+            allocated, _e5 = await _maybe(
+                "read the disk's allocation", hyp.volume_allocation_bytes(src.uri, disk.source.path)
+            )
         backing: bool | None = None
-        layers = [layer.path for layer in disk.backing_chain if layer.path]
+        layers = [layer.source.path for layer in disk.backing_chain if layer.source.path]
         if layers:
             seen = await asyncio.gather(
                 *(_maybe("look for a backing file", hyp.path_exists(dst.uri, p)) for p in layers)

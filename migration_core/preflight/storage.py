@@ -12,7 +12,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from migration_core.facts.gathered import DiskFacts, DiskSourceKind, DiskVisibility, PreflightFacts, VmFacts
+from migration_core.facts.gathered import DiskVisibility, PreflightFacts
+from migration_core.facts.vm import DiskFacts, DiskSourceKind, VmFacts
 from migration_core.models import CheckResult, CopyStorage, MigrationMode
 from migration_core.preflight._common import (
     dest_name,
@@ -43,7 +44,7 @@ class DiskPlacement:
         """Proven shared, but on a filesystem libvirt does not know as shared: libvirt would refuse it."""
         return (
             self.shared is True
-            and self.disk.kind is not DiskSourceKind.NETWORK
+            and self.disk.source.kind is not DiskSourceKind.NETWORK
             and self.disk.writable
             and not self.disk.shareable
             and (self.visibility is None or self.visibility.shared_fs is not True)
@@ -58,7 +59,7 @@ def placements(vm: VmFacts, disks: Sequence[DiskVisibility]) -> tuple[DiskPlacem
         if d.empty:
             continue
         vis = by_target.get(d.target)
-        if d.kind is DiskSourceKind.NETWORK:
+        if d.source.kind is DiskSourceKind.NETWORK:
             shared: bool | None = True
         else:
             shared = None if vis is None else vis.shared
@@ -112,7 +113,7 @@ def check_storage(facts: PreflightFacts) -> tuple[CheckResult, ...]:
                     f"could not tell whether {p.disk.label} is shared with {dest_name(facts)} ({why}), so "
                     f"--copy-storage {copy.value} can neither copy it safely nor skip it",
                     f"check the path on {dest_name(facts)}: if a stale copy of the image is there, delete it "
-                    f"(`virsh vol-delete {p.disk.path or 'PATH'}` on {dest_name(facts)}) and plan again; if the "
+                    f"(`virsh vol-delete {p.disk.source.path or 'PATH'}` on {dest_name(facts)}) and plan again; if the "
                     "storage is shared, drop --copy-storage",
                 )
             )
@@ -209,8 +210,8 @@ def _copy_checks(facts: PreflightFacts, local: list[DiskPlacement], copy: CopySt
             out.append(
                 noted(
                     "storage.stale_image",
-                    f"{dest} has an old image at {d.path or d.label} on storage of its own (not the source's): a "
-                    "stale copy (e.g. from an earlier move); it is replaced by a fresh thin image and the copy",
+                    f"{dest} has an old image at {d.source.path or d.label} on storage of its own (not the source's): "
+                    "a stale copy (e.g. from an earlier move); it is replaced by a fresh thin image and the copy",
                 )
             )
         if (
@@ -223,10 +224,10 @@ def _copy_checks(facts: PreflightFacts, local: list[DiskPlacement], copy: CopySt
             out.append(
                 failed(
                     NAME,
-                    f"{dest} has no image at {d.path or d.label} and its directory is in no storage pool "
+                    f"{dest} has no image at {d.source.path or d.label} and its directory is in no storage pool "
                     "there, so libvirt cannot pre-create it for the copy",
-                    f"pre-create it on {dest}: `qemu-img create -f {d.format or 'qcow2'} {d.path or 'PATH'} "
-                    f"{size}`, or define a dir pool for {os.path.dirname(d.path or '') or 'its directory'} "
+                    f"pre-create it on {dest}: `qemu-img create -f {d.format or 'qcow2'} {d.source.path or 'PATH'} "
+                    f"{size}`, or define a dir pool for {os.path.dirname(d.source.path or '') or 'its directory'} "
                     "there",
                 )
             )
@@ -235,11 +236,11 @@ def _copy_checks(facts: PreflightFacts, local: list[DiskPlacement], copy: CopySt
                 warned(
                     NAME,
                     f"could not tell whether {dest} can hold the copy of {d.label} (image or pool there)",
-                    f"make sure {d.path or 'the image'} exists on {dest} or lies in one of its storage pools",
+                    f"make sure {d.source.path or 'the image'} exists on {dest} or lies in one of its storage pools",
                 )
             )
         if copy is CopyStorage.INC and d.backing_chain:
-            backing = join(layer.path or layer.name or "?" for layer in d.backing_chain)
+            backing = join(layer.source.path or layer.source.name or "?" for layer in d.backing_chain)
             if vis is not None and vis.backing_on_destination is False:
                 out.append(
                     failed(
@@ -272,7 +273,7 @@ def _space(facts: PreflightFacts, local: list[DiskPlacement], copy: CopyStorage)
     # Disks in one destination directory share its free space: compare per directory.
     by_dir: dict[str, tuple[int, int | None]] = {}
     for p, s in sizes:
-        key = os.path.dirname(p.disk.path) if p.disk.path else f"pool {p.disk.pool}"
+        key = os.path.dirname(p.disk.source.path) if p.disk.source.path else f"pool {p.disk.source.pool}"
         need, free = by_dir.get(key, (0, None))
         reported = p.visibility.destination_free_bytes if p.visibility else None
         by_dir[key] = (need + (s or 0), reported if free is None else free)
@@ -304,7 +305,7 @@ def check_cache(facts: PreflightFacts) -> tuple[CheckResult, ...]:
         if p.shared is not False
         and p.disk.writable
         and not p.disk.shareable
-        and p.disk.kind is not DiskSourceKind.NETWORK
+        and p.disk.source.kind is not DiskSourceKind.NETWORK
         and (p.disk.cache or "default") not in SAFE_CACHE_MODES
     ]
     if not risky:

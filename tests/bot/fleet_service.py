@@ -13,13 +13,16 @@ VM names steer the fleet as they steered the old fake:
 With `drain_host=True` (drain tests) a third host, hostC, holds three small idle guests `web1`..`web3` that a
 `/migrate drain hostC` moves to hostA and hostB in a few virtual seconds each; `fleet.fail_migration("web3")`
 makes one of them park. The default fleet is unchanged (two hosts), so placement and `hosts` answers of the
-other tests do not move.
+other tests do not move. A test that needs other guests passes its own `fleet=`; a benchmark that runs on
+the wall clock (real HTTP to the fake Slack) passes `real_time=True` instead of running on a virtual loop.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from migration_core.events import EventSink
@@ -85,23 +88,28 @@ async def open_fleet_service(
     ttl_s: float = 1800.0,
     start: bool = True,
     drain_host: bool = False,
+    fleet: Fleet | None = None,
+    real_time: bool = False,
 ) -> FleetService:
-    fleet = lab_like_fleet(drain_host=drain_host)
+    """`fleet`: other hosts and guests than lab_like_fleet's; `real_time`: datetimes from the wall clock and
+    `time.monotonic` (for code that runs on an ordinary event loop; the default is the virtual loop's clock)."""
+    fleet = fleet if fleet is not None else lab_like_fleet(drain_host=drain_host)
     inventory = fleet.inventory("hosts.toml")
     clock = VirtualClock()
+    now = (lambda: datetime.now(UTC)) if real_time else clock.now
     tmp = tempfile.TemporaryDirectory(prefix="mb-fleet-")
-    store = await Store.open(f"sqlite:///{Path(tmp.name) / 'jobs.db'}", clock=clock.now)
+    store = await Store.open(f"sqlite:///{Path(tmp.name) / 'jobs.db'}", clock=now)
     planner = PreflightRunner(inventory, fleet, dirty_rate_window_s=1.0, prober=fleet.probe)
     service = MigrationService(
         store=store,
         inventory=inventory,
         planner=planner,
-        executor=Executor(fleet, inventory, sink, clock.now, poll_interval_s=0.5),
+        executor=Executor(fleet, inventory, sink, now, poll_interval_s=0.5),
         sink=sink,
         approver_check=approver_check,
         config=ServiceConfig(approval_ttl_s=ttl_s, replica_id="test", wait_poll_s=0.5),
-        clock=clock.now,
-        monotonic=clock.monotonic,
+        clock=now,
+        monotonic=time.monotonic if real_time else clock.monotonic,
     )
     if start:
         await service.start()

@@ -99,8 +99,14 @@ async def drain_through_slack(fake: FakeSlack, bot: BotProcess, text: str, title
     assert rollups[0]["edits"] >= 1 and "2 of 2 done" in rollups[0]["text"]  # edited in place to the end
     for vm in MOVED:
         assert sum(1 for m in thread if m["text"].startswith(f"✅ {vm} → host")) == 1, [m["text"] for m in thread]
-    final = await fake.message(C_OPS, card["ts"])
-    assert ": done" in final["text"] and action_ids(final) == []
+    # The card is edited by its own sink after the broadcast; under load (and Slack's rate limits) that edit
+    # may come a few seconds later, so wait for it rather than read it once.
+    async def card_done() -> dict[str, Any] | None:
+        msg = await fake.message(C_OPS, card["ts"])
+        return msg if ": done" in msg["text"] else None
+
+    final = await fake.wait_for(card_done, 30, 0.5, "the drain card edited to done")
+    assert action_ids(final) == []
     return final
 
 

@@ -1,17 +1,16 @@
-"""Unit-test doubles for the Slack layer: a recording Web API client, a manual clock, a job-store service."""
+"""Unit-test doubles for the Slack layer: a recording Web API client, a manual clock, a fake Bolt app."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from migration_core.errors import UnknownJobError
-from migration_core.models import Job
-from migration_core.service_api import QueuePosition
+from migration_core.hypervisor.fleet import VirtualTimeLoop
+
+SETTLE_VIRTUAL_S = 0.001  # virtual seconds: what one settle() moves the virtual loop's clock by
 
 
 def slack_error(error: str, status: int = 200) -> SlackApiError:
@@ -93,38 +92,13 @@ class FakeTime:
 
 
 async def settle(rounds: int = 60) -> None:
-    """Let every ready task run (the fakes do no real I/O, so this is deterministic)."""
+    """Let every ready task run. On the virtual-time loop (the real service on the fleet) also wait until the
+    store's worker threads have answered and every task waits again: that loop only moves its clock to a timer
+    once nothing is ready and no thread is out, so one short virtual sleep is that barrier."""
     for _ in range(rounds):
         await asyncio.sleep(0)
-
-
-class JobsOnlyService:
-    """Just enough of MigrationServiceAPI for the progress sink: get_job, set_chat_refs, queue."""
-
-    def __init__(self, *jobs: Job) -> None:
-        self.jobs = {j.id: j for j in jobs}
-        self.refs: list[dict[str, Any]] = []
-        self.broken = False
-
-    async def get_job(self, job_id: int) -> Job:
-        if self.broken:
-            raise RuntimeError("database on fire")
-        if job_id not in self.jobs:
-            raise UnknownJobError(f"no job {job_id}")
-        return self.jobs[job_id]
-
-    async def set_chat_refs(self, job_id: int, **kw: Any) -> Job:
-        self.refs.append({"job": job_id, **kw})
-        j = self.jobs[job_id]
-        mapping = {"channel": "chat_channel", "thread": "chat_thread", "progress": "chat_progress"}
-        self.jobs[job_id] = replace(j, **{mapping[k]: v for k, v in kw.items() if v is not None})
-        return self.jobs[job_id]
-
-    async def queue(self) -> list[QueuePosition]:
-        return []
-
-    def set_state(self, job_id: int, **kw: Any) -> None:
-        self.jobs[job_id] = replace(self.jobs[job_id], **kw)
+    if isinstance(asyncio.get_running_loop(), VirtualTimeLoop):
+        await asyncio.sleep(SETTLE_VIRTUAL_S)
 
 
 class FakeBoltApp:

@@ -7,7 +7,8 @@ from lxml import etree
 
 from migration_core.errors import PreflightError
 from migration_core.facts import domxml
-from migration_core.facts.gathered import DiskSourceKind, PciDeviceInfo
+from migration_core.facts.devices import PciDeviceInfo
+from migration_core.facts.vm import DiskSourceKind
 from migration_core.facts.xmlutil import parse_cpuset, pci_address, to_bytes
 from migration_core.units import GIB, MIB
 from tests.migration_core.fixtures.build import vm, xml
@@ -54,7 +55,7 @@ def test_running_lab_vm_with_an_nbd_disk() -> None:
     v = vm("dom_lab_nbd_running.xml")
     assert (v.name, v.domain_type, v.memory_bytes, v.cpu.model) == ("shared", "kvm", 64 * MIB, "qemu64")
     (disk,) = v.disks
-    assert (disk.kind, disk.protocol, disk.name, disk.cache) == (
+    assert (disk.source.kind, disk.source.protocol, disk.source.name, disk.cache) == (
         DiskSourceKind.NETWORK,
         "nbd",
         "shared",
@@ -72,33 +73,44 @@ def test_tcg_guest_reports_tcg_accelerator() -> None:
 def test_vm42_disks_cover_every_source_kind() -> None:
     disks = {d.target: d for d in vm("dom_vm42.xml").disks}
     vda, vdb, vdc, vdd, sda = (disks[t] for t in ("vda", "vdb", "vdc", "vdd", "sda"))
-    assert (vda.kind, vda.path, vda.format, vda.cache, vda.bus) == (
+    assert (vda.source.kind, vda.source.path, vda.format, vda.cache, vda.bus) == (
         DiskSourceKind.FILE,
         "/var/lib/libvirt/images/vm42.qcow2",
         "qcow2",
         "none",
         "virtio",
     )
-    assert [(b.path, b.format) for b in vda.backing_chain] == [("/var/lib/libvirt/images/base-debian12.qcow2", "qcow2")]
-    assert (vdb.kind, vdb.protocol, vdb.name, [str(h) for h in vdb.hosts]) == (
+    assert [(b.source.path, b.format) for b in vda.backing_chain] == [
+        ("/var/lib/libvirt/images/base-debian12.qcow2", "qcow2")
+    ]
+    assert (vdb.source.kind, vdb.source.protocol, vdb.source.name, [str(h) for h in vdb.source.hosts]) == (
         DiskSourceKind.NETWORK,
         "rbd",
         "vms/vm42-data",
         ["10.0.0.11:6789", "10.0.0.12:6789"],
     )
-    assert (vdc.kind, vdc.path, vdc.shareable, vdc.copyable) == (
+    assert (vdc.source.kind, vdc.source.path, vdc.shareable, vdc.copyable) == (
         DiskSourceKind.BLOCK,
         "/dev/mapper/mpatha",
         True,
         False,
     )
-    assert (vdd.kind, vdd.pool, vdd.volume, vdd.cache) == (
+    assert (vdd.source.kind, vdd.source.pool, vdd.source.volume, vdd.cache) == (
         DiskSourceKind.VOLUME,
         "default",
         "vm42-scratch.qcow2",
         None,
     )
     assert (sda.device, sda.readonly, sda.empty, sda.writable) == ("cdrom", True, True, False)
+    # One DiskSource reading per kind, and the report text it gives each disk.
+    assert [d.label for d in (vda, vdb, vdc, vdd, sda)] == [
+        "vda (/var/lib/libvirt/images/vm42.qcow2)",
+        "vdb (rbd vms/vm42-data on 10.0.0.11:6789, 10.0.0.12:6789)",
+        "vdc (/dev/mapper/mpatha)",
+        "vdd (volume default/vm42-scratch.qcow2)",
+        "sda (no medium)",
+    ]
+    assert vda.backing_chain[0].source.kind is DiskSourceKind.FILE
     assert vda.copyable and not vdb.copyable
 
 
@@ -301,7 +313,7 @@ def test_unknown_disk_type_and_odd_units_do_not_raise() -> None:
         "<devices><disk type='weird'><source file='/a'/><target dev='vdz'/></disk></devices></domain>"
     )
     assert v.memory_bytes == 0 and v.vcpus == 1
-    assert v.disks[0].kind is DiskSourceKind.OTHER
+    assert v.disks[0].source.kind is DiskSourceKind.OTHER
 
 
 @pytest.mark.parametrize(

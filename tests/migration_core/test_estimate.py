@@ -240,7 +240,7 @@ def test_sample_needs_model_figures() -> None:
 
 
 def test_planner_switches_postcopy_when_the_estimate_says() -> None:
-    from migration_core.facts.gathered import VmFacts
+    from migration_core.facts.vm import VmFacts
 
     inputs = MoveInputs(256 * MIB, 31.0, 16.0, transferable_bytes=140 * MIB, mode=MoveMode.POSTCOPY)
     prediction = to_prediction(estimate(inputs), inputs)

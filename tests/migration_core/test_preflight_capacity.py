@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from migration_core.facts.gathered import HugepageRequest, MemoryBackingFacts, PreflightSettings, VmState
+from migration_core.facts.gathered import PreflightSettings, VmState
+from migration_core.facts.vm import HugepageRequest, MemoryBackingFacts
 from migration_core.models import CheckStatus
 from migration_core.preflight import capacity
 from migration_core.units import GIB, MIB

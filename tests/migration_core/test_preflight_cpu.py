@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from migration_core.facts.gathered import CpuComparison, HostCpu, VmState
+from migration_core.facts.gathered import CpuComparison, VmState
+from migration_core.facts.host import HostCpu
 from migration_core.models import CheckStatus
 from migration_core.preflight import cpu
 from tests.migration_core.fixtures.build import facts, host, one

@@ -8,7 +8,9 @@ from dataclasses import replace
 import pytest
 
 from migration_core.facts import domxml
-from migration_core.facts.gathered import HugepagePool, HugepageRequest, MemoryBackingFacts, VmFacts, VmState
+from migration_core.facts.gathered import VmState
+from migration_core.facts.host import HugepagePool
+from migration_core.facts.vm import HugepageRequest, MemoryBackingFacts, VmFacts
 from migration_core.models import CheckStatus
 from migration_core.preflight import devices, numa, run_checks
 from tests.migration_core.fixtures.build import domcaps, facts, host, named, one, statuses, vm, xml

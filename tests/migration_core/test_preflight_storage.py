@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from migration_core.facts.gathered import DiskSourceKind, DiskVisibility, VmFacts, VmState
+from migration_core.facts.gathered import DiskVisibility, VmState
+from migration_core.facts.vm import DiskSource, DiskSourceKind, VmFacts
 from migration_core.models import CheckResult, CheckStatus, CopyStorage, MigrationOptions
 from migration_core.preflight import storage
 from migration_core.units import GIB
@@ -98,10 +99,7 @@ def test_room_is_compared_per_directory_sum() -> None:
     v = vm("dom_vm42.xml")
     vdd_as_file = replace(
         next(d for d in v.disks if d.target == "vdd"),
-        kind=DiskSourceKind.FILE,
-        path="/var/lib/libvirt/images/scratch.qcow2",
-        pool=None,
-        volume=None,
+        source=DiskSource(DiskSourceKind.FILE, path="/var/lib/libvirt/images/scratch.qcow2"),
     )
     two = replace(v, disks=(next(d for d in v.disks if d.target == "vda"), vdd_as_file))
     vdd = replace(LOCAL_VDA, target="vdd", size_bytes=2 * GIB, destination_free_bytes=4 * GIB)
@@ -191,7 +189,8 @@ def test_shareable_disk_must_really_be_shared(vis: DiskVisibility, expected: Che
 )
 def test_readonly_image_must_exist_on_the_destination(exists: bool | None, expected: CheckStatus) -> None:
     v = vm("dom_vm42.xml")
-    iso = replace(next(d for d in v.disks if d.target == "sda"), path="/var/lib/libvirt/iso/debian.iso")
+    cdrom = next(d for d in v.disks if d.target == "sda")
+    iso = replace(cdrom, source=DiskSource(path="/var/lib/libvirt/iso/debian.iso"))
     vis = DiskVisibility("sda", same_path_exists=exists, shared=None if exists is None else False)
     results = run(replace(v, disks=(iso,)), (vis,), copy_storage=CopyStorage.ALL)
     assert statuses(results)["storage"] is expected

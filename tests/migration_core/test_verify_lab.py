@@ -18,7 +18,7 @@ from migration_core.execution.verify import verify
 from migration_core.hypervisor.libvirt_adapter import Hypervisor
 from migration_core.hypervisor.types import DomainState, MigrationCall
 from migration_core.models import CheckStatus, JobState, MigrationOptions, Phase, Plan, ProgressSample
-from tests.labkit import LabInfo, console_status, link_down, link_reset, link_up
+from tests.labkit import LabInfo, console_status, link_down, link_rate, link_reset, link_up
 from tests.migration_core.executor_lab_support import (
     A,
     B,
@@ -172,7 +172,9 @@ async def test_broken_postcopy_is_sent_to_recovery_which_completes(lab: LabInfo,
     await _home(hv, lab, guest)
     sink = RecordingSink()
     ex = Executor(hv, inventory(lab), sink)
-    # 4 MiB/s keeps pre-copy going past the 1 s after which the plan switches to post-copy.
+    # 4 MiB/s keeps pre-copy going past the 1 s after which the plan switches to post-copy. Post-copy has no
+    # bandwidth cap of its own, so the link itself is slowed to 2 MiB/s: the ~10 MiB left then take seconds,
+    # and the cut lands in post-copy even when a loaded machine reports the phase late (it once finished first).
     plan = await _plan(hv, lab, guest, MigrationOptions(postcopy_after_s=1, bandwidth_mib_s=4, undefine_source=True))
     cut: list[bool] = []
 
@@ -183,6 +185,7 @@ async def test_broken_postcopy_is_sent_to_recovery_which_completes(lab: LabInfo,
 
     ex.record_progress = cut_link_in_postcopy
     try:
+        await asyncio.to_thread(link_rate, lab, 2)
         result = await asyncio.wait_for(ex.run(21, plan), 120)
         broken = await ex.summarize(plan, result)
     finally:

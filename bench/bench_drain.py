@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from migration_core.drains import DrainKind, DrainState, DrainStatus, MoveOutcome
 from migration_core.hypervisor.fleet import HostSpec, VmSpec, run_virtual
 from migration_core.models import MigrationOptions
-from migration_core.planning.drain import DrainPlan
+from migration_core.planning.drain import DrainPlan, DrainRequest
 from migration_core.service import MigrationService
 from tests.migration_core.fleet.support import Recorder, close_service, open_service, rig
 
@@ -116,7 +116,7 @@ def fleet_part(n_hosts: int, n_vms: int, big: int) -> None:
                 service = await open_service(r, f"sqlite:///{tmp}/jobs.db", sink=Recorder())
                 try:
                     t0 = time.perf_counter()
-                    plan = await service.plan_drain("h00", MigrationOptions())
+                    plan = await service.plan_drain(DrainRequest("h00", MigrationOptions()))
                     planning = time.perf_counter() - t0
                     if count is not None:
                         plan = fixed_count(plan, count)
@@ -155,7 +155,7 @@ def fleet_part(n_hosts: int, n_vms: int, big: int) -> None:
             try:
                 for host in ("h00", "h01", "h02", "h03", "h04"):
                     t0 = time.perf_counter()
-                    plan = await service.plan_drain(host, MigrationOptions())
+                    plan = await service.plan_drain(DrainRequest(host, MigrationOptions()))
                     planning = time.perf_counter() - t0
                     out.append((host, await run_plan(service, plan, "bot plan", r.clock), planning))
             finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.bench_drain import Run, breaches, fixed_count
 from migration_core.drains import DrainKind, DrainState, MoveOutcome
 from migration_core.models import MigrationOptions
-from migration_core.planning.drain import DrainPlan
+from migration_core.planning.drain import DrainPlan, DrainRequest
 from migration_core.service import MigrationService
 from tests.labkit import LabInfo, bring_up, link_rate, link_reset, reset_vm, vm_location
 from tests.reliability.support import bot_env, in_process_bot, inventory_with_link
@@ -55,7 +55,7 @@ async def one_way(lab: LabInfo, way: str, count: int | None, rate: int, slots: i
     async with in_process_bot(env) as bot:
         service = bot.service
         link_rate(lab, rate)
-        plan: DrainPlan = await service.plan_drain(A, MigrationOptions())
+        plan: DrainPlan = await service.plan_drain(DrainRequest(A, MigrationOptions()))
         eta = plan.eta_s
         if count is not None:
             plan = fixed_count(plan, count)

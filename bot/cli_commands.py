@@ -104,7 +104,7 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return await _calibration(core, args, out)
         if args.cmd == "hosts":
             hosts = await service.hosts()
-            _emit(out, args.json, [h.__dict__ for h in hosts], hosts_message(hosts, _PLAIN))
+            _emit(out, args.json, [h.to_json() for h in hosts], hosts_message(hosts, _PLAIN))
             return 0 if all(h.reachable for h in hosts) else 1
         raise AssertionError(args.cmd)
     finally:

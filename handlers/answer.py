@@ -45,6 +45,7 @@ from migration_core.grammar.parser import (
     help_text,
 )
 from migration_core.models import Job, JobState, MigrationRequest, ProgressSample
+from migration_core.planning.drain import DrainRequest
 from migration_core.service_api import MigrationServiceAPI
 
 
@@ -148,20 +149,10 @@ async def _drain(cmd: Command, ctx: AnswerContext) -> Answer:
     """`plan drain host`: the dry run; `drain host`: the drain request and its card."""
     assert isinstance(cmd, DrainCommand)
     svc = ctx.service
+    request = DrainRequest(cmd.host, cmd.options, cmd.to, cmd.except_vms, cmd.include_stopped)
     if cmd.plan_only:
-        dry = await svc.plan_drain(
-            cmd.host, cmd.options, to=cmd.to, except_vms=cmd.except_vms, include_stopped=cmd.include_stopped
-        )
-        return Answer(drain_plan_message(dry, ctx.dialect))
-    drain = await svc.request_drain(
-        cmd.host,
-        cmd.options,
-        ctx.requester,
-        to=cmd.to,
-        except_vms=cmd.except_vms,
-        include_stopped=cmd.include_stopped,
-        chat_channel=ctx.channel,
-    )
+        return Answer(drain_plan_message(await svc.plan_drain(request), ctx.dialect))
+    drain = await svc.request_drain(request, ctx.requester, chat_channel=ctx.channel)
     return await _drain_card(drain, ctx)
 
 

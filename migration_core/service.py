@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from migration_core import logctx
 from migration_core.dispatch import policy, windows
@@ -28,14 +28,23 @@ from migration_core.events import EventSink, Notice, NoticeKind
 from migration_core.execution.executor import Executor
 from migration_core.inventory.hosts import Inventory
 from migration_core.inventory.policy_file import Policy
-from migration_core.limits import BANDWIDTH_MIB_S, DEFAULT_APPROVAL_TTL_S, MAX_DOWNTIME_MS
+from migration_core.limits import BANDWIDTH_MIB_S, DEFAULT_APPROVAL_TTL_S, MAX_DOWNTIME_MS, Limit
 from migration_core.models import Job, JobState, MigrationOptions, MigrationRequest, Plan
 from migration_core.planning.drain import DrainPlan, DrainRequest, PlacedPlan
 from migration_core.service_api import ApproverCheck, FreezeStatus, GroupCheck, HostStatus, QueuePosition
-from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Journal, Store
+from migration_core.store import (
+    ActiveJobExists,
+    DuplicateRequestError,
+    EventKind,
+    HostLimit,
+    Journal,
+    Store,
+    poll_until,
+)
 from migration_core.store.states import CANCELLABLE_STATES
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -202,18 +211,9 @@ class MigrationService:
         self.inventory.get(request.destination)  # an unknown host is bad input: say so before any I/O
         return await self.planner.make_plan(request)
 
-    async def plan_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-    ) -> DrainPlan:
+    async def plan_drain(self, request: DrainRequest) -> DrainPlan:
         """The dry run of `drain <host>`: nothing changes. Unknown hosts are bad input, refused before any I/O."""
-        request = self._drain_request(host, options, to, except_vms, include_stopped)
-        return await self.drains.timed(await _host_planner(self.planner).plan_drain(request))
+        return await self.drains.timed(await _host_planner(self.planner).plan_drain(self._checked(request)))
 
     async def plan_any(self, vm: str, options: MigrationOptions) -> PlacedPlan:
         """`<vm> to any`: the single move's plan to the host placement chooses, with the reason."""
@@ -221,35 +221,23 @@ class MigrationService:
 
     # ----- drains (issue 11): the desk does the work; these check the input and name the operation -------
 
-    def _drain_request(
-        self, host: str, options: MigrationOptions, to: Sequence[str], except_vms: Sequence[str], stopped: bool
-    ) -> DrainRequest:
-        """The front ends' drain arguments as one value, checked: unknown hosts are refused before any I/O."""
-        source = self.inventory.get(host)
-        for name in to:
+    def _checked(self, request: DrainRequest) -> DrainRequest:
+        """The front end's drain request with the host's canonical name: unknown hosts are refused before any I/O."""
+        source = self.inventory.get(request.host)
+        for name in request.to:
             self.inventory.get(name)
         if len(self.inventory) < 2:
             raise RequestError(
                 f"{source.name} is the only host in {self.inventory.path}: there is nowhere to drain it to",
                 "add the other hosts to the hosts file",
             )
-        return DrainRequest(source.name, options, tuple(to), tuple(except_vms), stopped)
+        return replace(request, host=source.name)
 
-    async def request_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        requester: str,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-        chat_channel: str | None = None,
-    ) -> Drain:
+    async def request_drain(self, request: DrainRequest, requester: str, *, chat_channel: str | None = None) -> Drain:
         """`drain <host>`: the plan, up for approval (a drain needs a risky plan's approvers)."""
-        request = self._drain_request(host, options, to, except_vms, include_stopped)
+        checked = self._checked(request)
         with logctx.job_context(actor=requester):
-            return await self.drains.request(request, requester, chat_channel=chat_channel)
+            return await self.drains.request(checked, requester, chat_channel=chat_channel)
 
     async def plan_return(self, host: str) -> DrainPlan:
         """The dry run of `return <host>`."""
@@ -265,24 +253,20 @@ class MigrationService:
         )
 
     async def approve_drain(self, drain_id: int, actor: str) -> Drain:
-        try:
-            return await self.drains.approve(drain_id, actor)
-        except MigrateBotError as err:
-            await self.record_refusal(None, actor, "approve drain", err, {"drain": drain_id})
-            raise
+        return await self._drain_decision(drain_id, actor, "approve drain", self.drains.approve(drain_id, actor))
 
     async def deny_drain(self, drain_id: int, actor: str, reason: str | None = None) -> Drain:
-        try:
-            return await self.drains.deny(drain_id, actor, reason)
-        except MigrateBotError as err:
-            await self.record_refusal(None, actor, "deny drain", err, {"drain": drain_id})
-            raise
+        return await self._drain_decision(drain_id, actor, "deny drain", self.drains.deny(drain_id, actor, reason))
 
     async def cancel_drain(self, drain_id: int, actor: str) -> CancelReport:
+        return await self._drain_decision(drain_id, actor, "cancel drain", self.drains.cancel(drain_id, actor))
+
+    async def _drain_decision(self, drain_id: int, actor: str, action: str, decision: Awaitable[T]) -> T:
+        """Await a person's decision on a drain; a refused one is recorded (who, what, which drain) and re-raised."""
         try:
-            return await self.drains.cancel(drain_id, actor)
+            return await decision
         except MigrateBotError as err:
-            await self.record_refusal(None, actor, "cancel drain", err, {"drain": drain_id})
+            await self.record_refusal(None, actor, action, err, {"drain": drain_id})
             raise
 
     async def get_drain(self, drain_id: int) -> Drain:
@@ -463,9 +447,8 @@ class MigrationService:
         groups = frozenset(
             [n.group for n in policy.requirement_of(job.plan).groups if await self.group_check(actor, n.group)]
         )
-        verdict = policy.check_approval(
-            job, actor, await self.approver_check(actor), self.clock(), self.config.approval_ttl_s, groups
-        )
+        who = policy.Decider(actor, await self.approver_check(actor), groups)
+        verdict = policy.check_approval(job, who, self.clock(), self.config.approval_ttl_s)
         if not verdict.allowed:
             err = verdict.error()
             assert err is not None
@@ -560,25 +543,28 @@ class MigrationService:
 
     @logctx.scoped(job_id="job_id", actor="actor")
     async def set_max_downtime(self, job_id: int, downtime_ms: int, actor: str) -> Job:
-        MAX_DOWNTIME_MS.check(downtime_ms, "max downtime", f"{downtime_ms} ms")
-        return await self._run_control(
-            job_id,
-            actor,
-            "downtime",
-            self.executor.set_max_downtime(job_id, downtime_ms, actor),
-            f"max downtime {downtime_ms} ms",
-        )
+        apply = self.executor.set_max_downtime
+        return await self._set_limit(job_id, actor, "downtime", MAX_DOWNTIME_MS, downtime_ms, apply)
 
     @logctx.scoped(job_id="job_id", actor="actor")
     async def set_bandwidth(self, job_id: int, bandwidth_mib_s: int, actor: str) -> Job:
-        BANDWIDTH_MIB_S.check(bandwidth_mib_s, "bandwidth", f"{bandwidth_mib_s} MiB/s")
-        return await self._run_control(
-            job_id,
-            actor,
-            "bandwidth",
-            self.executor.set_bandwidth(job_id, bandwidth_mib_s, actor),
-            f"bandwidth {bandwidth_mib_s} MiB/s",
-        )
+        apply = self.executor.set_bandwidth
+        return await self._set_limit(job_id, actor, "bandwidth", BANDWIDTH_MIB_S, bandwidth_mib_s, apply)
+
+    async def _set_limit(
+        self,
+        job_id: int,
+        actor: str,
+        action: str,
+        limit: Limit,
+        value: int,
+        apply: Callable[[int, int, str], Coroutine[Any, Any, None]],
+    ) -> Job:
+        """Change one of a running migration's limits: checked against the limit's range before anything runs
+        (the event says "max downtime 300 ms")."""
+        shown = f"{value} {limit.unit.value}"
+        limit.check(value, limit.name, shown)
+        return await self._run_control(job_id, actor, action, apply(job_id, value, actor), f"{limit.name} {shown}")
 
     # ----- reading ----------------------------------------------------------------------------------------
 
@@ -617,8 +603,7 @@ class MigrationService:
                 running_vms=running,
                 inbound_active=hl.inbound if hl else 0,
                 outbound_active=hl.outbound if hl else 0,
-                max_inbound=host.max_inbound,
-                max_outbound=host.max_outbound,
+                limit=HostLimit(host.max_inbound, host.max_outbound),
             )
 
         return list(await asyncio.gather(*(one(n) for n in self.inventory.names())))
@@ -643,13 +628,9 @@ class MigrationService:
         return await self.store.update_refs(job_id, channel=channel, thread=thread, progress=progress)
 
     async def wait(self, job_id: int, timeout_s: float | None = None) -> Job:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
-        while True:
-            job = await self.store.get_job(job_id)
-            if job.state.terminal or (deadline is not None and loop.time() >= deadline):
-                return job
-            await asyncio.sleep(self.config.wait_poll_s)
+        return await poll_until(
+            lambda: self.store.get_job(job_id), lambda job: job.state.terminal, timeout_s, self.config.wait_poll_s
+        )
 
     async def notice(self, job_id: int, kind: NoticeKind, text: str) -> None:
         """Record and emit a notice (used by the dispatcher and front ends)."""

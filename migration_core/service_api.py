@@ -8,14 +8,15 @@ the `EventSink` given to the service at construction, not through return values.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Protocol
 
 from migration_core.drains import CancelReport, Drain, DrainStatus
 from migration_core.models import Job, MigrationOptions, MigrationRequest, Plan
-from migration_core.planning.drain import DrainPlan, PlacedPlan
+from migration_core.planning.drain import DrainPlan, DrainRequest, PlacedPlan
+from migration_core.store import HostLimit
 
 # Answers "is this user an approver?" (the Slack layer resolves user groups; the console uses a static list).
 ApproverCheck = Callable[[str], Awaitable[bool]]
@@ -26,7 +27,8 @@ GroupCheck = Callable[[str, str], Awaitable[bool]]
 
 @dataclass(frozen=True)
 class HostStatus:
-    """One inventory host and whether its libvirt answers right now."""
+    """One inventory host, whether its libvirt answers right now, and its migration slots: how many are held in
+    each direction, and the hosts file's limits."""
 
     name: str
     uri: str
@@ -35,8 +37,12 @@ class HostStatus:
     running_vms: int | None = None
     inbound_active: int = 0
     outbound_active: int = 0
-    max_inbound: int = 0
-    max_outbound: int = 0
+    limit: HostLimit = field(default_factory=lambda: HostLimit(0, 0))  # the hosts file's max_inbound/max_outbound
+
+    def to_json(self) -> dict[str, object]:
+        """The flat record `migrate-bot hosts --json` prints (the limits as `max_inbound`, `max_outbound`)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "limit"}
+        return {**data, "max_inbound": self.limit.max_inbound, "max_outbound": self.limit.max_outbound}
 
 
 @dataclass(frozen=True)
@@ -67,15 +73,7 @@ class MigrationServiceAPI(Protocol):
         """Preflight + prediction only; changes nothing. Raises PreflightError when hosts cannot be reached."""
         ...
 
-    async def plan_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-    ) -> DrainPlan:
+    async def plan_drain(self, request: DrainRequest) -> DrainPlan:
         """The dry run of `drain <host>`: every VM placed, ordered and timed; changes nothing."""
         ...
 
@@ -85,17 +83,7 @@ class MigrationServiceAPI(Protocol):
 
     # ----- drains (issue 11) -----
 
-    async def request_drain(
-        self,
-        host: str,
-        options: MigrationOptions,
-        requester: str,
-        *,
-        to: Sequence[str] = (),
-        except_vms: Sequence[str] = (),
-        include_stopped: bool = False,
-        chat_channel: str | None = None,
-    ) -> Drain:
+    async def request_drain(self, request: DrainRequest, requester: str, *, chat_channel: str | None = None) -> Drain:
         """Plan the drain and leave it awaiting approval (RequestError: unknown host, nothing can move, another
         drain of the host unfinished; PolicyError: not allowed, freeze, ticket, rate)."""
         ...

@@ -50,8 +50,8 @@ def hosts_message(hosts: list[HostStatus], d: Dialect) -> Message:
         icon = "✅" if h.reachable else "❌"
         vms = f", {h.running_vms} running VM(s)" if h.running_vms is not None else ""
         slots = (
-            f" · in {h.inbound_active}/{h.max_inbound or '∞'}"
-            f" · out {h.outbound_active}/{h.max_outbound or '∞'}"
+            f" · in {h.inbound_active}/{h.limit.max_inbound or '∞'}"
+            f" · out {h.outbound_active}/{h.limit.max_outbound or '∞'}"
         )
         uri = f" `{d.esc(h.uri)}`" if h.uri else ""  # left out for people who are not approvers
         lines.append(f"{icon} *{d.esc(h.name)}*{uri} — {d.esc(h.detail)}{vms}{slots}")

@@ -10,7 +10,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from migration_core.dispatch.approvals import ApprovalSubject, describe_outstanding, outstanding, required_approvals
-from migration_core.dispatch.policy import ApprovalVerdict, Verdict, VerdictCode, check_approver, risk_reasons
+from migration_core.dispatch.policy import (
+    ApprovalVerdict,
+    Decider,
+    Verdict,
+    VerdictCode,
+    check_approver,
+    risk_reasons,
+)
 from migration_core.drains import Drain, DrainKind, DrainState
 from migration_core.inventory.policy_file import Policy
 from migration_core.models import Approval, ApprovalRequirement
@@ -45,15 +52,8 @@ def still_needed(drain: Drain) -> str:
     return describe_outstanding(outstanding(drain.requirement, _current(drain)))
 
 
-def check_drain_approval(
-    drain: Drain,
-    actor: str,
-    actor_is_approver: bool,
-    now: datetime,
-    ttl_s: float,
-    actor_groups: frozenset[str] = frozenset(),
-) -> ApprovalVerdict:
-    """May `actor` approve the drain now? The same rules, in the same order, as a single move's approval."""
+def check_drain_approval(drain: Drain, who: Decider, now: datetime, ttl_s: float) -> ApprovalVerdict:
+    """May `who` approve the drain now? The same rules, in the same order, as a single move's approval."""
     requirement = drain.requirement
     required = requirement.total
     if drain.state is not DrainState.AWAITING_APPROVAL:
@@ -75,8 +75,8 @@ def check_drain_approval(
         drain.requester,
         requirement,
         given,
-        Approval(drain.id, actor, True, drain.plan.hash, now, tuple(sorted(actor_groups))),
-        actor_is_approver=actor_is_approver,
+        Approval(drain.id, who.actor, True, drain.plan.hash, now, tuple(sorted(who.groups))),
+        actor_is_approver=who.is_approver,
         approved_by={a.actor for a in given},
         already=f"you already approved {drain.ref}; it needs {still_needed(drain)} from someone else",
     )

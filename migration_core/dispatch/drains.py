@@ -28,6 +28,7 @@ from migration_core.dispatch.drain_policy import (
     drain_expires_at,
     drain_requirement,
 )
+from migration_core.dispatch.policy import Decider
 from migration_core.drains import (
     COMPLETED_DRAIN_STATES,
     PARKED_STATES,
@@ -53,7 +54,7 @@ from migration_core.planning.drain import (
     PlannedMove,
 )
 from migration_core.planning.placement import LeftBehind
-from migration_core.store import ActiveJobExists, DrainStateError, DuplicateRequestError, Store
+from migration_core.store import ActiveJobExists, DrainStateError, DuplicateRequestError, Store, poll_until
 from migration_core.store.states import CANCELLABLE_STATES
 
 log = logging.getLogger(__name__)
@@ -283,9 +284,8 @@ class DrainDesk:
         drain = await self.store.get_drain(drain_id)
         groups = frozenset([n.group for n in drain.requirement.groups if await self.group_check(actor, n.group)])
         now = self.clock()
-        verdict = check_drain_approval(
-            drain, actor, await self.approver_check(actor), now, self.config.approval_ttl_s, groups
-        )
+        who = Decider(actor, await self.approver_check(actor), groups)
+        verdict = check_drain_approval(drain, who, now, self.config.approval_ttl_s)
         if not verdict.allowed:
             if drain.state is DrainState.AWAITING_APPROVAL and now >= drain_expires_at(
                 drain, self.config.approval_ttl_s
@@ -435,13 +435,10 @@ class DrainDesk:
 
     async def wait(self, drain_id: int, timeout_s: float | None = None) -> DrainStatus:
         """Until the drain is finished (or `timeout_s`): polls the store, so it works for any replica's drain."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
-        while True:
-            drain = await self.store.get_drain(drain_id)
-            if drain.state.finished or (deadline is not None and loop.time() >= deadline):
-                return await self.status_of(drain)
-            await asyncio.sleep(self.config.poll_s)
+        drain = await poll_until(
+            lambda: self.store.get_drain(drain_id), lambda d: d.state.finished, timeout_s, self.config.poll_s
+        )
+        return await self.status_of(drain)
 
     # ----- the conductor ------------------------------------------------------------------------------
 

@@ -205,18 +205,21 @@ def _decided_reason(job: Job) -> str:
     return f"job {job.id} is {state} and can no longer be approved"
 
 
-def check_approval(
-    job: Job,
-    actor: str,
-    actor_is_approver: bool,
-    now: datetime,
-    ttl_s: float,
-    actor_groups: frozenset[str] = frozenset(),
-) -> ApprovalVerdict:
-    """May `actor` approve `job` now? Refusals name the rule; acceptance says how many more are needed.
+@dataclass(frozen=True)
+class Decider:
+    """The person approving a job or a drain: who, whether they are an approver, and the groups of the
+    requirement they are a member of (the service asks Slack or the policy file; the rules here stay pure)."""
 
-    `actor_groups`: the groups of the job's requirement that `actor` is a member of. Order matters: a decided
-    job answers "already decided" to everybody (idempotent double clicks), then expiry, then the person rules.
+    actor: str
+    is_approver: bool
+    groups: frozenset[str] = frozenset()
+
+
+def check_approval(job: Job, who: Decider, now: datetime, ttl_s: float) -> ApprovalVerdict:
+    """May `who` approve `job` now? Refusals name the rule; acceptance says how many more are needed.
+
+    Order matters: a decided job answers "already decided" to everybody (idempotent double clicks), then
+    expiry, then the person rules.
     """
     required = required_approvals(job.plan)
     requirement = requirement_of(job.plan)
@@ -246,8 +249,8 @@ def check_approval(
         job.requester,
         requirement,
         current_approvals(job),
-        Approval(job.id, actor, True, job.plan.hash if job.plan else "", now, tuple(sorted(actor_groups))),
-        actor_is_approver=actor_is_approver,
+        Approval(job.id, who.actor, True, job.plan.hash if job.plan else "", now, tuple(sorted(who.groups))),
+        actor_is_approver=who.is_approver,
         approved_by=approvers,
         already=f"you already approved job {job.id}; it needs {required - len(set(approvers))} more "
         "approval(s) from someone else",

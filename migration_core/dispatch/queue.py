@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from migration_core.inventory.hosts import Inventory
 from migration_core.models import Job
@@ -49,22 +50,52 @@ def waiting_reason(job: Job, load: Mapping[str, HostLoad], limits: Mapping[str, 
     >>> job = Job(44, "vm42", "hostA", "hostB", "alice", JobState.QUEUED, now, now)
     >>> waiting_reason(job, {"hostB": HostLoad("hostB", (41, 43))}, {"hostB": HostLimit(2, 2)})
     'hostB already receives 2 migrations: #41, #43'
+    >>> waiting_reason(job, {"hostA": HostLoad("hostA", (), (40, 44))}, {"hostA": HostLimit(2, 1)})
+    'hostA already sends 1 migration: #40'
+    >>> waiting_reason(job, {}, {"hostA": HostLimit(2, 0), "hostB": HostLimit(0, 2)})
+    'hostB accepts no incoming migrations (max_inbound = 0 in the hosts file)'
+    >>> waiting_reason(job, {}, {"hostA": HostLimit(2, 0), "hostB": HostLimit(2, 2)})
+    'hostA sends no migrations (max_outbound = 0 in the hosts file)'
+    >>> waiting_reason(job, {"hostB": HostLoad("hostB", (44,))}, {"hostA": HostLimit(1, 1), "hostB": HostLimit(1, 1)})
     """
-    src, dst = limits.get(job.source), limits.get(job.destination)
-    if dst is not None:
-        ids = [i for i in load.get(job.destination, HostLoad(job.destination)).inbound_job_ids if i != job.id]
-        if dst.max_inbound == 0:
-            return f"{job.destination} accepts no incoming migrations (max_inbound = 0 in the hosts file)"
-        if len(ids) >= dst.max_inbound:
-            listed = ", ".join(f"#{i}" for i in ids)
-            return f"{job.destination} already receives {len(ids)} migration{'s' if len(ids) > 1 else ''}: {listed}"
-    if src is not None:
-        ids = [i for i in load.get(job.source, HostLoad(job.source)).outbound_job_ids if i != job.id]
-        if src.max_outbound == 0:
-            return f"{job.source} sends no migrations (max_outbound = 0 in the hosts file)"
-        if len(ids) >= src.max_outbound:
-            listed = ", ".join(f"#{i}" for i in ids)
-            return f"{job.source} already sends {len(ids)} migration{'s' if len(ids) > 1 else ''}: {listed}"
+    # the destination's inbound slots first, then the source's outbound ones (one reason at a time)
+    inbound = _slot_reason(job, job.destination, _INBOUND, load, limits)
+    return inbound if inbound is not None else _slot_reason(job, job.source, _OUTBOUND, load, limits)
+
+
+@dataclass(frozen=True)
+class _SlotKind:
+    """One direction of a host's migration slots, and how a waiting job is told that it is closed or full."""
+
+    key: str  # the hosts-file limit
+    closed: str
+    verb: str
+    inbound: bool
+
+    def cap(self, limit: HostLimit) -> int:
+        return limit.max_inbound if self.inbound else limit.max_outbound
+
+    def held(self, load: HostLoad) -> tuple[int, ...]:
+        return load.inbound_job_ids if self.inbound else load.outbound_job_ids
+
+
+_INBOUND = _SlotKind("max_inbound", "accepts no incoming migrations", "receives", inbound=True)
+_OUTBOUND = _SlotKind("max_outbound", "sends no migrations", "sends", inbound=False)
+
+
+def _slot_reason(
+    job: Job, host: str, kind: _SlotKind, load: Mapping[str, HostLoad], limits: Mapping[str, HostLimit]
+) -> str | None:
+    """Why `host` has no `kind` slot free for `job`, or None (no limits for the host: free)."""
+    limit = limits.get(host)
+    if limit is None:
+        return None
+    cap, ids = kind.cap(limit), [i for i in kind.held(load.get(host, HostLoad(host))) if i != job.id]
+    if cap == 0:
+        return f"{host} {kind.closed} ({kind.key} = 0 in the hosts file)"
+    if len(ids) >= cap:
+        listed = ", ".join(f"#{i}" for i in ids)
+        return f"{host} already {kind.verb} {len(ids)} migration{'s' if len(ids) > 1 else ''}: {listed}"
     return None
 
 

@@ -53,6 +53,7 @@ from migration_core.store.types import (
     RetryPolicy,
     mask_secrets,
     mask_url,
+    poll_until,
     retry_async,
 )
 
@@ -87,6 +88,7 @@ __all__ = [
     "UnknownDrainError",
     "mask_secrets",
     "mask_url",
+    "poll_until",
     "retry_async",
     "utc_now",
 ]

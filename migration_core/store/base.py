@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Table, func, inspect, update
+from sqlalchemy import Table, Update, func, inspect, update
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, select
 
@@ -205,6 +205,16 @@ class StoreBase:
             for a in s.exec(stmt).all():
                 by_job[a.job_id].append(approval_from_row(a))
         return [job_from_row(r, by_job[row_id(r)]) for r in rows]
+
+    async def _update_one(self, what: str, statement_at: Callable[[datetime], Update]) -> bool:
+        """Run the UPDATE built for the current time in one write transaction: True when it changed exactly one
+        row (a lease taken or renewed), False when its condition matched none (someone else holds it)."""
+
+        def write(_attempt: int) -> bool:
+            with self._tx(write=True) as s:
+                return bool(s.exec(statement_at(self._now())).rowcount == 1)
+
+        return await self._run(what, write)
 
     def _update(self, s: Session, job_id: int, **values: Any) -> None:
         result = s.exec(update(JobRow).where(col(JobRow.id) == job_id).values(**values))

@@ -15,8 +15,7 @@ from migration_core.errors import DrainStateError, StoreError, UnknownDrainError
 from migration_core.models import Approval, ApprovalRequirement, Job
 from migration_core.planning.drain import DrainPlan
 from migration_core.store.base import StoreBase
-from migration_core.store.job_ops import dumps
-from migration_core.store.schema import DrainRow, EventRow, JobRow, to_utc
+from migration_core.store.schema import DrainRow, JobRow, decoding_plan, event_row, to_utc
 from migration_core.store.types import EventKind
 
 
@@ -33,7 +32,7 @@ def _approvals_json(approvals: Iterable[Approval]) -> str:
 def drain_from_row(row: DrainRow) -> Drain:
     if row.id is None:
         raise StoreError("a drain row has no id", "this is a bug in the store: report it")
-    try:
+    with decoding_plan(f"drain {drain_ref(row.id)}"):
         plan = DrainPlan.from_record(json.loads(row.plan))
         requirement = ApprovalRequirement.from_json(json.loads(row.requirement))
         approvals = tuple(
@@ -41,11 +40,6 @@ def drain_from_row(row: DrainRow) -> Drain:
                      tuple(a.get("groups", ())))
             for a in json.loads(row.approvals or "[]")
         )  # fmt: skip
-    except (ValueError, KeyError, TypeError) as err:
-        raise StoreError(
-            f"drain {drain_ref(row.id)} has an unreadable plan in the database: {err}",
-            "the store never writes this: look for manual edits or a version mismatch",
-        ) from None
     return Drain(
         id=row.id,
         kind=DrainKind(row.kind),
@@ -74,16 +68,8 @@ class DrainOps(StoreBase):
     def _drain_event(
         self, s: Session, drain_id: int, actor: str | None, detail: str, data: dict[str, Any], at: datetime
     ) -> None:
-        s.add(
-            EventRow(
-                job_id=None,
-                at=at,
-                kind=EventKind.DRAIN.value,
-                actor=actor,
-                detail=f"{drain_ref(drain_id)}: {detail}",
-                data=dumps({"drain": drain_id, **data}),
-            )
-        )
+        text = f"{drain_ref(drain_id)}: {detail}"
+        s.add(event_row(None, EventKind.DRAIN, at, actor, text, {"drain": drain_id, **data}))
 
     def _require_drain(self, s: Session, drain_id: int) -> DrainRow:
         row = s.get(DrainRow, drain_id, populate_existing=True)
@@ -267,22 +253,17 @@ class DrainOps(StoreBase):
     async def claim_drain(self, drain_id: int, replica: str, lease_s: float) -> bool:
         """Take (or renew) the right to conduct the drain: only one replica runs a drain's waves at a time."""
 
-        def write(_attempt: int) -> bool:
-            now = self._now()
-            with self._tx(write=True) as s:
-                result = s.exec(
-                    update(DrainRow)
-                    .where(
-                        col(DrainRow.id) == drain_id,
-                        or_(
-                            col(DrainRow.owner).is_(None),
-                            col(DrainRow.owner) == replica,
-                            col(DrainRow.lease_until).is_(None),
-                            col(DrainRow.lease_until) < now,
-                        ),
-                    )
-                    .values(owner=replica, lease_until=now + timedelta(seconds=lease_s))
-                )
-                return bool(result.rowcount == 1)
-
-        return await self._run("claim a drain", write)
+        return await self._update_one(
+            "claim a drain",
+            lambda now: update(DrainRow)
+            .where(
+                col(DrainRow.id) == drain_id,
+                or_(
+                    col(DrainRow.owner).is_(None),
+                    col(DrainRow.owner) == replica,
+                    col(DrainRow.lease_until).is_(None),
+                    col(DrainRow.lease_until) < now,
+                ),
+            )
+            .values(owner=replica, lease_until=now + timedelta(seconds=lease_s)),
+        )

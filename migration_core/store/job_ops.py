@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -14,15 +13,11 @@ from sqlmodel import Session, col, select
 from migration_core.errors import ActiveJobExists, DuplicateRequestError, IllegalTransition, MigrateBotError
 from migration_core.models import Job, JobState, Plan
 from migration_core.store.base import StoreBase, table
-from migration_core.store.schema import EventRow, JobRow, job_values, plan_values, row_id, to_utc
+from migration_core.store.schema import EventRow, JobRow, event_row, job_values, plan_values, row_id, to_utc
 from migration_core.store.states import ACTIVE_STATES, check_transition
 from migration_core.store.types import EventKind
 
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
-
-
-def dumps(data: Mapping[str, Any]) -> str | None:
-    return json.dumps(data, sort_keys=True, default=str) if data else None
 
 
 class JobOps(StoreBase):
@@ -68,16 +63,8 @@ class JobOps(StoreBase):
                     )
                     s.add(row)
                     s.flush()
-                    s.add(
-                        EventRow(
-                            job_id=row_id(row),
-                            at=now,
-                            kind=EventKind.STATE.value,
-                            actor=requester,
-                            new_state=JobState.REQUESTED.value,
-                            detail=f"{vm} to {destination}",
-                        )
-                    )
+                    detail = f"{vm} to {destination}"
+                    s.add(event_row(row_id(row), EventKind.STATE, now, requester, detail, new_state=JobState.REQUESTED))
                     return self._load_job(s, row_id(row))
             except IntegrityError:
                 conflict = self._conflict(vm, idempotency_key)
@@ -151,15 +138,8 @@ class JobOps(StoreBase):
                 if result.rowcount != 1:
                     return self._lost_race(s, job_id, expected_old, new, actor, retried=attempt > 0)
                 s.add(
-                    EventRow(
-                        job_id=job_id,
-                        at=now,
-                        kind=EventKind.STATE.value,
-                        actor=actor,
-                        old_state=expected_old.value,
-                        new_state=new.value,
-                        detail=detail,
-                        data=dumps(event_data),
+                    event_row(
+                        job_id, EventKind.STATE, now, actor, detail, event_data, old_state=expected_old, new_state=new
                     )
                 )
                 return self._load_job(s, job_id)
@@ -173,16 +153,9 @@ class JobOps(StoreBase):
             now = self._now()
             with self._tx(write=True) as s:
                 self._update(s, job_id, updated_at=now, **plan_values(plan))
-                s.add(
-                    EventRow(
-                        job_id=job_id,
-                        at=now,
-                        kind=EventKind.PLAN.value,
-                        actor=actor,
-                        detail=f"plan {plan.hash}: {plan.source} -> {plan.destination}",
-                        data=dumps({"plan_hash": plan.hash, "executable": plan.executable}),
-                    )
-                )
+                detail = f"plan {plan.hash}: {plan.source} -> {plan.destination}"
+                data = {"plan_hash": plan.hash, "executable": plan.executable}
+                s.add(event_row(job_id, EventKind.PLAN, now, actor, detail, data))
                 return self._load_job(s, job_id)
 
         return await self._run("store a plan", write)

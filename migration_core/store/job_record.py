@@ -16,11 +16,11 @@ the job ran), `verification` (list of `name`, `status`, `reason`), `events` (lis
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from migration_core.models import Job
+from migration_core.models import CheckResult, CheckStatus, Job
 from migration_core.store.types import EventKind, EventRecord
 
 SUMMARY_DETAIL = "summary"  # the detail of the notice that carries the VerificationSummary (dispatcher)
@@ -43,22 +43,7 @@ class Outcome:
     throughput_mib_s: float | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "total_s": self.total_s,
-            "downtime_ms": self.downtime_ms,
-            "data_bytes": self.data_bytes,
-            "iterations": self.iterations,
-            "throughput_mib_s": self.throughput_mib_s,
-        }
-
-
-@dataclass(frozen=True)
-class VerifiedCheck:
-    """One verification check of the summary."""
-
-    name: str
-    status: str
-    reason: str
+        return asdict(self)  # the contract's `outcome` keys are exactly these fields
 
 
 @dataclass(frozen=True)
@@ -67,7 +52,7 @@ class JobRecord:
 
     job: Job
     outcome: Outcome | None
-    verification: tuple[VerifiedCheck, ...]
+    verification: tuple[CheckResult, ...]  # the summary's checks (the contract shows name, status, reason)
     events: tuple[EventRecord, ...]
 
     def to_json(self) -> dict[str, Any]:
@@ -88,7 +73,7 @@ class JobRecord:
             "plan": job.plan.to_json() if job.plan else None,
             "approvals": [{"user": a.actor, "at": _iso(a.at)} for a in job.approvals if a.approved],
             "outcome": self.outcome.to_json() if self.outcome else None,
-            "verification": [{"name": c.name, "status": c.status, "reason": c.reason} for c in self.verification],
+            "verification": [{"name": c.name, "status": c.status.value, "reason": c.reason} for c in self.verification],
             "events": [
                 {"at": _iso(e.at), "kind": e.kind.value, "actor": e.actor, "text": e.detail} for e in self.events
             ],
@@ -101,7 +86,7 @@ class JobRecord:
         row: dict[str, Any] = {k: data.get(k) for k in CSV_COLUMNS}
         row.update({k: outcome.get(k) for k in Outcome.__dataclass_fields__})
         row["approvers"] = "; ".join(data["approvers"])
-        row["verification"] = "; ".join(f"{c.name}: {c.status}" for c in self.verification)
+        row["verification"] = "; ".join(f"{c.name}: {c.status.value}" for c in self.verification)
         return {k: "" if v is None else str(v) for k, v in row.items()}
 
 
@@ -117,6 +102,18 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _check(raw: object) -> CheckResult | None:
+    """One check of a stored summary (VerificationSummary.to_json wrote it); None for what is not one."""
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        status = CheckStatus(str(raw.get("status")))
+    except ValueError:
+        return None
+    fix = raw.get("fix")
+    return CheckResult(str(raw.get("name", "")), status, str(raw.get("reason", "")), None if fix is None else str(fix))
+
+
 def summary_data(events: Sequence[EventRecord]) -> Mapping[str, Any] | None:
     """The last summary written for the job (a restart may verify again: the newest counts), or None."""
     for event in reversed(events):
@@ -129,7 +126,7 @@ def job_record(job: Job, events: Sequence[EventRecord]) -> JobRecord:
     """Fold a job and its event log (in the order written) into its record."""
     summary = summary_data(events)
     outcome: Outcome | None = None
-    checks: tuple[VerifiedCheck, ...] = ()
+    checks: tuple[CheckResult, ...] = ()
     if summary is not None:
         outcome = Outcome(
             total_s=_float(summary.get("total_s")),
@@ -139,9 +136,6 @@ def job_record(job: Job, events: Sequence[EventRecord]) -> JobRecord:
             throughput_mib_s=_float(summary.get("throughput_mib_s")),
         )
         raw_checks = summary.get("checks")
-        checks = tuple(
-            VerifiedCheck(str(c.get("name", "")), str(c.get("status", "")), str(c.get("reason", "")))
-            for c in (raw_checks if isinstance(raw_checks, list) else [])
-            if isinstance(c, Mapping)
-        )
+        found = (_check(c) for c in (raw_checks if isinstance(raw_checks, list) else []))
+        checks = tuple(c for c in found if c is not None)
     return JobRecord(job=job, outcome=outcome, verification=checks, events=tuple(events))

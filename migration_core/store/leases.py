@@ -11,8 +11,8 @@ from sqlmodel import Session, col, select
 
 from migration_core.models import Job, JobState
 from migration_core.store.base import StoreBase, unknown_job
-from migration_core.store.job_ops import ACTIVE, dumps
-from migration_core.store.schema import EventRow, JobRow, row_id
+from migration_core.store.job_ops import ACTIVE
+from migration_core.store.schema import JobRow, event_row, row_id
 from migration_core.store.states import CLAIMABLE_STATES, SLOT_STATES
 from migration_core.store.types import EventKind, HostLimit, HostLoad
 
@@ -104,17 +104,12 @@ class LeaseOps(StoreBase):
     async def renew_lease(self, job_id: int, owner: str, lease_s: float) -> bool:
         """Extend `owner`'s lease (heartbeat). False: the job is no longer ours, stop working on it."""
 
-        def renew(_attempt: int) -> bool:
-            now = self._now()
-            with self._tx(write=True) as s:
-                result = s.exec(
-                    update(JobRow)
-                    .where(col(JobRow.id) == job_id, col(JobRow.owner) == owner, col(JobRow.state).in_(ACTIVE))
-                    .values(lease_until=now + timedelta(seconds=lease_s))
-                )
-                return result.rowcount == 1
-
-        return await self._run("renew a lease", renew)
+        return await self._update_one(
+            "renew a lease",
+            lambda now: update(JobRow)
+            .where(col(JobRow.id) == job_id, col(JobRow.owner) == owner, col(JobRow.state).in_(ACTIVE))
+            .values(lease_until=now + timedelta(seconds=lease_s)),
+        )
 
     async def release(self, job_id: int, owner: str) -> bool:
         """Give the job back (clear owner and lease) if `owner` holds it; True when it did."""
@@ -128,15 +123,7 @@ class LeaseOps(StoreBase):
                 )
                 if result.rowcount != 1:
                     return False
-                s.add(
-                    EventRow(
-                        job_id=job_id,
-                        at=self._now(),
-                        kind=EventKind.LEASE.value,
-                        actor=owner,
-                        detail=f"released by {owner}",
-                    )
-                )
+                s.add(event_row(job_id, EventKind.LEASE, self._now(), owner, f"released by {owner}"))
                 return True
 
         return await self._run("release a lease", give_back)
@@ -184,14 +171,5 @@ class LeaseOps(StoreBase):
             detail = f"resumed by {owner}"
         else:
             detail = f"taken over by {owner} from {before} (its lease ended {row.lease_until:%H:%M:%S} UTC)"
-        s.add(
-            EventRow(
-                job_id=job_id,
-                at=now,
-                kind=EventKind.LEASE.value,
-                actor=owner,
-                detail=detail,
-                data=dumps({"previous_owner": before} if before else {}),
-            )
-        )
+        s.add(event_row(job_id, EventKind.LEASE, now, owner, detail, {"previous_owner": before} if before else {}))
         return self._load_job(s, job_id)

@@ -11,7 +11,6 @@ from sqlmodel import Session, col, select
 from migration_core.models import Approval, ProgressSample
 from migration_core.store.audit import ChainReport, chained_from_row, verify_chain
 from migration_core.store.base import StoreBase, unknown_job
-from migration_core.store.job_ops import dumps
 from migration_core.store.schema import (
     ApprovalRow,
     EventRow,
@@ -19,6 +18,7 @@ from migration_core.store.schema import (
     ProgressRow,
     approval_from_row,
     event_from_row,
+    event_row,
     progress_from_row,
     progress_to_row,
 )
@@ -51,16 +51,7 @@ class RecordOps(StoreBase):
                 )
                 s.add(row)
                 verb = "approved" if approved else "denied"
-                s.add(
-                    EventRow(
-                        job_id=job_id,
-                        at=now,
-                        kind=EventKind.APPROVAL.value,
-                        actor=actor,
-                        detail=f"{verb} by {actor} (plan {plan_hash})",
-                        data=dumps(data),
-                    )
-                )
+                s.add(event_row(job_id, EventKind.APPROVAL, now, actor, f"{verb} by {actor} (plan {plan_hash})", data))
                 s.flush()
                 return approval_from_row(row)
 
@@ -84,14 +75,7 @@ class RecordOps(StoreBase):
             with self._tx(write=True) as s:
                 if job_id is not None:
                     self._require_job(s, job_id)
-                row = EventRow(
-                    job_id=job_id,
-                    at=self._now(),
-                    kind=kind.value,
-                    actor=actor,
-                    detail=detail,
-                    data=dumps(dict(data or {})),
-                )
+                row = event_row(job_id, kind, self._now(), actor, detail, data)
                 s.add(row)
                 s.flush()
                 return event_from_row(row)
@@ -120,7 +104,7 @@ class RecordOps(StoreBase):
                 ).first()
                 if last == text:
                     return False
-                s.add(EventRow(job_id=job_id, at=self._now(), kind=EventKind.NOTICE.value, detail=text))
+                s.add(event_row(job_id, EventKind.NOTICE, self._now(), detail=text))
                 return True
 
         return await self._run("record a notice", write)

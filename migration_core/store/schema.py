@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Index, Text, text
 from sqlalchemy.engine import Dialect
@@ -118,6 +120,35 @@ class EventRow(SQLModel, table=True):
     # records written before the chain existed.
     prev_hash: str | None = Field(default=None, sa_type=Text)
     hash: str | None = Field(default=None, sa_type=Text)
+
+
+def dumps(data: Mapping[str, Any]) -> str | None:
+    """A JSON object column's text (sorted keys; NULL for an empty object)."""
+    return json.dumps(data, sort_keys=True, default=str) if data else None
+
+
+def event_row(
+    job_id: int | None,
+    kind: EventKind,
+    at: datetime,
+    actor: str | None = None,
+    detail: str = "",
+    data: Mapping[str, Any] | None = None,
+    *,
+    old_state: JobState | None = None,
+    new_state: JobState | None = None,
+) -> EventRow:
+    """One row of the event log: every writer (jobs, leases, approvals, drains, notices) builds it here."""
+    return EventRow(
+        job_id=job_id,
+        at=at,
+        kind=kind.value,
+        actor=actor,
+        old_state=old_state.value if old_state is not None else None,
+        new_state=new_state.value if new_state is not None else None,
+        detail=detail,
+        data=dumps(dict(data or {})),  # any Mapping (a read-only view too) is written as a JSON object
+    )
 
 
 class ProgressRow(SQLModel, table=True):
@@ -241,14 +272,21 @@ def row_id(row: JobRow | EventRow) -> int:
     return row.id
 
 
-def job_from_row(row: JobRow, approvals: Sequence[Approval]) -> Job:
+@contextmanager
+def decoding_plan(owner: str) -> Iterator[None]:
+    """Decode a row's stored plan (JSON) inside this block: what does not parse is a StoreError naming `owner`."""
     try:
-        plan = Plan.from_json(json.loads(row.plan)) if row.plan else None
+        yield
     except (ValueError, KeyError, TypeError) as err:
         raise StoreError(
-            f"job #{row.id} has an unreadable plan in the database: {err}",
+            f"{owner} has an unreadable plan in the database: {err}",
             "the store never writes this: look for manual edits or a version mismatch",
         ) from None
+
+
+def job_from_row(row: JobRow, approvals: Sequence[Approval]) -> Job:
+    with decoding_plan(f"job #{row.id}"):
+        plan = Plan.from_json(json.loads(row.plan)) if row.plan else None
     return Job(
         id=row_id(row),
         vm=row.vm,

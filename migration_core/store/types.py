@@ -172,3 +172,19 @@ async def retry_async(
                 on_retry(err, delay_s, attempt + 1)
             await sleep(delay_s)
             attempt += 1
+
+
+async def poll_until(
+    read: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout_s: float | None, interval_s: float
+) -> T:
+    """Read until `done(value)` or until `timeout_s` has passed (None: no limit); the last value read.
+
+    Waiting by reading the store (not on local tasks) works for a job or a drain that another replica runs.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout_s is None else loop.time() + timeout_s
+    while True:
+        value = await read()
+        if done(value) or (deadline is not None and loop.time() >= deadline):
+            return value
+        await asyncio.sleep(interval_s)

@@ -40,6 +40,7 @@ from migration_core.models import (
     Phase,
 )
 from migration_core.service_api import FreezeStatus, HostStatus, QueuePosition
+from migration_core.store import HostLimit
 from tests.bot.factories import (
     PASSING,
     T0,
@@ -219,7 +220,7 @@ def _cases() -> dict[str, dict[str, Any]]:
         "hosts": m(
             hosts_message(
                 [
-                    HostStatus("hostA", "qemu:///system", True, "libvirt 9.0.0, QEMU 7.2.0", 3, 0, 1, 2, 2),
+                    HostStatus("hostA", "qemu:///system", True, "libvirt 9.0.0, QEMU 7.2.0", 3, 0, 1, HostLimit(2, 2)),
                     HostStatus("hostB", "qemu+ssh://b/system", False, "connection refused"),
                 ],
                 SLACK,

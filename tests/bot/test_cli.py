@@ -275,6 +275,10 @@ def test_hosts_reports_unreachable_hosts(dead_hosts: Path, db_env: dict[str, str
     hosts = one_json(proc)
     assert [h["name"] for h in hosts] == ["hostA", "hostB"]
     assert all(h["reachable"] is False and "does not answer" in h["detail"] for h in hosts)
+    keys = ["name", "uri", "reachable", "detail", "running_vms", "inbound_active", "outbound_active", "max_inbound",
+            "max_outbound"]  # fmt: skip
+    assert all(list(h) == keys for h in hosts), hosts  # the --json contract: flat, in this order
+    assert [(h["max_inbound"], h["max_outbound"]) for h in hosts] == [(1, 1), (1, 1)]  # the hosts file's defaults
 
 
 # ----- plan and hosts against the lab ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ from bot.console_sink import ConsoleSink
 from bot.settings import Settings
 from migration_core.drains import DrainState
 from migration_core.models import MigrationOptions
+from migration_core.planning.drain import DrainRequest
 from tests.bot.fleet_service import DRAIN_VMS, open_fleet_service
 
 pytestmark = pytest.mark.virtual_time
@@ -33,7 +34,7 @@ async def run_drain_script(
     for vm in fail:
         fs.fleet.fail_migration(vm)
     if requested_elsewhere:
-        await fs.service.request_drain("hostC", MigrationOptions(), "dave")
+        await fs.service.request_drain(DrainRequest("hostC", MigrationOptions()), "dave")
     try:
         out = io.StringIO()
         code = await run_console(fs.service, settings, user="alice", stdin=io.StringIO(script), stdout=out, sink=sink)

@@ -14,6 +14,7 @@ import pytest
 from migration_core.drains import DrainState
 from migration_core.events import RecordingSink
 from migration_core.models import MigrationOptions
+from migration_core.planning.drain import DrainRequest
 from tests.bot.fleet_service import DRAIN_VMS, open_fleet_service
 from tests.bot.test_cli import one_json, run
 
@@ -42,7 +43,7 @@ def _dead_hosts(tmp_path: Path) -> Path:
 async def test_status_of_a_finished_drain_as_json_and_text(tmp_path: Path) -> None:
     fs = await open_fleet_service(RecordingSink(), _approver, drain_host=True)
     try:
-        drain = await fs.service.request_drain("hostC", MigrationOptions(), "alice")
+        drain = await fs.service.request_drain(DrainRequest("hostC", MigrationOptions()), "alice")
         for who in ("bob", "carol"):
             await fs.service.approve_drain(drain.id, who)
         done = await fs.service.wait_drain(drain.id, timeout_s=3600)

@@ -123,13 +123,14 @@ def waiting_job(requirement: ApprovalRequirement, approvals: tuple[Approval, ...
 
 def test_a_group_member_may_approve_without_being_a_general_approver() -> None:
     job = waiting_job(ApprovalRequirement(1, (GroupNeed("dba"),)))
-    verdict = policy.check_approval(job, "erin", False, T0 + timedelta(minutes=1), 1800, frozenset({"dba"}))
+    erin = policy.Decider("erin", False, frozenset({"dba"}))
+    verdict = policy.check_approval(job, erin, T0 + timedelta(minutes=1), 1800)
     assert verdict.allowed and verdict.remaining == 0 and verdict.still_needed == ""
 
 
 def test_an_approval_that_would_not_count_is_refused_naming_the_group() -> None:
     job = waiting_job(ApprovalRequirement(2, (GroupNeed("dba"),)), (approval("bob"),))
-    verdict = policy.check_approval(job, "carol", True, T0 + timedelta(minutes=1), 1800)
+    verdict = policy.check_approval(job, policy.Decider("carol", True), T0 + timedelta(minutes=1), 1800)
     assert not verdict.allowed
     assert verdict.code is policy.VerdictCode.NOT_IN_GROUP
     assert verdict.reason == (
@@ -139,13 +140,14 @@ def test_an_approval_that_would_not_count_is_refused_naming_the_group() -> None:
 
 def test_a_general_approver_fills_the_places_anyone_may_fill() -> None:
     job = waiting_job(ApprovalRequirement(3, (GroupNeed("dba"),)))
-    verdict = policy.check_approval(job, "bob", True, T0 + timedelta(minutes=1), 1800)
+    verdict = policy.check_approval(job, policy.Decider("bob", True), T0 + timedelta(minutes=1), 1800)
     assert verdict.allowed and verdict.remaining == 2 and verdict.still_needed == "2 more: 1 from @dba, 1 from anyone"
 
 
 def test_someone_neither_approver_nor_in_a_needed_group_is_told_both() -> None:
     job = waiting_job(ApprovalRequirement(1, (GroupNeed("dba"),)))
-    verdict = policy.check_approval(job, "mallory", False, T0 + timedelta(minutes=1), 1800, frozenset({"net"}))
+    mallory = policy.Decider("mallory", False, frozenset({"net"}))
+    verdict = policy.check_approval(job, mallory, T0 + timedelta(minutes=1), 1800)
     assert verdict.code is policy.VerdictCode.NOT_APPROVER and "or in @dba" in verdict.reason
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from migration_core.dispatch.policy import (
+    Decider,
     RateLimiter,
     VerdictCode,
     approval_expires_at,
@@ -203,7 +204,7 @@ RISKY = plan(postcopy=True)
     ],
 )
 def test_check_approval(name, j, actor, is_approver, now, allowed, code, remaining, text):
-    v = check_approval(j, actor, is_approver, now, TTL)
+    v = check_approval(j, Decider(actor, is_approver), now, TTL)
     assert (v.allowed, v.code) == (allowed, code), (name, v)
     assert text in v.reason, (name, v.reason)
     if allowed:
@@ -222,9 +223,9 @@ def test_check_approval(name, j, actor, is_approver, now, allowed, code, remaini
 )
 def test_refusals_map_to_the_exception_tree(code, exc):
     cases = {
-        VerdictCode.SELF_APPROVAL: check_approval(job(), "U0ALICE", True, NOW, TTL),
-        VerdictCode.ALREADY_DECIDED: check_approval(job(state=JobState.DENIED), "U0BOB", True, NOW, TTL),
-        VerdictCode.EXPIRED: check_approval(job(), "U0BOB", True, T0 + timedelta(days=1), TTL),
+        VerdictCode.SELF_APPROVAL: check_approval(job(), Decider("U0ALICE", True), NOW, TTL),
+        VerdictCode.ALREADY_DECIDED: check_approval(job(state=JobState.DENIED), Decider("U0BOB", True), NOW, TTL),
+        VerdictCode.EXPIRED: check_approval(job(), Decider("U0BOB", True), T0 + timedelta(days=1), TTL),
     }
     verdict = cases[code]
     assert verdict.code is code
@@ -337,7 +338,7 @@ def test_rate_limiter_rejects_nonsense_configuration():
 
 
 def test_verdict_is_frozen():
-    v = check_approval(job(), "U0BOB", True, NOW, TTL)
+    v = check_approval(job(), Decider("U0BOB", True), NOW, TTL)
     with pytest.raises(AttributeError):
         v.allowed = False  # type: ignore[misc]
     assert replace(v, remaining=3).remaining == 3

@@ -6,14 +6,17 @@ import asyncio
 import itertools
 import sqlite3
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 
 import psycopg
 import pytest
 
-from migration_core.errors import IllegalTransition, UnknownJobError
+from migration_core.errors import IllegalTransition, StoreError, UnknownJobError
 from migration_core.models import Approval, Job, JobState, Phase, ProgressSample
 from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Store
+from migration_core.store.drain_ops import drain_from_row
+from migration_core.store.schema import DrainRow, JobRow, job_from_row
 from migration_core.store.states import ALLOWED
 from tests.migration_core.store_support import FakeClock, drive_to, path_to, sample_plan
 
@@ -333,3 +336,24 @@ async def test_import_jobs_keeps_states_times_plans_and_approvals(store: Store) 
             (got.id, a.actor, a.plan_hash) for a in want.approvals
         ]
     assert await store.events(loaded[0].id) == []  # an import brings no invented history
+
+
+def test_an_unreadable_stored_plan_is_named_for_the_operator() -> None:
+    """A job's or a drain's plan column that does not decode says whose it is and what to look for."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    job = JobRow(id=5, vm="vm42", source="hostA", destination="hostB", requester="U1", state="requested",
+                 created_at=at, updated_at=at, plan="{not json")  # fmt: skip
+    with pytest.raises(StoreError, match=r"job #5 has an unreadable plan .*manual edits"):
+        job_from_row(job, [])
+    drain = DrainRow(id=3, kind="drain", host="hostA", state="running", requester="U1", plan="{}", plan_hash="h",
+                     requirement="{}", created_at=at, updated_at=at)  # fmt: skip
+    with pytest.raises(StoreError, match=r"drain D3 has an unreadable plan .*manual edits"):
+        drain_from_row(drain)
+
+
+async def test_an_event_takes_its_data_from_any_mapping(store: Store) -> None:
+    """`record_event` data may be a read-only mapping: it is written as a JSON object all the same."""
+    job = await store.create_job(vm="vm42", destination="hostB", requester="U1")
+    event = await store.record_event(job.id, EventKind.CLICK, "U1", "clicked", MappingProxyType({"button": "ok"}))
+    assert event.data == {"button": "ok"}
+    assert (await store.events(job.id))[-1].data == {"button": "ok"}

@@ -17,6 +17,7 @@ import pytest
 
 from migration_core.drains import DrainState, MoveOutcome
 from migration_core.models import JobState, MigrationOptions, MigrationRequest
+from migration_core.planning.drain import DrainRequest
 from migration_core.store import Store
 from tests.labkit import LabInfo, console_status, link_rate, link_reset, reset_vm, vm_location
 from tests.reliability.support import A, ConsoleBot, bot_env, in_process_bot, inventory_with_link, wait_progress
@@ -65,7 +66,7 @@ async def test_dry_run_drain_parks_the_busy_guest_then_return_brings_everything_
         svc = bot.service
         link_rate(lab, 32)
         options = MigrationOptions(timeout_s=25)  # the budget after which a move that cannot converge gives up
-        plan = await svc.plan_drain(A, options)
+        plan = await svc.plan_drain(DrainRequest(A, options))
         placed = {m.vm: m.destination for m in plan.moves}
         left = {lb.vm: lb for lb in plan.left_behind}
         assert set(placed) | set(left) >= {*RUNNING_GUESTS, "stopped"}, (placed, left)
@@ -75,7 +76,7 @@ async def test_dry_run_drain_parks_the_busy_guest_then_return_brings_everything_
         assert {C, "hostB"} <= set(placed.values()), f"placement did not spread: {placed}"
         assert plan.eta_s > 0 and all(m.predicted_total_s > 0 for m in plan.moves)
 
-        drain = await svc.request_drain(A, options, "alice")
+        drain = await svc.request_drain(DrainRequest(A, options), "alice")
         assert drain.plan.hash == (await svc.get_drain(drain.id)).plan.hash
         await svc.approve_drain(drain.id, "bob")
         await svc.approve_drain(drain.id, "carol")
@@ -116,7 +117,7 @@ async def test_cancel_mid_drain_stops_the_rest_and_aborts_pre_copy(lab_at_home: 
         svc = bot.service
         link_rate(lab, 4)  # slow enough that the first wave is still copying when the cancel comes
         keep = ("busy", "db1", "pinned", "disky", "shared", "vm42")
-        drain = await svc.request_drain(A, MigrationOptions(), "alice", except_vms=keep)
+        drain = await svc.request_drain(DrainRequest(A, MigrationOptions(), except_vms=keep), "alice")
         await svc.approve_drain(drain.id, "bob")
         await svc.approve_drain(drain.id, "carol")
         for _ in range(300):

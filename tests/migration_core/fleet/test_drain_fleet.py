@@ -19,7 +19,8 @@ from migration_core.errors import MigrateBotError
 from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup
 from migration_core.hypervisor.fleet import HostSpec, VmSpec, run_virtual
 from migration_core.models import CheckStatus, JobState, MigrationOptions, MigrationRequest
-from migration_core.planning.drain import WAVE_OVERHEAD_S
+from migration_core.planning.drain import WAVE_OVERHEAD_S, DrainRequest
+from migration_core.store import EventKind
 from tests.migration_core.fleet.support import Recorder, close_service, open_service, rig, when
 
 A, B, C = "hA", "hB", "hC"
@@ -44,7 +45,7 @@ def test_drain_moves_every_vm_then_return_brings_them_home(tmp_path: Path) -> No
     async def main() -> None:
         service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
         try:
-            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            drain = await service.request_drain(DrainRequest(A, MigrationOptions()), "alice")
             assert drain.state is DrainState.AWAITING_APPROVAL
             assert drain.requirement.total == 2  # a drain is a risky change
             with pytest.raises(MigrateBotError, match="you requested this"):
@@ -100,7 +101,7 @@ def test_a_vm_that_never_converges_is_parked_and_the_drain_goes_on(tmp_path: Pat
     async def main() -> None:
         service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
         try:
-            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            drain = await service.request_drain(DrainRequest(A, MigrationOptions()), "alice")
             await _approve_drain(service, drain.id)
             status = await service.wait_drain(drain.id, timeout_s=4 * 3600)
             assert status.drain.state is DrainState.PARTIALLY_DONE, status.drain.detail
@@ -125,7 +126,7 @@ def test_cancel_stops_unstarted_moves_and_aborts_pre_copy(tmp_path: Path) -> Non
     async def main() -> None:
         service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
         try:
-            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            drain = await service.request_drain(DrainRequest(A, MigrationOptions()), "alice")
             assert drain.plan.waves == 4  # one outbound slot: one move at a time
             await _approve_drain(service, drain.id)
             await when(lambda: any(r.fleet.job_phase(v.name) is not None for v in vms), limit_s=600)
@@ -151,7 +152,7 @@ def test_a_new_bot_finishes_a_drain_the_old_one_left_running(tmp_path: Path) -> 
 
     async def main() -> None:
         first = await open_service(r, url, replica="replica-a", lease_s=10)
-        drain = await first.request_drain(A, MigrationOptions(), "alice")
+        drain = await first.request_drain(DrainRequest(A, MigrationOptions()), "alice")
         await _approve_drain(first, drain.id)
         await when(lambda: sum(r.fleet.where(v.name) != A for v in vms) >= 1, limit_s=3600)
         # the bot dies: its database connection goes first, so it can neither renew nor release a lease
@@ -183,15 +184,15 @@ def test_a_second_drain_never_places_on_a_draining_host(tmp_path: Path) -> None:
     async def main() -> None:
         service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
         try:
-            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            drain = await service.request_drain(DrainRequest(A, MigrationOptions()), "alice")
             await _approve_drain(service, drain.id)
             assert (await service.get_drain(drain.id)).state is DrainState.RUNNING
-            other = await service.plan_drain(B, MigrationOptions())
+            other = await service.plan_drain(DrainRequest(B, MigrationOptions()))
             assert [m.destination for m in other.moves] == [C]  # not hA: it is being drained
             with pytest.raises(MigrateBotError, match="being drained"):
-                await service.plan_drain(B, MigrationOptions(), to=(A,))
+                await service.plan_drain(DrainRequest(B, MigrationOptions(), to=(A,)))
             with pytest.raises(MigrateBotError, match="unfinished drain"):
-                await service.request_drain(A, MigrationOptions(), "alice")
+                await service.request_drain(DrainRequest(A, MigrationOptions()), "alice")
             changed = [e for e in r.sink.events if isinstance(e, DrainChanged)]
             assert [e.status.drain.state for e in changed][:2] == [
                 DrainState.AWAITING_APPROVAL,
@@ -212,7 +213,7 @@ def test_a_recheck_that_finds_different_facts_asks_again_for_that_move_alone(tmp
     async def main() -> None:
         service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
         try:
-            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            drain = await service.request_drain(DrainRequest(A, MigrationOptions()), "alice")
             assert [m.vm for m in drain.plan.moves] == ["first", "second"] and drain.plan.waves == 2
             await _approve_drain(service, drain.id)
             await when(lambda: r.fleet.job_phase("first") is not None, limit_s=600)
@@ -252,7 +253,7 @@ def test_a_recheck_that_finds_only_better_facts_runs_the_approved_plan(tmp_path:
     async def main() -> None:
         service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
         try:
-            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            drain = await service.request_drain(DrainRequest(A, MigrationOptions()), "alice")
             second = next(m for m in drain.plan.moves if m.vm == "second")
             memory = next(c for c in second.plan.checks if c.name == "capacity.memory")
             assert memory.status is CheckStatus.WARN, memory
@@ -281,7 +282,7 @@ def test_vcpu_overcommit_is_counted_across_the_plan_so_the_recheck_agrees(tmp_pa
     async def main() -> None:
         service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
         try:
-            drain = await service.request_drain(A, MigrationOptions(), "alice")
+            drain = await service.request_drain(DrainRequest(A, MigrationOptions()), "alice")
             statuses = [
                 next(c.status for c in m.plan.checks if c.name == "capacity.vcpus")
                 for m in sorted(drain.plan.moves, key=lambda m: m.order)
@@ -298,22 +299,23 @@ def test_vcpu_overcommit_is_counted_across_the_plan_so_the_recheck_agrees(tmp_pa
 
 
 def test_the_drain_arguments_reach_the_plan_and_the_request(tmp_path: Path) -> None:
-    """`to`, `--except` and `--include-stopped` go from the service's front-end signature into the one
-    DrainRequest the runner plans (dry run and request alike)."""
+    """`to`, `--except` and `--include-stopped` reach the runner in the one DrainRequest the service is given
+    (dry run and request alike)."""
     vms = (_idle("a1"), _idle("a2"), replace(_idle("off"), running=False))
     r = rig(*vms, hosts=HOSTS)
 
     async def main() -> None:
         service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
         try:
-            plain = await service.plan_drain(A, MigrationOptions())
+            plain = await service.plan_drain(DrainRequest(A, MigrationOptions()))
             assert sorted(m.vm for m in plain.moves) == ["a1", "a2"]
             assert [lb.vm for lb in plain.left_behind] == ["off"]
-            dry = await service.plan_drain(A, MigrationOptions(), to=(C,), except_vms=("a2",), include_stopped=True)
+            only_c = DrainRequest(A, MigrationOptions(), to=(C,), except_vms=("a2",), include_stopped=True)
+            dry = await service.plan_drain(only_c)
             assert sorted(m.vm for m in dry.moves) == ["a1", "off"]
             assert {m.destination for m in dry.moves} == {C}
             assert [(lb.vm, lb.reason) for lb in dry.left_behind] == [("a2", "excluded by --except")]
-            drain = await service.request_drain(A, MigrationOptions(), "alice", to=(C,), except_vms=("a1",))
+            drain = await service.request_drain(replace(only_c, except_vms=("a1",), include_stopped=False), "alice")
             assert sorted(m.vm for m in drain.plan.moves) == ["a2"]
             assert {m.destination for m in drain.plan.moves} == {C}
             assert sorted(lb.vm for lb in drain.plan.left_behind) == ["a1", "off"]
@@ -337,7 +339,7 @@ def test_the_eta_learns_each_waves_cost_from_the_last_finished_drain(tmp_path: P
         try:
             errors = []
             for host in (A, B):
-                drain = await service.request_drain(host, MigrationOptions(), "alice")
+                drain = await service.request_drain(DrainRequest(host, MigrationOptions()), "alice")
                 await _approve_drain(service, drain.id)
                 start = loop.time()
                 done = await service.wait_drain(drain.id, timeout_s=3600)
@@ -346,6 +348,33 @@ def test_the_eta_learns_each_waves_cost_from_the_last_finished_drain(tmp_path: P
                 overhead = drain.plan.wave_overhead_s
             assert overhead != WAVE_OVERHEAD_S  # the second plan used the learned figure
             assert errors[1] < errors[0], errors
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+def test_a_refused_drain_decision_is_recorded_with_the_drain(tmp_path: Path) -> None:
+    """Approve, deny and cancel of a drain that policy or the state refuses leave a `refused` event naming the
+    action and the drain (the person sees the error; the log keeps who tried what)."""
+    r = rig(_idle("web1"), hosts=HOSTS)
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        try:
+            drain = await service.request_drain(DrainRequest(A, MigrationOptions()), "alice")
+            with pytest.raises(MigrateBotError, match="you requested this"):
+                await service.approve_drain(drain.id, "alice")
+            with pytest.raises(MigrateBotError):
+                await service.deny_drain(drain.id + 100, "bob")
+            with pytest.raises(MigrateBotError):
+                await service.cancel_drain(drain.id + 100, "bob")
+            refused = [e for e in await service.store.events(None) if e.kind is EventKind.REFUSED]
+            assert [(e.actor, dict(e.data)) for e in refused] == [
+                ("alice", {"action": "approve drain", "drain": drain.id}),
+                ("bob", {"action": "deny drain", "drain": drain.id + 100}),
+                ("bob", {"action": "cancel drain", "drain": drain.id + 100}),
+            ]
         finally:
             await close_service(service)
 

@@ -154,7 +154,8 @@ async def test_a_scheduled_move_waits_for_its_time_then_runs(
 ) -> None:
     await fresh_vm(lab, VM)
     alice, bob = [await connected_user(fake_slack, open_bot, u) for u in (U_ALICE, U_BOB)]
-    start = (datetime.now(UTC) + timedelta(seconds=40)).replace(microsecond=0)
+    # Enough for preflight (a 3 s dirty-rate window), the card and the approval on a loaded machine (~8 s).
+    start = (datetime.now(UTC) + timedelta(seconds=28)).replace(microsecond=0)
     end = start + timedelta(minutes=3)
     await alice.command(f"{VM} to hostB --window {start.isoformat()}/{end.isoformat()}")
     card = await wait_card(fake_slack, VM, contains="Approval needed")

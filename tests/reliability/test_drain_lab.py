@@ -65,7 +65,7 @@ async def test_dry_run_drain_parks_the_busy_guest_then_return_brings_everything_
     async with in_process_bot(env) as bot:
         svc = bot.service
         link_rate(lab, 32)
-        options = MigrationOptions(timeout_s=25)  # the budget after which a move that cannot converge gives up
+        options = MigrationOptions(timeout_s=15)  # the budget after which a move that cannot converge gives up
         plan = await svc.plan_drain(DrainRequest(A, options))
         placed = {m.vm: m.destination for m in plan.moves}
         left = {lb.vm: lb for lb in plan.left_behind}

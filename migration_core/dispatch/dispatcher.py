@@ -28,6 +28,7 @@ from migration_core.dispatch.queue import (
 )
 from migration_core.dispatch.recovery import resume_broken_postcopy
 from migration_core.dispatch.restart import (
+    RESTART_DETAIL,
     RestartChoice,
     judge_restart,
     not_again_text,
@@ -414,9 +415,9 @@ class Dispatcher:
             await self._say(job.id, NoticeKind.FAILURE, not_again_text(who), actor=self.config.replica_id)
         if verdict.choice is not RestartChoice.RESTART:
             return False
-        text = restart_text(who)
-        await self.mover.move(job, JobState.QUEUED, None, text)
-        await self._say(job.id, NoticeKind.INFO, text, actor=self.config.replica_id)
+        # The state line stays short: the thread shows it next to the notice, which explains.
+        await self.mover.move(job, JobState.QUEUED, None, RESTART_DETAIL)
+        await self._say(job.id, NoticeKind.INFO, restart_text(who), actor=self.config.replica_id)
         return True  # the run ends and releases the lease: the next claim starts it (re-check, slot limits)
 
     async def _resume_postcopy(self, job: Job, plan: Plan, result: ExecutionResult) -> ExecutionResult:

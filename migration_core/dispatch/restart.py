@@ -22,6 +22,7 @@ from migration_core.store import EventKind, EventRecord
 # The state move that records a restart; counting these in the job's event log is the once-only guard, so
 # the guard holds across any number of replicas and restarts without a column of its own.
 RESTART_MOVE = (JobState.RUNNING, JobState.QUEUED)
+RESTART_DETAIL = "restart recovery: libvirt never started this migration; it starts again at the next free slot"
 
 
 class RestartChoice(StrEnum):

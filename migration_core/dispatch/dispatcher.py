@@ -4,7 +4,8 @@ One dispatcher per bot process (replica). It claims approved jobs with a lease (
 same job), re-checks each plan against the hosts before starting (an approval binds to the plan hash: changed
 facts send the job back for approval), keeps jobs that would exceed a host's inbound/outbound limit queued with
 the reason, renews its leases while migrations run, and on start reattaches to the migrations its previous
-life (or a dead replica) left running.
+life (or a dead replica) left running; a running job whose migration provably never started (the bot died just
+before libvirt started it) is queued again instead, once (dispatch/restart.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ from migration_core.dispatch.queue import (
     waiting_reason,
 )
 from migration_core.dispatch.recovery import resume_broken_postcopy
+from migration_core.dispatch.restart import (
+    RESTART_DETAIL,
+    RestartChoice,
+    judge_restart,
+    not_again_text,
+    restart_text,
+    restarts_so_far,
+)
 from migration_core.dispatch.windows import fmt_instant, hold_reason
 from migration_core.errors import MigrateBotError
 from migration_core.events import EventSink, Notice, NoticeKind, StateChanged, SummaryReady
@@ -383,12 +392,33 @@ class Dispatcher:
         assert job.plan is not None
         me = self.config.replica_id
         before = self._taken_from.pop(job.id, None)
+        if job.state is JobState.RUNNING and await self._restart_unstarted(job, before):
+            return
         who = "the bot restarted" if before in (None, me) else f"replica {before} stopped renewing its lease"
         text = f"{who}; reattaching to the migration of {job.vm} (replica {me})"
         await self._say(job.id, NoticeKind.INFO, text, actor=me)
         result = await self.executor.reattach(job.id, job.plan)
         result = await self._resume_postcopy(job, job.plan, result)
         await self._verify(job, job.plan, result)
+
+    async def _restart_unstarted(self, job: Job, before: str | None) -> bool:
+        """A running job whose migration provably never started (the bot died in between) goes back to the
+        queue, once (dispatch/restart.py); True if it did. Otherwise the caller reattaches as always."""
+        assert job.plan is not None
+        has_samples = bool(await self.store.progress(job.id, limit=1))
+        hosts = None if has_samples else await self.executor.start_evidence(job.plan)
+        restarts = restarts_so_far(await self.store.events(job.id, [EventKind.STATE]))
+        verdict = judge_restart(has_samples=has_samples, restarts=restarts, hosts=hosts)
+        log.info("job %s: restart recovery: %s (%s)", job.id, verdict.choice.value, verdict.why)
+        who = "the bot" if before in (None, self.config.replica_id) else f"replica {before}"
+        if verdict.choice is RestartChoice.NOT_AGAIN:
+            await self._say(job.id, NoticeKind.FAILURE, not_again_text(who), actor=self.config.replica_id)
+        if verdict.choice is not RestartChoice.RESTART:
+            return False
+        # The state line stays short: the thread shows it next to the notice, which explains.
+        await self.mover.move(job, JobState.QUEUED, None, RESTART_DETAIL)
+        await self._say(job.id, NoticeKind.INFO, restart_text(who), actor=self.config.replica_id)
+        return True  # the run ends and releases the lease: the next claim starts it (re-check, slot limits)
 
     async def _resume_postcopy(self, job: Job, plan: Plan, result: ExecutionResult) -> ExecutionResult:
         async def say(kind: NoticeKind, text: str) -> None:

@@ -41,6 +41,7 @@ from migration_core.execution.convergence import ConvergenceController, Observat
 from migration_core.execution.outcome import true_outcome
 from migration_core.execution.prep import Route, prepare_storage, route
 from migration_core.execution.progress import ProgressTracker, announced_eta
+from migration_core.execution.start_evidence import StartEvidence, start_evidence
 from migration_core.execution.types import ExecutionResult
 from migration_core.execution.verify import verify
 from migration_core.hypervisor.jobstats import parse_job_stats, reading_from_job_stats
@@ -221,6 +222,14 @@ class Executor(ControlsMixin):
             run.active = False
             self._runs.pop(job_id, None)
         return await self._finish(run, None, reattached=True)
+
+    async def start_evidence(self, plan: Plan) -> StartEvidence:
+        """Restart recovery: do the hosts prove that `plan`'s migration never started (execution/start_evidence)?"""
+        try:
+            r = route(plan, self.inventory, self.hypervisor)
+        except MigrateBotError as err:  # a host gone from the inventory: nothing is proven
+            return StartEvidence(False, f"could not resolve the hosts ({err.message})")
+        return await start_evidence(self.hypervisor, plan, r)
 
     async def _same_vm(self, plan: Plan, r: Route) -> None:
         """The plan names the VM; its UUID proves the source still has the VM that was approved."""

@@ -1,8 +1,9 @@
 """The job state machine: which moves are allowed, and the operator-readable refusal for the others (pure).
 
     requested -> preflight -> awaiting_approval -> approved -> queued -> running -> verifying -> succeeded
-    (plus the side exits to failed | aborted | denied | expired, and two loops back:
-     awaiting_approval -> preflight to re-plan, approved/queued -> awaiting_approval when the plan changed)
+    (plus the side exits to failed | aborted | denied | expired, and three loops back:
+     awaiting_approval -> preflight to re-plan, approved/queued -> awaiting_approval when the plan changed,
+     running -> queued when a restarted bot proves the migration never started)
 
 The store enforces this table on every write (`Store.transition` calls `check_transition` before its
 compare-and-set), so no code path can persist a move that is not listed here.
@@ -32,7 +33,9 @@ ALLOWED: Mapping[JobState, frozenset[JobState]] = MappingProxyType(
         # -> expired: an approval is valid for a limited time; a job that waited too long must be re-approved
         #    by a new request rather than start on stale consent.
         _S.QUEUED: frozenset({_S.RUNNING, _S.AWAITING_APPROVAL, _S.ABORTED, _S.FAILED, _S.EXPIRED}),
-        _S.RUNNING: frozenset({_S.VERIFYING, _S.FAILED, _S.ABORTED}),
+        # -> queued: restart recovery proved that libvirt never started the migration (the bot died in between):
+        #    the approved move waits for a slot and starts again, once (dispatch/restart.py).
+        _S.RUNNING: frozenset({_S.VERIFYING, _S.FAILED, _S.ABORTED, _S.QUEUED}),
         _S.VERIFYING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.ABORTED}),
         _S.SUCCEEDED: frozenset(),
         _S.FAILED: frozenset(),

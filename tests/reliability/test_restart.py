@@ -130,3 +130,49 @@ async def test_kill_9_while_awaiting_approval_then_approve_after_restart(
     assert job.state is JobState.SUCCEEDED and job.approvers == ("bob",)
     assert states_of(events)[-5:] == ["awaiting_approval", "approved", "running", "verifying", "succeeded"]
     assert summary_of(events)["outcome"] == "succeeded"
+
+
+async def test_kill_9_before_libvirt_started_then_restart_starts_it(
+    lab: LabInfo, hv: Hypervisor, tmp_path: Path, logs: Path
+) -> None:
+    """The bot dies between marking the job running and calling libvirt (issue 11). The first life is killed
+    while the job awaits approval; then the database is put exactly where the dispatcher leaves it just before
+    the migrate call (approved, leased to this host's replica id, running), with no migration on the hosts.
+    The restarted bot must prove nothing started and run the move, not judge it failed."""
+    db = f"sqlite:///{tmp_path / 'bot.db'}"
+    env = bot_env(lab, db)
+    async with lab_guest(hv, lab, "rel-unstarted") as guest:
+        store = await Store.open(db)
+        first = second = None
+        try:
+            first = ConsoleBot("first-life", env, logs)
+            first.send(f"/migrate {guest.name} to {B}")
+            job_id = int((await first.expect(r"job (\d+) created", 90)).group(1))
+            await first.expect(r"awaiting_approval")
+            first.kill9()
+            job = await store.get_job(job_id)
+            assert job.state is JobState.AWAITING_APPROVAL and job.plan is not None
+            await store.add_approval(job_id, "bob", True, job.plan.hash)
+            await store.transition(job_id, JobState.AWAITING_APPROVAL, JobState.APPROVED, actor="bob")
+            assert await store.take_over(job_id, socket.gethostname(), 30.0) is not None
+            await store.transition(job_id, JobState.APPROVED, JobState.RUNNING, detail=f"migrating {A} -> {B}")
+            assert not await source_job_active(hv, lab, A, guest.name)
+
+            second = ConsoleBot("second-life", env, logs)
+            second.send(f"wait {job_id}")
+            await second.expect(rf"\[job {job_id}\] ended: succeeded", 180)
+            assert await second.finish() == 0
+        finally:
+            for bot in (first, second):
+                if bot is not None:
+                    bot.stop()
+        job = await store.get_job(job_id)
+        events = await store.events(job_id)
+        await store.close()
+        assert where(lab, guest) == {B: "running"}
+        assert_guest_intact(lab, guest)
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert states_of(events)[-6:] == ["approved", "running", "queued", "running", "verifying", "succeeded"]
+    notices = [e.detail for e in events if e.kind is EventKind.NOTICE]
+    assert any("stopped before libvirt started this migration; starting it again" in n for n in notices), notices
+    assert summary_of(events)["outcome"] == "succeeded"

@@ -98,6 +98,19 @@ async def test_kill_9_mid_migration_then_restart_finishes_the_job(
     assert "succeeded" in second.output().lower()
 
 
+async def _requested_then_killed(env: dict[str, str], logs: Path, vm: str) -> int:
+    """A first life requests the move of `vm` to hostB and is killed (-9) while the job awaits approval."""
+    first = ConsoleBot("first-life", env, logs)
+    try:
+        first.send(f"/migrate {vm} to {B}")
+        job_id = int((await first.expect(r"job (\d+) created", 90)).group(1))
+        await first.expect(r"awaiting_approval")
+        first.kill9()
+    finally:
+        first.stop()
+    return job_id
+
+
 async def test_kill_9_while_awaiting_approval_then_approve_after_restart(
     lab: LabInfo, hv: Hypervisor, tmp_path: Path, logs: Path
 ) -> None:
@@ -105,23 +118,15 @@ async def test_kill_9_while_awaiting_approval_then_approve_after_restart(
     env = bot_env(lab, db)
     async with lab_guest(hv, lab, "rel-approve") as guest:
         store = await Store.open(db)
-        first = second = None
+        job_id = await _requested_then_killed(env, logs, guest.name)
+        assert (await store.get_job(job_id)).state is JobState.AWAITING_APPROVAL
+        second = ConsoleBot("second-life", env, logs, user="bob")
         try:
-            first = ConsoleBot("first-life", env, logs)
-            first.send(f"/migrate {guest.name} to {B}")
-            job_id = int((await first.expect(r"job (\d+) created", 90)).group(1))
-            await first.expect(r"awaiting_approval")
-            first.kill9()
-            assert (await store.get_job(job_id)).state is JobState.AWAITING_APPROVAL
-
-            second = ConsoleBot("second-life", env, logs, user="bob")
             second.send(f"approve {job_id}", f"wait {job_id}")
             await second.expect(rf"\[job {job_id}\] ended: succeeded", 120)
             assert await second.finish() == 0
         finally:
-            for bot in (first, second):
-                if bot is not None:
-                    bot.stop()
+            second.stop()
         job = await store.get_job(job_id)
         events = await store.events(job_id)
         await store.close()
@@ -143,29 +148,21 @@ async def test_kill_9_before_libvirt_started_then_restart_starts_it(
     env = bot_env(lab, db)
     async with lab_guest(hv, lab, "rel-unstarted") as guest:
         store = await Store.open(db)
-        first = second = None
+        job_id = await _requested_then_killed(env, logs, guest.name)
+        job = await store.get_job(job_id)
+        assert job.state is JobState.AWAITING_APPROVAL and job.plan is not None
+        await store.add_approval(job_id, "bob", True, job.plan.hash)
+        await store.transition(job_id, JobState.AWAITING_APPROVAL, JobState.APPROVED, actor="bob")
+        assert await store.take_over(job_id, socket.gethostname(), 30.0) is not None
+        await store.transition(job_id, JobState.APPROVED, JobState.RUNNING, detail=f"migrating {A} -> {B}")
+        assert not await source_job_active(hv, lab, A, guest.name)
+        second = ConsoleBot("second-life", env, logs)
         try:
-            first = ConsoleBot("first-life", env, logs)
-            first.send(f"/migrate {guest.name} to {B}")
-            job_id = int((await first.expect(r"job (\d+) created", 90)).group(1))
-            await first.expect(r"awaiting_approval")
-            first.kill9()
-            job = await store.get_job(job_id)
-            assert job.state is JobState.AWAITING_APPROVAL and job.plan is not None
-            await store.add_approval(job_id, "bob", True, job.plan.hash)
-            await store.transition(job_id, JobState.AWAITING_APPROVAL, JobState.APPROVED, actor="bob")
-            assert await store.take_over(job_id, socket.gethostname(), 30.0) is not None
-            await store.transition(job_id, JobState.APPROVED, JobState.RUNNING, detail=f"migrating {A} -> {B}")
-            assert not await source_job_active(hv, lab, A, guest.name)
-
-            second = ConsoleBot("second-life", env, logs)
             second.send(f"wait {job_id}")
             await second.expect(rf"\[job {job_id}\] ended: succeeded", 180)
             assert await second.finish() == 0
         finally:
-            for bot in (first, second):
-                if bot is not None:
-                    bot.stop()
+            second.stop()
         job = await store.get_job(job_id)
         events = await store.events(job_id)
         await store.close()

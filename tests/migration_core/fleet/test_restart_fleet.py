@@ -9,14 +9,15 @@ start (a progress sample, the VM already on the destination, a job on the source
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 from migration_core.dispatch.restart import RESTART_MOVE
 from migration_core.drains import DrainState, MoveOutcome
 from migration_core.hypervisor.fleet import HostSpec, Phase, VmSpec, run_virtual
-from migration_core.models import JobState, MigrationOptions, ProgressSample
+from migration_core.models import Job, JobState, MigrationOptions, ProgressSample
 from migration_core.planning.drain import DrainRequest
-from migration_core.store import EventKind, Store
+from migration_core.store import EventKind, EventRecord, Store
 from tests.migration_core.fleet.support import H1, H2, Recorder, Rig, close_service, open_service, rig, when
 
 RESTARTED = "stopped before libvirt started this migration; starting it again (nothing had been copied)"
@@ -56,6 +57,29 @@ async def _left_running(url: str, r: Rig, vm: str, *, replica: str = "replica-a"
     return job_id
 
 
+@dataclass(frozen=True)
+class Restarted:
+    """How the job ended after the bot came back, what it told the thread, and the job's record."""
+
+    job: Job
+    notices: list[str]
+    events: list[EventRecord]
+
+    def state_moves(self) -> list[tuple[JobState | None, JobState | None]]:
+        return [(e.old_state, e.new_state) for e in self.events if e.kind is EventKind.STATE]
+
+
+async def _restart(r: Rig, url: str, job_id: int) -> Restarted:
+    """The same bot (replica-a) started again on the database; waits until the job ends, then stops."""
+    sink = Recorder()
+    service = await open_service(r, url, replica="replica-a", sink=sink)
+    try:
+        job = await service.wait(job_id, timeout_s=600)
+        return Restarted(job, sink.notices(), await service.store.events(job_id))
+    finally:
+        await close_service(service)
+
+
 def _sample(job_id: int, r: Rig) -> ProgressSample:
     gib = 1024**3
     return ProgressSample(
@@ -69,26 +93,19 @@ def test_a_move_the_bot_died_before_starting_is_started_again(tmp_path: Path) ->
 
     async def main() -> None:
         job_id = await _left_running(url, r, "web1")
-        sink = Recorder()
-        service = await open_service(r, url, replica="replica-a", sink=sink)  # the same bot, restarted
-        try:
-            done = await service.wait(job_id, timeout_s=600)
-            assert done.state is JobState.SUCCEEDED, done.error
-            assert r.fleet.where("web1") == H2
-            assert r.fleet.migrations_started == 1
-            assert any(f"the bot {RESTARTED}" == n for n in sink.notices()), sink.notices()
-            events = await service.store.events(job_id)
-            moves = [(e.old_state, e.new_state) for e in events if e.kind is EventKind.STATE]
-            assert moves[-5:] == [
-                (JobState.APPROVED, JobState.RUNNING),
-                RESTART_MOVE,
-                (JobState.QUEUED, JobState.RUNNING),
-                (JobState.RUNNING, JobState.VERIFYING),
-                (JobState.VERIFYING, JobState.SUCCEEDED),
-            ]
-            assert any(e.kind is EventKind.NOTICE and RESTARTED in e.detail for e in events)  # in the record too
-        finally:
-            await close_service(service)
+        after = await _restart(r, url, job_id)
+        assert after.job.state is JobState.SUCCEEDED, after.job.error
+        assert r.fleet.where("web1") == H2
+        assert r.fleet.migrations_started == 1
+        assert any(f"the bot {RESTARTED}" == n for n in after.notices), after.notices
+        assert after.state_moves()[-5:] == [
+            (JobState.APPROVED, JobState.RUNNING),
+            RESTART_MOVE,
+            (JobState.QUEUED, JobState.RUNNING),
+            (JobState.RUNNING, JobState.VERIFYING),
+            (JobState.VERIFYING, JobState.SUCCEEDED),
+        ]
+        assert any(e.kind is EventKind.NOTICE and RESTARTED in e.detail for e in after.events)  # in the record too
 
     run_virtual(main())
 
@@ -145,15 +162,10 @@ def test_a_move_with_a_recorded_sample_is_not_started_again(tmp_path: Path) -> N
         await store.add_progress(_sample(job_id, r))
         await store.close()
         await asyncio.sleep(30)
-        sink = Recorder()
-        service = await open_service(r, url, replica="replica-a", sink=sink)
-        try:
-            done = await service.wait(job_id, timeout_s=600)
-            assert done.state is JobState.FAILED
-            assert r.fleet.migrations_started == 0 and r.fleet.where("web1") == H1
-            assert not any(RESTARTED in n for n in sink.notices())
-        finally:
-            await close_service(service)
+        after = await _restart(r, url, job_id)
+        assert after.job.state is JobState.FAILED
+        assert r.fleet.migrations_started == 0 and r.fleet.where("web1") == H1
+        assert not any(RESTARTED in n for n in after.notices)
 
     run_virtual(main())
 
@@ -205,17 +217,11 @@ def test_a_second_crash_before_the_start_is_not_restarted_again(tmp_path: Path) 
         await _mark_running(store, job_id, "replica-a")
         await store.close()
         await asyncio.sleep(30)
-        sink = Recorder()
-        service = await open_service(r, url, replica="replica-a", sink=sink)
-        try:
-            done = await service.wait(job_id, timeout_s=600)
-            assert done.state is JobState.FAILED
-            assert r.fleet.migrations_started == 0 and r.fleet.where("web1") == H1
-            assert any(NOT_AGAIN in n for n in sink.notices()), sink.notices()
-            moves = [(e.old_state, e.new_state) for e in await service.store.events(job_id, [EventKind.STATE])]
-            assert moves.count(RESTART_MOVE) == 1
-        finally:
-            await close_service(service)
+        after = await _restart(r, url, job_id)
+        assert after.job.state is JobState.FAILED
+        assert r.fleet.migrations_started == 0 and r.fleet.where("web1") == H1
+        assert any(NOT_AGAIN in n for n in after.notices), after.notices
+        assert after.state_moves().count(RESTART_MOVE) == 1
 
     run_virtual(main())
 
@@ -227,15 +233,12 @@ def test_an_unreachable_destination_proves_nothing_so_the_move_is_not_started_ag
     async def main() -> None:
         job_id = await _left_running(url, r, "web1")
         r.fleet.stop_daemon(H2)
-        sink = Recorder()
-        service = await open_service(r, url, replica="replica-a", sink=sink)
         try:
-            done = await service.wait(job_id, timeout_s=600)
-            assert done.state.terminal and done.state is not JobState.SUCCEEDED
-            assert r.fleet.migrations_started == 0
-            assert not any(RESTARTED in n for n in sink.notices())
+            after = await _restart(r, url, job_id)
         finally:
-            await close_service(service)
             r.fleet.start_daemon(H2)
+        assert after.job.state.terminal and after.job.state is not JobState.SUCCEEDED
+        assert r.fleet.migrations_started == 0
+        assert not any(RESTARTED in n for n in after.notices)
 
     run_virtual(main())

@@ -225,11 +225,7 @@ class Executor(ControlsMixin):
 
     async def start_evidence(self, plan: Plan) -> StartEvidence:
         """Restart recovery: do the hosts prove that `plan`'s migration never started (execution/start_evidence)?"""
-        try:
-            r = route(plan, self.inventory, self.hypervisor)
-        except MigrateBotError as err:  # a host gone from the inventory: nothing is proven
-            return StartEvidence(False, f"could not resolve the hosts ({err.message})")
-        return await start_evidence(self.hypervisor, plan, r)
+        return await start_evidence(self.hypervisor, self.inventory, plan)
 
     async def _same_vm(self, plan: Plan, r: Route) -> None:
         """The plan names the VM; its UUID proves the source still has the VM that was approved."""

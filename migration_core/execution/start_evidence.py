@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from migration_core.errors import MigrateBotError
-from migration_core.execution.prep import Route
+from migration_core.execution.prep import Route, route
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import JobType
+from migration_core.inventory.hosts import Inventory
 from migration_core.models import Plan
 
 
@@ -28,11 +29,12 @@ class StartEvidence:
     why: str
 
 
-async def start_evidence(hypervisor: HypervisorPort, plan: Plan, r: Route) -> StartEvidence:
-    """Ask both hosts whether `plan`'s migration ever started; never raises for a host that is away."""
+async def start_evidence(hypervisor: HypervisorPort, inventory: Inventory, plan: Plan) -> StartEvidence:
+    """Ask both hosts whether `plan`'s migration ever started; never raises for a host that is away or gone
+    from the inventory."""
     try:
-        return await _ask(hypervisor, plan, r)
-    except MigrateBotError as err:  # unreachable, or an answer we cannot read: unknown is not "never"
+        return await _ask(hypervisor, plan, route(plan, inventory, hypervisor))
+    except MigrateBotError as err:  # unknown host, unreachable, or an unreadable answer: unknown is not "never"
         return StartEvidence(False, f"could not read the hosts ({err.message})")
 
 

@@ -21,7 +21,7 @@ from migration_core.errors import MigrateBotError
 from migration_core.facts.domxml_host import parse_capabilities
 from migration_core.hypervisor import tlscheck
 from migration_core.hypervisor.port import HypervisorPort
-from migration_core.hypervisor.types import ClockReading
+from migration_core.hypervisor.types import ClockReading, HostVersions
 from migration_core.inventory.hosts import HostConfig, Inventory
 from migration_core.models import CheckResult, CheckStatus
 from migration_core.preflight import clockskew
@@ -47,7 +47,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class HostReport:
-    """What the doctor learnt about one host."""
+    """What the doctor learnt about one host: the port's typed answers (None: not read, see the findings)."""
 
     name: str
     uri: str
@@ -55,10 +55,24 @@ class HostReport:
     reachable: bool
     hostname: str | None = None
     uuid: str | None = None
-    libvirt_version: int | None = None
-    qemu_version: int | None = None
-    clock_offset_s: float | None = None  # host clock - bot clock (None: not measured, see the "clock" finding)
-    clock_uncertainty_s: float | None = None
+    versions: HostVersions | None = None
+    clock: ClockReading | None = None  # host clock against the bot's
+
+    def to_json(self) -> dict[str, object]:
+        """The `doctor --json` host: flat keys (`libvirt_version`, `clock_offset_s`, ...), as scripts read them."""
+        v, c = self.versions, self.clock
+        return {
+            "name": self.name,
+            "uri": self.uri,
+            "transport": self.transport,
+            "reachable": self.reachable,
+            "hostname": self.hostname,
+            "uuid": self.uuid,
+            "libvirt_version": v.libvirt if v else None,
+            "qemu_version": v.hypervisor if v else None,
+            "clock_offset_s": c.offset_s if c else None,
+            "clock_uncertainty_s": c.uncertainty_s if c else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -77,17 +91,10 @@ class DoctorReport:
     def to_json(self) -> dict[str, object]:
         return {
             "ready": self.ready,
-            "hosts": [asdict(h) for h in self.hosts],
+            "hosts": [h.to_json() for h in self.hosts],
             "findings": [f.to_json() for f in self.findings],
             "clock_skew": {**asdict(self.clock), "verdict": self.clock.verdict.value},
         }
-
-
-def version_text(packed: int | None) -> str:
-    """version_text(9000000) == "9.0.0" (libvirt's packed major*1e6 + minor*1e3 + micro)."""
-    if packed is None:
-        return "?"
-    return f"{packed // 1_000_000}.{packed // 1000 % 1000}.{packed % 1000}"
 
 
 async def _clock(hv: HypervisorPort, cfg: HostConfig) -> tuple[ClockReading | None, Finding]:
@@ -109,17 +116,17 @@ async def _host(hv: HypervisorPort, cfg: HostConfig) -> tuple[HostReport, list[F
         findings.append(Finding(cfg.name, failed("connect", err.message, err.hint)))
         return HostReport(cfg.name, cfg.uri, transport, False), findings
     findings.append(Finding(cfg.name, passed("connect", f"answers over {transport} as {hostname}")))
-    uuid = libvirt_v = qemu_v = None
+    uuid: str | None = None
+    versions: HostVersions | None = None
     try:
         versions = await hv.versions(cfg.uri)
-        libvirt_v, qemu_v = versions.libvirt, versions.hypervisor
         uuid = parse_capabilities(await hv.capabilities(cfg.uri)).uuid
         findings.append(
             Finding(
                 cfg.name,
                 passed(
                     "versions",
-                    f"libvirt {version_text(libvirt_v)}, QEMU {version_text(qemu_v)}, host UUID {uuid}",
+                    f"libvirt {versions.libvirt_text}, QEMU {versions.hypervisor_text}, host UUID {uuid}",
                 ),
             )
         )
@@ -154,11 +161,7 @@ async def _host(hv: HypervisorPort, cfg: HostConfig) -> tuple[HostReport, list[F
         )
     reading, clock_finding = await _clock(hv, cfg)
     findings.append(clock_finding)
-    report = HostReport(
-        cfg.name, cfg.uri, transport, True, hostname, uuid, libvirt_v, qemu_v,
-        reading.offset_s if reading else None, reading.uncertainty_s if reading else None,
-    )  # fmt: skip
-    return report, findings
+    return HostReport(cfg.name, cfg.uri, transport, True, hostname, uuid, versions, reading), findings
 
 
 def duplicates(hosts: tuple[HostReport, ...]) -> list[Finding]:
@@ -184,11 +187,7 @@ def duplicates(hosts: tuple[HostReport, ...]) -> list[Finding]:
 
 def skew_findings(hosts: tuple[HostReport, ...]) -> tuple[SkewJudgement, list[Finding]]:
     """The clock skew across the hosts whose clock was read (pure); no finding with fewer than two hosts."""
-    readings = {
-        h.name: ClockReading(h.clock_offset_s, h.clock_uncertainty_s or 0.0)
-        for h in hosts
-        if h.clock_offset_s is not None
-    }
+    readings = {h.name: h.clock for h in hosts if h.clock is not None}
     judged = clockskew.judge(readings)
     up = [h.name for h in hosts if h.reachable]
     if len(up) < 2:

@@ -1,5 +1,6 @@
 """Clock skew between hosts: the pure judgement (offsets -> skew -> problem or not, uncertainty included), the
-volume-XML timestamp parser, and `migrate-bot doctor` on the in-memory fleet with one host's clock 30 s off."""
+volume-XML timestamp parser, and `migrate-bot doctor` on the in-memory fleet with one host's clock 30 s off
+(and the flat host keys of `doctor --json`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from migration_core.facts.storage_xml import volume_ctime
 from migration_core.hypervisor.fleet import Fleet, HostSpec
-from migration_core.hypervisor.types import ClockReading
+from migration_core.hypervisor.types import ClockReading, HostVersions
 from migration_core.models import CheckStatus
 from migration_core.preflight.clockskew import MAX_SKEW_S, Verdict, judge, offset_text
 from migration_core.preflight.doctor import render_text, run_doctor
@@ -123,3 +124,29 @@ def test_doctor_says_not_checked_when_a_clock_cannot_be_read() -> None:
     skew = checks[("h1, h2", "clock.skew")]
     assert skew.status is CheckStatus.WARN and skew.reason.startswith("not checked")
     assert report.to_json()["clock_skew"]["verdict"] == "not_checked"
+
+
+def test_doctor_json_keeps_each_hosts_flat_keys_and_the_text_its_versions() -> None:
+    """The report holds the port's typed versions and clock; `doctor --json` still flattens them for scripts."""
+    fleet = Fleet.build(hosts=[HostSpec("h1", libvirt_version=9_001_002), HostSpec("h2", clock_offset_s=0.4)])
+    read_versions = fleet.versions
+
+    async def versions(uri: str) -> HostVersions:
+        if "h2" in uri:
+            from migration_core.errors import HypervisorError
+
+            raise HypervisorError(f"{uri}: access denied: reading the versions", "grant connect.read")
+        return await read_versions(uri)
+
+    fleet.versions = versions  # type: ignore[method-assign]
+    report = _doctor(fleet)
+    hosts = {h["name"]: h for h in report.to_json()["hosts"]}
+    keys = ["name", "uri", "transport", "reachable", "hostname", "uuid"]
+    keys += ["libvirt_version", "qemu_version", "clock_offset_s", "clock_uncertainty_s"]
+    assert [list(h) for h in hosts.values()] == [keys, keys]
+    assert (hosts["h1"]["libvirt_version"], hosts["h1"]["qemu_version"]) == (9_001_002, 7_002_000)
+    assert (hosts["h2"]["libvirt_version"], hosts["h2"]["qemu_version"]) == (None, None)
+    assert (hosts["h2"]["clock_offset_s"], hosts["h2"]["clock_uncertainty_s"]) == (0.4, 0.0)
+    text = render_text(report)
+    assert "[ok  ] h1 versions: libvirt 9.1.2, QEMU 7.2.0, host UUID " in text
+    assert "[FAIL] h2 versions: qemu+fleet://h2/system: access denied: reading the versions" in text

@@ -17,8 +17,8 @@ import pytest
 from migration_core.drains import DrainState, MoveOutcome
 from migration_core.errors import MigrateBotError
 from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup
-from migration_core.hypervisor.fleet import HostSpec, VmSpec, run_virtual
-from migration_core.models import CheckStatus, JobState, MigrationOptions, MigrationRequest
+from migration_core.hypervisor.fleet import DiskSpec, HostSpec, PoolSpec, VmSpec, run_virtual
+from migration_core.models import CheckStatus, CopyStorage, JobState, MigrationOptions, MigrationRequest
 from migration_core.planning.drain import WAVE_OVERHEAD_S, DrainRequest
 from migration_core.store import EventKind
 from tests.migration_core.fleet.support import Recorder, close_service, open_service, rig, when
@@ -375,6 +375,33 @@ def test_a_refused_drain_decision_is_recorded_with_the_drain(tmp_path: Path) -> 
                 ("bob", {"action": "deny drain", "drain": drain.id + 100}),
                 ("bob", {"action": "cancel drain", "drain": drain.id + 100}),
             ]
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+def test_a_drain_times_a_copy_storage_move_as_the_single_moves_card_does(tmp_path: Path) -> None:
+    """The drain's per-move figure and `/migrate plan` come from one set of estimate inputs (planning/estimates.py
+    `move_inputs`), so a move that copies a local disk is timed the same, disk copy and scan included."""
+    local = tuple(replace(h, pools=(PoolSpec(pool_type="dir"),)) for h in HOSTS[:2])
+    disk = DiskSpec(size_gib=40, allocated_gib=6)
+    r = rig(VmSpec("db", host=A, memory_mib=2048, transferable_mib=1024, dirty_mib_s=2, disks=(disk,)), hosts=local)
+    options = MigrationOptions(copy_storage=CopyStorage.ALL)
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        try:
+            drain = await service.plan_drain(DrainRequest(A, options))
+            (move,) = drain.moves
+            card = await service.plan(MigrationRequest("db", B, options))
+            assert card.prediction is not None and move.plan.prediction is not None
+            assert card.prediction.disk_bytes == 6 * 2**30 == move.plan.prediction.disk_bytes
+            assert move.predicted_total_s == pytest.approx(card.prediction.total_s, abs=0.1)
+            # the 40 GiB the mirror walks are in both: without them the move would be quicker
+            without_scan = await service.plan(MigrationRequest("db", B, MigrationOptions()))
+            assert without_scan.prediction is not None and without_scan.prediction.total_s is not None
+            assert move.predicted_total_s > without_scan.prediction.total_s + 6 * 1024 / 100
         finally:
             await close_service(service)
 

@@ -18,6 +18,7 @@ from migration_core.drains import DrainState, MoveOutcome
 from migration_core.errors import MigrateBotError
 from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup
 from migration_core.hypervisor.fleet import DiskSpec, HostSpec, PoolSpec, VmSpec, run_virtual
+from migration_core.inventory.policy_file import parse_policy
 from migration_core.models import CheckStatus, CopyStorage, JobState, MigrationOptions, MigrationRequest
 from migration_core.planning.drain import WAVE_OVERHEAD_S, DrainRequest
 from migration_core.store import EventKind
@@ -402,6 +403,46 @@ def test_a_drain_times_a_copy_storage_move_as_the_single_moves_card_does(tmp_pat
             without_scan = await service.plan(MigrationRequest("db", B, MigrationOptions()))
             assert without_scan.prediction is not None and without_scan.prediction.total_s is not None
             assert move.predicted_total_s > without_scan.prediction.total_s + 6 * 1024 / 100
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+OWNERS_POLICY = """
+[groups]
+dba = ["dave"]
+[vm_labels]
+db = ["db*"]
+[[owners]]
+match = { vm_label = "db" }
+group = "dba"
+"""
+
+
+def test_a_drains_owners_group_is_filled_by_whom_the_front_ends_group_check_names(tmp_path: Path) -> None:
+    """Single moves and drains share one `Approvers` (dispatch/policy.py): with Slack user groups (`serve` wires
+    them, see tests/bot/test_app.py) a drain's owners' group is Slack's @dba, not the policy file's list."""
+    slack_dba = {"erin"}
+
+    async def in_group(user: str, group: str) -> bool:
+        return group == "dba" and user in slack_dba
+
+    r = rig(_idle("db1"), _idle("web1"), hosts=HOSTS)
+
+    async def main() -> None:
+        rules = parse_policy(OWNERS_POLICY, "policy.toml")
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db", rules=rules, group_check=in_group)
+        try:
+            drain = await service.request_drain(DrainRequest(A, MigrationOptions()), "alice")
+            assert [(n.group, n.count) for n in drain.requirement.groups] == [("dba", 1)]
+            await service.approve_drain(drain.id, "bob")
+            with pytest.raises(MigrateBotError, match="not a member of that group"):
+                await service.approve_drain(drain.id, "dave")  # in the file's [groups], not in Slack's @dba
+            approved = await service.approve_drain(drain.id, "erin")
+            assert approved.state is DrainState.RUNNING and approved.approvals[-1].groups == ("dba",)
+            status = await service.wait_drain(drain.id, timeout_s=3600)
+            assert status.drain.state is DrainState.DONE, status.drain.detail
         finally:
             await close_service(service)
 

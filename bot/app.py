@@ -2,8 +2,9 @@
 
 Typical use (the `serve` command):
 
-    bot = build_slack(settings, lambda sink, approver_check: MigrationService(..., sink=sink,
-                                                                           approver_check=approver_check))
+    bot = build_slack(settings, lambda sink, approvers: MigrationService(..., sink=sink,
+                      approver_check=approvers.is_approver, group_check=approvers.in_group),
+                      group_members=policy.members)
     await run_socket_mode(bot.app, settings)      # or run_http(...)
 
 `build_app` is the lower-level piece when the service, client and sink already exist.
@@ -34,7 +35,7 @@ from handlers.drain_progress import SlackDrainSink
 from handlers.gate import EdgeGate, WorkspaceBinding, foreign_problem, team_of
 from handlers.progress import SlackProgressSink
 from migration_core.events import EventSink, FanoutSink
-from migration_core.service_api import ApproverCheck, MigrationServiceAPI
+from migration_core.service_api import ApproverCheck, Approvers, MigrationServiceAPI
 
 log = logging.getLogger(__name__)
 
@@ -243,17 +244,23 @@ class SlackBot:
 
 def build_slack(
     settings: Settings,
-    make_service: Callable[[EventSink, ApproverCheck], MigrationServiceAPI],
+    make_service: Callable[[EventSink, Approvers], MigrationServiceAPI],
     *,
+    group_members: Callable[[str], frozenset[str]] = lambda _group: frozenset(),
     extra_sinks: tuple[EventSink, ...] = (),
     on_refusal: Callable[[str, str], None] | None = None,
 ) -> SlackBot:
-    """Build the client, approver check, service (via `make_service(sink, approver_check)`), sink and app."""
+    """Build the client, approver check, service (via `make_service(sink, approvers)`), sink and app.
+
+    `approvers` asks Slack: the approver user group (else MIGRATE_BOT_APPROVERS) and, for the policy file's owners'
+    groups, the Slack user group of that handle (else `group_members(group)`, the file's [groups] list). Single
+    moves and drains get the same object, so both judge a person the same way.
+    """
     settings.require_slack()
     client = make_web_client(settings)
     approver_check = SlackApproverCheck(client, group=settings.approver_group, allowlist=settings.approvers)
     fanout = FanoutSink(*extra_sinks)
-    service = make_service(fanout, approver_check)
+    service = make_service(fanout, Approvers(approver_check, SlackGroupCheck(client, group_members)))
     sink = SlackProgressSink(client, service, ttl_s=settings.approval_ttl_s)
     fanout.add(sink)
     # Drains: one card, one roll-up edited in place, a line per VM; edits share the workspace's budget.

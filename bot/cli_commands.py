@@ -390,7 +390,7 @@ async def _nothing() -> None:
 
 
 async def _serve(settings: Settings) -> int:
-    from bot.app import SlackGroupCheck, build_slack
+    from bot.app import build_slack
     from bot.slack_runner import run_http, run_socket_mode
 
     settings.require_slack()
@@ -398,14 +398,13 @@ async def _serve(settings: Settings) -> int:
     ops = _Ops(core)
     bot = build_slack(
         settings,
-        lambda sink, check: make_service(core, sink, check),
+        lambda sink, approvers: make_service(core, sink, approvers.is_approver, approvers.in_group),
+        group_members=core.policy.members,  # owners' groups: Slack user groups, else the file's [groups] lists
         extra_sinks=(ops.sink,),
         on_refusal=ops.metrics.count_refusal,
     )
     service = bot.service
     assert isinstance(service, MigrationService)
-    # Owners' groups: Slack user groups with the policy file's handles, else the file's [groups] lists.
-    service.group_check = SlackGroupCheck(bot.client, core.policy.members)
     ops.watch(service)
     ops.watch_slack(bot.client)
     await bot.bind_workspace()  # the team every request must come from (handlers.gate)

@@ -15,7 +15,7 @@ from migration_core.inventory.policy_file import Policy, load_policy
 from migration_core.models import MoveSample
 from migration_core.preflight.runner import PreflightRunner
 from migration_core.service import MigrationService, ServiceConfig
-from migration_core.service_api import ApproverCheck
+from migration_core.service_api import ApproverCheck, GroupCheck
 from migration_core.store import Journal, Store
 
 
@@ -51,8 +51,11 @@ async def open_core(settings: Settings) -> Core:
     return Core(settings, inventory, store, hypervisor, planning, policy)
 
 
-def make_service(core: Core, sink: EventSink, approver_check: ApproverCheck) -> MigrationService:
-    """The service on top of the core; call `await service.start()` to recover and dispatch jobs."""
+def make_service(
+    core: Core, sink: EventSink, approver_check: ApproverCheck, group_check: GroupCheck | None = None
+) -> MigrationService:
+    """The service on top of the core; call `await service.start()` to recover and dispatch jobs. Without
+    `group_check` the policy file's [groups] lists say who is in an owners' group."""
     s = core.settings
     # The executor reports through the journal: the front end hears at once, the store gets the record in the
     # background, so a database outage never stalls a running migration's controller (store/journal.py).
@@ -74,6 +77,7 @@ def make_service(core: Core, sink: EventSink, approver_check: ApproverCheck) -> 
         executor=executor,
         sink=sink,
         approver_check=approver_check,
+        group_check=group_check,
         config=config,
         rules=core.policy,
         journal=journal,

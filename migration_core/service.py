@@ -145,11 +145,10 @@ class MigrationService:
         self.planner = planner
         self.executor = executor
         self.sink = sink
-        self.approver_check = approver_check
         self.config = config or ServiceConfig()
         self.clock = clock
         self.rules = rules or Policy.default()  # the policy file (`policy` is the module of pure rules)
-        self.group_check = group_check or policy_group_check(self.rules)
+        self.approvers = policy.Approvers(approver_check, group_check or policy_group_check(self.rules))
         self._rate = policy.RateLimiter(self.config.requests_per_user_per_hour, 3600.0, monotonic)
         self._mover = JobMover(store, sink, clock)
         self.dispatcher = Dispatcher(
@@ -169,14 +168,10 @@ class MigrationService:
             freezes=self.rules.freezes,
         )
         self.drains = DrainDesk(
-            store=store,
-            sink=sink,
-            mover=self._mover,
             dispatcher=self.dispatcher,
             planner=_DeferredHostPlanner(planner),
             rules=self.rules,
-            approver_check=approver_check,
-            group_check=self.group_check,
+            approvers=self.approvers,
             admit=self._admit_drain,
             cancel_job=self.cancel,
             abort_job=self.abort,
@@ -188,7 +183,6 @@ class MigrationService:
                 poll_s=min(0.25, self.config.dispatch_interval_s),
                 rollup_s=self.config.drain_rollup_s,
             ),
-            clock=clock,
         )
         if isinstance(planner, HostPlanner):
             # placement (drains, `to any`) skips hosts under maintenance; a single move to one gets a warning
@@ -442,10 +436,7 @@ class MigrationService:
     @logctx.scoped(job_id="job_id", actor="actor")
     async def approve(self, job_id: int, actor: str) -> Job:
         job = await self._load(job_id, actor, "approve")
-        groups = frozenset(
-            [n.group for n in policy.requirement_of(job.plan).groups if await self.group_check(actor, n.group)]
-        )
-        who = policy.Decider(actor, await self.approver_check(actor), groups)
+        who = await self.approvers.decider(actor, policy.requirement_of(job.plan))
         verdict = policy.check_approval(job, who, self.clock(), self.config.approval_ttl_s)
         if not verdict.allowed:
             err = verdict.error()
@@ -457,7 +448,7 @@ class MigrationService:
                 await self.dispatcher.expire(job, verdict.reason)
             raise err
         assert job.plan is not None  # awaiting approval always has a plan
-        await self.store.add_approval(job.id, actor, True, job.plan.hash, sorted(groups))
+        await self.store.add_approval(job.id, actor, True, job.plan.hash, sorted(who.groups))
         job = await self.store.get_job(job.id)
         if verdict.remaining > 0:
             return job
@@ -470,7 +461,7 @@ class MigrationService:
     async def deny(self, job_id: int, actor: str, reason: str | None = None) -> Job:
         job = await self._load(job_id, actor, "deny")
         verdict = policy.check_denial(
-            job, actor, await self.approver_check(actor), self.clock(), self.config.approval_ttl_s
+            job, actor, await self.approvers.is_approver(actor), self.clock(), self.config.approval_ttl_s
         )
         if not verdict.allowed:
             err = verdict.error()
@@ -483,7 +474,7 @@ class MigrationService:
 
     async def _controlled(self, job_id: int, actor: str, action: str) -> Job:
         job = await self._load(job_id, actor, action)
-        verdict = policy.may_control(actor, job, await self.approver_check(actor))
+        verdict = policy.may_control(actor, job, await self.approvers.is_approver(actor))
         if not verdict.allowed:
             err = verdict.error()
             assert err is not None

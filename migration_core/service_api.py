@@ -8,21 +8,17 @@ the `EventSink` given to the service at construction, not through return values.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Protocol
 
+from migration_core.dispatch.policy import ApproverCheck as ApproverCheck  # front ends name these here
+from migration_core.dispatch.policy import Approvers as Approvers
+from migration_core.dispatch.policy import GroupCheck as GroupCheck
 from migration_core.drains import CancelReport, Drain, DrainStatus
 from migration_core.models import Job, MigrationOptions, MigrationRequest, Plan
 from migration_core.planning.drain import DrainPlan, DrainRequest, PlacedPlan
 from migration_core.store import HostLimit
-
-# Answers "is this user an approver?" (the Slack layer resolves user groups; the console uses a static list).
-ApproverCheck = Callable[[str], Awaitable[bool]]
-# Answers "is this user a member of this group?" (Slack user groups where available, else the policy file's
-# [groups]); used for the owners' groups of the policy file (issue 15).
-GroupCheck = Callable[[str, str], Awaitable[bool]]
 
 
 @dataclass(frozen=True)

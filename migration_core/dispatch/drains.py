@@ -17,10 +17,9 @@ import logging
 import statistics
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Protocol
 
-from migration_core.dispatch.dispatcher import Dispatcher, JobMover
+from migration_core.dispatch.dispatcher import Dispatcher
 from migration_core.dispatch.drain_policy import (
     check_drain_approval,
     check_drain_cancel,
@@ -28,7 +27,7 @@ from migration_core.dispatch.drain_policy import (
     drain_expires_at,
     drain_requirement,
 )
-from migration_core.dispatch.policy import Decider
+from migration_core.dispatch.policy import Approvers
 from migration_core.drains import (
     COMPLETED_DRAIN_STATES,
     PARKED_STATES,
@@ -44,7 +43,7 @@ from migration_core.drains import (
     move_key,
 )
 from migration_core.errors import MigrateBotError, RequestError
-from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup, EventSink
+from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup
 from migration_core.inventory.policy_file import Policy
 from migration_core.models import Approval, ChatRefs, Job, JobState, MigrationOptions, Phase
 from migration_core.planning.drain import (
@@ -54,7 +53,7 @@ from migration_core.planning.drain import (
     PlannedMove,
 )
 from migration_core.planning.placement import LeftBehind
-from migration_core.store import ActiveJobExists, DrainStateError, DuplicateRequestError, Store, poll_until
+from migration_core.store import ActiveJobExists, DrainStateError, DuplicateRequestError, poll_until
 from migration_core.store.states import CANCELLABLE_STATES
 
 log = logging.getLogger(__name__)
@@ -86,8 +85,6 @@ class DrainConfig:
 
 Admit = Callable[[str, str | None, MigrationOptions, str], Awaitable[None]]
 JobControl = Callable[[int, str], Awaitable[Job]]
-ApproverCheck = Callable[[str], Awaitable[bool]]
-GroupCheck = Callable[[str, str], Awaitable[bool]]
 
 
 class DrainDesk:
@@ -96,33 +93,25 @@ class DrainDesk:
     def __init__(
         self,
         *,
-        store: Store,
-        sink: EventSink,
-        mover: JobMover,
         dispatcher: Dispatcher,
         planner: HostDrainPlanner,
         rules: Policy,
-        approver_check: ApproverCheck,
-        group_check: GroupCheck,
+        approvers: Approvers,
         admit: Admit,
         cancel_job: JobControl,
         abort_job: JobControl,
         config: DrainConfig,
-        clock: Callable[[], datetime],
     ) -> None:
-        self.store = store
-        self.sink = sink
-        self.mover = mover
-        self.dispatcher = dispatcher
+        # The drain's jobs go through this dispatcher, so its store, sink, job mover and clock are the drain's too.
+        self.dispatcher = d = dispatcher
+        self.store, self.sink, self.mover, self.clock = d.store, d.sink, d.mover, d.clock
         self.planner = planner
         self.rules = rules
-        self.approver_check = approver_check
-        self.group_check = group_check
+        self.approvers = approvers
         self.admit = admit
         self.cancel_job = cancel_job
         self.abort_job = abort_job
         self.config = config
-        self.clock = clock
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake: dict[int, asyncio.Event] = {}
         self._finished: dict[int, dict[int, tuple[float | None, float | None]]] = {}  # drain -> job -> figures
@@ -282,9 +271,8 @@ class DrainDesk:
 
     async def approve(self, drain_id: int, actor: str) -> Drain:
         drain = await self.store.get_drain(drain_id)
-        groups = frozenset([n.group for n in drain.requirement.groups if await self.group_check(actor, n.group)])
         now = self.clock()
-        who = Decider(actor, await self.approver_check(actor), groups)
+        who = await self.approvers.decider(actor, drain.requirement)
         verdict = check_drain_approval(drain, who, now, self.config.approval_ttl_s)
         if not verdict.allowed:
             if drain.state is DrainState.AWAITING_APPROVAL and now >= drain_expires_at(
@@ -295,7 +283,7 @@ class DrainDesk:
             assert err is not None
             raise err
         drain = await self.store.add_drain_approval(
-            drain.id, Approval(drain.id, actor, True, drain.plan.hash, now, tuple(sorted(groups)))
+            drain.id, Approval(drain.id, actor, True, drain.plan.hash, now, tuple(sorted(who.groups)))
         )
         if verdict.remaining > 0:
             await self._announce(drain, actor, f"approved by {actor}; needs {verdict.still_needed}")
@@ -306,7 +294,7 @@ class DrainDesk:
 
     async def deny(self, drain_id: int, actor: str, reason: str | None = None) -> Drain:
         drain = await self.store.get_drain(drain_id)
-        check_drain_denial(drain, actor, await self.approver_check(actor)).raise_if_refused()
+        check_drain_denial(drain, actor, await self.approvers.is_approver(actor)).raise_if_refused()
         await self.store.add_drain_approval(drain.id, Approval(drain.id, actor, False, drain.plan.hash, self.clock()))
         return await self._move(
             drain, DrainState.DENIED, actor, f"denied by {actor}" + (f": {reason}" if reason else "")
@@ -315,7 +303,7 @@ class DrainDesk:
     async def cancel(self, drain_id: int, actor: str) -> CancelReport:
         """Moves not started never start; pre-copy moves are aborted; post-copy moves finish. Said at once."""
         drain = await self.store.get_drain(drain_id)
-        check_drain_cancel(drain, actor, await self.approver_check(actor)).raise_if_refused()
+        check_drain_cancel(drain, actor, await self.approvers.is_approver(actor)).raise_if_refused()
         if drain.state is DrainState.AWAITING_APPROVAL:
             drain = await self._move(drain, DrainState.CANCELLED, actor, f"withdrawn by {actor} before it started")
             return CancelReport(drain, never_started=tuple(m.vm for m in drain.plan.moves))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -213,6 +213,27 @@ class Decider:
     actor: str
     is_approver: bool
     groups: frozenset[str] = frozenset()
+
+
+# Is this user an approver? (the Slack layer resolves a user group; the console uses a static list)
+ApproverCheck = Callable[[str], Awaitable[bool]]
+# Is this user a member of this group? (Slack user groups where available, else the policy file's [groups];
+# used for the owners' groups of the policy file)
+GroupCheck = Callable[[str, str], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Approvers:
+    """How the core learns who a person is, asked of the front end: an approver or not, a member of which group.
+    One object for single moves and drains, so both judge a person the same way."""
+
+    is_approver: ApproverCheck
+    in_group: GroupCheck
+
+    async def decider(self, actor: str, requirement: ApprovalRequirement) -> Decider:
+        """`actor` as the approval rules see them for `requirement` (asked only about the groups it names)."""
+        groups = frozenset([n.group for n in requirement.groups if await self.in_group(actor, n.group)])
+        return Decider(actor, await self.is_approver(actor), groups)
 
 
 def check_approval(job: Job, who: Decider, now: datetime, ttl_s: float) -> ApprovalVerdict:

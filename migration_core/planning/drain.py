@@ -36,7 +36,7 @@ from migration_core.planning.estimate import DEFAULT_FIXED_S
 from migration_core.planning.estimates import MoveEstimate, MoveEstimator, MoveLoad
 from migration_core.planning.placement import Candidacy, Choice, Destination, LeftBehind, VmToPlace, place_all
 from migration_core.planning.planner import make_plan
-from migration_core.preflight import disks_to_copy
+from migration_core.preflight import copy_sizes
 
 # What a wave costs beyond its longest migration: the re-check before each move starts (every fact read again
 # from libvirt), the verification after it (the guest's vCPU time sampled for 1 s, both hosts asked), and the
@@ -360,9 +360,9 @@ def _load(vm: DrainVm, cand: Candidacy) -> MoveLoad:
     mode = MigrationMode.OFFLINE if vm.state is VmState.SHUTOFF else MigrationMode.LIVE
     if facts.request.options.mode is not None:
         mode = facts.request.options.mode
-    copy = 0
+    copy, copy_virtual = 0, 0
     if facts.vm is not None and facts.request.options.copy_storage is not None:
-        copy = sum((p.visibility.size_bytes or 0) for p in disks_to_copy(facts.vm, facts.disks) if p.visibility)
+        copy, copy_virtual = copy_sizes(facts.vm, facts.disks)
     rate = facts.dirty_rate.rate_mib_s if facts.dirty_rate else vm.dirty_rate_mib_s
     return MoveLoad(
         vm.name,
@@ -374,6 +374,7 @@ def _load(vm: DrainVm, cand: Candidacy) -> MoveLoad:
         source=facts.source.name,
         destination=facts.destination.name,
         vm_uuid=facts.vm.uuid if facts.vm else "",
+        copy_virtual_bytes=copy_virtual,
     )
 
 

@@ -44,6 +44,7 @@ class MoveLoad:
     source: str = ""
     destination: str = ""
     vm_uuid: str = ""
+    copy_virtual_bytes: int = 0  # the copied disks' virtual size (the mirror walks it all)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,36 @@ class MoveEstimator(Protocol):
 def downtime_target_ms(options: MigrationOptions) -> int:
     """The downtime each VM must meet: --max-downtime, else QEMU's default (300 ms)."""
     return options.max_downtime_ms or DEFAULT_MAX_DOWNTIME_MS
+
+
+def move_inputs(load: MoveLoad, link_mib_s: float | None, options: MigrationOptions) -> MoveInputs:
+    """The calibrated estimate's inputs for one move: what it carries, on `link_mib_s`, with its options. One
+    definition for the card (preflight's runner) and the drain planner, so their figures for a move agree.
+
+    >>> i = move_inputs(MoveLoad("vm42", 64 * MIB, 4.0, copy_bytes=MIB), 100.0, MigrationOptions(postcopy=True))
+    >>> i.mode.value, i.max_downtime_ms, i.disk_bytes, i.link_mib_s
+    ('post-copy', 300, 1048576, 100.0)
+    """
+    return MoveInputs(
+        memory_bytes=load.memory_bytes,
+        dirty_rate_mib_s=load.dirty_rate_mib_s,
+        link_mib_s=link_mib_s,
+        transferable_bytes=load.transferable_bytes,
+        mode=mode_of(
+            offline=load.mode is MigrationMode.OFFLINE,
+            postcopy=options.wants_postcopy,
+            auto_converge=options.auto_converge,
+        ),
+        parallel_connections=options.parallel_connections,
+        disk_bytes=load.copy_bytes,
+        disk_virtual_bytes=load.copy_virtual_bytes,
+        max_downtime_ms=downtime_target_ms(options),
+        postcopy_after_s=options.postcopy_after_s,
+        vm_uuid=load.vm_uuid,
+        vm=load.vm,
+        source=load.source,
+        destination=load.destination,
+    )
 
 
 class ModelEstimator:
@@ -127,24 +158,7 @@ class CalibratedEstimator:
 
     def estimate(self, load: MoveLoad, bandwidth_mib_s: float, options: MigrationOptions) -> MoveEstimate:
         bandwidth = min(bandwidth_mib_s, float(options.bandwidth_mib_s or bandwidth_mib_s))
-        postcopy = options.wants_postcopy
-        inputs = MoveInputs(
-            memory_bytes=load.memory_bytes,
-            dirty_rate_mib_s=load.dirty_rate_mib_s,
-            link_mib_s=bandwidth,
-            transferable_bytes=load.transferable_bytes,
-            mode=mode_of(
-                offline=load.mode is MigrationMode.OFFLINE, postcopy=postcopy, auto_converge=options.auto_converge
-            ),
-            parallel_connections=options.parallel_connections,
-            disk_bytes=load.copy_bytes,
-            max_downtime_ms=downtime_target_ms(options),
-            postcopy_after_s=options.postcopy_after_s,
-            vm_uuid=load.vm_uuid,
-            vm=load.vm,
-            source=load.source,
-            destination=load.destination,
-        )
+        inputs = move_inputs(load, bandwidth, options)
         est = estimate(inputs, self.history.get((load.vm_uuid, load.source, load.destination), ()))
         prediction = to_prediction(est, inputs)
         if load.mode is MigrationMode.OFFLINE:

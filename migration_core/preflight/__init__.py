@@ -33,10 +33,11 @@ from migration_core.preflight import (
 )
 from migration_core.preflight._common import Check, effective_mode, warned
 from migration_core.preflight.options import postcopy_blockers
-from migration_core.preflight.storage import DiskPlacement, disks_to_copy, placements
+from migration_core.preflight.storage import DiskPlacement, copy_sizes, disks_to_copy, placements
 
 __all__ = [
     "DiskPlacement",
+    "copy_sizes",
     "disks_to_copy",
     "effective_mode",
     "placements",

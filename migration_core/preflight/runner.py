@@ -42,7 +42,6 @@ from migration_core.facts.vm import DiskFacts, DiskSourceKind, VmFacts
 from migration_core.hypervisor.port import HypervisorPort
 from migration_core.hypervisor.types import DomainInfo, EmulatorTarget, NetworkInfo
 from migration_core.inventory.hosts import HostConfig, Inventory
-from migration_core.limits import DEFAULT_MAX_DOWNTIME_MS
 from migration_core.models import (
     CheckResult,
     CheckStatus,
@@ -63,11 +62,11 @@ from migration_core.planning.drain import (
     plan_drain,
     plan_to_any,
 )
-from migration_core.planning.estimate import MoveInputs, estimate, mode_of, to_prediction, transferable_from_rss
-from migration_core.planning.estimates import CalibratedEstimator, MoveEstimator
+from migration_core.planning.estimate import estimate, to_prediction, transferable_from_rss
+from migration_core.planning.estimates import CalibratedEstimator, MoveEstimator, MoveLoad, move_inputs
 from migration_core.planning.placement import Candidacy, Destination, evaluate
 from migration_core.planning.planner import choose_mode, make_plan
-from migration_core.preflight import disks_to_copy
+from migration_core.preflight import copy_sizes
 from migration_core.units import mb_s_to_mib_s
 
 log = logging.getLogger(__name__)
@@ -285,27 +284,20 @@ class PreflightRunner:
             rss, _ = await _maybe(
                 "read the VM's memory stats", self.hypervisor.memory_rss_bytes(facts.source.uri, vm.name)
             )
-        copied = disks_to_copy(vm, facts.disks) if opts.copy_storage is not None else ()
-        inputs = MoveInputs(
-            memory_bytes=vm.memory_bytes,
-            dirty_rate_mib_s=facts.dirty_rate.rate_mib_s if facts.dirty_rate else None,
-            link_mib_s=bandwidth,
+        copy, copy_virtual = copy_sizes(vm, facts.disks) if opts.copy_storage is not None else (0, 0)
+        load = MoveLoad(
+            vm.name,
+            vm.memory_bytes,
+            facts.dirty_rate.rate_mib_s if facts.dirty_rate else None,
+            mode,
+            copy,
             transferable_bytes=transferable_from_rss(vm.memory_bytes, rss),
-            mode=mode_of(
-                offline=mode is MigrationMode.OFFLINE,
-                postcopy=opts.wants_postcopy,
-                auto_converge=opts.auto_converge,
-            ),
-            parallel_connections=opts.parallel_connections,
-            disk_bytes=sum((p.visibility.size_bytes or 0) for p in copied if p.visibility is not None),
-            disk_virtual_bytes=sum((p.visibility.capacity_bytes or 0) for p in copied if p.visibility is not None),
-            max_downtime_ms=opts.max_downtime_ms or DEFAULT_MAX_DOWNTIME_MS,
-            postcopy_after_s=opts.postcopy_after_s,
-            vm_uuid=vm.uuid,
-            vm=vm.name,
             source=facts.source.name,
             destination=facts.destination.name,
+            vm_uuid=vm.uuid,
+            copy_virtual_bytes=copy_virtual,
         )
+        inputs = move_inputs(load, bandwidth, opts)
         history: Sequence[MoveSample] = ()
         if self.history is not None:
             found, _ = await _maybe(

@@ -73,6 +73,12 @@ def disks_to_copy(vm: VmFacts, disks: Sequence[DiskVisibility]) -> tuple[DiskPla
     return tuple(p for p in placements(vm, disks) if p.shared is False and p.disk.copyable)
 
 
+def copy_sizes(vm: VmFacts, disks: Sequence[DiskVisibility]) -> tuple[int, int]:
+    """What `--copy-storage` sends (the allocated bytes of `disks_to_copy`) and those disks' virtual size."""
+    seen = [p.visibility for p in disks_to_copy(vm, disks) if p.visibility is not None]
+    return sum(v.size_bytes or 0 for v in seen), sum(v.capacity_bytes or 0 for v in seen)
+
+
 def check_storage(facts: PreflightFacts) -> tuple[CheckResult, ...]:
     vm = facts.vm
     if vm is None:

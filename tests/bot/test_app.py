@@ -12,11 +12,12 @@ import aiohttp
 import pytest
 from slack_bolt.async_app import AsyncApp
 
-from bot.app import SlackApproverCheck, build_app, make_web_client
+from bot.app import SlackApproverCheck, build_app, build_slack, make_web_client
 from bot.settings import Settings, Transport
 from bot.slack_runner import run_http
 from migration_core.events import RecordingSink
 from tests.bot.fleet_service import open_fleet_service
+from tests.fixtures.slack import APPROVERS_HANDLE, DEFAULT_WORKSPACE, U_BOB, U_CAROL, U_MALLORY
 from tests.handlers.fakes import slack_error
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -163,3 +164,28 @@ async def test_owners_groups_use_the_slack_user_group_with_that_handle_else_the_
     assert await check("U0FILE", "sre-leads") is False
     assert await check("U0DAVE", "dba") is True  # no Slack group @dba: the policy file's [groups]
     assert await check("U0BOB", "dba") is False
+
+
+async def test_build_slack_gives_the_service_one_approvers_object_asking_slack_then_the_policy_file(fake_slack):
+    """`serve`'s wiring: the service (single moves and drains alike: see test_drain_fleet) learns who approves
+    and who is in an owners' group from Slack user groups, else from the policy file's [groups] lists."""
+    dba = {"id": "S_DBA", "handle": "dba", "name": "DBAs", "users": [U_CAROL]}
+    fake_slack.reset_sync()
+    fake_slack.seed_sync({**DEFAULT_WORKSPACE, "usergroups": [*DEFAULT_WORKSPACE["usergroups"], dba]})
+    file_groups = {"dba": frozenset({"U_DAVE"}), "storage": frozenset({U_MALLORY})}
+    handed = []
+    async with await open_fleet_service(RecordingSink(), _nobody, start=False) as service:
+
+        def make_service(sink: Any, approvers: Any) -> Any:
+            handed.append(approvers)
+            return service
+
+        s = settings(slack_api_url=fake_slack.api_base_url, slack_bot_token=fake_slack.bot_token,
+                     approver_group=APPROVERS_HANDLE)  # fmt: skip
+        build_slack(s, make_service, group_members=lambda g: file_groups.get(g, frozenset()))
+        (approvers,) = handed
+        assert await approvers.is_approver(U_BOB) and not await approvers.is_approver(U_MALLORY)
+        assert await approvers.in_group(U_CAROL, "dba")  # Slack's @dba decides where it exists...
+        assert not await approvers.in_group("U_DAVE", "dba")  # ...over the file's list
+        assert await approvers.in_group(U_MALLORY, "storage")  # no Slack group @storage: the file's list
+        assert not await approvers.in_group(U_CAROL, "storage")

@@ -14,9 +14,11 @@ from migration_core.events import JobEvent, Notice, ProgressUpdated
 from migration_core.execution.executor import Executor
 from migration_core.hypervisor.fleet import Fleet, HostSpec, VirtualClock, VmSpec
 from migration_core.inventory.hosts import Inventory
+from migration_core.inventory.policy_file import Policy
 from migration_core.models import JobState, MigrationOptions, MigrationRequest, Plan
 from migration_core.preflight.runner import PreflightRunner
 from migration_core.service import MigrationService, ServiceConfig
+from migration_core.service_api import GroupCheck
 from migration_core.store import Store
 
 H1, H2 = "h1", "h2"
@@ -97,8 +99,11 @@ async def open_service(
     approval_ttl_s: float = 1800.0,
     tick_s: float = 1.0,
     sink: Recorder | None = None,
+    rules: Policy | None = None,
+    group_check: GroupCheck | None = None,
 ) -> MigrationService:
-    """The real MigrationService (dispatcher, executor, preflight, store on SQLite) on the rig's fleet."""
+    """The real MigrationService (dispatcher, executor, preflight, store on SQLite) on the rig's fleet; `rules`
+    is a policy file, `group_check` who is in its owners' groups (default: the file's [groups] lists)."""
     store = await Store.open(db_url, clock=r.clock.now)
     sink = sink or r.sink
     executor = Executor(r.fleet, r.inventory, sink, r.clock.now, poll_interval_s=0.5)
@@ -118,6 +123,8 @@ async def open_service(
         ),
         clock=r.clock.now,
         monotonic=r.clock.monotonic,
+        rules=rules,
+        group_check=group_check,
     )
     await service.start()
     return service

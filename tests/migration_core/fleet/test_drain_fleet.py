@@ -17,8 +17,9 @@ import pytest
 from migration_core.drains import DrainState, MoveOutcome
 from migration_core.errors import MigrateBotError
 from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup
-from migration_core.hypervisor.fleet import HostSpec, VmSpec, run_virtual
-from migration_core.models import CheckStatus, JobState, MigrationOptions, MigrationRequest
+from migration_core.hypervisor.fleet import DiskSpec, HostSpec, PoolSpec, VmSpec, run_virtual
+from migration_core.inventory.policy_file import parse_policy
+from migration_core.models import CheckStatus, CopyStorage, JobState, MigrationOptions, MigrationRequest
 from migration_core.planning.drain import WAVE_OVERHEAD_S, DrainRequest
 from migration_core.store import EventKind
 from tests.migration_core.fleet.support import Recorder, close_service, open_service, rig, when
@@ -375,6 +376,73 @@ def test_a_refused_drain_decision_is_recorded_with_the_drain(tmp_path: Path) -> 
                 ("bob", {"action": "deny drain", "drain": drain.id + 100}),
                 ("bob", {"action": "cancel drain", "drain": drain.id + 100}),
             ]
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+def test_a_drain_times_a_copy_storage_move_as_the_single_moves_card_does(tmp_path: Path) -> None:
+    """The drain's per-move figure and `/migrate plan` come from one set of estimate inputs (planning/estimates.py
+    `move_inputs`), so a move that copies a local disk is timed the same, disk copy and scan included."""
+    local = tuple(replace(h, pools=(PoolSpec(pool_type="dir"),)) for h in HOSTS[:2])
+    disk = DiskSpec(size_gib=40, allocated_gib=6)
+    r = rig(VmSpec("db", host=A, memory_mib=2048, transferable_mib=1024, dirty_mib_s=2, disks=(disk,)), hosts=local)
+    options = MigrationOptions(copy_storage=CopyStorage.ALL)
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db")
+        try:
+            drain = await service.plan_drain(DrainRequest(A, options))
+            (move,) = drain.moves
+            card = await service.plan(MigrationRequest("db", B, options))
+            assert card.prediction is not None and move.plan.prediction is not None
+            assert card.prediction.disk_bytes == 6 * 2**30 == move.plan.prediction.disk_bytes
+            assert move.predicted_total_s == pytest.approx(card.prediction.total_s, abs=0.1)
+            # the 40 GiB the mirror walks are in both: without them the move would be quicker
+            without_scan = await service.plan(MigrationRequest("db", B, MigrationOptions()))
+            assert without_scan.prediction is not None and without_scan.prediction.total_s is not None
+            assert move.predicted_total_s > without_scan.prediction.total_s + 6 * 1024 / 100
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+OWNERS_POLICY = """
+[groups]
+dba = ["dave"]
+[vm_labels]
+db = ["db*"]
+[[owners]]
+match = { vm_label = "db" }
+group = "dba"
+"""
+
+
+def test_a_drains_owners_group_is_filled_by_whom_the_front_ends_group_check_names(tmp_path: Path) -> None:
+    """Single moves and drains share one `Approvers` (dispatch/policy.py): with Slack user groups (`serve` wires
+    them, see tests/bot/test_app.py) a drain's owners' group is Slack's @dba, not the policy file's list."""
+    slack_dba = {"erin"}
+
+    async def in_group(user: str, group: str) -> bool:
+        return group == "dba" and user in slack_dba
+
+    r = rig(_idle("db1"), _idle("web1"), hosts=HOSTS)
+
+    async def main() -> None:
+        rules = parse_policy(OWNERS_POLICY, "policy.toml")
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db", rules=rules, group_check=in_group)
+        try:
+            drain = await service.request_drain(DrainRequest(A, MigrationOptions()), "alice")
+            assert [(n.group, n.count) for n in drain.requirement.groups] == [("dba", 1)]
+            await service.approve_drain(drain.id, "bob")
+            with pytest.raises(MigrateBotError, match="not a member of that group"):
+                await service.approve_drain(drain.id, "dave")  # in the file's [groups], not in Slack's @dba
+            approved = await service.approve_drain(drain.id, "erin")
+            assert approved.state is DrainState.RUNNING and approved.approvals[-1].groups == ("dba",)
+            status = await service.wait_drain(drain.id, timeout_s=3600)
+            assert status.drain.state is DrainState.DONE, status.drain.detail
         finally:
             await close_service(service)
 

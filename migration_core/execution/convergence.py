@@ -22,7 +22,8 @@ Rules, in order (KubeVirt's legacy monitor, oVirt's stalling schedule and Nova's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import functools
+from dataclasses import KW_ONLY, dataclass, field, replace
 
 from migration_core.errors import RequestError
 from migration_core.execution.stall import DEFAULT_EWMA_ALPHA, DEFAULT_MIN_DROP_FRACTION, Ewma, StallWatch, eta_s
@@ -63,20 +64,21 @@ def _mib(n: float) -> str:
     return f"{n / MIB:.0f} MiB" if n >= 10 * MIB else f"{n / MIB:.1f} MiB"
 
 
+@dataclass(frozen=True)
 class ConvergenceController:
     """Applies one approved `ConvergencePolicy`; holds no mutable state (that is `ControllerState`)."""
 
-    def __init__(
-        self,
-        policy: ConvergencePolicy,
-        *,
-        memory_bytes: int = 0,
-        ramp_start_iteration: int = RAMP_START_ITERATION,
-        ramp_cooldown_s: float = RAMP_COOLDOWN_S,
-        postcopy_grace_s: float = 15.0,
-        ewma_alpha: float = DEFAULT_EWMA_ALPHA,
-        min_drop_fraction: float = DEFAULT_MIN_DROP_FRACTION,
-    ) -> None:
+    policy: ConvergencePolicy
+    _: KW_ONLY
+    memory_bytes: int = 0
+    ramp_start_iteration: int = RAMP_START_ITERATION
+    ramp_cooldown_s: float = RAMP_COOLDOWN_S
+    postcopy_grace_s: float = 15.0
+    ewma_alpha: float = DEFAULT_EWMA_ALPHA
+    min_drop_fraction: float = DEFAULT_MIN_DROP_FRACTION
+
+    def __post_init__(self) -> None:
+        policy = self.policy
         if policy.max_downtime_ms <= 0 or any(ms <= 0 for ms in policy.downtime_ramp_ms):
             raise RequestError(
                 f"the convergence policy's downtimes must be positive (max {policy.max_downtime_ms} ms,"
@@ -88,16 +90,12 @@ class ConvergenceController:
                 "the convergence policy's stall timeout and time budget must be positive",
                 "re-plan the migration with a positive --timeout",
             )
-        self.policy = policy
-        self.memory_bytes = memory_bytes
-        self.ramp_start_iteration = ramp_start_iteration
-        self.ramp_cooldown_s = ramp_cooldown_s
-        self.postcopy_grace_s = postcopy_grace_s
-        self.ewma_alpha = ewma_alpha
-        self.min_drop_fraction = min_drop_fraction
-        # The ramp never goes above the approved max; an empty ramp means "the max from the start".
-        steps = sorted({min(ms, policy.max_downtime_ms) for ms in policy.downtime_ramp_ms})
-        self.ramp_ms: tuple[int, ...] = tuple(steps) or (policy.max_downtime_ms,)
+
+    @functools.cached_property
+    def ramp_ms(self) -> tuple[int, ...]:
+        """The downtime steps: never above the approved max; an empty ramp means "the max from the start"."""
+        steps = sorted({min(ms, self.policy.max_downtime_ms) for ms in self.policy.downtime_ramp_ms})
+        return tuple(steps) or (self.policy.max_downtime_ms,)
 
     @property
     def initial_downtime_ms(self) -> int:

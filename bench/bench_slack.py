@@ -236,7 +236,7 @@ async def bench_freshness(n_jobs: int, duration_s: float, hz: float, stagger_s: 
         drained = await sink.drain(timeout_s=180)
         elapsed_s = time.time() - t_start
         calls = await fake.calls()
-        progress_ts = {j: (await service.get_job(j)).chat_progress for j in jobs}  # what the sink stored
+        progress_ts = {j: (await service.get_job(j)).chat.progress for j in jobs}  # what the sink stored
     finally:
         await sink.aclose()
         await fs.close()

@@ -31,7 +31,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from migration_core.models import Approval, Job, JobState  # noqa: E402
+from migration_core.models import Approval, ChatRefs, Job, JobState  # noqa: E402
 from migration_core.store import Store  # noqa: E402
 from tests.migration_core.store_support import sample_plan  # noqa: E402
 
@@ -65,8 +65,7 @@ def make_jobs(count: int, seed: int = 7) -> list[Job]:
                 updated_at=at + timedelta(minutes=3),
                 plan=plan,
                 reason="CHG-1",
-                chat_channel="C1",
-                chat_thread=f"{1700000000 + n}.0001",
+                chat=ChatRefs("C1", f"{1700000000 + n}.0001"),
                 approvals=(Approval(0, "U99", state is not JobState.DENIED, plan.hash, at),),
             )
         )

@@ -185,7 +185,7 @@ async def _open_modal(
     if not isinstance(trigger, str) or not trigger:
         await _say(respond, "Slack sent no trigger to open the form with; click the button again")
         return
-    target = ModalTarget(job.id, job.chat_channel, job.chat_thread)
+    target = ModalTarget(job.id, job.chat.channel, job.chat.thread)
     view = downtime_modal(job, target) if kind == "downtime" else bandwidth_modal(job, target)
     await client.views_open(trigger_id=trigger, view=view)
 
@@ -287,10 +287,10 @@ def register(app: AsyncApp, deps: Deps) -> None:
 
 
 async def _thread_reply(client: AsyncWebClient, job: Job, text: str) -> None:
-    if not (job.chat_channel and job.chat_thread):
+    if not (job.chat.channel and job.chat.thread):
         return
     try:
-        await post_message(client, job.chat_channel, text_message(text, SLACK), thread_ts=job.chat_thread)
+        await post_message(client, job.chat.channel, text_message(text, SLACK), thread_ts=job.chat.thread)
     except Exception:
         log.warning("job %s: could not post a thread reply", job.id, exc_info=True)
 

@@ -268,7 +268,7 @@ async def _post_job_card(
     channel = str(body.get("channel_id") or "")
     rendered_state = job.state
     async with deps.lock(job.id):
-        if (await deps.service.get_job(job.id)).chat_thread:
+        if (await deps.service.get_job(job.id)).chat.thread:
             if retry:
                 return
             await respond(

@@ -92,7 +92,7 @@ def needs_new_approval(m: MoveStatus) -> bool:
         and job.state is JobState.AWAITING_APPROVAL
         and job.plan is not None
         and job.plan.hash != m.planned.plan.hash
-        and not job.chat_thread
+        and not job.chat.thread
     )
 
 
@@ -233,15 +233,15 @@ class SlackDrainSink:
         except MigrateBotError as err:
             log.warning("slack: D%s cannot be read: %s", st.drain_id, err)
             return None
-        if st.rollup_ts is None and drain.chat_progress:
-            st.rollup_ts = drain.chat_progress  # after a restart: keep editing the same message
-        return drain if drain.chat_channel and drain.chat_thread else None
+        if st.rollup_ts is None and drain.chat.progress:
+            st.rollup_ts = drain.chat.progress  # after a restart: keep editing the same message
+        return drain if drain.chat.channel and drain.chat.thread else None
 
     # ---- the Slack calls -------------------------------------------------------------------------------
     async def _reply(self, drain: Drain, msg: Message, *, broadcast: bool = False) -> str:
-        assert drain.chat_channel and drain.chat_thread
+        assert drain.chat.channel and drain.chat.thread
         return await post_message(
-            self._client, drain.chat_channel, msg, thread_ts=drain.chat_thread, broadcast=broadcast
+            self._client, drain.chat.channel, msg, thread_ts=drain.chat.thread, broadcast=broadcast
         )
 
     async def _run_op(self, st: _DrainState, op: _Op | None) -> None:
@@ -276,11 +276,11 @@ class SlackDrainSink:
     async def _ask_again(self, drain: Drain, job_id: int) -> None:
         """The move's own card in the channel (its Approve/Deny), and a line in the drain's thread."""
         job = await self._service.get_job(job_id)
-        if job.state is not JobState.AWAITING_APPROVAL or job.chat_thread or not drain.chat_channel:
+        if job.state is not JobState.AWAITING_APPROVAL or job.chat.thread or not drain.chat.channel:
             return  # decided meanwhile, or its card is out already (a retry of this step)
         card = card_message(job, SLACK, ttl_s=self._ttl_s, now=self._now())
-        ts = await post_message(self._client, drain.chat_channel, card)
-        await self._service.set_chat_refs(job.id, channel=drain.chat_channel, thread=ts)
+        ts = await post_message(self._client, drain.chat.channel, card)
+        await self._service.set_chat_refs(job.id, channel=drain.chat.channel, thread=ts)
         text = (
             f"⏳ {SLACK.esc(job.vm)} needs a new approval: the re-check before its start found different facts. "
             f"Approve or deny job #{job.id} on its own card; {drain.ref} waits for it."
@@ -292,7 +292,7 @@ class SlackDrainSink:
             return
         if st.rollup_ts is not None:  # the final edit, without waiting for a turn; never edited after it
             await update_message(
-                self._edit_client, drain.chat_channel or "", st.rollup_ts, drain_rollup_message(status, SLACK)
+                self._edit_client, drain.chat.channel or "", st.rollup_ts, drain_rollup_message(status, SLACK)
             )
         st.rollup_dirty = False
         ran = st.rollup_ts is not None or any(m.job is not None for m in status.moves)
@@ -312,9 +312,9 @@ class SlackDrainSink:
             return
         status = await self._service.drain_status(drain.id)
         await self._gate.wait(priority=True)  # a state change: not behind progress edits
-        assert drain.chat_channel and drain.chat_thread
+        assert drain.chat.channel and drain.chat.thread
         await update_message(
-            self._edit_client, drain.chat_channel, drain.chat_thread, drain_card_message(status, SLACK, now=self._now())
+            self._edit_client, drain.chat.channel, drain.chat.thread, drain_card_message(status, SLACK, now=self._now())
         )
 
     async def _edit_rollup(self, st: _DrainState, _op: _Op | None) -> None:
@@ -325,7 +325,7 @@ class SlackDrainSink:
         if st.finished:
             return  # it ended while this edit waited: the final edit has shown the end, once
         st.last_edit = self._clock()
-        assert drain.chat_channel
+        assert drain.chat.channel
         await update_message(
-            self._edit_client, drain.chat_channel, st.rollup_ts, drain_rollup_message(st.status, SLACK)
+            self._edit_client, drain.chat.channel, st.rollup_ts, drain_rollup_message(st.status, SLACK)
         )

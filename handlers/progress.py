@@ -310,22 +310,22 @@ class SlackProgressSink:
             st.job = await self._service.get_job(st.job_id)
         except MigrateBotError as err:
             log.warning("slack: job %s cannot be read: %s", st.job_id, err)
-        if st.job is not None and st.job.chat_progress and st.progress_ts is None:
-            st.progress_ts = st.job.chat_progress  # after a restart: keep editing the same message
+        if st.job is not None and st.job.chat.progress and st.progress_ts is None:
+            st.progress_ts = st.job.chat.progress  # after a restart: keep editing the same message
         return st.job
 
     # ---- the Slack calls -------------------------------------------------------------------------------
     async def _post(self, job: Job, msg: Message, *, broadcast: bool = False) -> str | None:
-        if not (job.chat_channel and job.chat_thread):
+        if not (job.chat.channel and job.chat.thread):
             return None
-        return await post_message(self._client, job.chat_channel, msg, thread_ts=job.chat_thread, broadcast=broadcast)
+        return await post_message(self._client, job.chat.channel, msg, thread_ts=job.chat.thread, broadcast=broadcast)
 
     async def _update(self, channel: str, ts: str, msg: Message) -> None:
         await update_message(self._edit_client, channel, ts, msg)
 
     async def _run_op(self, st: _JobState, op: _Op) -> None:
         job = await self._fresh_job(st)
-        if job is None or not (job.chat_channel and job.chat_thread):
+        if job is None or not (job.chat.channel and job.chat.thread):
             # Not a Slack job (console, CLI), its card is not posted yet, or a move of a drain: those have no
             # card of their own (the drain's thread tells their story, handlers/drain_progress.py) unless a
             # re-check asked for a new approval of that move alone. Nothing to mirror; an ended job's worker
@@ -365,18 +365,18 @@ class SlackProgressSink:
 
     async def _edit_card(self, st: _JobState) -> None:
         job = await self._fresh_job(st)
-        if job is None or not (job.chat_channel and job.chat_thread):
+        if job is None or not (job.chat.channel and job.chat.thread):
             return
         queue = None
         if job.state is JobState.QUEUED:
             queue = next((q for q in await self._service.queue() if q.job_id == job.id), None)
         await self._gate.wait(priority=True)  # a state change: not behind other jobs' progress edits
         msg = card_message(job, SLACK, ttl_s=self._ttl_s, queue=queue, now=self._now())
-        await self._update(job.chat_channel, job.chat_thread, msg)
+        await self._update(job.chat.channel, job.chat.thread, msg)
 
     async def _edit_progress(self, st: _JobState, *, priority: bool = False) -> None:
         job = st.job or await self._fresh_job(st)
-        if job is None or st.progress_ts is None or not job.chat_channel:
+        if job is None or st.progress_ts is None or not job.chat.channel:
             return
         if not priority and (job.state is JobState.VERIFYING or job.state.terminal):
             return  # the migration is over: the final edit shows how it ended, once
@@ -386,4 +386,4 @@ class SlackProgressSink:
         now = st.sample.at if st.sample is not None and not job.state.terminal else self._now()
         msg = progress_message(job, st.sample, st.decision, SLACK, now=now)
         st.last_flush = self._clock()
-        await self._update(job.chat_channel, st.progress_ts, msg)
+        await self._update(job.chat.channel, st.progress_ts, msg)

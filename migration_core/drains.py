@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from migration_core.models import Approval, ApprovalRequirement, Job, JobState
+from migration_core.models import NO_CHAT, Approval, ApprovalRequirement, ChatRefs, Job, JobState
 from migration_core.planning.drain import DrainPlan, PlannedMove
 
 
@@ -95,9 +95,7 @@ class Drain:
     returns_drain: int | None = None  # a return: the drain whose moves it brings back
     skipped: Mapping[str, str] = field(default_factory=dict)  # vm -> why its move got no job
     detail: str = ""  # the last state change's explanation ("cancelled by alice", "2 VMs parked")
-    chat_channel: str | None = None
-    chat_thread: str | None = None
-    chat_progress: str | None = None
+    chat: ChatRefs = NO_CHAT
     owner: str | None = None
 
     @property

@@ -449,8 +449,33 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class ChatRefs:
+    """Where a front end shows a job or a drain: the card's channel, the card's thread, the progress message.
+
+    Opaque to the core: Slack ids from Slack, the console's own values from the console. The front end learns
+    them one at a time (the card is posted before the first progress message), so an update carries only what
+    it just learnt: read as an update (`changes`), a None field keeps the value already stored.
+    """
+
+    channel: str | None = None
+    thread: str | None = None
+    progress: str | None = None
+
+    def changes(self) -> dict[str, str]:
+        """These references read as an update: the fields they set (a None field keeps the stored value).
+
+        >>> ChatRefs(thread="171.5").changes()
+        {'thread': '171.5'}
+        """
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+
+NO_CHAT = ChatRefs()  # a job or drain not shown anywhere yet
+
+
+@dataclass(frozen=True)
 class Job:
-    """A migration request's record. `chat_*` fields are opaque references for the front end (Slack ids)."""
+    """A migration request's record. `chat` says where the front end shows it."""
 
     id: int
     vm: str
@@ -462,9 +487,7 @@ class Job:
     updated_at: datetime
     plan: Plan | None = None
     reason: str | None = None
-    chat_channel: str | None = None
-    chat_thread: str | None = None
-    chat_progress: str | None = None
+    chat: ChatRefs = NO_CHAT
     approvals: tuple[Approval, ...] = ()
     error: str | None = None
     owner: str | None = None

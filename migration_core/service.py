@@ -29,7 +29,7 @@ from migration_core.execution.executor import Executor
 from migration_core.inventory.hosts import Inventory
 from migration_core.inventory.policy_file import Policy
 from migration_core.limits import BANDWIDTH_MIB_S, DEFAULT_APPROVAL_TTL_S, MAX_DOWNTIME_MS, Limit
-from migration_core.models import Job, JobState, MigrationOptions, MigrationRequest, Plan
+from migration_core.models import ChatRefs, Job, JobState, MigrationOptions, MigrationRequest, Plan
 from migration_core.planning.drain import DrainPlan, DrainRequest, PlacedPlan
 from migration_core.service_api import ApproverCheck, FreezeStatus, GroupCheck, HostStatus, QueuePosition
 from migration_core.store import (
@@ -281,9 +281,7 @@ class MigrationService:
     async def set_drain_refs(
         self, drain_id: int, *, channel: str | None = None, thread: str | None = None, progress: str | None = None
     ) -> Drain:
-        return await self.store.set_drain_refs(
-            drain_id, chat_channel=channel, chat_thread=thread, chat_progress=progress
-        )
+        return await self.store.update_drain_chat(drain_id, ChatRefs(channel, thread, progress))
 
     async def wait_drain(self, drain_id: int, timeout_s: float | None = None) -> DrainStatus:
         return await self.drains.wait(drain_id, timeout_s)
@@ -369,7 +367,7 @@ class MigrationService:
                 destination=destination,
                 requester=requester,
                 reason=request.options.reason,
-                chat_channel=chat_channel,
+                chat=ChatRefs(channel=chat_channel),
                 idempotency_key=idempotency_key,
             )
         except DuplicateRequestError as dup:
@@ -616,7 +614,7 @@ class MigrationService:
     async def set_chat_refs(
         self, job_id: int, *, channel: str | None = None, thread: str | None = None, progress: str | None = None
     ) -> Job:
-        return await self.store.update_refs(job_id, channel=channel, thread=thread, progress=progress)
+        return await self.store.update_job_chat(job_id, ChatRefs(channel, thread, progress))
 
     async def wait(self, job_id: int, timeout_s: float | None = None) -> Job:
         return await poll_until(

@@ -121,7 +121,9 @@ class MigrationServiceAPI(Protocol):
 
     async def set_drain_refs(
         self, drain_id: int, *, channel: str | None = None, thread: str | None = None, progress: str | None = None
-    ) -> Drain: ...
+    ) -> Drain:
+        """Remember where the drain's card / thread / roll-up message live; None keeps what is stored."""
+        ...
 
     async def wait_drain(self, drain_id: int, timeout_s: float | None = None) -> DrainStatus:
         """Block until the drain is finished (or the timeout passes) and return its status."""
@@ -188,7 +190,8 @@ class MigrationServiceAPI(Protocol):
     async def set_chat_refs(
         self, job_id: int, *, channel: str | None = None, thread: str | None = None, progress: str | None = None
     ) -> Job:
-        """Remember where the job's card / thread / progress message live (for edits after a restart)."""
+        """Remember where the job's card / thread / progress message live (for edits after a restart); None keeps
+        what is stored."""
         ...
 
     async def wait(self, job_id: int, timeout_s: float | None = None) -> Job:

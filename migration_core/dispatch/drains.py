@@ -45,7 +45,7 @@ from migration_core.drains import (
 from migration_core.errors import MigrateBotError, RequestError
 from migration_core.events import DrainChanged, DrainMoveEnded, DrainRollup
 from migration_core.inventory.policy_file import Policy
-from migration_core.models import Approval, Job, JobState, MigrationOptions, Phase
+from migration_core.models import Approval, ChatRefs, Job, JobState, MigrationOptions, Phase
 from migration_core.planning.drain import (
     WAVE_OVERHEAD_S,
     DrainPlan,
@@ -259,7 +259,7 @@ class DrainDesk:
             requirement=drain_requirement(kind, plan, self.rules),
             reason=reason,
             returns_drain=returns,
-            chat_channel=chat_channel,
+            chat=ChatRefs(channel=chat_channel),
         )
         log.info(
             "%s: %s of %s requested by %s (%d moves)", drain.ref, kind.value, plan.host, requester, len(plan.moves)
@@ -490,7 +490,7 @@ class DrainDesk:
                     requester=drain.requester,
                     reason=f"{drain.ref}: {drain.kind.value} of {drain.host}"
                     + (f" ({drain.reason})" if drain.reason else ""),
-                    chat_channel=drain.chat_channel,
+                    chat=ChatRefs(channel=drain.chat.channel),
                     idempotency_key=move_key(drain.id, planned.vm),
                     drain_id=drain.id,
                 )

@@ -12,10 +12,19 @@ from sqlmodel import Session, col, select
 
 from migration_core.drains import DRAIN_ALLOWED, Drain, DrainKind, DrainState, drain_ref
 from migration_core.errors import DrainStateError, StoreError, UnknownDrainError
-from migration_core.models import Approval, ApprovalRequirement, Job
+from migration_core.models import NO_CHAT, Approval, ApprovalRequirement, ChatRefs, Job
 from migration_core.planning.drain import DrainPlan
 from migration_core.store.base import StoreBase
-from migration_core.store.schema import DrainRow, JobRow, decoding_plan, event_row, to_utc
+from migration_core.store.schema import (
+    DrainRow,
+    JobRow,
+    chat_changes,
+    chat_columns,
+    chat_refs,
+    decoding_plan,
+    event_row,
+    to_utc,
+)
 from migration_core.store.types import EventKind
 
 
@@ -55,9 +64,7 @@ def drain_from_row(row: DrainRow) -> Drain:
         returns_drain=row.returns_drain,
         skipped=json.loads(row.skipped or "{}"),
         detail=row.detail,
-        chat_channel=row.chat_channel,
-        chat_thread=row.chat_thread,
-        chat_progress=row.chat_progress,
+        chat=chat_refs(row),
         owner=row.owner,
     )
 
@@ -88,7 +95,7 @@ class DrainOps(StoreBase):
         requirement: ApprovalRequirement,
         reason: str | None = None,
         returns_drain: int | None = None,
-        chat_channel: str | None = None,
+        chat: ChatRefs = NO_CHAT,
     ) -> Drain:
         """A new drain awaiting approval, with its first event."""
 
@@ -108,7 +115,7 @@ class DrainOps(StoreBase):
                     detail=f"{len(plan.moves)} move(s) planned, {len(plan.left_behind)} left behind",
                     created_at=now,
                     updated_at=now,
-                    chat_channel=chat_channel,
+                    **chat_columns(chat),
                 )
                 s.add(row)
                 s.flush()
@@ -227,20 +234,9 @@ class DrainOps(StoreBase):
 
         return await self._run("update a drain", write)
 
-    async def set_drain_refs(
-        self,
-        drain_id: int,
-        *,
-        chat_channel: str | None = None,
-        chat_thread: str | None = None,
-        chat_progress: str | None = None,
-    ) -> Drain:
-        """Remember where the drain's card, thread and roll-up message are (front-end references)."""
-        values = {
-            k: v
-            for k, v in (("chat_channel", chat_channel), ("chat_thread", chat_thread), ("chat_progress", chat_progress))
-            if v is not None
-        }
+    async def update_drain_chat(self, drain_id: int, refs: ChatRefs) -> Drain:
+        """Remember where the drain's card, thread and roll-up message are; a None field keeps what is stored."""
+        values = chat_changes(refs)
 
         def write(_attempt: int) -> Drain:
             with self._tx(write=True) as s:

@@ -11,9 +11,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from migration_core.errors import ActiveJobExists, DuplicateRequestError, IllegalTransition, MigrateBotError
-from migration_core.models import Job, JobState, Plan
+from migration_core.models import NO_CHAT, ChatRefs, Job, JobState, Plan
 from migration_core.store.base import StoreBase, table
-from migration_core.store.schema import EventRow, JobRow, event_row, job_values, plan_values, row_id, to_utc
+from migration_core.store.schema import (
+    EventRow,
+    JobRow,
+    chat_changes,
+    chat_columns,
+    event_row,
+    job_values,
+    plan_values,
+    row_id,
+    to_utc,
+)
 from migration_core.store.states import ACTIVE_STATES, check_transition
 from migration_core.store.types import EventKind
 
@@ -32,8 +42,7 @@ class JobOps(StoreBase):
         source: str = "",
         reason: str | None = None,
         plan: Plan | None = None,
-        chat_channel: str | None = None,
-        chat_thread: str | None = None,
+        chat: ChatRefs = NO_CHAT,
         idempotency_key: str | None = None,
         drain_id: int | None = None,
     ) -> Job:
@@ -55,8 +64,7 @@ class JobOps(StoreBase):
                         state=JobState.REQUESTED.value,
                         created_at=now,
                         updated_at=now,
-                        chat_channel=chat_channel,
-                        chat_thread=chat_thread,
+                        **chat_columns(chat),
                         idempotency_key=idempotency_key,
                         drain_id=drain_id,
                         **where,
@@ -160,17 +168,9 @@ class JobOps(StoreBase):
 
         return await self._run("store a plan", write)
 
-    async def update_refs(
-        self,
-        job_id: int,
-        *,
-        channel: str | None = None,
-        thread: str | None = None,
-        progress: str | None = None,
-    ) -> Job:
-        """Remember where the job's card, thread and progress message live; None leaves a field as it is."""
-        refs = {"chat_channel": channel, "chat_thread": thread, "chat_progress": progress}
-        values = {k: v for k, v in refs.items() if v is not None}
+    async def update_job_chat(self, job_id: int, refs: ChatRefs) -> Job:
+        """Remember where the job's card, thread and progress message live; a None field keeps what is stored."""
+        values = chat_changes(refs)
 
         def write(_attempt: int) -> Job:
             with self._tx(write=True) as s:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from migration_core.errors import StoreError
 from migration_core.models import (
     TERMINAL_STATES,
     Approval,
+    ChatRefs,
     Job,
     JobState,
     MoveSample,
@@ -272,6 +273,32 @@ def row_id(row: JobRow | EventRow) -> int:
     return row.id
 
 
+def chat_refs(row: JobRow | DrainRow) -> ChatRefs:
+    """A job's or a drain's chat columns as one value: both tables store them alike, `chat_<field>`."""
+    return ChatRefs(row.chat_channel, row.chat_thread, row.chat_progress)
+
+
+def chat_columns(refs: ChatRefs) -> dict[str, Any]:
+    """`refs` as the values of all three chat columns, for an insert (`JobRow(**…)`, `DrainRow(**…)`).
+
+    Any, not object: mypy checks a `**` argument's value type against every column of the row, not only these.
+    """
+    return _chat_named(asdict(refs))
+
+
+def chat_changes(refs: ChatRefs) -> dict[str, object]:
+    """The chat columns an update to `refs` sets: `ChatRefs.changes`, so a None field keeps what is stored.
+
+    One UPDATE of only these columns rather than read, merge and write back: two front-end steps storing
+    different references at once (the card's thread, the progress message) cannot undo each other.
+    """
+    return _chat_named(refs.changes())
+
+
+def _chat_named(values: Mapping[str, str | None]) -> dict[str, Any]:
+    return {f"chat_{name}": value for name, value in values.items()}
+
+
 @contextmanager
 def decoding_plan(owner: str) -> Iterator[None]:
     """Decode a row's stored plan (JSON) inside this block: what does not parse is a StoreError naming `owner`."""
@@ -298,9 +325,7 @@ def job_from_row(row: JobRow, approvals: Sequence[Approval]) -> Job:
         updated_at=to_utc(row.updated_at),
         plan=plan,
         reason=row.reason,
-        chat_channel=row.chat_channel,
-        chat_thread=row.chat_thread,
-        chat_progress=row.chat_progress,
+        chat=chat_refs(row),
         approvals=tuple(approvals),
         error=row.error,
         owner=row.owner,
@@ -321,9 +346,7 @@ def job_values(job: Job) -> dict[str, object]:
         "plan_hash": job.plan.hash if job.plan else None,
         "created_at": to_utc(job.created_at),
         "updated_at": to_utc(job.updated_at),
-        "chat_channel": job.chat_channel,
-        "chat_thread": job.chat_thread,
-        "chat_progress": job.chat_progress,
+        **chat_columns(job.chat),
         "error": job.error,
         "owner": job.owner,
         "lease_until": None,

@@ -9,6 +9,7 @@ from migration_core.drains import DrainStatus
 from migration_core.facts.gathered import VmState
 from migration_core.models import (
     Approval,
+    ChatRefs,
     CheckResult,
     CheckStatus,
     ConvergencePolicy,
@@ -116,8 +117,7 @@ def job(
         updated_at=created_at,
         plan=p,
         reason=p.request.options.reason,
-        chat_channel="C0OPS",
-        chat_thread="1714564800.000100",
+        chat=ChatRefs("C0OPS", "1714564800.000100"),
         approvals=approvals,
         error=error,
     )
@@ -277,8 +277,7 @@ def drain_status(
         reason="CHG-7 firmware",
         approvals=tuple(Approval(7, a, True, p.hash, T0) for a in approvers),
         detail=detail,
-        chat_channel="C0OPS",
-        chat_thread="1714564800.000100",
+        chat=ChatRefs("C0OPS", "1714564800.000100"),
     )
     moves = []
     for i, m in enumerate(p.moves):

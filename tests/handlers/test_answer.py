@@ -123,7 +123,7 @@ async def test_a_request_answers_with_the_jobs_card_once_per_idempotency_key() -
         first = await answer(parse_command("vm42 to hostB"), _ctx(service, SLACK, key="k1"))
         again = await answer(parse_command("vm42 to hostB"), _ctx(service, SLACK, key="k1"))
         jobs = await service.history(None, 10)
-    assert first.show is Show.CARD and first.job is not None and first.job.chat_channel == "C1"
+    assert first.show is Show.CARD and first.job is not None and first.job.chat.channel == "C1"
     assert "Approval needed: migrate vm42 from hostA to hostB" in first.message.text
     assert again.job is not None and again.job.id == first.job.id and len(jobs) == 1  # a retry is one job
 

@@ -87,7 +87,7 @@ async def test_request_acks_first_then_posts_one_card_and_remembers_it(fleet: Fl
     actions = [b for b in card["blocks"] if b["type"] == "actions"]
     assert actions[0]["block_id"] == "approval:1"
     job = await service.get_job(1)
-    assert (job.chat_channel, job.chat_thread) == ("C0OPS", card["_ts"])
+    assert (job.chat.channel, job.chat.thread) == ("C0OPS", card["_ts"])
     keyed = await service.store.find_by_idempotency_key("slack:T1:111.222.abc")
     assert keyed is not None and keyed.id == 1
     assert respond.calls == []

@@ -179,7 +179,7 @@ async def test_drain_command_posts_one_card_with_moves_left_behind_eta_and_bound
     card = await request_drain(rig)
     drain = await rig.service.get_drain(1)
     assert drain.state is DrainState.AWAITING_APPROVAL and drain.requester == "U0ALICE"
-    assert (drain.chat_channel, drain.chat_thread) == (CHANNEL, card["_ts"])  # the sink edits this message
+    assert (drain.chat.channel, drain.chat.thread) == (CHANNEL, card["_ts"])  # the sink edits this message
     text = json.dumps(card["blocks"], ensure_ascii=False)
     assert card["text"] == "Approval needed: Drain of hostC (D1), 3 move(s)"
     for m in drain.plan.moves:
@@ -220,7 +220,7 @@ async def test_two_approvers_run_the_drain_with_one_rollup_edited_in_place_lines
     rollups = [p for p in posts if p["text"].startswith("D1 running")]
     assert len(rollups) == 1, [p["text"] for p in posts]
     rollup_ts = rollups[0]["_ts"]
-    assert (await rig.service.get_drain(1)).chat_progress == rollup_ts  # a restart edits the same message
+    assert (await rig.service.get_drain(1)).chat.progress == rollup_ts  # a restart edits the same message
     # the roll-up is edited in place, at least every 10 s (virtual) from its post to its final edit
     timed = [(t, kw) for t, m, kw in rig.client.timed() if kw.get("ts") == rollup_ts or kw.get("_ts") == rollup_ts]
     assert len(timed) >= 3, [kw.get("text") for _, kw in timed]
@@ -239,7 +239,7 @@ async def test_two_approvers_run_the_drain_with_one_rollup_edited_in_place_lines
     last_card = [kw for kw in rig.client.of("chat_update") if kw["ts"] == thread][-1]
     assert "Done" in json.dumps(last_card["blocks"]) and not buttons(last_card)
     for m in status.moves:
-        assert m.outcome is MoveOutcome.SUCCEEDED and m.job is not None and m.job.chat_thread is None
+        assert m.outcome is MoveOutcome.SUCCEEDED and m.job is not None and m.job.chat.thread is None
 
 
 async def test_forged_and_stale_drain_buttons_change_nothing(rig: Rig):
@@ -369,7 +369,7 @@ async def test_a_new_sink_after_a_restart_keeps_editing_the_same_rollup(rig: Rig
             break
         await asyncio.sleep(0.5)
     await idle(rig)
-    rollup_ts = (await rig.service.get_drain(1)).chat_progress
+    rollup_ts = (await rig.service.get_drain(1)).chat.progress
     assert rollup_ts is not None
     # the restart: the old sink is gone, a new one (no memory of the roll-up) gets the events from now on
     await rig.drains.aclose()
@@ -400,7 +400,7 @@ async def test_rate_limited_edits_are_retried_and_the_rollup_still_ends_right(ri
     posts = rig.client.of("chat_postMessage")
     for vm in DRAIN_VMS:  # no line was lost to the 429
         assert sum(1 for p in posts if p["text"].startswith(f"✅ {vm} → host")) == 1
-    rollup_ts = (await rig.service.get_drain(1)).chat_progress
+    rollup_ts = (await rig.service.get_drain(1)).chat.progress
     edits = [kw for kw in rig.client.of("chat_update") if kw["ts"] == rollup_ts]
     assert edits[-1]["text"].startswith("D1 done: 3 of 3 done")
     assert sum(1 for p in posts if p.get("reply_broadcast")) == 1
@@ -422,7 +422,7 @@ async def test_a_move_whose_recheck_differs_gets_its_own_card_and_the_drain_wait
     job = next(j for j in await rig.service.history() if j.vm == "web2")
     assert job.state is JobState.AWAITING_APPROVAL and job.drain_id == 1
     assert own[0]["text"].startswith("Approval needed") and "web2" in own[0]["text"]
-    assert (job.chat_channel, job.chat_thread) == (CHANNEL, own[0]["_ts"])
+    assert (job.chat.channel, job.chat.thread) == (CHANNEL, own[0]["_ts"])
     await idle(rig)
     said = [p["text"] for p in rig.client.of("chat_postMessage") if p.get("thread_ts") == card["_ts"]]
     assert any("web2 needs a new approval" in t and f"job #{job.id}" in t for t in said), said

@@ -175,8 +175,8 @@ async def test_running_posts_the_progress_message_in_the_thread_and_stores_its_t
     assert first["channel"] == "C0OPS" and first["thread_ts"] == CARD_TS
     assert "starting" in first["text"] or "running" in first["text"]
     after = await r.job()  # the store now knows the progress message, and nothing else of the refs moved
-    assert before.chat_progress is None and after.chat_progress == ts
-    assert (after.chat_channel, after.chat_thread) == ("C0OPS", CARD_TS)
+    assert before.chat.progress is None and after.chat.progress == ts
+    assert (after.chat.channel, after.chat.thread) == ("C0OPS", CARD_TS)
     card_edits = [kw for kw in r.client.of("chat_update") if kw["ts"] == CARD_TS]
     assert len(card_edits) == 1 and "Running" in json.dumps(card_edits[0]["blocks"])
 
@@ -282,7 +282,7 @@ async def test_permanent_errors_are_given_up_after_a_retry(fleet):
 async def test_jobs_without_a_slack_card_are_ignored(fleet):
     r = await make(fleet, card=False)  # requested from the console: the store has no channel or thread for it
     job = await r.job()
-    assert (job.chat_channel, job.chat_thread) == (None, None)
+    assert (job.chat.channel, job.chat.thread) == (None, None)
     await r.sink.emit(r.state(JobState.RUNNING))
     await r.sink.emit(ProgressUpdated(r.sample()))
     await r.sink.emit(Notice(r.job_id, NoticeKind.INFO, "x", T0))
@@ -395,7 +395,7 @@ async def test_many_running_jobs_share_the_workspace_edit_budget_and_each_shows_
     for ts in per_job:  # once the samples stop, every message catches up to its newest
         last = [e for e in client.of("chat_update") if e["ts"] == ts][-1]
         assert "60%" in last["blocks"][0]["text"]["text"], ts
-    assert {(await fs.job(j.id)).chat_progress for j in jobs} == progress_ts  # all ten stored
+    assert {(await fs.job(j.id)).chat.progress for j in jobs} == progress_ts  # all ten stored
 
 
 async def test_a_summary_announced_twice_is_posted_once(fleet):

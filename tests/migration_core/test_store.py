@@ -12,12 +12,13 @@ from types import MappingProxyType
 import psycopg
 import pytest
 
-from migration_core.errors import IllegalTransition, StoreError, UnknownJobError
-from migration_core.models import Approval, Job, JobState, Phase, ProgressSample
+from migration_core.errors import IllegalTransition, StoreError, UnknownDrainError, UnknownJobError
+from migration_core.models import Approval, ChatRefs, Job, JobState, Phase, ProgressSample
 from migration_core.store import ActiveJobExists, DuplicateRequestError, EventKind, Store
 from migration_core.store.drain_ops import drain_from_row
 from migration_core.store.schema import DrainRow, JobRow, job_from_row
 from migration_core.store.states import ALLOWED
+from tests.bot.factories import drain_status
 from tests.migration_core.store_support import FakeClock, drive_to, path_to, sample_plan
 
 S = JobState
@@ -27,9 +28,10 @@ ILLEGAL = [(old, new) for old, new in itertools.product(JobState, JobState) if n
 
 async def test_create_and_read_back(store: Store) -> None:
     job = await store.create_job(
-        vm="vm42", destination="hostB", requester="U1", reason="CHG-9", chat_channel="C1", chat_thread="17.1"
+        vm="vm42", destination="hostB", requester="U1", reason="CHG-9", chat=ChatRefs("C1", "17.1")
     )
     assert job.state is S.REQUESTED
+    assert job.chat == ChatRefs("C1", "17.1")
     assert (job.vm, job.destination, job.source, job.requester, job.reason) == ("vm42", "hostB", "", "U1", "CHG-9")
     assert job.created_at.tzinfo is not None
     again = await store.get_job(job.id)
@@ -48,7 +50,7 @@ async def test_unknown_job_everywhere(store: Store) -> None:
     with pytest.raises(UnknownJobError):
         await store.add_approval(999, "U2", True, "abc")
     with pytest.raises(UnknownJobError):
-        await store.update_refs(999, channel="C1")
+        await store.update_job_chat(999, ChatRefs(channel="C1"))
     with pytest.raises(UnknownJobError):
         await store.set_plan(999, sample_plan())
 
@@ -258,11 +260,27 @@ async def test_approvals_are_loaded_with_the_job(store: Store) -> None:
 
 
 async def test_chat_refs_update_only_what_is_given(store: Store) -> None:
-    job = await store.create_job(vm="vm1", destination="hostB", requester="U1", chat_channel="C1")
-    updated = await store.update_refs(job.id, thread="171.5")
-    assert (updated.chat_channel, updated.chat_thread, updated.chat_progress) == ("C1", "171.5", None)
-    updated = await store.update_refs(job.id, progress="171.9")
-    assert (updated.chat_channel, updated.chat_thread, updated.chat_progress) == ("C1", "171.5", "171.9")
+    job = await store.create_job(vm="vm1", destination="hostB", requester="U1", chat=ChatRefs(channel="C1"))
+    updated = await store.update_job_chat(job.id, ChatRefs(thread="171.5"))
+    assert updated.chat == ChatRefs("C1", "171.5", None)
+    updated = await store.update_job_chat(job.id, ChatRefs(progress="171.9"))
+    assert updated.chat == ChatRefs("C1", "171.5", "171.9")
+    assert (await store.get_job(job.id)).chat == updated.chat
+
+
+async def test_drain_chat_refs_update_only_what_is_given(store: Store) -> None:
+    d = drain_status().drain
+    drain = await store.create_drain(
+        kind=d.kind, plan=d.plan, requester="U1", requirement=d.requirement, chat=ChatRefs(channel="C1")
+    )
+    assert drain.chat == ChatRefs("C1")
+    updated = await store.update_drain_chat(drain.id, ChatRefs(thread="171.5"))
+    assert updated.chat == ChatRefs("C1", "171.5", None)
+    updated = await store.update_drain_chat(drain.id, ChatRefs(progress="171.9"))
+    assert updated.chat == ChatRefs("C1", "171.5", "171.9")
+    assert (await store.get_drain(drain.id)).chat == updated.chat
+    with pytest.raises(UnknownDrainError):
+        await store.update_drain_chat(999, ChatRefs(progress="171.9"))
 
 
 async def test_progress_samples_round_trip(store: Store) -> None:
@@ -322,6 +340,7 @@ async def test_import_jobs_keeps_states_times_plans_and_approvals(store: Store) 
             updated_at=clock.now + timedelta(minutes=n, seconds=90),
             plan=plan if n % 2 else None,
             reason="CHG-7",
+            chat=ChatRefs("C1", f"17.{n}", "18.1" if n % 2 else None),
             owner="replica-a",
             approvals=(Approval(0, "U2", True, plan.hash, clock.now),) if n % 3 else (),
         )

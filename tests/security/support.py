@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from handlers.blocks.card import card_message
 from handlers.blocks.ir import SLACK
 from handlers.blocks.slack import message_payload
-from migration_core.models import Job, JobState
+from migration_core.models import ChatRefs, Job, JobState
 from migration_core.store import EventKind, EventRecord, Store
 from tests.bot import factories
 from tests.fakeslack import FakeSlack
@@ -68,7 +68,7 @@ async def seed_awaiting_job(db_url: str, fake: FakeSlack, *, vm: str, requester:
     `channel`, exactly as the bot would have left them; returns (job, the card's ts)."""
     store = await Store.open(db_url)
     try:
-        job = await store.create_job(vm=vm, destination="hostB", requester=requester, chat_channel=channel)
+        job = await store.create_job(vm=vm, destination="hostB", requester=requester, chat=ChatRefs(channel=channel))
         job = await store.transition(job.id, JobState.REQUESTED, JobState.PREFLIGHT, actor=requester)
         job = await store.transition(
             job.id, JobState.PREFLIGHT, JobState.AWAITING_APPROVAL, plan=factories.plan(vm=vm), detail="seeded"
@@ -76,7 +76,7 @@ async def seed_awaiting_job(db_url: str, fake: FakeSlack, *, vm: str, requester:
         client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_base_url)
         resp = await client.chat_postMessage(channel=channel, **message_payload(card_message(job, SLACK, ttl_s=1800)))
         ts = str(resp["ts"])
-        job = await store.update_refs(job.id, channel=channel, thread=ts)
+        job = await store.update_job_chat(job.id, ChatRefs(channel=channel, thread=ts))
         return job, ts
     finally:
         await store.close()

@@ -68,10 +68,10 @@ async def test_a_migration_through_slack_logs_its_job_on_every_line_and_moves_th
 
         async def awaiting() -> Any:
             job = await _latest_job(db, "stopped")
-            return job if job is not None and job.state is JobState.AWAITING_APPROVAL and job.chat_thread else None
+            return job if job is not None and job.state is JobState.AWAITING_APPROVAL and job.chat.thread else None
 
         job = await fake_slack.wait_for(awaiting, timeout_s=120, what="the stopped VM's job awaiting approval")
-        click = await fake_slack.click_http(bot.url, SIGNING_SECRET, C_OPS, job.chat_thread, "approve", U_BOB)
+        click = await fake_slack.click_http(bot.url, SIGNING_SECRET, C_OPS, job.chat.thread, "approve", U_BOB)
         assert click.status == 200
 
         async def finished() -> Any:
@@ -81,7 +81,7 @@ async def test_a_migration_through_slack_logs_its_job_on_every_line_and_moves_th
         done = await fake_slack.wait_for(finished, timeout_s=180, what="the migration to end")
         assert done.state is JobState.SUCCEEDED, done.error
         assert vm_location(lab, "stopped").get("hostB") is not None
-        await fake_slack.wait_for(lambda: _summary_posted(fake_slack, job.chat_thread), timeout_s=30, what="summary")
+        await fake_slack.wait_for(lambda: _summary_posted(fake_slack, job.chat.thread), timeout_s=30, what="summary")
 
         # Metrics, on the metrics port and on the Slack port (HTTP mode).
         for base in (bot.metrics_url, bot.url):

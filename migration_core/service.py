@@ -23,7 +23,7 @@ from migration_core.dispatch.approvals import ApprovalSubject, required_approval
 from migration_core.dispatch.dispatcher import Dispatcher, DispatcherConfig, JobMover
 from migration_core.dispatch.drains import DrainConfig, DrainDesk, HostDrainPlanner
 from migration_core.drains import CancelReport, Drain, DrainStatus
-from migration_core.errors import MigrateBotError, PolicyError, RequestError, StateError
+from migration_core.errors import IllegalTransition, MigrateBotError, PolicyError, RequestError, StateError
 from migration_core.events import EventSink, Notice, NoticeKind
 from migration_core.execution.executor import Executor
 from migration_core.inventory.hosts import Inventory
@@ -45,6 +45,8 @@ from migration_core.store.states import CANCELLABLE_STATES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# How long a control waits for a run this replica has just started to be watched (the start is being announced).
+START_GRACE_S = 10.0
 
 
 @runtime_checkable
@@ -492,16 +494,19 @@ class MigrationService:
             )
             await self._refuse(job, job_id, actor, "cancel", err)
             raise err
+        return await self._withdraw(job, actor)
+
+    async def _withdraw(self, job: Job, actor: str) -> Job:
+        """Withdraw a job that has not started. IllegalTransition when the dispatcher moved it first."""
         await self.store.record_event(job.id, EventKind.CONTROL, actor, "cancel")
         return await self._mover.move(job, JobState.ABORTED, actor, f"cancelled by {actor} before it ran")
 
     async def _run_control(self, job_id: int, actor: str, action: str, call: Any, detail: str) -> Job:
         try:
             job = await self._controlled(job_id, actor, action)
+            job = await self._until_watched(job)
             if job.state is not JobState.RUNNING or not self.executor.running(job.id):
                 call.close()  # the control never starts: close its coroutine (no "never awaited" warning)
-                if action == "abort" and job.state in CANCELLABLE_STATES:
-                    return await self.cancel(job_id, actor)
                 where = f" (it is run by replica {job.owner})" if job.owner and job.state is JobState.RUNNING else ""
                 err = StateError(f"job {job.id} is {job.state.value}{where}; {action} applies to a running migration")
                 await self._refuse(job, job_id, actor, action, err)
@@ -517,11 +522,30 @@ class MigrationService:
         await self.store.record_event(job.id, EventKind.CONTROL, actor, detail)
         return await self.store.get_job(job.id)
 
+    async def _until_watched(self, job: Job) -> Job:
+        """A job this replica has just moved to running, and whose executor run is not registered yet (the state
+        change is being announced): wait for the run, so a control typed at that moment is not refused."""
+        deadline = asyncio.get_running_loop().time() + START_GRACE_S
+        while (
+            job.state is JobState.RUNNING
+            and not self.executor.running(job.id)
+            and self.dispatcher.runs_here(job.id)
+            and asyncio.get_running_loop().time() < deadline
+        ):
+            await asyncio.sleep(0.05)
+            job = await self.store.get_job(job.id)
+        return job
+
     @logctx.scoped(job_id="job_id", actor="actor")
     async def abort(self, job_id: int, actor: str) -> Job:
         job = await self._load(job_id, actor, "abort")  # an unknown job is a refused attempt, recorded
         if job.state in CANCELLABLE_STATES:
-            return await self.cancel(job_id, actor)
+            job = await self._controlled(job_id, actor, "cancel")  # before the run an abort is a cancel
+            try:
+                if job.state in CANCELLABLE_STATES:
+                    return await self._withdraw(job, actor)
+            except IllegalTransition:  # the dispatcher started it meanwhile: abort the run instead
+                log.info("job %s: it started while %s withdrew it; aborting the run", job_id, actor)
         return await self._run_control(job_id, actor, "abort", self.executor.abort(job_id, actor), "abort")
 
     @logctx.scoped(job_id="job_id", actor="actor")

@@ -325,6 +325,11 @@ class Dispatcher:
         job_id = job.id
         task.add_done_callback(lambda _t: self._done(job_id))
 
+    def runs_here(self, job_id: int) -> bool:
+        """Whether this replica's dispatcher is running (starting, watching, verifying) that job now."""
+        task = self._runs.get(job_id)
+        return task is not None and not task.done()
+
     def _done(self, job_id: int) -> None:
         self._runs.pop(job_id, None)
         self.kick()  # a slot is free: let the queue drain

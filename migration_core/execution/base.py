@@ -42,6 +42,7 @@ class RunState:
     postcopy: bool = False
     aborted_by: str | None = None
     active: bool = True
+    call_started: bool = False  # the migrate call went to libvirt (before that, an abort just stops the start)
     stalled_notified: bool = False
     decisions: list[Decision] = field(default_factory=list)
     controls: list[ControlRecord] = field(default_factory=list)

@@ -27,6 +27,9 @@ class ControlsMixin(ExecutorBase):
                 "let it finish; if the link broke, recover with post-copy resume",
             )
         run.aborted_by = actor
+        if not run.call_started:  # still preparing (storage, downtime): the run sees the mark and never starts
+            await self._control(run, actor, "abort", "abort requested before the migration started; it will not start")
+            return
         await self.hypervisor.abort_job(run.route.source.uri, run.route.vm)
         await self._control(run, actor, "abort", "abort requested; the VM stays on the source")
 

@@ -174,8 +174,10 @@ class Executor(ControlsMixin):
                         await self._notice(run, NoticeKind.INFO, text)
             if run.controller is not None and not resume:
                 await self.hypervisor.set_max_downtime(r.source.uri, r.vm, run.controller.initial_downtime_ms)
+            if run.aborted_by:  # an operator aborted while the run was being prepared: libvirt never starts it
+                raise JobAborted("the abort came before the migration started; nothing was sent")
             task = asyncio.ensure_future(self.hypervisor.migrate(r.source.uri, r.vm, r.call()))
-            started = True
+            started = run.call_started = True
             # If this run is cancelled (replica stopping, lease lost), the call's end is nobody's business.
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             await self._watch(run, task)
@@ -213,6 +215,7 @@ class Executor(ControlsMixin):
         """
         r = route(plan, self.inventory, self.hypervisor)
         run = self._new_run(job_id, plan, r)
+        run.call_started = True  # libvirt already runs it: an abort goes to libvirt
         src = await self._state(r.source.uri, r.vm)
         run.postcopy = src is not None and (src.in_postcopy or src.postcopy_failed)
         self._runs[job_id] = run

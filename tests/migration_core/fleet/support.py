@@ -18,7 +18,7 @@ from migration_core.inventory.policy_file import Policy
 from migration_core.models import JobState, MigrationOptions, MigrationRequest, Plan
 from migration_core.preflight.runner import PreflightRunner
 from migration_core.service import MigrationService, ServiceConfig
-from migration_core.service_api import GroupCheck
+from migration_core.service_api import ApproverCheck, GroupCheck
 from migration_core.store import Store
 
 H1, H2 = "h1", "h2"
@@ -101,6 +101,7 @@ async def open_service(
     sink: Recorder | None = None,
     rules: Policy | None = None,
     group_check: GroupCheck | None = None,
+    approver_check: ApproverCheck | None = None,
 ) -> MigrationService:
     """The real MigrationService (dispatcher, executor, preflight, store on SQLite) on the rig's fleet; `rules`
     is a policy file, `group_check` who is in its owners' groups (default: the file's [groups] lists)."""
@@ -113,7 +114,7 @@ async def open_service(
         planner=r.planner,
         executor=executor,
         sink=sink,
-        approver_check=_approver,
+        approver_check=approver_check or _approver,
         config=ServiceConfig(
             approval_ttl_s=approval_ttl_s,
             replica_id=replica,

@@ -107,6 +107,32 @@ def test_operator_abort_leaves_the_guest_running_on_the_source() -> None:
     run_virtual(main())
 
 
+def test_an_abort_while_the_run_is_prepared_means_libvirt_never_starts_it() -> None:
+    """Before the migrate call (storage, max downtime being set on a slow daemon) an abort cannot reach a
+    libvirt job yet: the run keeps the mark and never makes the call."""
+    r = rig(CALM)
+    slow_daemon = r.fleet.set_max_downtime
+
+    async def set_max_downtime(uri: str, vm: str, ms: int) -> None:
+        await asyncio.sleep(2)
+        await slow_daemon(uri, vm, ms)
+
+    r.fleet.set_max_downtime = set_max_downtime  # type: ignore[method-assign]
+
+    async def main() -> None:
+        plan = await r.plan("calm")
+        task = await started(r.executor.run(1, plan))
+        await asyncio.sleep(1)
+        assert r.executor.running(1) and r.fleet.job_phase("calm") is None
+        await r.executor.abort(1, "alice")
+        result = await task
+        assert result.outcome is JobState.ABORTED and result.aborted_by == "alice"
+        assert "before the migration started" in (result.error or "")
+        assert r.fleet.where("calm") == H1 and not r.fleet.state_on(H2, "calm").present
+
+    run_virtual(main())
+
+
 def test_injected_migration_failure_is_reported_with_the_true_state() -> None:
     r = rig(CALM, hosts=SLOW)
 

@@ -145,3 +145,77 @@ def test_replica_takeover_when_the_owner_dies(tmp_path: Path) -> None:
             await close_service(b)
 
     run_virtual(main())
+
+
+class _AbortOnStart(Recorder):
+    """Types `abort` the moment the job's start is announced, as an operator clicking Abort on the card's
+    "running" edit would; the dispatcher awaits this emit (a second) before it hands the job to the executor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.service: object = None
+        self.abort: asyncio.Task[object] | None = None
+
+    async def emit(self, event: object) -> None:
+        await super().emit(event)  # type: ignore[arg-type]
+        if isinstance(event, StateChanged) and event.new is JobState.RUNNING and self.abort is None:
+            self.abort = asyncio.create_task(self.service.abort(event.job_id, "alice"))  # type: ignore[attr-defined]
+            await asyncio.sleep(1.0)  # the card's edit takes a moment (a Slack round trip)
+
+
+def test_an_abort_typed_as_the_start_is_announced_stops_the_move(tmp_path: Path) -> None:
+    """Between "running" and the executor watching the run, an abort is neither refused nor lost: the run
+    waits for it, and a migration libvirt has not started yet never starts."""
+    sink = _AbortOnStart()
+    r = rig(_vm("web1"))
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db", sink=sink)
+        sink.service = service
+        try:
+            job = await service.submit(MigrationRequest("web1", H2), "alice")
+            await approve(service, job.id)
+            done = await service.wait(job.id, timeout_s=600)
+            assert sink.abort is not None and sink.abort.done()
+            aborted = sink.abort.result()  # not refused
+            assert aborted.id == job.id  # type: ignore[attr-defined]
+            assert done.state is JobState.ABORTED, done.error
+            assert r.fleet.where("web1") == H1
+            summaries = [e.summary for e in sink.events if isinstance(e, SummaryReady)]
+            assert [s.outcome for s in summaries] == [JobState.ABORTED]
+        finally:
+            await close_service(service)
+
+    run_virtual(main())
+
+
+def test_an_abort_that_loses_the_race_to_the_start_aborts_the_run(tmp_path: Path) -> None:
+    """The abort finds the job approved, but the dispatcher starts it before the withdrawal is written: the
+    abort then goes to the run instead of failing with "another writer moved the job"."""
+    r = rig(VmSpec("busy", host=H1, memory_mib=4096, dirty_mib_s=600, working_set_mib=2048), hosts=ONE_LANE)
+    box: dict[str, object] = {}
+
+    async def approver(user: str) -> bool:
+        service, job_id = box.get("service"), box.get("job")
+        if user == "alice" and job_id is not None:  # alice's abort: let the dispatcher start the job first
+            await when(lambda: r.fleet.job_phase("busy") is Phase.PRECOPY)
+            box["job"] = None
+            assert (await service.get_job(job_id)).state is JobState.RUNNING  # type: ignore[attr-defined]
+        return True
+
+    async def main() -> None:
+        service = await open_service(r, f"sqlite:///{tmp_path}/jobs.db", approver_check=approver)
+        box["service"] = service
+        try:
+            job = await service.submit(MigrationRequest("busy", H2), "alice")
+            await approve(service, job.id)
+            assert (await service.get_job(job.id)).state is JobState.APPROVED  # the dispatcher has not claimed it
+            box["job"] = job.id
+            await service.abort(job.id, "alice")
+            done = await service.wait(job.id, timeout_s=600)
+            assert done.state is JobState.ABORTED, done.error
+            assert r.fleet.where("busy") == H1
+        finally:
+            await close_service(service)
+
+    run_virtual(main())

@@ -43,6 +43,7 @@ class RunState:
     aborted_by: str | None = None
     active: bool = True
     call_started: bool = False  # the migrate call went to libvirt (before that, an abort just stops the start)
+    abort_pending: bool = False  # an abort came before libvirt showed the job: sent at the first active reading
     stalled_notified: bool = False
     decisions: list[Decision] = field(default_factory=list)
     controls: list[ControlRecord] = field(default_factory=list)

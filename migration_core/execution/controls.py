@@ -7,7 +7,7 @@ with the reason; every applied control becomes a Notice in the job's thread and 
 
 from __future__ import annotations
 
-from migration_core.errors import StateError
+from migration_core.errors import HypervisorError, StateError
 from migration_core.events import NoticeKind
 from migration_core.execution.base import ExecutorBase
 from migration_core.limits import BANDWIDTH_MIB_S, MAX_DOWNTIME_MS
@@ -30,7 +30,16 @@ class ControlsMixin(ExecutorBase):
         if not run.call_started:  # still preparing (storage, downtime): the run sees the mark and never starts
             await self._control(run, actor, "abort", "abort requested before the migration started; it will not start")
             return
-        await self.hypervisor.abort_job(run.route.source.uri, run.route.vm)
+        try:
+            await self.hypervisor.abort_job(run.route.source.uri, run.route.vm)
+        except HypervisorError:
+            if run.tracker.last is not None:
+                raise  # the job was seen, so it has ended (or libvirt refused): the caller hears why
+            # The call has just gone out and libvirt shows no job yet: the watch sends the abort once it does.
+            run.abort_pending = True
+            detail = "abort requested as the migration starts; it is sent as soon as libvirt shows the job"
+            await self._control(run, actor, "abort", detail)
+            return
         await self._control(run, actor, "abort", "abort requested; the VM stays on the source")
 
     async def switch_postcopy(self, job_id: int, actor: str) -> None:

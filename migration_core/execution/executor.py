@@ -273,6 +273,9 @@ class Executor(ControlsMixin):
                     return  # reattached: no job on the source any more
                 continue
             idle_polls = 0
+            if run.abort_pending:  # an operator's abort that came before libvirt showed the job
+                run.abort_pending = False
+                await self._apply_quietly(run, self.hypervisor.abort_job(run.route.source.uri, run.route.vm))
             if task is None and run.postcopy and await self._postcopy_broke(run):
                 return  # reattached to a broken post-copy: its job stays "active" until someone resumes it
             if not downtime_set and run.state is not None:

@@ -133,6 +133,32 @@ def test_an_abort_while_the_run_is_prepared_means_libvirt_never_starts_it() -> N
     run_virtual(main())
 
 
+def test_an_abort_before_libvirt_shows_the_job_is_sent_when_it_does() -> None:
+    """Just after the migrate call, libvirt may not show the job yet ("no job is active"): the abort is kept and
+    sent at the first reading that shows the job, instead of being refused while the migration goes on."""
+    r = rig(CALM, hosts=SLOW)
+    migrate = r.fleet.migrate
+
+    async def slow_to_register(uri: str, vm: str, call: object) -> None:
+        await asyncio.sleep(2)  # the source daemon is still setting the job up
+        await migrate(uri, vm, call)  # type: ignore[arg-type]
+
+    r.fleet.migrate = slow_to_register  # type: ignore[method-assign,assignment]
+
+    async def main() -> None:
+        plan = await r.plan("calm")
+        task = await started(r.executor.run(1, plan))
+        await asyncio.sleep(1)
+        assert r.executor.running(1) and r.fleet.job_phase("calm") is None  # called, but no job shown yet
+        await r.executor.abort(1, "alice")  # not refused
+        result = await task
+        assert result.outcome is JobState.ABORTED and result.aborted_by == "alice", result.error
+        assert r.fleet.where("calm") == H1 and not r.fleet.state_on(H2, "calm").present
+        assert any("sent as soon as libvirt shows the job" in n for n in r.sink.notices())
+
+    run_virtual(main())
+
+
 def test_injected_migration_failure_is_reported_with_the_true_state() -> None:
     r = rig(CALM, hosts=SLOW)
 

@@ -159,7 +159,7 @@ class Executor(ControlsMixin):
         run.postcopy = resume
         self._runs[job_id] = run
         error: MigrateBotError | None = None
-        started = goes_on = False
+        goes_on = False
         try:
             await self._same_vm(plan, r)
             self.hypervisor.forget_completed(plan.vm_uuid)
@@ -177,7 +177,7 @@ class Executor(ControlsMixin):
             if run.aborted_by:  # an operator aborted while the run was being prepared: libvirt never starts it
                 raise JobAborted("the abort came before the migration started; nothing was sent")
             task = asyncio.ensure_future(self.hypervisor.migrate(r.source.uri, r.vm, r.call()))
-            started = run.call_started = True
+            run.call_started = True
             # If this run is cancelled (replica stopping, lease lost), the call's end is nobody's business.
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             await self._watch(run, task)
@@ -186,7 +186,7 @@ class Executor(ControlsMixin):
             error = err
             # The call lost its connection, but a peer-to-peer migration is the source daemon's: if the source
             # still runs it (the bot's own link blipped), watch it to the end instead of reporting a failure.
-            goes_on = started and isinstance(err, HostUnreachable) and await self._goes_on_without_us(run)
+            goes_on = run.call_started and isinstance(err, HostUnreachable) and await self._goes_on_without_us(run)
             if goes_on:
                 text = f"lost the connection during the migration ({err.message}); libvirt carries on: watching it"
                 await self._notice(run, NoticeKind.INFO, text)

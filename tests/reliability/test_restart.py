@@ -34,6 +34,21 @@ pytestmark = pytest.mark.lab
 MIB = 1024 * 1024
 
 
+async def _second_life_succeeds(
+    env: dict[str, str], logs: Path, job_id: int, *lines: str, timeout_s: float, user: str = "alice"
+) -> ConsoleBot:
+    """A second life of the bot (a new console process on the same database) types `lines` and must report
+    the job succeeded, then end with exit code 0. Returns it (stopped), for its output."""
+    second = ConsoleBot("second-life", env, logs, user=user)
+    try:
+        second.send(*lines)
+        await second.expect(rf"\[job {job_id}\] ended: succeeded", timeout_s)
+        assert await second.finish() == 0
+    finally:
+        second.stop()
+    return second
+
+
 async def test_kill_9_mid_migration_then_restart_finishes_the_job(
     lab: LabInfo, hv: Hypervisor, tmp_path: Path, logs: Path
 ) -> None:
@@ -45,7 +60,7 @@ async def test_kill_9_mid_migration_then_restart_finishes_the_job(
     busy = "mem=96 rate=4000"
     async with lab_guest(hv, lab, "rel-restart", template="busy", cmdline=busy, filled_after_s=6) as guest:
         store = await Store.open(db)
-        first = second = None
+        first = None
         try:
             first = ConsoleBot("first-life", env, logs)
             first.send(f"/migrate {guest.name} to {B} --bandwidth 8 --postcopy-after 8s", "as bob")
@@ -59,14 +74,10 @@ async def test_kill_9_mid_migration_then_restart_finishes_the_job(
             assert await source_job_active(hv, lab, A, guest.name), "the migration died with the bot"
             assert (await store.get_job(job_id)).state is JobState.RUNNING
 
-            second = ConsoleBot("second-life", env, logs)
-            second.send(f"wait {job_id}")
-            await second.expect(rf"\[job {job_id}\] ended: succeeded", 120)
-            assert await second.finish() == 0
+            second = await _second_life_succeeds(env, logs, job_id, f"wait {job_id}", timeout_s=120)
         finally:
-            for bot in (first, second):
-                if bot is not None:
-                    bot.stop()
+            if first is not None:
+                first.stop()
         job = await store.get_job(job_id)
         events = await store.events(job_id)
         samples = await store.progress(job_id)
@@ -120,13 +131,7 @@ async def test_kill_9_while_awaiting_approval_then_approve_after_restart(
         store = await Store.open(db)
         job_id = await _requested_then_killed(env, logs, guest.name)
         assert (await store.get_job(job_id)).state is JobState.AWAITING_APPROVAL
-        second = ConsoleBot("second-life", env, logs, user="bob")
-        try:
-            second.send(f"approve {job_id}", f"wait {job_id}")
-            await second.expect(rf"\[job {job_id}\] ended: succeeded", 120)
-            assert await second.finish() == 0
-        finally:
-            second.stop()
+        await _second_life_succeeds(env, logs, job_id, f"approve {job_id}", f"wait {job_id}", timeout_s=120, user="bob")
         job = await store.get_job(job_id)
         events = await store.events(job_id)
         await store.close()
@@ -156,13 +161,7 @@ async def test_kill_9_before_libvirt_started_then_restart_starts_it(
         assert await store.take_over(job_id, socket.gethostname(), 30.0) is not None
         await store.transition(job_id, JobState.APPROVED, JobState.RUNNING, detail=f"migrating {A} -> {B}")
         assert not await source_job_active(hv, lab, A, guest.name)
-        second = ConsoleBot("second-life", env, logs)
-        try:
-            second.send(f"wait {job_id}")
-            await second.expect(rf"\[job {job_id}\] ended: succeeded", 180)
-            assert await second.finish() == 0
-        finally:
-            second.stop()
+        await _second_life_succeeds(env, logs, job_id, f"wait {job_id}", timeout_s=180)
         job = await store.get_job(job_id)
         events = await store.events(job_id)
         await store.close()

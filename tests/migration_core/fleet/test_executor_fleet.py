@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from migration_core.hypervisor.fleet import HostSpec, Phase, VmSpec, run_virtual
+from migration_core.hypervisor.fleet import Fleet, HostSpec, Phase, VmSpec, run_virtual
 from migration_core.hypervisor.types import DomainState
 from migration_core.models import ControlAction, JobState
 from tests.migration_core.fleet.support import H1, H2, rig, started, when
@@ -17,6 +17,17 @@ CALM = VmSpec("calm", host=H1, memory_mib=4096, transferable_mib=1024, dirty_mib
 # Dirties 2 GiB at 600 MiB/s over a 200 MiB/s link: no max downtime the controller may set makes it converge.
 BUSY = VmSpec("busy", host=H1, memory_mib=4096, dirty_mib_s=600, working_set_mib=2048)
 SLOW = (HostSpec(H1, link_mib_s=200), HostSpec(H2, link_mib_s=200))
+
+
+def _slow_daemon(fleet: Fleet, call: str, delay_s: float) -> None:
+    """The fleet's daemon takes `delay_s` (virtual) before it does `call`, as a loaded libvirtd would."""
+    do = getattr(fleet, call)
+
+    async def slow(*args: object) -> object:
+        await asyncio.sleep(delay_s)
+        return await do(*args)
+
+    setattr(fleet, call, slow)
 
 
 def test_calm_guest_moves_and_the_summary_says_so() -> None:
@@ -111,13 +122,7 @@ def test_an_abort_while_the_run_is_prepared_means_libvirt_never_starts_it() -> N
     """Before the migrate call (storage, max downtime being set on a slow daemon) an abort cannot reach a
     libvirt job yet: the run keeps the mark and never makes the call."""
     r = rig(CALM)
-    slow_daemon = r.fleet.set_max_downtime
-
-    async def set_max_downtime(uri: str, vm: str, ms: int) -> None:
-        await asyncio.sleep(2)
-        await slow_daemon(uri, vm, ms)
-
-    r.fleet.set_max_downtime = set_max_downtime  # type: ignore[method-assign]
+    _slow_daemon(r.fleet, "set_max_downtime", 2.0)
 
     async def main() -> None:
         plan = await r.plan("calm")
@@ -137,13 +142,7 @@ def test_an_abort_before_libvirt_shows_the_job_is_sent_when_it_does() -> None:
     """Just after the migrate call, libvirt may not show the job yet ("no job is active"): the abort is kept and
     sent at the first reading that shows the job, instead of being refused while the migration goes on."""
     r = rig(CALM, hosts=SLOW)
-    migrate = r.fleet.migrate
-
-    async def slow_to_register(uri: str, vm: str, call: object) -> None:
-        await asyncio.sleep(2)  # the source daemon is still setting the job up
-        await migrate(uri, vm, call)  # type: ignore[arg-type]
-
-    r.fleet.migrate = slow_to_register  # type: ignore[method-assign,assignment]
+    _slow_daemon(r.fleet, "migrate", 2.0)  # the source daemon is still setting the job up
 
     async def main() -> None:
         plan = await r.plan("calm")

@@ -9,6 +9,7 @@ start (a progress sample, the VM already on the destination, a job on the source
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +47,21 @@ async def _mark_running(store: Store, job_id: int, replica: str) -> None:
     await store.transition(job_id, job.state, JobState.RUNNING, detail="migrating")
 
 
-async def _left_running(url: str, r: Rig, vm: str, *, replica: str = "replica-a") -> int:
+async def _left_running(
+    url: str,
+    r: Rig,
+    vm: str,
+    *,
+    replica: str = "replica-a",
+    then: Callable[[Store, int], Awaitable[None]] | None = None,
+) -> int:
+    """A job approved and moved to running, then the bot dies; `then` is what else it wrote before dying."""
     store = await Store.open(url, clock=r.clock.now)
     try:
         job_id = await _approved(store, r, vm)
         await _mark_running(store, job_id, replica)
+        if then is not None:
+            await then(store, job_id)
     finally:
         await store.close()
     await asyncio.sleep(30)  # its lease runs out
@@ -155,13 +166,11 @@ def test_a_move_with_a_recorded_sample_is_not_started_again(tmp_path: Path) -> N
     r = rig(_vm("web1"))
     url = f"sqlite:///{tmp_path}/jobs.db"
 
-    async def main() -> None:
-        store = await Store.open(url, clock=r.clock.now)
-        job_id = await _approved(store, r, "web1")
-        await _mark_running(store, job_id, "replica-a")
+    async def sampled(store: Store, job_id: int) -> None:
         await store.add_progress(_sample(job_id, r))
-        await store.close()
-        await asyncio.sleep(30)
+
+    async def main() -> None:
+        job_id = await _left_running(url, r, "web1", then=sampled)
         after = await _restart(r, url, job_id)
         assert after.job.state is JobState.FAILED
         assert r.fleet.migrations_started == 0 and r.fleet.where("web1") == H1
@@ -208,15 +217,13 @@ def test_a_second_crash_before_the_start_is_not_restarted_again(tmp_path: Path) 
     r = rig(_vm("web1"))
     url = f"sqlite:///{tmp_path}/jobs.db"
 
-    async def main() -> None:
-        store = await Store.open(url, clock=r.clock.now)
-        job_id = await _approved(store, r, "web1")
-        await _mark_running(store, job_id, "replica-a")
+    async def restarted_then_died_again(store: Store, job_id: int) -> None:
         # the first restart already happened (running -> queued), then the bot died at the same point again
         await store.transition(job_id, *RESTART_MOVE, detail=f"the bot {RESTARTED}")
         await _mark_running(store, job_id, "replica-a")
-        await store.close()
-        await asyncio.sleep(30)
+
+    async def main() -> None:
+        job_id = await _left_running(url, r, "web1", then=restarted_then_died_again)
         after = await _restart(r, url, job_id)
         assert after.job.state is JobState.FAILED
         assert r.fleet.migrations_started == 0 and r.fleet.where("web1") == H1

@@ -100,9 +100,13 @@ async def test_history_is_recorded_and_used(lab: LabInfo, hv: Hypervisor, guest:
         p1, p2 = first.prediction, second.prediction
         assert p2 is not None
         assert p2.basis == f"from 2 earlier migrations of {guest.name} {A}→{B}", p2.basis
-        assert p2.total_s != p1.total_s
         assert p2.total_p10_s is not None and p2.total_p90_s is not None
         assert p2.total_p10_s <= p2.total_s <= p2.total_p90_s
+        # The VM's own runs narrow the range (a point figure may coincide: the median of two runs and the model
+        # vote can be the model itself, which may round to the first, model-only figure).
+        assert p1.total_p10_s is not None and p1.total_p90_s is not None
+        width = (p2.total_p90_s - p2.total_p10_s) / p2.total_s
+        assert width < (p1.total_p90_s - p1.total_p10_s) / p1.total_s, (p1, p2)
         m = measured_second.measured_total_s
         assert error(p2.total_s, m) <= error(p1.total_s, m), (p1.total_s, p2.total_s, m, back.measured_total_s)
     finally:

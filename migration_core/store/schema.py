@@ -55,7 +55,24 @@ _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATES))
 _ACTIVE_WHERE = text(f"state NOT IN ({_TERMINAL_SQL})")
 
 
-class JobRow(SQLModel, table=True):
+class RequestColumns(SQLModel):
+    """The columns a job and a drain share: both are change requests with a requester, a state, times, a card in
+    chat, and the replica conducting them. Not a table itself: each table gets its own copy of these columns."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    requester: str
+    reason: str | None = Field(default=None, sa_type=Text)
+    state: str
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    chat_channel: str | None = None
+    chat_thread: str | None = None
+    chat_progress: str | None = None
+    owner: str | None = None  # the replica holding the lease (a job) or conducting it (a drain)
+    lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class JobRow(RequestColumns, table=True):
     """jobs: one row per migration request; `state` moves only through Store.transition."""
 
     __tablename__ = "jobs"
@@ -69,23 +86,12 @@ class JobRow(SQLModel, table=True):
         Index("uq_jobs_active_vm", "vm", unique=True, sqlite_where=_ACTIVE_WHERE, postgresql_where=_ACTIVE_WHERE),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
     vm: str
     source: str
     destination: str
-    requester: str
-    reason: str | None = Field(default=None, sa_type=Text)
-    state: str
     plan: str | None = Field(default=None, sa_type=Text)  # Plan.to_json() as JSON text
     plan_hash: str | None = None
-    created_at: datetime = Field(sa_type=UtcDateTime)
-    updated_at: datetime = Field(sa_type=UtcDateTime)
-    chat_channel: str | None = None
-    chat_thread: str | None = None
-    chat_progress: str | None = None
     error: str | None = Field(default=None, sa_type=Text)
-    owner: str | None = None  # the replica holding the lease
-    lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
     idempotency_key: str | None = Field(default=None, unique=True)
     drain_id: int | None = None  # the drain this move belongs to (drains.id), if any
 
@@ -213,18 +219,14 @@ class MoveSampleRow(SQLModel, table=True):
     postcopy_switch_s: float | None = None
 
 
-class DrainRow(SQLModel, table=True):
+class DrainRow(RequestColumns, table=True):
     """drains: one row per drain or return request (its moves are jobs keyed `drain:<id>:<vm>`)."""
 
     __tablename__ = "drains"
     __table_args__ = (Index("ix_drains_host_created", "host", "created_at"),)
 
-    id: int | None = Field(default=None, primary_key=True)
     kind: str
     host: str
-    state: str
-    requester: str
-    reason: str | None = Field(default=None, sa_type=Text)
     plan: str = Field(sa_type=Text)  # DrainPlan.to_record() as JSON text
     plan_hash: str
     requirement: str = Field(sa_type=Text)  # ApprovalRequirement as JSON
@@ -232,13 +234,6 @@ class DrainRow(SQLModel, table=True):
     returns_drain: int | None = None
     skipped: str = Field(default="{}", sa_type=Text)  # JSON {vm: why}: moves that could not get a job
     detail: str = Field(default="", sa_type=Text)
-    created_at: datetime = Field(sa_type=UtcDateTime)
-    updated_at: datetime = Field(sa_type=UtcDateTime)
-    chat_channel: str | None = None
-    chat_thread: str | None = None
-    chat_progress: str | None = None
-    owner: str | None = None  # the replica conducting it
-    lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 def sample_to_row(sample: MoveSample, job_id: int | None) -> MoveSampleRow:
@@ -273,7 +268,7 @@ def row_id(row: JobRow | EventRow) -> int:
     return row.id
 
 
-def chat_refs(row: JobRow | DrainRow) -> ChatRefs:
+def chat_refs(row: RequestColumns) -> ChatRefs:
     """A job's or a drain's chat columns as one value: both tables store them alike, `chat_<field>`."""
     return ChatRefs(row.chat_channel, row.chat_thread, row.chat_progress)
 

@@ -63,6 +63,28 @@ class GuestArch:
 
 
 @dataclass(frozen=True)
+class HostVersions:
+    """libvirt and hypervisor versions of one host, as libvirt's packed integers and as text."""
+
+    libvirt: int
+    hypervisor: int
+    hypervisor_type: str
+
+    @staticmethod
+    def text(packed: int) -> str:
+        """HostVersions.text(9000000) == "9.0.0" (libvirt packs major*1e6 + minor*1e3 + release)."""
+        return f"{packed // 1_000_000}.{packed // 1000 % 1000}.{packed % 1000}"
+
+    @property
+    def libvirt_text(self) -> str:
+        return self.text(self.libvirt)
+
+    @property
+    def hypervisor_text(self) -> str:
+        return self.text(self.hypervisor)
+
+
+@dataclass(frozen=True)
 class HostFacts:
     """One host, from its capabilities XML plus the adapter's extra readings."""
 
@@ -79,8 +101,7 @@ class HostFacts:
     # (adapter) from other libvirt calls or SSH; None = unknown, and the checks then warn
     name: str = ""  # the inventory name
     hostname: str | None = None  # conn.getHostname()
-    libvirt_version: int | None = None  # conn.getLibVersion(), packed: 9000000 = 9.0.0
-    qemu_version: int | None = None  # conn.getVersion(), packed: 7002022 = 7.2.22
+    versions: HostVersions | None = None  # conn.getLibVersion() and conn.getVersion()
     free_memory_bytes: int | None = None  # what a new guest could get: free + buffers + cached
     total_memory_bytes: int | None = None  # conn.getInfo(); else the NUMA cells' sum
     cpu_count: int | None = None  # online host CPUs; else the CPUs the NUMA cells list

@@ -14,6 +14,7 @@ from enum import IntEnum, StrEnum
 # Defined in the core's one exception tree; importable from here as before.
 from migration_core.errors import DomainNotFound as DomainNotFound
 from migration_core.errors import JobAborted as JobAborted
+from migration_core.facts.host import HostVersions as HostVersions  # the port returns it; facts/ owns it
 from migration_core.models import ParamValue
 
 # A value in a job-stats dict: libvirt typed params are ints, floats, strings or booleans.
@@ -188,28 +189,6 @@ class ClockReading:
 
     offset_s: float
     uncertainty_s: float
-
-
-@dataclass(frozen=True)
-class HostVersions:
-    """libvirt and hypervisor versions of one host, as libvirt's packed integers and as text."""
-
-    libvirt: int
-    hypervisor: int
-    hypervisor_type: str
-
-    @staticmethod
-    def text(packed: int) -> str:
-        """HostVersions.text(9000000) == "9.0.0" (libvirt packs major*1e6 + minor*1e3 + release)."""
-        return f"{packed // 1_000_000}.{packed // 1000 % 1000}.{packed % 1000}"
-
-    @property
-    def libvirt_text(self) -> str:
-        return self.text(self.libvirt)
-
-    @property
-    def hypervisor_text(self) -> str:
-        return self.text(self.hypervisor)
 
 
 @dataclass(frozen=True)

@@ -78,17 +78,6 @@ def human_bytes(n: int | float | None) -> str:
     return f"{value:.1f} TiB"  # pragma: no cover - the loop always returns
 
 
-def version_text(packed: int | None) -> str:
-    """libvirt's packed version (major*1e6 + minor*1e3 + micro) as text.
-
-    >>> version_text(9000000), version_text(7002022), version_text(None)
-    ('9.0.0', '7.2.22', 'unknown')
-    """
-    if packed is None:
-        return "unknown"
-    return f"{packed // 1_000_000}.{packed // 1000 % 1000}.{packed % 1000}"
-
-
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """Close matches, case-insensitive, best first (a case-only difference wins outright).
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 
 from migration_core.facts.gathered import PreflightFacts
-from migration_core.facts.host import HostFacts
+from migration_core.facts.host import HostFacts, HostVersions
 from migration_core.models import CheckResult
 from migration_core.preflight._common import (
     dest_name,
     failed,
     passed,
     src_name,
-    version_text,
     warned,
 )
 
@@ -118,21 +117,17 @@ def check_versions(facts: PreflightFacts) -> tuple[CheckResult, ...]:
     if src is None or dst is None:
         return (warned(name, "could not read the libvirt and QEMU versions of both hosts"),)
 
-    def show(h: HostFacts, label: str) -> str:
-        return f"libvirt {version_text(h.libvirt_version)} / QEMU {version_text(h.qemu_version)} on {label}"
+    def show(v: HostVersions | None, label: str) -> str:
+        if v is None:
+            return f"libvirt unknown / QEMU unknown on {label}"
+        return f"libvirt {v.libvirt_text} / QEMU {v.hypervisor_text} on {label}"
 
-    both = f"{show(src, src_name(facts))} -> {show(dst, dest_name(facts))}"
-    known = None not in (src.libvirt_version, dst.libvirt_version, src.qemu_version, dst.qemu_version)
-    if not known:
+    old, new = src.versions, dst.versions
+    both = f"{show(old, src_name(facts))} -> {show(new, dest_name(facts))}"
+    if old is None or new is None:
         return (warned(name, f"some versions are unknown: {both}"),)
-    older = [
-        what
-        for what, a, b in (
-            ("QEMU", src.qemu_version, dst.qemu_version),
-            ("libvirt", src.libvirt_version, dst.libvirt_version),
-        )
-        if a is not None and b is not None and b < a
-    ]
+    pairs = (("QEMU", old.hypervisor, new.hypervisor), ("libvirt", old.libvirt, new.libvirt))
+    older = [what for what, a, b in pairs if b < a]
     if older:
         return (
             warned(

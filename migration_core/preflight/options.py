@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from migration_core.facts.gathered import PreflightFacts
+from migration_core.facts.host import HostVersions
 from migration_core.facts.vm import VmFacts
 from migration_core.models import CheckResult, MigrationMode
 from migration_core.preflight._common import (
@@ -12,7 +13,6 @@ from migration_core.preflight._common import (
     mode_of,
     passed,
     src_name,
-    version_text,
     warned,
 )
 from migration_core.preflight.storage import disks_to_copy, placements
@@ -125,9 +125,10 @@ def _combinations(facts: PreflightFacts) -> list[CheckResult]:
         )
     postcopy = opts.wants_postcopy
     if opts.parallel_connections is not None and postcopy:
-        versions = [h.qemu_version for h in (facts.source_host, facts.destination_host) if h is not None]
-        oldest = min((v for v in versions if v is not None), default=None)
-        if oldest is None or len(versions) < 2 or None in versions:
+        hosts = (facts.source_host, facts.destination_host)
+        versions = [h.versions.hypervisor for h in hosts if h is not None and h.versions is not None]
+        oldest = min(versions, default=None)
+        if oldest is None or len(versions) < 2:
             out.append(
                 warned(
                     "options.combination",
@@ -139,7 +140,7 @@ def _combinations(facts: PreflightFacts) -> list[CheckResult]:
             out.append(
                 failed(
                     "options.combination",
-                    f"QEMU {version_text(oldest)} cannot combine post-copy with multi-FD (--parallel); that "
+                    f"QEMU {HostVersions.text(oldest)} cannot combine post-copy with multi-FD (--parallel); that "
                     "needs QEMU 10.1",
                     "drop --parallel (post-copy alone finishes any migration) or drop --postcopy",
                 )

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from migration_core.facts.host import HostVersions
 from migration_core.models import CheckStatus
 from migration_core.preflight import machine
 from tests.migration_core.fixtures.build import LIBVIRT_9_0, QEMU_7_2, facts, host, named, one, vm
@@ -80,8 +81,8 @@ VERSIONS = [
 @pytest.mark.parametrize(("sl", "sq", "dl", "dq", "expected", "fragment"), VERSIONS)
 def test_versions(sl: int, sq: int | None, dl: int, dq: int, expected: CheckStatus, fragment: str) -> None:
     f = facts(
-        source_host=host(name="hostA", libvirt_version=sl, qemu_version=sq),
-        destination_host=host(name="hostB", libvirt_version=dl, qemu_version=dq),
+        source_host=host(name="hostA", versions=None if sq is None else HostVersions(sl, sq, "QEMU")),
+        destination_host=host(name="hostB", versions=HostVersions(dl, dq, "QEMU")),
     )
     r = one(machine.check_versions(f))
     assert r.status is expected and fragment in r.reason

@@ -8,10 +8,11 @@ import pytest
 
 from migration_core.facts import domxml
 from migration_core.facts.gathered import DiskVisibility, VmState
+from migration_core.facts.host import HostVersions
 from migration_core.models import CheckStatus, CopyStorage, MigrationMode, MigrationOptions
 from migration_core.preflight import options, postcopy_blockers
 from migration_core.units import GIB
-from tests.migration_core.fixtures.build import facts, host, one, statuses, vm, xml
+from tests.migration_core.fixtures.build import LIBVIRT_9_0, facts, host, one, statuses, vm, xml
 
 PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL
 
@@ -109,10 +110,11 @@ def test_parallel_with_compression_fails() -> None:
     [(7_002_022, FAIL), (10_001_000, None), (None, WARN)],
 )
 def test_postcopy_with_parallel_needs_qemu_10_1(qemu: int | None, expected: CheckStatus | None) -> None:
+    versions = None if qemu is None else HostVersions(LIBVIRT_9_0, qemu, "QEMU")
     f = facts(
         options=MigrationOptions(postcopy=True, parallel_connections=2),
-        source_host=host(name="hostA", qemu_version=qemu),
-        destination_host=host(name="hostB", qemu_version=qemu),
+        source_host=host(name="hostA", versions=versions),
+        destination_host=host(name="hostB", versions=versions),
     )
     assert statuses(options.check_options(f)).get("options.combination") is expected
 

@@ -114,7 +114,7 @@ ODD = {
     "destination_host": st.sampled_from(
         [
             None,
-            host(name="hostB", free_memory_bytes=None, running_vcpus=None, libvirt_version=None),
+            host(name="hostB", free_memory_bytes=None, running_vcpus=None, versions=None),
             host("caps_numa_intel.xml", free_memory_bytes=0),
             host("caps_test_driver.xml"),
         ]

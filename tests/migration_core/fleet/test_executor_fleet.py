@@ -112,6 +112,7 @@ def test_operator_abort_leaves_the_guest_running_on_the_source() -> None:
         result = await task
         assert result.outcome is JobState.ABORTED
         assert result.aborted_by == "alice"
+        assert (result.error or "").startswith("aborted by alice (libvirt: ")  # what libvirt answered the call
         assert r.fleet.state_on(H1, "busy").state is DomainState.RUNNING
         assert not r.fleet.state_on(H2, "busy").present
 
@@ -133,6 +134,7 @@ def test_an_abort_while_the_run_is_prepared_means_libvirt_never_starts_it() -> N
         result = await task
         assert result.outcome is JobState.ABORTED and result.aborted_by == "alice"
         assert "before the migration started" in (result.error or "")
+        assert "libvirt:" not in (result.error or "")  # libvirt said nothing: the words are the bot's own
         assert r.fleet.where("calm") == H1 and not r.fleet.state_on(H2, "calm").present
 
     run_virtual(main())

@@ -15,6 +15,7 @@ from typing import Protocol
 from migration_core.dispatch.policy import ApproverCheck as ApproverCheck  # front ends name these here
 from migration_core.dispatch.policy import Approvers as Approvers
 from migration_core.dispatch.policy import GroupCheck as GroupCheck
+from migration_core.dispatch.queue import QueuePosition as QueuePosition
 from migration_core.drains import CancelReport, Drain, DrainStatus
 from migration_core.models import Job, MigrationOptions, MigrationRequest, Plan
 from migration_core.planning.drain import DrainPlan, DrainRequest, PlacedPlan
@@ -39,15 +40,6 @@ class HostStatus:
         """The flat record `migrate-bot hosts --json` prints (the limits as `max_inbound`, `max_outbound`)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "limit"}
         return {**data, "max_inbound": self.limit.max_inbound, "max_outbound": self.limit.max_outbound}
-
-
-@dataclass(frozen=True)
-class QueuePosition:
-    """Why an approved job waits, and its place in the queue (1 = next)."""
-
-    job_id: int
-    place: int
-    why: str
 
 
 @dataclass(frozen=True)

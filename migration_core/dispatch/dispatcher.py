@@ -20,6 +20,7 @@ from typing import Protocol
 
 from migration_core import logctx
 from migration_core.dispatch.queue import (
+    QueuePosition,
     limits_of,
     queue_notice,
     queue_notice_reason,
@@ -45,7 +46,6 @@ from migration_core.inventory.policy_file import FreezeWindow
 from migration_core.limits import DEFAULT_APPROVAL_TTL_S
 from migration_core.models import Job, JobState, MigrationRequest, Plan, VerificationSummary
 from migration_core.planning.estimate import sample_from_run
-from migration_core.service_api import QueuePosition
 from migration_core.store import SUMMARY_DETAIL, EventKind, HostLimit, Store
 
 log = logging.getLogger(__name__)

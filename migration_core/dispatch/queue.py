@@ -19,6 +19,15 @@ from migration_core.models import Job
 from migration_core.store import HostLimit, HostLoad
 
 
+@dataclass(frozen=True)
+class QueuePosition:
+    """Why an approved job waits, and its place in the queue (1 = next): what `/migrate status` lists."""
+
+    job_id: int
+    place: int
+    why: str
+
+
 def limits_of(inventory: Inventory) -> dict[str, HostLimit]:
     """Each host's concurrency limits from the inventory."""
     return {h.name: HostLimit(h.max_inbound, h.max_outbound) for h in inventory}

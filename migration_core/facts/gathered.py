@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from migration_core.facts.host import DomainCapsFacts, HostFacts
+from migration_core.facts.domain_state import DomainInfo, DomainState
+from migration_core.facts.host import DomainCapsFacts, HostFacts, NetworkInfo
 from migration_core.facts.vm import VmFacts
-from migration_core.hypervisor.types import DomainInfo, DomainState, NetworkInfo
 from migration_core.models import MigrationRequest
 from migration_core.units import MIB
 

@@ -63,6 +63,15 @@ class GuestArch:
 
 
 @dataclass(frozen=True)
+class ClockReading:
+    """A host's wall clock against the bot's: `offset_s` = host - bot (positive: the host is ahead), known to
+    within +/- `uncertainty_s` (half the round trip of the call that read it, plus the file-timestamp tick)."""
+
+    offset_s: float
+    uncertainty_s: float
+
+
+@dataclass(frozen=True)
 class HostVersions:
     """libvirt and hypervisor versions of one host, as libvirt's packed integers and as text."""
 
@@ -82,6 +91,15 @@ class HostVersions:
     @property
     def hypervisor_text(self) -> str:
         return self.text(self.hypervisor)
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """A libvirt virtual network and the host bridge it uses (None for e.g. macvtap/hostdev networks)."""
+
+    name: str
+    active: bool = True
+    bridge: str | None = None
 
 
 @dataclass(frozen=True)

@@ -9,140 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
+from enum import IntEnum
 
 # Defined in the core's one exception tree; importable from here as before.
 from migration_core.errors import DomainNotFound as DomainNotFound
 from migration_core.errors import JobAborted as JobAborted
-from migration_core.facts.host import HostVersions as HostVersions  # the port returns it; facts/ owns it
+
+# Typed facts the port hands back; facts/ owns them (its preflight bag carries them) and cannot import upwards.
+from migration_core.facts.domain_state import PAUSED_MIGRATION as PAUSED_MIGRATION
+from migration_core.facts.domain_state import PAUSED_POSTCOPY as PAUSED_POSTCOPY
+from migration_core.facts.domain_state import PAUSED_POSTCOPY_FAILED as PAUSED_POSTCOPY_FAILED
+from migration_core.facts.domain_state import RUNNING_POSTCOPY as RUNNING_POSTCOPY
+from migration_core.facts.domain_state import RUNNING_POSTCOPY_FAILED as RUNNING_POSTCOPY_FAILED
+from migration_core.facts.domain_state import STATE_BY_CODE as STATE_BY_CODE
+from migration_core.facts.domain_state import DomainInfo as DomainInfo
+from migration_core.facts.domain_state import DomainState as DomainState
+from migration_core.facts.domain_state import reason_text as reason_text
+from migration_core.facts.host import ClockReading as ClockReading
+from migration_core.facts.host import HostVersions as HostVersions
+from migration_core.facts.host import NetworkInfo as NetworkInfo
 from migration_core.models import ParamValue
 
 # A value in a job-stats dict: libvirt typed params are ints, floats, strings or booleans.
 StatValue = int | float | str | bool
-
-
-class DomainState(StrEnum):
-    """A domain's state on one host, with ABSENT for "not defined there at all"."""
-
-    NOSTATE = "no state"
-    RUNNING = "running"
-    BLOCKED = "blocked"
-    PAUSED = "paused"
-    SHUTDOWN = "shutting down"
-    SHUTOFF = "shut off"
-    CRASHED = "crashed"
-    PMSUSPENDED = "suspended"
-    ABSENT = "absent"
-
-
-# virDomainState codes -> our enum (libvirt-domain.h).
-STATE_BY_CODE: dict[int, DomainState] = {
-    0: DomainState.NOSTATE,
-    1: DomainState.RUNNING,
-    2: DomainState.BLOCKED,
-    3: DomainState.PAUSED,
-    4: DomainState.SHUTDOWN,
-    5: DomainState.SHUTOFF,
-    6: DomainState.CRASHED,
-    7: DomainState.PMSUSPENDED,
-}
-
-# Reason codes per state (second element of virDomainGetState); only the states whose reasons matter.
-_REASONS: dict[DomainState, dict[int, str]] = {
-    DomainState.RUNNING: {
-        0: "unknown",
-        1: "booted",
-        2: "migrated",
-        3: "restored",
-        4: "from snapshot",
-        5: "unpaused",
-        6: "migration canceled",
-        7: "save canceled",
-        8: "wakeup",
-        9: "crashed",
-        10: "post-copy",
-        11: "post-copy failed",
-    },
-    DomainState.PAUSED: {
-        0: "unknown",
-        1: "user",
-        2: "migration",
-        3: "save",
-        4: "dump",
-        5: "I/O error",
-        6: "watchdog",
-        7: "from snapshot",
-        8: "shutting down",
-        9: "snapshot",
-        10: "crashed",
-        11: "starting up",
-        12: "post-copy",
-        13: "post-copy failed",
-    },
-    DomainState.SHUTOFF: {
-        0: "unknown",
-        1: "shutdown",
-        2: "destroyed",
-        3: "crashed",
-        4: "migrated",
-        5: "saved",
-        6: "failed",
-        7: "from snapshot",
-        8: "daemon",
-    },
-}
-
-RUNNING_POSTCOPY = 10
-RUNNING_POSTCOPY_FAILED = 11
-PAUSED_MIGRATION = 2
-PAUSED_POSTCOPY = 12
-PAUSED_POSTCOPY_FAILED = 13
-
-
-def reason_text(state: DomainState, reason: int) -> str:
-    """Human text of a state reason: reason_text(DomainState.PAUSED, 13) == "post-copy failed"."""
-    return _REASONS.get(state, {}).get(reason, "unknown" if reason == 0 else str(reason))
-
-
-@dataclass(frozen=True)
-class DomainInfo:
-    """A VM as one host sees it. `state` is ABSENT (and the rest empty) when the host does not know it."""
-
-    host: str
-    name: str
-    uuid: str = ""
-    state: DomainState = DomainState.ABSENT
-    reason: int = 0
-    active: bool = False
-    persistent: bool = False
-
-    @property
-    def present(self) -> bool:
-        return self.state is not DomainState.ABSENT
-
-    @property
-    def reason_text(self) -> str:
-        return reason_text(self.state, self.reason)
-
-    @property
-    def postcopy_failed(self) -> bool:
-        """Paused or running in "post-copy failed": the migration broke after the switch (needs recovery)."""
-        return (self.state is DomainState.PAUSED and self.reason == PAUSED_POSTCOPY_FAILED) or (
-            self.state is DomainState.RUNNING and self.reason == RUNNING_POSTCOPY_FAILED
-        )
-
-    @property
-    def in_postcopy(self) -> bool:
-        return (self.state is DomainState.RUNNING and self.reason == RUNNING_POSTCOPY) or (
-            self.state is DomainState.PAUSED and self.reason == PAUSED_POSTCOPY
-        )
-
-    def describe(self) -> str:
-        """One phrase for a summary: "running (migrated), persistent" or "absent"."""
-        if not self.present:
-            return "absent (not defined)"
-        kind = "persistent" if self.persistent else "transient"
-        return f"{self.state.value} ({self.reason_text}), {kind}"
 
 
 class JobType(IntEnum):
@@ -183,30 +72,12 @@ class JobStats:
 
 
 @dataclass(frozen=True)
-class ClockReading:
-    """A host's wall clock against the bot's: `offset_s` = host - bot (positive: the host is ahead), known to
-    within +/- `uncertainty_s` (half the round trip of the call that read it, plus the file-timestamp tick)."""
-
-    offset_s: float
-    uncertainty_s: float
-
-
-@dataclass(frozen=True)
 class NodeMemory:
     """Host memory in bytes. `available_bytes` = free + buffers + cached (what a new guest could get)."""
 
     total_bytes: int
     free_bytes: int
     available_bytes: int
-
-
-@dataclass(frozen=True)
-class NetworkInfo:
-    """A libvirt virtual network and the host bridge it uses (None for e.g. macvtap/hostdev networks)."""
-
-    name: str
-    active: bool = True
-    bridge: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from migration_core.hypervisor.types import ClockReading
+from migration_core.facts.host import ClockReading
 
 # Hosts whose clocks differ by more than this are not synchronised at all: chrony/NTP keeps hosts within
 # milliseconds, and the probe through libvirt measures to within a few ms on a LAN (tenths of a second over a

@@ -3,5 +3,6 @@
 Owns: `executor` (+ `base`, `controls`, `outcome`, `prep`, `types`): start, watch, steer and control a migration;
 `convergence` (the pure controller), `progress` and `stall` (readings -> samples and signals), `verify` and
 `verify_checks` (where the VM really is afterwards).
-May import: migration_core.errors, models, events, logctx, hypervisor, facts, planning.
+May import: migration_core.errors, models, events, logctx, hypervisor, facts, planning, inventory
+(the hosts' URIs and addresses).
 """

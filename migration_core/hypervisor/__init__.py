@@ -7,5 +7,6 @@ parts are written against), `fact_readers` (host/domain/CPU facts), `storage` (p
 `errors` (libvirt errors -> the core's exception tree, by code), `jobstats` (job statistics -> typed readings),
 `sshprobe` (the ONLY asyncssh importer: port probes from the source host), `fleet/` (simulated hosts, VMs and
 migrations on virtual time behind the same port: fast tests and scale benchmarks).
-May import: migration_core.errors, models, telemetry, facts (to hand back typed facts), inventory.
+May import: migration_core.errors, models, telemetry, facts (to hand back typed facts; the values that
+facts carry, such as `DomainInfo` and `HostVersions`, are defined there and re-exported by `types`), inventory.
 """

@@ -1,7 +1,7 @@
 """The job store: sqlmodel tables behind an async API; SQLite by default, PostgreSQL by URL.
 
 The only package of the core that imports sqlmodel/sqlalchemy. It also owns `states`, the pure job state
-machine. May import: migration_core.errors, models, events, drains (and the drain plan it records). Every
+machine. May import: migration_core.errors, models, events, drains, planning (the drain plan it records). Every
 public method is async: the blocking
 database work runs on a worker thread, transient failures (a server restart, SQLite busy) are retried along
 a bounded backoff (`RetryPolicy`), and results are domain objects (`models.Job`, `Approval`,

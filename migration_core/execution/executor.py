@@ -383,8 +383,9 @@ class Executor(ControlsMixin):
             run.aborted_by = run.aborted_by or "someone outside migrate-bot (virsh domjobabort?)"
             why = next((d.reason for d in reversed(run.decisions) if d.action is ControlAction.ABORT), None)
             outcome = JobState.ABORTED
-            # Before the migrate call libvirt said nothing: the text is ours ("nothing was sent"), not libvirt's.
-            said = f"libvirt: {error.message}" if run.call_started else error.message
+            # An abort that kept the migrate call from going out is ours to word: libvirt said nothing.
+            ours = isinstance(error, JobAborted) and not run.call_started
+            said = error.message if ours else f"libvirt: {error.message}"
             message = f"aborted by {run.aborted_by}" + (f": {why}" if why else "") + f" ({said})"
             hint = f"in pre-copy an abort leaves {run.plan.request.vm} running on {r.source.name}"
         else:

@@ -2,8 +2,8 @@
 
 Owns: `vm`, `host`, `devices`, `domain_state` (the typed facts; `host` also holds the port's readings that
 facts carry: versions, clock, networks), `domxml*` (domain, capabilities and node-device XML -> facts),
-`xmlutil` (safe parsing, units),
+`storage_xml` (pool and volume XML -> facts), `xmlutil` (safe parsing, units),
 `metadata` (the bot's own <metadata>: anti-affinity groups), `gathered` (everything preflight needs,
 bundled). Pure, no I/O.
-May import: migration_core.errors, migration_core.models.
+May import: migration_core.errors, migration_core.models (and the leaves `limits` and `units`).
 """

@@ -1,4 +1,5 @@
-"""Typed facts about a hypervisor host: capabilities XML and domain capabilities XML.
+"""Typed facts about a hypervisor host: capabilities XML and domain capabilities XML, and the port's readings
+that preflight carries with them (libvirt and QEMU versions, the host clock, virtual networks).
 
 Fields marked "(adapter)" are not in the capabilities XML; the libvirt adapter fills them from other calls
 (`getHostname`, `getLibVersion`, `getVersion`, `getFreeMemory`, `getFreePages`, active domains, SSH).

@@ -1,8 +1,9 @@
-"""Typed results of the libvirt adapter (hypervisor.py) and its pure helpers; no libvirt import here.
+"""Typed results of the hypervisor port (the libvirt adapter and the fleet) and their pure helpers; no libvirt here.
 
-The adapter returns these frozen dataclasses instead of libvirt objects or raw tuples, so that the rest of
-the core (preflight, executor, verification) never sees libvirt. Numeric codes (domain states, job types)
-are copied from libvirt 9.0's public headers; they are part of libvirt's stable ABI.
+The port returns these frozen dataclasses instead of libvirt objects or raw tuples, so that the rest of the
+core (preflight, executor, verification) never sees libvirt. Numeric codes (job types, error codes) are copied
+from libvirt 9.0's public headers; they are part of libvirt's stable ABI. The values that facts carry (a
+domain's state, host versions, the clock reading, networks) are defined in `facts` and re-exported here.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Clock skew between hosts, judged from each host's clock reading (pure: `migrate-bot doctor` does the I/O).
 
-Each reading is a host's offset from the bot's clock with its uncertainty (hypervisor.types.ClockReading).
+Each reading is a host's offset from the bot's clock with its uncertainty (facts.host.ClockReading).
 The skew of a pair is the difference of their offsets; it is known to within the sum of their uncertainties,
 so a pair is only a problem when even its smallest possible skew is over MAX_SKEW_S, and "cannot tell" when
 the threshold lies inside the uncertainty. The hosts to fix are those far from the median clock (the bot's

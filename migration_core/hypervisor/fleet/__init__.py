@@ -34,7 +34,8 @@ front ends) and bench/bench_fleet.py.
 
 Modules: `model` (specs, per-host state, the XML the parsers read), `migration` (the pre-copy/post-copy model,
 pure), `adapter` (`Fleet`: the port's calls, faults), `clock` (virtual time).
-May import: migration_core.errors, models, inventory, facts, hypervisor.types/errors (never libvirt).
+May import: migration_core.errors, models, inventory, facts, hypervisor.port/types/errors (never libvirt, never
+the libvirt adapter).
 """
 
 from migration_core.hypervisor.fleet.adapter import Fleet, FleetConfig

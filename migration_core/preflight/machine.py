@@ -122,11 +122,11 @@ def check_versions(facts: PreflightFacts) -> tuple[CheckResult, ...]:
             return f"libvirt unknown / QEMU unknown on {label}"
         return f"libvirt {v.libvirt_text} / QEMU {v.hypervisor_text} on {label}"
 
-    old, new = src.versions, dst.versions
-    both = f"{show(old, src_name(facts))} -> {show(new, dest_name(facts))}"
-    if old is None or new is None:
+    at_src, at_dst = src.versions, dst.versions
+    both = f"{show(at_src, src_name(facts))} -> {show(at_dst, dest_name(facts))}"
+    if at_src is None or at_dst is None:
         return (warned(name, f"some versions are unknown: {both}"),)
-    pairs = (("QEMU", old.hypervisor, new.hypervisor), ("libvirt", old.libvirt, new.libvirt))
+    pairs = (("QEMU", at_src.hypervisor, at_dst.hypervisor), ("libvirt", at_src.libvirt, at_dst.libvirt))
     older = [what for what, a, b in pairs if b < a]
     if older:
         return (

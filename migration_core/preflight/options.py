@@ -127,8 +127,7 @@ def _combinations(facts: PreflightFacts) -> list[CheckResult]:
     if opts.parallel_connections is not None and postcopy:
         hosts = (facts.source_host, facts.destination_host)
         versions = [h.versions.hypervisor for h in hosts if h is not None and h.versions is not None]
-        oldest = min(versions, default=None)
-        if oldest is None or len(versions) < 2:
+        if len(versions) < 2:
             out.append(
                 warned(
                     "options.combination",
@@ -136,7 +135,7 @@ def _combinations(facts: PreflightFacts) -> list[CheckResult]:
                     "drop --parallel if the migration fails to start",
                 )
             )
-        elif oldest < QEMU_POSTCOPY_MULTIFD:
+        elif (oldest := min(versions)) < QEMU_POSTCOPY_MULTIFD:
             out.append(
                 failed(
                     "options.combination",
